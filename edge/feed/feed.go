@@ -1,0 +1,350 @@
+// Package feed is the edge's end of the snapshot stream: it dials ctrl, says
+// HELLO with the version in service, and for every FULL it receives verifies,
+// persists, maps and applies the snapshot before answering ACK, or NACKs it
+// and keeps the old one. It reconnects with jittered exponential backoff.
+package feed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/snapgate/snapgate/edge/snapstore"
+	"github.com/snapgate/snapgate/fbs"
+	"github.com/snapgate/snapgate/wire"
+)
+
+// Config configures a Client. CtrlAddr, NodeID, Store, Current and Apply are
+// required; zero durations take the documented defaults.
+type Config struct {
+	CtrlAddr string           // host:port of ctrl's publish listener
+	NodeID   string           // this edge's id, 1..128 bytes of visible ASCII
+	Store    *snapstore.Store // where accepted snapshots are persisted
+	// Current returns the snapshot version in service, 0 if none.
+	Current func() uint64
+	// Apply swaps a verified, mapped snapshot into service. On success the
+	// mapping belongs to the callee; on error the feed unmaps it and NACKs.
+	Apply  func(m *snapstore.Mapping) error
+	Logger *slog.Logger // default slog.Default()
+
+	MinBackoff time.Duration // first reconnect delay bound, default 100ms
+	MaxBackoff time.Duration // largest reconnect delay bound, default 5s
+	// DeadAfter closes a session that received no frame from ctrl for this
+	// long; it also bounds each write. Default 5s.
+	DeadAfter   time.Duration
+	DialTimeout time.Duration // default 5s
+	// HeartbeatInterval is how often the edge sends HEARTBEAT. Default 1s.
+	HeartbeatInterval time.Duration
+	// MaxSnapshot bounds a FULL frame and the decoded snapshot. Default
+	// wire.DefaultMaxPayload.
+	MaxSnapshot int
+}
+
+// Status is the feed's view of its link to ctrl.
+type Status struct {
+	Connected     bool
+	LastContact   time.Time // last frame received from ctrl; zero if never
+	LatestVersion uint64    // newest version ctrl announced (FULL or HEARTBEAT)
+	LastError     string    // why the last snapshot was refused or the last session ended
+}
+
+// Client is the edge's stream client.
+type Client struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	status Status
+}
+
+// New returns a Client; Run starts it.
+func New(cfg Config) *Client {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 100 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Second
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = cfg.MinBackoff
+	}
+	if cfg.DeadAfter <= 0 {
+		cfg.DeadAfter = 5 * time.Second
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = time.Second
+	}
+	if cfg.MaxSnapshot <= 0 {
+		cfg.MaxSnapshot = wire.DefaultMaxPayload
+	}
+	return &Client{cfg: cfg, log: cfg.Logger.With("ctrl", cfg.CtrlAddr, "node", cfg.NodeID)}
+}
+
+// Status returns a copy of the current link status.
+func (c *Client) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status
+}
+
+func (c *Client) update(fn func(*Status)) {
+	c.mu.Lock()
+	fn(&c.status)
+	c.mu.Unlock()
+}
+
+// Run connects to ctrl and keeps the edge current until ctx is cancelled,
+// then returns ctx.Err(). It returns early only for a configuration error.
+func (c *Client) Run(ctx context.Context) error {
+	if c.cfg.CtrlAddr == "" || c.cfg.Store == nil || c.cfg.Current == nil || c.cfg.Apply == nil {
+		return errors.New("feed: Config needs CtrlAddr, Store, Current and Apply")
+	}
+	if err := wire.ValidNodeID(c.cfg.NodeID); err != nil {
+		return fmt.Errorf("feed: NodeID %q: %w", c.cfg.NodeID, err)
+	}
+	dec, err := wire.NewDecompressor(c.cfg.MaxSnapshot)
+	if err != nil {
+		return fmt.Errorf("feed: %w", err)
+	}
+	defer dec.Close()
+
+	attempt := 0
+	for {
+		healthy, err := c.session(ctx, dec)
+		c.update(func(s *Status) {
+			s.Connected = false
+			if err != nil && ctx.Err() == nil {
+				s.LastError = err.Error()
+			}
+		})
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		// A session that worked resets the backoff; one that ended on a bad
+		// frame does not, so a ctrl sending garbage is not hammered.
+		if healthy && !errors.Is(err, errProtocol) {
+			attempt = 0
+		}
+		d := backoff(c.cfg.MinBackoff, c.cfg.MaxBackoff, attempt)
+		attempt++
+		c.log.Warn("feed: disconnected from ctrl, reconnecting", "err", err, "retry_in", d)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// backoff returns a delay drawn uniformly from [0, min(max, min·2^attempt)]
+// ("full jitter"), so a fleet that lost ctrl at once does not reconnect at once.
+func backoff(minD, maxD time.Duration, attempt int) time.Duration {
+	bound := maxD
+	if attempt < 32 {
+		if b := minD << attempt; b > 0 && b < maxD {
+			bound = b
+		}
+	}
+	return rand.N(bound + 1)
+}
+
+// errProtocol marks a session ended by a bad frame or a message ctrl must
+// not send.
+var errProtocol = errors.New("feed: protocol error")
+
+// session runs one connection. healthy reports whether ctrl answered with at
+// least one valid frame, which resets the backoff.
+func (c *Client) session(ctx context.Context, dec *wire.Decompressor) (healthy bool, err error) {
+	d := net.Dialer{Timeout: c.cfg.DialTimeout}
+	conn, err := d.DialContext(ctx, "tcp", c.cfg.CtrlAddr)
+	if err != nil {
+		return false, fmt.Errorf("feed: dial %s: %w", c.cfg.CtrlAddr, err)
+	}
+	// Cancelling ctx closes the conn, which unblocks every read and write.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	defer conn.Close()
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+
+	s := &stream{c: c, conn: conn, w: wire.NewWriter(conn), dec: dec}
+	var buf []byte
+	buf, err = wire.AppendHello(buf, wire.Hello{NodeID: c.cfg.NodeID, HaveVersion: c.cfg.Current()})
+	if err != nil {
+		return false, fmt.Errorf("feed: %w", err)
+	}
+	if err := s.send(wire.TypeHello, buf); err != nil {
+		return false, err
+	}
+	c.update(func(st *Status) { st.Connected = true })
+	c.log.Info("feed: connected to ctrl", "have_version", c.cfg.Current())
+
+	hbDone := make(chan struct{})
+	sessionDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		s.heartbeats(sessionDone)
+	}()
+	defer func() {
+		close(sessionDone)
+		conn.Close()
+		<-hbDone
+	}()
+
+	r := wire.NewReader(conn, c.cfg.MaxSnapshot)
+	for {
+		conn.SetReadDeadline(time.Now().Add(c.cfg.DeadAfter))
+		t, p, err := r.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return healthy, ctx.Err()
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return healthy, fmt.Errorf("feed: no frame from ctrl for %s", c.cfg.DeadAfter)
+			}
+			if errors.Is(err, io.EOF) {
+				return healthy, fmt.Errorf("feed: ctrl closed the stream")
+			}
+			c.log.Error("feed: bad frame from ctrl, reconnecting", "err", err)
+			return healthy, fmt.Errorf("%w: read frame: %w", errProtocol, err)
+		}
+		healthy = true
+		now := time.Now()
+		c.update(func(st *Status) { st.LastContact = now })
+		switch t {
+		case wire.TypeHeartbeat:
+			hb, err := wire.DecodeHeartbeat(p)
+			if err != nil {
+				return healthy, fmt.Errorf("%w: %w", errProtocol, err)
+			}
+			c.noteLatest(hb.LatestVersion)
+		case wire.TypeFull:
+			if err := s.handleFull(p); err != nil {
+				return healthy, err
+			}
+		default:
+			return healthy, fmt.Errorf("%w: ctrl sent %s", errProtocol, t)
+		}
+	}
+}
+
+func (c *Client) noteLatest(v uint64) {
+	c.update(func(st *Status) { st.LatestVersion = max(st.LatestVersion, v) })
+}
+
+// stream is one live connection's state.
+type stream struct {
+	c    *Client
+	conn net.Conn
+	dec  *wire.Decompressor
+
+	wmu sync.Mutex // the reader (ACK/NACK) and the heartbeat goroutine both write
+	w   *wire.Writer
+	out []byte
+}
+
+func (s *stream) send(t wire.Type, payload []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.conn.SetWriteDeadline(time.Now().Add(s.c.cfg.DeadAfter))
+	if err := s.w.WriteFrame(t, payload); err != nil {
+		return fmt.Errorf("feed: send %s: %w", t, err)
+	}
+	return nil
+}
+
+func (s *stream) heartbeats(done <-chan struct{}) {
+	tick := time.NewTicker(s.c.cfg.HeartbeatInterval)
+	defer tick.Stop()
+	var buf []byte
+	for {
+		select {
+		case <-done:
+			return
+		case now := <-tick.C:
+			buf = wire.AppendHeartbeat(buf[:0], wire.Heartbeat{LatestVersion: s.c.cfg.Current(), UnixNano: now.UnixNano()})
+			if err := s.send(wire.TypeHeartbeat, buf); err != nil {
+				// The reader sees the broken conn too and reconnects.
+				s.conn.Close()
+				return
+			}
+		}
+	}
+}
+
+func (s *stream) ack(v uint64) error {
+	s.out = wire.AppendAck(s.out[:0], wire.Ack{Version: v})
+	return s.send(wire.TypeAck, s.out)
+}
+
+func (s *stream) nack(v uint64, reason error) error {
+	s.c.log.Error("feed: refusing snapshot, keeping the one in service", "version", v, "in_service", s.c.cfg.Current(), "reason", reason)
+	s.c.update(func(st *Status) { st.LastError = fmt.Sprintf("v%d: %v", v, reason) })
+	s.out = wire.AppendNack(s.out[:0], wire.Nack{Version: v, Reason: reason.Error()})
+	return s.send(wire.TypeNack, s.out)
+}
+
+// handleFull takes one FULL through verify → persist → map → apply. A
+// snapshot that fails any step is NACKed and the session goes on; only a
+// malformed message or a failed write ends the session.
+func (s *stream) handleFull(p []byte) error {
+	h, _, err := wire.DecodeFullHeader(p)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errProtocol, err)
+	}
+	s.c.noteLatest(h.Version)
+	if cur := s.c.cfg.Current(); h.Version <= cur {
+		// Never go backwards (P6): an older or equal version is not applied.
+		s.c.log.Warn("feed: ignoring FULL not newer than the snapshot in service", "version", h.Version, "in_service", cur)
+		return s.ack(cur)
+	}
+	full, err := s.dec.DecodeFull(p)
+	if err != nil {
+		return s.nack(h.Version, err)
+	}
+	m, err := s.install(full)
+	if err != nil {
+		return s.nack(h.Version, err)
+	}
+	if err := s.c.cfg.Apply(m); err != nil {
+		if uerr := m.Unmap(); uerr != nil {
+			s.c.log.Error("feed: unmap of refused snapshot failed", "version", h.Version, "err", uerr)
+		}
+		return s.nack(h.Version, fmt.Errorf("apply: %w", err))
+	}
+	s.c.log.Info("feed: applied snapshot", "version", h.Version, "bytes", len(full.Snapshot))
+	return s.ack(h.Version)
+}
+
+// install verifies the received bytes before they touch the disk, then
+// persists and maps them; the mapping is verified again by Map, so what
+// goes into service is exactly what is on disk.
+func (s *stream) install(full wire.Full) (*snapstore.Mapping, error) {
+	snap, err := fbs.Open(full.Snapshot)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	if snap.Version() != full.Version {
+		return nil, fmt.Errorf("verify: FULL v%d carries a snapshot of version %d", full.Version, snap.Version())
+	}
+	if err := s.c.cfg.Store.Save(full.Version, full.Snapshot); err != nil {
+		return nil, err
+	}
+	return s.c.cfg.Store.Map(full.Version)
+}

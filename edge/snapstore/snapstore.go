@@ -1,0 +1,303 @@
+// Package snapstore is the edge's data dir: every applied snapshot is written
+// atomically as snap-<20-digit version>.sgs, read back through a read-only
+// mmap, and the newest file that verifies is what the edge boots from.
+package snapstore
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/snapgate/snapgate/fbs"
+)
+
+// ErrNoSnapshot is returned by LoadNewest when no file in the dir verifies.
+var ErrNoSnapshot = errors.New("snapstore: no valid snapshot")
+
+const (
+	prefix    = "snap-"
+	suffix    = ".sgs"
+	tmpSuffix = ".tmp"
+	badSuffix = ".bad"
+)
+
+// FileName returns the file name a version is stored under.
+func FileName(version uint64) string { return fmt.Sprintf("%s%020d%s", prefix, version, suffix) }
+
+// parseName returns the version of a snapshot file name, false for anything else.
+func parseName(name string) (uint64, bool) {
+	if len(name) != len(prefix)+20+len(suffix) || !strings.HasPrefix(name, prefix) || !strings.HasSuffix(name, suffix) {
+		return 0, false
+	}
+	digits := name[len(prefix) : len(prefix)+20]
+	for i := 0; i < len(digits); i++ {
+		if digits[i] < '0' || digits[i] > '9' {
+			return 0, false
+		}
+	}
+	v, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil || v == 0 {
+		return 0, false
+	}
+	return v, true
+}
+
+// Store is an edge data dir. Its methods are safe for concurrent use.
+type Store struct {
+	dir  string
+	keep int
+	log  *slog.Logger
+	mu   sync.Mutex // serializes Save/prune/quarantine so directory edits do not interleave
+}
+
+// Open opens (creating with mode 0700) the data dir and removes temp files a
+// crash left behind. keep < 1 is treated as 1: the newest file is never pruned.
+func Open(dir string, keep int, log *slog.Logger) (*Store, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if keep < 1 {
+		keep = 1
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("snapstore: create data dir %s: %w", dir, err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("snapstore: read data dir %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		if e.Type().IsRegular() && strings.HasPrefix(e.Name(), prefix) && strings.HasSuffix(e.Name(), tmpSuffix) {
+			p := filepath.Join(dir, e.Name())
+			if err := os.Remove(p); err != nil {
+				return nil, fmt.Errorf("snapstore: remove stale temp file %s: %w", p, err)
+			}
+			log.Info("snapstore: removed stale temp file", "path", p)
+		}
+	}
+	return &Store{dir: dir, keep: keep, log: log}, nil
+}
+
+// Dir returns the data dir path.
+func (s *Store) Dir() string { return s.dir }
+
+// Path returns the file path of a version.
+func (s *Store) Path(version uint64) string { return filepath.Join(s.dir, FileName(version)) }
+
+// Versions returns the versions of the snapshot files present, ascending.
+func (s *Store) Versions() []uint64 {
+	vs, err := s.versions()
+	if err != nil {
+		s.log.Warn("snapstore: listing data dir failed", "dir", s.dir, "err", err)
+	}
+	return vs
+}
+
+func (s *Store) versions() ([]uint64, error) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("snapstore: read data dir %s: %w", s.dir, err)
+	}
+	var vs []uint64
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		if v, ok := parseName(e.Name()); ok {
+			vs = append(vs, v)
+		}
+	}
+	slices.Sort(vs)
+	return vs, nil
+}
+
+// Save writes data as version's file: temp file, fsync, rename, fsync of the
+// dir, so a crash leaves either the old set of files or the new one. It then
+// prunes to the newest keep files. An existing file of the same version is
+// replaced by the rename, never written in place: it may be mapped, and the
+// old inode lives on for its readers, whereas an in-place write would SIGBUS
+// them.
+func (s *Store) Save(version uint64, data []byte) error {
+	if version == 0 {
+		return fmt.Errorf("snapstore: save: version 0 is not a snapshot version")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	final := s.Path(version)
+	tmp := final + tmpSuffix
+	if err := writeSynced(tmp, data); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("snapstore: rename %s to %s: %w", tmp, final, err)
+	}
+	if err := syncDir(s.dir); err != nil {
+		return err
+	}
+	return s.pruneLocked()
+}
+
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("snapstore: create %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("snapstore: write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("snapstore: fsync %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("snapstore: close %s: %w", path, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("snapstore: open dir %s for fsync: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("snapstore: fsync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// pruneLocked unlinks all but the newest keep snapshot files. Unlinking a
+// mapped file is safe: the mapping keeps the inode alive until Unmap.
+func (s *Store) pruneLocked() error {
+	vs, err := s.versions()
+	if err != nil {
+		return err
+	}
+	if len(vs) <= s.keep {
+		return nil
+	}
+	var errs []error
+	for _, v := range vs[:len(vs)-s.keep] {
+		p := s.Path(v)
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("snapstore: prune %s: %w", p, err))
+			continue
+		}
+		s.log.Debug("snapstore: pruned", "path", p)
+	}
+	return errors.Join(errs...)
+}
+
+// Mapping is a verified snapshot file mapped read-only. Everything read from
+// Snapshot aliases the mapping, so the owner calls Unmap only once no reader
+// can still touch it.
+type Mapping struct {
+	version uint64
+	path    string
+	mem     []byte
+	snap    *fbs.Snapshot
+	once    sync.Once
+	err     error
+}
+
+// Snapshot returns the verified snapshot reading the mapped bytes.
+func (m *Mapping) Snapshot() *fbs.Snapshot { return m.snap }
+
+// Version returns the snapshot's version.
+func (m *Mapping) Version() uint64 { return m.version }
+
+// Path returns the mapped file's path.
+func (m *Mapping) Path() string { return m.path }
+
+// Unmap releases the mapping. Only the first call does anything; later calls
+// return the first call's result.
+func (m *Mapping) Unmap() error {
+	m.once.Do(func() {
+		m.snap = nil
+		if err := syscall.Munmap(m.mem); err != nil {
+			m.err = fmt.Errorf("snapstore: munmap %s: %w", m.path, err)
+		}
+		m.mem = nil
+	})
+	return m.err
+}
+
+// Map maps version's file read-only and verifies it with fbs.Open, which also
+// must report the version the file name claims. On any failure nothing stays
+// mapped.
+func (s *Store) Map(version uint64) (*Mapping, error) {
+	return mapFile(s.Path(version), version)
+}
+
+func mapFile(path string, version uint64) (*Mapping, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("snapstore: open %s: %w", path, err)
+	}
+	// The mapping outlives the descriptor, so close it either way.
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("snapstore: stat %s: %w", path, err)
+	}
+	size := fi.Size()
+	if !fi.Mode().IsRegular() || size <= 0 || size > int64(^uint(0)>>1) {
+		return nil, fmt.Errorf("snapstore: %s is not a mappable snapshot file (mode %v, %d bytes)", path, fi.Mode(), size)
+	}
+	mem, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("snapstore: mmap %s: %w", path, err)
+	}
+	snap, err := fbs.Open(mem)
+	if err == nil && snap.Version() != version {
+		err = fmt.Errorf("snapstore: %s holds version %d, its name says %d", path, snap.Version(), version)
+	}
+	if err != nil {
+		syscall.Munmap(mem)
+		return nil, fmt.Errorf("snapstore: verify %s: %w", path, err)
+	}
+	return &Mapping{version: version, path: path, mem: mem, snap: snap}, nil
+}
+
+// LoadNewest maps the newest snapshot file that verifies. Files that fail
+// are logged with the reason and renamed to <name>.bad so later boots do not
+// retry them; it returns ErrNoSnapshot if none verifies.
+func (s *Store) LoadNewest() (*Mapping, error) {
+	vs, err := s.versions()
+	if err != nil {
+		return nil, err
+	}
+	for i := len(vs) - 1; i >= 0; i-- {
+		m, err := s.Map(vs[i])
+		if err == nil {
+			return m, nil
+		}
+		s.log.Error("snapstore: skipping snapshot file that fails verification", "version", vs[i], "err", err)
+		s.quarantine(vs[i])
+	}
+	return nil, fmt.Errorf("%w in %s (%d files tried)", ErrNoSnapshot, s.dir, len(vs))
+}
+
+func (s *Store) quarantine(version uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.Path(version)
+	if err := os.Rename(p, p+badSuffix); err != nil {
+		s.log.Error("snapstore: could not set bad snapshot file aside", "path", p, "err", err)
+		return
+	}
+	if err := syncDir(s.dir); err != nil {
+		s.log.Warn("snapstore: fsync after setting bad file aside failed", "err", err)
+	}
+}

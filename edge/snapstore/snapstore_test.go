@@ -1,0 +1,262 @@
+package snapstore
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/snapgate/snapgate/fbs"
+)
+
+func build(t testing.TB, version uint64, routes int) []byte {
+	t.Helper()
+	st := fbs.State{Version: version, ParentVersion: version - 1,
+		Clusters: []fbs.Cluster{{Name: "web", Endpoints: []fbs.Endpoint{{Address: "127.0.0.1:9000"}}}}}
+	for i := range routes {
+		st.Routes = append(st.Routes, fbs.Route{ID: fmt.Sprintf("r%d", i), Host: "example.com", Prefix: fmt.Sprintf("/p%d", i), Cluster: "web"})
+	}
+	b, err := fbs.Build(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+type logBuf struct{ bytes.Buffer }
+
+func (l *logBuf) logger() *slog.Logger { return slog.New(slog.NewTextHandler(&l.Buffer, nil)) }
+
+func TestSaveMapPrune(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	s, err := Open(dir, 2, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("data dir: %v %v", fi, err)
+	}
+	for v := uint64(1); v <= 3; v++ {
+		if err := s.Save(v, build(t, v, 5)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := s.Versions(); !slices.Equal(got, []uint64{2, 3}) {
+		t.Fatalf("versions after prune: %v", got)
+	}
+	m, err := s.Map(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Snapshot().Version() != 3 || m.Snapshot().NumRoutes() != 5 || m.Version() != 3 {
+		t.Fatalf("mapped v%d with %d routes", m.Snapshot().Version(), m.Snapshot().NumRoutes())
+	}
+	// Pruning a mapped file is safe: the mapping stays readable after unlink.
+	for v := uint64(4); v <= 5; v++ {
+		if err := s.Save(v, build(t, v, 5)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(m.Path()); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("v3 not pruned: %v", err)
+	}
+	var match fbs.Match
+	if !m.Snapshot().Match([]byte("example.com"), []byte("/p4/x"), &match) || string(match.ID()) != "r4" {
+		t.Fatal("unlinked mapping no longer matches")
+	}
+	if err := m.Unmap(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Unmap(); err != nil {
+		t.Fatalf("second Unmap: %v", err)
+	}
+	if _, err := s.Map(3); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Map of pruned version: %v", err)
+	}
+}
+
+func TestSaveReplacesSameVersion(t *testing.T) {
+	s, err := Open(t.TempDir(), 3, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(7, build(t, 7, 1)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.Map(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unmap()
+	if err := s.Save(7, build(t, 7, 3)); err != nil {
+		t.Fatal(err)
+	}
+	// The old mapping still sees the old inode; a new Map sees the new file.
+	if m.Snapshot().NumRoutes() != 1 {
+		t.Fatalf("old mapping changed under its reader: %d routes", m.Snapshot().NumRoutes())
+	}
+	m2, err := s.Map(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Unmap()
+	if m2.Snapshot().NumRoutes() != 3 {
+		t.Fatalf("new mapping has %d routes", m2.Snapshot().NumRoutes())
+	}
+}
+
+func TestMapRejectsCorruptAndMisnamed(t *testing.T) {
+	s, err := Open(t.TempDir(), 5, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := build(t, 2, 3)
+	bad := bytes.Clone(good)
+	bad[len(bad)/2] ^= 0x40
+	if err := os.WriteFile(s.Path(1), bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Map(1); !errors.Is(err, fbs.ErrCorrupt) {
+		t.Fatalf("corrupt file: %v", err)
+	}
+	// A valid v2 snapshot stored under v9's name is refused too.
+	if err := os.WriteFile(s.Path(9), good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Map(9); err == nil || !strings.Contains(err.Error(), "holds version 2") {
+		t.Fatalf("misnamed file: %v", err)
+	}
+	if err := os.WriteFile(s.Path(10), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Map(10); err == nil {
+		t.Fatal("empty file mapped")
+	}
+	if err := s.Save(0, good); err == nil {
+		t.Fatal("Save accepted version 0")
+	}
+}
+
+func TestLoadNewestSkipsCorrupt(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, 5, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for v := uint64(1); v <= 2; v++ {
+		if err := s.Save(v, build(t, v, 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newest := build(t, 3, 2)
+	newest = newest[:len(newest)-1] // torn write
+	if err := os.WriteFile(s.Path(3), newest, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Files that are not snapshots are ignored.
+	os.WriteFile(filepath.Join(dir, "snap-12.sgs"), []byte("x"), 0o600)
+	os.WriteFile(filepath.Join(dir, "README"), []byte("x"), 0o600)
+
+	var lb logBuf
+	s2, err := Open(dir, 5, lb.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s2.LoadNewest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unmap()
+	if m.Version() != 2 {
+		t.Fatalf("booted v%d, want 2", m.Version())
+	}
+	if !strings.Contains(lb.String(), "fails verification") || !strings.Contains(lb.String(), "version=3") {
+		t.Fatalf("skip not logged with a reason:\n%s", lb.String())
+	}
+	if _, err := os.Stat(s.Path(3) + ".bad"); err != nil {
+		t.Fatalf("corrupt file not set aside: %v", err)
+	}
+	if got := s2.Versions(); !slices.Equal(got, []uint64{1, 2}) {
+		t.Fatalf("versions: %v", got)
+	}
+}
+
+func TestLoadNewestEmpty(t *testing.T) {
+	s, err := Open(t.TempDir(), 1, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.LoadNewest(); !errors.Is(err, ErrNoSnapshot) {
+		t.Fatalf("got %v, want ErrNoSnapshot", err)
+	}
+	if err := os.WriteFile(s.Path(4), []byte("garbage garbage garbage garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.LoadNewest(); !errors.Is(err, ErrNoSnapshot) {
+		t.Fatalf("only a bad file: got %v, want ErrNoSnapshot", err)
+	}
+}
+
+func TestOpenRemovesStaleTmp(t *testing.T) {
+	dir := t.TempDir()
+	tmp := filepath.Join(dir, FileName(5)+".tmp")
+	if err := os.WriteFile(tmp, []byte("half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(dir, "keep.tmp")
+	os.WriteFile(other, nil, 0o600)
+	if _, err := Open(dir, 1, quiet()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stale tmp survived Open: %v", err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Fatalf("unrelated file removed: %v", err)
+	}
+}
+
+func TestFileName(t *testing.T) {
+	if got := FileName(42); got != "snap-00000000000000000042.sgs" {
+		t.Fatal(got)
+	}
+	for _, n := range []string{FileName(1), FileName(^uint64(0))} {
+		if _, ok := parseName(n); !ok {
+			t.Fatalf("parseName(%q) failed", n)
+		}
+	}
+	for _, n := range []string{"snap-0000000000000000004x.sgs", "snap-00000000000000000000.sgs", "snap-99999999999999999999.sgs", "snap-1.sgs"} {
+		if _, ok := parseName(n); ok {
+			t.Fatalf("parseName(%q) accepted", n)
+		}
+	}
+}
+
+func BenchmarkSaveMap(b *testing.B) {
+	s, err := Open(b.TempDir(), 2, quiet())
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := build(b, 1, 1000)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		// Same version each time: Save replaces the file by rename.
+		if err := s.Save(1, data); err != nil {
+			b.Fatal(err)
+		}
+		m, err := s.Map(1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.Unmap()
+	}
+}

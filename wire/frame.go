@@ -1,0 +1,200 @@
+// Package wire implements the snapshot stream between ctrl and its edges:
+// length-prefixed, CRC-32C checksummed frames and the message codecs carried
+// in them (HELLO, FULL, ACK, NACK, HEARTBEAT).
+//
+// Frame layout (12-byte header, then the payload):
+//
+//	0..3   payload length, uint32 big endian
+//	4      protocol version (1)
+//	5      message type
+//	6..7   flags, uint16 big endian, must be 0
+//	8..11  CRC-32C (Castagnoli) over header bytes 0..7 and the payload
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"net"
+)
+
+// HeaderSize is the fixed frame header length in bytes.
+const HeaderSize = 12
+
+// ProtocolVersion is the only frame version this package speaks.
+const ProtocolVersion = 1
+
+// DefaultMaxPayload bounds a frame payload when the caller has no opinion:
+// big enough for a compressed snapshot of several hundred thousand routes.
+const DefaultMaxPayload = 64 << 20
+
+// Type is a frame's message type.
+type Type uint8
+
+// Message types. 6 (DELTA) and 7 (REPORT) are reserved for later protocol
+// additions and are rejected as unknown until then.
+const (
+	TypeHello     Type = 1
+	TypeFull      Type = 2
+	TypeAck       Type = 3
+	TypeNack      Type = 4
+	TypeHeartbeat Type = 5
+)
+
+// Known reports whether t is a message type this package understands.
+func (t Type) Known() bool { return t >= TypeHello && t <= TypeHeartbeat }
+
+func (t Type) String() string {
+	switch t {
+	case TypeHello:
+		return "HELLO"
+	case TypeFull:
+		return "FULL"
+	case TypeAck:
+		return "ACK"
+	case TypeNack:
+		return "NACK"
+	case TypeHeartbeat:
+		return "HEARTBEAT"
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+// Frame errors. Reader and Writer wrap them with the details, so test with
+// errors.Is.
+var (
+	ErrBadVersion  = errors.New("wire: unsupported protocol version")
+	ErrBadChecksum = errors.New("wire: frame checksum mismatch")
+	ErrTooLarge    = errors.New("wire: frame payload too large")
+	ErrUnknownType = errors.New("wire: unknown message type")
+	ErrBadFlags    = errors.New("wire: nonzero frame flags")
+	ErrTruncated   = errors.New("wire: truncated frame")
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func putHeader(h []byte, t Type, n int, payload []byte) {
+	binary.BigEndian.PutUint32(h[0:4], uint32(n))
+	h[4] = ProtocolVersion
+	h[5] = byte(t)
+	binary.BigEndian.PutUint16(h[6:8], 0)
+	crc := crc32.Update(0, castagnoli, h[0:8])
+	crc = crc32.Update(crc, castagnoli, payload)
+	binary.BigEndian.PutUint32(h[8:12], crc)
+}
+
+// AppendFrame appends one frame carrying payload to dst. The caller keeps
+// len(payload) within uint32 and t a known type; Writer checks both.
+func AppendFrame(dst []byte, t Type, payload []byte) []byte {
+	var h [HeaderSize]byte
+	putHeader(h[:], t, len(payload), payload)
+	dst = append(dst, h[:]...)
+	return append(dst, payload...)
+}
+
+// Reader reads frames from a stream. It is not safe for concurrent use.
+type Reader struct {
+	r   io.Reader
+	max int
+	hdr [HeaderSize]byte
+	buf []byte
+}
+
+// NewReader returns a Reader that refuses payloads above maxPayload bytes
+// (DefaultMaxPayload if maxPayload <= 0).
+func NewReader(r io.Reader, maxPayload int) *Reader {
+	if maxPayload <= 0 {
+		maxPayload = DefaultMaxPayload
+	}
+	return &Reader{r: r, max: maxPayload}
+}
+
+// Next reads the next frame. The payload aliases an internal buffer that is
+// reused, so it is valid only until the following call. A stream that ends
+// cleanly between frames returns io.EOF; every header check runs before the
+// payload buffer is grown, so a hostile length never causes an allocation.
+func (r *Reader) Next() (Type, []byte, error) {
+	if _, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
+		if err == io.EOF {
+			return 0, nil, io.EOF
+		}
+		if err == io.ErrUnexpectedEOF {
+			return 0, nil, fmt.Errorf("%w: header: %w", ErrTruncated, err)
+		}
+		return 0, nil, fmt.Errorf("wire: read frame header: %w", err)
+	}
+	h := r.hdr[:]
+	n := binary.BigEndian.Uint32(h[0:4])
+	if h[4] != ProtocolVersion {
+		return 0, nil, fmt.Errorf("%w: got %d, want %d", ErrBadVersion, h[4], ProtocolVersion)
+	}
+	t := Type(h[5])
+	if !t.Known() {
+		return 0, nil, fmt.Errorf("%w: %d", ErrUnknownType, uint8(t))
+	}
+	if f := binary.BigEndian.Uint16(h[6:8]); f != 0 {
+		return 0, nil, fmt.Errorf("%w: %s frame has flags %#04x", ErrBadFlags, t, f)
+	}
+	if uint64(n) > uint64(r.max) {
+		return 0, nil, fmt.Errorf("%w: %s frame declares %d bytes, limit %d", ErrTooLarge, t, n, r.max)
+	}
+	if cap(r.buf) < int(n) {
+		r.buf = make([]byte, n)
+	}
+	p := r.buf[:n]
+	if _, err := io.ReadFull(r.r, p); err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return 0, nil, fmt.Errorf("%w: %s payload of %d bytes: %w", ErrTruncated, t, n, io.ErrUnexpectedEOF)
+		}
+		return 0, nil, fmt.Errorf("wire: read %s payload: %w", t, err)
+	}
+	crc := crc32.Update(0, castagnoli, h[0:8])
+	crc = crc32.Update(crc, castagnoli, p)
+	if want := binary.BigEndian.Uint32(h[8:12]); crc != want {
+		return 0, nil, fmt.Errorf("%w: %s frame of %d bytes: computed %#08x, header says %#08x", ErrBadChecksum, t, n, crc, want)
+	}
+	return t, p, nil
+}
+
+// smallFrame is the payload size up to which Writer copies the payload next
+// to the header for one write call; above it, the payload is sent with writev
+// so a multi-megabyte snapshot is never copied.
+const smallFrame = 4 << 10
+
+// Writer writes frames to a stream. It is not safe for concurrent use.
+type Writer struct {
+	w   io.Writer
+	buf []byte
+}
+
+// NewWriter returns a Writer on w.
+func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
+
+// WriteFrame writes one frame of type t carrying payload.
+func (w *Writer) WriteFrame(t Type, payload []byte) error {
+	if !t.Known() {
+		return fmt.Errorf("%w: refusing to write type %d", ErrUnknownType, uint8(t))
+	}
+	if uint64(len(payload)) > 0xFFFFFFFF {
+		return fmt.Errorf("%w: %s payload of %d bytes exceeds the uint32 length field", ErrTooLarge, t, len(payload))
+	}
+	if len(payload) <= smallFrame {
+		w.buf = AppendFrame(w.buf[:0], t, payload)
+		if _, err := w.w.Write(w.buf); err != nil {
+			return fmt.Errorf("wire: write %s frame: %w", t, err)
+		}
+		return nil
+	}
+	if cap(w.buf) < HeaderSize {
+		w.buf = make([]byte, HeaderSize, smallFrame+HeaderSize)
+	}
+	h := w.buf[:HeaderSize]
+	putHeader(h, t, len(payload), payload)
+	bufs := net.Buffers{h, payload}
+	if _, err := bufs.WriteTo(w.w); err != nil {
+		return fmt.Errorf("wire: write %s frame: %w", t, err)
+	}
+	return nil
+}
