@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/snapgate/snapgate/ctrl"
+)
+
+// ctrlConfig is the ctrl config file (YAML); every key is also a flag.
+type ctrlConfig struct {
+	DataDir       string        `yaml:"data_dir"`
+	AdminSocket   string        `yaml:"admin_socket"`
+	StreamListen  string        `yaml:"stream_listen"`
+	Debounce      time.Duration `yaml:"debounce"`
+	MaxDelay      time.Duration `yaml:"max_delay"`
+	KeepSnapshots int           `yaml:"keep_snapshots"`
+	LogLevel      string        `yaml:"log_level"`
+}
+
+const defaultSocket = "snapgate-data/ctrl.sock"
+
+func defaultCtrlConfig() ctrlConfig {
+	return ctrlConfig{
+		DataDir:       "snapgate-data/ctrl",
+		AdminSocket:   defaultSocket,
+		StreamListen:  "127.0.0.1:7400",
+		Debounce:      20 * time.Millisecond,
+		MaxDelay:      200 * time.Millisecond,
+		KeepSnapshots: 10,
+		LogLevel:      "info",
+	}
+}
+
+func runCtrl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg := defaultCtrlConfig()
+	if path := configFlag(args); path != "" {
+		if err := loadConfig(path, &cfg); err != nil {
+			fmt.Fprintln(stderr, "snapgate ctrl:", err)
+			return 2
+		}
+	}
+	fs := newFlagSet("ctrl", "ctrl [--config ctrl.yaml] [flags]", stderr)
+	fs.String("config", "", "YAML config file; flags override its values")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of the Pebble store (routes, clusters, snapshot history)")
+	fs.StringVar(&cfg.AdminSocket, "admin-socket", cfg.AdminSocket, "unix socket for 'snapgate ctl' (created mode 0600)")
+	fs.StringVar(&cfg.StreamListen, "stream-listen", cfg.StreamListen, "TCP address edges connect to for snapshots")
+	fs.DurationVar(&cfg.Debounce, "debounce", cfg.Debounce, "quiet time that coalesces a burst of writes into one snapshot")
+	fs.DurationVar(&cfg.MaxDelay, "max-delay", cfg.MaxDelay, "longest a write waits for its snapshot during a continuous burst")
+	fs.IntVar(&cfg.KeepSnapshots, "keep-snapshots", cfg.KeepSnapshots, "snapshot versions kept in the store")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "snapgate ctrl: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	log, err := newLogger(stderr, cfg.LogLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "snapgate ctrl:", err)
+		return 2
+	}
+	srv, err := ctrl.New(ctrl.Config{
+		DataDir:       filepath.Clean(cfg.DataDir),
+		AdminSocket:   cfg.AdminSocket,
+		PublishAddr:   cfg.StreamListen,
+		Debounce:      cfg.Debounce,
+		MaxDelay:      cfg.MaxDelay,
+		KeepSnapshots: cfg.KeepSnapshots,
+		Logger:        log,
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "snapgate ctrl:", err)
+		return 1
+	}
+	if err := srv.Run(ctx); err != nil {
+		fmt.Fprintln(stderr, "snapgate ctrl:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,347 @@
+package main
+
+// End-to-end tests: the real snapgate binary as separate ctrl and edge
+// processes, real sample backends, everything on 127.0.0.1.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "snapgate-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binPath = filepath.Join(dir, "snapgate")
+	build := exec.Command("go", "build", "-o", binPath, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building snapgate:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a snapgate process started by a test; its combined output is kept
+// for assertions and for the failure log.
+type proc struct {
+	t    *testing.T
+	name string
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan struct{}
+}
+
+type lockedWriter struct{ p *proc }
+
+func (w lockedWriter) Write(b []byte) (int, error) {
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
+	return w.p.out.Write(b)
+}
+
+func startProc(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, name: name, cmd: exec.Command(binPath, args...), done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = lockedWriter{p}, lockedWriter{p}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.kill(syscall.SIGKILL)
+		if t.Failed() {
+			t.Logf("--- %s output:\n%s", name, p.output())
+		}
+	})
+	return p
+}
+
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// kill sends sig and waits (bounded) for the process to exit.
+func (p *proc) kill(sig syscall.Signal) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+		p.t.Errorf("%s did not exit within 10s of %v", p.name, sig)
+	}
+}
+
+// freeAddr returns a 127.0.0.1 address that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// backend is a sample HTTP server that answers with its name.
+func backend(t *testing.T, name string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%s %s", name, r.URL.Path)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// gateway holds the addresses and dirs of one ctrl + edge deployment.
+type gateway struct {
+	t                   *testing.T
+	dir                 string
+	socket, stream, web string
+}
+
+func newGateway(t *testing.T) *gateway {
+	dir := t.TempDir()
+	return &gateway{t: t, dir: dir, socket: filepath.Join(dir, "ctrl.sock"), stream: freeAddr(t), web: freeAddr(t)}
+}
+
+func (g *gateway) startCtrl() *proc {
+	p := startProc(g.t, "ctrl", "ctrl", "--data-dir", filepath.Join(g.dir, "ctrl"), "--admin-socket", g.socket,
+		"--stream-listen", g.stream, "--log-level", "debug")
+	waitFor(g.t, 10*time.Second, "ctrl admin socket", func() bool {
+		c, err := net.Dial("unix", g.socket)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return p
+}
+
+func (g *gateway) startEdge() *proc {
+	p := startProc(g.t, "edge", "edge", "--node-id", "e2e-edge", "--listen", g.web, "--ctrl", g.stream,
+		"--data-dir", filepath.Join(g.dir, "edge"), "--log-level", "debug")
+	waitFor(g.t, 10*time.Second, "edge listener", func() bool {
+		c, err := net.Dial("tcp", g.web)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return p
+}
+
+// ctl runs 'snapgate ctl' and returns its exit code and output.
+func (g *gateway) ctl(args ...string) (int, string) {
+	g.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binPath, append([]string{"ctl", "--socket", g.socket}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode(), string(out)
+		}
+		g.t.Fatalf("ctl %v: %v", args, err)
+	}
+	return 0, string(out)
+}
+
+func (g *gateway) mustCtl(args ...string) string {
+	g.t.Helper()
+	code, out := g.ctl(args...)
+	if code != 0 {
+		g.t.Fatalf("ctl %v: exit %d: %s", args, code, out)
+	}
+	return out
+}
+
+// get sends one request through the edge and returns status and body.
+func (g *gateway) get(host, path string) (int, string, error) {
+	req, _ := http.NewRequest("GET", "http://"+g.web+path, nil)
+	if host != "" {
+		req.Host = host
+	}
+	client := &http.Client{Timeout: 3 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// waitBody polls the edge until path answers 200 with a body starting with
+// want and returns how long that took.
+func (g *gateway) waitBody(within time.Duration, path, want string) time.Duration {
+	g.t.Helper()
+	start := time.Now()
+	var last string
+	for time.Since(start) < within {
+		code, body, err := g.get("", path)
+		if err == nil && code == 200 && strings.HasPrefix(body, want) {
+			return time.Since(start)
+		}
+		last = fmt.Sprintf("status %d body %q err %v", code, body, err)
+		time.Sleep(10 * time.Millisecond)
+	}
+	g.t.Fatalf("GET %s: no %q within %v (last: %s)", path, want, within, last)
+	return 0
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func snapshotFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, "snap-*.sgs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(m)
+	return m
+}
+
+// TestEndToEnd walks the issue's story: route to A, CAS change to B within a
+// second, stale put rejected, ctrl down keeps serving, edge restart with ctrl
+// down serves from disk, ctrl back and the edge catches up.
+func TestEndToEnd(t *testing.T) {
+	a, b := backend(t, "A"), backend(t, "B")
+	g := newGateway(t)
+	ctrl := g.startCtrl()
+	edgeProc := g.startEdge()
+
+	g.mustCtl("cluster", "put", "--id", "a", "--endpoint", a)
+	g.mustCtl("cluster", "put", "--id", "b", "--endpoint", b)
+	out := g.mustCtl("route", "put", "--id", "api", "--host", "*", "--prefix", "/api", "--cluster", "a")
+	if !strings.Contains(out, "version 1 ") {
+		t.Fatalf("route put output %q does not report version 1", out)
+	}
+	g.waitBody(5*time.Second, "/api/x", "A /api/x")
+	if code, _, _ := g.get("", "/other"); code != 404 {
+		t.Fatalf("GET /other: status %d, want 404 (no route)", code)
+	}
+
+	g.mustCtl("route", "put", "--id", "api", "--host", "*", "--prefix", "/api", "--cluster", "b", "--expected-version", "1")
+	if took := g.waitBody(time.Second, "/api/x", "B /api/x"); took > time.Second {
+		t.Fatalf("route change took %v to reach the edge", took)
+	}
+
+	code, out := g.ctl("route", "put", "--id", "api", "--host", "*", "--prefix", "/api", "--cluster", "a", "--expected-version", "1")
+	if code != 1 || !strings.Contains(out, "conflict") {
+		t.Fatalf("stale put: exit %d output %q, want exit 1 and a conflict", code, out)
+	}
+	out = g.mustCtl("-o", "json", "route", "get", "api")
+	if !strings.Contains(out, `"version": 2`) || !strings.Contains(out, `"cluster": "b"`) {
+		t.Fatalf("after a stale put the route changed: %s", out)
+	}
+	// The stale put must not have produced a snapshot pointing back to A.
+	time.Sleep(100 * time.Millisecond)
+	if _, body, _ := g.get("", "/api/x"); !strings.HasPrefix(body, "B") {
+		t.Fatalf("after a stale put the edge serves %q", body)
+	}
+
+	ctrl.kill(syscall.SIGKILL)
+	for range 20 {
+		if code, body, err := g.get("", "/api/y"); err != nil || code != 200 || !strings.HasPrefix(body, "B") {
+			t.Fatalf("ctrl down: GET /api/y = %d %q %v", code, body, err)
+		}
+	}
+
+	edgeProc.kill(syscall.SIGTERM)
+	g.startEdge()
+	g.waitBody(5*time.Second, "/api/z", "B /api/z")
+
+	g.startCtrl()
+	g.mustCtl("route", "put", "--id", "api", "--host", "*", "--prefix", "/api", "--cluster", "a", "--expected-version", "2")
+	g.waitBody(5*time.Second, "/api/back", "A /api/back")
+	waitFor(t, 5*time.Second, "ctl status to show the edge on the latest version", func() bool {
+		_, out := g.ctl("-o", "json", "status")
+		return strings.Contains(out, `"node_id": "e2e-edge"`) && strings.Contains(out, `"connected": true`) &&
+			strings.Contains(out, `"lag": 0`)
+	})
+}
+
+// TestCorruptSnapshotOnDisk: the newest snapshot file is damaged while the edge
+// is down and ctrl is unreachable; the edge logs why it skipped it and serves
+// the previous good one.
+func TestCorruptSnapshotOnDisk(t *testing.T) {
+	a, b := backend(t, "A"), backend(t, "B")
+	g := newGateway(t)
+	ctrl := g.startCtrl()
+	edgeProc := g.startEdge()
+	g.mustCtl("cluster", "put", "--id", "a", "--endpoint", a)
+	g.mustCtl("cluster", "put", "--id", "b", "--endpoint", b)
+	g.mustCtl("route", "put", "--id", "api", "--host", "*", "--prefix", "/", "--cluster", "a")
+	g.waitBody(5*time.Second, "/x", "A /x")
+	g.mustCtl("route", "put", "--id", "api", "--host", "*", "--prefix", "/", "--cluster", "b", "--expected-version", "1")
+	g.waitBody(5*time.Second, "/x", "B /x")
+	ctrl.kill(syscall.SIGKILL)
+	edgeProc.kill(syscall.SIGTERM)
+
+	files := snapshotFiles(t, filepath.Join(g.dir, "edge"))
+	if len(files) < 2 {
+		t.Fatalf("edge kept %d snapshot files, want at least 2: %v", len(files), files)
+	}
+	newest := files[len(files)-1]
+	data, err := os.ReadFile(newest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	if err := os.WriteFile(newest, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	edgeProc = g.startEdge()
+	g.waitBody(5*time.Second, "/y", "A /y")
+	log := edgeProc.output()
+	if !strings.Contains(log, filepath.Base(newest)) {
+		t.Fatalf("edge log does not name the corrupt file %s:\n%s", filepath.Base(newest), log)
+	}
+}

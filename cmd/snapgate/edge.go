@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/snapgate/snapgate/edge"
+)
+
+// edgeConfig is the edge config file (YAML); every key is also a flag.
+type edgeConfig struct {
+	NodeID          string        `yaml:"node_id"`
+	Listen          string        `yaml:"listen"`
+	Ctrl            string        `yaml:"ctrl"`
+	DataDir         string        `yaml:"data_dir"`
+	KeepSnapshots   int           `yaml:"keep_snapshots"`
+	HeaderTimeout   time.Duration `yaml:"header_timeout"`
+	IdleTimeout     time.Duration `yaml:"idle_timeout"`
+	ConnectTimeout  time.Duration `yaml:"connect_timeout"`
+	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
+	LogLevel        string        `yaml:"log_level"`
+}
+
+func defaultEdgeConfig() edgeConfig {
+	host, _ := os.Hostname()
+	return edgeConfig{
+		NodeID:          host,
+		Listen:          ":8080",
+		Ctrl:            "127.0.0.1:7400",
+		DataDir:         "snapgate-data/edge",
+		KeepSnapshots:   5,
+		HeaderTimeout:   10 * time.Second,
+		IdleTimeout:     60 * time.Second,
+		ConnectTimeout:  time.Second,
+		UpstreamTimeout: 30 * time.Second,
+		LogLevel:        "info",
+	}
+}
+
+func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg := defaultEdgeConfig()
+	if path := configFlag(args); path != "" {
+		if err := loadConfig(path, &cfg); err != nil {
+			fmt.Fprintln(stderr, "snapgate edge:", err)
+			return 2
+		}
+	}
+	fs := newFlagSet("edge", "edge [--config edge.yaml] [flags]", stderr)
+	fs.String("config", "", "YAML config file; flags override its values")
+	fs.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "name this edge reports to ctrl (default: the hostname)")
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "HTTP address clients connect to")
+	fs.StringVar(&cfg.Ctrl, "ctrl", cfg.Ctrl, "ctrl's snapshot stream address")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of applied snapshots (the edge boots from the newest good one)")
+	fs.IntVar(&cfg.KeepSnapshots, "keep-snapshots", cfg.KeepSnapshots, "applied snapshots kept on disk")
+	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", cfg.HeaderTimeout, "time a client has to send a request head (408 after)")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "idle keep-alive client connections are closed after this")
+	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", cfg.ConnectTimeout, "upstream connect timeout unless the cluster sets one (504 after)")
+	fs.DurationVar(&cfg.UpstreamTimeout, "upstream-timeout", cfg.UpstreamTimeout, "upstream response timeout unless the route sets one (504 after)")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "snapgate edge: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	log, err := newLogger(stderr, cfg.LogLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "snapgate edge:", err)
+		return 2
+	}
+	node, err := edge.New(edge.Config{
+		NodeID:          cfg.NodeID,
+		Listen:          cfg.Listen,
+		CtrlAddr:        cfg.Ctrl,
+		DataDir:         cfg.DataDir,
+		KeepSnapshots:   cfg.KeepSnapshots,
+		HeaderTimeout:   cfg.HeaderTimeout,
+		IdleTimeout:     cfg.IdleTimeout,
+		ConnectTimeout:  cfg.ConnectTimeout,
+		UpstreamTimeout: cfg.UpstreamTimeout,
+		Logger:          log,
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "snapgate edge:", err)
+		return 1
+	}
+	if err := node.Run(ctx); err != nil {
+		fmt.Fprintln(stderr, "snapgate edge:", err)
+		return 1
+	}
+	return 0
+}

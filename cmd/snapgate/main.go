@@ -1,0 +1,81 @@
+// Command snapgate is the single binary of the snapgate API gateway: the control
+// plane (ctrl), the data plane (edge), the operator CLI (ctl) and a self-contained
+// demo.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// command is one subcommand: run gets the arguments after its name and returns
+// the process exit code.
+type command struct {
+	name, summary string
+	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+}
+
+func commands() []command {
+	return []command{
+		{"ctrl", "run the control plane: store, admin socket, snapshot stream", runCtrl},
+		{"edge", "run an edge: the HTTP proxy fed by ctrl's snapshots", runEdge},
+		{"ctl", "operate ctrl through its admin socket (routes, clusters, status)", runCtl},
+		{"demo", "start ctrl, an edge and two sample backends on 127.0.0.1", runDemo},
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "snapgate: an API gateway with a control plane and memory-mapped edge snapshots\n\n")
+	fmt.Fprintf(w, "usage: snapgate <command> [flags]\n\ncommands:\n")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-6s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "\nRun 'snapgate <command> --help' for a command's flags.\n")
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		usage(stdout)
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "snapgate: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+// parseFlags parses args into fs and maps -h/--help to exit code 0 and a flag
+// error to 2, the conventions of the flag package.
+func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return 0, true
+	case errors.Is(err, flag.ErrHelp):
+		return 0, false
+	default:
+		return 2, false
+	}
+}

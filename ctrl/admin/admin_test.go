@@ -1,0 +1,410 @@
+package admin
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/snapgate/snapgate/ctrl/model"
+)
+
+// memHandler is a minimal in-memory Handler: enough to drive the protocol.
+// ctrl's tests run the real one end to end.
+type memHandler struct {
+	mu     sync.Mutex
+	rev    uint64
+	routes map[string]Result
+	block  chan struct{} // if non-nil, Status waits on it
+}
+
+func newMem() *memHandler { return &memHandler{routes: map[string]Result{}} }
+
+func (h *memHandler) PutRoute(_ context.Context, r model.Route, expected *uint64) (Result, error) {
+	if err := r.Validate(); err != nil {
+		fe, _ := model.First(err)
+		return Result{}, &Error{Code: CodeInvalid, Field: fe.Field, Message: err.Error()}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	cur := h.routes[r.ID]
+	if expected != nil && *expected != cur.Version {
+		return Result{}, Errorf(CodeConflict, "expected_version", "route %q is at version %d", r.ID, cur.Version)
+	}
+	h.rev++
+	res := Result{Kind: "route", ID: r.ID, Version: cur.Version + 1, Revision: h.rev, Route: &r}
+	h.routes[r.ID] = res
+	return res, nil
+}
+
+func (h *memHandler) GetRoute(_ context.Context, id string) (Result, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	res, ok := h.routes[id]
+	if !ok {
+		return Result{}, Errorf(CodeNotFound, "id", "route %q does not exist", id)
+	}
+	return res, nil
+}
+
+func (h *memHandler) ListRoutes(context.Context) (List, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	l := List{Kind: "route", Revision: h.rev, Items: []Result{}}
+	for _, r := range h.routes {
+		l.Items = append(l.Items, r)
+	}
+	return l, nil
+}
+
+func (h *memHandler) DeleteRoute(_ context.Context, id string, _ *uint64) (Result, error) {
+	return Result{}, errors.New("disk on fire")
+}
+
+func (h *memHandler) PutCluster(context.Context, model.Cluster, *uint64) (Result, error) {
+	panic("boom")
+}
+
+func (h *memHandler) GetCluster(_ context.Context, id string) (Result, error) {
+	return Result{}, Errorf(CodeNotFound, "id", "cluster %q does not exist", id)
+}
+
+func (h *memHandler) ListClusters(context.Context) (List, error) {
+	return List{Kind: "cluster", Items: []Result{}}, nil
+}
+
+func (h *memHandler) DeleteCluster(_ context.Context, id string, _ *uint64) (Result, error) {
+	return Result{}, Errorf(CodeNotFound, "id", "cluster %q does not exist", id)
+}
+
+func (h *memHandler) Status(ctx context.Context) (Status, error) {
+	if h.block != nil {
+		select {
+		case <-h.block:
+		case <-ctx.Done():
+			return Status{}, ctx.Err()
+		}
+	}
+	return Status{SnapshotVersion: 7, StoreRevision: 7, Edges: []EdgeStatus{{NodeID: "e1", Connected: true, AppliedVersion: 6, Lag: 1}}}, nil
+}
+
+// start runs a server on a socket in a fresh temp dir and stops it at cleanup.
+func start(t *testing.T, h Handler, maxLine int) *Server {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "admin.sock")
+	s, err := Listen(Config{Path: path, Handler: h, MaxLine: maxLine})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve() }()
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("Serve did not return after Close")
+		}
+	})
+	return s
+}
+
+// rawConn sends lines and reads reply lines on a plain connection.
+type rawConn struct {
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialRaw(t *testing.T, path string) *rawConn {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return &rawConn{t: t, c: c, r: bufio.NewReader(c)}
+}
+
+func (rc *rawConn) send(s string) {
+	rc.t.Helper()
+	if _, err := rc.c.Write([]byte(s)); err != nil {
+		rc.t.Fatal(err)
+	}
+}
+
+func (rc *rawConn) reply() Reply {
+	rc.t.Helper()
+	line, err := rc.r.ReadBytes('\n')
+	if err != nil {
+		rc.t.Fatalf("reading reply: %v", err)
+	}
+	var rep Reply
+	if err := json.Unmarshal(line, &rep); err != nil {
+		rc.t.Fatalf("reply %q: %v", line, err)
+	}
+	return rep
+}
+
+func wantErr(t *testing.T, rep Reply, code, field, msg string) {
+	t.Helper()
+	if rep.OK || rep.Error == nil {
+		t.Fatalf("reply %+v is not an error", rep)
+	}
+	if rep.Error.Code != code || rep.Error.Field != field || !strings.Contains(rep.Error.Message, msg) {
+		t.Fatalf("error = %+v, want code %q field %q message containing %q", rep.Error, code, field, msg)
+	}
+}
+
+func TestSocketMode(t *testing.T) {
+	s := start(t, newMem(), 0)
+	fi, err := os.Lstat(s.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode = %v, want a socket with 0600", fi.Mode())
+	}
+	// Only the socket is left in the directory: the private temp dir is gone.
+	ents, err := os.ReadDir(filepath.Dir(s.Path()))
+	if err != nil || len(ents) != 1 {
+		t.Fatalf("dir entries = %v, %v; want only the socket", ents, err)
+	}
+}
+
+func TestSeveralRequestsPerConnection(t *testing.T) {
+	s := start(t, newMem(), 0)
+	rc := dialRaw(t, s.Path())
+	rc.send(`{"cmd":"route.put","route":{"id":"a","host":"*","prefix":"/","cluster":"c"},"expected_version":0}` + "\n" +
+		`{"cmd":"route.get","id":"a"}` + "\r\n\n" + // CRLF and a blank line are tolerated
+		`{"cmd":"status"}` + "\n")
+	rep := rc.reply()
+	var res Result
+	if !rep.OK || json.Unmarshal(rep.Result, &res) != nil || res.Version != 1 || res.Route == nil || res.Route.Prefix != "/" {
+		t.Fatalf("put reply = %+v (%s)", rep, rep.Result)
+	}
+	rep = rc.reply()
+	if !rep.OK || json.Unmarshal(rep.Result, &res) != nil || res.ID != "a" || res.Kind != "route" {
+		t.Fatalf("get reply = %+v (%s)", rep, rep.Result)
+	}
+	rep = rc.reply()
+	var st Status
+	if !rep.OK || json.Unmarshal(rep.Result, &st) != nil || st.SnapshotVersion != 7 || len(st.Edges) != 1 {
+		t.Fatalf("status reply = %+v (%s)", rep, rep.Result)
+	}
+}
+
+func TestBadRequestsKeepConnection(t *testing.T) {
+	s := start(t, newMem(), 0)
+	rc := dialRaw(t, s.Path())
+	cases := []struct{ line, code, field, msg string }{
+		{`{"cmd":"route.get","id":`, CodeBadRequest, "id", "truncated"},
+		{`not json`, CodeBadRequest, "", "malformed JSON"},
+		{`{"cmd":"route.frobnicate"}`, CodeBadRequest, "cmd", `unknown command "route.frobnicate"`},
+		{`{"id":"a"}`, CodeBadRequest, "cmd", "required"},
+		{`{"cmd":"route.get"}`, CodeBadRequest, "id", "required by route.get"},
+		{`{"cmd":"route.get","id":"A B"}`, CodeBadRequest, "id", "not a valid id"},
+		{`{"cmd":"route.put","id":"a","route":{}}`, CodeBadRequest, "id", "the id is route.id"},
+		{`{"cmd":"route.put"}`, CodeBadRequest, "route", "required"},
+		{`{"cmd":"route.list","expected_version":1}`, CodeBadRequest, "expected_version", "not used"},
+		{`{"cmd":"route.put","route":{"id":"a","hots":"x"}}`, CodeBadRequest, "route.hots", "unknown field"},
+		{`{"cmd":"route.put","route":{"id":"a","host":"*","prefix":"/a/../b","cluster":"c"}}`, CodeInvalid, "prefix", `".."`},
+		{`{"cmd":"route.get","id":"zz"}`, CodeNotFound, "id", "does not exist"},
+		{`{"cmd":"route.delete","id":"zz"}`, CodeInternal, "", "disk on fire"},
+		{`{"cmd":"cluster.put","cluster":{"id":"c","endpoints":[]}}`, CodeInternal, "", "see the ctrl log"},
+	}
+	for _, tc := range cases {
+		rc.send(tc.line + "\n")
+		wantErr(t, rc.reply(), tc.code, tc.field, tc.msg)
+	}
+	rc.send(`{"cmd":"route.list"}` + "\n")
+	if rep := rc.reply(); !rep.OK {
+		t.Fatalf("connection unusable after bad requests: %+v", rep.Error)
+	}
+}
+
+func TestOversizedLineClosesConnection(t *testing.T) {
+	const max = 4096
+	s := start(t, newMem(), max)
+	rc := dialRaw(t, s.Path())
+	// Exactly max bytes is still fine.
+	ok := `{"cmd":"route.list"` + strings.Repeat(" ", max-len(`{"cmd":"route.list"}`)) + "}"
+	rc.send(ok + "\n")
+	if rep := rc.reply(); !rep.OK {
+		t.Fatalf("line of exactly %d bytes rejected: %+v", max, rep.Error)
+	}
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		// May fail with EPIPE once the server has closed; that is the point.
+		rc.c.Write([]byte(`{"cmd":"status","x":"` + strings.Repeat("a", 4*max) + "\"}\n"))
+	}()
+	wantErr(t, rc.reply(), CodeBadRequest, "", "exceeds 4096 bytes")
+	if _, err := rc.r.ReadByte(); err == nil {
+		t.Fatal("connection still open after an oversized line")
+	}
+	<-wrote
+}
+
+func TestListenRefusesLiveSocketAndRemovesStaleOne(t *testing.T) {
+	s := start(t, newMem(), 0)
+	if _, err := Listen(Config{Path: s.Path(), Handler: newMem()}); err == nil || !strings.Contains(err.Error(), "another process is listening") {
+		t.Fatalf("second Listen on a live socket: %v", err)
+	}
+
+	dir := t.TempDir()
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close() // leaves the file behind, as a crashed ctrl would
+	s2, err := Listen(Config{Path: stale, Handler: newMem()})
+	if err != nil {
+		t.Fatalf("Listen over a stale socket: %v", err)
+	}
+	if err := s2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("socket file not removed by Close: %v", err)
+	}
+
+	regular := filepath.Join(dir, "file")
+	if err := os.WriteFile(regular, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Listen(Config{Path: regular, Handler: newMem()}); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("Listen over a regular file: %v", err)
+	}
+	if b, _ := os.ReadFile(regular); string(b) != "keep me" {
+		t.Fatal("regular file was modified")
+	}
+}
+
+func TestClientTypedHelpers(t *testing.T) {
+	s := start(t, newMem(), 0)
+	c, err := Dial(s.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	zero := uint64(0)
+	r := model.Route{ID: "a", Host: "example.com", Prefix: "/api", Cluster: "c", TimeoutMs: 50}
+	res, err := c.PutRoute(ctx, r, &zero)
+	if err != nil || res.Version != 1 || !reflect.DeepEqual(*res.Route, r) {
+		t.Fatalf("PutRoute = %+v, %v", res, err)
+	}
+	_, err = c.PutRoute(ctx, r, &zero)
+	var ae *Error
+	if !errors.As(err, &ae) || ae.Code != CodeConflict || ae.Field != "expected_version" || !IsCode(err, CodeConflict) {
+		t.Fatalf("stale PutRoute error = %v", err)
+	}
+	got, err := c.GetRoute(ctx, "a")
+	if err != nil || got.Version != 1 || !reflect.DeepEqual(*got.Route, r) {
+		t.Fatalf("GetRoute = %+v, %v", got, err)
+	}
+	l, err := c.ListRoutes(ctx)
+	if err != nil || len(l.Items) != 1 || l.Revision != 1 {
+		t.Fatalf("ListRoutes = %+v, %v", l, err)
+	}
+	if _, err := c.GetCluster(ctx, "nope"); !IsCode(err, CodeNotFound) {
+		t.Fatalf("GetCluster error = %v", err)
+	}
+	st, err := c.Status(ctx)
+	if err != nil || st.Edges[0].NodeID != "e1" || st.Edges[0].Lag != 1 {
+		t.Fatalf("Status = %+v, %v", st, err)
+	}
+	// Client-side shape check: refused without a round trip.
+	if _, err := c.Call(ctx, Request{Cmd: "nope"}); !IsCode(err, CodeBadRequest) {
+		t.Fatalf("Call with unknown cmd: %v", err)
+	}
+}
+
+func TestClientContextCancelBreaksConnection(t *testing.T) {
+	h := newMem()
+	h.block = make(chan struct{})
+	s := start(t, h, 0)
+	defer close(h.block) // let the blocked handler finish before Close waits for it
+	c, err := Dial(s.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.Status(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Status with an expiring context: %v, want DeadlineExceeded", err)
+	}
+	if _, err := c.ListRoutes(context.Background()); err == nil || !strings.Contains(err.Error(), "unusable") {
+		t.Fatalf("call after a broken exchange: %v", err)
+	}
+}
+
+func TestDecodeRequestRoundTrip(t *testing.T) {
+	seven := uint64(7)
+	req := Request{Cmd: CmdClusterPut, Cluster: &model.Cluster{ID: "c", Endpoints: []model.Endpoint{{Address: "a:1"}}}, ExpectedVersion: &seven}
+	b, _ := json.Marshal(req)
+	got, err := DecodeRequest(b)
+	if err != nil || !reflect.DeepEqual(got, req) {
+		t.Fatalf("DecodeRequest(%s) = %+v, %v", b, got, err)
+	}
+}
+
+func FuzzRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"cmd":"route.put","route":{"id":"a","host":"*","prefix":"/","cluster":"c","timeout_ms":1},"expected_version":3}`,
+		`{"cmd":"cluster.put","cluster":{"id":"c","endpoints":[{"address":"[::1]:80"}]}}`,
+		`{"cmd":"route.delete","id":"a","expected_version":0}`,
+		`{"cmd":"status"}`, `{"cmd":"route.get","id":null}`, `{"cmd":1}`, `{`, `[]`, `{"cmd":"status"}x`,
+		`{"cmd":"route.put","route":{"id":"a","id":"b"}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		req, aerr := DecodeRequest(b)
+		if aerr != nil {
+			if aerr.Code != CodeBadRequest || aerr.Message == "" {
+				t.Fatalf("decode error %+v: want a bad_request with a message", aerr)
+			}
+			return
+		}
+		// Whatever is accepted re-encodes to an equivalent, accepted request.
+		enc, err := json.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, aerr := DecodeRequest(enc)
+		if aerr != nil || !reflect.DeepEqual(again, req) {
+			t.Fatalf("round trip of %q via %s: %+v, %v", b, enc, again, aerr)
+		}
+	})
+}
+
+func BenchmarkDecodeRequest(b *testing.B) {
+	line := []byte(`{"cmd":"route.put","route":{"id":"api","host":"example.com","prefix":"/api/v1","cluster":"backend","timeout_ms":1500},"expected_version":3}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeRequest(line); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

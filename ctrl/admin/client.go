@@ -1,0 +1,203 @@
+package admin
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/snapgate/snapgate/ctrl/model"
+)
+
+// MaxReply bounds one reply line read by the Client. Lists grow with the
+// configuration (a 10k-route list is a few MiB), so this is far above the
+// request limit.
+const MaxReply = 256 << 20
+
+// Client talks to a ctrl admin socket. Calls on one Client are serialised;
+// it is safe for concurrent use. After an I/O error (including a cancelled
+// context mid-call) the connection is closed and every later call fails,
+// because request and reply lines can no longer be paired up.
+type Client struct {
+	path string
+
+	mu     sync.Mutex
+	conn   net.Conn
+	r      *bufio.Reader
+	broken error
+	buf    []byte
+}
+
+// Dial connects to the admin socket at path.
+func Dial(path string) (*Client, error) {
+	return DialContext(context.Background(), path)
+}
+
+// DialContext connects to the admin socket at path, giving up when ctx ends.
+func DialContext(ctx context.Context, path string) (*Client, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("admin: connecting to ctrl at %s: %w", path, err)
+	}
+	return &Client{path: path, conn: c, r: bufio.NewReaderSize(c, 64<<10)}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.broken == nil {
+		c.broken = net.ErrClosed
+	}
+	return c.conn.Close()
+}
+
+// Call sends req and waits for its reply. The returned error covers
+// transport problems only; a reply with OK false is returned as is (see the
+// typed helpers, which turn it into an *Error).
+func (c *Client) Call(ctx context.Context, req Request) (Reply, error) {
+	if err := CheckRequest(req); err != nil {
+		return Reply{}, err // the server would refuse it too; save the round trip
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return Reply{}, fmt.Errorf("admin: encoding %s request: %w", req.Cmd, err)
+	}
+	b = append(b, '\n')
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.broken != nil {
+		return Reply{}, fmt.Errorf("admin: %s: connection to %s unusable: %w", req.Cmd, c.path, c.broken)
+	}
+	if err := ctx.Err(); err != nil {
+		return Reply{}, fmt.Errorf("admin: %s: %w", req.Cmd, err)
+	}
+	if err := c.conn.SetDeadline(time.Time{}); err != nil {
+		return Reply{}, c.fail(ctx, req.Cmd, err)
+	}
+	// Cancellation (and the context's deadline) interrupts blocked I/O by
+	// moving the connection's deadline to the past. AfterFunc runs only once
+	// ctx is done, so fail can report ctx.Err() rather than a bare timeout.
+	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	if _, err := c.conn.Write(b); err != nil {
+		return Reply{}, c.fail(ctx, req.Cmd, err)
+	}
+	line, err := readLine(c.r, MaxReply, c.buf[:0])
+	if err != nil {
+		return Reply{}, c.fail(ctx, req.Cmd, err)
+	}
+	if cap(line) <= 1<<20 {
+		c.buf = line
+	}
+	var rep Reply
+	if err := json.Unmarshal(line, &rep); err != nil {
+		return Reply{}, c.fail(ctx, req.Cmd, fmt.Errorf("malformed reply: %w", err))
+	}
+	return rep, nil
+}
+
+func (c *Client) fail(ctx context.Context, cmd string, err error) error {
+	if ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	c.broken = err
+	c.conn.Close()
+	return fmt.Errorf("admin: %s via %s: %w", cmd, c.path, err)
+}
+
+// do runs req and decodes a successful result into out; a failed reply
+// comes back as *Error.
+func (c *Client) do(ctx context.Context, req Request, out any) error {
+	rep, err := c.Call(ctx, req)
+	if err != nil {
+		return err
+	}
+	if !rep.OK {
+		if rep.Error == nil {
+			return Errorf(CodeInternal, "", "ctrl replied ok=false without an error")
+		}
+		return rep.Error
+	}
+	if err := json.Unmarshal(rep.Result, out); err != nil {
+		return fmt.Errorf("admin: decoding %s result: %w", req.Cmd, err)
+	}
+	return nil
+}
+
+// PutRoute creates or replaces a route. expected: nil = no check,
+// pointer to 0 = must not exist, pointer to n = current version must be n.
+func (c *Client) PutRoute(ctx context.Context, r model.Route, expected *uint64) (Result, error) {
+	var res Result
+	err := c.do(ctx, Request{Cmd: CmdRoutePut, Route: &r, ExpectedVersion: expected}, &res)
+	return res, err
+}
+
+// GetRoute returns one route.
+func (c *Client) GetRoute(ctx context.Context, id string) (Result, error) {
+	var res Result
+	err := c.do(ctx, Request{Cmd: CmdRouteGet, ID: id}, &res)
+	return res, err
+}
+
+// ListRoutes returns every route, sorted by id.
+func (c *Client) ListRoutes(ctx context.Context) (List, error) {
+	var l List
+	err := c.do(ctx, Request{Cmd: CmdRouteList}, &l)
+	return l, err
+}
+
+// DeleteRoute deletes a route, optionally only at version *expected.
+func (c *Client) DeleteRoute(ctx context.Context, id string, expected *uint64) (Result, error) {
+	var res Result
+	err := c.do(ctx, Request{Cmd: CmdRouteDelete, ID: id, ExpectedVersion: expected}, &res)
+	return res, err
+}
+
+// PutCluster creates or replaces a cluster; expected as for PutRoute.
+func (c *Client) PutCluster(ctx context.Context, cl model.Cluster, expected *uint64) (Result, error) {
+	var res Result
+	err := c.do(ctx, Request{Cmd: CmdClusterPut, Cluster: &cl, ExpectedVersion: expected}, &res)
+	return res, err
+}
+
+// GetCluster returns one cluster.
+func (c *Client) GetCluster(ctx context.Context, id string) (Result, error) {
+	var res Result
+	err := c.do(ctx, Request{Cmd: CmdClusterGet, ID: id}, &res)
+	return res, err
+}
+
+// ListClusters returns every cluster, sorted by id.
+func (c *Client) ListClusters(ctx context.Context) (List, error) {
+	var l List
+	err := c.do(ctx, Request{Cmd: CmdClusterList}, &l)
+	return l, err
+}
+
+// DeleteCluster deletes a cluster that no route references.
+func (c *Client) DeleteCluster(ctx context.Context, id string, expected *uint64) (Result, error) {
+	var res Result
+	err := c.do(ctx, Request{Cmd: CmdClusterDelete, ID: id, ExpectedVersion: expected}, &res)
+	return res, err
+}
+
+// Status returns the control plane's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var st Status
+	err := c.do(ctx, Request{Cmd: CmdStatus}, &st)
+	return st, err
+}
+
+// IsCode reports whether err is an *Error with the given code.
+func IsCode(err error, code string) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == code
+}

@@ -1,0 +1,122 @@
+// Package admin is ctrl's operator interface: a unix socket speaking
+// newline-delimited JSON (one request object per line, one reply object per
+// line, any number of requests per connection), the Server that dispatches
+// requests to a Handler (implemented by ctrl), and the Client used by
+// `snapgate ctl`.
+package admin
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/snapgate/snapgate/ctrl/model"
+)
+
+// Commands.
+const (
+	CmdRoutePut      = "route.put"
+	CmdRouteGet      = "route.get"
+	CmdRouteList     = "route.list"
+	CmdRouteDelete   = "route.delete"
+	CmdClusterPut    = "cluster.put"
+	CmdClusterGet    = "cluster.get"
+	CmdClusterList   = "cluster.list"
+	CmdClusterDelete = "cluster.delete"
+	CmdStatus        = "status"
+)
+
+// Error codes.
+const (
+	CodeInvalid    = "invalid"     // the document breaks a validation or cross-document rule
+	CodeConflict   = "conflict"    // expected_version does not match, or the (host, prefix) is taken
+	CodeNotFound   = "not_found"   // no document with that id
+	CodeBadRequest = "bad_request" // the request line itself is malformed
+	CodeInternal   = "internal"    // ctrl failed; the write did not happen
+)
+
+// DefaultMaxLine bounds one request line (and, on the client, one reply is
+// allowed to be much larger because lists grow with the config).
+const DefaultMaxLine = 1 << 20
+
+// Request is one admin command. ExpectedVersion is optional on put and
+// delete: nil means no check, 0 means "must not exist yet", n means the
+// current version must be n.
+type Request struct {
+	Cmd             string         `json:"cmd"`
+	ID              string         `json:"id,omitempty"`
+	Route           *model.Route   `json:"route,omitempty"`
+	Cluster         *model.Cluster `json:"cluster,omitempty"`
+	ExpectedVersion *uint64        `json:"expected_version,omitempty"`
+}
+
+// Reply answers one Request: OK with a Result, or not OK with an Error.
+type Reply struct {
+	OK     bool            `json:"ok"`
+	Result json.RawMessage `json:"result,omitempty"`
+	Error  *Error          `json:"error,omitempty"`
+}
+
+// Error is a failed reply. It is also the error type the Client returns for
+// them, so a CLI can print Code, Field and Message and exit non-zero.
+type Error struct {
+	Code    string `json:"code"`
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string {
+	if e.Field != "" {
+		return e.Code + ": " + e.Field + ": " + e.Message
+	}
+	return e.Code + ": " + e.Message
+}
+
+// Errorf builds an *Error.
+func Errorf(code, field, format string, args ...any) *Error {
+	return &Error{Code: code, Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// Result is the reply to put, get and delete: the document as stored.
+// For a delete, Version is the last version the document had, Revision the
+// revision of the delete, and the document body is omitted.
+type Result struct {
+	Kind     string         `json:"kind"`
+	ID       string         `json:"id"`
+	Version  uint64         `json:"version"`
+	Revision uint64         `json:"revision"`
+	Route    *model.Route   `json:"route,omitempty"`
+	Cluster  *model.Cluster `json:"cluster,omitempty"`
+}
+
+// List is the reply to route.list and cluster.list, sorted by id, as of
+// store revision Revision.
+type List struct {
+	Kind     string   `json:"kind"`
+	Revision uint64   `json:"revision"`
+	Items    []Result `json:"items"`
+}
+
+// Status is the reply to status.
+type Status struct {
+	SnapshotVersion uint64       `json:"snapshot_version"` // 0 until the first snapshot is built
+	SnapshotParent  uint64       `json:"snapshot_parent_version"`
+	SnapshotBuiltAt time.Time    `json:"snapshot_built_at,omitzero"`
+	SnapshotBytes   int          `json:"snapshot_bytes"`
+	Routes          int          `json:"routes"`
+	Clusters        int          `json:"clusters"`
+	StoreRevision   uint64       `json:"store_revision"`
+	Edges           []EdgeStatus `json:"edges"`
+}
+
+// EdgeStatus is one edge as the publisher sees it.
+type EdgeStatus struct {
+	NodeID         string    `json:"node_id"`
+	RemoteAddr     string    `json:"remote_addr"`
+	Connected      bool      `json:"connected"`
+	ConnectedSince time.Time `json:"connected_since,omitzero"`
+	AppliedVersion uint64    `json:"applied_version"`
+	Lag            uint64    `json:"lag"` // snapshot versions behind the latest, 0 when current
+	LastAck        time.Time `json:"last_ack,omitzero"`
+	LastNack       string    `json:"last_nack,omitempty"`
+}

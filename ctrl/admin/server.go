@@ -1,0 +1,402 @@
+package admin
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/snapgate/snapgate/ctrl/model"
+)
+
+// Handler executes admin commands. ctrl implements it; admin does not
+// import ctrl. Return an *Error (possibly wrapped) to choose the reply's
+// code, field and message; any other error is replied as "internal".
+type Handler interface {
+	PutRoute(ctx context.Context, r model.Route, expected *uint64) (Result, error)
+	GetRoute(ctx context.Context, id string) (Result, error)
+	ListRoutes(ctx context.Context) (List, error)
+	DeleteRoute(ctx context.Context, id string, expected *uint64) (Result, error)
+	PutCluster(ctx context.Context, c model.Cluster, expected *uint64) (Result, error)
+	GetCluster(ctx context.Context, id string) (Result, error)
+	ListClusters(ctx context.Context) (List, error)
+	DeleteCluster(ctx context.Context, id string, expected *uint64) (Result, error)
+	Status(ctx context.Context) (Status, error)
+}
+
+// Config configures a Server.
+type Config struct {
+	// Path of the unix socket. Required. The socket is created with mode
+	// 0600: whoever can connect can rewrite the gateway's routing.
+	Path    string
+	Handler Handler // required
+	Logger  *slog.Logger
+	// MaxLine bounds a request line in bytes (default DefaultMaxLine). A longer
+	// line gets a bad_request reply and the connection is closed, since the
+	// rest of it cannot be resynchronised cheaply.
+	MaxLine int
+	// WriteTimeout bounds writing one reply (default 10s), so a client that
+	// stops reading cannot pin a connection forever.
+	WriteTimeout time.Duration
+}
+
+// Server serves the admin socket.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	ln     *net.UnixListener
+	inode  os.FileInfo // the socket file we created; removed on Close only if still ours
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// unixPathMax is sizeof(sockaddr_un.sun_path) minus the terminating NUL on Linux.
+const unixPathMax = 107
+
+// Listen creates the socket at cfg.Path. A socket file left by a crashed
+// ctrl is removed; if something is listening on it, or the path exists and
+// is not a socket, Listen refuses rather than hijacking or deleting it.
+func Listen(cfg Config) (*Server, error) {
+	if cfg.Path == "" {
+		return nil, errors.New("admin: socket path is empty")
+	}
+	if cfg.Handler == nil {
+		return nil, errors.New("admin: Handler is nil")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxLine <= 0 {
+		cfg.MaxLine = DefaultMaxLine
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	ln, fi, err := createSocket(cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "admin", "socket", cfg.Path),
+		ln:     ln,
+		inode:  fi,
+		ctx:    ctx,
+		cancel: cancel,
+		conns:  make(map[net.Conn]struct{}),
+	}, nil
+}
+
+// createSocket binds the socket inside a fresh 0700 directory, sets mode
+// 0600 and only then hard-links it to path. Binding at path directly and
+// chmod-ing afterwards would leave a window in which the socket carries the
+// umask's (often world-connectable) mode; changing the umask instead would
+// affect every goroutine in the process. link(2) also fails if path exists,
+// so two racing ctrls cannot both take it.
+func createSocket(path string) (*net.UnixListener, os.FileInfo, error) {
+	if err := clearStale(path); err != nil {
+		return nil, nil, err
+	}
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".admin")
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin: socket %s: creating private directory: %w", path, err)
+	}
+	defer os.RemoveAll(dir)
+	tmp := filepath.Join(dir, "s")
+	if len(tmp) > unixPathMax {
+		return nil, nil, fmt.Errorf("admin: socket %s: path too long (unix socket paths are limited to %d bytes, and %d more are needed while creating it)", path, unixPathMax, len(tmp)-len(path))
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin: socket %s: %w", path, err)
+	}
+	ln.SetUnlinkOnClose(false) // the temp name goes away with dir; path is removed by Close
+	fail := func(err error) (*net.UnixListener, os.FileInfo, error) {
+		ln.Close()
+		return nil, nil, err
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return fail(fmt.Errorf("admin: socket %s: chmod 0600: %w", path, err))
+	}
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fail(fmt.Errorf("admin: socket %s: created by another process while starting (is another ctrl starting?)", path))
+		}
+		return fail(fmt.Errorf("admin: socket %s: %w", path, err))
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		os.Remove(path)
+		return fail(fmt.Errorf("admin: socket %s: %w", path, err))
+	}
+	return ln, fi, nil
+}
+
+// clearStale removes path if it is a socket nobody listens on.
+func clearStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("admin: socket %s: %w", path, err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("admin: socket %s: path exists and is not a socket (%s); refusing to replace it", path, fi.Mode().Type())
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("admin: socket %s: another process is listening on it (is ctrl already running?)", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("admin: socket %s: cannot tell whether it is in use: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("admin: socket %s: removing stale socket: %w", path, err)
+	}
+	return nil
+}
+
+// Path returns the socket path.
+func (s *Server) Path() string { return s.cfg.Path }
+
+// Serve accepts connections until Close. It returns nil after Close.
+func (s *Server) Serve() error {
+	var backoff time.Duration
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if s.isClosed() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of descriptors: back off instead of spinning.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("admin: accept on %s: %w", s.cfg.Path, err)
+		}
+		backoff = 0
+		if !s.track(c) {
+			c.Close()
+			return nil
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.untrack(c)
+			s.serveConn(c)
+		}()
+	}
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	c.Close()
+}
+
+// Close stops accepting, closes every connection, waits for in-flight
+// requests to finish and removes the socket file.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		s.cancel()
+		err := s.ln.Close()
+		s.wg.Wait()
+		// Remove the path only if it is still the socket we created; an
+		// operator may have started another ctrl on it after moving ours.
+		if fi, lerr := os.Lstat(s.cfg.Path); lerr == nil && os.SameFile(fi, s.inode) {
+			if rerr := os.Remove(s.cfg.Path); rerr != nil && err == nil {
+				err = rerr
+			}
+		}
+		if err != nil {
+			s.closeErr = fmt.Errorf("admin: closing %s: %w", s.cfg.Path, err)
+		}
+	})
+	return s.closeErr
+}
+
+var errLineTooLong = errors.New("line too long")
+
+func (s *Server) serveConn(c net.Conn) {
+	r := bufio.NewReaderSize(c, 64<<10)
+	var line []byte
+	for {
+		var err error
+		line, err = readLine(r, s.cfg.MaxLine, line[:0])
+		if errors.Is(err, errLineTooLong) {
+			s.writeReply(c, Reply{Error: Errorf(CodeBadRequest, "", "request line exceeds %d bytes; closing the connection", s.cfg.MaxLine)})
+			return
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				s.log.Debug("reading request", "err", err)
+			}
+			return
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue // tolerate blank lines from hand-typed sessions
+		}
+		if !s.writeReply(c, s.handle(line)) {
+			return
+		}
+		if cap(line) > 64<<10 {
+			line = nil // do not pin a 1 MiB buffer for the rest of a long session
+		}
+	}
+}
+
+// readLine reads one '\n'-terminated line into buf, without the terminator
+// (and without a preceding '\r'). A final line without '\n' is returned
+// as is. Lines over max bytes yield errLineTooLong.
+func readLine(r *bufio.Reader, max int, buf []byte) ([]byte, error) {
+	for {
+		frag, err := r.ReadSlice('\n')
+		n := len(frag)
+		if err == nil {
+			n-- // the newline does not count against the limit
+		}
+		if len(buf)+n > max {
+			return nil, errLineTooLong
+		}
+		buf = append(buf, frag...)
+		switch {
+		case err == nil:
+			buf = buf[:len(buf)-1]
+			if len(buf) > 0 && buf[len(buf)-1] == '\r' {
+				buf = buf[:len(buf)-1]
+			}
+			return buf, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF) && len(buf) > 0:
+			return buf, nil
+		default:
+			return nil, err
+		}
+	}
+}
+
+func (s *Server) writeReply(c net.Conn, rep Reply) bool {
+	b, err := json.Marshal(rep)
+	if err != nil {
+		s.log.Error("encoding reply", "err", err)
+		b, _ = json.Marshal(Reply{Error: Errorf(CodeInternal, "", "encoding reply: %v", err)})
+	}
+	b = append(b, '\n')
+	if err := c.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout)); err != nil {
+		return false
+	}
+	if _, err := c.Write(b); err != nil {
+		s.log.Debug("writing reply", "err", err)
+		return false
+	}
+	return true
+}
+
+// handle turns one request line into its reply.
+func (s *Server) handle(line []byte) Reply {
+	req, rerr := DecodeRequest(line)
+	if rerr != nil {
+		return Reply{Error: rerr}
+	}
+	start := time.Now()
+	res, err := s.dispatch(req)
+	if err != nil {
+		var ae *Error
+		if !errors.As(err, &ae) {
+			ae = Errorf(CodeInternal, "", "%v", err)
+			s.log.Error("admin command failed", "cmd", req.Cmd, "err", err)
+		}
+		s.log.Debug("admin command rejected", "cmd", req.Cmd, "code", ae.Code, "field", ae.Field, "msg", ae.Message)
+		return Reply{Error: ae}
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		return Reply{Error: Errorf(CodeInternal, "", "encoding result of %s: %v", req.Cmd, err)}
+	}
+	s.log.Debug("admin command", "cmd", req.Cmd, "took", time.Since(start))
+	return Reply{OK: true, Result: b}
+}
+
+func (s *Server) dispatch(req Request) (res any, err error) {
+	defer func() {
+		// A bug in one command must not take down the control plane; the
+		// writer either committed or not, and the reply says "internal".
+		if p := recover(); p != nil {
+			s.log.Error("admin handler panicked", "cmd", req.Cmd, "panic", p, "stack", string(debug.Stack()))
+			res, err = nil, Errorf(CodeInternal, "", "%s failed unexpectedly; see the ctrl log", req.Cmd)
+		}
+	}()
+	ctx := s.ctx
+	h := s.cfg.Handler
+	switch req.Cmd {
+	case CmdRoutePut:
+		return h.PutRoute(ctx, *req.Route, req.ExpectedVersion)
+	case CmdRouteGet:
+		return h.GetRoute(ctx, req.ID)
+	case CmdRouteList:
+		return h.ListRoutes(ctx)
+	case CmdRouteDelete:
+		return h.DeleteRoute(ctx, req.ID, req.ExpectedVersion)
+	case CmdClusterPut:
+		return h.PutCluster(ctx, *req.Cluster, req.ExpectedVersion)
+	case CmdClusterGet:
+		return h.GetCluster(ctx, req.ID)
+	case CmdClusterList:
+		return h.ListClusters(ctx)
+	case CmdClusterDelete:
+		return h.DeleteCluster(ctx, req.ID, req.ExpectedVersion)
+	case CmdStatus:
+		return h.Status(ctx)
+	}
+	return nil, Errorf(CodeBadRequest, "cmd", "unknown command %q", req.Cmd)
+}

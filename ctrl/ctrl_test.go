@@ -1,0 +1,557 @@
+package ctrl
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/snapgate/snapgate/ctrl/admin"
+	"github.com/snapgate/snapgate/ctrl/model"
+	"github.com/snapgate/snapgate/fbs"
+)
+
+// buildCounter is a slog handler that counts "snapshot built" records, so
+// tests can see how many snapshots a burst produced without a test-only hook.
+type buildCounter struct{ n *atomic.Int64 }
+
+func (h buildCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (h buildCounter) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == "snapshot built" {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h buildCounter) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h buildCounter) WithGroup(string) slog.Handler      { return h }
+
+type harness struct {
+	t      *testing.T
+	s      *Server
+	c      *admin.Client
+	builds *atomic.Int64
+	stop   func()
+}
+
+// startCtrl runs a ctrl on dataDir until the returned harness is stopped
+// (also at test cleanup).
+func startCtrl(t *testing.T, dataDir string, mod func(*Config)) *harness {
+	t.Helper()
+	builds := new(atomic.Int64)
+	cfg := Config{
+		DataDir:     dataDir,
+		AdminSocket: filepath.Join(dataDir, "admin.sock"),
+		PublishAddr: "127.0.0.1:0",
+		Logger:      slog.New(buildCounter{builds}),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	c, err := admin.Dial(s.AdminSocket())
+	if err != nil {
+		cancel()
+		<-done
+		t.Fatal(err)
+	}
+	var once sync.Once
+	h := &harness{t: t, s: s, c: c, builds: builds}
+	h.stop = func() {
+		once.Do(func() {
+			c.Close()
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("Run did not return after cancel")
+			}
+			if _, err := os.Lstat(cfg.AdminSocket); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("admin socket still present after Run returned: %v", err)
+			}
+		})
+	}
+	t.Cleanup(h.stop)
+	return h
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// waitSnapshot waits until the latest built snapshot has version v and
+// returns it, opened.
+func (h *harness) waitSnapshot(v uint64) *fbs.Snapshot {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for h.s.lastSnap().version < v {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("no snapshot of version %d within 10s; latest is %d", v, h.s.lastSnap().version)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if got := h.s.lastSnap().version; got != v {
+		h.t.Fatalf("latest snapshot is %d, want %d", got, v)
+	}
+	data, err := h.s.store.Snapshot(v)
+	if err != nil {
+		h.t.Fatalf("stored snapshot %d: %v", v, err)
+	}
+	snap, err := fbs.Open(data)
+	if err != nil {
+		h.t.Fatalf("fbs.Open(snapshot %d): %v", v, err)
+	}
+	if snap.Version() != v {
+		h.t.Fatalf("snapshot stored as %d says version %d", v, snap.Version())
+	}
+	if pv := h.s.pub.LatestVersion(); pv != v {
+		h.t.Fatalf("publisher latest = %d, want %d", pv, v)
+	}
+	return snap
+}
+
+func cluster(id string, addrs ...string) model.Cluster {
+	c := model.Cluster{ID: id}
+	for _, a := range addrs {
+		c.Endpoints = append(c.Endpoints, model.Endpoint{Address: a})
+	}
+	return c
+}
+
+func u64(v uint64) *uint64 { return &v }
+
+func wantAdminErr(t *testing.T, err error, code, field, msg string) {
+	t.Helper()
+	var ae *admin.Error
+	if !errors.As(err, &ae) {
+		t.Fatalf("error = %v, want an *admin.Error %s on %q", err, code, field)
+	}
+	if ae.Code != code || ae.Field != field || !strings.Contains(ae.Message, msg) {
+		t.Fatalf("error = %+v, want code %q field %q message containing %q", ae, code, field, msg)
+	}
+}
+
+func TestEmptyConfigPublishesEmptySnapshot(t *testing.T) {
+	h := startCtrl(t, t.TempDir(), nil)
+	snap := h.waitSnapshot(1)
+	if snap.NumRoutes() != 0 || snap.NumClusters() != 0 || snap.ParentVersion() != 0 {
+		t.Fatalf("empty snapshot: %d routes, %d clusters, parent %d", snap.NumRoutes(), snap.NumClusters(), snap.ParentVersion())
+	}
+	st, err := h.c.Status(ctx(t))
+	if err != nil || st.SnapshotVersion != 1 || st.StoreRevision != 1 || st.Routes != 0 || st.SnapshotBytes == 0 || st.SnapshotBuiltAt.IsZero() {
+		t.Fatalf("Status = %+v, %v", st, err)
+	}
+}
+
+func TestPutClusterAndRouteBuildsMatchingSnapshot(t *testing.T) {
+	h := startCtrl(t, t.TempDir(), nil)
+	cx := ctx(t)
+	if _, err := h.c.PutCluster(cx, cluster("backend", "10.0.0.1:8080", "10.0.0.2:8080"), u64(0)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := h.c.PutRoute(cx, model.Route{ID: "api", Host: "example.com", Prefix: "/api", Cluster: "backend", TimeoutMs: 1500}, u64(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Version != 1 || res.Revision != 3 || res.Kind != "route" {
+		t.Fatalf("PutRoute result = %+v", res)
+	}
+	snap := h.waitSnapshot(res.Revision)
+	var m fbs.Match
+	if !snap.Match([]byte("example.com"), []byte("/api/users?x=1"), &m) {
+		t.Fatal("route did not match /api/users")
+	}
+	if string(m.ID()) != "api" || m.TimeoutMs() != 1500 {
+		t.Fatalf("matched route %q timeout %d", m.ID(), m.TimeoutMs())
+	}
+	cv := snap.ClusterAt(m.ClusterIndex())
+	if string(cv.Name()) != "backend" || cv.NumEndpoints() != 2 || string(cv.Endpoint(1)) != "10.0.0.2:8080" {
+		t.Fatalf("cluster %q with %d endpoints", cv.Name(), cv.NumEndpoints())
+	}
+	if snap.Match([]byte("other.com"), []byte("/api"), &m) {
+		t.Fatal("route matched another host")
+	}
+
+	got, err := h.c.GetRoute(cx, "api")
+	if err != nil || got.Version != 1 || got.Route.Prefix != "/api" {
+		t.Fatalf("GetRoute = %+v, %v", got, err)
+	}
+	l, err := h.c.ListClusters(cx)
+	if err != nil || len(l.Items) != 1 || l.Items[0].ID != "backend" || l.Revision != 3 {
+		t.Fatalf("ListClusters = %+v, %v", l, err)
+	}
+	st, err := h.c.Status(cx)
+	if err != nil || st.SnapshotVersion != 3 || st.Routes != 1 || st.Clusters != 1 || st.StoreRevision != 3 {
+		t.Fatalf("Status = %+v, %v", st, err)
+	}
+}
+
+func TestStaleExpectedVersionChangesNothing(t *testing.T) {
+	h := startCtrl(t, t.TempDir(), nil)
+	cx := ctx(t)
+	r1, err := h.c.PutCluster(cx, cluster("c", "10.0.0.1:80"), u64(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := h.c.PutCluster(cx, cluster("c", "10.0.0.2:80"), u64(r1.Version))
+	if err != nil || r2.Version != 2 {
+		t.Fatalf("PutCluster at version 1 = %+v, %v", r2, err)
+	}
+	h.waitSnapshot(r2.Revision)
+	builds := h.builds.Load()
+
+	_, err = h.c.PutCluster(cx, cluster("c", "10.0.0.3:80"), u64(1))
+	wantAdminErr(t, err, admin.CodeConflict, "expected_version", `cluster "c" is at version 2, expected 1`)
+	_, err = h.c.PutCluster(cx, cluster("c", "10.0.0.3:80"), u64(0))
+	wantAdminErr(t, err, admin.CodeConflict, "expected_version", "already exists at version 2")
+	_, err = h.c.DeleteCluster(cx, "c", u64(5))
+	wantAdminErr(t, err, admin.CodeConflict, "expected_version", "is at version 2, expected 5")
+	_, err = h.c.PutRoute(cx, model.Route{ID: "r", Host: "*", Prefix: "/", Cluster: "c"}, u64(4))
+	wantAdminErr(t, err, admin.CodeConflict, "expected_version", `route "r" does not exist, expected version 4`)
+
+	if rev := h.s.store.Revision(); rev != r2.Revision {
+		t.Fatalf("store revision moved from %d to %d on rejected writes", r2.Revision, rev)
+	}
+	got, err := h.c.GetCluster(cx, "c")
+	if err != nil || got.Version != 2 || got.Cluster.Endpoints[0].Address != "10.0.0.2:80" {
+		t.Fatalf("GetCluster after conflicts = %+v, %v", got, err)
+	}
+	// Give a (wrongly) poked recompute loop time to act, then check nothing was built.
+	time.Sleep(3 * h.s.cfg.Debounce)
+	if v := h.s.lastSnap().version; v != r2.Revision || h.builds.Load() != builds {
+		t.Fatalf("snapshot moved to %d (%d builds, had %d) after rejected writes", v, h.builds.Load(), builds)
+	}
+}
+
+func TestCrossDocumentRules(t *testing.T) {
+	h := startCtrl(t, t.TempDir(), nil)
+	cx := ctx(t)
+	_, err := h.c.PutRoute(cx, model.Route{ID: "r1", Host: "*", Prefix: "/", Cluster: "missing"}, nil)
+	wantAdminErr(t, err, admin.CodeInvalid, "cluster", `cluster "missing" does not exist`)
+
+	if _, err := h.c.PutCluster(cx, cluster("c", "10.0.0.1:80"), nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"r1", "r2"} {
+		if _, err := h.c.PutRoute(cx, model.Route{ID: id, Host: "a.example", Prefix: "/" + id, Cluster: "c"}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = h.c.PutRoute(cx, model.Route{ID: "r3", Host: "a.example", Prefix: "/r1", Cluster: "c"}, nil)
+	wantAdminErr(t, err, admin.CodeConflict, "prefix", `route "r1" already sends host "a.example" prefix "/r1"`)
+	// The same route may keep its own (host, prefix).
+	if _, err := h.c.PutRoute(cx, model.Route{ID: "r1", Host: "a.example", Prefix: "/r1", Cluster: "c", TimeoutMs: 9}, u64(1)); err != nil {
+		t.Fatal(err)
+	}
+
+	_, err = h.c.DeleteCluster(cx, "c", nil)
+	wantAdminErr(t, err, admin.CodeInvalid, "id", `cluster "c" is used by routes "r1", "r2"`)
+	_, err = h.c.PutRoute(cx, model.Route{ID: "bad", Host: "A", Prefix: "/x/../y", Cluster: "c"}, nil)
+	wantAdminErr(t, err, admin.CodeInvalid, "host", "prefix:") // first field named, every problem listed
+	_, err = h.c.DeleteRoute(cx, "nope", nil)
+	wantAdminErr(t, err, admin.CodeNotFound, "id", `route "nope" does not exist`)
+
+	for _, id := range []string{"r1", "r2"} {
+		res, err := h.c.DeleteRoute(cx, id, nil)
+		if err != nil || res.ID != id {
+			t.Fatalf("DeleteRoute(%s) = %+v, %v", id, res, err)
+		}
+	}
+	res, err := h.c.DeleteCluster(cx, "c", u64(1))
+	if err != nil || res.Version != 1 {
+		t.Fatalf("DeleteCluster = %+v, %v", res, err)
+	}
+	snap := h.waitSnapshot(res.Revision)
+	if snap.NumRoutes() != 0 || snap.NumClusters() != 0 {
+		t.Fatalf("after deleting everything: %d routes, %d clusters", snap.NumRoutes(), snap.NumClusters())
+	}
+	if _, err := h.c.GetRoute(cx, "r1"); !admin.IsCode(err, admin.CodeNotFound) {
+		t.Fatalf("GetRoute after delete: %v", err)
+	}
+}
+
+func TestBurstIsCoalesced(t *testing.T) {
+	h := startCtrl(t, t.TempDir(), func(c *Config) {
+		// Generous windows keep the test meaningful on a loaded machine,
+		// where one fsync can take longer than the default 20ms.
+		c.Debounce = 100 * time.Millisecond
+		c.MaxDelay = time.Second
+	})
+	cx := ctx(t)
+	if _, err := h.c.PutCluster(cx, cluster("c", "10.0.0.1:80"), nil); err != nil {
+		t.Fatal(err)
+	}
+	h.waitSnapshot(2)
+	before := h.builds.Load()
+
+	const writers, each = 4, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := admin.Dial(h.s.AdminSocket())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			for i := range each {
+				id := fmt.Sprintf("r%d-%d", w, i)
+				if _, err := c.PutRoute(cx, model.Route{ID: id, Host: "*", Prefix: "/" + id, Cluster: "c"}, u64(0)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	rev := h.s.store.Revision()
+	if rev != 2+writers*each {
+		t.Fatalf("store revision %d, want %d", rev, 2+writers*each)
+	}
+	snap := h.waitSnapshot(rev)
+	if snap.NumRoutes() != writers*each {
+		t.Fatalf("last snapshot has %d routes, want %d", snap.NumRoutes(), writers*each)
+	}
+	var m fbs.Match
+	for w := range writers {
+		for i := range each {
+			id := fmt.Sprintf("r%d-%d", w, i)
+			if !snap.Match([]byte("any.host"), []byte("/"+id+"/x"), &m) || string(m.ID()) != id {
+				t.Fatalf("route %s missing from the last snapshot", id)
+			}
+		}
+	}
+	if n := h.builds.Load() - before; n > 20 {
+		t.Fatalf("%d writes produced %d snapshots; want them coalesced", writers*each, n)
+	} else {
+		t.Logf("%d writes -> %d snapshots", writers*each, n)
+	}
+}
+
+func TestRestartKeepsVersions(t *testing.T) {
+	dir := t.TempDir()
+	h := startCtrl(t, dir, nil)
+	cx := ctx(t)
+	if _, err := h.c.PutCluster(cx, cluster("c", "10.0.0.1:80"), nil); err != nil {
+		t.Fatal(err)
+	}
+	res, err := h.c.PutRoute(cx, model.Route{ID: "r", Host: "*", Prefix: "/", Cluster: "c"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := h.waitSnapshot(res.Revision)
+	firstBytes := bytes.Clone(first.Bytes())
+	h.stop()
+
+	h2 := startCtrl(t, dir, nil)
+	again := h2.waitSnapshot(res.Revision)
+	if !bytes.Equal(again.Bytes(), firstBytes) {
+		t.Fatal("restart republished different bytes for the same version")
+	}
+	if h2.builds.Load() != 0 {
+		t.Fatalf("restart rebuilt a current snapshot (%d builds)", h2.builds.Load())
+	}
+	got, err := h2.c.GetRoute(cx, "r")
+	if err != nil || got.Version != 1 || got.Revision != res.Revision {
+		t.Fatalf("GetRoute after restart = %+v, %v", got, err)
+	}
+	res2, err := h2.c.PutRoute(cx, model.Route{ID: "r2", Host: "*", Prefix: "/two", Cluster: "c"}, u64(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res2.Revision <= res.Revision {
+		t.Fatalf("write after restart got revision %d, not above %d", res2.Revision, res.Revision)
+	}
+	next := h2.waitSnapshot(res2.Revision)
+	if next.ParentVersion() != res.Revision || next.NumRoutes() != 2 {
+		t.Fatalf("snapshot after restart: parent %d (want %d), %d routes", next.ParentVersion(), res.Revision, next.NumRoutes())
+	}
+}
+
+func TestRestartBuildsWhenSnapshotIsBehind(t *testing.T) {
+	dir := t.TempDir()
+	h := startCtrl(t, dir, nil)
+	h.waitSnapshot(1)
+	h.stop()
+	// A write that committed but whose snapshot was never built (a crash
+	// between the two) is picked up at start.
+	s, err := New(Config{DataDir: dir, AdminSocket: filepath.Join(dir, "a.sock"), PublishAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (handler{s}).PutCluster(context.Background(), cluster("c", "10.0.0.1:80"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h2 := startCtrl(t, dir, nil)
+	snap := h2.waitSnapshot(2)
+	if snap.ParentVersion() != 1 || snap.NumClusters() != 1 {
+		t.Fatalf("snapshot at start: parent %d, %d clusters", snap.ParentVersion(), snap.NumClusters())
+	}
+}
+
+func TestSameDocumentsSameBytes(t *testing.T) {
+	a := startCtrl(t, t.TempDir(), nil)
+	b := startCtrl(t, t.TempDir(), nil)
+	cx := ctx(t)
+	type write func(c *admin.Client) (admin.Result, error)
+	writes := []write{
+		func(c *admin.Client) (admin.Result, error) {
+			return c.PutCluster(cx, cluster("web", "10.0.0.1:80", "[2001:db8::1]:8080"), nil)
+		},
+		func(c *admin.Client) (admin.Result, error) {
+			return c.PutCluster(cx, cluster("api", "api.internal:9000"), nil)
+		},
+		func(c *admin.Client) (admin.Result, error) {
+			return c.PutRoute(cx, model.Route{ID: "home", Host: "*", Prefix: "/", Cluster: "web"}, nil)
+		},
+		func(c *admin.Client) (admin.Result, error) {
+			return c.PutRoute(cx, model.Route{ID: "v1", Host: "example.com", Prefix: "/v1/", Cluster: "api", TimeoutMs: 2000}, nil)
+		},
+		func(c *admin.Client) (admin.Result, error) { return c.DeleteRoute(cx, "home", nil) },
+	}
+	for i, w := range writes {
+		ra, err := w(a.c)
+		if err != nil {
+			t.Fatalf("write %d on a: %v", i, err)
+		}
+		rb, err := w(b.c)
+		if err != nil {
+			t.Fatalf("write %d on b: %v", i, err)
+		}
+		if ra.Revision != rb.Revision {
+			t.Fatalf("write %d: revisions %d and %d", i, ra.Revision, rb.Revision)
+		}
+		sa, sb := a.waitSnapshot(ra.Revision), b.waitSnapshot(rb.Revision)
+		if !bytes.Equal(sa.Bytes(), sb.Bytes()) {
+			t.Fatalf("write %d: snapshots of revision %d differ", i, ra.Revision)
+		}
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{AdminSocket: "x", PublishAddr: "y"}, "DataDir is required"},
+		{Config{DataDir: dir, PublishAddr: "y"}, "AdminSocket is required"},
+		{Config{DataDir: dir, AdminSocket: "x"}, "PublishAddr is required"},
+		{Config{DataDir: dir, AdminSocket: "x", PublishAddr: "y", Debounce: -1}, "must not be negative"},
+		{Config{DataDir: dir, AdminSocket: "x", PublishAddr: "y", Shards: -1}, "Shards -1"},
+	} {
+		if _, err := New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%+v) = %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+func TestSecondCtrlOnSameSocketRefused(t *testing.T) {
+	h := startCtrl(t, t.TempDir(), nil)
+	_, err := New(Config{DataDir: t.TempDir(), AdminSocket: h.s.AdminSocket(), PublishAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	if err == nil || !strings.Contains(err.Error(), "another process is listening") {
+		t.Fatalf("second ctrl: %v", err)
+	}
+	// The first one is unaffected.
+	if _, err := h.c.Status(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestContinuousWritesStillPublish(t *testing.T) {
+	h := startCtrl(t, t.TempDir(), func(c *Config) {
+		c.Debounce = 50 * time.Millisecond
+		c.MaxDelay = 150 * time.Millisecond
+	})
+	cx := ctx(t)
+	h.waitSnapshot(1)
+	before := h.builds.Load()
+	// Writes 10ms apart never leave a 50ms quiet gap, so only MaxDelay can
+	// trigger builds during the ~600ms of writing.
+	for i := range 60 {
+		if _, err := h.c.PutCluster(cx, cluster(fmt.Sprintf("c%d", i), "10.0.0.1:80"), nil); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := h.builds.Load() - before; n < 2 {
+		t.Fatalf("only %d snapshots during 600ms of continuous writes with MaxDelay 150ms", n)
+	}
+	h.waitSnapshot(h.s.store.Revision())
+}
+
+func BenchmarkPutRoute(b *testing.B) {
+	dir := b.TempDir()
+	s, err := New(Config{DataDir: dir, AdminSocket: filepath.Join(dir, "a.sock"), PublishAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	}()
+	c, err := admin.Dial(s.AdminSocket())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.PutCluster(ctx, cluster("c", "10.0.0.1:80"), nil); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		id := fmt.Sprintf("r%d", i%1000)
+		if _, err := c.PutRoute(ctx, model.Route{ID: id, Host: "*", Prefix: "/" + id, Cluster: "c"}, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkBuild10kRoutes(b *testing.B) {
+	m := newState(1)
+	m.clusters["c"] = versioned[model.Cluster]{doc: cluster("c", "10.0.0.1:80")}
+	for i := range 10_000 {
+		id := fmt.Sprintf("r%d", i)
+		m.putRoute(versioned[model.Route]{doc: model.Route{ID: id, Host: "*", Prefix: "/" + id, Cluster: "c"}})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := fbs.Build(m.fbsState(0, 0)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

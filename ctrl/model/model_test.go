@@ -1,0 +1,286 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+func validRoute() Route {
+	return Route{ID: "api", Host: "example.com", Prefix: "/api", Cluster: "backend", TimeoutMs: 1000}
+}
+
+func validCluster() Cluster {
+	return Cluster{ID: "backend", Endpoints: []Endpoint{{"10.0.0.1:8080"}, {"[::1]:80"}, {"svc.internal:443"}}}
+}
+
+// fieldsOfErr returns the failing field names in order.
+func fieldsOfErr(t *testing.T, err error) []string {
+	t.Helper()
+	if err == nil {
+		return nil
+	}
+	var fes FieldErrors
+	if !errors.As(err, &fes) {
+		t.Fatalf("error %v (%T) is not FieldErrors", err, err)
+	}
+	out := make([]string, len(fes))
+	for i, fe := range fes {
+		out[i] = fe.Field
+	}
+	return out
+}
+
+func TestRouteValidate(t *testing.T) {
+	long := strings.Repeat("a", 64)
+	tests := []struct {
+		name   string
+		mod    func(*Route)
+		field  string // "" = valid
+		reason string // substring of the reason
+	}{
+		{"valid", func(r *Route) {}, "", ""},
+		{"wildcard host", func(r *Route) { r.Host = "*" }, "", ""},
+		{"ipv4 host", func(r *Route) { r.Host = "10.1.2.3" }, "", ""},
+		{"root prefix", func(r *Route) { r.Prefix = "/" }, "", ""},
+		{"pchar prefix", func(r *Route) { r.Prefix = "/a-b_c.d~e/!$&'()*+,;=:@/" }, "", ""},
+		{"id max length", func(r *Route) { r.ID = long }, "", ""},
+		{"no timeout", func(r *Route) { r.TimeoutMs = 0 }, "", ""},
+		{"max timeout", func(r *Route) { r.TimeoutMs = MaxTimeoutMs }, "", ""},
+
+		{"empty id", func(r *Route) { r.ID = "" }, "id", "required"},
+		{"long id", func(r *Route) { r.ID = long + "a" }, "id", "at most 64"},
+		{"upper id", func(r *Route) { r.ID = "Api" }, "id", "not a valid id"},
+		{"id leading dash", func(r *Route) { r.ID = "-api" }, "id", "not a valid id"},
+		{"id slash", func(r *Route) { r.ID = "a/b" }, "id", "not a valid id"},
+		{"empty host", func(r *Route) { r.Host = "" }, "host", "required"},
+		{"upper host", func(r *Route) { r.Host = "Example.com" }, "host", "lowercase"},
+		{"host with port", func(r *Route) { r.Host = "example.com:80" }, "host", "port"},
+		{"wildcard subdomain", func(r *Route) { r.Host = "*.example.com" }, "host", "wildcard"},
+		{"trailing dot", func(r *Route) { r.Host = "example.com." }, "host", `end with "."`},
+		{"empty label", func(r *Route) { r.Host = "a..b" }, "host", "empty label"},
+		{"bad char host", func(r *Route) { r.Host = "exa_mple.com" }, "host", "invalid character"},
+		{"label dash", func(r *Route) { r.Host = "-a.com" }, "host", "start or end"},
+		{"bad ipv4", func(r *Route) { r.Host = "1.2.3.256" }, "host", "IPv4"},
+		{"long label", func(r *Route) { r.Host = strings.Repeat("a", 64) + ".com" }, "host", "63"},
+		{"empty prefix", func(r *Route) { r.Prefix = "" }, "prefix", "required"},
+		{"relative prefix", func(r *Route) { r.Prefix = "api" }, "prefix", `start with "/"`},
+		{"dotdot", func(r *Route) { r.Prefix = "/a/../b" }, "prefix", `".."`},
+		{"dotdot inside", func(r *Route) { r.Prefix = "/a..b" }, "prefix", `".."`},
+		{"dot segment", func(r *Route) { r.Prefix = "/a/./b" }, "prefix", `"." segment`},
+		{"trailing dot segment", func(r *Route) { r.Prefix = "/a/." }, "prefix", `"." segment`},
+		{"double slash", func(r *Route) { r.Prefix = "/a//b" }, "prefix", `"//"`},
+		{"query", func(r *Route) { r.Prefix = "/a?b" }, "prefix", "query"},
+		{"fragment", func(r *Route) { r.Prefix = "/a#b" }, "prefix", "fragment"},
+		{"space", func(r *Route) { r.Prefix = "/a b" }, "prefix", "whitespace"},
+		{"tab", func(r *Route) { r.Prefix = "/a\tb" }, "prefix", "control character"},
+		{"nul", func(r *Route) { r.Prefix = "/a\x00" }, "prefix", "control character"},
+		{"del", func(r *Route) { r.Prefix = "/a\x7f" }, "prefix", "control character"},
+		{"percent", func(r *Route) { r.Prefix = "/a%2e" }, "prefix", "escapes"},
+		{"non ascii", func(r *Route) { r.Prefix = "/caf\u00e9" }, "prefix", "non-ASCII"},
+		{"backslash", func(r *Route) { r.Prefix = `/a\b` }, "prefix", "not allowed"},
+		{"long prefix", func(r *Route) { r.Prefix = "/" + strings.Repeat("a", MaxPrefixLen) }, "prefix", "at most"},
+		{"no cluster", func(r *Route) { r.Cluster = "" }, "cluster", "required"},
+		{"bad cluster id", func(r *Route) { r.Cluster = "Back End" }, "cluster", "not a valid id"},
+		{"timeout too big", func(r *Route) { r.TimeoutMs = MaxTimeoutMs + 1 }, "timeout_ms", "at most 600000"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := validRoute()
+			tc.mod(&r)
+			err := r.Validate()
+			if tc.field == "" {
+				if err != nil {
+					t.Fatalf("Validate(%+v) = %v, want nil", r, err)
+				}
+				return
+			}
+			fe, ok := First(err)
+			if !ok {
+				t.Fatalf("Validate(%+v) = %v, want a FieldError on %q", r, err, tc.field)
+			}
+			if fe.Field != tc.field || !strings.Contains(fe.Reason, tc.reason) {
+				t.Fatalf("Validate(%+v) = %q on %q, want field %q with reason containing %q", r, fe.Reason, fe.Field, tc.field, tc.reason)
+			}
+			if !strings.HasPrefix(err.Error(), tc.field+": ") {
+				t.Fatalf("message %q does not start with the field name", err.Error())
+			}
+		})
+	}
+}
+
+func TestRouteValidateReportsAllProblems(t *testing.T) {
+	r := Route{ID: "Bad", Host: "A", Prefix: "x", TimeoutMs: MaxTimeoutMs + 1}
+	got := fmt.Sprint(fieldsOfErr(t, r.Validate()))
+	if want := "[id host prefix cluster timeout_ms]"; got != want {
+		t.Fatalf("fields = %s, want %s", got, want)
+	}
+}
+
+func TestClusterValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		mod    func(*Cluster)
+		field  string
+		reason string
+	}{
+		{"valid", func(c *Cluster) {}, "", ""},
+		{"one endpoint", func(c *Cluster) { c.Endpoints = c.Endpoints[:1] }, "", ""},
+		{"max connect timeout", func(c *Cluster) { c.ConnectTimeoutMs = MaxTimeoutMs }, "", ""},
+		{"upper dns name", func(c *Cluster) { c.Endpoints[2].Address = "SVC.internal:443" }, "", ""},
+		{"port 65535", func(c *Cluster) { c.Endpoints[0].Address = "10.0.0.1:65535" }, "", ""},
+
+		{"bad id", func(c *Cluster) { c.ID = "_x" }, "id", "not a valid id"},
+		{"no endpoints", func(c *Cluster) { c.Endpoints = nil }, "endpoints", "at least one"},
+		{"too many endpoints", func(c *Cluster) {
+			c.Endpoints = make([]Endpoint, MaxEndpoints+1)
+		}, "endpoints", "at most"},
+		{"empty address", func(c *Cluster) { c.Endpoints[1].Address = "" }, "endpoints[1].address", "required"},
+		{"no port", func(c *Cluster) { c.Endpoints[2].Address = "svc.internal" }, "endpoints[2].address", "host:port"},
+		{"empty port", func(c *Cluster) { c.Endpoints[2].Address = "svc.internal:" }, "endpoints[2].address", "port is missing"},
+		{"port zero", func(c *Cluster) { c.Endpoints[0].Address = "10.0.0.1:0" }, "endpoints[0].address", "1 to 65535"},
+		{"port too big", func(c *Cluster) { c.Endpoints[0].Address = "10.0.0.1:65536" }, "endpoints[0].address", "1 to 65535"},
+		{"port name", func(c *Cluster) { c.Endpoints[0].Address = "10.0.0.1:http" }, "endpoints[0].address", "1 to 65535"},
+		{"port sign", func(c *Cluster) { c.Endpoints[0].Address = "10.0.0.1:+80" }, "endpoints[0].address", "1 to 65535"},
+		{"no host", func(c *Cluster) { c.Endpoints[0].Address = ":80" }, "endpoints[0].address", "host is missing"},
+		{"bare ipv6", func(c *Cluster) { c.Endpoints[1].Address = "::1:80" }, "endpoints[1].address", "host:port"},
+		{"ipv6 zone", func(c *Cluster) { c.Endpoints[1].Address = "[fe80::1%eth0]:80" }, "endpoints[1].address", "zone"},
+		{"bracketed ipv4", func(c *Cluster) { c.Endpoints[1].Address = "[10.0.0.1]:80" }, "endpoints[1].address", "IPv6"},
+		{"bad host", func(c *Cluster) { c.Endpoints[2].Address = "bad_host:80" }, "endpoints[2].address", "invalid character"},
+		{"bad ipv4", func(c *Cluster) { c.Endpoints[2].Address = "10.0.0.300:80" }, "endpoints[2].address", "IPv4"},
+		{"duplicate", func(c *Cluster) { c.Endpoints[2].Address = "10.0.0.1:8080" }, "endpoints[2].address", "duplicates endpoints[0]"},
+		{"duplicate ipv6 spelling", func(c *Cluster) { c.Endpoints[2].Address = "[0:0::1]:80" }, "endpoints[2].address", "duplicates endpoints[1]"},
+		{"duplicate name case", func(c *Cluster) {
+			c.Endpoints = append(c.Endpoints, Endpoint{"SVC.INTERNAL:443"})
+		}, "endpoints[3].address", "duplicates endpoints[2]"},
+		{"connect timeout", func(c *Cluster) { c.ConnectTimeoutMs = MaxTimeoutMs + 1 }, "connect_timeout_ms", "at most"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validCluster()
+			c.Endpoints = append([]Endpoint(nil), c.Endpoints...)
+			tc.mod(&c)
+			err := c.Validate()
+			if tc.field == "" {
+				if err != nil {
+					t.Fatalf("Validate = %v, want nil", err)
+				}
+				return
+			}
+			fe, ok := First(err)
+			if !ok {
+				t.Fatalf("Validate = %v, want a FieldError on %q", err, tc.field)
+			}
+			if fe.Field != tc.field || !strings.Contains(fe.Reason, tc.reason) {
+				t.Fatalf("Validate = %q on %q, want field %q with reason containing %q", fe.Reason, fe.Field, tc.field, tc.reason)
+			}
+		})
+	}
+}
+
+func TestClusterValidateReportsEveryEndpoint(t *testing.T) {
+	c := Cluster{ID: "c", Endpoints: []Endpoint{{"a:1"}, {"b"}, {"a:1"}, {"c:0"}}}
+	got := fmt.Sprint(fieldsOfErr(t, c.Validate()))
+	if want := "[endpoints[1].address endpoints[2].address endpoints[3].address]"; got != want {
+		t.Fatalf("fields = %s, want %s", got, want)
+	}
+}
+
+func TestDecodeStrict(t *testing.T) {
+	tests := []struct {
+		name   string
+		in     string
+		field  string // "" = success
+		reason string
+	}{
+		{"ok", `{"id":"a","host":"*","prefix":"/","cluster":"c","timeout_ms":5}`, "", ""},
+		{"ok whitespace", " \n{\"id\":\"a\"}\n ", "", ""},
+		{"unknown field", `{"id":"a","hots":"x"}`, "hots", "unknown field"},
+		{"case mismatch", `{"ID":"a"}`, "ID", `did you mean "id"`},
+		{"duplicate", `{"id":"a","id":"b"}`, "id", "duplicate"},
+		{"wrong type", `{"id":1}`, "id", "must be a string, got the number 1"},
+		{"null string", `{"id":null}`, "id", "got null"},
+		{"negative", `{"timeout_ms":-1}`, "timeout_ms", "integer from 0 to 4294967295"},
+		{"fraction", `{"timeout_ms":1.5}`, "timeout_ms", "integer"},
+		{"overflow", `{"timeout_ms":4294967296}`, "timeout_ms", "integer"},
+		{"not object", `[1]`, "", "must be an object, got an array"},
+		{"trailing", `{"id":"a"} {}`, "", "after the JSON object"},
+		{"truncated", `{"id":"a"`, "", "truncated"},
+		{"syntax", `{"id" "a"}`, "id", "malformed JSON at byte 6"},
+		{"empty", ``, "", "truncated"},
+		{"bad utf8", "{\"id\":\"\xff\"}", "", "UTF-8"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := DecodeRoute([]byte(tc.in))
+			if tc.field == "" && tc.reason == "" {
+				if err != nil {
+					t.Fatalf("DecodeRoute(%q) = %v", tc.in, err)
+				}
+				return
+			}
+			var fe *FieldError
+			if !errors.As(err, &fe) {
+				t.Fatalf("DecodeRoute(%q) = %v, want a FieldError", tc.in, err)
+			}
+			if fe.Field != tc.field || !strings.Contains(fe.Reason, tc.reason) {
+				t.Fatalf("DecodeRoute(%q) = field %q reason %q, want field %q reason containing %q", tc.in, fe.Field, fe.Reason, tc.field, tc.reason)
+			}
+		})
+	}
+}
+
+func TestDecodeClusterPaths(t *testing.T) {
+	_, err := DecodeCluster([]byte(`{"id":"c","endpoints":[{"address":"a:1"},{"address":"b:1","weight":3}]}`))
+	fe, ok := First(err)
+	if !ok || fe.Field != "endpoints[1].weight" || fe.Reason != "unknown field" {
+		t.Fatalf("got %v, want endpoints[1].weight: unknown field", err)
+	}
+	c, err := DecodeCluster([]byte(`{"id":"c","endpoints":[{"address":"a:1"}],"connect_timeout_ms":250}`))
+	if err != nil || c.ID != "c" || len(c.Endpoints) != 1 || c.Endpoints[0].Address != "a:1" || c.ConnectTimeoutMs != 250 {
+		t.Fatalf("DecodeCluster = %+v, %v", c, err)
+	}
+}
+
+func FuzzDecodeRoute(f *testing.F) {
+	for _, s := range []string{
+		`{"id":"a","host":"*","prefix":"/","cluster":"c","timeout_ms":5}`,
+		`{"id":"a","id":"b"}`, `{"ID":1}`, `[`, `{"timeout_ms":1e3}`, `null`, "{\"id\":\"\xff\"}",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := DecodeRoute(b)
+		if err != nil {
+			var fe *FieldError
+			if !errors.As(err, &fe) {
+				t.Fatalf("error %v is not a FieldError", err)
+			}
+			return
+		}
+		_ = r.Validate() // must not panic on anything the decoder accepts
+	})
+}
+
+func FuzzDecodeCluster(f *testing.F) {
+	f.Add([]byte(`{"id":"c","endpoints":[{"address":"a:1"},{"address":"[::1]:2"}],"connect_timeout_ms":250}`))
+	f.Add([]byte(`{"endpoints":[{"address":"[fe80::1%eth0]:1"}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := DecodeCluster(b)
+		if err != nil {
+			return
+		}
+		_ = c.Validate()
+	})
+}
+
+func BenchmarkValidateCluster(b *testing.B) {
+	c := validCluster()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := c.Validate(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,90 @@
+package ctrl
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/snapgate/snapgate/fbs"
+)
+
+// retryAfter is how long the loop waits before retrying a failed build
+// (a full disk, say), so a persistent failure does not spin.
+const retryAfter = time.Second
+
+// notify tells the recompute loop the model changed. It never blocks: one
+// pending poke already means "build when the burst is over".
+func (s *Server) notify() {
+	select {
+	case s.poke <- struct{}{}:
+	default:
+	}
+}
+
+// recomputeLoop turns bursts of writes into snapshots. After the first poke
+// of a burst it waits until Debounce passes without a poke, but no longer
+// than MaxDelay after that first poke, so a steady stream of writes still
+// publishes at least every MaxDelay.
+func (s *Server) recomputeLoop(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.poke:
+		}
+		deadline := time.Now().Add(s.cfg.MaxDelay)
+		timer.Reset(s.cfg.Debounce)
+	settle:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.poke:
+				timer.Reset(max(0, min(s.cfg.Debounce, time.Until(deadline))))
+			case <-timer.C:
+				break settle
+			}
+		}
+		if err := s.build(); err != nil {
+			s.log.Error("snapshot build failed; retrying", "err", err, "retry_in", retryAfter)
+			timer.Reset(retryAfter)
+			select {
+			case <-ctx.Done():
+				return
+			case <-timer.C:
+				s.notify()
+			}
+		}
+	}
+}
+
+// build snapshots the current model, stores it and publishes it, unless the
+// latest snapshot already has the model's revision.
+func (s *Server) build() error {
+	last := s.lastSnap()
+	s.mu.RLock()
+	if last.version == s.model.revision {
+		s.mu.RUnlock()
+		return nil
+	}
+	st := s.model.fbsState(last.version, s.cfg.Shards)
+	s.mu.RUnlock()
+
+	start := time.Now()
+	data, err := fbs.Build(st)
+	if err != nil {
+		return fmt.Errorf("ctrl: building snapshot %d: %w", st.Version, err)
+	}
+	took := time.Since(start)
+	if err := s.store.PutSnapshot(st.Version, data, s.cfg.KeepSnapshots); err != nil {
+		return fmt.Errorf("ctrl: storing snapshot %d: %w", st.Version, err)
+	}
+	s.pub.Publish(st.Version, data)
+	s.setSnap(snapInfo{version: st.Version, parent: st.ParentVersion, builtAt: time.Now(), bytes: len(data)})
+	s.log.Info("snapshot built", "version", st.Version, "parent", st.ParentVersion,
+		"routes", len(st.Routes), "clusters", len(st.Clusters), "bytes", len(data), "build_time", took)
+	return nil
+}

@@ -1,0 +1,334 @@
+// Package ctrl is the snapgate control plane: the single writer of routes
+// and clusters. It validates admin writes against an in-memory model, commits
+// them to the store, and a recompute loop turns each burst of writes into one
+// FlatBuffers snapshot that is stored and published to every edge.
+package ctrl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/snapgate/snapgate/ctrl/admin"
+	"github.com/snapgate/snapgate/ctrl/model"
+	"github.com/snapgate/snapgate/ctrl/publish"
+	"github.com/snapgate/snapgate/fbs"
+	"github.com/snapgate/snapgate/store"
+)
+
+// Config configures a Server. Zero fields take the documented defaults.
+type Config struct {
+	// DataDir holds the store (DataDir/store). Required.
+	DataDir string
+	// AdminSocket is the path of the admin unix socket. Required.
+	AdminSocket string
+	// PublishAddr is the TCP address edges connect to, e.g. ":7400" or
+	// "127.0.0.1:0" (tests). Required.
+	PublishAddr string
+	// Debounce is how long the recompute loop waits after a write for more
+	// writes, so a burst becomes one snapshot. Default 20ms.
+	Debounce time.Duration
+	// MaxDelay bounds how long a continuous burst can postpone a snapshot,
+	// measured from the first write of the burst. Default 200ms.
+	MaxDelay time.Duration
+	// KeepSnapshots is how many built snapshots the store keeps. Default 10.
+	KeepSnapshots int
+	// Shards is the snapshot's route shard count; 0 lets fbs choose.
+	Shards int
+	// Publish configures the edge stream server; its Logger defaults to Logger.
+	Publish publish.Config
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	switch {
+	case c.DataDir == "":
+		return errors.New("ctrl: config: DataDir is required")
+	case c.AdminSocket == "":
+		return errors.New("ctrl: config: AdminSocket is required")
+	case c.PublishAddr == "":
+		return errors.New("ctrl: config: PublishAddr is required")
+	case c.Debounce < 0 || c.MaxDelay < 0 || c.KeepSnapshots < 0:
+		return fmt.Errorf("ctrl: config: Debounce (%v), MaxDelay (%v) and KeepSnapshots (%d) must not be negative", c.Debounce, c.MaxDelay, c.KeepSnapshots)
+	case c.Shards < 0 || c.Shards > fbs.MaxShards:
+		return fmt.Errorf("ctrl: config: Shards %d is outside 0..%d", c.Shards, fbs.MaxShards)
+	}
+	if c.Debounce == 0 {
+		c.Debounce = 20 * time.Millisecond
+	}
+	if c.MaxDelay == 0 {
+		c.MaxDelay = 200 * time.Millisecond
+	}
+	if c.MaxDelay < c.Debounce {
+		c.MaxDelay = c.Debounce
+	}
+	if c.KeepSnapshots == 0 {
+		c.KeepSnapshots = 10
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Publish.Logger == nil {
+		c.Publish.Logger = c.Logger
+	}
+	return nil
+}
+
+// Store kinds ctrl owns. kindMeta holds the store's initialisation marker.
+const (
+	kindRoute   = model.KindRoute
+	kindCluster = model.KindCluster
+	kindMeta    = "meta"
+)
+
+// Server is a running control plane.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	store *store.Pebble
+	pub   *publish.Server
+	adm   *admin.Server
+	pubLn net.Listener
+
+	// wmu makes ctrl the single writer: validate, check cross-document rules,
+	// commit and update the model happen as one step per write.
+	wmu sync.Mutex
+	// mu guards the model for readers, so gets and builds do not wait for a
+	// writer's fsync.
+	mu    sync.RWMutex
+	model state
+
+	poke chan struct{} // 1-buffered: "the model changed since the last build"
+
+	snapMu sync.Mutex
+	snap   snapInfo
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// snapInfo describes the latest built (or, after a restart, loaded) snapshot.
+type snapInfo struct {
+	version, parent uint64
+	builtAt         time.Time
+	bytes           int
+}
+
+// New opens the store, loads every document into the in-memory model,
+// prepares the snapshot to publish first and binds the admin socket and the
+// publish listener, so that a second ctrl or a busy port fails here rather
+// than in Run. Call Run to serve, or Close to release everything.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	st, err := store.OpenPebble(filepath.Join(cfg.DataDir, "store"), store.Options{Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("ctrl: opening store in %s: %w", cfg.DataDir, err)
+	}
+	s := &Server{
+		cfg:   cfg,
+		log:   cfg.Logger.With("component", "ctrl"),
+		store: st,
+		poke:  make(chan struct{}, 1),
+	}
+	if err := s.init(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) init() error {
+	if err := s.ensureInitialized(); err != nil {
+		return err
+	}
+	if err := s.load(); err != nil {
+		return err
+	}
+	s.pub = publish.New(s.cfg.Publish)
+	if err := s.startSnapshot(); err != nil {
+		s.pub.Close()
+		return err
+	}
+	ln, err := net.Listen("tcp", s.cfg.PublishAddr)
+	if err != nil {
+		s.pub.Close()
+		return fmt.Errorf("ctrl: publish listener on %s: %w", s.cfg.PublishAddr, err)
+	}
+	adm, err := admin.Listen(admin.Config{Path: s.cfg.AdminSocket, Handler: handler{s}, Logger: s.cfg.Logger})
+	if err != nil {
+		ln.Close()
+		s.pub.Close()
+		return fmt.Errorf("ctrl: %w", err)
+	}
+	s.pubLn, s.adm = ln, adm
+	return nil
+}
+
+// ensureInitialized gives a fresh store its first revision. Snapshot
+// versions are store revisions and edges start from version 0 meaning "have
+// nothing", so an empty configuration needs a revision above 0 for its
+// (empty) snapshot to be newer than what a fresh edge has. The marker's body
+// is constant, keeping two stores fed the same documents at the same revisions.
+func (s *Server) ensureInitialized() error {
+	if s.store.Revision() != 0 {
+		return nil
+	}
+	zero := uint64(0)
+	_, _, err := s.store.Apply(store.Mutation{Kind: kindMeta, ID: "init", Body: []byte(`{"format":1}`), Expected: &zero})
+	if err != nil {
+		return fmt.Errorf("ctrl: initialising store: %w", err)
+	}
+	return nil
+}
+
+// load reads every document into the model.
+func (s *Server) load() error {
+	rev, docs, err := s.store.Load()
+	if err != nil {
+		return fmt.Errorf("ctrl: loading documents: %w", err)
+	}
+	m := newState(rev)
+	for _, d := range docs {
+		switch d.Kind {
+		case kindRoute:
+			r, err := model.DecodeRoute(d.Body)
+			if err != nil {
+				return fmt.Errorf("ctrl: stored route %q (version %d) cannot be decoded: %w", d.ID, d.Version, err)
+			}
+			if err := r.Validate(); err != nil {
+				// It was valid when written; rules may have tightened since.
+				// Keep serving it rather than refusing to start.
+				s.log.Warn("stored route no longer validates", "id", d.ID, "err", err)
+			}
+			m.putRoute(versioned[model.Route]{doc: r, version: d.Version, revision: d.Revision})
+		case kindCluster:
+			c, err := model.DecodeCluster(d.Body)
+			if err != nil {
+				return fmt.Errorf("ctrl: stored cluster %q (version %d) cannot be decoded: %w", d.ID, d.Version, err)
+			}
+			if err := c.Validate(); err != nil {
+				s.log.Warn("stored cluster no longer validates", "id", d.ID, "err", err)
+			}
+			m.clusters[c.ID] = versioned[model.Cluster]{doc: c, version: d.Version, revision: d.Revision}
+		}
+	}
+	s.model = m
+	s.log.Info("loaded configuration", "revision", rev, "routes", len(m.routes), "clusters", len(m.clusters))
+	return nil
+}
+
+// startSnapshot publishes the stored latest snapshot if it is current, and
+// builds a new one otherwise, so versions survive restarts and the parent
+// chain continues.
+func (s *Server) startSnapshot() error {
+	rev := s.model.revision
+	ver, data, err := s.store.LatestSnapshot()
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return s.build()
+	case err != nil:
+		return fmt.Errorf("ctrl: reading latest snapshot: %w", err)
+	case ver > rev:
+		return fmt.Errorf("ctrl: latest stored snapshot has version %d but the store is at revision %d; refusing to publish versions that go backwards", ver, rev)
+	}
+	snap, oerr := fbs.Open(data)
+	if oerr != nil {
+		s.log.Error("latest stored snapshot is unreadable; rebuilding", "version", ver, "err", oerr)
+		return s.build()
+	}
+	// builtAt is when this process took the snapshot into service; the file
+	// does not record when it was built.
+	s.setSnap(snapInfo{version: ver, parent: snap.ParentVersion(), bytes: len(data), builtAt: time.Now()})
+	if ver < rev {
+		return s.build()
+	}
+	s.pub.Publish(ver, data)
+	s.log.Info("publishing stored snapshot", "version", ver, "routes", snap.NumRoutes(), "clusters", snap.NumClusters(), "bytes", len(data))
+	return nil
+}
+
+// AdminSocket returns the admin socket path.
+func (s *Server) AdminSocket() string { return s.adm.Path() }
+
+// PublishAddr returns the address the publish listener is bound to.
+func (s *Server) PublishAddr() string { return s.pubLn.Addr().String() }
+
+// Run serves the admin socket, the edge stream and the recompute loop until
+// ctx is cancelled, then closes everything (the socket file is removed) and
+// returns. A listener failing also ends Run, with that error.
+func (s *Server) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := s.adm.Serve(); err != nil {
+			errc <- err
+			cancel()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := s.pub.Serve(s.pubLn); err != nil && !errors.Is(err, publish.ErrClosed) {
+			errc <- fmt.Errorf("ctrl: publish on %s: %w", s.PublishAddr(), err)
+			cancel()
+		}
+	}()
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		s.recomputeLoop(ctx)
+	}()
+	s.log.Info("ctrl running", "admin", s.AdminSocket(), "publish", s.PublishAddr())
+	<-ctx.Done()
+	// The loop finishes a build it is in the middle of before the store closes.
+	<-loopDone
+	cerr := s.Close()
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return cerr
+	}
+}
+
+// Close stops serving and closes the store. Run calls it on the way out;
+// call it directly only when Run was never started. It is idempotent.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		// Admin first: no new writes can arrive while the store closes.
+		errs := []error{s.adm.Close(), s.pub.Close()}
+		// Wait for a writer still inside a command before closing the store.
+		s.wmu.Lock()
+		errs = append(errs, s.store.Close())
+		s.wmu.Unlock()
+		s.closeErr = errors.Join(errs...)
+		if s.closeErr != nil {
+			s.closeErr = fmt.Errorf("ctrl: close: %w", s.closeErr)
+		}
+	})
+	return s.closeErr
+}
+
+func (s *Server) setSnap(si snapInfo) {
+	s.snapMu.Lock()
+	s.snap = si
+	s.snapMu.Unlock()
+}
+
+func (s *Server) lastSnap() snapInfo {
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	return s.snap
+}

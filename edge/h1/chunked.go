@@ -1,0 +1,256 @@
+package h1
+
+// ChunkedScanner validates a chunked message body (RFC 9112 §7.1) as it
+// streams past, without copying or decoding it: the proxy forwards the
+// framing verbatim once the scanner has vouched for it. The zero value is
+// ready to use; Reset makes it reusable for the next message.
+type ChunkedScanner struct {
+	state     uint8
+	digits    uint8  // hex digits seen in the current chunk-size
+	extToken  bool   // the current chunk-ext name/value has at least one byte
+	remaining uint64 // data bytes left in the current chunk (also the size being parsed)
+	lineLen   int    // bytes in the current chunk-size line
+	trailer   int    // bytes in the trailer section
+	broken    *Error // first error; sticky because the framing is untrusted from then on
+}
+
+const (
+	csSize uint8 = iota
+	csExtName
+	csExtValStart
+	csExtToken
+	csExtQuoted
+	csExtQuotedEsc
+	csExtAfterQuote
+	csSizeLF
+	csData
+	csDataCR
+	csDataLF
+	csTrailerStart
+	csTrailerName
+	csTrailerValue
+	csTrailerLF
+	csFinalLF
+	csDone
+)
+
+// Bounds on framing overhead. Chunk extensions and trailers carry nothing
+// we use; the caps stop a peer from making us scan megabytes of them.
+const (
+	maxChunkLine     = 4 << 10
+	maxTrailerBytes  = 16 << 10
+	maxChunkSizeHex  = 15 // < 2^60 bytes: no overflow, far beyond any real chunk
+	qdtextBackslash  = '\\'
+	qdtextDoubleQuot = '"'
+)
+
+// Reset prepares the scanner for a new body.
+func (s *ChunkedScanner) Reset() { *s = ChunkedScanner{} }
+
+// Done reports whether the last chunk and the trailer section have ended.
+func (s *ChunkedScanner) Done() bool { return s.state == csDone }
+
+// Scan consumes the next bytes of the body. It returns how many bytes of p
+// belong to the body (all of p unless done) and whether the body ended with
+// them. After an error the scanner stays broken; the framing is untrusted.
+func (s *ChunkedScanner) Scan(p []byte) (n int, done bool, err error) {
+	if s.broken != nil {
+		return 0, false, s.broken
+	}
+	if e := s.scan(p, &n); e != nil {
+		s.broken = e
+		return n, false, e
+	}
+	return n, s.state == csDone, nil
+}
+
+func (s *ChunkedScanner) scan(p []byte, np *int) *Error {
+	if s.state == csDone {
+		return nil
+	}
+	i := 0
+	defer func() { *np = i }()
+	for i < len(p) {
+		c := p[i]
+		switch s.state {
+		case csSize:
+			if v := hexVal[c]; v >= 0 {
+				if s.digits >= maxChunkSizeHex {
+					return errChunkSize
+				}
+				s.digits++
+				s.remaining = s.remaining<<4 | uint64(v)
+			} else if s.digits == 0 {
+				return errChunkSize
+			} else if c == ';' {
+				s.state, s.extToken = csExtName, false
+			} else if c == '\r' {
+				s.state = csSizeLF
+			} else {
+				return errChunkSize
+			}
+			if s.lineLen++; s.lineLen > maxChunkLine {
+				return errChunkLineLong
+			}
+		case csExtName, csExtValStart, csExtToken, csExtQuoted, csExtQuotedEsc, csExtAfterQuote:
+			if e := s.ext(c); e != nil {
+				return e
+			}
+			if s.lineLen++; s.lineLen > maxChunkLine {
+				return errChunkLineLong
+			}
+		case csSizeLF:
+			if c != '\n' {
+				return errChunkCRLF
+			}
+			if s.remaining == 0 {
+				s.state = csTrailerStart
+			} else {
+				s.state = csData
+			}
+		case csData:
+			avail := uint64(len(p) - i)
+			if avail > s.remaining {
+				avail = s.remaining
+			}
+			s.remaining -= avail
+			i += int(avail)
+			if s.remaining == 0 {
+				s.state = csDataCR
+			}
+			continue
+		case csDataCR:
+			if c != '\r' {
+				return errChunkCRLF
+			}
+			s.state = csDataLF
+		case csDataLF:
+			if c != '\n' {
+				return errChunkCRLF
+			}
+			s.state, s.digits, s.lineLen = csSize, 0, 0
+		case csTrailerStart:
+			switch {
+			case c == '\r':
+				s.state = csFinalLF
+			case tcharTab[c]:
+				s.state = csTrailerName
+			default:
+				return errTrailer // includes obs-fold and bare LF
+			}
+			if s.trailer++; s.trailer > maxTrailerBytes {
+				return errTrailerLarge
+			}
+		case csTrailerName, csTrailerValue, csTrailerLF:
+			if e := s.trailerByte(c); e != nil {
+				return e
+			}
+			if s.trailer++; s.trailer > maxTrailerBytes {
+				return errTrailerLarge
+			}
+		case csFinalLF:
+			if c != '\n' {
+				return errChunkCRLF
+			}
+			s.state = csDone
+			i++
+			return nil
+		}
+		i++
+	}
+	return nil
+}
+
+// ext advances through chunk-ext = *( ";" token [ "=" ( token / quoted-string ) ] ).
+// No whitespace anywhere: BWS here is what llhttp's strict mode and
+// careful proxies refuse, because parsers disagree about it.
+func (s *ChunkedScanner) ext(c byte) *Error {
+	switch s.state {
+	case csExtName:
+		switch {
+		case tcharTab[c]:
+			s.extToken = true
+		case !s.extToken:
+			return errChunkExt
+		case c == '=':
+			s.state = csExtValStart
+		case c == ';':
+			s.extToken = false
+		case c == '\r':
+			s.state = csSizeLF
+		default:
+			return errChunkExt
+		}
+	case csExtValStart:
+		switch {
+		case c == qdtextDoubleQuot:
+			s.state = csExtQuoted
+		case tcharTab[c]:
+			s.state = csExtToken
+		default:
+			return errChunkExt
+		}
+	case csExtToken:
+		switch {
+		case tcharTab[c]:
+		case c == ';':
+			s.state, s.extToken = csExtName, false
+		case c == '\r':
+			s.state = csSizeLF
+		default:
+			return errChunkExt
+		}
+	case csExtQuoted:
+		switch {
+		case c == qdtextDoubleQuot:
+			s.state = csExtAfterQuote
+		case c == qdtextBackslash:
+			s.state = csExtQuotedEsc
+		case c == '\t' || c == ' ' || (c >= 0x21 && c != 0x7f):
+		default:
+			return errChunkExt
+		}
+	case csExtQuotedEsc:
+		if !vcharTab[c] {
+			return errChunkExt
+		}
+		s.state = csExtQuoted
+	case csExtAfterQuote:
+		switch c {
+		case ';':
+			s.state, s.extToken = csExtName, false
+		case '\r':
+			s.state = csSizeLF
+		default:
+			return errChunkExt
+		}
+	}
+	return nil
+}
+
+func (s *ChunkedScanner) trailerByte(c byte) *Error {
+	switch s.state {
+	case csTrailerName:
+		switch {
+		case tcharTab[c]:
+		case c == ':':
+			s.state = csTrailerValue
+		default:
+			return errTrailer
+		}
+	case csTrailerValue:
+		switch {
+		case vcharTab[c]:
+		case c == '\r':
+			s.state = csTrailerLF
+		default:
+			return errTrailer
+		}
+	case csTrailerLF:
+		if c != '\n' {
+			return errTrailer
+		}
+		s.state = csTrailerStart
+	}
+	return nil
+}

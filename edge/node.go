@@ -1,0 +1,174 @@
+// Package edge is snapgate's data plane: a Node serves HTTP from the snapshot
+// in service, boots from the newest good snapshot in its data dir, and follows
+// ctrl's stream for newer ones. It never asks ctrl anything per request.
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/snapgate/snapgate/edge/feed"
+	"github.com/snapgate/snapgate/edge/proxy"
+	"github.com/snapgate/snapgate/edge/routing"
+	"github.com/snapgate/snapgate/edge/snapstore"
+	"github.com/snapgate/snapgate/edge/upstream"
+)
+
+// Config configures a Node. Zero values take the defaults named next to them.
+type Config struct {
+	NodeID        string // name reported to ctrl; required
+	Listen        string // HTTP listen address; required
+	CtrlAddr      string // ctrl's stream address; required
+	DataDir       string // applied snapshots; required
+	KeepSnapshots int    // applied snapshots kept on disk (default 5)
+
+	HeaderTimeout   time.Duration // request head deadline, 408 after (default 10s)
+	IdleTimeout     time.Duration // idle keep-alive client connections (default 60s)
+	ConnectTimeout  time.Duration // upstream dial unless the cluster sets one (default 1s)
+	UpstreamTimeout time.Duration // upstream response unless the route sets one (default 30s)
+
+	Logger *slog.Logger
+}
+
+// Node is one running edge.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	store  *snapstore.Store
+	pools  *upstream.Registry
+	tables routing.Holder
+	proxy  *proxy.Server
+	feed   *feed.Client
+}
+
+// New opens the data dir, puts the newest snapshot that verifies in service
+// (so the edge serves even when ctrl is unreachable), and binds the listener.
+func New(cfg Config) (*Node, error) {
+	switch {
+	case cfg.NodeID == "":
+		return nil, errors.New("edge: node id is required")
+	case cfg.Listen == "":
+		return nil, errors.New("edge: listen address is required")
+	case cfg.CtrlAddr == "":
+		return nil, errors.New("edge: ctrl address is required")
+	case cfg.DataDir == "":
+		return nil, errors.New("edge: data dir is required")
+	}
+	if cfg.KeepSnapshots <= 0 {
+		cfg.KeepSnapshots = 5
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger}
+	var err error
+	if n.store, err = snapstore.Open(cfg.DataDir, cfg.KeepSnapshots, cfg.Logger); err != nil {
+		return nil, fmt.Errorf("edge: %w", err)
+	}
+	n.pools = upstream.NewRegistry(upstream.Options{ConnectTimeout: cfg.ConnectTimeout})
+	m, err := n.store.LoadNewest()
+	switch {
+	case err == nil:
+		if err := n.apply(m); err != nil {
+			n.pools.Close()
+			return nil, fmt.Errorf("edge: booting from %s: %w", m.Path(), err)
+		}
+		n.log.Info("serving snapshot from disk until ctrl confirms or replaces it", "version", m.Version(), "file", m.Path())
+	case errors.Is(err, snapstore.ErrNoSnapshot):
+		n.log.Warn("no snapshot on disk: answering 503 until ctrl sends one", "data_dir", cfg.DataDir)
+	default:
+		n.pools.Close()
+		return nil, fmt.Errorf("edge: %w", err)
+	}
+	n.proxy, err = proxy.New(proxy.Config{
+		Addr:            cfg.Listen,
+		Tables:          &n.tables,
+		Logger:          cfg.Logger,
+		HeaderTimeout:   cfg.HeaderTimeout,
+		IdleTimeout:     cfg.IdleTimeout,
+		ConnectTimeout:  cfg.ConnectTimeout,
+		UpstreamTimeout: cfg.UpstreamTimeout,
+	})
+	if err != nil {
+		n.tables.Close()
+		n.pools.Close()
+		return nil, fmt.Errorf("edge: %w", err)
+	}
+	n.feed = feed.New(feed.Config{
+		CtrlAddr: cfg.CtrlAddr,
+		NodeID:   cfg.NodeID,
+		Store:    n.store,
+		Current:  n.tables.Version,
+		Apply:    n.apply,
+		Logger:   cfg.Logger,
+	})
+	return n, nil
+}
+
+// apply puts a verified, mapped snapshot in service. On success the mapping
+// belongs to the routing table, which unmaps it once no request can read it.
+func (n *Node) apply(m *snapstore.Mapping) error {
+	t := routing.NewTable(m.Snapshot(), func() {
+		if err := m.Unmap(); err != nil {
+			n.log.Error("unmapping retired snapshot", "version", m.Version(), "err", err)
+		}
+	}, n.pools)
+	old, err := n.tables.Swap(t)
+	if err != nil {
+		t.Release() // unmaps: the caller's mapping is gone either way
+		return err
+	}
+	var from uint64
+	if old != nil {
+		from = old.Version()
+	}
+	n.log.Info("snapshot in service", "version", m.Version(), "previous", from,
+		"routes", m.Snapshot().NumRoutes(), "clusters", m.Snapshot().NumClusters())
+	return nil
+}
+
+// Addr is the bound HTTP address.
+func (n *Node) Addr() net.Addr { return n.proxy.Addr() }
+
+// Version is the snapshot version in service, 0 before the first one.
+func (n *Node) Version() uint64 { return n.tables.Version() }
+
+// Run serves until ctx ends, then stops accepting, lets in-flight requests
+// finish (bounded), and releases the snapshot.
+func (n *Node) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	serveErr := make(chan error, 1)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		serveErr <- n.proxy.Serve()
+	}()
+	go func() {
+		defer wg.Done()
+		n.feed.Run(ctx)
+	}()
+	n.log.Info("edge serving", "listen", n.Addr().String(), "ctrl", n.cfg.CtrlAddr, "node", n.cfg.NodeID)
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		err = fmt.Errorf("edge: serving %s: %w", n.cfg.Listen, err)
+	}
+	cancel()
+	shutdownCtx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+	defer stop()
+	if serr := n.proxy.Shutdown(shutdownCtx); serr != nil && err == nil {
+		err = fmt.Errorf("edge: shutdown: %w", serr)
+	}
+	wg.Wait()
+	n.tables.Close()
+	n.pools.Close()
+	return err
+}

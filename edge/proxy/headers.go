@@ -1,0 +1,256 @@
+package proxy
+
+import (
+	"strconv"
+
+	"github.com/cloudwego/netpoll"
+
+	"github.com/snapgate/snapgate/edge/h1"
+)
+
+// hopByHop reports fields that describe one connection, not the message
+// (RFC 9110 §7.6.1: Connection, Proxy-Connection, Keep-Alive, TE, Upgrade;
+// Transfer-Encoding is hop-by-hop too, but we forward the chunked framing
+// verbatim, so its field goes with it).
+func hopByHop(name []byte) bool {
+	switch len(name) {
+	case 2:
+		return h1.EqualFold(name, "te")
+	case 7:
+		return h1.EqualFold(name, "upgrade")
+	case 10:
+		return h1.EqualFold(name, "connection") || h1.EqualFold(name, "keep-alive")
+	case 16:
+		return h1.EqualFold(name, "proxy-connection")
+	}
+	return false
+}
+
+// namedByConnection reports whether the Connection field lists name, which
+// makes that field hop-by-hop as well. Framing and routing fields are never
+// stripped this way: "Connection: Content-Length" is an attack, not a hint.
+func namedByConnection(conn, name []byte) bool {
+	if conn == nil || protectedField(name) {
+		return false
+	}
+	for list := conn; list != nil; {
+		var tok []byte
+		tok, list = h1.NextToken(list)
+		if len(tok) == len(name) && equalFoldBytes(tok, name) {
+			return true
+		}
+	}
+	return false
+}
+
+func protectedField(name []byte) bool {
+	switch len(name) {
+	case 4:
+		return h1.EqualFold(name, "host")
+	case 14:
+		return h1.EqualFold(name, "content-length")
+	case 17:
+		return h1.EqualFold(name, "transfer-encoding")
+	}
+	return false
+}
+
+func equalFoldBytes(a, b []byte) bool {
+	for i := range a {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// Fields the proxy sets itself; a client's own copies are dropped so they
+// cannot be spoofed. Expect is dropped because the proxy answers
+// 100-continue itself and sends the body it has already buffered.
+func setByProxy(name []byte) bool {
+	switch len(name) {
+	case 6:
+		return h1.EqualFold(name, "expect")
+	case 16:
+		return h1.EqualFold(name, "x-forwarded-host")
+	case 17:
+		return h1.EqualFold(name, "x-forwarded-proto")
+	}
+	return false
+}
+
+func isXFF(name []byte) bool { return len(name) == 15 && h1.EqualFold(name, "x-forwarded-for") }
+
+// writeRequestHead writes the upstream request head: the client's request
+// line (absolute-form turned into origin-form), its end-to-end fields, and
+// X-Forwarded-For/-Proto/-Host. HTTP/1.0 clients are forwarded as HTTP/1.0
+// so the upstream never answers them with chunked framing.
+func (s *Server) writeRequestHead(st *connState, w netpoll.Writer) {
+	req := &st.req
+	w.WriteBinary(req.Method)
+	w.WriteByte(' ')
+	if req.Authority != nil {
+		w.WriteBinary(req.Path)
+		if req.Query != nil {
+			w.WriteByte('?')
+			w.WriteBinary(req.Query)
+		}
+	} else {
+		w.WriteBinary(req.Target)
+	}
+	if req.Minor == 0 {
+		w.WriteString(" HTTP/1.0\r\n")
+	} else {
+		w.WriteString(" HTTP/1.1\r\n")
+	}
+
+	lastXFF := -1
+	fields := req.Fields()
+	for i := range fields {
+		if isXFF(fields[i].Name) {
+			lastXFF = i
+		}
+	}
+	var hostValue []byte
+	for i := range fields {
+		f := &fields[i]
+		if hopByHop(f.Name) || setByProxy(f.Name) || namedByConnection(req.Connection, f.Name) {
+			continue
+		}
+		if len(f.Name) == 4 && h1.EqualFold(f.Name, "host") {
+			hostValue = f.Value
+			if req.Authority != nil {
+				// RFC 9112 §3.2.2: the target's authority replaces Host.
+				continue
+			}
+		}
+		w.WriteBinary(f.Name)
+		w.WriteString(": ")
+		w.WriteBinary(f.Value)
+		if i == lastXFF {
+			w.WriteString(", ")
+			w.WriteBinary(st.clientIP)
+		}
+		w.WriteString("\r\n")
+	}
+	if req.Authority != nil {
+		hostValue = req.Authority
+		w.WriteString("Host: ")
+		w.WriteBinary(hostValue)
+		w.WriteString("\r\n")
+	}
+	if lastXFF < 0 {
+		w.WriteString("X-Forwarded-For: ")
+		w.WriteBinary(st.clientIP)
+		w.WriteString("\r\n")
+	}
+	w.WriteString("X-Forwarded-Proto: http\r\n")
+	if hostValue != nil {
+		w.WriteString("X-Forwarded-Host: ")
+		w.WriteBinary(hostValue)
+		w.WriteString("\r\n")
+	}
+	if req.Minor == 0 {
+		// Keep the pooled upstream connection alive for 1.0 clients too.
+		w.WriteString("Connection: keep-alive\r\n")
+	}
+	w.WriteString("\r\n")
+}
+
+// writeResponseHead relays the upstream response head to the client
+// without hop-by-hop fields, adding our own Connection field.
+func (s *Server) writeResponseHead(st *connState, w netpoll.Writer, closeClient, interim bool) {
+	resp := &st.resp
+	w.WriteString("HTTP/1.1 ")
+	w.WriteBinary(strconv.AppendInt(st.num[:0], int64(resp.Status), 10))
+	w.WriteByte(' ')
+	w.WriteBinary(resp.Reason)
+	w.WriteString("\r\n")
+	for _, f := range resp.Fields() {
+		if hopByHop(f.Name) || namedByConnection(resp.Connection, f.Name) {
+			continue
+		}
+		w.WriteBinary(f.Name)
+		w.WriteString(": ")
+		w.WriteBinary(f.Value)
+		w.WriteString("\r\n")
+	}
+	switch {
+	case interim:
+	case closeClient:
+		w.WriteString("Connection: close\r\n")
+	case st.req.Minor == 0:
+		w.WriteString("Connection: keep-alive\r\n")
+	}
+	w.WriteString("\r\n")
+	if interim {
+		w.Flush()
+	}
+}
+
+// writeError answers the client with a short plain-text body. closeConn
+// adds Connection: close; the caller then closes the connection.
+func (s *Server) writeError(st *connState, status int, reason string, closeConn bool) {
+	w := st.conn.Writer()
+	w.WriteString("HTTP/1.1 ")
+	w.WriteBinary(strconv.AppendInt(st.num[:0], int64(status), 10))
+	w.WriteByte(' ')
+	w.WriteString(statusText(status))
+	w.WriteString("\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ")
+	w.WriteBinary(strconv.AppendInt(st.num[:0], int64(len(reason)+1), 10))
+	switch {
+	case closeConn:
+		w.WriteString("\r\nConnection: close")
+	case st.req.Minor == 0:
+		w.WriteString("\r\nConnection: keep-alive")
+	}
+	w.WriteString("\r\n\r\n")
+	if string(st.req.Method) != "HEAD" {
+		w.WriteString(reason)
+		w.WriteByte('\n')
+	}
+	w.Flush()
+}
+
+func (s *Server) writeContinue(st *connState) {
+	w := st.conn.Writer()
+	w.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+	w.Flush()
+}
+
+func statusText(code int) string {
+	switch code {
+	case 400:
+		return "Bad Request"
+	case 404:
+		return "Not Found"
+	case 408:
+		return "Request Timeout"
+	case 413:
+		return "Content Too Large"
+	case 414:
+		return "URI Too Long"
+	case 417:
+		return "Expectation Failed"
+	case 431:
+		return "Request Header Fields Too Large"
+	case 501:
+		return "Not Implemented"
+	case 502:
+		return "Bad Gateway"
+	case 503:
+		return "Service Unavailable"
+	case 504:
+		return "Gateway Timeout"
+	case 505:
+		return "HTTP Version Not Supported"
+	}
+	return "Error"
+}

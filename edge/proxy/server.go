@@ -1,0 +1,263 @@
+// Package proxy is the edge's HTTP/1.1 reverse proxy on netpoll. One
+// request runs top to bottom in serve.go: read head → route → pick backend
+// → read body → forward → relay; each step is a small named function.
+//
+// netpoll buffers a connection's whole input (deps.md §1), so request
+// bodies are held in memory up to Config.MaxBodyBytes; streaming with
+// bounded memory is a later step.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+
+	"github.com/snapgate/snapgate/edge/h1"
+	"github.com/snapgate/snapgate/edge/routing"
+	"github.com/snapgate/snapgate/fbs"
+)
+
+func init() {
+	// Must run before any netpoll connection exists (deps.md §1). One poller
+	// per P is netpoll's advice for I/O-bound services; the default
+	// (GOMAXPROCS/20+1) leaves a single poller on small hosts.
+	netpoll.Configure(netpoll.Config{PollerNum: runtime.GOMAXPROCS(0)})
+}
+
+// Config configures a Server. Zero durations and sizes take the defaults
+// named next to them.
+type Config struct {
+	Addr   string          // listen address, e.g. ":8080"
+	Tables *routing.Holder // the routing table in service; required
+	Logger *slog.Logger    // nil = slog.Default()
+	Limits h1.Limits       // request head limits (h1 defaults)
+
+	// HeaderTimeout bounds the time from the first byte of a request to the
+	// end of its head; slower clients get 408. Default 10s.
+	HeaderTimeout time.Duration
+	// IdleTimeout closes a client connection with no request in flight for
+	// this long. Default 60s.
+	IdleTimeout time.Duration
+	// UpstreamTimeout bounds each wait for upstream bytes when the route
+	// sets no timeout; it expiring before the response head gives 504.
+	// Default 30s.
+	UpstreamTimeout time.Duration
+	// ConnectTimeout bounds dialing an endpoint when its cluster sets none;
+	// expiry gives 504. Default 1s.
+	ConnectTimeout time.Duration
+	// WriteTimeout bounds each blocking write to a client or upstream.
+	// Default 30s.
+	WriteTimeout time.Duration
+	// MaxBodyBytes bounds a request body (it is buffered whole); larger
+	// gets 413. Default 16 MiB.
+	MaxBodyBytes int64
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.Limits = c.Limits.WithDefaults()
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.HeaderTimeout, 10*time.Second)
+	def(&c.IdleTimeout, 60*time.Second)
+	def(&c.UpstreamTimeout, 30*time.Second)
+	def(&c.ConnectTimeout, time.Second)
+	def(&c.WriteTimeout, 30*time.Second)
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 16 << 20
+	}
+}
+
+// Server is a running proxy listener.
+type Server struct {
+	cfg  Config
+	ln   netpoll.Listener
+	loop netpoll.EventLoop
+
+	mu       sync.Mutex
+	conns    map[*connState]struct{}
+	serving  bool
+	shutdown bool
+	stop     chan struct{}
+	reaped   chan struct{}
+
+	draining atomic.Bool
+}
+
+// New validates cfg and binds the listener, so Addr is known before Serve.
+func New(cfg Config) (*Server, error) {
+	if cfg.Tables == nil {
+		return nil, errors.New("proxy: Config.Tables is nil")
+	}
+	cfg.setDefaults()
+	ln, err := netpoll.CreateListener("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: listen on %q: %w", cfg.Addr, err)
+	}
+	s := &Server{
+		cfg:    cfg,
+		ln:     ln,
+		conns:  make(map[*connState]struct{}),
+		stop:   make(chan struct{}),
+		reaped: make(chan struct{}),
+	}
+	s.loop, err = netpoll.NewEventLoop(s.onRequest,
+		netpoll.WithOnConnect(s.onConnect),
+		netpoll.WithReadTimeout(cfg.HeaderTimeout),
+		netpoll.WithWriteTimeout(cfg.WriteTimeout),
+	)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("proxy: event loop: %w", err)
+	}
+	return s, nil
+}
+
+// Addr is the bound listen address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Serve accepts connections until Shutdown. It returns nil after a
+// Shutdown and an error if serving failed or Serve was called twice.
+func (s *Server) Serve() error {
+	s.mu.Lock()
+	if s.serving || s.shutdown {
+		s.mu.Unlock()
+		if s.shutdown {
+			return nil
+		}
+		return errors.New("proxy: Serve called twice")
+	}
+	s.serving = true
+	s.mu.Unlock()
+	go s.reapIdle()
+	err := s.loop.Serve(s.ln)
+	if s.draining.Load() {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, closes idle connections and waits for requests
+// in flight to finish or ctx to end. Connections finishing a request are
+// told Connection: close.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		return nil
+	}
+	s.shutdown = true
+	serving := s.serving
+	s.mu.Unlock()
+	s.draining.Store(true)
+	close(s.stop)
+	if !serving {
+		return s.ln.Close()
+	}
+	err := s.loop.Shutdown(ctx)
+	<-s.reaped
+	return err
+}
+
+// connState is the per-connection scratch space: the parsed messages and
+// everything else a request needs, so that the request path allocates
+// nothing. It is allocated once per connection and left to the GC rather
+// than pooled: netpoll may still run a close callback racing a late
+// OnRequest, and a recycled state shared by two connections would be far
+// worse than one allocation per connection.
+type connState struct {
+	conn     netpoll.Connection
+	req      h1.Request
+	resp     h1.Response
+	match    fbs.Match
+	chunks   h1.ChunkedScanner
+	clientIP []byte
+	ipBuf    [48]byte
+	num      [24]byte // scratch for formatting numbers
+
+	busy       atomic.Bool
+	lastActive atomic.Int64 // unix nanos
+}
+
+type ctxKey struct{}
+
+func (s *Server) onConnect(ctx context.Context, c netpoll.Connection) context.Context {
+	st := &connState{conn: c}
+	st.clientIP = appendIP(st.ipBuf[:0], c.RemoteAddr())
+	st.lastActive.Store(time.Now().UnixNano())
+	s.mu.Lock()
+	s.conns[st] = struct{}{}
+	s.mu.Unlock()
+	c.AddCloseCallback(func(netpoll.Connection) error {
+		s.mu.Lock()
+		delete(s.conns, st)
+		s.mu.Unlock()
+		return nil
+	})
+	return context.WithValue(ctx, ctxKey{}, st)
+}
+
+func appendIP(dst []byte, a net.Addr) []byte {
+	var ip net.IP
+	switch t := a.(type) {
+	case *netpoll.TCPAddr:
+		ip = t.IP
+	case *net.TCPAddr:
+		ip = t.IP
+	}
+	if addr, ok := netip.AddrFromSlice(ip); ok {
+		return addr.Unmap().AppendTo(dst)
+	}
+	if a == nil {
+		return append(dst, "unknown"...)
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return append(dst, "unknown"...)
+	}
+	return append(dst, host...)
+}
+
+// reapIdle closes client connections idle for longer than IdleTimeout.
+// netpoll's idle option only sets TCP keep-alive, so we keep the clock.
+func (s *Server) reapIdle() {
+	defer close(s.reaped)
+	every := s.cfg.IdleTimeout / 4
+	every = max(every, 10*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var idle []netpoll.Connection
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		cutoff := time.Now().Add(-s.cfg.IdleTimeout).UnixNano()
+		idle = idle[:0]
+		s.mu.Lock()
+		for st := range s.conns {
+			if !st.busy.Load() && st.lastActive.Load() < cutoff {
+				idle = append(idle, st.conn)
+			}
+		}
+		s.mu.Unlock()
+		for _, c := range idle {
+			c.Close()
+		}
+	}
+}

@@ -1,0 +1,82 @@
+package routing
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+)
+
+// Holder publishes the Table in service. Acquire is lock-free; Swap is
+// serialized by a mutex (swaps are rare and come from one feed).
+type Holder struct {
+	cur atomic.Pointer[Table]
+	mu  sync.Mutex
+}
+
+// StaleVersionError is returned by Swap for a table that is not newer than
+// the one in service (DESIGN P6: snapshots apply monotonically).
+type StaleVersionError struct {
+	Current, Offered uint64
+}
+
+func (e *StaleVersionError) Error() string {
+	return fmt.Sprintf("routing: snapshot version %d is not newer than version %d in service", e.Offered, e.Current)
+}
+
+// Acquire returns the current table with a reference the caller must drop
+// with Release, or nil when no table was ever installed.
+//
+// Between loading the pointer and taking the reference a Swap may retire
+// the table; tryRef refuses a table whose count already reached 0, and the
+// re-check makes us prefer the new table over a retiring one.
+func (h *Holder) Acquire() *Table {
+	for {
+		t := h.cur.Load()
+		if t == nil {
+			return nil
+		}
+		if !t.tryRef() {
+			continue
+		}
+		if h.cur.Load() == t {
+			return t
+		}
+		t.Release()
+	}
+}
+
+// Swap installs t, taking over the caller's reference (from NewTable). It
+// refuses a t whose version is not above the current one; the caller then
+// still owns t and should Release it. On success the old table loses the
+// holder's reference and retires once its last request finishes; old is
+// returned for its Version only and must not be used otherwise.
+func (h *Holder) Swap(t *Table) (old *Table, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	old = h.cur.Load()
+	if old != nil && t.Version() <= old.Version() {
+		return nil, &StaleVersionError{Current: old.Version(), Offered: t.Version()}
+	}
+	h.cur.Store(t)
+	if old != nil {
+		old.Release()
+	}
+	return old, nil
+}
+
+// Version is the version in service, 0 when none.
+func (h *Holder) Version() uint64 {
+	if t := h.cur.Load(); t != nil {
+		return t.Version()
+	}
+	return 0
+}
+
+// Close removes the table in service (shutdown); Acquire returns nil after.
+func (h *Holder) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if t := h.cur.Swap(nil); t != nil {
+		t.Release()
+	}
+}

@@ -1,0 +1,327 @@
+// Package upstream keeps pooled keep-alive netpoll connections to backend
+// endpoints. netpoll has no client pool of its own (deps.md §1).
+//
+// A Pool belongs to one endpoint address. Pools live in a Registry keyed by
+// address and are refcounted by the routing tables that use them, so idle
+// connections survive snapshot swaps; the request path only ever holds a
+// *Pool resolved at swap time and never looks an address up by string.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+)
+
+// Options configure every pool of a Registry. Zero fields take defaults.
+type Options struct {
+	// SweepInterval is how often idle connections are checked for peer
+	// hang-ups. netpoll marks such a dialed conn inactive but keeps its fd
+	// until the owner closes it, so parked conns must be swept. Default 5s.
+	SweepInterval time.Duration
+	// MaxIdle is how many idle connections a pool keeps per endpoint;
+	// connections returned beyond that are closed. Default 64.
+	MaxIdle int
+	// ConnectTimeout is the dial timeout when Get is given none. Default 1s.
+	ConnectTimeout time.Duration
+}
+
+const (
+	DefaultSweepInterval  = 5 * time.Second
+	DefaultMaxIdle        = 64
+	DefaultConnectTimeout = time.Second
+)
+
+func (o Options) withDefaults() Options {
+	if o.MaxIdle <= 0 {
+		o.MaxIdle = DefaultMaxIdle
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = DefaultConnectTimeout
+	}
+	if o.SweepInterval <= 0 {
+		o.SweepInterval = DefaultSweepInterval
+	}
+	return o
+}
+
+// ErrPoolClosed is returned by Get after the pool left its Registry.
+var ErrPoolClosed = errors.New("upstream: pool closed")
+
+// Pool holds idle keep-alive connections to one address. Safe for
+// concurrent use.
+//
+// The idle set is a buffered channel: a send/receive is a short runtime
+// lock with no allocation, cheaper than a mutex-guarded slice under the
+// contention we see, and it gives FIFO reuse for free.
+type Pool struct {
+	addr   string
+	opts   Options
+	dialer netpoll.Dialer
+	idle   chan netpoll.Connection
+
+	closed atomic.Bool
+	refs   int // guarded by the Registry mutex
+
+	dials  atomic.Uint64
+	reuses atomic.Uint64
+	open   atomic.Int64 // dialed and not yet closed (by us or the peer)
+}
+
+func newPool(addr string, opts Options) *Pool {
+	return &Pool{
+		addr:   addr,
+		opts:   opts,
+		dialer: netpoll.NewDialer(),
+		idle:   make(chan netpoll.Connection, opts.MaxIdle),
+	}
+}
+
+// Addr is the endpoint address (host:port).
+func (p *Pool) Addr() string { return p.addr }
+
+// Stats reports how many connections were dialed and how many Gets reused
+// an idle one.
+func (p *Pool) Stats() (dials, reuses uint64) { return p.dials.Load(), p.reuses.Load() }
+
+// Open is the number of connections dialed by this pool and still open.
+func (p *Pool) Open() int64 { return p.open.Load() }
+
+func (p *Pool) onClose(netpoll.Connection) error {
+	p.open.Add(-1)
+	return nil
+}
+
+// Idle is the number of connections currently parked in the pool,
+// including ones the peer may have closed since (they are dropped on Get).
+func (p *Pool) Idle() int { return len(p.idle) }
+
+// Get returns a connection to the endpoint: a live idle one if there is
+// one, else a new one dialed within timeout (0 = the pool default). reused
+// tells the caller whether a failure may be a stale keep-alive race.
+func (p *Pool) Get(timeout time.Duration) (c netpoll.Connection, reused bool, err error) {
+	if p.closed.Load() {
+		return nil, false, ErrPoolClosed
+	}
+	for {
+		select {
+		case c = <-p.idle:
+			// A conn with unread bytes got an unsolicited response (a 408,
+			// garbage); it would desync the next exchange.
+			if c.IsActive() && c.Reader().Len() == 0 {
+				p.reuses.Add(1)
+				return c, true, nil
+			}
+			c.Close()
+			continue
+		default:
+		}
+		break
+	}
+	if timeout <= 0 {
+		timeout = p.opts.ConnectTimeout
+	}
+	start := time.Now()
+	c, err = p.dialer.DialConnection("tcp", p.addr, timeout)
+	if err != nil {
+		// netpoll reports a dial deadline as a plain "i/o timeout" error
+		// without Timeout(), so the elapsed time decides as well.
+		return nil, false, &DialError{Addr: p.addr, Err: err, timeout: IsTimeout(err) || time.Since(start) >= timeout}
+	}
+	p.dials.Add(1)
+	p.open.Add(1)
+	// Registered once per dial, not per request: keeps Open honest.
+	c.AddCloseCallback(p.onClose)
+	return c, false, nil
+}
+
+// Put returns c to the pool for reuse, or closes it when the pool is full
+// or gone. Only call Put when the exchange ended cleanly and both sides
+// allow keep-alive; otherwise call Discard.
+func (p *Pool) Put(c netpoll.Connection) {
+	if p.closed.Load() || !c.IsActive() {
+		c.Close()
+		return
+	}
+	select {
+	case p.idle <- c:
+		// Close() after a concurrent close() drained the channel: re-check
+		// so a racing Put cannot leak a conn into a dead pool.
+		if p.closed.Load() {
+			p.drain()
+		}
+	default:
+		c.Close()
+	}
+}
+
+// Discard closes c; the exchange on it did not end cleanly.
+func (p *Pool) Discard(c netpoll.Connection) { c.Close() }
+
+// sweep closes parked connections the peer has hung up on (or that hold
+// unsolicited bytes) and parks the others again. It checks at most the
+// number parked when it starts, so concurrent Puts cannot keep it looping.
+func (p *Pool) sweep() {
+	for n := len(p.idle); n > 0; n-- {
+		var c netpoll.Connection
+		select {
+		case c = <-p.idle:
+		default:
+			return
+		}
+		if c.IsActive() && c.Reader().Len() == 0 {
+			p.Put(c)
+		} else {
+			c.Close()
+		}
+	}
+}
+
+func (p *Pool) close() {
+	p.closed.Store(true)
+	p.drain()
+}
+
+func (p *Pool) drain() {
+	for {
+		select {
+		case c := <-p.idle:
+			c.Close()
+		default:
+			return
+		}
+	}
+}
+
+// DialError is a failed connect; Timeout tells a connect timeout (504)
+// from a refusal or unreachable host (502).
+type DialError struct {
+	Addr    string
+	Err     error
+	timeout bool
+}
+
+func (e *DialError) Error() string { return fmt.Sprintf("upstream: dial %s: %v", e.Addr, e.Err) }
+func (e *DialError) Unwrap() error { return e.Err }
+
+// Timeout reports whether the dial ran out of time.
+func (e *DialError) Timeout() bool { return e.timeout }
+
+// IsTimeout reports whether err is a netpoll or net timeout.
+func IsTimeout(err error) bool {
+	if errors.Is(err, netpoll.ErrDialTimeout) || errors.Is(err, netpoll.ErrReadTimeout) ||
+		errors.Is(err, netpoll.ErrWriteTimeout) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// Registry maps endpoint addresses to shared pools. Acquire and Release run
+// at snapshot swap time only; they take a mutex, the request path does not.
+type Registry struct {
+	opts   Options
+	mu     sync.Mutex
+	pools  map[string]*Pool
+	closed bool
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+// NewRegistry returns an empty registry whose pools use opts. It starts
+// one sweeper goroutine; Close stops it.
+func NewRegistry(opts Options) *Registry {
+	r := &Registry{
+		opts:  opts.withDefaults(),
+		pools: make(map[string]*Pool),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	go r.sweepLoop()
+	return r
+}
+
+func (r *Registry) sweepLoop() {
+	defer close(r.done)
+	t := time.NewTicker(r.opts.SweepInterval)
+	defer t.Stop()
+	var pools []*Pool
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		pools = pools[:0]
+		for _, p := range r.pools {
+			pools = append(pools, p)
+		}
+		r.mu.Unlock()
+		for _, p := range pools {
+			p.sweep()
+		}
+	}
+}
+
+// Acquire returns the pool for addr, creating it on first use, and counts
+// one more user. Every Acquire needs one Release.
+func (r *Registry) Acquire(addr string) *Pool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.pools[addr]
+	if p == nil {
+		p = newPool(addr, r.opts)
+		if r.closed {
+			p.closed.Store(true)
+		} else {
+			r.pools[addr] = p
+		}
+	}
+	p.refs++
+	return p
+}
+
+// Release drops one user of p; the last one closes its idle connections
+// and forgets the address (the endpoint left the configuration).
+func (r *Registry) Release(p *Pool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p.refs--
+	if p.refs > 0 {
+		return
+	}
+	if r.pools[p.addr] == p {
+		delete(r.pools, p.addr)
+	}
+	p.close()
+}
+
+// Len is the number of live pools.
+func (r *Registry) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.pools)
+}
+
+// Close stops the sweeper and closes every pool's idle connections; later
+// Gets fail. Safe to call more than once.
+func (r *Registry) Close() {
+	r.mu.Lock()
+	if !r.closed {
+		r.closed = true
+		close(r.stop)
+	}
+	for addr, p := range r.pools {
+		p.close()
+		delete(r.pools, addr)
+	}
+	r.mu.Unlock()
+	<-r.done
+}

@@ -1,0 +1,232 @@
+package upstream
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// backend is a real TCP server on 127.0.0.1 that counts accepted
+// connections and can hang up on all of them.
+type backend struct {
+	ln       net.Listener
+	accepted atomic.Int64
+	mu       sync.Mutex
+	conns    []net.Conn
+	wg       sync.WaitGroup
+}
+
+func newBackend(t testing.TB) *backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{ln: ln}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.accepted.Add(1)
+			b.mu.Lock()
+			b.conns = append(b.conns, c)
+			b.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		b.wg.Wait()
+		b.hangUp()
+	})
+	return b
+}
+
+func (b *backend) addr() string { return b.ln.Addr().String() }
+
+func (b *backend) hangUp() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, c := range b.conns {
+		c.Close()
+	}
+	b.conns = nil
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestPoolReuse(t *testing.T) {
+	b := newBackend(t)
+	reg := NewRegistry(Options{MaxIdle: 2})
+	defer reg.Close()
+	p := reg.Acquire(b.addr())
+	defer reg.Release(p)
+
+	c1, reused, err := p.Get(0)
+	if err != nil || reused {
+		t.Fatalf("first Get: reused=%v err=%v", reused, err)
+	}
+	p.Put(c1)
+	c2, reused, err := p.Get(0)
+	if err != nil || !reused || c2 != c1 {
+		t.Fatalf("second Get: reused=%v same=%v err=%v", reused, c2 == c1, err)
+	}
+	if d, r := p.Stats(); d != 1 || r != 1 {
+		t.Fatalf("dials=%d reuses=%d", d, r)
+	}
+	waitFor(t, "one accepted conn", func() bool { return b.accepted.Load() == 1 })
+
+	// MaxIdle 2: the third returned conn is closed, not parked.
+	c3, _, _ := p.Get(0)
+	c4, _, _ := p.Get(0)
+	p.Put(c2)
+	p.Put(c3)
+	p.Put(c4)
+	if p.Idle() != 2 || c4.IsActive() {
+		t.Fatalf("idle=%d c4 active=%v", p.Idle(), c4.IsActive())
+	}
+	waitFor(t, "open=2", func() bool { return p.Open() == 2 })
+}
+
+func TestPoolDropsPeerClosed(t *testing.T) {
+	b := newBackend(t)
+	reg := NewRegistry(Options{SweepInterval: 10 * time.Millisecond})
+	defer reg.Close()
+	p := reg.Acquire(b.addr())
+	defer reg.Release(p)
+	c, _, err := p.Get(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Put(c)
+	waitFor(t, "accept", func() bool { return b.accepted.Load() == 1 })
+	b.hangUp()
+	// The sweeper closes the parked conn; the close callback counts it.
+	waitFor(t, "sweep", func() bool { return p.Open() == 0 && p.Idle() == 0 })
+	c2, reused, err := p.Get(0)
+	if err != nil || reused || c2 == c {
+		t.Fatalf("Get after hang-up: reused=%v err=%v", reused, err)
+	}
+	p.Discard(c2)
+}
+
+func TestPoolDialErrors(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens: connection refused
+	reg := NewRegistry(Options{})
+	defer reg.Close()
+	p := reg.Acquire(addr)
+	defer reg.Release(p)
+	_, _, err = p.Get(time.Second)
+	var de *DialError
+	if !errors.As(err, &de) || de.Timeout() {
+		t.Fatalf("refused: err=%v", err)
+	}
+	// A deadline that has already passed is a timeout, not a refusal.
+	_, _, err = p.Get(time.Nanosecond)
+	if !errors.As(err, &de) || !de.Timeout() {
+		t.Fatalf("timeout: err=%v", err)
+	}
+}
+
+func TestRegistryRefcount(t *testing.T) {
+	b := newBackend(t)
+	reg := NewRegistry(Options{})
+	defer reg.Close()
+	p1 := reg.Acquire(b.addr())
+	p2 := reg.Acquire(b.addr())
+	if p1 != p2 || reg.Len() != 1 {
+		t.Fatalf("same address must share a pool")
+	}
+	c, _, err := p1.Get(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1.Put(c)
+	reg.Release(p1)
+	if p2.Idle() != 1 || reg.Len() != 1 {
+		t.Fatal("pool closed while still referenced")
+	}
+	reg.Release(p2)
+	if reg.Len() != 0 || c.IsActive() {
+		t.Fatal("last release must close idle conns")
+	}
+	if _, _, err := p2.Get(0); !errors.Is(err, ErrPoolClosed) {
+		t.Fatalf("Get on released pool: %v", err)
+	}
+	p3 := reg.Acquire(b.addr())
+	if p3 == p1 {
+		t.Fatal("a released pool must not come back")
+	}
+	reg.Release(p3)
+}
+
+func TestPoolConcurrent(t *testing.T) {
+	b := newBackend(t)
+	reg := NewRegistry(Options{MaxIdle: 4})
+	defer reg.Close()
+	p := reg.Acquire(b.addr())
+	defer reg.Release(p)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				c, _, err := p.Get(0)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				p.Put(c)
+			}
+		}()
+	}
+	wg.Wait()
+	if d, r := p.Stats(); d+r != 400 || d > 8+4 {
+		t.Fatalf("dials=%d reuses=%d", d, r)
+	}
+}
+
+func BenchmarkPoolGetPut(b *testing.B) {
+	be := newBackend(b)
+	reg := NewRegistry(Options{})
+	defer reg.Close()
+	p := reg.Acquire(be.addr())
+	defer reg.Release(p)
+	c, _, err := p.Get(0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p.Put(c)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			c, _, err := p.Get(0)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			p.Put(c)
+		}
+	})
+}

@@ -1,0 +1,38 @@
+//go:build !race
+
+package fbs
+
+import "testing"
+
+// TestMatchAllocs pins the request path to zero allocations: exact host,
+// host fallback to "*", a deep path walking several candidates, and a miss.
+// (Excluded under -race, whose instrumentation allocates.)
+func TestMatchAllocs(t *testing.T) {
+	st := genState(2000, 11)
+	s := mustOpen(t, mustBuild(t, st))
+	r := st.Routes[0]
+	reqs := [][2][]byte{
+		{[]byte(r.Host), []byte(r.Prefix)},
+		{[]byte("nobody.example.com"), []byte("/static/1/assets/img/logo.png?v=3")},
+		{[]byte("svc1.example.com"), []byte("/a/b/c/d/e/f/g/h")},
+		{[]byte("svc1.example.com"), []byte("nothing")},
+	}
+	var m Match
+	for _, req := range reqs {
+		allocs := testing.AllocsPerRun(200, func() {
+			s.Match(req[0], req[1], &m)
+			_ = m.ClusterIndex()
+		})
+		if allocs != 0 {
+			t.Errorf("Match(%q, %q): %v allocs, want 0", req[0], req[1], allocs)
+		}
+	}
+	v := s.ClusterAt(0)
+	if allocs := testing.AllocsPerRun(200, func() {
+		v = s.ClusterAt(v.NumEndpoints() % s.NumClusters())
+		_ = v.Endpoint(0)
+		_ = s.ClusterIndex(v.Name())
+	}); allocs != 0 {
+		t.Errorf("ClusterAt/Endpoint/ClusterIndex: %v allocs, want 0", allocs)
+	}
+}

@@ -1,0 +1,142 @@
+package fbs
+
+import (
+	"bytes"
+
+	"github.com/snapgate/snapgate/fbs/snapfb"
+)
+
+// Snapshot is a verified snapshot read in place. It is immutable and safe for
+// concurrent use. Byte slices it returns alias the snapshot bytes.
+type Snapshot struct {
+	b      []byte // the whole file, trailer included; never copied
+	root   snapfb.Snapshot
+	shards []shardIndex
+
+	version, parentVersion, contentHash uint64
+	numRoutes, numClusters              int
+	maxPrefix                           int // longest route prefix; Match skips longer candidates
+}
+
+// Bytes returns the snapshot file as passed to Open.
+func (s *Snapshot) Bytes() []byte { return s.b }
+
+// Version is the store revision the snapshot was built from.
+func (s *Snapshot) Version() uint64 { return s.version }
+
+// ParentVersion is the version of the snapshot built before this one.
+func (s *Snapshot) ParentVersion() uint64 { return s.parentVersion }
+
+// ContentHash is xxhash64 over the shard bytes and the clusters; equal
+// content gives an equal hash whatever the version numbers.
+func (s *Snapshot) ContentHash() uint64 { return s.contentHash }
+
+// NumShards is the number of route shards.
+func (s *Snapshot) NumShards() int { return len(s.shards) }
+
+// ShardData returns the bytes of route shard i, a finished RouteShard
+// FlatBuffer aliasing the snapshot, or nil if i is out of range. Shards are
+// independent buffers, so a delta codec can compare snapshots shard by shard.
+func (s *Snapshot) ShardData(i int) []byte {
+	if i < 0 || i >= len(s.shards) {
+		return nil
+	}
+	return s.shards[i].buf
+}
+
+// NumRoutes is the number of routes over all shards.
+func (s *Snapshot) NumRoutes() int { return s.numRoutes }
+
+// NumClusters is the number of clusters.
+func (s *Snapshot) NumClusters() int { return s.numClusters }
+
+// ClusterView reads one cluster in place. The zero ClusterView (from an out
+// of range index) has no name and no endpoints.
+type ClusterView struct {
+	c  snapfb.Cluster
+	ok bool
+}
+
+// ClusterAt returns cluster i in name order, 0 <= i < NumClusters().
+func (s *Snapshot) ClusterAt(i int) ClusterView {
+	var v ClusterView
+	if i >= 0 && i < s.numClusters {
+		v.ok = s.root.Clusters(&v.c, i)
+	}
+	return v
+}
+
+// ClusterIndex returns the index of the cluster called name, or -1.
+func (s *Snapshot) ClusterIndex(name []byte) int {
+	var c snapfb.Cluster
+	lo, hi := 0, s.numClusters
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		s.root.Clusters(&c, m)
+		switch cmp := bytes.Compare(c.Name(), name); {
+		case cmp < 0:
+			lo = m + 1
+		case cmp > 0:
+			hi = m
+		default:
+			return m
+		}
+	}
+	return -1
+}
+
+// Name is the cluster name.
+func (v ClusterView) Name() []byte {
+	if !v.ok {
+		return nil
+	}
+	return v.c.Name()
+}
+
+// NumEndpoints is the number of endpoints.
+func (v ClusterView) NumEndpoints() int {
+	if !v.ok {
+		return 0
+	}
+	return v.c.EndpointsLength()
+}
+
+// Endpoint returns the address of endpoint j, or nil if j is out of range.
+func (v ClusterView) Endpoint(j int) []byte {
+	if !v.ok || j < 0 || j >= v.c.EndpointsLength() {
+		return nil
+	}
+	var e snapfb.Endpoint
+	v.c.Endpoints(&e, j)
+	return e.Address()
+}
+
+// ConnectTimeoutMs is the dial timeout in milliseconds (0 = edge default).
+func (v ClusterView) ConnectTimeoutMs() uint32 {
+	if !v.ok {
+		return 0
+	}
+	return v.c.ConnectTimeoutMs()
+}
+
+// ForEachRoute calls fn for every route, shard by shard and in key order
+// within a shard, until fn returns false. It copies each route into strings,
+// so it is for tooling, not the request path.
+func (s *Snapshot) ForEachRoute(fn func(Route) bool) {
+	var r snapfb.Route
+	for i := range s.shards {
+		sh := &s.shards[i]
+		for j := range sh.n {
+			sh.routeAt(&r, j)
+			if !fn(Route{
+				ID:        string(r.Id()),
+				Host:      string(r.Host()),
+				Prefix:    string(r.Prefix()),
+				Cluster:   string(r.Cluster()),
+				TimeoutMs: r.TimeoutMs(),
+			}) {
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,416 @@
+package store
+
+import (
+	"bytes"
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Pebble is the embedded Store on a local Pebble database.
+//
+// Pebble has no transactions, so one mutex (mu) serializes every
+// read-check-write. mu is held across the fsync of each commit. Pebble makes a
+// commit visible to readers before its WAL fsync finishes (deps.md §3), so
+// every read also starts under mu (a point read, or taking a pebble snapshot
+// that is then iterated without the lock): a reader never observes a write
+// that a crash could still take away, and ctrl never builds a snapshot
+// version from a revision that might vanish.
+type Pebble struct {
+	// life is read-held for the duration of every operation and write-held by
+	// Close, so the database is never closed under a running iterator.
+	life   sync.RWMutex
+	closed bool // guarded by life
+
+	mu  sync.Mutex // serializes writers; readers take it to get a durable read point
+	db  *pebble.DB
+	rev atomic.Uint64 // last durable revision; stored only after the commit's fsync
+	log *slog.Logger
+}
+
+var _ Store = (*Pebble)(nil)
+
+// OpenPebble opens (creating if needed) the store in dir.
+func OpenPebble(dir string, opts Options) (*Pebble, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("store: open: directory is empty: %w", ErrInvalid)
+	}
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	db, err := pebble.Open(dir, &pebble.Options{
+		Logger:             pebbleLogger{opts.Logger},
+		CacheSize:          opts.CacheSize,
+		MemTableSize:       opts.MemTableSize,
+		FormatMajorVersion: pebble.FormatNewest,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: open pebble in %s: %w", dir, err)
+	}
+	p := &Pebble{db: db, log: opts.Logger}
+	rev, err := readRevision(db)
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	p.rev.Store(rev)
+	p.log.Debug("store opened", "dir", dir, "revision", rev)
+	return p, nil
+}
+
+type reader interface {
+	Get(key []byte) ([]byte, io.Closer, error)
+}
+
+func readRevision(r reader) (uint64, error) {
+	v, closer, err := r.Get(revKey)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", revKey, err)
+	}
+	defer closer.Close()
+	rev, err := decodeUint64(v)
+	if err != nil {
+		return 0, fmt.Errorf("corrupt %s: %w", revKey, err)
+	}
+	return rev, nil
+}
+
+// enter starts an operation; the caller must call p.life.RUnlock when it
+// returns nil.
+func (p *Pebble) enter(op string) error {
+	p.life.RLock()
+	if p.closed {
+		p.life.RUnlock()
+		return fmt.Errorf("store: %s: %w", op, ErrClosed)
+	}
+	return nil
+}
+
+// currentVersion returns the stored version of a document, 0 if absent.
+func (p *Pebble) currentVersion(key []byte) (uint64, error) {
+	v, closer, err := p.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read %q: %w", key, err)
+	}
+	defer closer.Close()
+	ver, _, _, err := decodeRecord(v)
+	if err != nil {
+		return 0, fmt.Errorf("corrupt document at %q: %w", key, err)
+	}
+	return ver, nil
+}
+
+// Apply implements Store.
+func (p *Pebble) Apply(muts ...Mutation) (uint64, []Doc, error) {
+	if err := validateMutations(muts); err != nil {
+		return 0, nil, err
+	}
+	if err := p.enter("apply"); err != nil {
+		return 0, nil, err
+	}
+	defer p.life.RUnlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+
+	cur := p.rev.Load()
+	if cur == math.MaxUint64 {
+		return 0, nil, fmt.Errorf("store: apply: revision %d cannot be incremented", cur)
+	}
+	next := cur + 1
+	b := p.db.NewBatch()
+	defer b.Close()
+	docs := make([]Doc, len(muts))
+	for i, m := range muts {
+		key := docKey(m.Kind, m.ID)
+		ver, err := p.currentVersion(key)
+		if err != nil {
+			return 0, nil, fmt.Errorf("store: apply: %s %q: %w", m.Kind, m.ID, err)
+		}
+		if m.Expected != nil && *m.Expected != ver {
+			return 0, nil, &ConflictError{Kind: m.Kind, ID: m.ID, Expected: *m.Expected, Actual: ver}
+		}
+		if m.Body == nil {
+			if ver == 0 {
+				return 0, nil, fmt.Errorf("store: apply: delete %s %q: %w", m.Kind, m.ID, ErrNotFound)
+			}
+			if err := b.Delete(key, nil); err != nil {
+				return 0, nil, fmt.Errorf("store: apply: batch delete %s %q: %w", m.Kind, m.ID, err)
+			}
+			docs[i] = Doc{Kind: m.Kind, ID: m.ID, Revision: next}
+			continue
+		}
+		if ver == math.MaxUint64 {
+			return 0, nil, fmt.Errorf("store: apply: %s %q: version %d cannot be incremented", m.Kind, m.ID, ver)
+		}
+		if err := b.Set(key, encodeRecord(ver+1, next, m.Body), nil); err != nil {
+			return 0, nil, fmt.Errorf("store: apply: batch put %s %q: %w", m.Kind, m.ID, err)
+		}
+		docs[i] = Doc{Kind: m.Kind, ID: m.ID, Version: ver + 1, Revision: next, Body: bytes.Clone(m.Body)}
+	}
+	if err := b.Set(revKey, encodeUint64(next), nil); err != nil {
+		return 0, nil, fmt.Errorf("store: apply: batch revision: %w", err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return 0, nil, fmt.Errorf("store: apply: commit revision %d: %w", next, err)
+	}
+	p.rev.Store(next)
+	return next, docs, nil
+}
+
+// Get implements Store.
+func (p *Pebble) Get(kind, id string) (Doc, error) {
+	if err := validateKey(kind, id); err != nil {
+		return Doc{}, fmt.Errorf("store: get: %w", err)
+	}
+	if err := p.enter("get"); err != nil {
+		return Doc{}, err
+	}
+	defer p.life.RUnlock()
+	key := docKey(kind, id)
+	p.mu.Lock()
+	v, closer, err := p.db.Get(key)
+	p.mu.Unlock()
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Doc{}, fmt.Errorf("store: get %s %q: %w", kind, id, ErrNotFound)
+	}
+	if err != nil {
+		return Doc{}, fmt.Errorf("store: get %s %q: %w", kind, id, err)
+	}
+	defer closer.Close()
+	ver, rev, body, err := decodeRecord(v)
+	if err != nil {
+		return Doc{}, fmt.Errorf("store: get %s %q: corrupt document at %q: %w", kind, id, key, err)
+	}
+	return Doc{Kind: kind, ID: id, Version: ver, Revision: rev, Body: bytes.Clone(body)}, nil
+}
+
+// durableSnapshot returns a pebble snapshot taken under mu, so it holds only
+// fsynced commits. The caller closes it.
+func (p *Pebble) durableSnapshot() *pebble.Snapshot {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.db.NewSnapshot()
+}
+
+// List implements Store.
+func (p *Pebble) List(kind string) ([]Doc, error) {
+	if err := ValidateKind(kind); err != nil {
+		return nil, fmt.Errorf("store: list: %w", err)
+	}
+	if err := p.enter("list"); err != nil {
+		return nil, err
+	}
+	defer p.life.RUnlock()
+	snap := p.durableSnapshot()
+	defer snap.Close()
+	docs, err := scanDocs(snap, kindPrefix(kind))
+	if err != nil {
+		return nil, fmt.Errorf("store: list %s: %w", kind, err)
+	}
+	return docs, nil
+}
+
+// Load implements Store. Documents come sorted by kind, then ID.
+func (p *Pebble) Load() (uint64, []Doc, error) {
+	if err := p.enter("load"); err != nil {
+		return 0, nil, err
+	}
+	defer p.life.RUnlock()
+	snap := p.durableSnapshot()
+	defer snap.Close()
+	rev, err := readRevision(snap)
+	if err != nil {
+		return 0, nil, fmt.Errorf("store: load: %w", err)
+	}
+	docs, err := scanDocs(snap, []byte(docPrefix))
+	if err != nil {
+		return 0, nil, fmt.Errorf("store: load: %w", err)
+	}
+	// Key order puts kind "route-a" before "route" ('-' < '/'); callers get
+	// plain string order instead.
+	slices.SortFunc(docs, func(a, b Doc) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.ID, b.ID))
+	})
+	return rev, docs, nil
+}
+
+func scanDocs(snap *pebble.Snapshot, prefix []byte) (docs []Doc, err error) {
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, fmt.Errorf("iterate %q: %w", prefix, err)
+	}
+	defer func() {
+		if cerr := it.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("iterate %q: %w", prefix, cerr)
+		}
+	}()
+	for it.First(); it.Valid(); it.Next() {
+		kind, id, err := parseDocKey(it.Key())
+		if err != nil {
+			return nil, fmt.Errorf("corrupt document key: %w", err)
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, fmt.Errorf("read %q: %w", it.Key(), err)
+		}
+		ver, rev, body, err := decodeRecord(v)
+		if err != nil {
+			return nil, fmt.Errorf("corrupt document at %q: %w", it.Key(), err)
+		}
+		docs = append(docs, Doc{Kind: kind, ID: id, Version: ver, Revision: rev, Body: bytes.Clone(body)})
+	}
+	return docs, nil
+}
+
+// Revision implements Store.
+func (p *Pebble) Revision() uint64 { return p.rev.Load() }
+
+// PutSnapshot implements Store. The write and the pruning commit in one
+// fsynced batch, so a crash leaves either the old set or the new one. A
+// version older than the `keep` newest ones is pruned by the same batch that
+// would have written it.
+func (p *Pebble) PutSnapshot(version uint64, data []byte, keep int) error {
+	if keep < 1 {
+		return fmt.Errorf("store: put snapshot %d: keep is %d, must be at least 1: %w", version, keep, ErrInvalid)
+	}
+	if len(data) == 0 {
+		return fmt.Errorf("store: put snapshot %d: data is empty: %w", version, ErrInvalid)
+	}
+	if err := p.enter("put snapshot"); err != nil {
+		return err
+	}
+	defer p.life.RUnlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+
+	versions, err := p.snapshotVersions()
+	if err != nil {
+		return fmt.Errorf("store: put snapshot %d: %w", version, err)
+	}
+	if _, found := slices.BinarySearch(versions, version); !found {
+		versions = append(versions, version)
+		slices.Sort(versions)
+	}
+	b := p.db.NewBatch()
+	defer b.Close()
+	if err := b.Set(snapKey(version), data, nil); err != nil {
+		return fmt.Errorf("store: put snapshot %d: batch put: %w", version, err)
+	}
+	if n := len(versions) - keep; n > 0 {
+		for _, old := range versions[:n] {
+			if err := b.Delete(snapKey(old), nil); err != nil {
+				return fmt.Errorf("store: put snapshot %d: batch prune %d: %w", version, old, err)
+			}
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("store: put snapshot %d: commit: %w", version, err)
+	}
+	return nil
+}
+
+// snapshotVersions lists stored snapshot versions in ascending order. The
+// caller holds mu.
+func (p *Pebble) snapshotVersions() (versions []uint64, err error) {
+	prefix := []byte(snapPrefix)
+	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, fmt.Errorf("iterate snapshots: %w", err)
+	}
+	defer func() {
+		if cerr := it.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("iterate snapshots: %w", cerr)
+		}
+	}()
+	for it.First(); it.Valid(); it.Next() {
+		v, err := parseSnapKey(it.Key())
+		if err != nil {
+			return nil, fmt.Errorf("corrupt snapshot index: %w", err)
+		}
+		versions = append(versions, v)
+	}
+	return versions, nil
+}
+
+// Snapshot implements Store.
+func (p *Pebble) Snapshot(version uint64) ([]byte, error) {
+	if err := p.enter("snapshot"); err != nil {
+		return nil, err
+	}
+	defer p.life.RUnlock()
+	p.mu.Lock()
+	v, closer, err := p.db.Get(snapKey(version))
+	p.mu.Unlock()
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, fmt.Errorf("store: snapshot %d: %w", version, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: snapshot %d: %w", version, err)
+	}
+	defer closer.Close()
+	return bytes.Clone(v), nil
+}
+
+// LatestSnapshot implements Store.
+func (p *Pebble) LatestSnapshot() (version uint64, data []byte, err error) {
+	if err := p.enter("latest snapshot"); err != nil {
+		return 0, nil, err
+	}
+	defer p.life.RUnlock()
+	snap := p.durableSnapshot()
+	defer snap.Close()
+	prefix := []byte(snapPrefix)
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return 0, nil, fmt.Errorf("store: latest snapshot: iterate: %w", err)
+	}
+	defer func() {
+		if cerr := it.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("store: latest snapshot: iterate: %w", cerr)
+		}
+	}()
+	if !it.Last() {
+		if err := it.Error(); err != nil {
+			return 0, nil, fmt.Errorf("store: latest snapshot: iterate: %w", err)
+		}
+		return 0, nil, fmt.Errorf("store: latest snapshot: %w", ErrNotFound)
+	}
+	version, err = parseSnapKey(it.Key())
+	if err != nil {
+		return 0, nil, fmt.Errorf("store: latest snapshot: corrupt snapshot index: %w", err)
+	}
+	v, err := it.ValueAndErr()
+	if err != nil {
+		return 0, nil, fmt.Errorf("store: latest snapshot %d: read: %w", version, err)
+	}
+	return version, bytes.Clone(v), nil
+}
+
+// Close implements Store. It waits for running operations to finish.
+func (p *Pebble) Close() error {
+	p.life.Lock()
+	defer p.life.Unlock()
+	if p.closed {
+		return fmt.Errorf("store: close: %w", ErrClosed)
+	}
+	p.closed = true
+	if err := p.db.Close(); err != nil {
+		return fmt.Errorf("store: close pebble: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,99 @@
+// Package store keeps snapgate's versioned documents (routes, clusters, health)
+// and the history of built snapshots.
+//
+// Store is the contract; it mentions no Pebble types so that a distributed
+// backend (etcd) can meet it later. *Pebble is the embedded implementation.
+//
+// Every document has a per-object Version (1 on create, +1 on every put) used
+// for compare-and-swap, and carries the global Revision of the commit that
+// wrote it. Each successful Apply produces exactly one new Revision, and the
+// whole Apply is durable (fsynced) before it returns.
+package store
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Doc is one stored document.
+type Doc struct {
+	Kind, ID string
+	Version  uint64 // per object: 1 on create, +1 on every put; 0 in the result of a delete
+	Revision uint64 // global revision of the commit that wrote this version
+	Body     []byte // opaque to the store (ctrl stores JSON)
+}
+
+// Mutation is one change inside an Apply.
+//
+// Expected: nil = no check; pointer to 0 = must not exist; pointer to n =
+// current version must be n. Body nil = delete (a non-nil empty Body is a put
+// of an empty document).
+type Mutation struct {
+	Kind, ID string
+	Body     []byte
+	Expected *uint64
+}
+
+var (
+	// ErrNotFound is wrapped by errors for a document or snapshot that does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict is matched (errors.Is) by *ConflictError.
+	ErrConflict = errors.New("version conflict")
+	// ErrClosed is returned by every operation after Close.
+	ErrClosed = errors.New("store is closed")
+	// ErrInvalid is wrapped by errors for malformed input: a bad kind or id, an
+	// empty Apply, a duplicate mutation, empty snapshot data, keep < 1.
+	ErrInvalid = errors.New("invalid argument")
+)
+
+// ConflictError reports a mutation whose Expected version did not match the
+// stored one. Actual is 0 when the document does not exist.
+type ConflictError struct {
+	Kind, ID string
+	Expected uint64
+	Actual   uint64
+}
+
+func (e *ConflictError) Error() string {
+	switch {
+	case e.Expected == 0:
+		return fmt.Sprintf("%s %q already exists (version %d)", e.Kind, e.ID, e.Actual)
+	case e.Actual == 0:
+		return fmt.Sprintf("%s %q: expected_version %d is stale (it does not exist)", e.Kind, e.ID, e.Expected)
+	default:
+		return fmt.Sprintf("%s %q: expected_version %d is stale (current version is %d)", e.Kind, e.ID, e.Expected, e.Actual)
+	}
+}
+
+// Is makes errors.Is(err, ErrConflict) true for a *ConflictError.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// Store is the versioned document store plus the snapshot history.
+// Implementations are safe for concurrent use. Byte slices they return are
+// copies the caller owns.
+type Store interface {
+	// Apply validates every mutation, checks every Expected version and then
+	// commits all of them under one new revision, durably, or none of them.
+	// A stale Expected returns a *ConflictError; deleting a missing document
+	// returns an error wrapping ErrNotFound. For puts the returned Doc is the
+	// new version; for deletes it has Version 0 and the new Revision.
+	Apply(muts ...Mutation) (rev uint64, docs []Doc, err error)
+	// Get returns one document or an error wrapping ErrNotFound.
+	Get(kind, id string) (Doc, error)
+	// List returns every document of one kind, sorted by ID.
+	List(kind string) ([]Doc, error)
+	// Load returns every document, sorted by kind then ID, and the revision
+	// they are consistent at.
+	Load() (rev uint64, docs []Doc, err error)
+	// Revision is the revision of the last committed Apply (0 for an empty store).
+	Revision() uint64
+	// PutSnapshot stores a snapshot durably and then keeps only the `keep`
+	// newest versions (keep must be at least 1).
+	PutSnapshot(version uint64, data []byte, keep int) error
+	// Snapshot returns the bytes of one stored version or an error wrapping ErrNotFound.
+	Snapshot(version uint64) ([]byte, error)
+	// LatestSnapshot returns the newest stored snapshot or an error wrapping ErrNotFound.
+	LatestSnapshot() (version uint64, data []byte, err error)
+	// Close releases the store; later calls return ErrClosed.
+	Close() error
+}
