@@ -419,3 +419,24 @@ func TestConcurrentMatch(t *testing.T) {
 		t.Errorf("route %q not matched concurrently", id)
 	}
 }
+
+func TestShardRange(t *testing.T) {
+	data, err := Build(State{Version: 3, Clusters: []Cluster{{Name: "c", Endpoints: []Endpoint{{Address: "127.0.0.1:1"}}}},
+		Routes: []Route{{ID: "a", Host: "*", Prefix: "/a", Cluster: "c"}, {ID: "b", Host: "x.test", Prefix: "/", Cluster: "c"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range s.NumShards() {
+		off, n := s.ShardRange(i)
+		if !bytes.Equal(data[off:off+n], s.ShardData(i)) || &data[off] != &s.ShardData(i)[0] {
+			t.Fatalf("shard %d: ShardRange (%d, %d) does not locate ShardData", i, off, n)
+		}
+	}
+	if off, n := s.ShardRange(s.NumShards()); off != 0 || n != 0 {
+		t.Fatalf("out of range: (%d, %d)", off, n)
+	}
+}

@@ -44,6 +44,19 @@ func (s *Snapshot) ShardData(i int) []byte {
 	return s.shards[i].buf
 }
 
+// ShardRange returns where route shard i lies in Bytes(): ShardData(i) is
+// Bytes()[off:off+n]. A delta codec uses it to copy unchanged shards from the
+// base file; (0, 0) when i is out of range.
+func (s *Snapshot) ShardRange(i int) (off, n int) {
+	if i < 0 || i >= len(s.shards) {
+		return 0, 0
+	}
+	sh := s.shards[i].buf
+	// sh is a two-index sub-slice of s.b (FlatBuffers' ByteVector), so it
+	// shares s.b's end of capacity and the capacity difference is its offset.
+	return cap(s.b) - cap(sh), len(sh)
+}
+
 // NumRoutes is the number of routes over all shards.
 func (s *Snapshot) NumRoutes() int { return s.numRoutes }
 
