@@ -144,26 +144,14 @@ func newGateway(t *testing.T) *gateway {
 func (g *gateway) startCtrl() *proc {
 	p := startProc(g.t, "ctrl", "ctrl", "--data-dir", filepath.Join(g.dir, "ctrl"), "--admin-socket", g.socket,
 		"--stream-listen", g.stream, "--log-level", "debug")
-	waitFor(g.t, 10*time.Second, "ctrl admin socket", func() bool {
-		c, err := net.Dial("unix", g.socket)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	waitDial(g.t, "unix", g.socket)
 	return p
 }
 
 func (g *gateway) startEdge() *proc {
 	p := startProc(g.t, "edge", "edge", "--node-id", "e2e-edge", "--listen", g.web, "--ctrl", g.stream,
 		"--data-dir", filepath.Join(g.dir, "edge"), "--log-level", "debug")
-	waitFor(g.t, 10*time.Second, "edge listener", func() bool {
-		c, err := net.Dial("tcp", g.web)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	waitDial(g.t, "tcp", g.web)
 	return p
 }
 
@@ -224,6 +212,18 @@ func (g *gateway) waitBody(within time.Duration, path, want string) time.Duratio
 	}
 	g.t.Fatalf("GET %s: no %q within %v (last: %s)", path, want, within, last)
 	return 0
+}
+
+// waitDial waits until something accepts connections at addr.
+func waitDial(t *testing.T, network, addr string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, network+" "+addr, func() bool {
+		c, err := net.Dial(network, addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
 }
 
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
