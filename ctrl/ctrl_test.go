@@ -46,7 +46,7 @@ type harness struct {
 func startCtrl(t *testing.T, dataDir string, mod func(*Config)) *harness {
 	t.Helper()
 	builds := new(atomic.Int64)
-	cfg := Config{
+	cfg := Config{InsecureStream: true,
 		DataDir:     dataDir,
 		AdminSocket: filepath.Join(dataDir, "admin.sock"),
 		PublishAddr: "127.0.0.1:0",
@@ -400,7 +400,7 @@ func TestRestartBuildsWhenSnapshotIsBehind(t *testing.T) {
 	h.stop()
 	// A write that committed but whose snapshot was never built (a crash
 	// between the two) is picked up at start.
-	s, err := New(Config{DataDir: dir, AdminSocket: filepath.Join(dir, "a.sock"), PublishAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	s, err := New(Config{DataDir: dir, AdminSocket: filepath.Join(dir, "a.sock"), PublishAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler), InsecureStream: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,7 +466,8 @@ func TestConfigErrors(t *testing.T) {
 		{Config{DataDir: dir, PublishAddr: "y"}, "AdminSocket is required"},
 		{Config{DataDir: dir, AdminSocket: "x"}, "PublishAddr is required"},
 		{Config{DataDir: dir, AdminSocket: "x", PublishAddr: "y", Debounce: -1}, "must not be negative"},
-		{Config{DataDir: dir, AdminSocket: "x", PublishAddr: "y", Shards: -1}, "Shards -1"},
+		{Config{DataDir: dir, AdminSocket: "x", PublishAddr: "y", Shards: -1, InsecureStream: true}, "Shards -1"},
+		{Config{DataDir: dir, AdminSocket: "x", PublishAddr: "y"}, "no stream secret"},
 	} {
 		if _, err := New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("New(%+v) = %v, want %q", tc.cfg, err, tc.want)
@@ -476,7 +477,7 @@ func TestConfigErrors(t *testing.T) {
 
 func TestSecondCtrlOnSameSocketRefused(t *testing.T) {
 	h := startCtrl(t, t.TempDir(), nil)
-	_, err := New(Config{DataDir: t.TempDir(), AdminSocket: h.s.AdminSocket(), PublishAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	_, err := New(Config{DataDir: t.TempDir(), AdminSocket: h.s.AdminSocket(), PublishAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler), InsecureStream: true})
 	if err == nil || !strings.Contains(err.Error(), "another process is listening") {
 		t.Fatalf("second ctrl: %v", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/snapgate/snapgate/ctrl/admin"
 	"github.com/snapgate/snapgate/ctrl/model"
@@ -243,9 +244,14 @@ func (h handler) Status(ctx context.Context) (admin.Status, error) {
 			AppliedVersion: e.AppliedVersion,
 			LastAck:        e.LastAck,
 			LastNack:       e.LastNack,
+			FullsSent:      e.FullsSent,
+			DeltasSent:     e.DeltasSent,
 		}
 		if e.AppliedVersion < latest {
 			st.Edges[i].Lag = latest - e.AppliedVersion
+			if !snap.builtAt.IsZero() {
+				st.Edges[i].LagMs = time.Since(snap.builtAt).Milliseconds()
+			}
 		}
 	}
 	return st, nil

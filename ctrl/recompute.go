@@ -15,6 +15,7 @@ const retryAfter = time.Second
 // notify tells the recompute loop the model changed. It never blocks: one
 // pending poke already means "build when the burst is over".
 func (s *Server) notify() {
+	s.pendingSince.CompareAndSwap(0, time.Now().UnixNano())
 	select {
 	case s.poke <- struct{}{}:
 	default:
@@ -71,6 +72,9 @@ func (s *Server) build() error {
 		return nil
 	}
 	st := s.model.fbsState(last.version, s.cfg.Shards)
+	// Every write in st was acknowledged at or after pendingSince; taking it
+	// under mu means writes after this build start a new pending window.
+	committed := s.pendingSince.Swap(0)
 	s.mu.RUnlock()
 
 	start := time.Now()
@@ -82,7 +86,11 @@ func (s *Server) build() error {
 	if err := s.store.PutSnapshot(st.Version, data, s.cfg.KeepSnapshots); err != nil {
 		return fmt.Errorf("ctrl: storing snapshot %d: %w", st.Version, err)
 	}
-	s.pub.Publish(st.Version, data)
+	var committedAt time.Time
+	if committed != 0 {
+		committedAt = time.Unix(0, committed)
+	}
+	s.pub.Publish(st.Version, data, committedAt)
 	s.setSnap(snapInfo{version: st.Version, parent: st.ParentVersion, builtAt: time.Now(), bytes: len(data)})
 	s.log.Info("snapshot built", "version", st.Version, "parent", st.ParentVersion,
 		"routes", len(st.Routes), "clusters", len(st.Clusters), "bytes", len(data), "build_time", took)

@@ -12,6 +12,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/snapgate/snapgate/ctrl/admin"
@@ -40,8 +41,13 @@ type Config struct {
 	KeepSnapshots int
 	// Shards is the snapshot's route shard count; 0 lets fbs choose.
 	Shards int
-	// Publish configures the edge stream server; its Logger defaults to Logger.
+	// Publish configures the edge stream server; its Logger defaults to
+	// Logger and its Lookup to the store's snapshot history. Publish.Secret
+	// is the stream secret; New refuses an empty one unless InsecureStream.
 	Publish publish.Config
+	// InsecureStream allows an empty stream secret (demos and tests only):
+	// anyone who reaches the stream port then receives every snapshot.
+	InsecureStream bool
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -56,6 +62,8 @@ func (c *Config) setDefaults() error {
 		return errors.New("ctrl: config: PublishAddr is required")
 	case c.Debounce < 0 || c.MaxDelay < 0 || c.KeepSnapshots < 0:
 		return fmt.Errorf("ctrl: config: Debounce (%v), MaxDelay (%v) and KeepSnapshots (%d) must not be negative", c.Debounce, c.MaxDelay, c.KeepSnapshots)
+	case len(c.Publish.Secret) == 0 && !c.InsecureStream:
+		return errors.New("ctrl: config: no stream secret; set one (--stream-secret-file) or allow an unauthenticated stream explicitly (--insecure-stream)")
 	case c.Shards < 0 || c.Shards > fbs.MaxShards:
 		return fmt.Errorf("ctrl: config: Shards %d is outside 0..%d", c.Shards, fbs.MaxShards)
 	}
@@ -109,6 +117,11 @@ type Server struct {
 	snapMu sync.Mutex
 	snap   snapInfo
 
+	// pendingSince is when the oldest write not yet in a snapshot was
+	// acknowledged (unix nanos, 0 if none): the commit time propagation lag
+	// is measured from.
+	pendingSince atomic.Int64
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -151,6 +164,9 @@ func (s *Server) init() error {
 	}
 	if err := s.load(); err != nil {
 		return err
+	}
+	if s.cfg.Publish.Lookup == nil {
+		s.cfg.Publish.Lookup = s.store.Snapshot
 	}
 	s.pub = publish.New(s.cfg.Publish)
 	if err := s.startSnapshot(); err != nil {
@@ -250,7 +266,7 @@ func (s *Server) startSnapshot() error {
 	if ver < rev {
 		return s.build()
 	}
-	s.pub.Publish(ver, data)
+	s.pub.Publish(ver, data, time.Time{})
 	s.log.Info("publishing stored snapshot", "version", ver, "routes", snap.NumRoutes(), "clusters", snap.NumClusters(), "bytes", len(data))
 	return nil
 }

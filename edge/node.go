@@ -27,6 +27,11 @@ type Config struct {
 	DataDir       string // applied snapshots; required
 	KeepSnapshots int    // applied snapshots kept on disk (default 5)
 
+	// StreamSecret is the shared secret the edge and ctrl prove to each other
+	// before any snapshot flows; InsecureStream allows an empty one (demos).
+	StreamSecret   []byte
+	InsecureStream bool
+
 	HeaderTimeout   time.Duration // request head deadline, 408 after (default 10s)
 	IdleTimeout     time.Duration // idle keep-alive client connections (default 60s)
 	ConnectTimeout  time.Duration // upstream dial unless the cluster sets one (default 1s)
@@ -58,6 +63,8 @@ func New(cfg Config) (*Node, error) {
 		return nil, errors.New("edge: ctrl address is required")
 	case cfg.DataDir == "":
 		return nil, errors.New("edge: data dir is required")
+	case len(cfg.StreamSecret) == 0 && !cfg.InsecureStream:
+		return nil, errors.New("edge: a stream secret is required (or set InsecureStream)")
 	}
 	if cfg.KeepSnapshots <= 0 {
 		cfg.KeepSnapshots = 5
@@ -106,6 +113,8 @@ func New(cfg Config) (*Node, error) {
 		Current:  n.tables.Version,
 		Apply:    n.apply,
 		Logger:   cfg.Logger,
+		Secret:   cfg.StreamSecret,
+		Insecure: cfg.InsecureStream,
 	})
 	return n, nil
 }

@@ -1,6 +1,7 @@
 // Package wire implements the snapshot stream between ctrl and its edges:
 // length-prefixed, CRC-32C checksummed frames and the message codecs carried
-// in them (HELLO, FULL, ACK, NACK, HEARTBEAT).
+// in them (HELLO, CHALLENGE, PROOF, FULL, DELTA, ACK, NACK, HEARTBEAT) and
+// the shard-wise delta codec. docs/stream.md describes the protocol.
 //
 // Frame layout (12-byte header, then the payload):
 //
@@ -33,18 +34,23 @@ const DefaultMaxPayload = 64 << 20
 // Type is a frame's message type.
 type Type uint8
 
-// Message types. 6 (DELTA) and 7 (REPORT) are reserved for later protocol
-// additions and are rejected as unknown until then.
+// Message types. 7 (REPORT) is reserved for a later protocol addition and
+// is rejected as unknown until then.
 const (
 	TypeHello     Type = 1
 	TypeFull      Type = 2
 	TypeAck       Type = 3
 	TypeNack      Type = 4
 	TypeHeartbeat Type = 5
+	TypeDelta     Type = 6
+	TypeChallenge Type = 8
+	TypeProof     Type = 9
 )
 
 // Known reports whether t is a message type this package understands.
-func (t Type) Known() bool { return t >= TypeHello && t <= TypeHeartbeat }
+func (t Type) Known() bool {
+	return (t >= TypeHello && t <= TypeDelta) || t == TypeChallenge || t == TypeProof
+}
 
 func (t Type) String() string {
 	switch t {
@@ -58,6 +64,12 @@ func (t Type) String() string {
 		return "NACK"
 	case TypeHeartbeat:
 		return "HEARTBEAT"
+	case TypeDelta:
+		return "DELTA"
+	case TypeChallenge:
+		return "CHALLENGE"
+	case TypeProof:
+		return "PROOF"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }

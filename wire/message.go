@@ -17,10 +17,19 @@ const (
 	MaxReason = 1024 // bytes in a NACK reason
 )
 
+// NonceSize is the length of the handshake nonces each side contributes.
+const NonceSize = 32
+
 // Hello is the first message an edge sends on a new stream.
 type Hello struct {
 	NodeID      string // 1..MaxNodeID bytes of visible ASCII (0x21..0x7e)
 	HaveVersion uint64 // snapshot version in service, 0 if none
+	// HaveHash is the in-service snapshot file's trailer (xxhash64 of the
+	// file), 0 if none: ctrl sends a DELTA from HaveVersion only if its copy
+	// of that version has the same hash.
+	HaveHash uint64
+	// Nonce is the edge's fresh random handshake nonce.
+	Nonce [NonceSize]byte
 }
 
 // Full carries a whole snapshot. Snapshot holds the uncompressed bytes.
@@ -58,31 +67,43 @@ func ValidNodeID(id string) error {
 	return nil
 }
 
-// AppendHello appends the HELLO payload: have version (u64), id length (u8), id.
-// It refuses an id that DecodeHello would refuse.
+// helloFixed is have version (u64) + have hash (u64) + nonce + id length (u8).
+const helloFixed = 8 + 8 + NonceSize + 1
+
+// AppendHello appends the HELLO payload: have version (u64), have hash
+// (u64), nonce, id length (u8), id. It refuses an id that DecodeHello would
+// refuse.
 func AppendHello(dst []byte, m Hello) ([]byte, error) {
 	if err := ValidNodeID(m.NodeID); err != nil {
 		return dst, err
 	}
 	dst = binary.BigEndian.AppendUint64(dst, m.HaveVersion)
+	dst = binary.BigEndian.AppendUint64(dst, m.HaveHash)
+	dst = append(dst, m.Nonce[:]...)
 	dst = append(dst, byte(len(m.NodeID)))
 	return append(dst, m.NodeID...), nil
 }
 
 // DecodeHello decodes a HELLO payload strictly.
 func DecodeHello(p []byte) (Hello, error) {
-	if len(p) < 9 {
-		return Hello{}, fmt.Errorf("%w: HELLO is %d bytes, want at least 10", ErrMalformed, len(p))
+	if len(p) < helloFixed {
+		return Hello{}, fmt.Errorf("%w: HELLO is %d bytes, want at least %d", ErrMalformed, len(p), helloFixed+1)
 	}
-	n := int(p[8])
-	if len(p) != 9+n {
-		return Hello{}, fmt.Errorf("%w: HELLO is %d bytes, node id length %d wants %d", ErrMalformed, len(p), n, 9+n)
+	n := int(p[helloFixed-1])
+	if len(p) != helloFixed+n {
+		return Hello{}, fmt.Errorf("%w: HELLO is %d bytes, node id length %d wants %d", ErrMalformed, len(p), n, helloFixed+n)
 	}
-	id := p[9:]
+	id := p[helloFixed:]
 	if err := ValidNodeID(string(id)); err != nil {
 		return Hello{}, fmt.Errorf("HELLO: %w", err)
 	}
-	return Hello{NodeID: string(id), HaveVersion: binary.BigEndian.Uint64(p[0:8])}, nil
+	h := Hello{
+		NodeID:      string(id),
+		HaveVersion: binary.BigEndian.Uint64(p[0:8]),
+		HaveHash:    binary.BigEndian.Uint64(p[8:16]),
+	}
+	copy(h.Nonce[:], p[16:16+NonceSize])
+	return h, nil
 }
 
 // AppendAck appends the ACK payload: version (u64).

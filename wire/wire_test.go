@@ -72,7 +72,7 @@ func TestReaderErrors(t *testing.T) {
 	}{
 		{"bad version", mut(func(b []byte) []byte { b[4] = 2; return b }), 0, ErrBadVersion},
 		{"unknown type 0", mut(func(b []byte) []byte { b[5] = 0; return b }), 0, ErrUnknownType},
-		{"reserved delta", mut(func(b []byte) []byte { b[5] = 6; return b }), 0, ErrUnknownType},
+		{"reserved report", mut(func(b []byte) []byte { b[5] = 7; return b }), 0, ErrUnknownType},
 		{"flags", mut(func(b []byte) []byte { b[7] = 1; return b }), 0, ErrBadFlags},
 		{"payload bit flip", mut(func(b []byte) []byte { b[HeaderSize+3] ^= 0x10; return b }), 0, ErrBadChecksum},
 		{"crc bit flip", mut(func(b []byte) []byte { b[11] ^= 1; return b }), 0, ErrBadChecksum},
@@ -107,7 +107,7 @@ func TestReaderRefusesBeforeAllocating(t *testing.T) {
 }
 
 func TestWriterRefusesUnknownType(t *testing.T) {
-	if err := NewWriter(io.Discard).WriteFrame(6, nil); !errors.Is(err, ErrUnknownType) {
+	if err := NewWriter(io.Discard).WriteFrame(7, nil); !errors.Is(err, ErrUnknownType) {
 		t.Fatalf("got %v, want ErrUnknownType", err)
 	}
 }

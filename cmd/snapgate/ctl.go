@@ -370,7 +370,7 @@ func printStatus(w io.Writer, s admin.Status) {
 	fmt.Fprintf(w, "snapshot  version %d (parent %d), %d bytes, built %s\n", s.SnapshotVersion, s.SnapshotParent, s.SnapshotBytes, built)
 	fmt.Fprintf(w, "store     revision %d, %d routes, %d clusters\n\n", s.StoreRevision, s.Routes, s.Clusters)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "EDGE\tADDRESS\tSTATE\tAPPLIED\tLAG\tLAST_ACK\tLAST_NACK")
+	fmt.Fprintln(tw, "EDGE\tADDRESS\tSTATE\tAPPLIED\tLAG\tLAG_MS\tLAST_ACK\tLAST_NACK")
 	for _, e := range s.Edges {
 		state := "down"
 		if e.Connected {
@@ -384,7 +384,7 @@ func printStatus(w io.Writer, s admin.Status) {
 		if nack == "" {
 			nack = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", e.NodeID, e.RemoteAddr, state, e.AppliedVersion, e.Lag, lastAck, nack)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", e.NodeID, e.RemoteAddr, state, e.AppliedVersion, e.Lag, e.LagMs, lastAck, nack)
 	}
 	tw.Flush()
 	if len(s.Edges) == 0 {

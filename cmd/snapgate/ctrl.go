@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/snapgate/snapgate/ctrl"
+	"github.com/snapgate/snapgate/ctrl/publish"
+	"github.com/snapgate/snapgate/wire"
 )
 
 // ctrlConfig is the ctrl config file (YAML); every key is also a flag.
@@ -19,6 +21,10 @@ type ctrlConfig struct {
 	MaxDelay      time.Duration `yaml:"max_delay"`
 	KeepSnapshots int           `yaml:"keep_snapshots"`
 	LogLevel      string        `yaml:"log_level"`
+	// StreamSecretFile holds the secret edges must prove; InsecureStream
+	// allows running without one.
+	StreamSecretFile string `yaml:"stream_secret_file"`
+	InsecureStream   bool   `yaml:"insecure_stream"`
 }
 
 const defaultSocket = "snapgate-data/ctrl.sock"
@@ -52,6 +58,8 @@ func runCtrl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.MaxDelay, "max-delay", cfg.MaxDelay, "longest a write waits for its snapshot during a continuous burst")
 	fs.IntVar(&cfg.KeepSnapshots, "keep-snapshots", cfg.KeepSnapshots, "snapshot versions kept in the store")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&cfg.StreamSecretFile, "stream-secret-file", cfg.StreamSecretFile, "file (mode 0600) with the secret edges must prove on the stream; authenticated, not encrypted")
+	fs.BoolVar(&cfg.InsecureStream, "insecure-stream", cfg.InsecureStream, "run without a stream secret: anyone who reaches --stream-listen gets every snapshot")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -64,14 +72,23 @@ func runCtrl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "snapgate ctrl:", err)
 		return 2
 	}
+	var secret []byte
+	if cfg.StreamSecretFile != "" {
+		if secret, err = wire.ReadSecretFile(cfg.StreamSecretFile); err != nil {
+			fmt.Fprintln(stderr, "snapgate ctrl:", err)
+			return 2
+		}
+	}
 	srv, err := ctrl.New(ctrl.Config{
-		DataDir:       filepath.Clean(cfg.DataDir),
-		AdminSocket:   cfg.AdminSocket,
-		PublishAddr:   cfg.StreamListen,
-		Debounce:      cfg.Debounce,
-		MaxDelay:      cfg.MaxDelay,
-		KeepSnapshots: cfg.KeepSnapshots,
-		Logger:        log,
+		InsecureStream: cfg.InsecureStream,
+		Publish:        publish.Config{Secret: secret},
+		DataDir:        filepath.Clean(cfg.DataDir),
+		AdminSocket:    cfg.AdminSocket,
+		PublishAddr:    cfg.StreamListen,
+		Debounce:       cfg.Debounce,
+		MaxDelay:       cfg.MaxDelay,
+		KeepSnapshots:  cfg.KeepSnapshots,
+		Logger:         log,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "snapgate ctrl:", err)

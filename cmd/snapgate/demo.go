@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"github.com/snapgate/snapgate/ctrl"
 	"github.com/snapgate/snapgate/ctrl/admin"
 	"github.com/snapgate/snapgate/ctrl/model"
+	"github.com/snapgate/snapgate/ctrl/publish"
 	"github.com/snapgate/snapgate/edge"
 )
 
@@ -76,11 +78,16 @@ func demo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) error {
 		start(b.name, srv)
 	}
 
+	// A fresh stream secret per run: the demo's edge proves it to ctrl as a
+	// production edge would.
+	secret := make([]byte, 32)
+	rand.Read(secret)
 	socket := filepath.Join(cfg.dir, "ctrl.sock")
 	c, err := ctrl.New(ctrl.Config{
 		DataDir:     filepath.Join(cfg.dir, "ctrl"),
 		AdminSocket: socket,
 		PublishAddr: cfg.streamAddr,
+		Publish:     publish.Config{Secret: secret},
 		Logger:      log.With("component", "ctrl"),
 	})
 	if err != nil {
@@ -88,11 +95,12 @@ func demo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) error {
 	}
 	start("ctrl", c.Run)
 	node, err := edge.New(edge.Config{
-		NodeID:   "demo-edge",
-		Listen:   cfg.edgeAddr,
-		CtrlAddr: cfg.streamAddr,
-		DataDir:  filepath.Join(cfg.dir, "edge"),
-		Logger:   log.With("component", "edge"),
+		NodeID:       "demo-edge",
+		StreamSecret: secret,
+		Listen:       cfg.edgeAddr,
+		CtrlAddr:     cfg.streamAddr,
+		DataDir:      filepath.Join(cfg.dir, "edge"),
+		Logger:       log.With("component", "edge"),
 	})
 	if err != nil {
 		cancel()

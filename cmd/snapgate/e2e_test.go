@@ -134,23 +134,28 @@ type gateway struct {
 	t                   *testing.T
 	dir                 string
 	socket, stream, web string
+	secret              string // stream secret file shared by ctrl and edge
 }
 
 func newGateway(t *testing.T) *gateway {
 	dir := t.TempDir()
-	return &gateway{t: t, dir: dir, socket: filepath.Join(dir, "ctrl.sock"), stream: freeAddr(t), web: freeAddr(t)}
+	secret := filepath.Join(dir, "stream.secret")
+	if err := os.WriteFile(secret, []byte("e2e-stream-secret-0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &gateway{t: t, dir: dir, socket: filepath.Join(dir, "ctrl.sock"), stream: freeAddr(t), web: freeAddr(t), secret: secret}
 }
 
 func (g *gateway) startCtrl() *proc {
 	p := startProc(g.t, "ctrl", "ctrl", "--data-dir", filepath.Join(g.dir, "ctrl"), "--admin-socket", g.socket,
-		"--stream-listen", g.stream, "--log-level", "debug")
+		"--stream-listen", g.stream, "--stream-secret-file", g.secret, "--log-level", "debug")
 	waitDial(g.t, "unix", g.socket)
 	return p
 }
 
 func (g *gateway) startEdge() *proc {
 	p := startProc(g.t, "edge", "edge", "--node-id", "e2e-edge", "--listen", g.web, "--ctrl", g.stream,
-		"--data-dir", filepath.Join(g.dir, "edge"), "--log-level", "debug")
+		"--data-dir", filepath.Join(g.dir, "edge"), "--stream-secret-file", g.secret, "--log-level", "debug")
 	waitDial(g.t, "tcp", g.web)
 	return p
 }

@@ -8,20 +8,25 @@ import (
 	"time"
 
 	"github.com/snapgate/snapgate/edge"
+	"github.com/snapgate/snapgate/wire"
 )
 
 // edgeConfig is the edge config file (YAML); every key is also a flag.
 type edgeConfig struct {
-	NodeID          string        `yaml:"node_id"`
-	Listen          string        `yaml:"listen"`
-	Ctrl            string        `yaml:"ctrl"`
-	DataDir         string        `yaml:"data_dir"`
-	KeepSnapshots   int           `yaml:"keep_snapshots"`
-	HeaderTimeout   time.Duration `yaml:"header_timeout"`
-	IdleTimeout     time.Duration `yaml:"idle_timeout"`
-	ConnectTimeout  time.Duration `yaml:"connect_timeout"`
-	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
-	LogLevel        string        `yaml:"log_level"`
+	NodeID  string `yaml:"node_id"`
+	Listen  string `yaml:"listen"`
+	Ctrl    string `yaml:"ctrl"`
+	DataDir string `yaml:"data_dir"`
+	// StreamSecretFile holds the secret shared with ctrl; InsecureStream
+	// allows running without one.
+	StreamSecretFile string        `yaml:"stream_secret_file"`
+	InsecureStream   bool          `yaml:"insecure_stream"`
+	KeepSnapshots    int           `yaml:"keep_snapshots"`
+	HeaderTimeout    time.Duration `yaml:"header_timeout"`
+	IdleTimeout      time.Duration `yaml:"idle_timeout"`
+	ConnectTimeout   time.Duration `yaml:"connect_timeout"`
+	UpstreamTimeout  time.Duration `yaml:"upstream_timeout"`
+	LogLevel         string        `yaml:"log_level"`
 }
 
 func defaultEdgeConfig() edgeConfig {
@@ -54,6 +59,8 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "HTTP address clients connect to")
 	fs.StringVar(&cfg.Ctrl, "ctrl", cfg.Ctrl, "ctrl's snapshot stream address")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of applied snapshots (the edge boots from the newest good one)")
+	fs.StringVar(&cfg.StreamSecretFile, "stream-secret-file", cfg.StreamSecretFile, "file (mode 0600) with the secret shared with ctrl's stream")
+	fs.BoolVar(&cfg.InsecureStream, "insecure-stream", cfg.InsecureStream, "connect to ctrl without a stream secret (only with a ctrl started the same way)")
 	fs.IntVar(&cfg.KeepSnapshots, "keep-snapshots", cfg.KeepSnapshots, "applied snapshots kept on disk")
 	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", cfg.HeaderTimeout, "time a client has to send a request head (408 after)")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "idle keep-alive client connections are closed after this")
@@ -72,7 +79,16 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "snapgate edge:", err)
 		return 2
 	}
+	var secret []byte
+	if cfg.StreamSecretFile != "" {
+		if secret, err = wire.ReadSecretFile(cfg.StreamSecretFile); err != nil {
+			fmt.Fprintln(stderr, "snapgate edge:", err)
+			return 2
+		}
+	}
 	node, err := edge.New(edge.Config{
+		StreamSecret:    secret,
+		InsecureStream:  cfg.InsecureStream,
 		NodeID:          cfg.NodeID,
 		Listen:          cfg.Listen,
 		CtrlAddr:        cfg.Ctrl,

@@ -117,6 +117,11 @@ type EdgeStatus struct {
 	ConnectedSince time.Time `json:"connected_since,omitzero"`
 	AppliedVersion uint64    `json:"applied_version"`
 	Lag            uint64    `json:"lag"` // snapshot versions behind the latest, 0 when current
-	LastAck        time.Time `json:"last_ack,omitzero"`
-	LastNack       string    `json:"last_nack,omitempty"`
+	// LagMs is how long ago the latest snapshot was built, for an edge not
+	// on it yet; 0 when current.
+	LagMs      int64     `json:"lag_ms"`
+	FullsSent  uint64    `json:"fulls_sent"`
+	DeltasSent uint64    `json:"deltas_sent"`
+	LastAck    time.Time `json:"last_ack,omitzero"`
+	LastNack   string    `json:"last_nack,omitempty"`
 }

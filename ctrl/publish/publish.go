@@ -1,6 +1,7 @@
 // Package publish streams snapshots from ctrl to its edges: one TCP session
-// per edge, HELLO first, then FULL snapshots whenever the edge is behind,
-// heartbeats both ways, ACK/NACK back.
+// per edge, an authenticated handshake (HELLO, CHALLENGE, PROOF), then a
+// DELTA from the edge's version (or a FULL when no delta is possible)
+// whenever the edge is behind, heartbeats both ways, ACK/NACK back.
 package publish
 
 import (
@@ -14,6 +15,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/snapgate/snapgate/fbs"
 	"github.com/snapgate/snapgate/wire"
 )
 
@@ -31,6 +35,19 @@ type Config struct {
 	// MaxFrame is the largest frame payload accepted from an edge. Edges only
 	// send small messages, so anything bigger is a protocol error. Default 64 KiB.
 	MaxFrame int
+	// Secret is the shared stream secret both sides prove in the handshake.
+	// Empty means an empty HMAC key: the handshake still runs, but anyone
+	// can complete it. ctrl refuses that unless told --insecure-stream.
+	Secret []byte
+	// Lookup returns a stored snapshot by version, for DELTAs from bases
+	// older than the ones kept in memory (ctrl passes store.Snapshot). Nil
+	// means such edges get a FULL.
+	Lookup func(version uint64) ([]byte, error)
+	// KeepBases is how many recently published snapshots stay in memory as
+	// delta bases (each is a whole snapshot). Default 4.
+	KeepBases int
+	// Metrics receives the publisher's metrics; nil keeps a private set.
+	Metrics *metrics.Set
 }
 
 // EdgeStatus is what ctrl knows about one edge, by node id. Edges stay listed
@@ -46,25 +63,41 @@ type EdgeStatus struct {
 	LastNack       string    // "v<version>: <reason>" of the most recent NACK, "" if none
 	Connected      bool
 	ConnectedSince time.Time // start of the current (or last) session
+	FullsSent      uint64    // FULL frames sent to this edge since ctrl started
+	DeltasSent     uint64    // DELTA frames sent to this edge since ctrl started
 }
 
 // ErrClosed is returned by Serve once the Server has been closed.
 var ErrClosed = errors.New("publish: server closed")
 
 // published is one snapshot ready to send: the FULL payload is encoded once
-// at Publish time and shared by every session.
+// at Publish time and each DELTA once per base version, shared by every
+// session.
 type published struct {
-	version uint64
-	payload []byte
+	version     uint64
+	snap        *fbs.Snapshot
+	hash        uint64 // file trailer
+	payload     []byte // FULL
+	committedAt time.Time
+
+	dmu    sync.Mutex
+	deltas map[baseKey][]byte // DELTA payload per base; nil: FULL is smaller or no such base
 }
+
+// baseKey names a delta base by version and file hash: an edge's claim to a
+// version counts only if its bytes are the ones ctrl built.
+type baseKey struct{ version, hash uint64 }
 
 // Server accepts edge sessions and keeps them at the latest snapshot.
 type Server struct {
 	cfg  Config
 	log  *slog.Logger
 	comp *wire.Compressor // nil if zstd setup failed: FULL then goes out raw
+	denc *wire.DeltaEncoder
+	m    *pubMetrics
 
 	latest atomic.Pointer[published]
+	recent []*published // newest last, at most KeepBases; under publishMu and mu
 
 	mu        sync.Mutex
 	closed    bool
@@ -90,6 +123,12 @@ func New(cfg Config) *Server {
 	if cfg.MaxFrame <= 0 {
 		cfg.MaxFrame = 64 << 10
 	}
+	if cfg.KeepBases <= 0 {
+		cfg.KeepBases = 4
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.NewSet()
+	}
 	s := &Server{
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -103,6 +142,13 @@ func New(cfg Config) *Server {
 	} else {
 		s.comp = comp
 	}
+	denc, err := wire.NewDeltaEncoder()
+	if err != nil {
+		s.log.Warn("publish: zstd unavailable, sending FULL snapshots only", "err", err)
+	} else {
+		s.denc = denc
+	}
+	s.m = newPubMetrics(cfg.Metrics, s)
 	return s
 }
 
@@ -170,11 +216,13 @@ func (s *Server) isClosed() bool {
 }
 
 // Publish makes snapshot the latest version and offers it to every session
-// whose edge is behind. Versions not above the current latest are ignored.
-// It never waits on an edge: each session's writer picks up the newest
+// whose edge is behind. Versions not above the current latest, and bytes
+// that do not verify, are refused. committedAt is when the oldest write it
+// contains was acknowledged to its client; ACKs measure propagation lag from
+// it. It never waits on an edge: each session's writer picks up the newest
 // snapshot when it is free, skipping any it never got to send. The Server
 // keeps a reference to snapshot; the caller must not modify it afterwards.
-func (s *Server) Publish(version uint64, snapshot []byte) {
+func (s *Server) Publish(version uint64, snapshot []byte, committedAt time.Time) {
 	s.publishMu.Lock()
 	defer s.publishMu.Unlock()
 	if s.isClosed() {
@@ -189,6 +237,13 @@ func (s *Server) Publish(version uint64, snapshot []byte) {
 		s.log.Error("publish: refusing unpublishable snapshot", "version", version, "bytes", len(snapshot))
 		return
 	}
+	// The delta encoder needs the shard layout; opening also makes sure
+	// ctrl never streams bytes an edge would refuse.
+	snap, err := fbs.Open(snapshot)
+	if err != nil || snap.Version() != version {
+		s.log.Error("publish: refusing snapshot that does not verify", "version", version, "err", err)
+		return
+	}
 	m := wire.Full{Version: version, Snapshot: snapshot}
 	var payload []byte
 	if s.comp != nil {
@@ -196,7 +251,15 @@ func (s *Server) Publish(version uint64, snapshot []byte) {
 	} else {
 		payload = wire.AppendFull(nil, m)
 	}
-	s.latest.Store(&published{version: version, payload: payload})
+	p := &published{version: version, snap: snap, hash: wire.FileHash(snapshot), payload: payload,
+		committedAt: committedAt, deltas: make(map[baseKey][]byte)}
+	s.mu.Lock()
+	s.recent = append(s.recent, p)
+	if len(s.recent) > s.cfg.KeepBases {
+		s.recent = slices.Delete(s.recent, 0, len(s.recent)-s.cfg.KeepBases)
+	}
+	s.mu.Unlock()
+	s.latest.Store(p)
 	s.log.Info("publish: new snapshot", "version", version, "bytes", len(snapshot), "payload_bytes", len(payload))
 
 	s.mu.Lock()
@@ -204,6 +267,63 @@ func (s *Server) Publish(version uint64, snapshot []byte) {
 		ss.poke()
 	}
 	s.mu.Unlock()
+}
+
+// recentByVersion returns a published snapshot still held in memory.
+func (s *Server) recentByVersion(v uint64) *published {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.recent {
+		if p.version == v {
+			return p
+		}
+	}
+	return nil
+}
+
+// delta returns the DELTA payload from base (version, file hash) to p, or
+// nil when there is none to send: ctrl no longer has that base, its hash
+// differs from the edge's, or a FULL would be smaller. Each (p, base) pair
+// is encoded once however many edges ask.
+func (s *Server) delta(p *published, baseVer, baseHash uint64) []byte {
+	if s.denc == nil || baseVer == 0 || baseVer >= p.version || baseHash == 0 {
+		return nil
+	}
+	key := baseKey{baseVer, baseHash}
+	p.dmu.Lock()
+	defer p.dmu.Unlock()
+	if d, ok := p.deltas[key]; ok {
+		return d
+	}
+	var base *fbs.Snapshot
+	if b := s.recentByVersion(baseVer); b != nil {
+		base = b.snap
+	} else if s.cfg.Lookup != nil {
+		data, err := s.cfg.Lookup(baseVer)
+		if err != nil {
+			s.log.Info("publish: delta base not available, sending FULL", "base", baseVer, "version", p.version, "err", err)
+			p.deltas[key] = nil
+			return nil
+		}
+		if base, err = fbs.Open(data); err != nil {
+			s.log.Error("publish: stored delta base does not verify, sending FULL", "base", baseVer, "err", err)
+			p.deltas[key] = nil
+			return nil
+		}
+	}
+	if base == nil || wire.FileHash(base.Bytes()) != baseHash {
+		p.deltas[key] = nil
+		return nil
+	}
+	d, err := s.denc.AppendDelta(nil, base, p.snap)
+	if err != nil {
+		s.log.Error("publish: encoding delta failed, sending FULL", "base", baseVer, "version", p.version, "err", err)
+		d = nil
+	} else if len(d) >= len(p.payload) {
+		d = nil
+	}
+	p.deltas[key] = d
+	return d
 }
 
 // LatestVersion returns the latest published version, 0 if none.
@@ -254,6 +374,9 @@ func (s *Server) Close() error {
 		s.comp.Close()
 		s.comp = nil
 	}
+	if s.denc != nil {
+		s.denc.Close()
+	}
 	s.publishMu.Unlock()
 	return errors.Join(errs...)
 }
@@ -298,12 +421,54 @@ func (s *Server) detach(ss *session) {
 }
 
 func (s *Server) recordAck(nodeID string, v uint64) {
+	now := time.Now()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if e := s.edges[nodeID]; e != nil {
 		e.AppliedVersion = v
-		e.LastAck = time.Now()
+		e.LastAck = now
 	}
+	var committed time.Time
+	for _, p := range s.recent {
+		if p.version == v {
+			committed = p.committedAt
+		}
+	}
+	s.mu.Unlock()
+	if !committed.IsZero() {
+		s.m.propagation.Update(now.Sub(committed).Seconds())
+	}
+}
+
+func (s *Server) recordSent(nodeID string, t wire.Type, n int) {
+	s.mu.Lock()
+	if e := s.edges[nodeID]; e != nil {
+		if t == wire.TypeDelta {
+			e.DeltasSent++
+		} else {
+			e.FullsSent++
+		}
+	}
+	s.mu.Unlock()
+	if t == wire.TypeDelta {
+		s.m.deltaBytes.Add(n + wire.HeaderSize)
+		s.m.deltas.Inc()
+	} else {
+		s.m.fullBytes.Add(n + wire.HeaderSize)
+		s.m.fulls.Inc()
+	}
+}
+
+// connected counts edges with a live, authenticated session.
+func (s *Server) connected() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, e := range s.edges {
+		if e.Connected {
+			n++
+		}
+	}
+	return n
 }
 
 func (s *Server) recordNack(nodeID string, n wire.Nack) {

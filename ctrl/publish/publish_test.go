@@ -6,13 +6,35 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/snapgate/snapgate/fbs"
 	"github.com/snapgate/snapgate/wire"
 )
+
+var testSecret = []byte("publish-test-secret-0123456789")
+
+// snapOf builds a real snapshot of version v with n routes; extra names a
+// route that only this version has, so versions differ in one shard.
+func snapOf(t testing.TB, v uint64, n int, extra string) []byte {
+	t.Helper()
+	st := fbs.State{Version: v, ParentVersion: v - 1, Clusters: []fbs.Cluster{{Name: "web", Endpoints: []fbs.Endpoint{{Address: "127.0.0.1:1"}}}}}
+	for i := range n {
+		st.Routes = append(st.Routes, fbs.Route{ID: "r" + strconv.Itoa(i), Host: "h" + strconv.Itoa(i%50) + ".example", Prefix: "/p/" + strconv.Itoa(i), Cluster: "web"})
+	}
+	if extra != "" {
+		st.Routes = append(st.Routes, fbs.Route{ID: extra, Host: "x.example", Prefix: "/" + extra, Cluster: "web"})
+	}
+	b, err := fbs.Build(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
 
 type syncBuf struct {
 	mu sync.Mutex
@@ -29,7 +51,7 @@ func start(t *testing.T) (*Server, string, *syncBuf) {
 		t.Fatal(err)
 	}
 	logs := &syncBuf{}
-	s := New(Config{Logger: slog.New(slog.NewTextHandler(logs, nil)), HeartbeatInterval: 20 * time.Millisecond, DeadAfter: 300 * time.Millisecond})
+	s := New(Config{Logger: slog.New(slog.NewTextHandler(logs, nil)), HeartbeatInterval: 20 * time.Millisecond, DeadAfter: 300 * time.Millisecond, Secret: testSecret})
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
 	t.Cleanup(func() {
@@ -41,8 +63,31 @@ func start(t *testing.T) (*Server, string, *syncBuf) {
 	return s, ln.Addr().String(), logs
 }
 
-// dial connects a scripted edge and sends HELLO.
+// dial connects a scripted edge and completes the handshake.
 func dial(t *testing.T, addr, node string, have uint64) (net.Conn, *wire.Reader, *wire.Writer) {
+	t.Helper()
+	return dialAs(t, addr, wire.Hello{NodeID: node, HaveVersion: have}, testSecret)
+}
+
+func dialAs(t *testing.T, addr string, h wire.Hello, secret []byte) (net.Conn, *wire.Reader, *wire.Writer) {
+	t.Helper()
+	c, r, w := sendHello(t, addr, h)
+	typ, p, err := r.Next()
+	if err != nil || typ != wire.TypeChallenge {
+		t.Fatalf("after HELLO: %s %v, want CHALLENGE", typ, err)
+	}
+	ch, err := wire.DecodeChallenge(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !wire.ProofEqual(ch.Proof, wire.CtrlProof(secret, h, ch.Nonce)) && bytes.Equal(secret, testSecret) {
+		t.Fatal("ctrl's proof does not verify")
+	}
+	w.WriteFrame(wire.TypeProof, wire.AppendProof(nil, wire.Proof{MAC: wire.EdgeProof(secret, h, ch.Nonce)}))
+	return c, r, w
+}
+
+func sendHello(t *testing.T, addr string, h wire.Hello) (net.Conn, *wire.Reader, *wire.Writer) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -51,7 +96,7 @@ func dial(t *testing.T, addr, node string, have uint64) (net.Conn, *wire.Reader,
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	w := wire.NewWriter(c)
-	p, err := wire.AppendHello(nil, wire.Hello{NodeID: node, HaveVersion: have})
+	p, err := wire.AppendHello(nil, h)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,8 +130,9 @@ func TestPublishSendsNewestOnly(t *testing.T) {
 	s, addr, _ := start(t)
 	dec, _ := wire.NewDecompressor(0)
 	defer dec.Close()
-	s.Publish(3, []byte("three"))
-	s.Publish(2, []byte("two")) // older: ignored
+	three := snapOf(t, 3, 10, "")
+	s.Publish(3, three, time.Now())
+	s.Publish(2, snapOf(t, 2, 10, ""), time.Now()) // older: ignored
 	if s.LatestVersion() != 3 {
 		t.Fatalf("latest %d", s.LatestVersion())
 	}
@@ -96,25 +142,45 @@ func TestPublishSendsNewestOnly(t *testing.T) {
 		t.Fatalf("got %s %v, want FULL", typ, err)
 	}
 	f, err := dec.DecodeFull(p)
-	if err != nil || f.Version != 3 || string(f.Snapshot) != "three" {
+	if err != nil || f.Version != 3 || !bytes.Equal(f.Snapshot, three) {
 		t.Fatalf("FULL %d %q %v", f.Version, f.Snapshot, err)
 	}
 	w.WriteFrame(wire.TypeAck, wire.AppendAck(nil, wire.Ack{Version: 3}))
 	waitFor(t, "ack recorded", func() bool { st := s.Status(); return len(st) == 1 && st[0].AppliedVersion == 3 })
-	// A burst of publishes reaches the edge as (at most) a few FULLs ending at the newest.
+	// A burst of publishes reaches the edge as (at most) a few frames ending
+	// at the newest; without ACKs the base stays v3, so each is a DELTA from it
+	// while v3 is among the in-memory bases, a FULL after (no Lookup here).
+	ddec, _ := wire.NewDeltaDecoder(0)
+	defer ddec.Close()
+	var last []byte
 	for v := uint64(4); v <= 50; v++ {
-		s.Publish(v, []byte("snap"))
+		last = snapOf(t, v, 10, "x"+strconv.Itoa(int(v)))
+		s.Publish(v, last, time.Now())
 	}
 	for {
 		typ, p, err := nextNonHeartbeat(t, r)
-		if err != nil || typ != wire.TypeFull {
+		var v uint64
+		var out []byte
+		switch typ {
+		case wire.TypeDelta:
+			h, o, err := ddec.Apply(nil, three, p)
+			if err != nil || h.BaseVersion != 3 {
+				t.Fatalf("DELTA %+v: %v", h, err)
+			}
+			v, out = h.Version, o
+		case wire.TypeFull:
+			f, err := dec.DecodeFull(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, out = f.Version, f.Snapshot
+		default:
 			t.Fatalf("got %s %v", typ, err)
 		}
-		f, err := dec.DecodeFull(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if f.Version == 50 {
+		if v == 50 {
+			if !bytes.Equal(out, last) {
+				t.Fatal("v50 rebuilt other bytes")
+			}
 			break
 		}
 	}
@@ -122,7 +188,7 @@ func TestPublishSendsNewestOnly(t *testing.T) {
 
 func TestHeartbeatsCarryLatest(t *testing.T) {
 	s, addr, _ := start(t)
-	s.Publish(7, []byte("x"))
+	s.Publish(7, snapOf(t, 7, 3, ""), time.Now())
 	_, r, _ := dial(t, addr, "e1", 7)
 	typ, p, err := r.Next()
 	if err != nil || typ != wire.TypeHeartbeat {
@@ -155,7 +221,7 @@ func TestSessionClosedOnSilenceAndProtocolErrors(t *testing.T) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	expectClose(c, wire.NewReader(c, 0))
-	waitFor(t, "HELLO timeout logged", func() bool { return strings.Contains(logs.String(), "before HELLO") })
+	waitFor(t, "HELLO timeout logged", func() bool { return strings.Contains(logs.String(), "read HELLO") })
 
 	// HELLO, then silence.
 	c2, r2, _ := dial(t, addr, "silent", 0)
@@ -182,7 +248,7 @@ func TestSessionClosedOnSilenceAndProtocolErrors(t *testing.T) {
 
 func TestNackRecordedAndReconnectSupersedes(t *testing.T) {
 	s, addr, logs := start(t)
-	s.Publish(2, []byte("two"))
+	s.Publish(2, snapOf(t, 2, 3, ""), time.Now())
 	_, r, w := dial(t, addr, "e1", 1)
 	if typ, _, err := nextNonHeartbeat(t, r); err != nil || typ != wire.TypeFull {
 		t.Fatalf("%s %v", typ, err)
@@ -205,6 +271,105 @@ func TestNackRecordedAndReconnectSupersedes(t *testing.T) {
 	st := s.Status()
 	if len(st) != 1 || !st[0].Connected || st[0].AppliedVersion != 1 {
 		t.Fatalf("status %+v", st)
+	}
+}
+
+// An edge that reconnects with a version ctrl still has gets a DELTA from
+// it (from the in-memory bases or through Lookup); a NACKed DELTA is
+// followed by a FULL; a wrong hash for the base gets a FULL.
+func TestResumeWithDelta(t *testing.T) {
+	stored := map[uint64][]byte{}
+	for v := uint64(1); v <= 8; v++ {
+		stored[v] = snapOf(t, v, 200, "x"+strconv.Itoa(int(v)))
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Secret: testSecret, KeepBases: 2,
+		Lookup: func(v uint64) ([]byte, error) {
+			if b, ok := stored[v]; ok {
+				return b, nil
+			}
+			return nil, errors.New("not stored")
+		}})
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	defer func() { s.Close(); <-done }()
+	for v := uint64(1); v <= 8; v++ {
+		s.Publish(v, stored[v], time.Now())
+	}
+	ddec, _ := wire.NewDeltaDecoder(0)
+	defer ddec.Close()
+	for _, base := range []uint64{7, 2} { // 7 in memory, 2 only through Lookup
+		_, r, w := dialAs(t, ln.Addr().String(), wire.Hello{NodeID: "e" + strconv.Itoa(int(base)), HaveVersion: base, HaveHash: wire.FileHash(stored[base])}, testSecret)
+		typ, p, err := nextNonHeartbeat(t, r)
+		if err != nil || typ != wire.TypeDelta {
+			t.Fatalf("base v%d: got %s %v, want DELTA", base, typ, err)
+		}
+		if _, out, err := ddec.Apply(nil, stored[base], p); err != nil || !bytes.Equal(out, stored[8]) {
+			t.Fatalf("base v%d: DELTA does not rebuild v8: %v", base, err)
+		}
+		if base == 7 {
+			w.WriteFrame(wire.TypeNack, wire.AppendNack(nil, wire.Nack{Version: 8, Reason: "verify: test"}))
+			if typ, _, err := nextNonHeartbeat(t, r); err != nil || typ != wire.TypeFull {
+				t.Fatalf("after NACK of a DELTA: %s %v, want FULL", typ, err)
+			}
+		}
+	}
+	_, r, _ := dialAs(t, ln.Addr().String(), wire.Hello{NodeID: "wrong-hash", HaveVersion: 7, HaveHash: 12345}, testSecret)
+	if typ, _, err := nextNonHeartbeat(t, r); err != nil || typ != wire.TypeFull {
+		t.Fatalf("edge with a foreign v7: %s %v, want FULL", typ, err)
+	}
+	_, r, _ = dialAs(t, ln.Addr().String(), wire.Hello{NodeID: "too-old", HaveVersion: 99, HaveHash: 1}, testSecret)
+	r.Next() // a heartbeat; the point is that nothing panics and no snapshot goes backwards
+}
+
+// A peer without the secret, with the wrong one, or replaying a recorded
+// PROOF gets no snapshot and is disconnected; the failure is logged.
+func TestAuthFailuresGetNothing(t *testing.T) {
+	s, addr, logs := start(t)
+	s.Publish(5, snapOf(t, 5, 10, ""), time.Now())
+	expectNoSnapshot := func(r *wire.Reader) {
+		t.Helper()
+		for {
+			typ, _, err := r.Next()
+			if err != nil {
+				return
+			}
+			if typ == wire.TypeFull || typ == wire.TypeDelta || typ == wire.TypeHeartbeat {
+				t.Fatalf("unauthenticated peer received %s", typ)
+			}
+		}
+	}
+	h := wire.Hello{NodeID: "intruder", Nonce: [wire.NonceSize]byte{1, 2, 3}}
+	_, r, _ := dialAs(t, addr, h, []byte("wrong-secret-wrong-secret"))
+	expectNoSnapshot(r)
+	waitFor(t, "wrong secret logged", func() bool {
+		return strings.Contains(logs.String(), "edge proof does not match") && strings.Contains(logs.String(), "node=intruder")
+	})
+
+	// No secret: answer CHALLENGE with an empty-key proof.
+	_, r, _ = dialAs(t, addr, wire.Hello{NodeID: "nokey"}, nil)
+	expectNoSnapshot(r)
+
+	// Replay: record a good handshake's PROOF, send it on a new connection
+	// with the same HELLO. ctrl's fresh nonce makes it fail.
+	c, r, _ := sendHello(t, addr, h)
+	_, p, err := r.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, _ := wire.DecodeChallenge(p)
+	good := wire.AppendProof(nil, wire.Proof{MAC: wire.EdgeProof(testSecret, h, ch.Nonce)})
+	c.Close()
+	c2, r2, w2 := sendHello(t, addr, h)
+	defer c2.Close()
+	r2.Next()
+	w2.WriteFrame(wire.TypeProof, good)
+	expectNoSnapshot(r2)
+	for _, e := range s.Status() {
+		t.Fatalf("unauthenticated peer listed in status: %+v", e)
 	}
 }
 
@@ -231,12 +396,22 @@ func TestCloseIsIdempotentAndServeAfterClose(t *testing.T) {
 func BenchmarkPublish(b *testing.B) {
 	s := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	defer s.Close()
-	snap := bytes.Repeat([]byte("route /api/v1 -> web\n"), 50000)
-	b.SetBytes(int64(len(snap)))
+	snaps := make([][]byte, 64)
+	for i := range snaps {
+		snaps[i] = snapOf(b, uint64(i+1), 5000, "")
+	}
+	b.SetBytes(int64(len(snaps[0])))
 	b.ReportAllocs()
 	v := uint64(0)
 	for b.Loop() {
 		v++
-		s.Publish(v, snap)
+		if int(v) > len(snaps) {
+			b.StopTimer()
+			s.Close()
+			s = New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			v = 1
+			b.StartTimer()
+		}
+		s.Publish(v, snaps[v-1], time.Now())
 	}
 }

@@ -6,15 +6,16 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/snapgate/snapgate/wire"
 )
 
-// session is one edge connection. run (the reader) owns its lifetime; a
-// writer goroutine sends FULL and HEARTBEAT frames so a slow edge never
-// blocks Publish or the reader.
+// session is one edge connection. run (the reader) owns its lifetime; after
+// the handshake a writer goroutine sends FULL, DELTA and HEARTBEAT frames so
+// a slow edge never blocks Publish or the reader.
 type session struct {
 	srv    *Server
 	conn   net.Conn
@@ -29,6 +30,16 @@ type session struct {
 	edgeVersion atomic.Uint64
 	superseded  atomic.Bool
 
+	// base is what the edge holds as a delta base: the version and file hash
+	// it declared in HELLO, then each version it ACKs that this session sent.
+	baseMu    sync.Mutex
+	base      baseKey
+	sentHash  map[uint64]uint64 // version -> file hash of snapshots sent, pruned on ACK
+	deltaSent uint64            // version last sent as a DELTA
+	// retryFull is a version whose DELTA the edge NACKed: the writer resends
+	// it once as a FULL.
+	retryFull atomic.Uint64
+
 	wake chan struct{} // capacity 1: coalesces Publish notifications
 	done chan struct{} // closed when the reader exits
 }
@@ -36,12 +47,13 @@ type session struct {
 func newSession(s *Server, conn net.Conn) *session {
 	remote := conn.RemoteAddr().String()
 	return &session{
-		srv:    s,
-		conn:   conn,
-		remote: remote,
-		log:    s.log.With("remote", remote),
-		wake:   make(chan struct{}, 1),
-		done:   make(chan struct{}),
+		srv:      s,
+		conn:     conn,
+		remote:   remote,
+		log:      s.log.With("remote", remote),
+		wake:     make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		sentHash: make(map[uint64]uint64),
 	}
 }
 
@@ -57,14 +69,16 @@ func (ss *session) run() {
 	defer ss.conn.Close()
 	r := wire.NewReader(ss.conn, ss.srv.cfg.MaxFrame)
 
-	h, err := ss.readHello(r)
+	h, err := ss.handshake(r)
 	if err != nil {
-		ss.log.Warn("publish: closing session before HELLO", "err", err)
+		ss.srv.m.authFailures.Inc()
+		ss.log.Warn("publish: refusing edge stream", "node", h.NodeID, "err", err)
 		ss.srv.detach(ss)
 		return
 	}
 	ss.log = ss.log.With("node", h.NodeID)
 	ss.edgeVersion.Store(h.HaveVersion)
+	ss.base = baseKey{h.HaveVersion, h.HaveHash}
 	ss.srv.attach(ss, h)
 	latest := ss.srv.LatestVersion()
 	switch {
@@ -99,8 +113,13 @@ func (ss *session) run() {
 	}
 }
 
-func (ss *session) readHello(r *wire.Reader) (wire.Hello, error) {
-	ss.conn.SetReadDeadline(time.Now().Add(ss.srv.cfg.DeadAfter))
+// handshake reads HELLO, answers CHALLENGE with ctrl's nonce and proof, and
+// checks the edge's PROOF; nothing else is sent before it succeeds. The
+// returned Hello carries the node id (when HELLO parsed) for the log.
+func (ss *session) handshake(r *wire.Reader) (wire.Hello, error) {
+	deadline := time.Now().Add(ss.srv.cfg.DeadAfter)
+	ss.conn.SetDeadline(deadline)
+	defer ss.conn.SetWriteDeadline(time.Time{})
 	t, p, err := r.Next()
 	if err != nil {
 		return wire.Hello{}, fmt.Errorf("read HELLO: %w", err)
@@ -108,7 +127,37 @@ func (ss *session) readHello(r *wire.Reader) (wire.Hello, error) {
 	if t != wire.TypeHello {
 		return wire.Hello{}, fmt.Errorf("protocol error: first frame is %s, want HELLO", t)
 	}
-	return wire.DecodeHello(p)
+	h, err := wire.DecodeHello(p)
+	if err != nil {
+		return wire.Hello{}, err
+	}
+	nonce, err := wire.NewNonce()
+	if err != nil {
+		return h, err
+	}
+	secret := ss.srv.cfg.Secret
+	ch := wire.AppendChallenge(nil, wire.Challenge{Nonce: nonce, Proof: wire.CtrlProof(secret, h, nonce)})
+	if err := wire.NewWriter(ss.conn).WriteFrame(wire.TypeChallenge, ch); err != nil {
+		return h, err
+	}
+	t, p, err = r.Next()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return h, fmt.Errorf("%w: edge closed the stream instead of answering CHALLENGE (it rejected ctrl's proof: do the stream secrets differ?)", wire.ErrAuth)
+		}
+		return h, fmt.Errorf("read PROOF: %w", err)
+	}
+	if t != wire.TypeProof {
+		return h, fmt.Errorf("%w: edge sent %s, want PROOF", wire.ErrAuth, t)
+	}
+	pr, err := wire.DecodeProof(p)
+	if err != nil {
+		return h, fmt.Errorf("%w: %w", wire.ErrAuth, err)
+	}
+	if !wire.ProofEqual(pr.MAC, wire.EdgeProof(secret, h, nonce)) {
+		return h, fmt.Errorf("%w: edge proof does not match (wrong stream secret, or a replayed handshake)", wire.ErrAuth)
+	}
+	return h, nil
 }
 
 // readLoop handles frames from the edge until the connection fails, the edge
@@ -135,6 +184,7 @@ func (ss *session) readLoop(r *wire.Reader) error {
 				return err
 			}
 			ss.setEdgeVersion(a.Version)
+			ss.noteAck(a.Version)
 			ss.srv.recordAck(ss.nodeID, a.Version)
 			ss.log.Info("publish: edge acknowledged", "version", a.Version)
 		case wire.TypeNack:
@@ -144,6 +194,11 @@ func (ss *session) readLoop(r *wire.Reader) error {
 			}
 			ss.srv.recordNack(ss.nodeID, n)
 			ss.log.Warn("publish: edge refused snapshot", "version", n.Version, "reason", n.Reason)
+			if ss.sentAsDelta(n.Version) {
+				// Whatever went wrong with the base, a FULL does not need one.
+				ss.retryFull.Store(n.Version)
+				ss.poke()
+			}
 		default:
 			return fmt.Errorf("protocol error: edge sent %s", t)
 		}
@@ -159,9 +214,49 @@ func (ss *session) setEdgeVersion(v uint64) {
 	}
 }
 
-// writeLoop sends the newest snapshot whenever poked and the edge is behind,
-// and a heartbeat every HeartbeatInterval. A write failure closes the
-// connection, which ends the reader too.
+// noteAck makes an ACKed version the edge's delta base, if this session
+// sent it (so its hash is known).
+func (ss *session) noteAck(v uint64) {
+	ss.baseMu.Lock()
+	defer ss.baseMu.Unlock()
+	if h, ok := ss.sentHash[v]; ok && v > ss.base.version {
+		ss.base = baseKey{v, h}
+	}
+	for sv := range ss.sentHash {
+		if sv <= v {
+			delete(ss.sentHash, sv)
+		}
+	}
+}
+
+// sentAsDelta reports whether the last frame for version v was a DELTA.
+func (ss *session) sentAsDelta(v uint64) bool {
+	ss.baseMu.Lock()
+	defer ss.baseMu.Unlock()
+	return ss.deltaSent == v
+}
+
+func (ss *session) noteSent(v, hash uint64, t wire.Type) {
+	ss.baseMu.Lock()
+	defer ss.baseMu.Unlock()
+	ss.sentHash[v] = hash
+	if t == wire.TypeDelta {
+		ss.deltaSent = v
+	} else if ss.deltaSent == v {
+		ss.deltaSent = 0
+	}
+}
+
+func (ss *session) currentBase() baseKey {
+	ss.baseMu.Lock()
+	defer ss.baseMu.Unlock()
+	return ss.base
+}
+
+// writeLoop sends the newest snapshot whenever poked and the edge is behind
+// (a DELTA from the edge's base when ctrl has it, a FULL otherwise), and a
+// heartbeat every HeartbeatInterval. A write failure closes the connection,
+// which ends the reader too.
 func (ss *session) writeLoop() {
 	w := wire.NewWriter(ss.conn)
 	tick := time.NewTicker(ss.srv.cfg.HeartbeatInterval)
@@ -174,17 +269,30 @@ func (ss *session) writeLoop() {
 			return
 		case <-ss.wake:
 			p := ss.srv.latest.Load()
-			if p == nil || p.version <= offered || p.version <= ss.edgeVersion.Load() {
+			if p == nil || p.version <= ss.edgeVersion.Load() {
 				continue
 			}
+			retry := ss.retryFull.CompareAndSwap(p.version, 0)
+			if p.version <= offered && !retry {
+				continue
+			}
+			t, payload := wire.TypeFull, p.payload
+			if !retry {
+				b := ss.currentBase()
+				if d := ss.srv.delta(p, b.version, b.hash); d != nil {
+					t, payload = wire.TypeDelta, d
+				}
+			}
+			ss.noteSent(p.version, p.hash, t)
 			ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.DeadAfter))
-			if err := w.WriteFrame(wire.TypeFull, p.payload); err != nil {
-				ss.log.Warn("publish: sending FULL failed", "version", p.version, "err", err)
+			if err := w.WriteFrame(t, payload); err != nil {
+				ss.log.Warn("publish: sending snapshot failed", "type", t, "version", p.version, "err", err)
 				ss.conn.Close()
 				return
 			}
 			offered = p.version
-			ss.log.Info("publish: sent FULL", "version", p.version, "payload_bytes", len(p.payload))
+			ss.srv.recordSent(ss.nodeID, t, len(payload))
+			ss.log.Debug("publish: sent snapshot", "type", t, "version", p.version, "payload_bytes", len(payload))
 		case now := <-tick.C:
 			hb = wire.AppendHeartbeat(hb[:0], wire.Heartbeat{LatestVersion: ss.srv.LatestVersion(), UnixNano: now.UnixNano()})
 			ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.DeadAfter))

@@ -1,10 +1,13 @@
 // Package feed is the edge's end of the snapshot stream: it dials ctrl, says
-// HELLO with the version in service, and for every FULL it receives verifies,
+// HELLO with the version in service, authenticates both ways with the shared
+// secret, and for every FULL or DELTA it receives rebuilds, verifies,
 // persists, maps and applies the snapshot before answering ACK, or NACKs it
-// and keeps the old one. It reconnects with jittered exponential backoff.
+// and keeps the old one. It reconnects with jittered exponential backoff and
+// tracks how fresh the snapshot in service is (Freshness).
 package feed
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,7 +15,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/snapgate/snapgate/edge/snapstore"
@@ -44,6 +49,12 @@ type Config struct {
 	// MaxSnapshot bounds a FULL frame and the decoded snapshot. Default
 	// wire.DefaultMaxPayload.
 	MaxSnapshot int
+	// Secret is the stream secret shared with ctrl (wire.ReadSecretFile).
+	// Run refuses an empty one unless Insecure is set.
+	Secret []byte
+	// Insecure allows an empty Secret: the handshake then runs with an empty
+	// key, which anyone can complete. For demos and tests only.
+	Insecure bool
 }
 
 // Status is the feed's view of its link to ctrl.
@@ -61,6 +72,34 @@ type Client struct {
 
 	mu     sync.Mutex
 	status Status
+
+	fresh atomic.Pointer[freshness]
+	// base is the last snapshot this feed installed, kept as the next delta
+	// base so a DELTA needs no disk read; touched only by Run's goroutine.
+	base *fbs.Snapshot
+}
+
+// freshness is replaced whole, so Freshness reads a consistent pair with one
+// atomic load.
+type freshness struct {
+	version     uint64
+	confirmedAt time.Time
+}
+
+// Freshness returns the snapshot version in service and when ctrl last
+// confirmed it is the latest (a HEARTBEAT announcing that version, or the
+// ACK of the FULL/DELTA that delivered it). confirmedAt is zero if it was
+// never confirmed since this process started (a boot from disk with ctrl
+// down). Lock-free and allocation-free: the proxy calls it per request.
+func (c *Client) Freshness() (version uint64, confirmedAt time.Time) {
+	if f := c.fresh.Load(); f != nil {
+		return f.version, f.confirmedAt
+	}
+	return 0, time.Time{}
+}
+
+func (c *Client) confirm(v uint64, at time.Time) {
+	c.fresh.Store(&freshness{version: v, confirmedAt: at})
 }
 
 // New returns a Client; Run starts it.
@@ -114,15 +153,26 @@ func (c *Client) Run(ctx context.Context) error {
 	if err := wire.ValidNodeID(c.cfg.NodeID); err != nil {
 		return fmt.Errorf("feed: NodeID %q: %w", c.cfg.NodeID, err)
 	}
+	if len(c.cfg.Secret) == 0 && !c.cfg.Insecure {
+		return errors.New("feed: Config.Secret is empty; set a stream secret (or Insecure for a demo)")
+	}
 	dec, err := wire.NewDecompressor(c.cfg.MaxSnapshot)
 	if err != nil {
 		return fmt.Errorf("feed: %w", err)
 	}
 	defer dec.Close()
+	ddec, err := wire.NewDeltaDecoder(c.cfg.MaxSnapshot)
+	if err != nil {
+		return fmt.Errorf("feed: %w", err)
+	}
+	defer ddec.Close()
+	if c.fresh.Load() == nil {
+		c.confirm(c.cfg.Current(), time.Time{})
+	}
 
 	attempt := 0
 	for {
-		healthy, err := c.session(ctx, dec)
+		healthy, err := c.session(ctx, dec, ddec)
 		c.update(func(s *Status) {
 			s.Connected = false
 			if err != nil && ctx.Err() == nil {
@@ -168,7 +218,7 @@ var errProtocol = errors.New("feed: protocol error")
 
 // session runs one connection. healthy reports whether ctrl answered with at
 // least one valid frame, which resets the backoff.
-func (c *Client) session(ctx context.Context, dec *wire.Decompressor) (healthy bool, err error) {
+func (c *Client) session(ctx context.Context, dec *wire.Decompressor, ddec *wire.DeltaDecoder) (healthy bool, err error) {
 	d := net.Dialer{Timeout: c.cfg.DialTimeout}
 	conn, err := d.DialContext(ctx, "tcp", c.cfg.CtrlAddr)
 	if err != nil {
@@ -182,13 +232,9 @@ func (c *Client) session(ctx context.Context, dec *wire.Decompressor) (healthy b
 		tc.SetNoDelay(true)
 	}
 
-	s := &stream{c: c, conn: conn, w: wire.NewWriter(conn), dec: dec}
-	var buf []byte
-	buf, err = wire.AppendHello(buf, wire.Hello{NodeID: c.cfg.NodeID, HaveVersion: c.cfg.Current()})
-	if err != nil {
-		return false, fmt.Errorf("feed: %w", err)
-	}
-	if err := s.send(wire.TypeHello, buf); err != nil {
+	s := &stream{c: c, conn: conn, w: wire.NewWriter(conn), dec: dec, ddec: ddec}
+	r := wire.NewReader(conn, c.cfg.MaxSnapshot)
+	if err := s.handshake(r); err != nil {
 		return false, err
 	}
 	c.update(func(st *Status) { st.Connected = true })
@@ -206,7 +252,6 @@ func (c *Client) session(ctx context.Context, dec *wire.Decompressor) (healthy b
 		<-hbDone
 	}()
 
-	r := wire.NewReader(conn, c.cfg.MaxSnapshot)
 	for {
 		conn.SetReadDeadline(time.Now().Add(c.cfg.DeadAfter))
 		t, p, err := r.Next()
@@ -234,8 +279,15 @@ func (c *Client) session(ctx context.Context, dec *wire.Decompressor) (healthy b
 				return healthy, fmt.Errorf("%w: %w", errProtocol, err)
 			}
 			c.noteLatest(hb.LatestVersion)
+			if cur := c.cfg.Current(); hb.LatestVersion == cur {
+				c.confirm(cur, now)
+			}
 		case wire.TypeFull:
 			if err := s.handleFull(p); err != nil {
+				return healthy, err
+			}
+		case wire.TypeDelta:
+			if err := s.handleDelta(p); err != nil {
 				return healthy, err
 			}
 		default:
@@ -253,6 +305,7 @@ type stream struct {
 	c    *Client
 	conn net.Conn
 	dec  *wire.Decompressor
+	ddec *wire.DeltaDecoder
 
 	wmu sync.Mutex // the reader (ACK/NACK) and the heartbeat goroutine both write
 	w   *wire.Writer
@@ -293,6 +346,113 @@ func (s *stream) ack(v uint64) error {
 	return s.send(wire.TypeAck, s.out)
 }
 
+// handshake sends HELLO with a fresh nonce, checks ctrl's proof in
+// CHALLENGE and answers PROOF. A ctrl that cannot prove the secret gets no
+// proof from us and the session ends before any snapshot is accepted.
+func (s *stream) handshake(r *wire.Reader) error {
+	nonce, err := wire.NewNonce()
+	if err != nil {
+		return fmt.Errorf("feed: %w", err)
+	}
+	h := wire.Hello{NodeID: s.c.cfg.NodeID, HaveVersion: s.c.cfg.Current(), Nonce: nonce}
+	if b := s.c.base; b != nil && b.Version() == h.HaveVersion {
+		h.HaveHash = wire.FileHash(b.Bytes())
+	} else if h.HaveVersion != 0 {
+		h.HaveHash = s.c.fileHash(h.HaveVersion)
+	}
+	buf, err := wire.AppendHello(nil, h)
+	if err != nil {
+		return fmt.Errorf("feed: %w", err)
+	}
+	if err := s.send(wire.TypeHello, buf); err != nil {
+		return err
+	}
+	s.conn.SetReadDeadline(time.Now().Add(s.c.cfg.DeadAfter))
+	t, p, err := r.Next()
+	if err != nil {
+		return fmt.Errorf("feed: read CHALLENGE: %w", err)
+	}
+	if t != wire.TypeChallenge {
+		return fmt.Errorf("%w: ctrl sent %s before authenticating", errProtocol, t)
+	}
+	ch, err := wire.DecodeChallenge(p)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errProtocol, err)
+	}
+	if !wire.ProofEqual(ch.Proof, wire.CtrlProof(s.c.cfg.Secret, h, ch.Nonce)) {
+		err := fmt.Errorf("%w: ctrl at %s did not prove the stream secret (wrong secret on either side, or not our ctrl)", wire.ErrAuth, s.conn.RemoteAddr())
+		s.c.log.Error("feed: refusing ctrl", "err", err)
+		return fmt.Errorf("%w: %w", errProtocol, err)
+	}
+	return s.send(wire.TypeProof, wire.AppendProof(nil, wire.Proof{MAC: wire.EdgeProof(s.c.cfg.Secret, h, ch.Nonce)}))
+}
+
+// fileHash returns the trailer of version's file in the data dir, 0 if it
+// cannot be read (ctrl then sends a FULL).
+func (c *Client) fileHash(v uint64) uint64 {
+	f, err := os.Open(c.cfg.Store.Path(v))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	var t [8]byte
+	fi, err := f.Stat()
+	if err != nil || fi.Size() < 8 {
+		return 0
+	}
+	if _, err := f.ReadAt(t[:], fi.Size()-8); err != nil {
+		return 0
+	}
+	return wire.FileHash(t[:])
+}
+
+// deltaBase returns the snapshot a DELTA from version v applies to: the
+// last one this feed installed, or else the file in the data dir (verified
+// here, since it came from disk).
+func (c *Client) deltaBase(v uint64) (*fbs.Snapshot, error) {
+	if b := c.base; b != nil && b.Version() == v {
+		return b, nil
+	}
+	data, err := os.ReadFile(c.cfg.Store.Path(v))
+	if err != nil {
+		return nil, fmt.Errorf("%w: base v%d: %w", wire.ErrDeltaBase, v, err)
+	}
+	snap, err := fbs.Open(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: base v%d on disk: %w", wire.ErrDeltaBase, v, err)
+	}
+	c.base = snap
+	return snap, nil
+}
+
+// handleDelta rebuilds the snapshot from the base in service, then takes it
+// the same way as a FULL. A DELTA for another base, or one that does not
+// rebuild a verifying file, is NACKed; ctrl answers with a FULL.
+func (s *stream) handleDelta(p []byte) error {
+	h, _, err := wire.DecodeDeltaHeader(p)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errProtocol, err)
+	}
+	s.c.noteLatest(h.Version)
+	cur := s.c.cfg.Current()
+	if h.Version <= cur {
+		s.c.log.Warn("feed: ignoring DELTA not newer than the snapshot in service", "version", h.Version, "in_service", cur)
+		return s.ack(cur)
+	}
+	if h.BaseVersion != cur {
+		return s.nack(h.Version, fmt.Errorf("%w: DELTA v%d is from v%d, in service is v%d", wire.ErrDeltaBase, h.Version, h.BaseVersion, cur))
+	}
+	base, err := s.c.deltaBase(cur)
+	if err != nil {
+		return s.nack(h.Version, err)
+	}
+	_, out, err := s.ddec.Apply(nil, base.Bytes(), p)
+	if err != nil {
+		return s.nack(h.Version, err)
+	}
+	return s.take(h.Version, out)
+}
+
 func (s *stream) nack(v uint64, reason error) error {
 	s.c.log.Error("feed: refusing snapshot, keeping the one in service", "version", v, "in_service", s.c.cfg.Current(), "reason", reason)
 	s.c.update(func(st *Status) { st.LastError = fmt.Sprintf("v%d: %v", v, reason) })
@@ -318,33 +478,51 @@ func (s *stream) handleFull(p []byte) error {
 	if err != nil {
 		return s.nack(h.Version, err)
 	}
-	m, err := s.install(full)
+	// The decompressor reuses its buffer; the copy becomes the next delta base.
+	return s.take(h.Version, bytes.Clone(full.Snapshot))
+}
+
+// take verifies, persists, maps and applies one rebuilt snapshot, then ACKs
+// it (or NACKs it and keeps the one in service).
+func (s *stream) take(v uint64, data []byte) error {
+	snap, m, err := s.install(v, data)
 	if err != nil {
-		return s.nack(h.Version, err)
+		return s.nack(v, err)
 	}
 	if err := s.c.cfg.Apply(m); err != nil {
 		if uerr := m.Unmap(); uerr != nil {
-			s.c.log.Error("feed: unmap of refused snapshot failed", "version", h.Version, "err", uerr)
+			s.c.log.Error("feed: unmap of refused snapshot failed", "version", v, "err", uerr)
 		}
-		return s.nack(h.Version, fmt.Errorf("apply: %w", err))
+		return s.nack(v, fmt.Errorf("apply: %w", err))
 	}
-	s.c.log.Info("feed: applied snapshot", "version", h.Version, "bytes", len(full.Snapshot))
-	return s.ack(h.Version)
+	s.c.log.Info("feed: applied snapshot", "version", v, "bytes", len(data))
+	s.c.base = snap
+	if err := s.ack(v); err != nil {
+		return err
+	}
+	s.c.confirm(v, time.Now())
+	return nil
 }
 
 // install verifies the received bytes before they touch the disk, then
 // persists and maps them; the mapping is verified again by Map, so what
 // goes into service is exactly what is on disk.
-func (s *stream) install(full wire.Full) (*snapstore.Mapping, error) {
-	snap, err := fbs.Open(full.Snapshot)
+// The returned snapshot reads data, which the caller must not reuse while
+// it is kept as the next delta base; FULL data is copied for that reason.
+func (s *stream) install(v uint64, data []byte) (*fbs.Snapshot, *snapstore.Mapping, error) {
+	snap, err := fbs.Open(data)
 	if err != nil {
-		return nil, fmt.Errorf("verify: %w", err)
+		return nil, nil, fmt.Errorf("verify: %w", err)
 	}
-	if snap.Version() != full.Version {
-		return nil, fmt.Errorf("verify: FULL v%d carries a snapshot of version %d", full.Version, snap.Version())
+	if snap.Version() != v {
+		return nil, nil, fmt.Errorf("verify: frame for v%d carries a snapshot of version %d", v, snap.Version())
 	}
-	if err := s.c.cfg.Store.Save(full.Version, full.Snapshot); err != nil {
-		return nil, err
+	if err := s.c.cfg.Store.Save(v, data); err != nil {
+		return nil, nil, err
 	}
-	return s.c.cfg.Store.Map(full.Version)
+	m, err := s.c.cfg.Store.Map(v)
+	if err != nil {
+		return nil, nil, err
+	}
+	return snap, m, nil
 }
