@@ -16,9 +16,10 @@ type versioned[T any] struct {
 	revision uint64
 }
 
-// routeKey is what must be unique across routes: the edge can only send a
-// (host, prefix) to one cluster.
-type routeKey struct{ host, prefix string }
+// routeKey is what must be unique across routes: host, exact path or
+// prefix, methods and header conditions (model.Route.MatchKey). Two routes
+// that agree on all of them could never both be reachable.
+type routeKey string
 
 // state is ctrl's in-memory model: every route and cluster as of revision.
 // Only the writer (under Server.wmu, then Server.mu) changes it.
@@ -26,7 +27,7 @@ type state struct {
 	revision uint64
 	routes   map[string]versioned[model.Route]
 	clusters map[string]versioned[model.Cluster]
-	byKey    map[routeKey]string // (host, prefix) -> route id
+	byKey    map[routeKey]string // match key -> route id
 }
 
 func newState(rev uint64) state {
@@ -38,7 +39,7 @@ func newState(rev uint64) state {
 	}
 }
 
-func keyOf(r model.Route) routeKey { return routeKey{r.Host, r.Prefix} }
+func keyOf(r model.Route) routeKey { return routeKey(r.MatchKey()) }
 
 func (m *state) putRoute(v versioned[model.Route]) {
 	if old, ok := m.routes[v.doc.ID]; ok {
@@ -78,18 +79,66 @@ func (m *state) fbsState(parent uint64, shards int) fbs.State {
 		Shards:        shards,
 	}
 	for _, r := range m.routes {
-		st.Routes = append(st.Routes, fbs.Route{
-			ID: r.doc.ID, Host: r.doc.Host, Prefix: r.doc.Prefix, Cluster: r.doc.Cluster, TimeoutMs: r.doc.TimeoutMs,
-		})
+		st.Routes = append(st.Routes, fbsRoute(&r.doc))
 	}
 	for _, c := range m.clusters {
-		eps := make([]fbs.Endpoint, len(c.doc.Endpoints))
-		for i, e := range c.doc.Endpoints {
-			eps[i] = fbs.Endpoint{Address: e.Address}
-		}
-		st.Clusters = append(st.Clusters, fbs.Cluster{Name: c.doc.ID, Endpoints: eps, ConnectTimeoutMs: c.doc.ConnectTimeoutMs})
+		st.Clusters = append(st.Clusters, fbsCluster(&c.doc))
 	}
 	return st
+}
+
+// fbsRoute converts a validated route.
+func fbsRoute(r *model.Route) fbs.Route {
+	p, exact := r.ExactPath()
+	out := fbs.Route{
+		ID: r.ID, Host: r.Host, Prefix: p, Exact: exact, Cluster: r.Cluster, TimeoutMs: r.TimeoutMs,
+		Methods: r.Methods, Priority: r.Priority, RewritePrefix: r.RewritePrefix,
+	}
+	for _, h := range r.Headers {
+		out.Headers = append(out.Headers, fbs.HeaderMatch{Name: h.Name, Value: h.Value, Present: h.Present})
+	}
+	if r.Retry != nil {
+		out.RetryAttempts = r.Retry.Attempts
+		out.RetryStatuses = r.Retry.RetryStatuses()
+		for _, on := range r.Retry.On {
+			switch on {
+			case model.RetryConnectFailure:
+				out.RetryOn |= fbs.RetryOnConnectFailure
+			case model.RetryReset:
+				out.RetryOn |= fbs.RetryOnReset
+			}
+		}
+	}
+	return out
+}
+
+// lbCodes maps model policies to snapshot codes; "" is round robin.
+var lbCodes = map[string]uint8{
+	"":                         fbs.LBRoundRobin,
+	model.LBRoundRobin:         fbs.LBRoundRobin,
+	model.LBWeightedRoundRobin: fbs.LBWeightedRoundRobin,
+	model.LBLeastRequest:       fbs.LBLeastRequest,
+	model.LBHash:               fbs.LBHash,
+}
+
+// fbsCluster converts a validated cluster.
+func fbsCluster(c *model.Cluster) fbs.Cluster {
+	eps := make([]fbs.Endpoint, len(c.Endpoints))
+	for i, e := range c.Endpoints {
+		eps[i] = fbs.Endpoint{Address: e.Address, Weight: e.Weight}
+	}
+	out := fbs.Cluster{Name: c.ID, Endpoints: eps, ConnectTimeoutMs: c.ConnectTimeoutMs, LB: lbCodes[c.LB]}
+	if h := c.HashOn; h != nil && out.LB == fbs.LBHash {
+		switch {
+		case h.Header != "":
+			out.HashOn, out.HashOnName = fbs.HashOnHeader, h.Header
+		case h.Cookie != "":
+			out.HashOn, out.HashOnName = fbs.HashOnCookie, h.Cookie
+		case h.SourceIP:
+			out.HashOn = fbs.HashOnSourceIP
+		}
+	}
+	return out
 }
 
 // listIDs formats ids for an error message, naming at most a handful.

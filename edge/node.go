@@ -16,6 +16,7 @@ import (
 	"github.com/snapgate/snapgate/edge/proxy"
 	"github.com/snapgate/snapgate/edge/routing"
 	"github.com/snapgate/snapgate/edge/snapstore"
+	"github.com/snapgate/snapgate/edge/telemetry"
 	"github.com/snapgate/snapgate/edge/upstream"
 )
 
@@ -36,19 +37,24 @@ type Config struct {
 	IdleTimeout     time.Duration // idle keep-alive client connections (default 60s)
 	ConnectTimeout  time.Duration // upstream dial unless the cluster sets one (default 1s)
 	UpstreamTimeout time.Duration // upstream response unless the route sets one (default 30s)
+	// AdminListen serves /metrics and /healthz over plain net/http; empty
+	// disables it.
+	AdminListen string
 
 	Logger *slog.Logger
 }
 
 // Node is one running edge.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	store  *snapstore.Store
-	pools  *upstream.Registry
-	tables routing.Holder
-	proxy  *proxy.Server
-	feed   *feed.Client
+	cfg     Config
+	log     *slog.Logger
+	store   *snapstore.Store
+	pools   *upstream.Registry
+	tables  routing.Holder
+	proxy   *proxy.Server
+	feed    *feed.Client
+	metrics *telemetry.Metrics
+	admin   *telemetry.Admin
 }
 
 // New opens the data dir, puts the newest snapshot that verifies in service
@@ -72,7 +78,7 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger}
+	n := &Node{cfg: cfg, log: cfg.Logger, metrics: telemetry.New()}
 	var err error
 	if n.store, err = snapstore.Open(cfg.DataDir, cfg.KeepSnapshots, cfg.Logger); err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
@@ -100,11 +106,20 @@ func New(cfg Config) (*Node, error) {
 		IdleTimeout:     cfg.IdleTimeout,
 		ConnectTimeout:  cfg.ConnectTimeout,
 		UpstreamTimeout: cfg.UpstreamTimeout,
+		Metrics:         n.metrics,
 	})
 	if err != nil {
 		n.tables.Close()
 		n.pools.Close()
 		return nil, fmt.Errorf("edge: %w", err)
+	}
+	if cfg.AdminListen != "" {
+		if n.admin, err = n.metrics.Listen(cfg.AdminListen); err != nil {
+			n.proxy.Shutdown(context.Background())
+			n.tables.Close()
+			n.pools.Close()
+			return nil, fmt.Errorf("edge: %w", err)
+		}
 	}
 	n.feed = feed.New(feed.Config{
 		CtrlAddr: cfg.CtrlAddr,
@@ -132,6 +147,7 @@ func (n *Node) apply(m *snapstore.Mapping) error {
 		t.Release() // unmaps: the caller's mapping is gone either way
 		return err
 	}
+	n.metrics.SetVersion(m.Version())
 	var from uint64
 	if old != nil {
 		from = old.Version()
@@ -143,6 +159,14 @@ func (n *Node) apply(m *snapstore.Mapping) error {
 
 // Addr is the bound HTTP address.
 func (n *Node) Addr() net.Addr { return n.proxy.Addr() }
+
+// AdminAddr is the bound admin address, nil when disabled.
+func (n *Node) AdminAddr() net.Addr {
+	if n.admin == nil {
+		return nil
+	}
+	return n.admin.Addr()
+}
 
 // Version is the snapshot version in service, 0 before the first one.
 func (n *Node) Version() uint64 { return n.tables.Version() }
@@ -159,6 +183,15 @@ func (n *Node) Run(ctx context.Context) error {
 		defer wg.Done()
 		serveErr <- n.proxy.Serve()
 	}()
+	if n.admin != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.admin.Serve(); err != nil {
+				n.log.Error("admin listener stopped", "err", err)
+			}
+		}()
+	}
 	go func() {
 		defer wg.Done()
 		n.feed.Run(ctx)
@@ -175,6 +208,9 @@ func (n *Node) Run(ctx context.Context) error {
 	defer stop()
 	if serr := n.proxy.Shutdown(shutdownCtx); serr != nil && err == nil {
 		err = fmt.Errorf("edge: shutdown: %w", serr)
+	}
+	if n.admin != nil {
+		n.admin.Close()
 	}
 	wg.Wait()
 	n.tables.Close()

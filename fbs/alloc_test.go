@@ -36,3 +36,34 @@ func TestMatchAllocs(t *testing.T) {
 		t.Errorf("ClusterAt/Endpoint/ClusterIndex: %v allocs, want 0", allocs)
 	}
 }
+
+// TestMatchRequestAllocs covers conditions, wildcards and the Match
+// accessors the proxy calls per request.
+func TestMatchRequestAllocs(t *testing.T) {
+	st := State{Clusters: []Cluster{{Name: "a"}}, Routes: fuzzRoutes}
+	st.Routes = append(st.Routes, Route{ID: "rw", Host: "r", Prefix: "/api", RewritePrefix: "/", Cluster: "a",
+		RetryAttempts: 2, RetryOn: RetryOnConnectFailure, RetryStatuses: []uint16{502, 503}})
+	s := mustOpen(t, mustBuild(t, st))
+	hdr := mapHeaders{"x-a": "1", "x-env": "canary"}
+	reqs := []Request{
+		{Host: []byte("c.b.a.example.com"), Path: []byte("/p/1"), Method: []byte("GET"), Headers: hdr},
+		{Host: []byte("h"), Path: []byte("/a/x"), Method: []byte("PUT"), Headers: hdr},
+		{Host: []byte("r"), Path: []byte("/api/v1?q=1"), Method: []byte("GET")},
+		{Host: []byte("zz"), Path: []byte("/none"), Method: []byte("GET")},
+	}
+	var m Match
+	buf := make([]byte, 0, 256)
+	for i := range reqs {
+		req := &reqs[i]
+		allocs := testing.AllocsPerRun(200, func() {
+			if s.MatchRequest(req, &m) {
+				_, _ = m.Rewrite(buf[:0], req.Path)
+				_ = m.RetryOn(503) && m.RetryOnConnectFailure() && m.RetryAttempts() > 0
+				_ = m.Index() + m.ClusterIndex()
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("MatchRequest(%q, %q): %v allocs, want 0", req.Host, req.Path, allocs)
+		}
+	}
+}

@@ -43,22 +43,83 @@ var ErrInvalidState = errors.New("snapshot build: invalid state")
 // Endpoint is one backend address of a cluster.
 type Endpoint struct {
 	Address string // host:port
+	Weight  uint16 // weighted_round_robin weight, 1..MaxWeight; 0 reads as 1
 }
+
+// MaxWeight bounds Endpoint.Weight.
+const MaxWeight = 1000
+
+// Load-balancing policies (Cluster.LB).
+const (
+	LBRoundRobin         uint8 = 0
+	LBWeightedRoundRobin uint8 = 1
+	LBLeastRequest       uint8 = 2
+	LBHash               uint8 = 3
+)
+
+// What an LBHash cluster hashes (Cluster.HashOn).
+const (
+	HashOnNone     uint8 = 0
+	HashOnHeader   uint8 = 1 // HashOnName is a lowercase header name
+	HashOnCookie   uint8 = 2 // HashOnName is a cookie name
+	HashOnSourceIP uint8 = 3
+)
 
 // Cluster is a named group of backends.
 type Cluster struct {
 	Name             string
 	Endpoints        []Endpoint
 	ConnectTimeoutMs uint32 // 0 = edge default
+	LB               uint8  // LBRoundRobin, ...
+	HashOn           uint8  // set iff LB == LBHash
+	HashOnName       string // for HashOnHeader and HashOnCookie
 }
 
-// Route sends requests for Host whose path is under Prefix to Cluster.
+// HeaderMatch is one header condition: the request carries header Name
+// (lowercase) with exactly Value, or with any value when Present is set.
+type HeaderMatch struct {
+	Name, Value string
+	Present     bool
+}
+
+// Retry conditions besides statuses (Route.RetryOn bits).
+const (
+	RetryOnConnectFailure uint8 = 1 << 0 // refused, unreachable, connect timeout
+	RetryOnReset          uint8 = 1 << 1 // connection reset before any response byte
+)
+
+// MaxRetryAttempts bounds Route.RetryAttempts.
+const MaxRetryAttempts = 5
+
+// Route sends matching requests to Cluster. A request matches when its host
+// equals Host ("*.example.com" matches any subdomain, "*" any host), its
+// path equals Prefix (Exact) or lies under it segment-aware, its method is
+// one of Methods (empty = any) and every Headers condition holds.
 type Route struct {
 	ID        string
-	Host      string // lowercase, no port; "*" = any host
-	Prefix    string // segment-aware path prefix, starts with "/"
+	Host      string // lowercase, no port; "*.suffix" or "*" for wildcards
+	Prefix    string // segment-aware path prefix, or the exact path when Exact; starts with "/"
 	Cluster   string // name of an existing Cluster
 	TimeoutMs uint32 // 0 = edge default
+
+	Exact         bool
+	Methods       []string      // uppercase tokens; order irrelevant
+	Headers       []HeaderMatch // all must hold; order irrelevant
+	Priority      uint32        // higher wins among routes of one host and path
+	RewritePrefix string        // replaces the matched prefix; "" = no rewrite
+	RetryAttempts uint8         // 0..MaxRetryAttempts
+	RetryOn       uint8         // RetryOnConnectFailure | RetryOnReset
+	RetryStatuses []uint16      // upstream statuses (100..599) that trigger a retry
+}
+
+// conditions counts a route's method and header conditions; among routes of
+// one key and priority, the one with more conditions is tried first.
+func (r *Route) conditions() int {
+	n := len(r.Headers)
+	if len(r.Methods) > 0 {
+		n++
+	}
+	return n
 }
 
 // State is everything one snapshot holds. Input order of Routes and Clusters
@@ -88,19 +149,49 @@ func RouteHash(host, prefix []byte) uint64 {
 	return h
 }
 
-func routeHashString(host, prefix string) uint64 {
-	const offset64, prime64 = 14695981039346656037, 1099511628211
-	h := uint64(offset64)
-	for i := 0; i < len(host); i++ {
-		h ^= uint64(host[i])
-		h *= prime64
-	}
-	h *= prime64
-	for i := 0; i < len(prefix); i++ {
-		h ^= uint64(prefix[i])
-		h *= prime64
+// routeHashString is FNV-1a 64 over a whole key. Because the separator is
+// 0x00, it equals RouteHash(host, rest) for key host+"\x00"+rest.
+func routeHashString(key string) uint64 {
+	h := uint64(fnvOffset)
+	for i := 0; i < len(key); i++ {
+		h ^= uint64(key[i])
+		h *= fnvPrime
 	}
 	return h
+}
+
+// keyHash is routeHashString for a key held as bytes.
+func keyHash(key []byte) uint64 {
+	h := uint64(fnvOffset)
+	for _, c := range key {
+		h ^= uint64(c)
+		h *= fnvPrime
+	}
+	return h
+}
+
+const fnvOffset, fnvPrime = 14695981039346656037, 1099511628211
+
+// slotWords is the number of uint32 per index slot.
+const slotWords = 4
+
+// indexSlots is the slot count for keys distinct keys: a power of two with
+// load at most 1/2, so linear probes stay short.
+func indexSlots(keys int) int {
+	n := 2
+	for n < 2*keys {
+		n <<= 1
+	}
+	return n
+}
+
+// slotOf mixes a key hash into the index fingerprint (never 0, which marks
+// an empty slot) and the unmasked home slot. The mix decorrelates the slot
+// from the shard choice, which used the same hash modulo the shard count.
+func slotOf(h uint64) (fp, pos uint32) {
+	m := (h ^ h>>29) * 0xbf58476d1ce4e5b9
+	m ^= m >> 32
+	return uint32(m>>32) | 1, uint32(m)
 }
 
 // DefaultShards is the shard count Build uses when State.Shards is 0.
@@ -128,9 +219,39 @@ func DefaultShards(routes int) int {
 
 // preparedRoute is a validated route with its sort key and shard.
 type preparedRoute struct {
-	r     *Route
-	key   string
-	shard uint32
+	r            *Route
+	key          string
+	shard        uint32
+	clusterIndex uint32
+	methods      []string      // sorted, deduplicated
+	headers      []HeaderMatch // sorted by name, then value
+	statuses     []uint16      // sorted, deduplicated
+}
+
+// routeKey is the key a route is stored and looked up under.
+func routeKey(r *Route) string {
+	if r.Exact {
+		return r.Host + "\x00=" + r.Prefix
+	}
+	return r.Host + "\x00" + r.Prefix
+}
+
+// compareMatchOrder orders two routes of the same key the way Match tries
+// them: higher priority first, then more conditions, then id.
+func compareMatchOrder(a, b *Route) int {
+	switch {
+	case a.Priority != b.Priority:
+		if a.Priority > b.Priority {
+			return -1
+		}
+		return 1
+	case a.conditions() != b.conditions():
+		if a.conditions() > b.conditions() {
+			return -1
+		}
+		return 1
+	}
+	return strings.Compare(a.ID, b.ID)
 }
 
 // Build encodes s as a snapshot file (FlatBuffer plus trailer). It is
@@ -157,15 +278,14 @@ func Build(s State) ([]byte, error) {
 	// Each shard is an independent FlatBuffer so that its bytes depend only on
 	// its own routes. One builder is reset and reused across shards.
 	shardBytes := make([][]byte, shards)
-	sb := flatbuffers.NewBuilder(4096)
-	offs := make([]flatbuffers.UOffsetT, 0, 64)
+	sb := &shardBuilder{b: flatbuffers.NewBuilder(4096)}
 	start := 0
 	for i := range shards {
 		end := start
 		for end < len(routes) && routes[end].shard == uint32(i) {
 			end++
 		}
-		shardBytes[i] = buildShard(sb, routes[start:end], offs)
+		shardBytes[i] = sb.build(routes[start:end])
 		start = end
 	}
 
@@ -236,30 +356,60 @@ func sortedClusters(in []Cluster) ([]Cluster, error) {
 			if e.Address == "" {
 				return nil, fmt.Errorf("%w: cluster %q: field endpoints[%d].address: must not be empty", ErrInvalidState, c.Name, j)
 			}
+			if e.Weight > MaxWeight {
+				return nil, fmt.Errorf("%w: cluster %q: field endpoints[%d].weight: %d is above %d", ErrInvalidState, c.Name, j, e.Weight, MaxWeight)
+			}
+		}
+		if reason := checkClusterLB(c.LB, c.HashOn, c.HashOnName); reason != "" {
+			return nil, fmt.Errorf("%w: cluster %q: %s", ErrInvalidState, c.Name, reason)
 		}
 	}
 	return cs, nil
 }
 
-// prepareRoutes validates the routes and returns them ordered by shard, then
-// key.
+// checkClusterLB returns why a cluster's balancing fields are inconsistent,
+// or "". Build and Open share it.
+func checkClusterLB(lb, hashOn uint8, name string) string {
+	switch {
+	case lb > LBHash:
+		return fmt.Sprintf("field lb: unknown policy %d", lb)
+	case lb == LBHash && (hashOn == HashOnNone || hashOn > HashOnSourceIP):
+		return fmt.Sprintf("field hash_on: policy hash needs a header, cookie or source ip, got %d", hashOn)
+	case lb != LBHash && hashOn != HashOnNone:
+		return "field hash_on: only allowed with policy hash"
+	case (hashOn == HashOnHeader || hashOn == HashOnCookie) != (name != ""):
+		return "field hash_on_name: required for header and cookie hashing, and only for them"
+	}
+	return ""
+}
+
+// prepareRoutes validates the routes and returns them ordered by shard, key
+// and match order.
 func prepareRoutes(in []Route, clusters []Cluster, shards uint32) ([]preparedRoute, error) {
 	out := make([]preparedRoute, len(in))
 	ids := make(map[string]struct{}, len(in))
 	for i := range in {
 		r := &in[i]
-		if err := checkRoute(r, clusters); err != nil {
+		ci, err := checkRoute(r, clusters)
+		if err != nil {
 			return nil, err
 		}
 		if _, dup := ids[r.ID]; dup {
 			return nil, fmt.Errorf("%w: route %q: field id: duplicate route id", ErrInvalidState, r.ID)
 		}
 		ids[r.ID] = struct{}{}
-		out[i] = preparedRoute{
-			r:     r,
-			key:   r.Host + "\x00" + r.Prefix,
-			shard: uint32(routeHashString(r.Host, r.Prefix) % uint64(shards)),
+		key := routeKey(r)
+		p := preparedRoute{
+			r:            r,
+			key:          key,
+			shard:        uint32(routeHashString(key) % uint64(shards)),
+			clusterIndex: uint32(ci),
+			methods:      slices.Compact(slices.Sorted(slices.Values(r.Methods))),
+			headers:      slices.Clone(r.Headers),
+			statuses:     slices.Compact(slices.Sorted(slices.Values(r.RetryStatuses))),
 		}
+		slices.SortFunc(p.headers, compareHeaderMatch)
+		out[i] = p
 	}
 	slices.SortFunc(out, func(a, b preparedRoute) int {
 		if a.shard != b.shard {
@@ -268,50 +418,107 @@ func prepareRoutes(in []Route, clusters []Cluster, shards uint32) ([]preparedRou
 			}
 			return 1
 		}
-		return strings.Compare(a.key, b.key)
+		if c := strings.Compare(a.key, b.key); c != 0 {
+			return c
+		}
+		return compareMatchOrder(a.r, b.r)
 	})
+	// Two routes with the same key and the same conditions can never both
+	// be reachable; whichever wins would depend on priority alone, which
+	// is more likely a copy-paste mistake than intent.
 	for i := 1; i < len(out); i++ {
-		if out[i].key == out[i-1].key {
-			a, b := out[i-1].r, out[i].r
-			return nil, fmt.Errorf("%w: route %q: fields host+prefix: host %q prefix %q already used by route %q",
-				ErrInvalidState, b.ID, b.Host, b.Prefix, a.ID)
+		for j := i - 1; j >= 0 && out[j].key == out[i].key; j-- {
+			a, b := &out[j], &out[i]
+			if slices.Equal(a.methods, b.methods) && slices.Equal(a.headers, b.headers) {
+				return nil, fmt.Errorf("%w: route %q: fields host+prefix+methods+headers: host %q prefix %q (exact %v) with the same conditions already used by route %q",
+					ErrInvalidState, b.r.ID, b.r.Host, b.r.Prefix, b.r.Exact, a.r.ID)
+			}
 		}
 	}
 	return out, nil
 }
 
-func checkRoute(r *Route, clusters []Cluster) error {
+func compareHeaderMatch(a, b HeaderMatch) int {
+	if c := strings.Compare(a.Name, b.Name); c != 0 {
+		return c
+	}
+	if a.Present != b.Present {
+		if a.Present {
+			return -1
+		}
+		return 1
+	}
+	return strings.Compare(a.Value, b.Value)
+}
+
+// checkRoute validates r and returns the index of its cluster.
+func checkRoute(r *Route, clusters []Cluster) (int, error) {
 	id := r.ID
 	switch {
 	case id == "":
-		return fmt.Errorf("%w: route with host %q prefix %q: field id: must not be empty", ErrInvalidState, r.Host, r.Prefix)
+		return 0, fmt.Errorf("%w: route with host %q prefix %q: field id: must not be empty", ErrInvalidState, r.Host, r.Prefix)
 	case r.Host == "":
-		return fmt.Errorf("%w: route %q: field host: must not be empty", ErrInvalidState, id)
+		return 0, fmt.Errorf("%w: route %q: field host: must not be empty", ErrInvalidState, id)
 	case r.Prefix == "":
-		return fmt.Errorf("%w: route %q: field prefix: must not be empty", ErrInvalidState, id)
+		return 0, fmt.Errorf("%w: route %q: field prefix: must not be empty", ErrInvalidState, id)
 	case r.Cluster == "":
-		return fmt.Errorf("%w: route %q: field cluster: must not be empty", ErrInvalidState, id)
+		return 0, fmt.Errorf("%w: route %q: field cluster: must not be empty", ErrInvalidState, id)
 	}
 	if err := checkHost(r.Host); err != "" {
-		return fmt.Errorf("%w: route %q: field host: %q %s", ErrInvalidState, id, r.Host, err)
+		return 0, fmt.Errorf("%w: route %q: field host: %q %s", ErrInvalidState, id, r.Host, err)
 	}
 	if r.Prefix[0] != '/' {
-		return fmt.Errorf("%w: route %q: field prefix: %q must start with \"/\"", ErrInvalidState, id, r.Prefix)
+		return 0, fmt.Errorf("%w: route %q: field prefix: %q must start with \"/\"", ErrInvalidState, id, r.Prefix)
 	}
-	if _, ok := slices.BinarySearchFunc(clusters, r.Cluster, func(c Cluster, name string) int {
+	if r.RewritePrefix != "" && r.RewritePrefix[0] != '/' {
+		return 0, fmt.Errorf("%w: route %q: field rewrite_prefix: %q must start with \"/\"", ErrInvalidState, id, r.RewritePrefix)
+	}
+	if r.RetryAttempts > MaxRetryAttempts {
+		return 0, fmt.Errorf("%w: route %q: field retry.attempts: %d is above %d", ErrInvalidState, id, r.RetryAttempts, MaxRetryAttempts)
+	}
+	if r.RetryOn&^(RetryOnConnectFailure|RetryOnReset) != 0 {
+		return 0, fmt.Errorf("%w: route %q: field retry.on: unknown condition bits %#x", ErrInvalidState, id, r.RetryOn)
+	}
+	for _, st := range r.RetryStatuses {
+		if st < 100 || st > 599 {
+			return 0, fmt.Errorf("%w: route %q: field retry.on: status %d is outside 100..599", ErrInvalidState, id, st)
+		}
+	}
+	for i, m := range r.Methods {
+		if m == "" || strings.IndexByte(m, 0) >= 0 {
+			return 0, fmt.Errorf("%w: route %q: field methods[%d]: must be a non-empty token", ErrInvalidState, id, i)
+		}
+	}
+	for i, h := range r.Headers {
+		switch {
+		case h.Name == "" || strings.ToLower(h.Name) != h.Name:
+			return 0, fmt.Errorf("%w: route %q: field headers[%d].name: %q must be a non-empty lowercase name", ErrInvalidState, id, i, h.Name)
+		case h.Present == (h.Value != ""):
+			return 0, fmt.Errorf("%w: route %q: field headers[%d]: exactly one of value and present must be set", ErrInvalidState, id, i)
+		}
+	}
+	ci, ok := slices.BinarySearchFunc(clusters, r.Cluster, func(c Cluster, name string) int {
 		return strings.Compare(c.Name, name)
-	}); !ok {
-		return fmt.Errorf("%w: route %q: field cluster: cluster %q does not exist", ErrInvalidState, id, r.Cluster)
+	})
+	if !ok {
+		return 0, fmt.Errorf("%w: route %q: field cluster: cluster %q does not exist", ErrInvalidState, id, r.Cluster)
 	}
-	return nil
+	return ci, nil
 }
 
 // checkHost reports why host can never equal a request host as the edge
 // presents it to Match (lowercased, no port), or "" if it is usable. The 0x00
-// byte is also the key separator, so it must not occur in a host.
+// byte is also the key separator, so it must not occur in a host. A '*' may
+// only stand alone or start a "*." wildcard.
 func checkHost(host string) string {
 	if host == WildcardHost {
 		return ""
+	}
+	if rest, ok := strings.CutPrefix(host, "*."); ok {
+		if rest == "" {
+			return "needs a domain after \"*.\""
+		}
+		host = rest
 	}
 	for i := 0; i < len(host); i++ {
 		switch c := host[i]; {
@@ -322,22 +529,76 @@ func checkHost(host string) string {
 		case c == ':' && !strings.HasPrefix(host, "["):
 			return "must not carry a port"
 		case c == '*':
-			return "may only be \"*\" as a whole"
+			return "may only be \"*\" as a whole or a leading \"*.\""
 		}
 	}
 	return ""
 }
 
-func buildShard(b *flatbuffers.Builder, routes []preparedRoute, offs []flatbuffers.UOffsetT) []byte {
+// shardBuilder reuses its builder and scratch slices across shards.
+type shardBuilder struct {
+	b     *flatbuffers.Builder
+	offs  []flatbuffers.UOffsetT
+	strs  []flatbuffers.UOffsetT
+	keys  []flatbuffers.UOffsetT // key string offset of each route
+	index []uint32
+}
+
+func (sb *shardBuilder) build(routes []preparedRoute) []byte {
+	b := sb.b
 	b.Reset()
-	offs = offs[:0]
-	for _, p := range routes {
+	sb.offs = sb.offs[:0]
+	sb.keys = sb.keys[:0]
+	for i := range routes {
+		p := &routes[i]
 		r := p.r
-		key := b.CreateString(p.key)
+		var key flatbuffers.UOffsetT
+		if i > 0 && routes[i-1].key == p.key {
+			key = sb.keys[i-1] // one string per key: the index points at it
+		} else {
+			key = b.CreateString(p.key)
+		}
+		sb.keys = append(sb.keys, key)
 		id := b.CreateString(r.ID)
 		host := b.CreateSharedString(r.Host)
 		prefix := b.CreateString(r.Prefix)
 		cluster := b.CreateSharedString(r.Cluster)
+		var methods, headers, rewrite, statuses flatbuffers.UOffsetT
+		if len(p.methods) > 0 {
+			sb.strs = sb.strs[:0]
+			for _, m := range p.methods {
+				sb.strs = append(sb.strs, b.CreateSharedString(m))
+			}
+			methods = sb.vector(snapfb.RouteStartMethodsVector(b, len(sb.strs)), sb.strs)
+		}
+		if len(p.headers) > 0 {
+			sb.strs = sb.strs[:0]
+			for _, h := range p.headers {
+				name := b.CreateSharedString(h.Name)
+				var value flatbuffers.UOffsetT
+				if !h.Present {
+					value = b.CreateString(h.Value)
+				}
+				snapfb.HeaderMatchStart(b)
+				snapfb.HeaderMatchAddName(b, name)
+				if !h.Present {
+					snapfb.HeaderMatchAddValue(b, value)
+				}
+				snapfb.HeaderMatchAddPresent(b, h.Present)
+				sb.strs = append(sb.strs, snapfb.HeaderMatchEnd(b))
+			}
+			headers = sb.vector(snapfb.RouteStartHeadersVector(b, len(sb.strs)), sb.strs)
+		}
+		if r.RewritePrefix != "" {
+			rewrite = b.CreateString(r.RewritePrefix)
+		}
+		if len(p.statuses) > 0 {
+			snapfb.RouteStartRetryStatusesVector(b, len(p.statuses))
+			for j := len(p.statuses) - 1; j >= 0; j-- {
+				b.PrependUint16(p.statuses[j])
+			}
+			statuses = b.EndVector(len(p.statuses))
+		}
 		snapfb.RouteStart(b)
 		snapfb.RouteAddKey(b, key)
 		snapfb.RouteAddId(b, id)
@@ -345,17 +606,74 @@ func buildShard(b *flatbuffers.Builder, routes []preparedRoute, offs []flatbuffe
 		snapfb.RouteAddPrefix(b, prefix)
 		snapfb.RouteAddCluster(b, cluster)
 		snapfb.RouteAddTimeoutMs(b, r.TimeoutMs)
-		offs = append(offs, snapfb.RouteEnd(b))
+		snapfb.RouteAddExact(b, r.Exact)
+		if methods != 0 {
+			snapfb.RouteAddMethods(b, methods)
+		}
+		if headers != 0 {
+			snapfb.RouteAddHeaders(b, headers)
+		}
+		snapfb.RouteAddPriority(b, r.Priority)
+		if rewrite != 0 {
+			snapfb.RouteAddRewritePrefix(b, rewrite)
+		}
+		snapfb.RouteAddRetryAttempts(b, r.RetryAttempts)
+		snapfb.RouteAddRetryOn(b, r.RetryOn)
+		if statuses != 0 {
+			snapfb.RouteAddRetryStatuses(b, statuses)
+		}
+		snapfb.RouteAddClusterIndex(b, p.clusterIndex)
+		sb.offs = append(sb.offs, snapfb.RouteEnd(b))
 	}
-	snapfb.RouteShardStartRoutesVector(b, len(offs))
-	for i := len(offs) - 1; i >= 0; i-- {
-		b.PrependUOffsetT(offs[i])
+	vec := sb.vector(snapfb.RouteShardStartRoutesVector(b, len(sb.offs)), sb.offs)
+	idx := sb.buildIndex(routes)
+	snapfb.RouteShardStartIndexVector(b, len(idx))
+	for j := len(idx) - 1; j >= 0; j-- {
+		b.PrependUint32(idx[j])
 	}
-	vec := b.EndVector(len(offs))
+	idxVec := b.EndVector(len(idx))
 	snapfb.RouteShardStart(b)
 	snapfb.RouteShardAddRoutes(b, vec)
+	snapfb.RouteShardAddIndex(b, idxVec)
 	b.Finish(snapfb.RouteShardEnd(b))
 	return bytes.Clone(b.FinishedBytes())
+}
+
+func (sb *shardBuilder) vector(_ flatbuffers.UOffsetT, offs []flatbuffers.UOffsetT) flatbuffers.UOffsetT {
+	for j := len(offs) - 1; j >= 0; j-- {
+		sb.b.PrependUOffsetT(offs[j])
+	}
+	return sb.b.EndVector(len(offs))
+}
+
+// buildIndex fills the shard's open-addressing table (see snapshot.fbs
+// RouteShard.index). A key string's builder offset is its distance from the
+// end of the buffer, which is also its distance from the end of the finished
+// shard bytes, so the index can name it before the buffer is finished.
+func (sb *shardBuilder) buildIndex(routes []preparedRoute) []uint32 {
+	keys := 0
+	for i := range routes {
+		if i == 0 || routes[i-1].key != routes[i].key {
+			keys++
+		}
+	}
+	slots := indexSlots(keys)
+	sb.index = slices.Grow(sb.index[:0], slots*slotWords)[:slots*slotWords]
+	clear(sb.index)
+	mask := uint32(slots - 1)
+	for i := 0; i < len(routes); {
+		j := i + 1
+		for j < len(routes) && routes[j].key == routes[i].key {
+			j++
+		}
+		fp, pos := slotOf(routeHashString(routes[i].key))
+		for pos &= mask; sb.index[pos*slotWords] != 0; pos = (pos + 1) & mask {
+		}
+		e := sb.index[pos*slotWords : pos*slotWords+slotWords]
+		e[0], e[1], e[2], e[3] = fp, uint32(sb.keys[i]), uint32(i), uint32(j-i)
+		i = j
+	}
+	return sb.index
 }
 
 func buildClusters(b *flatbuffers.Builder, clusters []Cluster) flatbuffers.UOffsetT {
@@ -368,6 +686,7 @@ func buildClusters(b *flatbuffers.Builder, clusters []Cluster) flatbuffers.UOffs
 			addr := b.CreateString(e.Address)
 			snapfb.EndpointStart(b)
 			snapfb.EndpointAddAddress(b, addr)
+			snapfb.EndpointAddWeight(b, e.Weight)
 			eps = append(eps, snapfb.EndpointEnd(b))
 		}
 		snapfb.ClusterStartEndpointsVector(b, len(eps))
@@ -376,10 +695,19 @@ func buildClusters(b *flatbuffers.Builder, clusters []Cluster) flatbuffers.UOffs
 		}
 		epVec := b.EndVector(len(eps))
 		name := b.CreateString(c.Name)
+		var hashName flatbuffers.UOffsetT
+		if c.HashOnName != "" {
+			hashName = b.CreateString(c.HashOnName)
+		}
 		snapfb.ClusterStart(b)
 		snapfb.ClusterAddName(b, name)
 		snapfb.ClusterAddEndpoints(b, epVec)
 		snapfb.ClusterAddConnectTimeoutMs(b, c.ConnectTimeoutMs)
+		snapfb.ClusterAddLb(b, c.LB)
+		snapfb.ClusterAddHashOn(b, c.HashOn)
+		if hashName != 0 {
+			snapfb.ClusterAddHashOnName(b, hashName)
+		}
 		offs[i] = snapfb.ClusterEnd(b)
 	}
 	snapfb.SnapshotStartClustersVector(b, len(offs))
@@ -405,17 +733,21 @@ func hashBytes(h clusterHasher, scratch []byte, p []byte) {
 }
 
 // hashClusters writes: count, then per cluster: name, connect timeout,
-// endpoint count, endpoint addresses; integers u32 LE, byte strings
-// length-prefixed.
+// lb, hash_on, hash_on_name, endpoint count, endpoint addresses and
+// weights; integers u32 LE, byte strings length-prefixed.
 func hashClusters(h clusterHasher, clusters []Cluster, scratch []byte) {
 	hashU32(h, scratch, uint32(len(clusters)))
 	for i := range clusters {
 		c := &clusters[i]
 		hashBytes(h, scratch, []byte(c.Name))
 		hashU32(h, scratch, c.ConnectTimeoutMs)
+		hashU32(h, scratch, uint32(c.LB))
+		hashU32(h, scratch, uint32(c.HashOn))
+		hashBytes(h, scratch, []byte(c.HashOnName))
 		hashU32(h, scratch, uint32(len(c.Endpoints)))
 		for _, e := range c.Endpoints {
 			hashBytes(h, scratch, []byte(e.Address))
+			hashU32(h, scratch, uint32(e.Weight))
 		}
 	}
 }

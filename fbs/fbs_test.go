@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -197,10 +198,30 @@ func TestBuildRejects(t *testing.T) {
 		{"uppercase host", func(s *State) { s.Routes[0].Host = "A.com" }, []string{`route "r1"`, "field host", "lowercase"}},
 		{"host with port", func(s *State) { s.Routes[0].Host = "a.com:80" }, []string{"field host", "port"}},
 		{"host with NUL", func(s *State) { s.Routes[0].Host = "a\x00b" }, []string{"field host", "0x00"}},
-		{"partial wildcard", func(s *State) { s.Routes[0].Host = "*.a.com" }, []string{"field host", `"*"`}},
+		{"partial wildcard", func(s *State) { s.Routes[0].Host = "a.*.com" }, []string{"field host", `"*"`}},
+		{"empty wildcard", func(s *State) { s.Routes[0].Host = "*." }, []string{"field host", "domain"}},
+		{"retry attempts", func(s *State) { s.Routes[0].RetryAttempts = 6 }, []string{"retry.attempts"}},
+		{"retry status", func(s *State) { s.Routes[0].RetryStatuses = []uint16{99} }, []string{"retry.on"}},
+		{"retry bits", func(s *State) { s.Routes[0].RetryOn = 4 }, []string{"retry.on"}},
+		{"rewrite", func(s *State) { s.Routes[0].RewritePrefix = "x" }, []string{"rewrite_prefix"}},
+		{"upper header", func(s *State) { s.Routes[0].Headers = []HeaderMatch{{Name: "X", Present: true}} }, []string{"headers[0].name"}},
+		{"header both", func(s *State) { s.Routes[0].Headers = []HeaderMatch{{Name: "x", Value: "1", Present: true}} }, []string{"headers[0]"}},
+		{"empty method", func(s *State) { s.Routes[0].Methods = []string{""} }, []string{"methods[0]"}},
+		{"same conditions", func(s *State) {
+			s.Routes = append(s.Routes, Route{ID: "r2", Host: "a.com", Prefix: "/", Cluster: "c1", Priority: 9})
+		}, []string{`route "r2"`, "same conditions", `route "r1"`}},
+		{"weight", func(s *State) { s.Clusters[0].Endpoints[0].Weight = MaxWeight + 1 }, []string{"weight"}},
+		{"lb", func(s *State) { s.Clusters[0].LB = 9 }, []string{"field lb"}},
+		{"hash without key", func(s *State) { s.Clusters[0].LB = LBHash }, []string{"field hash_on"}},
+		{"hash_on without hash", func(s *State) { s.Clusters[0].HashOn = HashOnSourceIP }, []string{"field hash_on"}},
+		{"hash header without name", func(s *State) { s.Clusters[0].LB, s.Clusters[0].HashOn = LBHash, HashOnHeader }, []string{"hash_on_name"}},
 		{"duplicate host+prefix", func(s *State) {
 			s.Routes = append(s.Routes, Route{ID: "r2", Host: "a.com", Prefix: "/", Cluster: "c1"})
 		}, []string{`route "r2"`, "host+prefix", `route "r1"`}},
+		{"duplicate exact path", func(s *State) {
+			s.Routes = append(s.Routes, Route{ID: "r2", Host: "b.com", Prefix: "/x", Exact: true, Cluster: "c1"},
+				Route{ID: "r3", Host: "b.com", Prefix: "/x", Exact: true, Cluster: "c1"})
+		}, []string{`route "r3"`, `route "r2"`}},
 		{"duplicate id", func(s *State) {
 			s.Routes = append(s.Routes, Route{ID: "r1", Host: "b.com", Prefix: "/", Cluster: "c1"})
 		}, []string{`route "r1"`, "duplicate route id"}},
@@ -289,7 +310,7 @@ func TestForEachRoute(t *testing.T) {
 	want := slices.Clone(st.Routes)
 	slices.SortFunc(want, cmp)
 	slices.SortFunc(got, cmp)
-	if !slices.Equal(got, want) {
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("ForEachRoute returned %d routes that differ from the %d built", len(got), len(want))
 	}
 	n := 0
@@ -322,22 +343,30 @@ func TestRouteAtMatchesGenerated(t *testing.T) {
 	}
 }
 
-func TestCompareKey(t *testing.T) {
-	keys := []string{"", "a", "a\x00", "a\x00/", "a\x00/b", "a\x01", "ab\x00/", "b\x00/"}
-	split := func(k string) (string, string, bool) {
-		h, p, ok := strings.Cut(k, "\x00")
-		return h, p, ok
+func TestKeyEqualsParts(t *testing.T) {
+	cases := []struct {
+		key   string
+		star  bool
+		h     string
+		exact bool
+		p     string
+		want  bool
+	}{
+		{"a\x00/b", false, "a", false, "/b", true},
+		{"a\x00=/b", false, "a", true, "/b", true},
+		{"a\x00=/b", false, "a", false, "/b", false},
+		{"a\x00/b", false, "a", true, "/b", false},
+		{"*.a\x00/", true, ".a", false, "/", true},
+		{"*\x00/", true, "", false, "/", true},
+		{"*\x00/", false, "*", false, "/", true},
+		{"x.a\x00/", true, ".a", false, "/", false},
+		{"a\x01/b", false, "a", false, "/b", false},
+		{"ab\x00/", false, "a", false, "b\x00/", false},
+		{"", false, "", false, "", false},
 	}
-	for _, k := range keys {
-		for _, target := range keys {
-			h, p, ok := split(target)
-			if !ok {
-				continue
-			}
-			want := strings.Compare(k, h+"\x00"+p)
-			if got := compareKey([]byte(k), []byte(h), []byte(p)); got != want {
-				t.Errorf("compareKey(%q, %q, %q) = %d, want %d", k, h, p, got, want)
-			}
+	for _, c := range cases {
+		if got := keyEqualsParts([]byte(c.key), c.star, []byte(c.h), c.exact, []byte(c.p)); got != c.want {
+			t.Errorf("keyEqualsParts(%q, %v, %q, %v, %q) = %v, want %v", c.key, c.star, c.h, c.exact, c.p, got, c.want)
 		}
 	}
 }
@@ -351,7 +380,7 @@ func TestRouteHash(t *testing.T) {
 	if RouteHash([]byte("ab"), []byte("/")) == RouteHash([]byte("a"), []byte("b/")) {
 		t.Fatal("the separator does not separate")
 	}
-	if routeHashString("svc.example.com", "/api/") != RouteHash([]byte("svc.example.com"), []byte("/api/")) {
+	if routeHashString("svc.example.com\x00/api/") != RouteHash([]byte("svc.example.com"), []byte("/api/")) {
 		t.Fatal("routeHashString and RouteHash disagree")
 	}
 }

@@ -68,32 +68,66 @@ func FuzzOpenFixedTrailer(f *testing.F) {
 	})
 }
 
-// FuzzMatch checks Match against the linear reference on arbitrary request
-// hosts and paths (outside bytes on the edge's request path).
+// fuzzRoutes exercise every match feature: wildcard hosts, exact paths,
+// priorities, method and header conditions and id tie-breaks.
+var fuzzRoutes = []Route{
+	{ID: "1", Host: "h", Prefix: "/", Cluster: "a"},
+	{ID: "2", Host: "h", Prefix: "/a", Cluster: "a"},
+	{ID: "3", Host: "h", Prefix: "/a/", Cluster: "a"},
+	{ID: "4", Host: "h", Prefix: "/a/b", Cluster: "a"},
+	{ID: "5", Host: "*", Prefix: "/x", Cluster: "a"},
+	{ID: "6", Host: "*", Prefix: "//", Cluster: "a"},
+	{ID: "7", Host: "g", Prefix: "/a/b/", Cluster: "a"},
+	{ID: "8", Host: "h", Prefix: "/a", Exact: true, Methods: []string{"GET"}, Cluster: "a"},
+	{ID: "9", Host: "h", Prefix: "/a", Methods: []string{"POST", "PUT"}, Cluster: "a"},
+	{ID: "10", Host: "h", Prefix: "/a", Headers: []HeaderMatch{{Name: "x-env", Value: "canary"}}, Cluster: "a"},
+	{ID: "11", Host: "h", Prefix: "/a", Headers: []HeaderMatch{{Name: "x-env", Present: true}}, Priority: 5, Cluster: "a"},
+	{ID: "12", Host: "*.example.com", Prefix: "/", Cluster: "a"},
+	{ID: "13", Host: "*.a.example.com", Prefix: "/p", Cluster: "a"},
+	{ID: "14", Host: "b.a.example.com", Prefix: "/q", Cluster: "a"},
+	{ID: "15", Host: "*.example.com", Prefix: "/p", Methods: []string{"GET"}, Headers: []HeaderMatch{{Name: "x-a", Present: true}}, Cluster: "a"},
+	{ID: "16", Host: "*.example.com", Prefix: "/p", Headers: []HeaderMatch{{Name: "x-b", Present: true}}, Cluster: "a"},
+	{ID: "17", Host: "*.example.com", Prefix: "/p", Headers: []HeaderMatch{{Name: "x-a", Present: true}}, Cluster: "a"},
+	{ID: "18", Host: "*", Prefix: "/x/y", Exact: true, Cluster: "a"},
+}
+
+// mapHeaders is a HeaderSource over a map, for tests.
+type mapHeaders map[string]string
+
+func (h mapHeaders) Header(name []byte) ([]byte, bool) {
+	v, ok := h[string(name)]
+	return []byte(v), ok
+}
+
+// FuzzMatch checks MatchRequest against the linear reference on arbitrary
+// request hosts, paths, methods and header values (outside bytes on the
+// edge's request path).
 func FuzzMatch(f *testing.F) {
-	st := State{
-		Clusters: []Cluster{{Name: "a"}},
-		Routes: []Route{
-			{ID: "1", Host: "h", Prefix: "/", Cluster: "a"},
-			{ID: "2", Host: "h", Prefix: "/a", Cluster: "a"},
-			{ID: "3", Host: "h", Prefix: "/a/", Cluster: "a"},
-			{ID: "4", Host: "h", Prefix: "/a/b", Cluster: "a"},
-			{ID: "5", Host: "*", Prefix: "/x", Cluster: "a"},
-			{ID: "6", Host: "*", Prefix: "//", Cluster: "a"},
-			{ID: "7", Host: "g", Prefix: "/a/b/", Cluster: "a"},
-		},
-		Shards: 4,
-	}
+	st := State{Clusters: []Cluster{{Name: "a"}}, Routes: fuzzRoutes, Shards: 4}
 	s := mustOpen(f, mustBuild(f, st))
-	for _, seed := range [][2]string{{"h", "/a/b/c"}, {"g", "/x/y"}, {"", "//"}, {"h", "/a?b"}, {"*", "*"}, {"g", "/a/b/"}} {
-		f.Add(seed[0], seed[1])
+	seeds := []struct{ host, path, method, env, xa, xb string }{
+		{"h", "/a/b/c", "GET", "", "", ""}, {"g", "/x/y", "GET", "", "", ""}, {"", "//", "", "", "", ""},
+		{"h", "/a?b", "POST", "", "", ""}, {"*", "*", "GET", "", "", ""}, {"g", "/a/b/", "GET", "", "", ""},
+		{"h", "/a", "GET", "canary", "", ""}, {"h", "/a/z", "PUT", "other", "", ""},
+		{"c.b.a.example.com", "/p/1", "GET", "", "1", "1"}, {"x.example.com", "/p", "POST", "", "", "1"},
+		{"example.com", "/p", "GET", "", "", ""}, {".example.com", "/x/y", "GET", "", "", ""},
 	}
-	f.Fuzz(func(t *testing.T, host, path string) {
+	for _, sd := range seeds {
+		f.Add(sd.host, sd.path, sd.method, sd.env, sd.xa, sd.xb)
+	}
+	f.Fuzz(func(t *testing.T, host, path, method, env, xa, xb string) {
+		hdr := mapHeaders{}
+		for name, v := range map[string]string{"x-env": env, "x-a": xa, "x-b": xb} {
+			if v != "" {
+				hdr[name] = v
+			}
+		}
+		req := Request{Host: []byte(host), Path: []byte(path), Method: []byte(method), Headers: hdr}
 		var m Match
-		got := s.Match([]byte(host), []byte(path), &m)
-		ref, ok := refMatch(st.Routes, host, path)
+		got := s.MatchRequest(&req, &m)
+		ref, ok := refMatchRequest(st.Routes, host, path, method, hdr)
 		if got != ok || (ok && string(m.ID()) != ref.ID) {
-			t.Fatalf("Match(%q, %q) = %v %q, reference %v %q", host, path, got, m.ID(), ok, ref.ID)
+			t.Fatalf("MatchRequest(%q, %q, %q, %v) = %v %q, reference %v %q", host, path, method, hdr, got, m.ID(), ok, ref.ID)
 		}
 	})
 }

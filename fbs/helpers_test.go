@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cespare/xxhash/v2"
@@ -84,39 +86,74 @@ func mustOpen(t testing.TB, b []byte) *Snapshot {
 	return s
 }
 
-// refMatch is the specification of Match as a linear scan: exact host before
-// "*", then the longest prefix that matches segment-aware.
+// refMatch is the specification of Match as a linear scan: hosts from most
+// to least specific (exact, "*." wildcards by longest suffix, "*"), then
+// the exact path, then the longest segment-aware prefix, then priority,
+// conditions and id; the first route whose conditions hold wins.
 func refMatch(routes []Route, host, path string) (Route, bool) {
-	for i := 0; i < len(path); i++ {
-		if path[i] == '?' {
-			path = path[:i]
-			break
-		}
+	return refMatchRequest(routes, host, path, "", nil)
+}
+
+func refMatchRequest(routes []Route, host, path, method string, headers map[string]string) (Route, bool) {
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
 	}
 	if path == "" {
 		return Route{}, false
 	}
-	hosts := []string{host, WildcardHost}
-	if host == WildcardHost || host == "" {
-		hosts = []string{WildcardHost}
+	var hosts []string
+	if host != "" {
+		hosts = append(hosts, host)
 	}
-	for _, h := range hosts {
-		best, found := Route{}, false
-		for _, r := range routes {
-			if r.Host != h || !prefixMatches(r.Prefix, path) {
-				continue
-			}
-			if !found || len(r.Prefix) > len(best.Prefix) {
-				best, found = r, true
+	for i := 0; i < len(host); i++ {
+		if host[i] == '.' {
+			hosts = append(hosts, "*"+host[i:])
+		}
+	}
+	hosts = append(hosts, WildcardHost)
+	holds := func(r Route) bool {
+		if len(r.Methods) > 0 && !slices.Contains(r.Methods, method) {
+			return false
+		}
+		for _, h := range r.Headers {
+			v, ok := headers[h.Name]
+			if !ok || (!h.Present && v != h.Value) {
+				return false
 			}
 		}
-		if found {
-			return best, true
+		return true
+	}
+	for _, h := range hosts {
+		// Candidate paths, most specific first: the exact path, then
+		// prefixes by length.
+		var best *Route
+		rank := func(r *Route) int {
+			if r.Exact {
+				return 1 << 20
+			}
+			return len(r.Prefix)
+		}
+		for i := range routes {
+			r := &routes[i]
+			if r.Host != h || !holds(*r) {
+				continue
+			}
+			if r.Exact && r.Prefix != path || !r.Exact && !prefixMatches(r.Prefix, path) {
+				continue
+			}
+			switch {
+			case best == nil, rank(r) > rank(best):
+				best = r
+			case rank(r) == rank(best) && compareMatchOrder(r, best) < 0:
+				best = r
+			}
+		}
+		if best != nil {
+			return *best, true
 		}
 	}
 	return Route{}, false
 }
-
 func prefixMatches(prefix, path string) bool {
 	if len(path) < len(prefix) || path[:len(prefix)] != prefix {
 		return false

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cespare/xxhash/v2"
 	flatbuffers "github.com/google/flatbuffers/go"
@@ -26,12 +27,19 @@ const minFileSize = 16 + TrailerSize
 // the generated code.
 const routeShardRoutesSlot = 4
 
-// shardIndex locates one shard's routes vector inside the snapshot bytes. It
-// is computed once at Open so that Match needs no vtable lookups per shard.
+// routeShardIndexSlot is the vtable offset of RouteShard.index (field 1).
+const routeShardIndexSlot = 6
+
+// shardIndex locates one shard's routes vector and hash index inside the
+// snapshot bytes. It is computed once at Open so that Match needs no vtable
+// lookups per shard and reads the index with encoding/binary.
 type shardIndex struct {
-	buf []byte               // the nested RouteShard buffer (aliases the file)
-	vec flatbuffers.UOffsetT // position of routes[0]'s uoffset in buf
-	n   int                  // number of routes
+	buf  []byte               // the nested RouteShard buffer (aliases the file)
+	vec  flatbuffers.UOffsetT // position of routes[0]'s uoffset in buf
+	n    int                  // number of routes
+	base int                  // dense ordinal of routes[0] over all shards
+	idx  []byte               // the index vector's raw bytes (slots*16)
+	mask uint32               // slots-1
 }
 
 // routeAt points r at route j of the shard. j must be in [0, n).
@@ -154,6 +162,12 @@ func (w *walker) walk(body []byte) error {
 			if !c.Endpoints(&ep, j) || len(ep.Address()) == 0 {
 				return fmt.Errorf("%w: cluster %d (%q) endpoint %d: empty address", ErrCorrupt, i, name, j)
 			}
+			if ep.Weight() > MaxWeight {
+				return fmt.Errorf("%w: cluster %d (%q) endpoint %d: weight %d above %d", ErrCorrupt, i, name, j, ep.Weight(), MaxWeight)
+			}
+		}
+		if reason := checkClusterLB(c.Lb(), c.HashOn(), string(c.HashOnName())); reason != "" {
+			return fmt.Errorf("%w: cluster %d (%q): %s", ErrCorrupt, i, name, reason)
 		}
 		prev = c
 	}
@@ -163,6 +177,7 @@ func (w *walker) walk(body []byte) error {
 	var sh snapfb.Shard
 	var rs snapfb.RouteShard
 	var r snapfb.Route
+	var seen []bool
 	for i := range nShards {
 		w.where, w.i = "shards", i
 		if !root.Shards(&sh, i) {
@@ -176,6 +191,7 @@ func (w *walker) walk(body []byte) error {
 		rs.Init(data, flatbuffers.GetUOffsetT(data))
 		idx := &s.shards[i]
 		idx.buf = data
+		idx.base = s.numRoutes
 		t := rs.Table()
 		if o := flatbuffers.UOffsetT(t.Offset(routeShardRoutesSlot)); o != 0 {
 			idx.vec = t.Vector(o)
@@ -184,16 +200,38 @@ func (w *walker) walk(body []byte) error {
 		if idx.n*flatbuffers.SizeUOffsetT > len(data) {
 			return fmt.Errorf("%w: shard %d: %d routes exceed the shard's %d bytes", ErrCorrupt, i, idx.n, len(data))
 		}
+		if o := flatbuffers.UOffsetT(t.Offset(routeShardIndexSlot)); o != 0 {
+			start, words := int(t.Vector(o)), t.VectorLen(o)
+			if words < 0 || start > len(data) || words > (len(data)-start)/4 {
+				return fmt.Errorf("%w: shard %d: index of %d words exceeds the shard's %d bytes", ErrCorrupt, i, words, len(data))
+			}
+			idx.idx = data[start : start+4*words]
+		}
+		slots := len(idx.idx) / (4 * slotWords)
+		if slots == 0 || slots&(slots-1) != 0 || len(idx.idx) != slots*4*slotWords {
+			return fmt.Errorf("%w: shard %d: index has %d bytes, not a power of two of %d-byte slots", ErrCorrupt, i, len(idx.idx), 4*slotWords)
+		}
+		idx.mask = uint32(slots - 1)
 		w.where = "routes"
-		var prevKey []byte
+		var prev snapfb.Route
 		for j := range idx.n {
 			w.j = j
 			idx.routeAt(&r, j)
-			if err := checkStoredRoute(s, &r, prevKey, uint64(i), uint64(nShards)); err != nil {
+			var p *snapfb.Route
+			if j > 0 {
+				p = &prev
+			}
+			if err := checkStoredRoute(s, &r, p, uint64(i), uint64(nShards)); err != nil {
 				return fmt.Errorf("%w: shard %d route %d (%q): %s", ErrCorrupt, i, j, r.Id(), err)
 			}
-			prevKey = r.Key()
-			s.maxPrefix = max(s.maxPrefix, len(r.Prefix()))
+			s.noteRoute(&r)
+			prev = r
+		}
+		w.where = "shards"
+		seen = slices.Grow(seen[:0], idx.n)[:idx.n]
+		clear(seen)
+		if err := checkIndex(idx, seen); err != nil {
+			return fmt.Errorf("%w: shard %d: index: %s", ErrCorrupt, i, err)
 		}
 		s.numRoutes += idx.n
 	}
@@ -205,11 +243,15 @@ func (w *walker) walk(body []byte) error {
 		root.Clusters(&c, i)
 		hashBytes(hash, scratch[:], c.Name())
 		hashU32(hash, scratch[:], c.ConnectTimeoutMs())
+		hashU32(hash, scratch[:], uint32(c.Lb()))
+		hashU32(hash, scratch[:], uint32(c.HashOn()))
+		hashBytes(hash, scratch[:], c.HashOnName())
 		nEP := c.EndpointsLength()
 		hashU32(hash, scratch[:], uint32(nEP))
 		for j := range nEP {
 			c.Endpoints(&ep, j)
 			hashBytes(hash, scratch[:], ep.Address())
+			hashU32(hash, scratch[:], uint32(ep.Weight()))
 		}
 	}
 	if got := hash.Sum64(); got != s.contentHash {
@@ -218,30 +260,151 @@ func (w *walker) walk(body []byte) error {
 	return nil
 }
 
-// checkStoredRoute returns why route r (in shard, after prevKey) is invalid,
-// or nil. It reads every field of the route.
-func checkStoredRoute(s *Snapshot, r *snapfb.Route, prevKey []byte, shard, shards uint64) error {
+// checkStoredRoute returns why route r (in shard, after prev when not nil)
+// is invalid, or nil. It reads every field of the route.
+func checkStoredRoute(s *Snapshot, r *snapfb.Route, prev *snapfb.Route, shard, shards uint64) error {
 	key, host, prefix := r.Key(), r.Host(), r.Prefix()
 	r.TimeoutMs()
-	switch {
-	case len(r.Id()) == 0:
+	r.Priority()
+	if len(r.Id()) == 0 {
 		return errors.New("empty id")
-	case len(host) == 0:
+	}
+	if len(host) == 0 {
 		return errors.New("empty host")
-	case bytes.IndexByte(host, 0) >= 0:
-		return errors.New("host contains a 0x00 byte")
-	case len(prefix) == 0 || prefix[0] != '/':
+	}
+	if reason := checkHost(string(host)); reason != "" {
+		return fmt.Errorf("host %q %s", host, reason)
+	}
+	if len(prefix) == 0 || prefix[0] != '/' {
 		return errors.New("prefix does not start with \"/\"")
-	case len(r.Cluster()) == 0:
-		return errors.New("empty cluster")
-	case compareKey(key, host, prefix) != 0:
-		return errors.New("key is not host+\"\\x00\"+prefix")
-	case prevKey != nil && bytes.Compare(prevKey, key) >= 0:
-		return errors.New("key out of order")
-	case RouteHash(host, prefix)%shards != shard:
-		return fmt.Errorf("belongs in shard %d", RouteHash(host, prefix)%shards)
-	case s.ClusterIndex(r.Cluster()) < 0:
-		return fmt.Errorf("cluster %q does not exist", r.Cluster())
+	}
+	if rw := r.RewritePrefix(); rw != nil && (len(rw) == 0 || rw[0] != '/') {
+		return errors.New("rewrite_prefix does not start with \"/\"")
+	}
+	if !keyEquals(key, host, r.Exact(), prefix) {
+		return errors.New("key is not host+\"\\x00\"+[\"=\"]+prefix")
+	}
+	if prev != nil {
+		switch c := bytes.Compare(prev.Key(), key); {
+		case c > 0:
+			return errors.New("key out of order")
+		case c == 0 && !storedMatchOrderBefore(prev, r):
+			return errors.New("routes of one key out of match order")
+		}
+	}
+	if keyHash(key)%shards != shard {
+		return fmt.Errorf("belongs in shard %d", keyHash(key)%shards)
+	}
+	ci := r.ClusterIndex()
+	if int64(ci) >= int64(s.numClusters) {
+		return fmt.Errorf("cluster_index %d out of range", ci)
+	}
+	var c snapfb.Cluster
+	s.root.Clusters(&c, int(ci))
+	if !bytes.Equal(c.Name(), r.Cluster()) {
+		return fmt.Errorf("cluster %q is not cluster %d", r.Cluster(), ci)
+	}
+	if r.RetryAttempts() > MaxRetryAttempts {
+		return fmt.Errorf("retry_attempts %d above %d", r.RetryAttempts(), MaxRetryAttempts)
+	}
+	if r.RetryOn()&^(RetryOnConnectFailure|RetryOnReset) != 0 {
+		return fmt.Errorf("retry_on %#x has unknown bits", r.RetryOn())
+	}
+	for j := range r.RetryStatusesLength() {
+		r.RetryStatuses(j)
+	}
+	for j := range r.MethodsLength() {
+		if len(r.Methods(j)) == 0 {
+			return fmt.Errorf("methods[%d] empty", j)
+		}
+	}
+	var h snapfb.HeaderMatch
+	for j := range r.HeadersLength() {
+		r.Headers(&h, j)
+		if len(h.Name()) == 0 || h.Present() == (len(h.Value()) > 0) {
+			return fmt.Errorf("headers[%d]: needs a name and exactly one of value and present", j)
+		}
+	}
+	return nil
+}
+
+// storedMatchOrderBefore reports whether a sorts strictly before b among
+// routes of one key (compareMatchOrder on stored routes).
+func storedMatchOrderBefore(a, b *snapfb.Route) bool {
+	if pa, pb := a.Priority(), b.Priority(); pa != pb {
+		return pa > pb
+	}
+	if ca, cb := storedConditions(a), storedConditions(b); ca != cb {
+		return ca > cb
+	}
+	return bytes.Compare(a.Id(), b.Id()) < 0
+}
+
+func storedConditions(r *snapfb.Route) int {
+	n := r.HeadersLength()
+	if r.MethodsLength() > 0 {
+		n++
+	}
+	return n
+}
+
+// checkIndex verifies the shard's hash index against its (already checked)
+// routes: every used slot names a key string inside the shard that equals
+// the key of a maximal run of routes, carries that key's fingerprint, and is
+// reachable by the probe sequence Match uses; every route is in exactly one
+// run. seen has one entry per route, all false.
+func checkIndex(sh *shardIndex, seen []bool) error {
+	var r snapfb.Route
+	covered, used := 0, 0
+	slots := sh.mask + 1
+	for pos := uint32(0); pos < slots; pos++ {
+		fp, keyEnd, first, count := sh.slot(pos)
+		if fp == 0 {
+			continue
+		}
+		if int64(keyEnd) > int64(len(sh.buf)) || keyEnd < 4 {
+			return fmt.Errorf("slot %d: key position %d outside the shard", pos, keyEnd)
+		}
+		key, ok := sh.keyAt(keyEnd)
+		if !ok {
+			return fmt.Errorf("slot %d: key string overruns the shard", pos)
+		}
+		if count == 0 || int64(first)+int64(count) > int64(sh.n) {
+			return fmt.Errorf("slot %d: routes %d+%d out of range", pos, first, count)
+		}
+		for j := first; j < first+count; j++ {
+			if seen[j] {
+				return fmt.Errorf("slot %d: route %d indexed twice", pos, j)
+			}
+			seen[j] = true
+			sh.routeAt(&r, int(j))
+			if !bytes.Equal(r.Key(), key) {
+				return fmt.Errorf("slot %d: route %d has another key", pos, j)
+			}
+		}
+		if first+count < uint32(sh.n) {
+			sh.routeAt(&r, int(first+count))
+			if bytes.Equal(r.Key(), key) {
+				return fmt.Errorf("slot %d: run of routes does not end at %d", pos, first+count)
+			}
+		}
+		wantFP, home := slotOf(keyHash(key))
+		if fp != wantFP {
+			return fmt.Errorf("slot %d: fingerprint %08x, want %08x", pos, fp, wantFP)
+		}
+		for p := home & sh.mask; p != pos; p = (p + 1) & sh.mask {
+			if f, _, _, _ := sh.slot(p); f == 0 {
+				return fmt.Errorf("slot %d: unreachable, empty slot %d on its probe path", pos, p)
+			}
+		}
+		covered += int(count)
+		used++
+	}
+	if covered != sh.n {
+		return fmt.Errorf("%d of %d routes indexed", covered, sh.n)
+	}
+	if used == int(slots) {
+		return errors.New("no empty slot: probes could not terminate")
 	}
 	return nil
 }

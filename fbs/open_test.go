@@ -34,9 +34,16 @@ func (rs rawSnapshot) bytes() []byte {
 	shardBytes := make([][]byte, len(rs.shards))
 	for i, routes := range rs.shards {
 		sb.Reset()
-		var offs []flatbuffers.UOffsetT
+		var offs, keys []flatbuffers.UOffsetT
 		for _, r := range routes {
 			key, id, host := sb.CreateString(r.key), sb.CreateString(r.id), sb.CreateString(r.host)
+			keys = append(keys, key)
+			ci := 0
+			for k, c := range rs.clusters {
+				if c.Name == r.cluster {
+					ci = k
+				}
+			}
 			prefix, cluster := sb.CreateString(r.prefix), sb.CreateString(r.cluster)
 			snapfb.RouteStart(sb)
 			snapfb.RouteAddKey(sb, key)
@@ -44,6 +51,7 @@ func (rs rawSnapshot) bytes() []byte {
 			snapfb.RouteAddHost(sb, host)
 			snapfb.RouteAddPrefix(sb, prefix)
 			snapfb.RouteAddCluster(sb, cluster)
+			snapfb.RouteAddClusterIndex(sb, uint32(ci))
 			offs = append(offs, snapfb.RouteEnd(sb))
 		}
 		snapfb.RouteShardStartRoutesVector(sb, len(offs))
@@ -51,8 +59,24 @@ func (rs rawSnapshot) bytes() []byte {
 			sb.PrependUOffsetT(offs[j])
 		}
 		vec := sb.EndVector(len(offs))
+		// The index as Build lays it out, one slot per route (raw routes
+		// have distinct keys).
+		slots := indexSlots(len(routes))
+		idx := make([]uint32, slots*slotWords)
+		for j, r := range routes {
+			fp, pos := slotOf(routeHashString(r.key))
+			for pos &= uint32(slots - 1); idx[pos*slotWords] != 0; pos = (pos + 1) & uint32(slots-1) {
+			}
+			copy(idx[pos*slotWords:], []uint32{fp, uint32(keys[j]), uint32(j), 1})
+		}
+		snapfb.RouteShardStartIndexVector(sb, len(idx))
+		for j := len(idx) - 1; j >= 0; j-- {
+			sb.PrependUint32(idx[j])
+		}
+		idxVec := sb.EndVector(len(idx))
 		snapfb.RouteShardStart(sb)
 		snapfb.RouteShardAddRoutes(sb, vec)
+		snapfb.RouteShardAddIndex(sb, idxVec)
 		sb.Finish(snapfb.RouteShardEnd(sb))
 		shardBytes[i] = bytes.Clone(sb.FinishedBytes())
 	}
@@ -138,12 +162,12 @@ func TestOpenRejectsStructure(t *testing.T) {
 			s := rs.shards[1]
 			s[0], s[1] = s[1], s[0]
 		}), "shard 1 route 1"},
-		{"duplicate route", mod(func(rs *rawSnapshot) { rs.shards[0][1] = rs.shards[0][0] }), "key out of order"},
-		{"key mismatch", mod(func(rs *rawSnapshot) { rs.shards[0][0].key = rs.shards[0][0].host + "/" }), `key is not host+"\x00"+prefix`},
+		{"duplicate route", mod(func(rs *rawSnapshot) { rs.shards[0][1] = rs.shards[0][0] }), "out of match order"},
+		{"key mismatch", mod(func(rs *rawSnapshot) { rs.shards[0][0].key = rs.shards[0][0].host + "/" }), `key is not host`},
 		{"wrong shard", mod(func(rs *rawSnapshot) {
 			rs.shards[0], rs.shards[1] = rs.shards[1], rs.shards[0]
 		}), "belongs in shard"},
-		{"missing cluster", mod(func(rs *rawSnapshot) { rs.shards[1][0].cluster = "c9" }), `cluster "c9" does not exist`},
+		{"missing cluster", mod(func(rs *rawSnapshot) { rs.shards[1][0].cluster = "c9" }), `cluster "c9" is not cluster`},
 		{"empty id", mod(func(rs *rawSnapshot) { rs.shards[1][0].id = "" }), "empty id"},
 		{"empty host", mod(func(rs *rawSnapshot) {
 			r := &rs.shards[1][0]

@@ -16,6 +16,30 @@ type Snapshot struct {
 	version, parentVersion, contentHash uint64
 	numRoutes, numClusters              int
 	maxPrefix                           int // longest route prefix; Match skips longer candidates
+
+	// Summaries of the route set gathered by the verifying walk, so that
+	// Match skips candidates no route can have without probing.
+	prefixLens, exactLens lenSet // lengths of prefixes and exact paths
+	wildLens              lenSet // lengths of "*." host suffixes, dot included
+	wildHosts, anyHost    bool   // some host is a "*." wildcard; some is "*"
+}
+
+// noteRoute adds a verified route to the summaries.
+func (s *Snapshot) noteRoute(r *snapfb.Route) {
+	host, prefix := r.Host(), r.Prefix()
+	switch {
+	case len(host) == 1 && host[0] == '*':
+		s.anyHost = true
+	case len(host) > 1 && host[0] == '*':
+		s.wildHosts = true
+		s.wildLens.add(len(host) - 1)
+	}
+	if r.Exact() {
+		s.exactLens.add(len(prefix))
+		return
+	}
+	s.prefixLens.add(len(prefix))
+	s.maxPrefix = max(s.maxPrefix, len(prefix))
 }
 
 // Bytes returns the snapshot file as passed to Open.
@@ -132,6 +156,42 @@ func (v ClusterView) ConnectTimeoutMs() uint32 {
 	return v.c.ConnectTimeoutMs()
 }
 
+// LB is the cluster's load-balancing policy (LBRoundRobin, ...).
+func (v ClusterView) LB() uint8 {
+	if !v.ok {
+		return LBRoundRobin
+	}
+	return v.c.Lb()
+}
+
+// HashOn says what an LBHash cluster hashes (HashOnHeader, ...), and
+// HashOnName names the header or cookie.
+func (v ClusterView) HashOn() uint8 {
+	if !v.ok {
+		return HashOnNone
+	}
+	return v.c.HashOn()
+}
+
+// HashOnName is the lowercase header name or the cookie name to hash on.
+func (v ClusterView) HashOnName() []byte {
+	if !v.ok {
+		return nil
+	}
+	return v.c.HashOnName()
+}
+
+// EndpointWeight returns the weight of endpoint j (at least 1), or 0 if j
+// is out of range.
+func (v ClusterView) EndpointWeight(j int) int {
+	if !v.ok || j < 0 || j >= v.c.EndpointsLength() {
+		return 0
+	}
+	var e snapfb.Endpoint
+	v.c.Endpoints(&e, j)
+	return max(int(e.Weight()), 1)
+}
+
 // ForEachRoute calls fn for every route, shard by shard and in key order
 // within a shard, until fn returns false. It copies each route into strings,
 // so it is for tooling, not the request path.
@@ -141,15 +201,37 @@ func (s *Snapshot) ForEachRoute(fn func(Route) bool) {
 		sh := &s.shards[i]
 		for j := range sh.n {
 			sh.routeAt(&r, j)
-			if !fn(Route{
-				ID:        string(r.Id()),
-				Host:      string(r.Host()),
-				Prefix:    string(r.Prefix()),
-				Cluster:   string(r.Cluster()),
-				TimeoutMs: r.TimeoutMs(),
-			}) {
+			if !fn(storedRoute(&r)) {
 				return
 			}
 		}
 	}
+}
+
+// storedRoute copies a stored route into a Route.
+func storedRoute(r *snapfb.Route) Route {
+	out := Route{
+		ID:            string(r.Id()),
+		Host:          string(r.Host()),
+		Prefix:        string(r.Prefix()),
+		Cluster:       string(r.Cluster()),
+		TimeoutMs:     r.TimeoutMs(),
+		Exact:         r.Exact(),
+		Priority:      r.Priority(),
+		RewritePrefix: string(r.RewritePrefix()),
+		RetryAttempts: r.RetryAttempts(),
+		RetryOn:       r.RetryOn(),
+	}
+	for j := range r.MethodsLength() {
+		out.Methods = append(out.Methods, string(r.Methods(j)))
+	}
+	var h snapfb.HeaderMatch
+	for j := range r.HeadersLength() {
+		r.Headers(&h, j)
+		out.Headers = append(out.Headers, HeaderMatch{Name: string(h.Name()), Value: string(h.Value()), Present: h.Present()})
+	}
+	for j := range r.RetryStatusesLength() {
+		out.RetryStatuses = append(out.RetryStatuses, r.RetryStatuses(j))
+	}
+	return out
 }

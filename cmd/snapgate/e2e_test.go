@@ -135,6 +135,7 @@ type gateway struct {
 	dir                 string
 	socket, stream, web string
 	secret              string // stream secret file shared by ctrl and edge
+	admin               string // the edge's admin listener (/metrics, /healthz)
 }
 
 func newGateway(t *testing.T) *gateway {
@@ -143,7 +144,8 @@ func newGateway(t *testing.T) *gateway {
 	if err := os.WriteFile(secret, []byte("e2e-stream-secret-0123456789abcdef\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return &gateway{t: t, dir: dir, socket: filepath.Join(dir, "ctrl.sock"), stream: freeAddr(t), web: freeAddr(t), secret: secret}
+	return &gateway{t: t, dir: dir, socket: filepath.Join(dir, "ctrl.sock"), stream: freeAddr(t), web: freeAddr(t), secret: secret,
+		admin: freeAddr(t)}
 }
 
 func (g *gateway) startCtrl() *proc {
@@ -155,7 +157,8 @@ func (g *gateway) startCtrl() *proc {
 
 func (g *gateway) startEdge() *proc {
 	p := startProc(g.t, "edge", "edge", "--node-id", "e2e-edge", "--listen", g.web, "--ctrl", g.stream,
-		"--data-dir", filepath.Join(g.dir, "edge"), "--stream-secret-file", g.secret, "--log-level", "debug")
+		"--data-dir", filepath.Join(g.dir, "edge"), "--stream-secret-file", g.secret,
+		"--admin-listen", g.admin, "--log-level", "debug")
 	waitDial(g.t, "tcp", g.web)
 	return p
 }

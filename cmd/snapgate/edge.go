@@ -26,6 +26,7 @@ type edgeConfig struct {
 	IdleTimeout      time.Duration `yaml:"idle_timeout"`
 	ConnectTimeout   time.Duration `yaml:"connect_timeout"`
 	UpstreamTimeout  time.Duration `yaml:"upstream_timeout"`
+	AdminListen      string        `yaml:"admin_listen"`
 	LogLevel         string        `yaml:"log_level"`
 }
 
@@ -41,6 +42,7 @@ func defaultEdgeConfig() edgeConfig {
 		IdleTimeout:     60 * time.Second,
 		ConnectTimeout:  time.Second,
 		UpstreamTimeout: 30 * time.Second,
+		AdminListen:     "127.0.0.1:9901",
 		LogLevel:        "info",
 	}
 }
@@ -66,6 +68,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "idle keep-alive client connections are closed after this")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", cfg.ConnectTimeout, "upstream connect timeout unless the cluster sets one (504 after)")
 	fs.DurationVar(&cfg.UpstreamTimeout, "upstream-timeout", cfg.UpstreamTimeout, "upstream response timeout unless the route sets one (504 after)")
+	fs.StringVar(&cfg.AdminListen, "admin-listen", cfg.AdminListen, "address of the admin HTTP listener (/metrics, /healthz); empty disables it")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
@@ -98,6 +101,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		IdleTimeout:     cfg.IdleTimeout,
 		ConnectTimeout:  cfg.ConnectTimeout,
 		UpstreamTimeout: cfg.UpstreamTimeout,
+		AdminListen:     cfg.AdminListen,
 		Logger:          log,
 	})
 	if err != nil {

@@ -12,7 +12,7 @@ func validRoute() Route {
 }
 
 func validCluster() Cluster {
-	return Cluster{ID: "backend", Endpoints: []Endpoint{{"10.0.0.1:8080"}, {"[::1]:80"}, {"svc.internal:443"}}}
+	return Cluster{ID: "backend", Endpoints: []Endpoint{{Address: "10.0.0.1:8080"}, {Address: "[::1]:80"}, {Address: "svc.internal:443"}}}
 }
 
 // fieldsOfErr returns the failing field names in order.
@@ -57,7 +57,36 @@ func TestRouteValidate(t *testing.T) {
 		{"empty host", func(r *Route) { r.Host = "" }, "host", "required"},
 		{"upper host", func(r *Route) { r.Host = "Example.com" }, "host", "lowercase"},
 		{"host with port", func(r *Route) { r.Host = "example.com:80" }, "host", "port"},
-		{"wildcard subdomain", func(r *Route) { r.Host = "*.example.com" }, "host", "wildcard"},
+		{"wildcard subdomain", func(r *Route) { r.Host = "*.example.com" }, "", ""},
+		{"bad wildcard domain", func(r *Route) { r.Host = "*.exa_mple.com" }, "host", "wildcard domain"},
+		{"inner star", func(r *Route) { r.Host = "a.*.example.com" }, "host", `"*" may only`},
+		{"exact path", func(r *Route) { r.Prefix = ""; r.Path = "/api/v1" }, "", ""},
+		{"path and prefix", func(r *Route) { r.Path = "/api/v1" }, "path", "not both"},
+		{"no path nor prefix", func(r *Route) { r.Prefix = "" }, "prefix", "required"},
+		{"bad exact path", func(r *Route) { r.Prefix = ""; r.Path = "/a/../b" }, "path", ".."},
+		{"methods", func(r *Route) { r.Methods = []string{"GET", "POST"} }, "", ""},
+		{"lower method", func(r *Route) { r.Methods = []string{"get"} }, "methods[0]", "uppercase"},
+		{"bad method", func(r *Route) { r.Methods = []string{"GET", "G T"} }, "methods[1]", "token"},
+		{"dup method", func(r *Route) { r.Methods = []string{"GET", "GET"} }, "methods[1]", "twice"},
+		{"empty method", func(r *Route) { r.Methods = []string{""} }, "methods[0]", "empty"},
+		{"header value", func(r *Route) { r.Headers = []HeaderMatch{{Name: "x-env", Value: "canary"}} }, "", ""},
+		{"header present", func(r *Route) { r.Headers = []HeaderMatch{{Name: "x-env", Present: true}} }, "", ""},
+		{"header both", func(r *Route) { r.Headers = []HeaderMatch{{Name: "x-env", Value: "a", Present: true}} }, "headers[0]", "not both"},
+		{"header neither", func(r *Route) { r.Headers = []HeaderMatch{{Name: "x-env"}} }, "headers[0]", "present"},
+		{"header upper", func(r *Route) { r.Headers = []HeaderMatch{{Name: "X-Env", Present: true}} }, "headers[0].name", "lowercase"},
+		{"header no name", func(r *Route) { r.Headers = []HeaderMatch{{Value: "a"}} }, "headers[0].name", "required"},
+		{"header dup", func(r *Route) { r.Headers = []HeaderMatch{{Name: "a", Value: "1"}, {Name: "a", Value: "2"}} }, "headers[1].name", "already"},
+		{"header ctl value", func(r *Route) { r.Headers = []HeaderMatch{{Name: "a", Value: "x\ny"}} }, "headers[0].value", "control"},
+		{"header padded value", func(r *Route) { r.Headers = []HeaderMatch{{Name: "a", Value: " x"}} }, "headers[0].value", "whitespace"},
+		{"priority", func(r *Route) { r.Priority = MaxPriority }, "", ""},
+		{"priority too high", func(r *Route) { r.Priority = MaxPriority + 1 }, "priority", "at most"},
+		{"rewrite", func(r *Route) { r.RewritePrefix = "/v2/" }, "", ""},
+		{"bad rewrite", func(r *Route) { r.RewritePrefix = "v2" }, "rewrite_prefix", "start with"},
+		{"retry", func(r *Route) { r.Retry = &Retry{Attempts: 5, On: []string{"connect-failure", "reset", "503"}} }, "", ""},
+		{"retry too many", func(r *Route) { r.Retry = &Retry{Attempts: 6, On: []string{"503"}} }, "retry.attempts", "at most 5"},
+		{"retry no on", func(r *Route) { r.Retry = &Retry{Attempts: 2} }, "retry.on", "required"},
+		{"retry bad on", func(r *Route) { r.Retry = &Retry{Attempts: 2, On: []string{"404"}} }, "retry.on[0]", "500 to 599"},
+		{"retry dup on", func(r *Route) { r.Retry = &Retry{Attempts: 2, On: []string{"502", "502"}} }, "retry.on[1]", "twice"},
 		{"trailing dot", func(r *Route) { r.Host = "example.com." }, "host", `end with "."`},
 		{"empty label", func(r *Route) { r.Host = "a..b" }, "host", "empty label"},
 		{"bad char host", func(r *Route) { r.Host = "exa_mple.com" }, "host", "invalid character"},
@@ -152,9 +181,23 @@ func TestClusterValidate(t *testing.T) {
 		{"duplicate", func(c *Cluster) { c.Endpoints[2].Address = "10.0.0.1:8080" }, "endpoints[2].address", "duplicates endpoints[0]"},
 		{"duplicate ipv6 spelling", func(c *Cluster) { c.Endpoints[2].Address = "[0:0::1]:80" }, "endpoints[2].address", "duplicates endpoints[1]"},
 		{"duplicate name case", func(c *Cluster) {
-			c.Endpoints = append(c.Endpoints, Endpoint{"SVC.INTERNAL:443"})
+			c.Endpoints = append(c.Endpoints, Endpoint{Address: "SVC.INTERNAL:443"})
 		}, "endpoints[3].address", "duplicates endpoints[2]"},
 		{"connect timeout", func(c *Cluster) { c.ConnectTimeoutMs = MaxTimeoutMs + 1 }, "connect_timeout_ms", "at most"},
+		{"round robin", func(c *Cluster) { c.LB = LBRoundRobin }, "", ""},
+		{"least request", func(c *Cluster) { c.LB = LBLeastRequest }, "", ""},
+		{"weighted", func(c *Cluster) { c.LB = LBWeightedRoundRobin; c.Endpoints[0].Weight = 1000 }, "", ""},
+		{"weight too high", func(c *Cluster) { c.LB = LBWeightedRoundRobin; c.Endpoints[1].Weight = 1001 }, "endpoints[1].weight", "1 to 1000"},
+		{"weight without wrr", func(c *Cluster) { c.Endpoints[0].Weight = 5 }, "endpoints[0].weight", "weighted_round_robin"},
+		{"unknown lb", func(c *Cluster) { c.LB = "random" }, "lb", "not a policy"},
+		{"hash header", func(c *Cluster) { c.LB = LBHash; c.HashOn = &HashOn{Header: "x-user"} }, "", ""},
+		{"hash cookie", func(c *Cluster) { c.LB = LBHash; c.HashOn = &HashOn{Cookie: "sid"} }, "", ""},
+		{"hash ip", func(c *Cluster) { c.LB = LBHash; c.HashOn = &HashOn{SourceIP: true} }, "", ""},
+		{"hash missing", func(c *Cluster) { c.LB = LBHash }, "hash_on", "required"},
+		{"hash two", func(c *Cluster) { c.LB = LBHash; c.HashOn = &HashOn{Cookie: "sid", SourceIP: true} }, "hash_on", "exactly one"},
+		{"hash none", func(c *Cluster) { c.LB = LBHash; c.HashOn = &HashOn{} }, "hash_on", "exactly one"},
+		{"hash upper header", func(c *Cluster) { c.LB = LBHash; c.HashOn = &HashOn{Header: "X-User"} }, "hash_on.header", "lowercase"},
+		{"hash_on without hash", func(c *Cluster) { c.HashOn = &HashOn{SourceIP: true} }, "hash_on", "only allowed"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -179,8 +222,45 @@ func TestClusterValidate(t *testing.T) {
 	}
 }
 
+func TestMatchKey(t *testing.T) {
+	a := Route{Host: "h", Prefix: "/a", Methods: []string{"POST", "GET"}, Headers: []HeaderMatch{{Name: "b", Value: "1"}, {Name: "a", Present: true}}}
+	b := Route{Host: "h", Prefix: "/a", Methods: []string{"GET", "POST"}, Headers: []HeaderMatch{{Name: "a", Present: true}, {Name: "b", Value: "1"}}}
+	if a.MatchKey() != b.MatchKey() {
+		t.Fatal("order of methods or headers changes the match key")
+	}
+	for _, other := range []Route{
+		{Host: "h", Path: "/a", Methods: a.Methods, Headers: a.Headers},
+		{Host: "h", Prefix: "/a", Headers: a.Headers},
+		{Host: "h", Prefix: "/a", Methods: a.Methods},
+		{Host: "h", Prefix: "/a", Methods: a.Methods, Headers: []HeaderMatch{{Name: "b", Value: "2"}, {Name: "a", Present: true}}},
+	} {
+		if other.MatchKey() == a.MatchKey() {
+			t.Errorf("%+v has the same match key as %+v", other, a)
+		}
+	}
+}
+
+func TestDecodeNewFields(t *testing.T) {
+	r, err := DecodeRoute([]byte(`{"id":"r","host":"*.example.com","path":"/x","cluster":"c","methods":["GET"],
+		"headers":[{"name":"x-env","value":"canary"},{"name":"x-debug","present":true}],"priority":7,
+		"rewrite_prefix":"/y","retry":{"attempts":2,"on":["connect-failure","503"]}}`))
+	if err != nil || r.Validate() != nil {
+		t.Fatalf("decode: %v, validate: %v", err, r.Validate())
+	}
+	if r.Retry.Attempts != 2 || len(r.Retry.RetryStatuses()) != 1 || r.Retry.RetryStatuses()[0] != 503 || r.Priority != 7 || !r.Headers[1].Present {
+		t.Fatalf("decoded %+v", r)
+	}
+	if _, err := DecodeRoute([]byte(`{"id":"r","retry":{"attempts":9000}}`)); err == nil || !strings.Contains(err.Error(), "retry.attempts") {
+		t.Fatalf("out-of-range attempts: %v", err)
+	}
+	c, err := DecodeCluster([]byte(`{"id":"c","lb":"hash","hash_on":{"cookie":"sid"},"endpoints":[{"address":"a:1","weight":3}]}`))
+	if err != nil || c.HashOn.Cookie != "sid" || c.Endpoints[0].Weight != 3 {
+		t.Fatalf("cluster %+v: %v", c, err)
+	}
+}
+
 func TestClusterValidateReportsEveryEndpoint(t *testing.T) {
-	c := Cluster{ID: "c", Endpoints: []Endpoint{{"a:1"}, {"b"}, {"a:1"}, {"c:0"}}}
+	c := Cluster{ID: "c", Endpoints: []Endpoint{{Address: "a:1"}, {Address: "b"}, {Address: "a:1"}, {Address: "c:0"}}}
 	got := fmt.Sprint(fieldsOfErr(t, c.Validate()))
 	if want := "[endpoints[1].address endpoints[2].address endpoints[3].address]"; got != want {
 		t.Fatalf("fields = %s, want %s", got, want)
@@ -232,10 +312,10 @@ func TestDecodeStrict(t *testing.T) {
 }
 
 func TestDecodeClusterPaths(t *testing.T) {
-	_, err := DecodeCluster([]byte(`{"id":"c","endpoints":[{"address":"a:1"},{"address":"b:1","weight":3}]}`))
+	_, err := DecodeCluster([]byte(`{"id":"c","endpoints":[{"address":"a:1"},{"address":"b:1","wieght":3}]}`))
 	fe, ok := First(err)
-	if !ok || fe.Field != "endpoints[1].weight" || fe.Reason != "unknown field" {
-		t.Fatalf("got %v, want endpoints[1].weight: unknown field", err)
+	if !ok || fe.Field != "endpoints[1].wieght" || fe.Reason != "unknown field" {
+		t.Fatalf("got %v, want endpoints[1].wieght: unknown field", err)
 	}
 	c, err := DecodeCluster([]byte(`{"id":"c","endpoints":[{"address":"a:1"}],"connect_timeout_ms":250}`))
 	if err != nil || c.ID != "c" || len(c.Endpoints) != 1 || c.Endpoints[0].Address != "a:1" || c.ConnectTimeoutMs != 250 {

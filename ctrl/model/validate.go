@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -15,14 +16,194 @@ func (r *Route) Validate() error {
 	var c collector
 	checkID(&c, "id", r.ID)
 	checkRouteHost(&c, "host", r.Host)
-	checkPrefix(&c, "prefix", r.Prefix)
+	switch {
+	case r.Prefix == "" && r.Path == "":
+		c.add("prefix", `required: a path prefix starting with "/" ("/" matches every path), or "path" for one exact path`)
+	case r.Prefix != "" && r.Path != "":
+		c.add("path", `set either "prefix" or "path", not both`)
+	case r.Path != "":
+		checkPrefix(&c, "path", r.Path)
+	default:
+		checkPrefix(&c, "prefix", r.Prefix)
+	}
 	if r.Cluster == "" {
 		c.add("cluster", "required: the id of the cluster that serves this route")
 	} else {
 		checkID(&c, "cluster", r.Cluster)
 	}
 	checkTimeout(&c, "timeout_ms", r.TimeoutMs)
+	checkMethods(&c, r.Methods)
+	checkHeaderMatches(&c, r.Headers)
+	if r.Priority > MaxPriority {
+		c.add("priority", fmt.Sprintf("must be at most %d, got %d", MaxPriority, r.Priority))
+	}
+	if r.RewritePrefix != "" {
+		checkPrefix(&c, "rewrite_prefix", r.RewritePrefix)
+	}
+	if r.Retry != nil {
+		checkRetry(&c, r.Retry)
+	}
 	return c.err()
+}
+
+// ExactPath reports whether the route matches one exact path, and the
+// path or prefix it matches.
+func (r *Route) ExactPath() (path string, exact bool) {
+	if r.Path != "" {
+		return r.Path, true
+	}
+	return r.Prefix, false
+}
+
+// MatchKey identifies what a route matches: two routes with equal keys
+// could never both be reachable, so ctrl refuses the second. Methods and
+// headers are order-independent.
+func (r *Route) MatchKey() string {
+	p, exact := r.ExactPath()
+	var b strings.Builder
+	b.WriteString(r.Host)
+	b.WriteByte(0)
+	if exact {
+		b.WriteByte('=')
+	}
+	b.WriteString(p)
+	methods := slices.Compact(slices.Sorted(slices.Values(r.Methods)))
+	for _, m := range methods {
+		b.WriteString("\x00m")
+		b.WriteString(m)
+	}
+	hs := slices.Clone(r.Headers)
+	slices.SortFunc(hs, func(a, b HeaderMatch) int {
+		return strings.Compare(a.Name+"\x00"+a.Value, b.Name+"\x00"+b.Value)
+	})
+	for _, h := range hs {
+		b.WriteString("\x00h")
+		b.WriteString(strings.ToLower(h.Name))
+		if h.Present {
+			b.WriteString("\x00?")
+		} else {
+			b.WriteString("\x00=")
+			b.WriteString(h.Value)
+		}
+	}
+	return b.String()
+}
+
+// RetryStatuses returns the status codes in r.On; Validate has checked them.
+func (r *Retry) RetryStatuses() []uint16 {
+	var out []uint16
+	for _, on := range r.On {
+		if n, err := strconv.ParseUint(on, 10, 16); err == nil {
+			out = append(out, uint16(n))
+		}
+	}
+	return out
+}
+
+func checkMethods(c *collector, methods []string) {
+	if len(methods) > MaxMethods {
+		c.add("methods", fmt.Sprintf("at most %d methods are allowed, got %d", MaxMethods, len(methods)))
+		return
+	}
+	seen := make(map[string]bool, len(methods))
+	for i, m := range methods {
+		field := fmt.Sprintf("methods[%d]", i)
+		switch {
+		case m == "":
+			c.add(field, "must not be empty")
+		case !isToken(m):
+			c.add(field, fmt.Sprintf("%q is not an HTTP method token", m))
+		case strings.ToUpper(m) != m:
+			c.add(field, fmt.Sprintf("%q must be uppercase: methods are case-sensitive and the standard ones are uppercase", m))
+		case seen[m]:
+			c.add(field, fmt.Sprintf("%q is listed twice", m))
+		}
+		seen[m] = true
+	}
+}
+
+func checkHeaderMatches(c *collector, hs []HeaderMatch) {
+	if len(hs) > MaxHeaderMatches {
+		c.add("headers", fmt.Sprintf("at most %d header conditions are allowed, got %d", MaxHeaderMatches, len(hs)))
+		return
+	}
+	seen := make(map[string]int, len(hs))
+	for i, h := range hs {
+		field := fmt.Sprintf("headers[%d]", i)
+		switch {
+		case h.Name == "":
+			c.add(field+".name", "required")
+			continue
+		case !isToken(h.Name):
+			c.add(field+".name", fmt.Sprintf("%q is not a header field name", h.Name))
+			continue
+		case strings.ToLower(h.Name) != h.Name:
+			c.add(field+".name", fmt.Sprintf("%q must be lowercase: header names match case-insensitively and are stored lowercase", h.Name))
+			continue
+		}
+		if j, dup := seen[h.Name]; dup {
+			c.add(field+".name", fmt.Sprintf("%q already has a condition in headers[%d]", h.Name, j))
+			continue
+		}
+		seen[h.Name] = i
+		switch {
+		case h.Present && h.Value != "":
+			c.add(field, `set either "value" or "present", not both`)
+		case !h.Present && h.Value == "":
+			c.add(field, `set "value" for an exact match or "present": true for presence`)
+		case len(h.Value) > maxHeaderValueLen:
+			c.add(field+".value", fmt.Sprintf("must be at most %d bytes, got %d", maxHeaderValueLen, len(h.Value)))
+		default:
+			for k := 0; k < len(h.Value); k++ {
+				if b := h.Value[k]; b < 0x20 && b != '\t' || b == 0x7f {
+					c.add(field+".value", fmt.Sprintf("contains a control character (0x%02x) at byte %d", b, k))
+					break
+				}
+			}
+			if strings.TrimSpace(h.Value) != h.Value {
+				c.add(field+".value", "must not start or end with whitespace: the edge compares the trimmed field value")
+			}
+		}
+	}
+}
+
+func checkRetry(c *collector, r *Retry) {
+	if r.Attempts > MaxRetryAttempts {
+		c.add("retry.attempts", fmt.Sprintf("must be at most %d, got %d", MaxRetryAttempts, r.Attempts))
+	}
+	if r.Attempts > 0 && len(r.On) == 0 {
+		c.add("retry.on", `required when attempts > 0: "connect-failure", "reset" or status codes such as "503"`)
+	}
+	seen := make(map[string]bool, len(r.On))
+	for i, on := range r.On {
+		field := fmt.Sprintf("retry.on[%d]", i)
+		if seen[on] {
+			c.add(field, fmt.Sprintf("%q is listed twice", on))
+			continue
+		}
+		seen[on] = true
+		if on == RetryConnectFailure || on == RetryReset {
+			continue
+		}
+		n, err := strconv.ParseUint(on, 10, 16)
+		if err != nil || len(on) != 3 || n < 500 || n > 599 {
+			c.add(field, fmt.Sprintf(`%q is not "connect-failure", "reset" or a status code from 500 to 599`, on))
+		}
+	}
+}
+
+// isToken reports whether s is an RFC 9110 token.
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		switch {
+		case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0:
+		default:
+			return false
+		}
+	}
+	return s != ""
 }
 
 // Validate checks the cluster on its own and returns FieldErrors listing
@@ -50,9 +231,52 @@ func (cl *Cluster) Validate() error {
 			}
 			seen[canon] = i
 		}
+		for i, ep := range cl.Endpoints {
+			if ep.Weight > MaxWeight {
+				c.add(fmt.Sprintf("endpoints[%d].weight", i), fmt.Sprintf("must be from 1 to %d (0 means 1), got %d", MaxWeight, ep.Weight))
+			} else if ep.Weight > 1 && cl.LB != LBWeightedRoundRobin {
+				c.add(fmt.Sprintf("endpoints[%d].weight", i), `only policy "weighted_round_robin" uses weights`)
+			}
+		}
 	}
 	checkTimeout(&c, "connect_timeout_ms", cl.ConnectTimeoutMs)
+	switch cl.LB {
+	case "", LBRoundRobin, LBWeightedRoundRobin, LBLeastRequest:
+		if cl.HashOn != nil {
+			c.add("hash_on", `only allowed with "lb": "hash"`)
+		}
+	case LBHash:
+		checkHashOn(&c, cl.HashOn)
+	default:
+		c.add("lb", fmt.Sprintf(`%q is not a policy: use "round_robin", "weighted_round_robin", "least_request" or "hash"`, cl.LB))
+	}
 	return c.err()
+}
+
+func checkHashOn(c *collector, h *HashOn) {
+	if h == nil {
+		c.add("hash_on", `required with "lb": "hash": {"header": name}, {"cookie": name} or {"source_ip": true}`)
+		return
+	}
+	n := 0
+	if h.Header != "" {
+		n++
+		if !isToken(h.Header) || strings.ToLower(h.Header) != h.Header {
+			c.add("hash_on.header", fmt.Sprintf("%q is not a lowercase header field name", h.Header))
+		}
+	}
+	if h.Cookie != "" {
+		n++
+		if !isToken(h.Cookie) {
+			c.add("hash_on.cookie", fmt.Sprintf("%q is not a cookie name", h.Cookie))
+		}
+	}
+	if h.SourceIP {
+		n++
+	}
+	if n != 1 {
+		c.add("hash_on", `set exactly one of "header", "cookie" and "source_ip"`)
+	}
 }
 
 // ValidID reports whether s is a valid document id: [a-z0-9][a-z0-9._-]{0,63}.
@@ -97,7 +321,15 @@ func checkRouteHost(c *collector, field, host string) {
 	case host == WildcardHost:
 		return
 	case strings.HasPrefix(host, "*."):
-		c.add(field, `wildcard subdomains are not supported: use an exact hostname, or "*" for any host`)
+		// A wildcard names a domain; each subdomain at any depth matches.
+		if reason := hostnameProblem(host[2:]); reason != "" {
+			c.add(field, "wildcard domain "+reason)
+		} else if strings.ToLower(host) != host {
+			c.add(field, "must be lowercase: the edge lowercases the request host before matching, so this route could never match")
+		}
+		return
+	case strings.Contains(host, "*"):
+		c.add(field, `"*" may only be the whole host or start a "*." wildcard`)
 		return
 	case strings.ContainsRune(host, ':'):
 		c.add(field, "must not contain a port or an IPv6 literal: the edge matches the Host header without its port")

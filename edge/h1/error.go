@@ -24,7 +24,6 @@ var (
 	errUnknownMethod   = &Error{501, "unknown method"}
 	errConnect         = &Error{400, "CONNECT not supported"}
 	errTarget          = &Error{400, "bad request-target"}
-	errDotSegment      = &Error{400, "dot-segment in path"}
 	errUserinfo        = &Error{400, "userinfo in request-target"}
 	errVersion         = &Error{400, "malformed HTTP version"}
 	errVersionUnsupp   = &Error{505, "HTTP version not supported"}

@@ -6,8 +6,13 @@ package h1
 type Request struct {
 	Method []byte
 	Target []byte // as received
-	Path   []byte // raw path before '?'; "/" for an absolute-form target without one
-	Query  []byte // after '?', nil when there is no '?'
+	// Path is the normalised path (path.go): what routing matches and what
+	// is forwarded. It aliases the input when the path was already normal,
+	// else the Request's own buffer. "/" for an absolute-form target
+	// without a path, "*" for OPTIONS *.
+	Path    []byte
+	RawPath []byte // the path as received, before '?'
+	Query   []byte // after '?', nil when there is no '?'
 	// Authority is host[:port] of an absolute-form target, nil otherwise.
 	// RFC 9112 §3.2.2: it replaces the Host field when forwarding.
 	Authority []byte
@@ -29,13 +34,16 @@ type Request struct {
 	Connection []byte
 
 	hostBuf [255]byte // RFC 1035 bounds a DNS name at 255 octets
+	// pathBuf holds a normalised path that differs from the input. It grows
+	// to the longest such path seen on the connection and is then reused.
+	pathBuf []byte
 }
 
 // Fields returns the parsed header fields.
 func (r *Request) Fields() []Header { return r.Headers[:r.NumHeaders] }
 
 func (r *Request) reset() {
-	r.Method, r.Target, r.Path, r.Query, r.Authority, r.Host = nil, nil, nil, nil, nil, nil
+	r.Method, r.Target, r.Path, r.RawPath, r.Query, r.Authority, r.Host = nil, nil, nil, nil, nil, nil, nil
 	r.Minor, r.NumHeaders = 0, 0
 	r.ContentLength = -1
 	r.Chunked, r.KeepAlive, r.Expect100, r.Upgrade = false, false, false, false
@@ -408,7 +416,7 @@ func (req *Request) parseTarget(t []byte) *Error {
 		if string(req.Method) != "OPTIONS" {
 			return errTarget
 		}
-		req.Path = t
+		req.Path, req.RawPath = t, t
 		return nil
 	}
 	rest, ok := cutScheme(t)
@@ -428,7 +436,7 @@ func (req *Request) parseTarget(t []byte) *Error {
 	}
 	req.Authority = auth
 	if i == len(rest) || rest[i] == '?' {
-		req.Path = slashPath
+		req.Path, req.RawPath = slashPath, slashPath
 		if i < len(rest) {
 			req.Query = rest[i+1:]
 		}
@@ -456,46 +464,16 @@ func (req *Request) setPath(t []byte) *Error {
 			break
 		}
 	}
-	if hasDotSegment(path) {
-		return errDotSegment
+	req.RawPath = path
+	if cap(req.pathBuf) < len(path) && !pathIsNormal(path) {
+		req.pathBuf = make([]byte, 0, max(len(path), 256))
 	}
-	req.Path = path
+	norm, e := NormalizePath(req.pathBuf, path)
+	if e != nil {
+		return e
+	}
+	req.Path = norm
 	return nil
-}
-
-// hasDotSegment reports whether the path has a "." or ".." segment, raw or
-// percent-encoded. Prefix routing is only sound on normalized paths: a
-// backend would resolve /public/../admin to /admin after we routed it as
-// /public, so such paths are refused rather than guessed at (DESIGN P1).
-func hasDotSegment(p []byte) bool {
-	for i := 0; i < len(p); {
-		if p[i] != '/' {
-			i++
-			continue
-		}
-		i++
-		dots := 0
-		j := i
-		for j < len(p) && p[j] != '/' {
-			switch {
-			case p[j] == '.':
-				dots++
-				j++
-				continue
-			case p[j] == '%' && j+2 < len(p) && p[j+1] == '2' && (p[j+2] == 'e' || p[j+2] == 'E'):
-				dots++
-				j += 3
-				continue
-			}
-			dots = -1
-			break
-		}
-		if dots == 1 || dots == 2 {
-			return true
-		}
-		i = j
-	}
-	return false
 }
 
 // setHost validates host[:port] and stores the lowercased host.
@@ -503,6 +481,15 @@ func (req *Request) setHost(v []byte) bool {
 	h, ok := splitHostPort(v)
 	if !ok || len(h) > len(req.hostBuf) {
 		return false
+	}
+	// "example.com." is the same name as "example.com" (a fully qualified
+	// spelling); routing must not treat them as two hosts. One dot only:
+	// "example.com.." is not a name.
+	if h[len(h)-1] == '.' {
+		h = h[:len(h)-1]
+		if len(h) == 0 || h[len(h)-1] == '.' {
+			return false
+		}
 	}
 	for i, c := range h {
 		req.hostBuf[i] = lower(c)

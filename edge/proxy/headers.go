@@ -6,6 +6,7 @@ import (
 	"github.com/cloudwego/netpoll"
 
 	"github.com/snapgate/snapgate/edge/h1"
+	"github.com/snapgate/snapgate/edge/telemetry"
 )
 
 // hopByHop reports fields that describe one connection, not the message
@@ -73,11 +74,14 @@ func equalFoldBytes(a, b []byte) bool {
 
 // Fields the proxy sets itself; a client's own copies are dropped so they
 // cannot be spoofed. Expect is dropped because the proxy answers
-// 100-continue itself and sends the body it has already buffered.
+// 100-continue itself. X-Request-Id is re-added with the id we kept or
+// generated.
 func setByProxy(name []byte) bool {
 	switch len(name) {
 	case 6:
 		return h1.EqualFold(name, "expect")
+	case 12:
+		return h1.EqualFold(name, "x-request-id")
 	case 16:
 		return h1.EqualFold(name, "x-forwarded-host")
 	case 17:
@@ -88,22 +92,20 @@ func setByProxy(name []byte) bool {
 
 func isXFF(name []byte) bool { return len(name) == 15 && h1.EqualFold(name, "x-forwarded-for") }
 
-// writeRequestHead writes the upstream request head: the client's request
-// line (absolute-form turned into origin-form), its end-to-end fields, and
-// X-Forwarded-For/-Proto/-Host. HTTP/1.0 clients are forwarded as HTTP/1.0
-// so the upstream never answers them with chunked framing.
+// writeRequestHead writes the upstream request head: the request line in
+// origin-form with the normalised (and possibly rewritten) path, so the
+// backend sees the path routing saw; the end-to-end fields;
+// X-Forwarded-For/-Proto/-Host and X-Request-Id. HTTP/1.0 clients are
+// forwarded as HTTP/1.0 so the upstream never answers them with chunked
+// framing. An upgrade request keeps its Upgrade field.
 func (s *Server) writeRequestHead(st *connState, w netpoll.Writer) {
 	req := &st.req
 	w.WriteBinary(req.Method)
 	w.WriteByte(' ')
-	if req.Authority != nil {
-		w.WriteBinary(req.Path)
-		if req.Query != nil {
-			w.WriteByte('?')
-			w.WriteBinary(req.Query)
-		}
-	} else {
-		w.WriteBinary(req.Target)
+	w.WriteBinary(st.upPath)
+	if req.Query != nil {
+		w.WriteByte('?')
+		w.WriteBinary(req.Query)
 	}
 	if req.Minor == 0 {
 		w.WriteString(" HTTP/1.0\r\n")
@@ -118,9 +120,12 @@ func (s *Server) writeRequestHead(st *connState, w netpoll.Writer) {
 			lastXFF = i
 		}
 	}
-	var hostValue []byte
+	var hostValue, upgrade []byte
 	for i := range fields {
 		f := &fields[i]
+		if st.upgrade && upgrade == nil && len(f.Name) == 7 && h1.EqualFold(f.Name, "upgrade") {
+			upgrade = f.Value
+		}
 		if hopByHop(f.Name) || setByProxy(f.Name) || namedByConnection(req.Connection, f.Name) {
 			continue
 		}
@@ -157,7 +162,15 @@ func (s *Server) writeRequestHead(st *connState, w netpoll.Writer) {
 		w.WriteBinary(hostValue)
 		w.WriteString("\r\n")
 	}
-	if req.Minor == 0 {
+	w.WriteString("X-Request-Id: ")
+	w.WriteBinary(st.requestID())
+	w.WriteString("\r\n")
+	switch {
+	case upgrade != nil:
+		w.WriteString("Upgrade: ")
+		w.WriteBinary(upgrade)
+		w.WriteString("\r\nConnection: Upgrade\r\n")
+	case req.Minor == 0:
 		// Keep the pooled upstream connection alive for 1.0 clients too.
 		w.WriteString("Connection: keep-alive\r\n")
 	}
@@ -165,7 +178,9 @@ func (s *Server) writeRequestHead(st *connState, w netpoll.Writer) {
 }
 
 // writeResponseHead relays the upstream response head to the client
-// without hop-by-hop fields, adding our own Connection field.
+// without hop-by-hop fields, adding our own Connection field and the
+// request id (replacing the upstream's, so the client sees one id). A 101
+// keeps its Upgrade field.
 func (s *Server) writeResponseHead(st *connState, w netpoll.Writer, closeClient, interim bool) {
 	resp := &st.resp
 	w.WriteString("HTTP/1.1 ")
@@ -173,8 +188,12 @@ func (s *Server) writeResponseHead(st *connState, w netpoll.Writer, closeClient,
 	w.WriteByte(' ')
 	w.WriteBinary(resp.Reason)
 	w.WriteString("\r\n")
+	var upgrade []byte
 	for _, f := range resp.Fields() {
-		if hopByHop(f.Name) || namedByConnection(resp.Connection, f.Name) {
+		if resp.Status == 101 && upgrade == nil && len(f.Name) == 7 && h1.EqualFold(f.Name, "upgrade") {
+			upgrade = f.Value
+		}
+		if hopByHop(f.Name) || isRequestID(f.Name) || namedByConnection(resp.Connection, f.Name) {
 			continue
 		}
 		w.WriteBinary(f.Name)
@@ -182,7 +201,16 @@ func (s *Server) writeResponseHead(st *connState, w netpoll.Writer, closeClient,
 		w.WriteBinary(f.Value)
 		w.WriteString("\r\n")
 	}
+	if resp.Status >= 200 || resp.Status == 101 {
+		w.WriteString("X-Request-Id: ")
+		w.WriteBinary(st.requestID())
+		w.WriteString("\r\n")
+	}
 	switch {
+	case resp.Status == 101:
+		w.WriteString("Upgrade: ")
+		w.WriteBinary(upgrade)
+		w.WriteString("\r\nConnection: Upgrade\r\n")
 	case interim:
 	case closeClient:
 		w.WriteString("Connection: close\r\n")
@@ -195,9 +223,12 @@ func (s *Server) writeResponseHead(st *connState, w netpoll.Writer, closeClient,
 	}
 }
 
-// writeError answers the client with a short plain-text body. closeConn
-// adds Connection: close; the caller then closes the connection.
-func (s *Server) writeError(st *connState, status int, reason string, closeConn bool) {
+// writeError answers the client with a short plain-text body and counts
+// it. closeConn adds Connection: close; the caller then closes the
+// connection.
+func (s *Server) writeError(st *connState, cause telemetry.Cause, status int, reason string, closeConn bool) {
+	s.metrics.Error(cause)
+	st.rc.Observe(status)
 	w := st.conn.Writer()
 	w.WriteString("HTTP/1.1 ")
 	w.WriteBinary(strconv.AppendInt(st.num[:0], int64(status), 10))
@@ -205,6 +236,10 @@ func (s *Server) writeError(st *connState, status int, reason string, closeConn 
 	w.WriteString(statusText(status))
 	w.WriteString("\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ")
 	w.WriteBinary(strconv.AppendInt(st.num[:0], int64(len(reason)+1), 10))
+	if st.ridLen > 0 {
+		w.WriteString("\r\nX-Request-Id: ")
+		w.WriteBinary(st.requestID())
+	}
 	switch {
 	case closeConn:
 		w.WriteString("\r\nConnection: close")
@@ -212,7 +247,7 @@ func (s *Server) writeError(st *connState, status int, reason string, closeConn 
 		w.WriteString("\r\nConnection: keep-alive")
 	}
 	w.WriteString("\r\n\r\n")
-	if string(st.req.Method) != "HEAD" {
+	if !st.isHead {
 		w.WriteString(reason)
 		w.WriteByte('\n')
 	}

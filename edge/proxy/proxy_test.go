@@ -353,7 +353,7 @@ func TestStrictRejects(t *testing.T) {
 		"GET /api HTTP/1.1\r\nHost : a.example\r\n\r\n",
 		"GET /api HTTP/1.1\r\n\r\n",
 		"GET /api HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
-		"GET /api/../admin HTTP/1.1\r\nHost: a.example\r\n\r\n",
+		"GET /api/../../admin HTTP/1.1\r\nHost: a.example\r\n\r\n", "GET /api%2F..%2Fadmin HTTP/1.1\r\nHost: a.example\r\n\r\n",
 		"GET /api HTTP/1.1\r\nHost: a.example\r\nTransfer_Encoding: chunked\r\n\r\n",
 	} {
 		c := f.dial()

@@ -9,7 +9,9 @@ import (
 
 	"github.com/snapgate/snapgate/edge/h1"
 	"github.com/snapgate/snapgate/edge/routing"
+	"github.com/snapgate/snapgate/edge/telemetry"
 	"github.com/snapgate/snapgate/edge/upstream"
+	"github.com/snapgate/snapgate/fbs"
 )
 
 // onRequest runs when a client connection has input. It must consume all
@@ -40,36 +42,46 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 	// the client has been flushed.
 	defer r.Release()
 
+	st.rc, st.ridLen, st.isHead = s.metrics.Route(nil), 0, false
 	hn, ok := s.readHead(st)
 	if !ok {
 		return false
 	}
 	req := &st.req
+	st.setMethod(req.Method)
+	s.setRequestID(st)
 
 	tab := s.cfg.Tables.Acquire()
 	if tab == nil {
-		return s.failBeforeBody(st, hn, 503, "no routing table")
+		return s.failBeforeBody(st, hn, telemetry.CauseNoTable, 503, "no routing table")
 	}
 	defer tab.Release()
-	if !tab.Route(req.Host, req.Path, &st.match) {
-		return s.failBeforeBody(st, hn, 404, "no route")
+	mr := &st.matchReq
+	mr.Host, mr.Path, mr.Method, mr.Headers = req.Host, req.Path, req.Method, st
+	if !tab.RouteRequest(mr, &st.match) {
+		return s.failBeforeBody(st, hn, telemetry.CauseNoRoute, 404, "no route")
 	}
-	ci := st.match.ClusterIndex()
-	pool, ok := tab.Pick(ci)
-	if !ok {
-		return s.failBeforeBody(st, hn, 503, "no endpoints")
+	st.rc = s.metrics.Route(st.match.ID())
+	st.upPath = req.Path
+	if out, ok := st.match.Rewrite(st.pathBuf[:0], req.Path); ok {
+		st.pathBuf = out
+		st.upPath = out
 	}
+	st.upgrade = req.Upgrade && req.Minor == 1 && h1.HasToken(req.Connection, "upgrade")
+	st.headLen = hn
 
 	total, ok := s.readBody(st, hn)
 	if !ok {
 		return false
 	}
 	keep = req.KeepAlive && !s.draining.Load()
-	if !s.forward(st, tab, ci, pool, hn, total, keep) {
+	if !s.forward(st, tab, hn, total, keep) {
 		return false
 	}
-	if err := r.Skip(total); err != nil {
-		return false
+	if total > 0 {
+		if err := r.Skip(total); err != nil {
+			return false
+		}
 	}
 	return keep
 }
@@ -86,7 +98,8 @@ func (s *Server) readHead(st *connState) (int, bool) {
 		buf, err := r.Peek(n)
 		if err != nil {
 			if upstream.IsTimeout(err) {
-				s.writeError(st, 408, "request header timeout", true)
+				st.req.Minor = 1
+				s.writeError(st, telemetry.CauseHeaderTimeout, 408, "request header timeout", true)
 			}
 			return 0, false
 		}
@@ -94,7 +107,7 @@ func (s *Server) readHead(st *connState) (int, bool) {
 		if perr != nil {
 			var he *h1.Error
 			if errors.As(perr, &he) {
-				s.writeError(st, he.Status, he.Reason, true)
+				s.writeError(st, telemetry.CauseBadRequest, he.Status, he.Reason, true)
 			}
 			return 0, false
 		}
@@ -111,7 +124,7 @@ func (s *Server) readHead(st *connState) (int, bool) {
 // failBeforeBody answers a request refused before its body was read. The
 // connection survives only if the body is already buffered and can be
 // skipped; otherwise framing would be lost, so it closes.
-func (s *Server) failBeforeBody(st *connState, hn, status int, reason string) bool {
+func (s *Server) failBeforeBody(st *connState, hn int, cause telemetry.Cause, status int, reason string) bool {
 	req := &st.req
 	total := int64(hn)
 	switch {
@@ -122,86 +135,92 @@ func (s *Server) failBeforeBody(st *connState, hn, status int, reason string) bo
 	}
 	r := st.conn.Reader()
 	keep := req.KeepAlive && !s.draining.Load() && total >= 0 && int64(r.Len()) >= total
-	s.writeError(st, status, reason, !keep)
+	s.writeError(st, cause, status, reason, !keep)
 	if keep {
 		return r.Skip(int(total)) == nil
 	}
 	return false
 }
 
-// readBody waits until the whole request body is buffered and validated,
-// and returns the request's total length. A chunked body is checked by the
-// ChunkedScanner and later forwarded byte for byte, so a malformed one
-// never reaches the upstream.
+// readBody decides how the request body travels. A body that is already
+// buffered, or a Content-Length body up to BufferBodyBytes, is waited for
+// and sent whole, which keeps the request retryable; it returns the
+// request's total length. Anything larger streams (total -1): forwarded in
+// pieces as it arrives, so memory per connection does not grow with the
+// body. A chunked body is validated by the ChunkedScanner on either path,
+// so a malformed one never completes a request upstream.
 func (s *Server) readBody(st *connState, hn int) (int, bool) {
 	req := &st.req
 	r := st.conn.Reader()
 	switch {
 	case req.Chunked:
+		st.chunks.Reset()
+		if avail := r.Len(); avail > hn {
+			buf, err := r.Peek(avail)
+			if err != nil {
+				return 0, false
+			}
+			k, done, serr := st.chunks.Scan(buf[hn:])
+			if serr != nil {
+				s.bodyFramingFailed(st, serr)
+				return 0, false
+			}
+			if done {
+				return hn + k, true
+			}
+		}
+		// Streaming re-scans from the start of the body.
+		st.chunks.Reset()
 		if req.Expect100 && r.Len() == hn {
 			s.writeContinue(st)
 		}
-		st.chunks.Reset()
-		scanned := 0
-		for {
-			if avail := r.Len(); avail > hn+scanned {
-				buf, err := r.Peek(avail)
-				if err != nil {
-					return 0, false
-				}
-				k, done, serr := st.chunks.Scan(buf[hn+scanned:])
-				scanned += k
-				if serr != nil {
-					var he *h1.Error
-					if errors.As(serr, &he) {
-						s.writeError(st, he.Status, he.Reason, true)
-					}
-					return 0, false
-				}
-				if done {
-					return hn + scanned, true
-				}
-				if int64(scanned) > s.cfg.MaxBodyBytes {
-					s.writeError(st, 413, "request body too large", true)
-					return 0, false
-				}
-			}
-			if _, err := r.Peek(r.Len() + 1); err != nil {
-				s.bodyReadFailed(st, err)
-				return 0, false
-			}
-		}
+		return -1, true
 	case req.ContentLength > 0:
-		if req.ContentLength > s.cfg.MaxBodyBytes {
-			s.writeError(st, 413, "request body too large", true)
+		if s.cfg.MaxBodyBytes > 0 && req.ContentLength > s.cfg.MaxBodyBytes {
+			s.writeError(st, telemetry.CauseBadRequest, 413, "request body too large", true)
 			return 0, false
 		}
-		total := hn + int(req.ContentLength)
-		if req.Expect100 && r.Len() < total {
+		total := int64(hn) + req.ContentLength
+		if req.Expect100 && int64(r.Len()) < total {
 			s.writeContinue(st)
 		}
-		if _, err := r.Peek(total); err != nil {
-			s.bodyReadFailed(st, err)
+		if req.ContentLength > s.cfg.BufferBodyBytes && int64(r.Len()) < total {
+			return -1, true
+		}
+		if _, err := r.Peek(int(total)); err != nil {
+			s.clientReadFailed(st, err)
 			return 0, false
 		}
-		return total, true
+		return int(total), true
 	}
 	return hn, true
 }
 
-func (s *Server) bodyReadFailed(st *connState, err error) {
-	if upstream.IsTimeout(err) {
-		s.writeError(st, 408, "request body timeout", true)
+func (s *Server) bodyFramingFailed(st *connState, err error) {
+	var he *h1.Error
+	if errors.As(err, &he) {
+		s.writeError(st, telemetry.CauseBadRequest, he.Status, he.Reason, true)
 	}
 }
 
-// forward sends the buffered request upstream and relays the response.
-// It reports whether the client connection may serve another request. A
-// reused keep-alive connection may have been closed by the backend just
-// before we wrote; for idempotent requests that failed before any response
-// byte, it retries once on a fresh connection, as browsers and Go's
-// transport do.
-func (s *Server) forward(st *connState, tab *routing.Table, ci int, pool *upstream.Pool, hn, total int, keep bool) bool {
+func (s *Server) clientReadFailed(st *connState, err error) {
+	if upstream.IsTimeout(err) {
+		s.writeError(st, telemetry.CauseHeaderTimeout, 408, "request body timeout", true)
+	}
+}
+
+// forward sends the request upstream and relays the response, retrying
+// per the route's policy. It reports whether the client connection may
+// serve another request.
+//
+// Retries go to the next endpoint of the cluster and only happen while
+// nothing of the response reached the client and the request can be sent
+// again: an idempotent method whose body is still buffered (total >= 0).
+// Independently of the policy, a reused keep-alive connection that the
+// backend closed just before our write is retried once on a fresh
+// connection, as browsers and Go's transport do.
+func (s *Server) forward(st *connState, tab *routing.Table, hn, total int, keep bool) bool {
+	ci := st.match.ClusterIndex()
 	connectTimeout := tab.ConnectTimeout(ci)
 	if connectTimeout <= 0 {
 		connectTimeout = s.cfg.ConnectTimeout
@@ -210,47 +229,140 @@ func (s *Server) forward(st *connState, tab *routing.Table, ci int, pool *upstre
 	if timeout <= 0 {
 		timeout = s.cfg.UpstreamTimeout
 	}
-	for attempt := 0; ; attempt++ {
+	retries := 0
+	if total >= 0 && idempotent(st.method()) {
+		retries = st.match.RetryAttempts()
+	}
+	key := s.pickKey(st, tab, ci)
+	staleRetried := false
+	var pool, failed *upstream.Pool
+	for {
+		if pool == nil {
+			var ok bool
+			if pool, ok = tab.Balance(ci, key, failed); !ok {
+				if total < 0 {
+					keep = false
+				}
+				s.writeError(st, telemetry.CauseNoEndpoint, 503, "no endpoints", !keep)
+				return keep
+			}
+		}
+		if !s.attempt(st, pool, connectTimeout, hn, total, timeout, keep, &retries, &staleRetried, &keep) {
+			return keep
+		}
+		failed, pool = pool, nil
+	}
+}
+
+// attempt makes one try on pool. It returns true when the caller should
+// retry on another endpoint; otherwise *keepOut says whether the client
+// connection stays open. The pool's in-flight count (least-request) and
+// its health (local ejection) are updated here.
+func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time.Duration, hn, total int, timeout time.Duration, keep bool, retries *int, staleRetried *bool, keepOut *bool) (retry bool) {
+	pool.Begin()
+	defer pool.End()
+	for {
 		u, reused, err := pool.Get(connectTimeout)
 		if err != nil {
 			var de *upstream.DialError
-			if errors.As(err, &de) && de.Timeout() {
-				s.writeError(st, 504, "upstream connect timeout", !keep)
+			timedOut := errors.As(err, &de) && de.Timeout()
+			if timedOut {
+				pool.ReportFailure(upstream.FailTimeout)
 			} else {
-				s.writeError(st, 502, "upstream connect failed", !keep)
+				pool.ReportFailure(upstream.FailConnect)
+			}
+			if *retries > 0 && st.match.RetryOnConnectFailure() {
+				*retries--
+				return true
+			}
+			if timedOut {
+				s.writeError(st, telemetry.CauseConnectTimeout, 504, "upstream connect timeout", !keep || total < 0)
+			} else {
+				s.writeError(st, telemetry.CauseConnectFailed, 502, "upstream connect failed", !keep || total < 0)
 			}
 			s.cfg.Logger.Warn("upstream connect failed", "addr", pool.Addr(), "err", err)
-			return keep
+			*keepOut = keep && total >= 0
+			return false
 		}
-		res := s.exchange(st, u, hn, total, timeout, keep)
+		res := s.exchange(st, u, hn, total, timeout, keep, *retries > 0)
+		switch res {
+		case exchangeStale, exchangeTimeout:
+		default:
+			pool.ReportSuccess()
+		}
+		*keepOut = false
 		switch res {
 		case exchangeOK:
 			pool.Put(u)
-			return keep
+			*keepOut = keep
 		case exchangeOKClose:
 			pool.Discard(u)
-			return keep && st.resp.Body != h1.BodyClose
+			*keepOut = keep && st.resp.Body != h1.BodyClose
+		case exchangeUpgraded:
+			s.tunnel(st, u)
+			pool.Discard(u)
+		case exchangeRetryStatus:
+			pool.Discard(u)
+			*retries--
+			return true
 		case exchangeStale:
 			pool.Discard(u)
-			if reused && attempt == 0 && idempotent(st.req.Method) {
-				continue
+			if total >= 0 && idempotent(st.method()) {
+				if reused && !*staleRetried {
+					// A keep-alive race, not an endpoint failure.
+					*staleRetried = true
+					continue
+				}
+				pool.ReportFailure(upstream.FailReset)
+				if *retries > 0 && st.match.RetryOnReset() {
+					*retries--
+					return true
+				}
+			} else if !reused {
+				pool.ReportFailure(upstream.FailReset)
 			}
-			s.writeError(st, 502, "upstream connection closed", !keep)
-			return keep
+			s.writeError(st, telemetry.CauseUpstreamClosed, 502, "upstream connection closed", true)
 		case exchangeTimeout:
 			pool.Discard(u)
-			s.writeError(st, 504, "upstream timeout", !keep)
-			return keep
+			pool.ReportFailure(upstream.FailTimeout)
+			s.writeError(st, telemetry.CauseUpstreamTimeout, 504, "upstream timeout", !keep || total < 0)
+			*keepOut = keep && total >= 0
 		case exchangeBadResponse:
 			pool.Discard(u)
-			s.writeError(st, 502, "bad upstream response", !keep)
-			return keep
+			s.writeError(st, telemetry.CauseBadResponse, 502, "bad upstream response", !keep || total < 0)
+			*keepOut = keep && total >= 0
+		case exchangeClientFailed:
+			pool.Discard(u)
 		default: // exchangeAborted: the client already has part of a response
 			pool.Discard(u)
-			return false
+			s.metrics.Error(telemetry.CauseAborted)
 		}
+		return false
 	}
 }
+
+// pickKey extracts what the cluster's consistent hash is keyed on. A
+// missing header or cookie gives the zero key (round robin).
+func (s *Server) pickKey(st *connState, tab *routing.Table, ci int) routing.PickKey {
+	on := tab.HashOn(ci)
+	switch on.Kind {
+	case fbs.HashOnHeader:
+		if v, ok := st.Header(on.Name); ok {
+			return routing.KeyOf(v)
+		}
+	case fbs.HashOnCookie:
+		if c, ok := st.Header(cookieName); ok {
+			if v, ok := routing.CookieValue(c, on.Name); ok {
+				return routing.KeyOf(v)
+			}
+		}
+	case fbs.HashOnSourceIP:
+		return routing.KeyOf(st.clientIP)
+	}
+	return routing.PickKey{}
+}
+
+var cookieName = []byte("cookie")
 
 func idempotent(m []byte) bool {
 	switch string(m) {
@@ -263,31 +375,41 @@ func idempotent(m []byte) bool {
 type exchangeResult uint8
 
 const (
-	exchangeOK          exchangeResult = iota // done; upstream conn reusable
-	exchangeOKClose                           // done; upstream conn must close
-	exchangeStale                             // failed before any response byte
-	exchangeTimeout                           // no response head in time
-	exchangeBadResponse                       // response head unparsable
-	exchangeAborted                           // failed mid-response; close the client
+	exchangeOK           exchangeResult = iota // done; upstream conn reusable
+	exchangeOKClose                            // done; upstream conn must close
+	exchangeUpgraded                           // 101 relayed; tunnel the two connections
+	exchangeRetryStatus                        // a retryable status; nothing sent to the client
+	exchangeStale                              // failed before any response byte
+	exchangeTimeout                            // no response head in time
+	exchangeBadResponse                        // response head unparsable
+	exchangeClientFailed                       // the client body failed mid-stream; answered if possible
+	exchangeAborted                            // failed mid-response; close the client
 )
 
 // exchange writes the request on u, reads the response head and relays
-// the response to the client.
-func (s *Server) exchange(st *connState, u netpoll.Connection, hn, total int, timeout time.Duration, keep bool) exchangeResult {
-	buf, err := st.conn.Reader().Peek(total)
-	if err != nil {
-		return exchangeAborted
-	}
+// the response to the client. total < 0 streams the request body.
+func (s *Server) exchange(st *connState, u netpoll.Connection, hn, total int, timeout time.Duration, keep, mayRetry bool) exchangeResult {
 	u.SetWriteTimeout(s.cfg.WriteTimeout)
 	u.SetReadTimeout(timeout)
 	uw := u.Writer()
 	s.writeRequestHead(st, uw)
-	if total > hn {
-		uw.WriteBinary(buf[hn:total])
+	if total < 0 {
+		if res := s.streamBody(st, uw, hn); res != exchangeOK {
+			return res
+		}
+	} else {
+		buf, err := st.conn.Reader().Peek(total)
+		if err != nil {
+			return exchangeClientFailed
+		}
+		if total > hn {
+			uw.WriteBinary(buf[hn:total])
+		}
+		if err := uw.Flush(); err != nil {
+			return exchangeStale
+		}
 	}
-	if err := uw.Flush(); err != nil {
-		return exchangeStale
-	}
+	sent := time.Now()
 
 	ur := u.Reader()
 	defer ur.Release()
@@ -303,7 +425,7 @@ func (s *Server) exchange(st *connState, u netpoll.Connection, hn, total int, ti
 			}
 			return exchangeBadResponse
 		}
-		rn, perr := h1.ParseResponse(rb, &st.resp, st.req.Method)
+		rn, perr := h1.ParseResponse(rb, &st.resp, st.method())
 		if perr != nil {
 			return exchangeBadResponse
 		}
@@ -312,10 +434,18 @@ func (s *Server) exchange(st *connState, u netpoll.Connection, hn, total int, ti
 			continue
 		}
 		resp := &st.resp
-		if resp.Status == 101 || (st.req.Minor == 0 && resp.Body == h1.BodyChunked) {
-			// We never forward Upgrade, and chunked cannot reach an
-			// HTTP/1.0 client: either means the upstream misbehaved.
-			return exchangeBadResponse
+		if resp.Status == 101 {
+			if !st.upgrade {
+				return exchangeBadResponse // we did not ask to switch
+			}
+			s.metrics.ObserveUpstream(time.Since(sent))
+			st.rc.Observe(101)
+			s.writeResponseHead(st, st.conn.Writer(), false, true)
+			ur.Skip(rn)
+			return exchangeUpgraded
+		}
+		if st.req.Minor == 0 && resp.Body == h1.BodyChunked {
+			return exchangeBadResponse // chunked cannot reach an HTTP/1.0 client
 		}
 		if resp.Status < 200 {
 			// 100 answers an Expect we handled ourselves; other 1xx are
@@ -330,6 +460,11 @@ func (s *Server) exchange(st *connState, u netpoll.Connection, hn, total int, ti
 		ur.Skip(rn)
 		break
 	}
+	s.metrics.ObserveUpstream(time.Since(sent))
+	if mayRetry && st.match.RetryOn(st.resp.Status) {
+		return exchangeRetryStatus
+	}
+	st.rc.Observe(st.resp.Status)
 
 	closeClient := !keep || st.resp.Body == h1.BodyClose
 	cw := st.conn.Writer()
@@ -346,9 +481,94 @@ func (s *Server) exchange(st *connState, u netpoll.Connection, hn, total int, ti
 	return exchangeOKClose
 }
 
+// streamPiece bounds how much request body is written upstream per Flush
+// when more is already buffered: big enough to amortize the syscall, small
+// enough that a piece is released soon after it arrived.
+const streamPiece = 256 << 10
+
+// streamBody forwards the request body after the head as it arrives,
+// releasing each piece once the upstream took it. The head's bytes are
+// consumed first, so everything that aliases them (the Request's slices)
+// is dead afterwards; the proxy only uses copies it took earlier.
+func (s *Server) streamBody(st *connState, uw netpoll.Writer, hn int) exchangeResult {
+	if err := uw.Flush(); err != nil {
+		return exchangeStale
+	}
+	r := st.conn.Reader()
+	if err := r.Skip(hn); err != nil {
+		return exchangeClientFailed
+	}
+	r.Release()
+	chunked := st.req.Chunked
+	remaining := st.req.ContentLength
+	pending := 0
+	for {
+		avail := r.Len()
+		if avail == 0 {
+			if pending > 0 {
+				if err := uw.Flush(); err != nil {
+					return exchangeStale
+				}
+				r.Release()
+				pending = 0
+			}
+			if _, err := r.Peek(1); err != nil {
+				s.clientReadFailed(st, err)
+				return exchangeClientFailed
+			}
+			continue
+		}
+		k := avail
+		done := false
+		if chunked {
+			p, err := r.Peek(avail)
+			if err != nil {
+				return exchangeClientFailed
+			}
+			var serr error
+			k, done, serr = st.chunks.Scan(p)
+			if serr != nil {
+				s.bodyFramingFailed(st, serr)
+				return exchangeClientFailed
+			}
+		} else {
+			k = int(min(int64(avail), remaining))
+			remaining -= int64(k)
+			done = remaining == 0
+		}
+		if k > 0 {
+			p, err := r.Next(k)
+			if err != nil {
+				return exchangeClientFailed
+			}
+			if _, err := uw.WriteBinary(p); err != nil {
+				return exchangeStale
+			}
+			pending += k
+		}
+		if done || pending >= streamPiece || (k == 0 && pending > 0) {
+			if err := uw.Flush(); err != nil {
+				return exchangeStale
+			}
+			r.Release()
+			pending = 0
+		}
+		if done {
+			return exchangeOK
+		}
+		if k == 0 {
+			// The scanner needs more than is buffered to make progress.
+			if _, err := r.Peek(r.Len() + 1); err != nil {
+				s.clientReadFailed(st, err)
+				return exchangeClientFailed
+			}
+		}
+	}
+}
+
 // flushEvery bounds how much of a response we hold before flushing to the
 // client and releasing the upstream buffer.
-const flushEvery = 1 << 20
+const flushEvery = 256 << 10
 
 // relayBody copies the response body from u to the client per its framing.
 // Slices from u's reader go to the client writer without a copy above
@@ -378,6 +598,15 @@ func (s *Server) relayBody(st *connState, u netpoll.Connection, cw netpoll.Write
 		if l := ur.Len(); l > 0 {
 			return l, nil
 		}
+		// Nothing buffered: hand what we hold to the client before
+		// blocking, so a slow upstream's pieces are not held back.
+		if pending > 0 {
+			if err := cw.Flush(); err != nil {
+				return 0, err
+			}
+			ur.Release()
+			pending = 0
+		}
 		if _, err := ur.Peek(1); err != nil {
 			return 0, err
 		}
@@ -398,6 +627,8 @@ func (s *Server) relayBody(st *connState, u netpoll.Connection, cw netpoll.Write
 			remaining -= k
 		}
 	case h1.BodyChunked:
+		// Forwarded verbatim, trailers included: the scanner only checks
+		// framing so that a broken body is cut off, never re-framed.
 		st.chunks.Reset()
 		for {
 			avail, err := wait()
@@ -415,6 +646,11 @@ func (s *Server) relayBody(st *connState, u netpoll.Connection, cw netpoll.Write
 			if done {
 				return true
 			}
+			if k == 0 {
+				if _, err := ur.Peek(avail + 1); err != nil {
+					return false
+				}
+			}
 		}
 	case h1.BodyClose:
 		for {
@@ -430,4 +666,56 @@ func (s *Server) relayBody(st *connState, u netpoll.Connection, cw netpoll.Write
 		}
 	}
 	return true
+}
+
+// tunnel relays bytes both ways after a 101 until either side closes or
+// stays silent for IdleTimeout. The upstream-to-client half runs on its own
+// goroutine (an upgrade is rare; the allocation is fine); each half closes
+// the other side when it ends, which unblocks the other half's read.
+func (s *Server) tunnel(st *connState, u netpoll.Connection) {
+	c := st.conn
+	if err := c.Writer().Flush(); err != nil {
+		return
+	}
+	r := c.Reader()
+	if err := r.Skip(st.headLen); err != nil {
+		return
+	}
+	r.Release()
+	c.SetReadTimeout(s.cfg.IdleTimeout)
+	u.SetReadTimeout(s.cfg.IdleTimeout)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pipe(u.Reader(), c.Writer())
+		c.Close()
+	}()
+	pipe(r, u.Writer())
+	u.Close()
+	<-done
+}
+
+// pipe copies from r to w until r fails or w fails.
+func pipe(r netpoll.Reader, w netpoll.Writer) {
+	for {
+		n := r.Len()
+		if n == 0 {
+			if _, err := r.Peek(1); err != nil {
+				return
+			}
+			n = r.Len()
+		}
+		p, err := r.Next(n)
+		if err != nil {
+			return
+		}
+		if _, err := w.WriteBinary(p); err != nil {
+			return
+		}
+		err = w.Flush()
+		r.Release()
+		if err != nil {
+			return
+		}
+	}
 }

@@ -2,9 +2,9 @@
 // request runs top to bottom in serve.go: read head → route → pick backend
 // → read body → forward → relay; each step is a small named function.
 //
-// netpoll buffers a connection's whole input (deps.md §1), so request
-// bodies are held in memory up to Config.MaxBodyBytes; streaming with
-// bounded memory is a later step.
+// Bodies stream: request bodies above Config.BufferBodyBytes and all
+// response bodies are forwarded in pieces as they arrive and released once
+// the other side took them (docs/http.md, "Memory").
 package proxy
 
 import (
@@ -23,6 +23,7 @@ import (
 
 	"github.com/snapgate/snapgate/edge/h1"
 	"github.com/snapgate/snapgate/edge/routing"
+	"github.com/snapgate/snapgate/edge/telemetry"
 	"github.com/snapgate/snapgate/fbs"
 )
 
@@ -57,9 +58,15 @@ type Config struct {
 	// WriteTimeout bounds each blocking write to a client or upstream.
 	// Default 30s.
 	WriteTimeout time.Duration
-	// MaxBodyBytes bounds a request body (it is buffered whole); larger
-	// gets 413. Default 16 MiB.
+	// MaxBodyBytes bounds a request body's Content-Length (larger gets
+	// 413). 0 = no limit: bodies stream, so size costs no memory.
 	MaxBodyBytes int64
+	// BufferBodyBytes is the largest Content-Length body that is read whole
+	// before forwarding, which keeps such requests retryable; larger ones
+	// stream and are never retried. Default 64 KiB.
+	BufferBodyBytes int64
+	// Metrics receives request metrics; nil = a private set nobody reads.
+	Metrics *telemetry.Metrics
 }
 
 func (c *Config) setDefaults() {
@@ -77,16 +84,22 @@ func (c *Config) setDefaults() {
 	def(&c.UpstreamTimeout, 30*time.Second)
 	def(&c.ConnectTimeout, time.Second)
 	def(&c.WriteTimeout, 30*time.Second)
-	if c.MaxBodyBytes <= 0 {
-		c.MaxBodyBytes = 16 << 20
+	if c.BufferBodyBytes <= 0 {
+		c.BufferBodyBytes = 64 << 10
+	}
+	if c.Metrics == nil {
+		c.Metrics = telemetry.New()
 	}
 }
 
 // Server is a running proxy listener.
 type Server struct {
-	cfg  Config
-	ln   netpoll.Listener
-	loop netpoll.EventLoop
+	cfg     Config
+	metrics *telemetry.Metrics
+	ridSeq  atomic.Uint64
+	ridPfx  [16]byte // hex of a random per-process value
+	ln      netpoll.Listener
+	loop    netpoll.EventLoop
 
 	mu       sync.Mutex
 	conns    map[*connState]struct{}
@@ -109,12 +122,14 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("proxy: listen on %q: %w", cfg.Addr, err)
 	}
 	s := &Server{
-		cfg:    cfg,
-		ln:     ln,
-		conns:  make(map[*connState]struct{}),
-		stop:   make(chan struct{}),
-		reaped: make(chan struct{}),
+		cfg:     cfg,
+		metrics: cfg.Metrics,
+		ln:      ln,
+		conns:   make(map[*connState]struct{}),
+		stop:    make(chan struct{}),
+		reaped:  make(chan struct{}),
 	}
+	s.initRequestIDs()
 	s.loop, err = netpoll.NewEventLoop(s.onRequest,
 		netpoll.WithOnConnect(s.onConnect),
 		netpoll.WithReadTimeout(cfg.HeaderTimeout),
@@ -183,17 +198,52 @@ type connState struct {
 	conn     netpoll.Connection
 	req      h1.Request
 	resp     h1.Response
+	matchReq fbs.Request
 	match    fbs.Match
 	chunks   h1.ChunkedScanner
+	rc       *telemetry.RouteCounters // the current request's route series
 	clientIP []byte
 	ipBuf    [48]byte
 	num      [24]byte // scratch for formatting numbers
+
+	// Copies of request facts that must outlive the head's bytes, which a
+	// streamed body releases.
+	methodBuf [16]byte
+	methodLen int
+	isHead    bool
+	rid       [maxRequestID]byte
+	ridLen    int
+
+	upPath  []byte // the path sent upstream: req.Path or its rewrite in pathBuf
+	pathBuf []byte // grows to the longest rewrite on the connection, then reused
+	upgrade bool   // the client asked for a protocol switch we forward
+	headLen int
 
 	busy       atomic.Bool
 	lastActive atomic.Int64 // unix nanos
 }
 
 type ctxKey struct{}
+
+// Header answers the routing engine's header conditions from the parsed
+// request (fbs.HeaderSource); name is lowercase.
+func (st *connState) Header(name []byte) ([]byte, bool) {
+	for _, f := range st.req.Fields() {
+		if len(f.Name) == len(name) && equalFoldBytes(f.Name, name) {
+			return f.Value, true
+		}
+	}
+	return nil, false
+}
+
+// setMethod copies the method: HEAD changes response framing, and the
+// head's bytes may be released before the response arrives.
+func (st *connState) setMethod(m []byte) {
+	st.methodLen = copy(st.methodBuf[:], m)
+	st.isHead = string(m) == "HEAD"
+}
+
+func (st *connState) method() []byte { return st.methodBuf[:st.methodLen] }
 
 func (s *Server) onConnect(ctx context.Context, c netpoll.Connection) context.Context {
 	st := &connState{conn: c}
@@ -202,10 +252,12 @@ func (s *Server) onConnect(ctx context.Context, c netpoll.Connection) context.Co
 	s.mu.Lock()
 	s.conns[st] = struct{}{}
 	s.mu.Unlock()
+	s.metrics.ConnOpened()
 	c.AddCloseCallback(func(netpoll.Connection) error {
 		s.mu.Lock()
 		delete(s.conns, st)
 		s.mu.Unlock()
+		s.metrics.ConnClosed()
 		return nil
 	})
 	return context.WithValue(ctx, ctxKey{}, st)

@@ -29,12 +29,13 @@ type Table struct {
 }
 
 type clusterState struct {
-	// next is the round-robin cursor. It sits first and the struct is
-	// padded to a cache line so busy clusters do not false-share it.
+	// next is the round-robin cursor. It has a cache line of its own so
+	// busy clusters do not false-share it.
 	next           atomic.Uint64
+	_              [56]byte
 	pools          []*upstream.Pool
 	connectTimeout time.Duration
-	_              [64 - 8 - 24 - 8]byte
+	bal            balancer
 }
 
 // NewTable builds the runtime state for snap: one pool per endpoint
@@ -57,6 +58,7 @@ func NewTable(snap *fbs.Snapshot, release func(), reg *upstream.Registry) *Table
 		for j := range cs.pools {
 			cs.pools[j] = reg.Acquire(string(cv.Endpoint(j)))
 		}
+		cs.bal = newBalancer(cv)
 	}
 	t.refs.Store(1)
 	return t
@@ -68,24 +70,54 @@ func (t *Table) Version() uint64 { return t.version }
 // Snapshot is the table's snapshot; only valid while the table is held.
 func (t *Table) Snapshot() *fbs.Snapshot { return t.snap }
 
-// Route matches a request (host lowercase without port, raw path).
+// Route matches a request by host (lowercase without port) and path only:
+// routes with method or header conditions never match. Prefer
+// RouteRequest.
 func (t *Table) Route(host, path []byte, m *fbs.Match) bool {
 	return t.snap.Match(host, path, m)
 }
 
-// Pick returns the next endpoint pool of the cluster in round-robin order;
-// false when the index is out of range or the cluster has no endpoints.
+// RouteRequest matches a request by host, path, method and headers (see
+// fbs.Snapshot.MatchRequest). It does not allocate.
+func (t *Table) RouteRequest(req *fbs.Request, m *fbs.Match) bool {
+	return t.snap.MatchRequest(req, m)
+}
+
+// NumRoutes is the number of routes; fbs.Match.Index is below it, so
+// per-route state built at swap can be a slice of this length.
+func (t *Table) NumRoutes() int { return t.snap.NumRoutes() }
+
+// Pick is Balance without a hash key and without an endpoint to avoid.
 func (t *Table) Pick(clusterIndex int) (*upstream.Pool, bool) {
+	return t.Balance(clusterIndex, PickKey{}, nil)
+}
+
+// Balance chooses an endpoint of the cluster by its policy (round robin,
+// smooth weighted round robin, power-of-two-choices least request, or
+// consistent hash on key), skipping ejected endpoints and avoid (the
+// endpoint a retry just failed on; nil for none). false means no usable
+// endpoint: the index is out of range, the cluster is empty, or every
+// endpoint is ejected or avoided; the proxy answers 503. It does not
+// allocate or lock.
+func (t *Table) Balance(clusterIndex int, key PickKey, avoid *upstream.Pool) (*upstream.Pool, bool) {
 	if clusterIndex < 0 || clusterIndex >= len(t.clusters) {
 		return nil, false
 	}
-	cs := &t.clusters[clusterIndex]
-	n := uint64(len(cs.pools))
-	if n == 0 {
-		return nil, false
-	}
-	return cs.pools[(cs.next.Add(1)-1)%n], true
+	return t.clusters[clusterIndex].pick(key, avoid)
 }
+
+// HashOn says what the cluster's consistent hash is keyed on; Kind is
+// fbs.HashOnNone for clusters that do not hash, so the proxy can skip
+// extracting a key.
+func (t *Table) HashOn(clusterIndex int) HashOn {
+	if clusterIndex < 0 || clusterIndex >= len(t.clusters) {
+		return HashOn{}
+	}
+	return t.clusters[clusterIndex].bal.hashOn
+}
+
+// Ejections lists the endpoints this edge has ejected right now.
+func (t *Table) Ejections() []upstream.Ejection { return t.reg.Ejections() }
 
 // ConnectTimeout is the cluster's dial timeout; 0 means the edge default.
 func (t *Table) ConnectTimeout(clusterIndex int) time.Duration {

@@ -11,7 +11,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,12 +33,20 @@ type Options struct {
 	MaxIdle int
 	// ConnectTimeout is the dial timeout when Get is given none. Default 1s.
 	ConnectTimeout time.Duration
+	// EjectBase is how long an endpoint is ejected after its first local
+	// failure; each further failure after the ejection ends doubles it, up
+	// to EjectMax. A success resets it. Defaults 1s and 30s.
+	EjectBase, EjectMax time.Duration
+	// Logger receives one line per ejection. Default slog.Default().
+	Logger *slog.Logger
 }
 
 const (
 	DefaultSweepInterval  = 5 * time.Second
 	DefaultMaxIdle        = 64
 	DefaultConnectTimeout = time.Second
+	DefaultEjectBase      = time.Second
+	DefaultEjectMax       = 30 * time.Second
 )
 
 func (o Options) withDefaults() Options {
@@ -47,6 +58,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.SweepInterval <= 0 {
 		o.SweepInterval = DefaultSweepInterval
+	}
+	if o.EjectBase <= 0 {
+		o.EjectBase = DefaultEjectBase
+	}
+	if o.EjectMax < o.EjectBase {
+		o.EjectMax = max(DefaultEjectMax, o.EjectBase)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
 	}
 	return o
 }
@@ -72,6 +92,104 @@ type Pool struct {
 	dials  atomic.Uint64
 	reuses atomic.Uint64
 	open   atomic.Int64 // dialed and not yet closed (by us or the peer)
+
+	// inflight counts requests between Begin and End (least_request).
+	inflight atomic.Int64
+	// ejectUntil is the unix-nano time the current ejection ends, 0 when
+	// the endpoint is healthy; the hot path checks it without a clock read
+	// while it is 0. ejections counts ejections since the last success and
+	// sets the next duration. lastKind is the failure that ejected it.
+	ejectUntil atomic.Int64
+	ejections  atomic.Uint32
+	lastKind   atomic.Uint32
+}
+
+// FailureKind is why an exchange with an endpoint failed on this edge.
+type FailureKind uint8
+
+const (
+	FailConnect FailureKind = iota + 1 // refused or unreachable
+	FailTimeout                        // connect or response timeout
+	FailReset                          // connection reset or closed mid-exchange
+)
+
+func (k FailureKind) String() string {
+	switch k {
+	case FailConnect:
+		return "connect-failure"
+	case FailTimeout:
+		return "timeout"
+	case FailReset:
+		return "reset"
+	}
+	return "unknown"
+}
+
+// Begin counts a request in flight to this endpoint; pair it with End.
+func (p *Pool) Begin() { p.inflight.Add(1) }
+
+// End ends a request counted by Begin.
+func (p *Pool) End() { p.inflight.Add(-1) }
+
+// InFlight is the number of requests between Begin and End.
+func (p *Pool) InFlight() int64 { return p.inflight.Load() }
+
+// Ejected reports whether the endpoint is ejected at now (unix nanos).
+func (p *Pool) Ejected(now int64) bool {
+	u := p.ejectUntil.Load()
+	return u != 0 && now < u
+}
+
+// Healthy reports whether the endpoint is not ejected right now. It reads
+// the clock only while an ejection is recorded.
+func (p *Pool) Healthy() bool {
+	u := p.ejectUntil.Load()
+	return u == 0 || time.Now().UnixNano() >= u
+}
+
+// ReportFailure records a local failure: the endpoint is ejected for
+// EjectBase doubled per ejection since the last success, at most EjectMax.
+// Failures while already ejected (requests that were in flight) do not
+// extend it.
+func (p *Pool) ReportFailure(kind FailureKind) {
+	now := time.Now().UnixNano()
+	for {
+		u := p.ejectUntil.Load()
+		if u != 0 && now < u {
+			return
+		}
+		n := p.ejections.Load()
+		d := p.opts.EjectBase << min(n, 16)
+		if d > p.opts.EjectMax || d <= 0 {
+			d = p.opts.EjectMax
+		}
+		if p.ejectUntil.CompareAndSwap(u, now+int64(d)) {
+			p.ejections.Add(1)
+			p.lastKind.Store(uint32(kind))
+			p.opts.Logger.Warn("upstream endpoint ejected", "addr", p.addr, "cause", kind.String(),
+				"for", d, "ejections", n+1)
+			return
+		}
+	}
+}
+
+// ReportSuccess records a completed exchange and ends any ejection. It is
+// two atomic loads when the endpoint is healthy.
+func (p *Pool) ReportSuccess() {
+	if p.ejectUntil.Load() != 0 {
+		p.ejectUntil.Store(0)
+	}
+	if p.ejections.Load() != 0 {
+		p.ejections.Store(0)
+	}
+}
+
+// Ejection describes one ejected endpoint for status and metrics.
+type Ejection struct {
+	Addr      string
+	Until     time.Time
+	Ejections int         // since the last success; sets the next duration
+	Cause     FailureKind // the failure that started this ejection
 }
 
 func newPool(addr string, opts Options) *Pool {
@@ -301,6 +419,21 @@ func (r *Registry) Release(p *Pool) {
 		delete(r.pools, p.addr)
 	}
 	p.close()
+}
+
+// Ejections lists the endpoints ejected right now, sorted by address.
+func (r *Registry) Ejections() []Ejection {
+	now := time.Now().UnixNano()
+	r.mu.Lock()
+	var out []Ejection
+	for _, p := range r.pools {
+		if u := p.ejectUntil.Load(); u != 0 && now < u {
+			out = append(out, Ejection{Addr: p.addr, Until: time.Unix(0, u), Ejections: int(p.ejections.Load()), Cause: FailureKind(p.lastKind.Load())})
+		}
+	}
+	r.mu.Unlock()
+	slices.SortFunc(out, func(a, b Ejection) int { return strings.Compare(a.Addr, b.Addr) })
+	return out
 }
 
 // Len is the number of live pools.

@@ -73,8 +73,40 @@ func (rcv *Cluster) MutateConnectTimeoutMs(n uint32) bool {
 	return rcv._tab.MutateUint32Slot(8, n)
 }
 
+func (rcv *Cluster) Lb() byte {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(10))
+	if o != 0 {
+		return rcv._tab.GetByte(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *Cluster) MutateLb(n byte) bool {
+	return rcv._tab.MutateByteSlot(10, n)
+}
+
+func (rcv *Cluster) HashOn() byte {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(12))
+	if o != 0 {
+		return rcv._tab.GetByte(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *Cluster) MutateHashOn(n byte) bool {
+	return rcv._tab.MutateByteSlot(12, n)
+}
+
+func (rcv *Cluster) HashOnName() []byte {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(14))
+	if o != 0 {
+		return rcv._tab.ByteVector(o + rcv._tab.Pos)
+	}
+	return nil
+}
+
 func ClusterStart(builder *flatbuffers.Builder) {
-	builder.StartObject(3)
+	builder.StartObject(6)
 }
 func ClusterAddName(builder *flatbuffers.Builder, name flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(name), 0)
@@ -87,6 +119,15 @@ func ClusterStartEndpointsVector(builder *flatbuffers.Builder, numElems int) fla
 }
 func ClusterAddConnectTimeoutMs(builder *flatbuffers.Builder, connectTimeoutMs uint32) {
 	builder.PrependUint32Slot(2, connectTimeoutMs, 0)
+}
+func ClusterAddLb(builder *flatbuffers.Builder, lb byte) {
+	builder.PrependByteSlot(3, lb, 0)
+}
+func ClusterAddHashOn(builder *flatbuffers.Builder, hashOn byte) {
+	builder.PrependByteSlot(4, hashOn, 0)
+}
+func ClusterAddHashOnName(builder *flatbuffers.Builder, hashOnName flatbuffers.UOffsetT) {
+	builder.PrependUOffsetTSlot(5, flatbuffers.UOffsetT(hashOnName), 0)
 }
 func ClusterEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()

@@ -41,11 +41,26 @@ func (rcv *Endpoint) Address() []byte {
 	return nil
 }
 
+func (rcv *Endpoint) Weight() uint16 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(6))
+	if o != 0 {
+		return rcv._tab.GetUint16(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *Endpoint) MutateWeight(n uint16) bool {
+	return rcv._tab.MutateUint16Slot(6, n)
+}
+
 func EndpointStart(builder *flatbuffers.Builder) {
-	builder.StartObject(1)
+	builder.StartObject(2)
 }
 func EndpointAddAddress(builder *flatbuffers.Builder, address flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(address), 0)
+}
+func EndpointAddWeight(builder *flatbuffers.Builder, weight uint16) {
+	builder.PrependUint16Slot(1, weight, 0)
 }
 func EndpointEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()

@@ -85,8 +85,139 @@ func (rcv *Route) MutateTimeoutMs(n uint32) bool {
 	return rcv._tab.MutateUint32Slot(14, n)
 }
 
+func (rcv *Route) Exact() bool {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(16))
+	if o != 0 {
+		return rcv._tab.GetBool(o + rcv._tab.Pos)
+	}
+	return false
+}
+
+func (rcv *Route) MutateExact(n bool) bool {
+	return rcv._tab.MutateBoolSlot(16, n)
+}
+
+func (rcv *Route) Methods(j int) []byte {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(18))
+	if o != 0 {
+		a := rcv._tab.Vector(o)
+		return rcv._tab.ByteVector(a + flatbuffers.UOffsetT(j*4))
+	}
+	return nil
+}
+
+func (rcv *Route) MethodsLength() int {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(18))
+	if o != 0 {
+		return rcv._tab.VectorLen(o)
+	}
+	return 0
+}
+
+func (rcv *Route) Headers(obj *HeaderMatch, j int) bool {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(20))
+	if o != 0 {
+		x := rcv._tab.Vector(o)
+		x += flatbuffers.UOffsetT(j) * 4
+		x = rcv._tab.Indirect(x)
+		obj.Init(rcv._tab.Bytes, x)
+		return true
+	}
+	return false
+}
+
+func (rcv *Route) HeadersLength() int {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(20))
+	if o != 0 {
+		return rcv._tab.VectorLen(o)
+	}
+	return 0
+}
+
+func (rcv *Route) Priority() uint32 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(22))
+	if o != 0 {
+		return rcv._tab.GetUint32(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *Route) MutatePriority(n uint32) bool {
+	return rcv._tab.MutateUint32Slot(22, n)
+}
+
+func (rcv *Route) RewritePrefix() []byte {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(24))
+	if o != 0 {
+		return rcv._tab.ByteVector(o + rcv._tab.Pos)
+	}
+	return nil
+}
+
+func (rcv *Route) RetryAttempts() byte {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(26))
+	if o != 0 {
+		return rcv._tab.GetByte(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *Route) MutateRetryAttempts(n byte) bool {
+	return rcv._tab.MutateByteSlot(26, n)
+}
+
+func (rcv *Route) RetryOn() byte {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(28))
+	if o != 0 {
+		return rcv._tab.GetByte(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *Route) MutateRetryOn(n byte) bool {
+	return rcv._tab.MutateByteSlot(28, n)
+}
+
+func (rcv *Route) RetryStatuses(j int) uint16 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(30))
+	if o != 0 {
+		a := rcv._tab.Vector(o)
+		return rcv._tab.GetUint16(a + flatbuffers.UOffsetT(j*2))
+	}
+	return 0
+}
+
+func (rcv *Route) RetryStatusesLength() int {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(30))
+	if o != 0 {
+		return rcv._tab.VectorLen(o)
+	}
+	return 0
+}
+
+func (rcv *Route) MutateRetryStatuses(j int, n uint16) bool {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(30))
+	if o != 0 {
+		a := rcv._tab.Vector(o)
+		return rcv._tab.MutateUint16(a+flatbuffers.UOffsetT(j*2), n)
+	}
+	return false
+}
+
+func (rcv *Route) ClusterIndex() uint32 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(32))
+	if o != 0 {
+		return rcv._tab.GetUint32(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *Route) MutateClusterIndex(n uint32) bool {
+	return rcv._tab.MutateUint32Slot(32, n)
+}
+
 func RouteStart(builder *flatbuffers.Builder) {
-	builder.StartObject(6)
+	builder.StartObject(15)
 }
 func RouteAddKey(builder *flatbuffers.Builder, key flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(key), 0)
@@ -105,6 +236,42 @@ func RouteAddCluster(builder *flatbuffers.Builder, cluster flatbuffers.UOffsetT)
 }
 func RouteAddTimeoutMs(builder *flatbuffers.Builder, timeoutMs uint32) {
 	builder.PrependUint32Slot(5, timeoutMs, 0)
+}
+func RouteAddExact(builder *flatbuffers.Builder, exact bool) {
+	builder.PrependBoolSlot(6, exact, false)
+}
+func RouteAddMethods(builder *flatbuffers.Builder, methods flatbuffers.UOffsetT) {
+	builder.PrependUOffsetTSlot(7, flatbuffers.UOffsetT(methods), 0)
+}
+func RouteStartMethodsVector(builder *flatbuffers.Builder, numElems int) flatbuffers.UOffsetT {
+	return builder.StartVector(4, numElems, 4)
+}
+func RouteAddHeaders(builder *flatbuffers.Builder, headers flatbuffers.UOffsetT) {
+	builder.PrependUOffsetTSlot(8, flatbuffers.UOffsetT(headers), 0)
+}
+func RouteStartHeadersVector(builder *flatbuffers.Builder, numElems int) flatbuffers.UOffsetT {
+	return builder.StartVector(4, numElems, 4)
+}
+func RouteAddPriority(builder *flatbuffers.Builder, priority uint32) {
+	builder.PrependUint32Slot(9, priority, 0)
+}
+func RouteAddRewritePrefix(builder *flatbuffers.Builder, rewritePrefix flatbuffers.UOffsetT) {
+	builder.PrependUOffsetTSlot(10, flatbuffers.UOffsetT(rewritePrefix), 0)
+}
+func RouteAddRetryAttempts(builder *flatbuffers.Builder, retryAttempts byte) {
+	builder.PrependByteSlot(11, retryAttempts, 0)
+}
+func RouteAddRetryOn(builder *flatbuffers.Builder, retryOn byte) {
+	builder.PrependByteSlot(12, retryOn, 0)
+}
+func RouteAddRetryStatuses(builder *flatbuffers.Builder, retryStatuses flatbuffers.UOffsetT) {
+	builder.PrependUOffsetTSlot(13, flatbuffers.UOffsetT(retryStatuses), 0)
+}
+func RouteStartRetryStatusesVector(builder *flatbuffers.Builder, numElems int) flatbuffers.UOffsetT {
+	return builder.StartVector(2, numElems, 2)
+}
+func RouteAddClusterIndex(builder *flatbuffers.Builder, clusterIndex uint32) {
+	builder.PrependUint32Slot(14, clusterIndex, 0)
 }
 func RouteEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()

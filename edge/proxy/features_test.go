@@ -1,0 +1,378 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/snapgate/snapgate/edge/routing"
+	"github.com/snapgate/snapgate/edge/telemetry"
+	"github.com/snapgate/snapgate/edge/upstream"
+	"github.com/snapgate/snapgate/fbs"
+)
+
+// startProxy runs a proxy over st and returns its address and metrics.
+func startProxy(t *testing.T, st fbs.State, mod func(*Config)) (string, *telemetry.Metrics) {
+	t.Helper()
+	b, err := fbs.Build(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := fbs.Open(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := upstream.NewRegistry(upstream.Options{})
+	h := &routing.Holder{}
+	if _, err := h.Swap(routing.NewTable(snap, nil, reg)); err != nil {
+		t.Fatal(err)
+	}
+	m := telemetry.New()
+	cfg := Config{Addr: "127.0.0.1:0", Tables: h, Metrics: m, HeaderTimeout: 5 * time.Second}
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve() }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+		h.Close()
+		reg.Close()
+	})
+	return srv.Addr().String(), m
+}
+
+func oneRoute(addrs ...string) fbs.State {
+	eps := make([]fbs.Endpoint, len(addrs))
+	for i, a := range addrs {
+		eps[i] = fbs.Endpoint{Address: a}
+	}
+	return fbs.State{Version: 1, Clusters: []fbs.Cluster{{Name: "c", Endpoints: eps}},
+		Routes: []fbs.Route{{ID: "r", Host: "*", Prefix: "/", Cluster: "c"}}}
+}
+
+func TestRequestID(t *testing.T) {
+	var seen atomic.Value
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Store(strings.Join(r.Header.Values("X-Request-Id"), "|"))
+		w.Header().Set("X-Request-Id", "from-backend")
+	}))
+	defer be.Close()
+	addr, _ := startProxy(t, oneRoute(be.Listener.Addr().String()), nil)
+	get := func(id string) string {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/x", nil)
+		if id != "" {
+			req.Header.Set("X-Request-Id", id)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got := strings.Join(resp.Header.Values("X-Request-Id"), "|")
+		if got != seen.Load().(string) {
+			t.Fatalf("client got id %q, backend saw %q", got, seen.Load())
+		}
+		return got
+	}
+	if got := get("abc-123:trace/1="); got != "abc-123:trace/1=" {
+		t.Fatalf("valid id replaced: %q", got)
+	}
+	a, b := get("bad id with spaces"), get("")
+	if len(a) != 33 || len(b) != 33 || a == b || a[:16] != b[:16] {
+		t.Fatalf("generated ids %q %q", a, b)
+	}
+	if got := get(strings.Repeat("x", maxRequestID+1)); len(got) != 33 {
+		t.Fatalf("overlong id kept: %q", got)
+	}
+}
+
+// TestForwardsNormalisedPath checks what the backend receives for
+// path-confusion spellings and what gets a 400 without reaching it.
+func TestForwardsNormalisedPath(t *testing.T) {
+	var uri atomic.Value
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		uri.Store(r.RequestURI)
+	}))
+	defer be.Close()
+	st := oneRoute(be.Listener.Addr().String())
+	st.Routes = append(st.Routes, fbs.Route{ID: "rw", Host: "*", Prefix: "/old", Cluster: "c", RewritePrefix: "/new"})
+	addr, _ := startProxy(t, st, nil)
+	for target, want := range map[string]string{
+		"/public/%2e%2e/admin?q=%2e": "/admin?q=%2e",
+		"//admin":                    "/admin",
+		"/a/./b/../c":                "/a/c",
+		"/%7Euser":                   "/~user",
+		"/old/x/../y":                "/new/y",
+		"/old%2fz":                   "",
+		"/a%00":                      "",
+		"/..":                        "",
+		"/%c0%af":                    "",
+	} {
+		uri.Store("")
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", target)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", target, err)
+		}
+		resp.Body.Close()
+		switch {
+		case want == "" && (resp.StatusCode != 400 || uri.Load() != ""):
+			t.Errorf("%s: %d, backend saw %q; want 400 and nothing", target, resp.StatusCode, uri.Load())
+		case want != "" && (resp.StatusCode != 200 || uri.Load() != want):
+			t.Errorf("%s: %d, backend saw %q; want %q", target, resp.StatusCode, uri.Load(), want)
+		}
+	}
+}
+
+func TestRetryOnConnectFailure(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer be.Close()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close()
+	st := oneRoute(dead, be.Listener.Addr().String())
+	st.Routes[0].RetryAttempts = 1
+	st.Routes[0].RetryOn = fbs.RetryOnConnectFailure
+	addr, m := startProxy(t, st, nil)
+	for i := range 4 {
+		resp, err := http.Get("http://" + addr + "/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d, want 200 via retry", i, resp.StatusCode)
+		}
+	}
+	resp, err := http.Post("http://"+addr+"/x", "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 && resp.StatusCode != 502 {
+		t.Fatalf("POST: %d", resp.StatusCode)
+	}
+	var sb strings.Builder
+	m.WritePrometheus(&sb)
+	if !strings.Contains(sb.String(), `snapgate_edge_requests_total{route="r",class="2xx"}`) {
+		t.Fatalf("no per-route series in\n%s", sb.String())
+	}
+}
+
+// TestUpgradeTunnel runs a WebSocket-style upgrade: the backend answers
+// 101 and then echoes bytes; the proxy must tunnel both ways.
+func TestUpgradeTunnel(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" || !strings.EqualFold(r.Header.Get("Connection"), "upgrade") {
+			http.Error(w, "no upgrade", 400)
+			return
+		}
+		c, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		io.Copy(c, brw) // echo until the client closes
+	}))
+	defer be.Close()
+	addr, _ := startProxy(t, oneRoute(be.Listener.Addr().String()), nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 101 || resp.Header.Get("Upgrade") != "websocket" {
+		t.Fatalf("%d %v", resp.StatusCode, resp.Header)
+	}
+	for i := range 3 {
+		msg := fmt.Sprintf("frame-%d", i)
+		io.WriteString(c, msg)
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+			t.Fatalf("echo %d: %q %v", i, got, err)
+		}
+	}
+}
+
+func TestAdminEndpoints(t *testing.T) {
+	m := telemetry.New()
+	a, err := m.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go a.Serve()
+	defer a.Close()
+	get := func(p string) (int, string) {
+		resp, err := http.Get("http://" + a.Addr().String() + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("/healthz"); code != 503 {
+		t.Fatalf("healthz before snapshot: %d", code)
+	}
+	m.SetVersion(7)
+	m.Route([]byte(`we"ird`)).Observe(204)
+	m.Error(telemetry.CauseNoRoute)
+	m.ObserveUpstream(3 * time.Millisecond)
+	if code, _ := get("/healthz"); code != 200 {
+		t.Fatalf("healthz after snapshot: %d", code)
+	}
+	_, body := get("/metrics")
+	for _, want := range []string{
+		`snapgate_edge_requests_total{route="we\"ird",class="2xx"} 1`,
+		`snapgate_edge_errors_total{cause="no_route"} 1`,
+		`snapgate_edge_snapshot_version 7`,
+		`snapgate_edge_upstream_response_seconds_bucket{le="0.0032"} 1`,
+		`snapgate_edge_client_connections 0`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+// vmRSS reads this process's resident set size in bytes.
+func vmRSS(t testing.TB) int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skip("no /proc/self/status")
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Skip("no VmRSS")
+	return 0
+}
+
+// TestStreamingMemory moves SNAPGATE_STREAM_BYTES (default 1 GiB) up and
+// then down through the proxy, sampling RSS, and fails if the peak grows
+// more than 64 MiB over the baseline. Client, proxy and backend share
+// this process, so the figure bounds all three together. It runs only
+// with SNAPGATE_STREAM_TEST=1: it takes ~40 s, and it currently fails
+// (peak ≈ 2.4 GiB): netpoll reads a connection's input eagerly with no
+// backpressure, so forwarding in pieces alone does not bound memory
+// (docs/http.md, "Memory").
+func TestStreamingMemory(t *testing.T) {
+	if os.Getenv("SNAPGATE_STREAM_TEST") != "1" || raceEnabled {
+		t.Skip("set SNAPGATE_STREAM_TEST=1 to move 2 GiB through the proxy")
+	}
+	size := int64(1 << 30)
+	if v, err := strconv.ParseInt(os.Getenv("SNAPGATE_STREAM_BYTES"), 10, 64); err == nil && v > 0 {
+		size = v
+	}
+	chunk := make([]byte, 256<<10)
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "POST" {
+			n, err := io.CopyBuffer(io.Discard, r.Body, make([]byte, 256<<10))
+			fmt.Fprintf(w, "%d %v", n, err)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		for left := size; left > 0; left -= int64(len(chunk)) {
+			if _, err := w.Write(chunk[:min(int64(len(chunk)), left)]); err != nil {
+				return
+			}
+		}
+	}))
+	defer be.Close()
+	addr, _ := startProxy(t, oneRoute(be.Listener.Addr().String()), nil)
+
+	base := vmRSS(t)
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if r := vmRSS(t); r > peak.Load() {
+					peak.Store(r)
+				}
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+
+	body := io.LimitReader(zeroReader{}, size)
+	req, _ := http.NewRequest("POST", "http://"+addr+"/up", body)
+	req.ContentLength = size
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("%d <nil>", size); string(got) != want {
+		t.Fatalf("upload: backend said %q, want %q", got, want)
+	}
+	upPeak := peak.Load()
+	resp, err = http.Get("http://" + addr + "/down")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.CopyBuffer(io.Discard, resp.Body, make([]byte, 256<<10))
+	resp.Body.Close()
+	if n != size || err != nil {
+		t.Fatalf("download: %d bytes, %v", n, err)
+	}
+	downPeak := peak.Load()
+	t.Logf("RSS baseline %d MiB; peak during upload %d MiB, during download %d MiB (%d MiB each way)",
+		base>>20, upPeak>>20, downPeak>>20, size>>20)
+	if downPeak-base > 64<<20 {
+		t.Fatalf("RSS grew %d MiB over baseline", (downPeak-base)>>20)
+	}
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}

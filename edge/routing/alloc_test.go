@@ -1,0 +1,46 @@
+//go:build !race
+
+package routing
+
+import (
+	"testing"
+
+	"github.com/snapgate/snapgate/edge/upstream"
+	"github.com/snapgate/snapgate/fbs"
+)
+
+// TestHotPathAllocs pins RouteRequest, Balance for every policy, the
+// in-flight counters and success reports to zero allocations.
+func TestHotPathAllocs(t *testing.T) {
+	reg := upstream.NewRegistry(upstream.Options{})
+	defer reg.Close()
+	eps := endpoints(5)
+	eps[1].Weight = 4
+	for _, c := range []fbs.Cluster{
+		{Endpoints: endpoints(5)}, {Endpoints: eps, LB: fbs.LBWeightedRoundRobin},
+		{Endpoints: endpoints(5), LB: fbs.LBLeastRequest}, {Endpoints: endpoints(5), LB: fbs.LBHash, HashOn: fbs.HashOnHeader, HashOnName: "x-user"},
+	} {
+		tab := lbTable(t, reg, c)
+		req := fbs.Request{Host: []byte("a.example"), Path: []byte("/x/y"), Method: []byte("GET")}
+		var m fbs.Match
+		cookie := []byte("a=1; sid=42")
+		allocs := testing.AllocsPerRun(500, func() {
+			if !tab.RouteRequest(&req, &m) {
+				t.Fatal("no route")
+			}
+			v, _ := CookieValue(cookie, []byte("sid"))
+			p, ok := tab.Balance(m.ClusterIndex(), KeyOf(v), nil)
+			if !ok {
+				t.Fatal("no endpoint")
+			}
+			p.Begin()
+			p.ReportSuccess()
+			p.End()
+			_ = tab.HashOn(m.ClusterIndex())
+		})
+		if allocs != 0 {
+			t.Errorf("lb %d: %v allocs per request, want 0", c.LB, allocs)
+		}
+		tab.Release()
+	}
+}

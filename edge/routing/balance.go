@@ -1,0 +1,228 @@
+package routing
+
+import (
+	"math/rand/v2"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/snapgate/snapgate/edge/upstream"
+	"github.com/snapgate/snapgate/fbs"
+)
+
+// PickKey carries the request's hash key for LBHash clusters. The zero
+// value means "no key": a hash cluster then balances round robin.
+type PickKey struct {
+	Hash uint64
+	Set  bool
+}
+
+// KeyOf hashes a header value, cookie value or client address into a
+// PickKey.
+func KeyOf(b []byte) PickKey { return PickKey{Hash: xxhash.Sum64(b), Set: true} }
+
+// HashOn says what a cluster's consistent hash is keyed on, so the proxy
+// extracts just that from the request: Kind is fbs.HashOnHeader (Name is
+// the lowercase header name), fbs.HashOnCookie (Name is the cookie name),
+// fbs.HashOnSourceIP, or fbs.HashOnNone for clusters that do not hash.
+type HashOn struct {
+	Kind uint8
+	Name []byte
+}
+
+// balancer is the per-cluster endpoint choice. Its state is atomics only:
+// the request path takes no lock.
+type balancer struct {
+	lb      uint8
+	hashOn  HashOn
+	weights []uint32 // cumulative weights, for weighted round robin
+	total   uint64   // sum of weights
+	stride  uint64   // coprime with total, about total/phi
+	ring    []uint16 // Maglev lookup table, for hash
+}
+
+// goldenRatio is 1/phi; a stride of total/phi spreads consecutive counter
+// values evenly over the weight space (the three-distance theorem), which
+// is what makes the weighted order smooth.
+const goldenRatio = 0.6180339887498949
+
+func newBalancer(cv fbs.ClusterView) balancer {
+	b := balancer{lb: cv.LB(), hashOn: HashOn{Kind: cv.HashOn(), Name: cv.HashOnName()}}
+	n := cv.NumEndpoints()
+	switch b.lb {
+	case fbs.LBWeightedRoundRobin:
+		b.weights = make([]uint32, n)
+		var sum uint64
+		for j := range n {
+			sum += uint64(cv.EndpointWeight(j))
+			b.weights[j] = uint32(sum)
+		}
+		b.total = sum
+		b.stride = coprimeNear(sum, uint64(float64(sum)*goldenRatio))
+	case fbs.LBHash:
+		b.ring = maglev(cv)
+	}
+	return b
+}
+
+func gcd(a, b uint64) uint64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// coprimeNear returns the value at or above want (at least 1) that is
+// coprime with n, so that c*stride mod n visits every residue once per
+// cycle of n.
+func coprimeNear(n, want uint64) uint64 {
+	if n <= 1 {
+		return 1
+	}
+	s := max(want, 1)
+	for gcd(s, n) != 1 {
+		s++
+	}
+	return s
+}
+
+// maglevSizes are primes; the table is the first at least 1000 times the
+// endpoint count, which keeps the load imbalance small and the
+// remapping on an endpoint change near the ideal 1/N.
+var maglevSizes = []int{251, 1021, 4093, 16381, 65521, 131071}
+
+// maglev builds the Maglev lookup table (Eisenbud et al., NSDI 2016) over
+// the endpoint addresses: each endpoint walks its own permutation of the
+// table and claims the next free slot in turn. Built once per table swap.
+func maglev(cv fbs.ClusterView) []uint16 {
+	n := cv.NumEndpoints()
+	if n == 0 {
+		return nil
+	}
+	m := maglevSizes[len(maglevSizes)-1]
+	for _, s := range maglevSizes {
+		if s >= 1000*n {
+			m = s
+			break
+		}
+	}
+	offset := make([]uint64, n)
+	skip := make([]uint64, n)
+	next := make([]uint64, n)
+	for j := range n {
+		addr := cv.Endpoint(j)
+		offset[j] = xxhash.Sum64(addr) % uint64(m)
+		skip[j] = (xxhash.Sum64(append([]byte{0xff}, addr...)))%uint64(m-1) + 1
+	}
+	table := make([]uint16, m)
+	filled := make([]bool, m)
+	for done := 0; done < m; {
+		for j := 0; j < n && done < m; j++ {
+			for {
+				c := (offset[j] + next[j]*skip[j]) % uint64(m)
+				next[j]++
+				if !filled[c] {
+					filled[c] = true
+					table[c] = uint16(j)
+					done++
+					break
+				}
+			}
+		}
+	}
+	return table
+}
+
+// pick chooses an endpoint of cs other than avoid (nil for none) that is
+// not ejected; false when every candidate is ejected or avoided.
+func (cs *clusterState) pick(key PickKey, avoid *upstream.Pool) (*upstream.Pool, bool) {
+	pools := cs.pools
+	n := len(pools)
+	if n == 0 {
+		return nil, false
+	}
+	b := &cs.bal
+	switch {
+	case b.lb == fbs.LBHash && key.Set:
+		start := int(key.Hash % uint64(len(b.ring)))
+		// Walking on along the table visits endpoints in a key-specific
+		// order, so the keys of an ejected endpoint spread over the others
+		// instead of all landing on one neighbour.
+		for i := 0; i < len(b.ring); i++ {
+			p := pools[b.ring[(start+i)%len(b.ring)]]
+			if p != avoid && p.Healthy() {
+				return p, true
+			}
+			if i == n && !cs.anyUsable(avoid) {
+				return nil, false
+			}
+		}
+		return nil, false
+	case b.lb == fbs.LBWeightedRoundRobin:
+		c := cs.next.Add(1) - 1
+		pos := (c % b.total) * b.stride % b.total
+		// The endpoint whose cumulative weight range holds pos; a loop,
+		// not sort.Search, whose closure could escape.
+		lo, hi := 0, n-1
+		for lo < hi {
+			mid := int(uint(lo+hi) >> 1)
+			if uint64(b.weights[mid]) > pos {
+				hi = mid
+			} else {
+				lo = mid + 1
+			}
+		}
+		return cs.firstUsable(lo, avoid)
+	case b.lb == fbs.LBLeastRequest && n > 1:
+		i := rand.IntN(n)
+		j := rand.IntN(n - 1)
+		if j >= i {
+			j++
+		}
+		a, c := pools[i], pools[j]
+		aOK := a != avoid && a.Healthy()
+		cOK := c != avoid && c.Healthy()
+		switch {
+		case aOK && cOK:
+			if c.InFlight() < a.InFlight() {
+				return c, true
+			}
+			return a, true
+		case aOK:
+			return a, true
+		case cOK:
+			return c, true
+		}
+		return cs.leastLoaded(avoid)
+	}
+	return cs.firstUsable(int((cs.next.Add(1)-1)%uint64(n)), avoid)
+}
+
+// firstUsable returns the first endpoint from index j on (wrapping) that
+// is neither avoided nor ejected.
+func (cs *clusterState) firstUsable(j int, avoid *upstream.Pool) (*upstream.Pool, bool) {
+	n := len(cs.pools)
+	for i := range n {
+		p := cs.pools[(j+i)%n]
+		if p != avoid && p.Healthy() {
+			return p, true
+		}
+	}
+	return nil, false
+}
+
+func (cs *clusterState) anyUsable(avoid *upstream.Pool) bool {
+	_, ok := cs.firstUsable(0, avoid)
+	return ok
+}
+
+// leastLoaded scans for the usable endpoint with the fewest requests in
+// flight; the fallback when both power-of-two choices are unusable.
+func (cs *clusterState) leastLoaded(avoid *upstream.Pool) (*upstream.Pool, bool) {
+	var best *upstream.Pool
+	for _, p := range cs.pools {
+		if p != avoid && p.Healthy() && (best == nil || p.InFlight() < best.InFlight()) {
+			best = p
+		}
+	}
+	return best, best != nil
+}

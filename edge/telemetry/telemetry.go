@@ -1,0 +1,232 @@
+// Package telemetry holds the edge's request metrics and serves them, with
+// a health check, on a separate admin HTTP listener.
+//
+// Every metric is created before the request path can touch it: the fixed
+// ones in New, the per-route ones once per route on its first request
+// (deps.md §5: a name built per request costs an allocation and a map
+// lookup under a lock). The request path then only bumps atomics.
+package telemetry
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	vm "github.com/VictoriaMetrics/metrics"
+)
+
+// Cause classifies a request the edge answered itself, for errors_total.
+type Cause uint8
+
+// The causes, one per distinct edge-generated answer.
+const (
+	CauseBadRequest      Cause = iota // malformed or refused request head/body (4xx from the parser)
+	CauseHeaderTimeout                // 408: the head or body did not arrive in time
+	CauseNoTable                      // 503: no snapshot in service
+	CauseNoRoute                      // 404
+	CauseNoEndpoint                   // 503: the route's cluster has no usable endpoint
+	CauseConnectFailed                // 502: dial refused or reset
+	CauseConnectTimeout               // 504: dial timed out
+	CauseUpstreamTimeout              // 504: no response head in time
+	CauseUpstreamClosed               // 502: upstream closed before answering
+	CauseBadResponse                  // 502: unparsable or forbidden response head
+	CauseAborted                      // a response broke off mid-body; the client was closed
+	numCauses
+)
+
+var causeNames = [numCauses]string{
+	"bad_request", "client_timeout", "no_table", "no_route", "no_endpoint",
+	"connect_failed", "connect_timeout", "upstream_timeout", "upstream_closed",
+	"bad_response", "aborted",
+}
+
+func (c Cause) String() string {
+	if c < numCauses {
+		return causeNames[c]
+	}
+	return "unknown"
+}
+
+// classNames label status classes 1xx..5xx; index 0 is anything else.
+var classNames = [6]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// RouteCounters counts one route's final responses by status class.
+type RouteCounters struct {
+	byClass [6]*vm.Counter
+}
+
+// Observe counts one final response with the given status.
+func (rc *RouteCounters) Observe(status int) {
+	i := status / 100
+	if i < 1 || i > 5 {
+		i = 0
+	}
+	rc.byClass[i].Inc()
+}
+
+// Metrics is the edge's metric set. Safe for concurrent use; the methods
+// used per request do not allocate or lock.
+type Metrics struct {
+	set *vm.Set
+
+	errors  [numCauses]*vm.Counter
+	latency *vm.PrometheusHistogram
+	conns   atomic.Int64
+	version atomic.Uint64
+
+	// routes maps a route id to its counters. Readers load the map and
+	// index it with string(id), which Go does without allocating; a miss
+	// takes mu and publishes a copied map (copy-on-write), so only a
+	// route's first request pays for the name building.
+	routes   atomic.Pointer[map[string]*RouteCounters]
+	mu       sync.Mutex
+	unrouted *RouteCounters
+}
+
+// LatencyBuckets are the upstream latency histogram's upper bounds in
+// seconds: 100 µs doubling to ~3.3 s, which covers a loopback hop and a
+// slow backend with useful resolution at both ends.
+var LatencyBuckets = vm.ExponentialBuckets(1e-4, 2, 16)
+
+// New creates the metric set with every fixed metric registered.
+func New() *Metrics {
+	m := &Metrics{set: vm.NewSet()}
+	for c := range numCauses {
+		m.errors[c] = m.set.NewCounter(`snapgate_edge_errors_total{cause="` + causeNames[c] + `"}`)
+	}
+	m.latency = m.set.NewPrometheusHistogramExt("snapgate_edge_upstream_response_seconds", LatencyBuckets)
+	m.set.NewGauge("snapgate_edge_client_connections", func() float64 { return float64(m.conns.Load()) })
+	m.set.NewGauge("snapgate_edge_snapshot_version", func() float64 { return float64(m.version.Load()) })
+	empty := map[string]*RouteCounters{}
+	m.routes.Store(&empty)
+	m.unrouted = m.newRouteCounters("")
+	return m
+}
+
+func (m *Metrics) newRouteCounters(id string) *RouteCounters {
+	rc := &RouteCounters{}
+	label := escapeLabel(id)
+	for i, cl := range classNames {
+		rc.byClass[i] = m.set.GetOrCreateCounter(`snapgate_edge_requests_total{route="` + label + `",class="` + cl + `"}`)
+	}
+	return rc
+}
+
+// escapeLabel escapes a Prometheus label value (backslash, quote, newline).
+func escapeLabel(s string) string {
+	if !strings.ContainsAny(s, "\\\"\n") {
+		return s
+	}
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+	return r.Replace(s)
+}
+
+// Route returns the counters of the route with this id, creating them on
+// the route's first request. An empty id is the "no route matched" series.
+func (m *Metrics) Route(id []byte) *RouteCounters {
+	if len(id) == 0 {
+		return m.unrouted
+	}
+	if rc, ok := (*m.routes.Load())[string(id)]; ok {
+		return rc
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := *m.routes.Load()
+	if rc, ok := cur[string(id)]; ok {
+		return rc
+	}
+	next := make(map[string]*RouteCounters, len(cur)+1)
+	for k, v := range cur {
+		next[k] = v
+	}
+	rc := m.newRouteCounters(string(id))
+	next[string(id)] = rc
+	m.routes.Store(&next)
+	return rc
+}
+
+// Error counts one answer the edge generated itself.
+func (m *Metrics) Error(c Cause) {
+	if c < numCauses {
+		m.errors[c].Inc()
+	}
+}
+
+// ObserveUpstream records the time from writing a request upstream to
+// having its response head.
+func (m *Metrics) ObserveUpstream(d time.Duration) { m.latency.Update(d.Seconds()) }
+
+// ConnOpened and ConnClosed track open client connections.
+func (m *Metrics) ConnOpened() { m.conns.Add(1) }
+func (m *Metrics) ConnClosed() { m.conns.Add(-1) }
+
+// SetVersion records the snapshot version in service.
+func (m *Metrics) SetVersion(v uint64) { m.version.Store(v) }
+
+// Version is the snapshot version last recorded; 0 before any.
+func (m *Metrics) Version() uint64 { return m.version.Load() }
+
+// WritePrometheus writes every metric in the Prometheus text format.
+func (m *Metrics) WritePrometheus(w io.Writer) { m.set.WritePrometheus(w) }
+
+// Handler serves /metrics and /healthz. /healthz answers 200 once a
+// snapshot is in service and 503 before, so a load balancer only sends
+// traffic to an edge that can route it.
+func (m *Metrics) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		m.WritePrometheus(w)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if v := m.Version(); v > 0 {
+			fmt.Fprintf(w, "ok: snapshot version %d\n", v)
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, "no snapshot in service\n")
+	})
+	return mux
+}
+
+// Admin is the admin HTTP listener.
+type Admin struct {
+	ln  net.Listener
+	srv *http.Server
+}
+
+// Listen binds the admin listener on addr.
+func (m *Metrics) Listen(addr string) (*Admin, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: admin listen on %q: %w", addr, err)
+	}
+	return &Admin{ln: ln, srv: &http.Server{
+		Handler:           m.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+	}}, nil
+}
+
+// Addr is the bound admin address.
+func (a *Admin) Addr() net.Addr { return a.ln.Addr() }
+
+// Serve serves until Close; it returns nil after Close.
+func (a *Admin) Serve() error {
+	if err := a.srv.Serve(a.ln); err != nil && err != http.ErrServerClosed {
+		return fmt.Errorf("telemetry: admin serve: %w", err)
+	}
+	return nil
+}
+
+// Close stops the admin listener and its connections.
+func (a *Admin) Close() error { return a.srv.Close() }
