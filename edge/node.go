@@ -40,6 +40,9 @@ type Config struct {
 	// AdminListen serves /metrics and /healthz over plain net/http; empty
 	// disables it.
 	AdminListen string
+	// Pprof also serves net/http/pprof under /debug/pprof/ on the admin
+	// listener.
+	Pprof bool
 
 	Logger *slog.Logger
 }
@@ -112,6 +115,9 @@ func New(cfg Config) (*Node, error) {
 		n.tables.Close()
 		n.pools.Close()
 		return nil, fmt.Errorf("edge: %w", err)
+	}
+	if cfg.Pprof {
+		n.metrics.EnablePprof()
 	}
 	if cfg.AdminListen != "" {
 		if n.admin, err = n.metrics.Listen(cfg.AdminListen); err != nil {

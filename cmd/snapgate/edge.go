@@ -27,6 +27,7 @@ type edgeConfig struct {
 	ConnectTimeout   time.Duration `yaml:"connect_timeout"`
 	UpstreamTimeout  time.Duration `yaml:"upstream_timeout"`
 	AdminListen      string        `yaml:"admin_listen"`
+	Pprof            bool          `yaml:"pprof"`
 	LogLevel         string        `yaml:"log_level"`
 }
 
@@ -69,6 +70,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", cfg.ConnectTimeout, "upstream connect timeout unless the cluster sets one (504 after)")
 	fs.DurationVar(&cfg.UpstreamTimeout, "upstream-timeout", cfg.UpstreamTimeout, "upstream response timeout unless the route sets one (504 after)")
 	fs.StringVar(&cfg.AdminListen, "admin-listen", cfg.AdminListen, "address of the admin HTTP listener (/metrics, /healthz); empty disables it")
+	fs.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "also serve Go profiles under /debug/pprof/ on the admin listener")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
@@ -102,6 +104,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		ConnectTimeout:  cfg.ConnectTimeout,
 		UpstreamTimeout: cfg.UpstreamTimeout,
 		AdminListen:     cfg.AdminListen,
+		Pprof:           cfg.Pprof,
 		Logger:          log,
 	})
 	if err != nil {

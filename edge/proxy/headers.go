@@ -92,25 +92,25 @@ func setByProxy(name []byte) bool {
 
 func isXFF(name []byte) bool { return len(name) == 15 && h1.EqualFold(name, "x-forwarded-for") }
 
-// writeRequestHead writes the upstream request head: the request line in
+// appendRequestHead appends the upstream request head to w: the request line in
 // origin-form with the normalised (and possibly rewritten) path, so the
 // backend sees the path routing saw; the end-to-end fields;
 // X-Forwarded-For/-Proto/-Host and X-Request-Id. HTTP/1.0 clients are
 // forwarded as HTTP/1.0 so the upstream never answers them with chunked
 // framing. An upgrade request keeps its Upgrade field.
-func (s *Server) writeRequestHead(st *connState, w netpoll.Writer) {
+func appendRequestHead(st *connState, w []byte) []byte {
 	req := &st.req
-	w.WriteBinary(req.Method)
-	w.WriteByte(' ')
-	w.WriteBinary(st.upPath)
+	w = append(w, req.Method...)
+	w = append(w, ' ')
+	w = append(w, st.upPath...)
 	if req.Query != nil {
-		w.WriteByte('?')
-		w.WriteBinary(req.Query)
+		w = append(w, '?')
+		w = append(w, req.Query...)
 	}
 	if req.Minor == 0 {
-		w.WriteString(" HTTP/1.0\r\n")
+		w = append(w, " HTTP/1.0\r\n"...)
 	} else {
-		w.WriteString(" HTTP/1.1\r\n")
+		w = append(w, " HTTP/1.1\r\n"...)
 	}
 
 	lastXFF := -1
@@ -136,45 +136,46 @@ func (s *Server) writeRequestHead(st *connState, w netpoll.Writer) {
 				continue
 			}
 		}
-		w.WriteBinary(f.Name)
-		w.WriteString(": ")
-		w.WriteBinary(f.Value)
+		w = append(w, f.Name...)
+		w = append(w, ": "...)
+		w = append(w, f.Value...)
 		if i == lastXFF {
-			w.WriteString(", ")
-			w.WriteBinary(st.clientIP)
+			w = append(w, ", "...)
+			w = append(w, st.clientIP...)
 		}
-		w.WriteString("\r\n")
+		w = append(w, "\r\n"...)
 	}
 	if req.Authority != nil {
 		hostValue = req.Authority
-		w.WriteString("Host: ")
-		w.WriteBinary(hostValue)
-		w.WriteString("\r\n")
+		w = append(w, "Host: "...)
+		w = append(w, hostValue...)
+		w = append(w, "\r\n"...)
 	}
 	if lastXFF < 0 {
-		w.WriteString("X-Forwarded-For: ")
-		w.WriteBinary(st.clientIP)
-		w.WriteString("\r\n")
+		w = append(w, "X-Forwarded-For: "...)
+		w = append(w, st.clientIP...)
+		w = append(w, "\r\n"...)
 	}
-	w.WriteString("X-Forwarded-Proto: http\r\n")
+	w = append(w, "X-Forwarded-Proto: http\r\n"...)
 	if hostValue != nil {
-		w.WriteString("X-Forwarded-Host: ")
-		w.WriteBinary(hostValue)
-		w.WriteString("\r\n")
+		w = append(w, "X-Forwarded-Host: "...)
+		w = append(w, hostValue...)
+		w = append(w, "\r\n"...)
 	}
-	w.WriteString("X-Request-Id: ")
-	w.WriteBinary(st.requestID())
-	w.WriteString("\r\n")
+	w = append(w, "X-Request-Id: "...)
+	w = append(w, st.requestID()...)
+	w = append(w, "\r\n"...)
 	switch {
 	case upgrade != nil:
-		w.WriteString("Upgrade: ")
-		w.WriteBinary(upgrade)
-		w.WriteString("\r\nConnection: Upgrade\r\n")
+		w = append(w, "Upgrade: "...)
+		w = append(w, upgrade...)
+		w = append(w, "\r\nConnection: Upgrade\r\n"...)
 	case req.Minor == 0:
 		// Keep the pooled upstream connection alive for 1.0 clients too.
-		w.WriteString("Connection: keep-alive\r\n")
+		w = append(w, "Connection: keep-alive\r\n"...)
 	}
-	w.WriteString("\r\n")
+	w = append(w, "\r\n"...)
+	return w
 }
 
 // writeResponseHead relays the upstream response head to the client

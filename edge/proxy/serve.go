@@ -42,7 +42,7 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 	// the client has been flushed.
 	defer r.Release()
 
-	st.rc, st.ridLen, st.isHead = s.metrics.Route(nil), 0, false
+	st.rc, st.ridLen, st.isHead, st.bodyUnread = s.metrics.Route(nil), 0, false, false
 	hn, ok := s.readHead(st)
 	if !ok {
 		return false
@@ -61,7 +61,7 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 	if !tab.RouteRequest(mr, &st.match) {
 		return s.failBeforeBody(st, hn, telemetry.CauseNoRoute, 404, "no route")
 	}
-	st.rc = s.metrics.Route(st.match.ID())
+	st.rc = s.routeCounters(tab, &st.match)
 	st.upPath = req.Path
 	if out, ok := st.match.Rewrite(st.pathBuf[:0], req.Path); ok {
 		st.pathBuf = out
@@ -297,7 +297,7 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 			*keepOut = keep
 		case exchangeOKClose:
 			pool.Discard(u)
-			*keepOut = keep && st.resp.Body != h1.BodyClose
+			*keepOut = keep && !st.bodyUnread && st.resp.Body != h1.BodyClose
 		case exchangeUpgraded:
 			s.tunnel(st, u)
 			pool.Discard(u)
@@ -388,13 +388,19 @@ const (
 
 // exchange writes the request on u, reads the response head and relays
 // the response to the client. total < 0 streams the request body.
-func (s *Server) exchange(st *connState, u netpoll.Connection, hn, total int, timeout time.Duration, keep, mayRetry bool) exchangeResult {
-	u.SetWriteTimeout(s.cfg.WriteTimeout)
-	u.SetReadTimeout(timeout)
-	uw := u.Writer()
-	s.writeRequestHead(st, uw)
+func (s *Server) exchange(st *connState, u *upstream.Conn, hn, total int, timeout time.Duration, keep, mayRetry bool) exchangeResult {
+	wt := s.cfg.WriteTimeout
+	st.upHead = appendRequestHead(st, st.upHead[:0])
+	early := false // the upstream stopped taking the body; only an early answer may follow
 	if total < 0 {
-		if res := s.streamBody(st, uw, hn); res != exchangeOK {
+		if err := u.Write(st.upHead, wt); err != nil {
+			return exchangeStale
+		}
+		switch res := s.streamBody(st, u, hn); res {
+		case exchangeOK:
+		case exchangeStale:
+			early = true
+		default:
 			return res
 		}
 	} else {
@@ -402,98 +408,107 @@ func (s *Server) exchange(st *connState, u netpoll.Connection, hn, total int, ti
 		if err != nil {
 			return exchangeClientFailed
 		}
-		if total > hn {
-			uw.WriteBinary(buf[hn:total])
+		body := buf[hn:total]
+		// One write for a head and a small body; a larger body goes in a
+		// second write rather than growing the per-connection head buffer.
+		if len(body) <= smallBody {
+			st.upHead = append(st.upHead, body...)
+			body = nil
 		}
-		if err := uw.Flush(); err != nil {
+		if err := u.Write(st.upHead, wt); err != nil {
 			return exchangeStale
+		}
+		if len(body) > 0 {
+			if err := u.Write(body, wt); err != nil {
+				return exchangeStale
+			}
 		}
 	}
 	sent := time.Now()
 
-	ur := u.Reader()
-	defer ur.Release()
-	n := max(ur.Len(), 1)
 	for {
-		rb, err := ur.Peek(n)
-		if err != nil {
+		if u.Buffered() > 0 {
+			rn, perr := h1.ParseResponse(u.Buf[u.Start:u.End], &st.resp, st.method())
+			if perr != nil {
+				return exchangeBadResponse
+			}
+			if rn > 0 {
+				resp := &st.resp
+				if resp.Status == 101 {
+					if !st.upgrade || early {
+						return exchangeBadResponse // we did not ask to switch
+					}
+					s.metrics.ObserveUpstream(time.Since(sent))
+					st.rc.Observe(101)
+					s.writeResponseHead(st, st.conn.Writer(), false, true)
+					u.Consume(rn)
+					return exchangeUpgraded
+				}
+				if st.req.Minor == 0 && resp.Body == h1.BodyChunked {
+					return exchangeBadResponse // chunked cannot reach an HTTP/1.0 client
+				}
+				if resp.Status >= 200 {
+					u.Consume(rn)
+					break
+				}
+				// 100 answers an Expect we handled ourselves; other 1xx are
+				// forwarded to HTTP/1.1 clients (RFC 9110 §15.2). The head
+				// is flushed before Consume: its fields alias u.Buf.
+				if resp.Status != 100 && st.req.Minor == 1 {
+					s.writeResponseHead(st, st.conn.Writer(), false, true)
+				}
+				u.Consume(rn)
+				continue
+			}
+		}
+		if _, err := u.Fill(timeout); err != nil {
 			switch {
+			case early:
+				return exchangeStale
 			case upstream.IsTimeout(err):
 				return exchangeTimeout
-			case ur.Len() == 0:
+			case u.Buffered() == 0:
 				return exchangeStale
 			}
 			return exchangeBadResponse
 		}
-		rn, perr := h1.ParseResponse(rb, &st.resp, st.method())
-		if perr != nil {
-			return exchangeBadResponse
-		}
-		if rn == 0 {
-			n = max(ur.Len(), n+1)
-			continue
-		}
-		resp := &st.resp
-		if resp.Status == 101 {
-			if !st.upgrade {
-				return exchangeBadResponse // we did not ask to switch
-			}
-			s.metrics.ObserveUpstream(time.Since(sent))
-			st.rc.Observe(101)
-			s.writeResponseHead(st, st.conn.Writer(), false, true)
-			ur.Skip(rn)
-			return exchangeUpgraded
-		}
-		if st.req.Minor == 0 && resp.Body == h1.BodyChunked {
-			return exchangeBadResponse // chunked cannot reach an HTTP/1.0 client
-		}
-		if resp.Status < 200 {
-			// 100 answers an Expect we handled ourselves; other 1xx are
-			// forwarded to HTTP/1.1 clients (RFC 9110 §15.2).
-			if resp.Status != 100 && st.req.Minor == 1 {
-				s.writeResponseHead(st, st.conn.Writer(), false, true)
-			}
-			ur.Skip(rn)
-			n = max(ur.Len(), 1)
-			continue
-		}
-		ur.Skip(rn)
-		break
 	}
 	s.metrics.ObserveUpstream(time.Since(sent))
-	if mayRetry && st.match.RetryOn(st.resp.Status) {
+	if mayRetry && !early && st.match.RetryOn(st.resp.Status) {
 		return exchangeRetryStatus
 	}
 	st.rc.Observe(st.resp.Status)
 
-	closeClient := !keep || st.resp.Body == h1.BodyClose
+	// An early answer leaves the rest of the client's body unread: the
+	// client connection cannot carry another request.
+	st.bodyUnread = early
+	closeClient := !keep || early || st.resp.Body == h1.BodyClose
 	cw := st.conn.Writer()
 	s.writeResponseHead(st, cw, closeClient, false)
-	if !s.relayBody(st, u, cw) {
+	if !s.relayBody(st, u, cw, timeout) {
 		return exchangeAborted
 	}
+	// The one flush of a small response: head and body in one write.
 	if err := cw.Flush(); err != nil {
 		return exchangeAborted
 	}
-	if st.resp.KeepAlive && ur.Len() == 0 && u.IsActive() {
+	if st.resp.KeepAlive && !early && u.Buffered() == 0 {
 		return exchangeOK
 	}
 	return exchangeOKClose
 }
 
-// streamPiece bounds how much request body is written upstream per Flush
-// when more is already buffered: big enough to amortize the syscall, small
-// enough that a piece is released soon after it arrived.
-const streamPiece = 256 << 10
+// smallBody is the largest buffered request body copied behind the head
+// so both go in one write.
+const smallBody = 16 << 10
 
 // streamBody forwards the request body after the head as it arrives,
-// releasing each piece once the upstream took it. The head's bytes are
-// consumed first, so everything that aliases them (the Request's slices)
-// is dead afterwards; the proxy only uses copies it took earlier.
-func (s *Server) streamBody(st *connState, uw netpoll.Writer, hn int) exchangeResult {
-	if err := uw.Flush(); err != nil {
-		return exchangeStale
-	}
+// releasing each piece once the upstream took it. Writes to the upstream
+// block, so an upstream slower than the client holds the proxy here.
+// The head's bytes are consumed first, so everything that aliases them
+// (the Request's slices) is dead afterwards; the proxy only uses copies it
+// took earlier. exchangeStale means the upstream stopped taking the body.
+func (s *Server) streamBody(st *connState, u *upstream.Conn, hn int) exchangeResult {
 	r := st.conn.Reader()
 	if err := r.Skip(hn); err != nil {
 		return exchangeClientFailed
@@ -501,17 +516,10 @@ func (s *Server) streamBody(st *connState, uw netpoll.Writer, hn int) exchangeRe
 	r.Release()
 	chunked := st.req.Chunked
 	remaining := st.req.ContentLength
-	pending := 0
+	wt := s.cfg.WriteTimeout
 	for {
 		avail := r.Len()
 		if avail == 0 {
-			if pending > 0 {
-				if err := uw.Flush(); err != nil {
-					return exchangeStale
-				}
-				r.Release()
-				pending = 0
-			}
 			if _, err := r.Peek(1); err != nil {
 				s.clientReadFailed(st, err)
 				return exchangeClientFailed
@@ -541,17 +549,10 @@ func (s *Server) streamBody(st *connState, uw netpoll.Writer, hn int) exchangeRe
 			if err != nil {
 				return exchangeClientFailed
 			}
-			if _, err := uw.WriteBinary(p); err != nil {
-				return exchangeStale
-			}
-			pending += k
-		}
-		if done || pending >= streamPiece || (k == 0 && pending > 0) {
-			if err := uw.Flush(); err != nil {
+			if err := u.Write(p, wt); err != nil {
 				return exchangeStale
 			}
 			r.Release()
-			pending = 0
 		}
 		if done {
 			return exchangeOK
@@ -566,102 +567,75 @@ func (s *Server) streamBody(st *connState, uw netpoll.Writer, hn int) exchangeRe
 	}
 }
 
-// flushEvery bounds how much of a response we hold before flushing to the
-// client and releasing the upstream buffer.
-const flushEvery = 256 << 10
-
-// relayBody copies the response body from u to the client per its framing.
-// Slices from u's reader go to the client writer without a copy above
-// netpoll's 4 KiB threshold, so the upstream buffer is released only after
-// a client Flush.
-func (s *Server) relayBody(st *connState, u netpoll.Connection, cw netpoll.Writer) bool {
-	ur := u.Reader()
-	pending := 0
-	next := func(n int) bool {
-		p, err := ur.Next(n)
-		if err != nil {
-			return false
+// relayBody copies the response body from u to the client per its framing,
+// one read buffer at a time. What is handed to the client writer aliases
+// u.Buf (netpoll keeps a reference above 4 KiB), so the writer is flushed
+// before every refill; that flush also blocks while the client is slow,
+// which stops reading from the upstream: memory per connection stays at
+// one buffer. The last piece is left for the caller's flush, so a small
+// response leaves in one write with its head.
+func (s *Server) relayBody(st *connState, u *upstream.Conn, cw netpoll.Writer, timeout time.Duration) bool {
+	more := func() error {
+		if err := cw.Flush(); err != nil {
+			return err
 		}
-		if _, err := cw.WriteBinary(p); err != nil {
-			return false
-		}
-		if pending += n; pending >= flushEvery {
-			if cw.Flush() != nil {
-				return false
-			}
-			ur.Release()
-			pending = 0
-		}
-		return true
-	}
-	wait := func() (int, error) {
-		if l := ur.Len(); l > 0 {
-			return l, nil
-		}
-		// Nothing buffered: hand what we hold to the client before
-		// blocking, so a slow upstream's pieces are not held back.
-		if pending > 0 {
-			if err := cw.Flush(); err != nil {
-				return 0, err
-			}
-			ur.Release()
-			pending = 0
-		}
-		if _, err := ur.Peek(1); err != nil {
-			return 0, err
-		}
-		return ur.Len(), nil
+		_, err := u.Fill(timeout)
+		return err
 	}
 	resp := &st.resp
 	switch resp.Body {
 	case h1.BodyLength:
-		for remaining := resp.ContentLength; remaining > 0; {
-			avail, err := wait()
-			if err != nil {
+		for remaining := resp.ContentLength; ; {
+			if k := min(int64(u.Buffered()), remaining); k > 0 {
+				if _, err := cw.WriteBinary(u.Buf[u.Start : u.Start+int(k)]); err != nil {
+					return false
+				}
+				u.Consume(int(k))
+				remaining -= k
+			}
+			if remaining == 0 {
+				return true
+			}
+			if more() != nil {
 				return false
 			}
-			k := min(int64(avail), remaining)
-			if !next(int(k)) {
-				return false
-			}
-			remaining -= k
 		}
 	case h1.BodyChunked:
 		// Forwarded verbatim, trailers included: the scanner only checks
 		// framing so that a broken body is cut off, never re-framed.
 		st.chunks.Reset()
 		for {
-			avail, err := wait()
-			if err != nil {
-				return false
-			}
-			p, err := ur.Peek(avail)
-			if err != nil {
-				return false
-			}
-			k, done, serr := st.chunks.Scan(p)
-			if serr != nil || !next(k) {
-				return false
-			}
-			if done {
-				return true
-			}
-			if k == 0 {
-				if _, err := ur.Peek(avail + 1); err != nil {
+			if u.Buffered() > 0 {
+				k, done, serr := st.chunks.Scan(u.Buf[u.Start:u.End])
+				if serr != nil {
 					return false
 				}
+				if k > 0 {
+					if _, err := cw.WriteBinary(u.Buf[u.Start : u.Start+k]); err != nil {
+						return false
+					}
+					u.Consume(k)
+				}
+				if done {
+					return true
+				}
+			}
+			if more() != nil {
+				return false
 			}
 		}
 	case h1.BodyClose:
 		for {
-			avail, err := wait()
-			if err != nil {
+			if n := u.Buffered(); n > 0 {
+				if _, err := cw.WriteBinary(u.Buf[u.Start:u.End]); err != nil {
+					return false
+				}
+				u.Consume(n)
+			}
+			if err := more(); err != nil {
 				// The upstream closing is the end of this body; a timeout
 				// is not.
 				return !upstream.IsTimeout(err)
-			}
-			if !next(avail) {
-				return false
 			}
 		}
 	}
@@ -672,9 +646,15 @@ func (s *Server) relayBody(st *connState, u netpoll.Connection, cw netpoll.Write
 // stays silent for IdleTimeout. The upstream-to-client half runs on its own
 // goroutine (an upgrade is rare; the allocation is fine); each half closes
 // the other side when it ends, which unblocks the other half's read.
-func (s *Server) tunnel(st *connState, u netpoll.Connection) {
+func (s *Server) tunnel(st *connState, u *upstream.Conn) {
 	c := st.conn
-	if err := c.Writer().Flush(); err != nil {
+	cw := c.Writer()
+	// Bytes the upstream sent right behind its 101 go first.
+	if n := u.Buffered(); n > 0 {
+		cw.WriteBinary(u.Buf[u.Start:u.End])
+		u.Consume(n)
+	}
+	if err := cw.Flush(); err != nil {
 		return
 	}
 	r := c.Reader()
@@ -682,40 +662,43 @@ func (s *Server) tunnel(st *connState, u netpoll.Connection) {
 		return
 	}
 	r.Release()
-	c.SetReadTimeout(s.cfg.IdleTimeout)
-	u.SetReadTimeout(s.cfg.IdleTimeout)
+	idle := s.cfg.IdleTimeout
+	c.SetReadTimeout(idle)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		pipe(u.Reader(), c.Writer())
+		for {
+			n, err := u.Read(u.Buf, idle)
+			if n > 0 {
+				cw.WriteBinary(u.Buf[:n])
+				if cw.Flush() != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
 		c.Close()
 	}()
-	pipe(r, u.Writer())
-	u.Close()
-	<-done
-}
-
-// pipe copies from r to w until r fails or w fails.
-func pipe(r netpoll.Reader, w netpoll.Writer) {
 	for {
 		n := r.Len()
 		if n == 0 {
 			if _, err := r.Peek(1); err != nil {
-				return
+				break
 			}
 			n = r.Len()
 		}
 		p, err := r.Next(n)
 		if err != nil {
-			return
+			break
 		}
-		if _, err := w.WriteBinary(p); err != nil {
-			return
-		}
-		err = w.Flush()
+		err = u.Write(p, s.cfg.WriteTimeout)
 		r.Release()
 		if err != nil {
-			return
+			break
 		}
 	}
+	u.Close()
+	<-done
 }

@@ -32,6 +32,14 @@ func init() {
 	// per P is netpoll's advice for I/O-bound services; the default
 	// (GOMAXPROCS/20+1) leaves a single poller on small hosts.
 	netpoll.Configure(netpoll.Config{PollerNum: runtime.GOMAXPROCS(0)})
+	// netpoll's poller sits in a blocking epoll_wait (syscall.Syscall6)
+	// holding its P until sysmon retakes it (20 µs to 10 ms). Upstream
+	// connections are on the runtime poller, and with a single P their
+	// wake-ups wait for that retake; a second P lets them run at once.
+	// A process pinned to one CPU gets GOMAXPROCS 1 from its affinity.
+	if runtime.GOMAXPROCS(0) < 2 {
+		runtime.GOMAXPROCS(2)
+	}
 }
 
 // Config configures a Server. Zero durations and sizes take the defaults
@@ -109,6 +117,43 @@ type Server struct {
 	reaped   chan struct{}
 
 	draining atomic.Bool
+
+	// routeIdx maps the dense route index of the table in service to its
+	// counters: created by the first request after a swap, filled on each
+	// route's first request, then read with one atomic load per request.
+	routeIdx atomic.Pointer[routeIndex]
+}
+
+type routeIndex struct {
+	tab *routing.Table // compared, never dereferenced
+	rcs []atomic.Pointer[telemetry.RouteCounters]
+}
+
+// routeCounters returns the matched route's counters without a lookup by
+// name: the route's dense index (fbs.Match.Index) selects a slot in a slice
+// made for the table in service. Only a route's first request per table
+// asks telemetry by id, which keeps a route's series across swaps.
+func (s *Server) routeCounters(tab *routing.Table, m *fbs.Match) *telemetry.RouteCounters {
+	ri := s.routeIdx.Load()
+	if ri == nil || ri.tab != tab {
+		// Requests still finishing on an older table take the slow path
+		// rather than replacing the newer table's index.
+		if ri != nil && ri.tab != nil && ri.tab.Snapshot().Version() > tab.Snapshot().Version() {
+			return s.metrics.Route(m.ID())
+		}
+		ri = &routeIndex{tab: tab, rcs: make([]atomic.Pointer[telemetry.RouteCounters], tab.Snapshot().NumRoutes())}
+		s.routeIdx.Store(ri)
+	}
+	i := m.Index()
+	if uint(i) >= uint(len(ri.rcs)) {
+		return s.metrics.Route(m.ID())
+	}
+	if rc := ri.rcs[i].Load(); rc != nil {
+		return rc
+	}
+	rc := s.metrics.Route(m.ID())
+	ri.rcs[i].Store(rc)
+	return rc
 }
 
 // New validates cfg and binds the listener, so Addr is known before Serve.
@@ -218,6 +263,10 @@ type connState struct {
 	pathBuf []byte // grows to the longest rewrite on the connection, then reused
 	upgrade bool   // the client asked for a protocol switch we forward
 	headLen int
+	// bodyUnread: the upstream answered before taking the whole streamed
+	// body, so the client connection's framing is lost.
+	bodyUnread bool
+	upHead     []byte // the upstream request head (and a small body), reused
 
 	busy       atomic.Bool
 	lastActive atomic.Int64 // unix nanos

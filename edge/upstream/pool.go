@@ -1,5 +1,6 @@
-// Package upstream keeps pooled keep-alive netpoll connections to backend
-// endpoints. netpoll has no client pool of its own (deps.md §1).
+// Package upstream keeps pooled keep-alive connections to backend
+// endpoints, on the standard library's net.Conn (see Conn for why not
+// netpoll).
 //
 // A Pool belongs to one endpoint address. Pools live in a Registry keyed by
 // address and are refcounted by the routing tables that use them, so idle
@@ -13,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -25,8 +27,8 @@ import (
 // Options configure every pool of a Registry. Zero fields take defaults.
 type Options struct {
 	// SweepInterval is how often idle connections are checked for peer
-	// hang-ups. netpoll marks such a dialed conn inactive but keeps its fd
-	// until the owner closes it, so parked conns must be swept. Default 5s.
+	// hang-ups, so parked conns the backend closed release their fds.
+	// Default 5s.
 	SweepInterval time.Duration
 	// MaxIdle is how many idle connections a pool keeps per endpoint;
 	// connections returned beyond that are closed. Default 64.
@@ -81,10 +83,9 @@ var ErrPoolClosed = errors.New("upstream: pool closed")
 // lock with no allocation, cheaper than a mutex-guarded slice under the
 // contention we see, and it gives FIFO reuse for free.
 type Pool struct {
-	addr   string
-	opts   Options
-	dialer netpoll.Dialer
-	idle   chan netpoll.Connection
+	addr string
+	opts Options
+	idle chan *Conn
 
 	closed atomic.Bool
 	refs   int // guarded by the Registry mutex
@@ -194,10 +195,9 @@ type Ejection struct {
 
 func newPool(addr string, opts Options) *Pool {
 	return &Pool{
-		addr:   addr,
-		opts:   opts,
-		dialer: netpoll.NewDialer(),
-		idle:   make(chan netpoll.Connection, opts.MaxIdle),
+		addr: addr,
+		opts: opts,
+		idle: make(chan *Conn, opts.MaxIdle),
 	}
 }
 
@@ -211,19 +211,20 @@ func (p *Pool) Stats() (dials, reuses uint64) { return p.dials.Load(), p.reuses.
 // Open is the number of connections dialed by this pool and still open.
 func (p *Pool) Open() int64 { return p.open.Load() }
 
-func (p *Pool) onClose(netpoll.Connection) error {
-	p.open.Add(-1)
-	return nil
-}
-
 // Idle is the number of connections currently parked in the pool,
 // including ones the peer may have closed since (they are dropped on Get).
 func (p *Pool) Idle() int { return len(p.idle) }
 
+// CheckIdleAfter is how long a connection must have been parked before
+// Get checks it with a non-blocking peek (one syscall). Connections reused
+// sooner skip the check: a backend closing one in that window is the
+// keep-alive race the proxy retries once on a fresh connection anyway.
+const CheckIdleAfter = 250 * time.Millisecond
+
 // Get returns a connection to the endpoint: a live idle one if there is
 // one, else a new one dialed within timeout (0 = the pool default). reused
 // tells the caller whether a failure may be a stale keep-alive race.
-func (p *Pool) Get(timeout time.Duration) (c netpoll.Connection, reused bool, err error) {
+func (p *Pool) Get(timeout time.Duration) (c *Conn, reused bool, err error) {
 	if p.closed.Load() {
 		return nil, false, ErrPoolClosed
 	}
@@ -232,7 +233,7 @@ func (p *Pool) Get(timeout time.Duration) (c netpoll.Connection, reused bool, er
 		case c = <-p.idle:
 			// A conn with unread bytes got an unsolicited response (a 408,
 			// garbage); it would desync the next exchange.
-			if c.IsActive() && c.Reader().Len() == 0 {
+			if c.Buffered() == 0 && (time.Now().UnixNano()-c.idleFrom < int64(CheckIdleAfter) || c.IsActive()) {
 				p.reuses.Add(1)
 				return c, true, nil
 			}
@@ -245,28 +246,30 @@ func (p *Pool) Get(timeout time.Duration) (c netpoll.Connection, reused bool, er
 	if timeout <= 0 {
 		timeout = p.opts.ConnectTimeout
 	}
-	start := time.Now()
-	c, err = p.dialer.DialConnection("tcp", p.addr, timeout)
+	d := net.Dialer{Timeout: timeout}
+	nc, err := d.Dial("tcp", p.addr)
 	if err != nil {
-		// netpoll reports a dial deadline as a plain "i/o timeout" error
-		// without Timeout(), so the elapsed time decides as well.
-		return nil, false, &DialError{Addr: p.addr, Err: err, timeout: IsTimeout(err) || time.Since(start) >= timeout}
+		return nil, false, &DialError{Addr: p.addr, Err: err, timeout: IsTimeout(err)}
+	}
+	c, err = newConn(nc.(*net.TCPConn), p)
+	if err != nil {
+		nc.Close()
+		return nil, false, &DialError{Addr: p.addr, Err: err}
 	}
 	p.dials.Add(1)
 	p.open.Add(1)
-	// Registered once per dial, not per request: keeps Open honest.
-	c.AddCloseCallback(p.onClose)
 	return c, false, nil
 }
 
 // Put returns c to the pool for reuse, or closes it when the pool is full
 // or gone. Only call Put when the exchange ended cleanly and both sides
 // allow keep-alive; otherwise call Discard.
-func (p *Pool) Put(c netpoll.Connection) {
-	if p.closed.Load() || !c.IsActive() {
+func (p *Pool) Put(c *Conn) {
+	if p.closed.Load() || c.closed.Load() || c.Buffered() > 0 {
 		c.Close()
 		return
 	}
+	c.idleFrom = time.Now().UnixNano()
 	select {
 	case p.idle <- c:
 		// Close() after a concurrent close() drained the channel: re-check
@@ -279,22 +282,36 @@ func (p *Pool) Put(c netpoll.Connection) {
 	}
 }
 
+// park returns a swept conn to the idle set, or closes it if the set
+// filled up meanwhile or the pool is gone.
+func (p *Pool) park(c *Conn) {
+	select {
+	case p.idle <- c:
+		if p.closed.Load() {
+			p.drain()
+		}
+	default:
+		c.Close()
+	}
+}
+
 // Discard closes c; the exchange on it did not end cleanly.
-func (p *Pool) Discard(c netpoll.Connection) { c.Close() }
+func (p *Pool) Discard(c *Conn) { c.Close() }
 
 // sweep closes parked connections the peer has hung up on (or that hold
 // unsolicited bytes) and parks the others again. It checks at most the
 // number parked when it starts, so concurrent Puts cannot keep it looping.
 func (p *Pool) sweep() {
 	for n := len(p.idle); n > 0; n-- {
-		var c netpoll.Connection
+		var c *Conn
 		select {
 		case c = <-p.idle:
 		default:
 			return
 		}
-		if c.IsActive() && c.Reader().Len() == 0 {
-			p.Put(c)
+		if c.IsActive() {
+			// Back in without Put: its idle clock keeps running.
+			p.park(c)
 		} else {
 			c.Close()
 		}
@@ -333,8 +350,8 @@ func (e *DialError) Timeout() bool { return e.timeout }
 
 // IsTimeout reports whether err is a netpoll or net timeout.
 func IsTimeout(err error) bool {
-	if errors.Is(err, netpoll.ErrDialTimeout) || errors.Is(err, netpoll.ErrReadTimeout) ||
-		errors.Is(err, netpoll.ErrWriteTimeout) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, netpoll.ErrReadTimeout) || errors.Is(err, netpoll.ErrWriteTimeout) ||
+		errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
 	var ne net.Error

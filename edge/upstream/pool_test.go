@@ -97,8 +97,8 @@ func TestPoolReuse(t *testing.T) {
 	p.Put(c2)
 	p.Put(c3)
 	p.Put(c4)
-	if p.Idle() != 2 || c4.IsActive() {
-		t.Fatalf("idle=%d c4 active=%v", p.Idle(), c4.IsActive())
+	if p.Idle() != 2 || !c4.closed.Load() {
+		t.Fatalf("idle=%d c4 active=%v", p.Idle(), !c4.closed.Load())
 	}
 	waitFor(t, "open=2", func() bool { return p.Open() == 2 })
 }
@@ -167,7 +167,7 @@ func TestRegistryRefcount(t *testing.T) {
 		t.Fatal("pool closed while still referenced")
 	}
 	reg.Release(p2)
-	if reg.Len() != 0 || c.IsActive() {
+	if reg.Len() != 0 || !c.closed.Load() {
 		t.Fatal("last release must close idle conns")
 	}
 	if _, _, err := p2.Get(0); !errors.Is(err, ErrPoolClosed) {

@@ -1,0 +1,141 @@
+package telemetry
+
+import (
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// serveAdmin starts m's admin listener on 127.0.0.1 and stops it at the
+// end of the test.
+func serveAdmin(t *testing.T, m *Metrics) string {
+	t.Helper()
+	a, err := m.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Serve() }()
+	t.Cleanup(func() {
+		a.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return "http://" + a.Addr().String()
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// value returns the sample value of the series named exactly series.
+func value(t *testing.T, text, series string) float64 {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`)
+	m := re.FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("series %s missing from:\n%s", series, text)
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatalf("series %s: %v", series, err)
+	}
+	return v
+}
+
+func TestMetricsOverHTTP(t *testing.T) {
+	m := New()
+	base := serveAdmin(t, m)
+
+	if code, body := get(t, base+"/healthz"); code != 503 || !strings.Contains(body, "no snapshot") {
+		t.Fatalf("healthz before a snapshot: %d %q", code, body)
+	}
+	_, text := get(t, base+"/metrics")
+	allocs0 := value(t, text, "snapgate_edge_heap_allocs_objects_total")
+	for _, s := range []string{
+		`snapgate_edge_errors_total{cause="no_route"}`,
+		`snapgate_edge_requests_total{route="",class="4xx"}`,
+		"snapgate_edge_client_connections",
+		"snapgate_edge_snapshot_version",
+		`snapgate_edge_upstream_response_seconds_count`,
+	} {
+		if v := value(t, text, s); v != 0 {
+			t.Fatalf("%s = %v before any traffic", s, v)
+		}
+	}
+
+	rc := m.Route([]byte(`api "v1"`))
+	if m.Route([]byte(`api "v1"`)) != rc {
+		t.Fatal("Route must return the same counters for the same id")
+	}
+	rc.Observe(200)
+	rc.Observe(204)
+	rc.Observe(503)
+	m.Route(nil).Observe(404)
+	m.Error(CauseNoRoute)
+	m.ObserveUpstream(3 * time.Millisecond)
+	m.ConnOpened()
+	m.ConnOpened()
+	m.ConnClosed()
+	m.SetVersion(42)
+
+	if code, body := get(t, base+"/healthz"); code != 200 || !strings.Contains(body, "version 42") {
+		t.Fatalf("healthz: %d %q", code, body)
+	}
+	_, text = get(t, base+"/metrics")
+	for series, want := range map[string]float64{
+		`snapgate_edge_requests_total{route="api \"v1\"",class="2xx"}`: 2,
+		`snapgate_edge_requests_total{route="api \"v1\"",class="5xx"}`: 1,
+		`snapgate_edge_requests_total{route="",class="4xx"}`:           1,
+		`snapgate_edge_errors_total{cause="no_route"}`:                 1,
+		`snapgate_edge_upstream_response_seconds_count`:                1,
+		`snapgate_edge_upstream_response_seconds_bucket{le="0.0016"}`:  0,
+		`snapgate_edge_upstream_response_seconds_bucket{le="0.0032"}`:  1,
+		"snapgate_edge_client_connections":                             1,
+		"snapgate_edge_snapshot_version":                               42,
+	} {
+		if v := value(t, text, series); v != want {
+			t.Errorf("%s = %v, want %v", series, v, want)
+		}
+	}
+	if v := value(t, text, "snapgate_edge_heap_allocs_objects_total"); v <= allocs0 {
+		t.Errorf("heap allocations did not move: %v then %v", allocs0, v)
+	}
+	if code, _ := get(t, base+"/debug/pprof/"); code != 404 {
+		t.Fatalf("pprof served without EnablePprof: %d", code)
+	}
+}
+
+func TestPprofOptIn(t *testing.T) {
+	m := New()
+	m.EnablePprof()
+	base := serveAdmin(t, m)
+	if code, body := get(t, base+"/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
+		t.Fatalf("pprof index: %d", code)
+	}
+}
+
+func TestRouteCountersDoNotAllocate(t *testing.T) {
+	m := New()
+	id := []byte("r1")
+	m.Route(id)
+	if n := testing.AllocsPerRun(100, func() { m.Route(id).Observe(200) }); n != 0 {
+		t.Fatalf("%v allocs per lookup and count", n)
+	}
+}
