@@ -83,6 +83,7 @@ func (s *Server) build() error {
 		return fmt.Errorf("ctrl: building snapshot %d: %w", st.Version, err)
 	}
 	took := time.Since(start)
+	s.metrics.built(st.Version, took, len(data))
 	if err := s.store.PutSnapshot(st.Version, data, s.cfg.KeepSnapshots); err != nil {
 		return fmt.Errorf("ctrl: storing snapshot %d: %w", st.Version, err)
 	}

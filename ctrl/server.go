@@ -10,10 +10,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/snapgate/snapgate/ctrl/admin"
 	"github.com/snapgate/snapgate/ctrl/model"
@@ -48,6 +51,10 @@ type Config struct {
 	// InsecureStream allows an empty stream secret (demos and tests only):
 	// anyone who reaches the stream port then receives every snapshot.
 	InsecureStream bool
+	// MetricsAddr is the TCP address of the HTTP listener serving
+	// /metrics (Prometheus text format); "" disables it. The publisher's
+	// metrics go to the same set unless Publish.Metrics is given.
+	MetricsAddr string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -103,6 +110,10 @@ type Server struct {
 	pub   *publish.Server
 	adm   *admin.Server
 	pubLn net.Listener
+
+	metrics    *ctrlMetrics
+	metricsLn  net.Listener
+	metricsSrv *http.Server
 
 	// wmu makes ctrl the single writer: validate, check cross-document rules,
 	// commit and update the model happen as one step per write.
@@ -168,6 +179,10 @@ func (s *Server) init() error {
 	if s.cfg.Publish.Lookup == nil {
 		s.cfg.Publish.Lookup = s.store.Snapshot
 	}
+	if s.cfg.Publish.Metrics == nil {
+		s.cfg.Publish.Metrics = metrics.NewSet()
+	}
+	s.metrics = newCtrlMetrics(s.cfg.Publish.Metrics)
 	s.pub = publish.New(s.cfg.Publish)
 	if err := s.startSnapshot(); err != nil {
 		s.pub.Close()
@@ -178,9 +193,15 @@ func (s *Server) init() error {
 		s.pub.Close()
 		return fmt.Errorf("ctrl: publish listener on %s: %w", s.cfg.PublishAddr, err)
 	}
+	if err := s.listenMetrics(s.cfg.MetricsAddr); err != nil {
+		ln.Close()
+		s.pub.Close()
+		return err
+	}
 	adm, err := admin.Listen(admin.Config{Path: s.cfg.AdminSocket, Handler: handler{s}, Logger: s.cfg.Logger})
 	if err != nil {
 		ln.Close()
+		s.closeMetrics()
 		s.pub.Close()
 		return fmt.Errorf("ctrl: %w", err)
 	}
@@ -266,6 +287,8 @@ func (s *Server) startSnapshot() error {
 	if ver < rev {
 		return s.build()
 	}
+	s.metrics.snapshotBytes.Set(float64(len(data)))
+	s.metrics.version.Set(float64(ver))
 	s.pub.Publish(ver, data, time.Time{})
 	s.log.Info("publishing stored snapshot", "version", ver, "routes", snap.NumRoutes(), "clusters", snap.NumClusters(), "bytes", len(data))
 	return nil
@@ -283,9 +306,16 @@ func (s *Server) PublishAddr() string { return s.pubLn.Addr().String() }
 func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if err := s.serveMetrics(); err != nil {
+			errc <- err
+			cancel()
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		if err := s.adm.Serve(); err != nil {
@@ -305,7 +335,7 @@ func (s *Server) Run(ctx context.Context) error {
 		defer close(loopDone)
 		s.recomputeLoop(ctx)
 	}()
-	s.log.Info("ctrl running", "admin", s.AdminSocket(), "publish", s.PublishAddr())
+	s.log.Info("ctrl running", "admin", s.AdminSocket(), "publish", s.PublishAddr(), "metrics", s.MetricsAddr())
 	<-ctx.Done()
 	// The loop finishes a build it is in the middle of before the store closes.
 	<-loopDone
@@ -324,7 +354,7 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		// Admin first: no new writes can arrive while the store closes.
-		errs := []error{s.adm.Close(), s.pub.Close()}
+		errs := []error{s.adm.Close(), s.pub.Close(), s.closeMetrics()}
 		// Wait for a writer still inside a command before closing the store.
 		s.wmu.Lock()
 		errs = append(errs, s.store.Close())

@@ -72,7 +72,7 @@ func roundTrip(tb testing.TB, enc *DeltaEncoder, dec *DeltaDecoder, base, next *
 	if err != nil {
 		tb.Fatalf("AppendDelta: %v", err)
 	}
-	h, out, err := dec.Apply(nil, base.Bytes(), p)
+	h, out, err := dec.Apply(nil, base, p)
 	if err != nil {
 		tb.Fatalf("Apply: %v", err)
 	}
@@ -127,7 +127,7 @@ func TestDeltaRejects(t *testing.T) {
 		t.Fatal("AppendDelta accepted a delta that goes backwards")
 	}
 	other := mustSnap(t, genState(2001, 10))
-	if _, _, err := dec.Apply(nil, other.Bytes(), p); !errors.Is(err, ErrDeltaBase) {
+	if _, _, err := dec.Apply(nil, other, p); !errors.Is(err, ErrDeltaBase) {
 		t.Fatalf("Apply on the wrong base: %v, want ErrDeltaBase", err)
 	}
 	// Every single-byte corruption past the header is refused or, if it
@@ -137,18 +137,18 @@ func TestDeltaRejects(t *testing.T) {
 		q := bytes.Clone(p)
 		i := rng.IntN(len(q))
 		q[i] ^= byte(1 + rng.IntN(255))
-		_, out, err := dec.Apply(nil, base.Bytes(), q)
+		_, out, err := dec.Apply(nil, base, q)
 		if err == nil && !bytes.Equal(out, next.Bytes()) {
 			t.Fatalf("flipping byte %d gave a different file that passed the hash check", i)
 		}
 	}
 	small, _ := NewDeltaDecoder(100)
 	defer small.Close()
-	if _, _, err := small.Apply(nil, base.Bytes(), p); !errors.Is(err, ErrTooLarge) {
+	if _, _, err := small.Apply(nil, base, p); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("Apply above the size limit: %v, want ErrTooLarge", err)
 	}
 	for _, cut := range []int{0, 10, deltaHeaderSize, len(p) - 1} {
-		if _, _, err := dec.Apply(nil, base.Bytes(), p[:cut]); err == nil {
+		if _, _, err := dec.Apply(nil, base, p[:cut]); err == nil {
 			t.Fatalf("Apply accepted a DELTA cut to %d bytes", cut)
 		}
 	}
@@ -173,7 +173,7 @@ func BenchmarkDeltaSize100k(b *testing.B) {
 				if p, err = enc.AppendDelta(p[:0], base, next); err != nil {
 					b.Fatal(err)
 				}
-				if _, out, err = dec.Apply(out, base.Bytes(), p); err != nil {
+				if _, out, err = dec.Apply(out, base, p); err != nil {
 					b.Fatal(err)
 				}
 			}

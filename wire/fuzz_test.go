@@ -100,3 +100,78 @@ func FuzzDecodeFull(f *testing.F) {
 		}
 	})
 }
+
+func FuzzDecodeChallenge(f *testing.F) {
+	f.Add(AppendChallenge(nil, Challenge{Nonce: [NonceSize]byte{1}, Proof: [ProofSize]byte{2}}))
+	f.Add([]byte{1, 2, 3})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := DecodeChallenge(b)
+		if err == nil && !bytes.Equal(AppendChallenge(nil, c), b) {
+			t.Fatal("CHALLENGE does not round-trip")
+		}
+	})
+}
+
+func FuzzDecodeProof(f *testing.F) {
+	f.Add(AppendProof(nil, Proof{MAC: [ProofSize]byte{7}}))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		pr, err := DecodeProof(b)
+		if err == nil && !bytes.Equal(AppendProof(nil, pr), b) {
+			t.Fatal("PROOF does not round-trip")
+		}
+	})
+}
+
+// FuzzDeltaApply feeds random and mutated DELTA payloads to the decoder
+// against a real base: it must never panic, never exceed its size limit,
+// and anything it accepts must be exactly the file the header's hash names
+// (for the seeds: the real next snapshot).
+func FuzzDeltaApply(f *testing.F) {
+	bst := genState(300, 10)
+	base := mustSnap(f, bst)
+	enc, err := NewDeltaEncoder()
+	if err != nil {
+		f.Fatal(err)
+	}
+	nexts := map[uint64][]byte{}
+	for _, st := range edits(bst) {
+		next := mustSnap(f, st)
+		p, err := enc.AppendDelta(nil, base, next)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(p)
+		nexts[FileHash(next.Bytes())] = next.Bytes()
+	}
+	other := genState(300, 11)
+	other.Shards = 8
+	p, err := enc.AppendDelta(nil, base, mustSnap(f, other))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(p)
+	enc.Close()
+	f.Add([]byte{})
+	const limit = 4 << 20
+	dec, err := NewDeltaDecoder(limit)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, hrest, herr := DecodeDeltaHeader(b)
+		dh, out, err := dec.Apply(nil, base, b)
+		if err != nil {
+			return
+		}
+		if herr != nil || dh != h || len(hrest) == 0 {
+			t.Fatalf("Apply accepted what DecodeDeltaHeader refuses: %v", herr)
+		}
+		if len(out) != int(h.ResultLen) || len(out) > limit || FileHash(out) != h.ResultHash {
+			t.Fatalf("accepted a %d-byte result for header %+v", len(out), h)
+		}
+		if want, ok := nexts[h.ResultHash]; ok && !bytes.Equal(out, want) {
+			t.Fatal("accepted a file that differs from the one its hash names")
+		}
+	})
+}

@@ -17,6 +17,7 @@ type ctrlConfig struct {
 	DataDir       string        `yaml:"data_dir"`
 	AdminSocket   string        `yaml:"admin_socket"`
 	StreamListen  string        `yaml:"stream_listen"`
+	MetricsListen string        `yaml:"metrics_listen"`
 	Debounce      time.Duration `yaml:"debounce"`
 	MaxDelay      time.Duration `yaml:"max_delay"`
 	KeepSnapshots int           `yaml:"keep_snapshots"`
@@ -34,6 +35,7 @@ func defaultCtrlConfig() ctrlConfig {
 		DataDir:       "snapgate-data/ctrl",
 		AdminSocket:   defaultSocket,
 		StreamListen:  "127.0.0.1:7400",
+		MetricsListen: "127.0.0.1:9900",
 		Debounce:      20 * time.Millisecond,
 		MaxDelay:      200 * time.Millisecond,
 		KeepSnapshots: 10,
@@ -54,6 +56,7 @@ func runCtrl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of the Pebble store (routes, clusters, snapshot history)")
 	fs.StringVar(&cfg.AdminSocket, "admin-socket", cfg.AdminSocket, "unix socket for 'snapgate ctl' (created mode 0600)")
 	fs.StringVar(&cfg.StreamListen, "stream-listen", cfg.StreamListen, "TCP address edges connect to for snapshots")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "TCP address of the HTTP /metrics listener (Prometheus text format); empty disables it")
 	fs.DurationVar(&cfg.Debounce, "debounce", cfg.Debounce, "quiet time that coalesces a burst of writes into one snapshot")
 	fs.DurationVar(&cfg.MaxDelay, "max-delay", cfg.MaxDelay, "longest a write waits for its snapshot during a continuous burst")
 	fs.IntVar(&cfg.KeepSnapshots, "keep-snapshots", cfg.KeepSnapshots, "snapshot versions kept in the store")
@@ -85,6 +88,7 @@ func runCtrl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		DataDir:        filepath.Clean(cfg.DataDir),
 		AdminSocket:    cfg.AdminSocket,
 		PublishAddr:    cfg.StreamListen,
+		MetricsAddr:    cfg.MetricsListen,
 		Debounce:       cfg.Debounce,
 		MaxDelay:       cfg.MaxDelay,
 		KeepSnapshots:  cfg.KeepSnapshots,

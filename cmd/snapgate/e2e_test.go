@@ -136,6 +136,7 @@ type gateway struct {
 	socket, stream, web string
 	secret              string // stream secret file shared by ctrl and edge
 	admin               string // the edge's admin listener (/metrics, /healthz)
+	ctrlMetrics         string // ctrl's /metrics listener
 }
 
 func newGateway(t *testing.T) *gateway {
@@ -145,12 +146,13 @@ func newGateway(t *testing.T) *gateway {
 		t.Fatal(err)
 	}
 	return &gateway{t: t, dir: dir, socket: filepath.Join(dir, "ctrl.sock"), stream: freeAddr(t), web: freeAddr(t), secret: secret,
-		admin: freeAddr(t)}
+		admin: freeAddr(t), ctrlMetrics: freeAddr(t)}
 }
 
 func (g *gateway) startCtrl() *proc {
 	p := startProc(g.t, "ctrl", "ctrl", "--data-dir", filepath.Join(g.dir, "ctrl"), "--admin-socket", g.socket,
-		"--stream-listen", g.stream, "--stream-secret-file", g.secret, "--log-level", "debug")
+		"--stream-listen", g.stream, "--stream-secret-file", g.secret, "--metrics-listen", g.ctrlMetrics,
+		"--log-level", "debug")
 	waitDial(g.t, "unix", g.socket)
 	return p
 }

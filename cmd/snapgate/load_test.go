@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/snapgate/snapgate/loadtest"
@@ -35,10 +36,10 @@ func TestLoadUsage(t *testing.T) {
 }
 
 func TestLoadRun(t *testing.T) {
-	var keys int
+	var keys atomic.Int64 // two client connections: handlers run concurrently
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("X-Api-Key") == "k" {
-			keys++
+			keys.Add(1)
 		}
 		w.Write([]byte("ok"))
 	}))
@@ -55,8 +56,8 @@ func TestLoadRun(t *testing.T) {
 	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
 		t.Fatalf("json output: %v\n%s", err, stdout.String())
 	}
-	if res.Completed != 220 || res.Status["200"] != 220 || res.SLO != "p99=5s,errors=0%" || res.Violations == nil || len(res.Violations) != 0 || keys != 220 {
-		t.Errorf("result %+v keys %d", res, keys)
+	if res.Completed != 220 || res.Status["200"] != 220 || res.SLO != "p99=5s,errors=0%" || res.Violations == nil || len(res.Violations) != 0 || keys.Load() != 220 {
+		t.Errorf("result %+v keys %d", res, keys.Load())
 	}
 	if !strings.Contains(stderr.String(), "sent ") {
 		t.Errorf("no progress line on stderr: %q", stderr.String())

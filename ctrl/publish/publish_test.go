@@ -51,7 +51,10 @@ func start(t *testing.T) (*Server, string, *syncBuf) {
 		t.Fatal(err)
 	}
 	logs := &syncBuf{}
-	s := New(Config{Logger: slog.New(slog.NewTextHandler(logs, nil)), HeartbeatInterval: 20 * time.Millisecond, DeadAfter: 300 * time.Millisecond, Secret: testSecret})
+	// DeadAfter is short so silence tests run fast, yet long enough that a
+	// GC pause under -race (each delta encode still allocates tens of MB)
+	// does not cut a live stream.
+	s := New(Config{Logger: slog.New(slog.NewTextHandler(logs, nil)), HeartbeatInterval: 20 * time.Millisecond, DeadAfter: time.Second, Secret: testSecret})
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
 	t.Cleanup(func() {
@@ -152,6 +155,24 @@ func TestPublishSendsNewestOnly(t *testing.T) {
 	// while v3 is among the in-memory bases, a FULL after (no Lookup here).
 	ddec, _ := wire.NewDeltaDecoder(0)
 	defer ddec.Close()
+	// Encoding 47 deltas takes a while under -race; like a real edge, keep
+	// the stream alive with heartbeats so DeadAfter does not cut it.
+	stop := make(chan struct{})
+	beats := make(chan struct{})
+	go func() {
+		defer close(beats)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				w.WriteFrame(wire.TypeHeartbeat, wire.AppendHeartbeat(nil, wire.Heartbeat{LatestVersion: 3, UnixNano: time.Now().UnixNano()}))
+			}
+		}
+	}()
+	defer func() { close(stop); <-beats }()
 	var last []byte
 	for v := uint64(4); v <= 50; v++ {
 		last = snapOf(t, v, 10, "x"+strconv.Itoa(int(v)))
@@ -163,7 +184,7 @@ func TestPublishSendsNewestOnly(t *testing.T) {
 		var out []byte
 		switch typ {
 		case wire.TypeDelta:
-			h, o, err := ddec.Apply(nil, three, p)
+			h, o, err := ddec.Apply(nil, mustOpen(t, three), p)
 			if err != nil || h.BaseVersion != 3 {
 				t.Fatalf("DELTA %+v: %v", h, err)
 			}
@@ -307,7 +328,7 @@ func TestResumeWithDelta(t *testing.T) {
 		if err != nil || typ != wire.TypeDelta {
 			t.Fatalf("base v%d: got %s %v, want DELTA", base, typ, err)
 		}
-		if _, out, err := ddec.Apply(nil, stored[base], p); err != nil || !bytes.Equal(out, stored[8]) {
+		if _, out, err := ddec.Apply(nil, mustOpen(t, stored[base]), p); err != nil || !bytes.Equal(out, stored[8]) {
 			t.Fatalf("base v%d: DELTA does not rebuild v8: %v", base, err)
 		}
 		if base == 7 {
@@ -414,4 +435,13 @@ func BenchmarkPublish(b *testing.B) {
 		}
 		s.Publish(v, snaps[v-1], time.Now())
 	}
+}
+
+func mustOpen(t testing.TB, b []byte) *fbs.Snapshot {
+	t.Helper()
+	s, err := fbs.Open(b)
+	if err != nil {
+		t.Fatalf("fbs.Open: %v", err)
+	}
+	return s
 }

@@ -8,8 +8,9 @@ import (
 	"testing"
 )
 
-// vectorDir holds external test data; see its README for sources and licenses.
-const vectorDir = "../../../shared/vectors"
+// vectorDir holds public test vectors copied from their upstream repositories;
+// testdata/vectors/SOURCES.md names each source, commit and license.
+const vectorDir = "testdata/vectors"
 
 // wycheproofSkip lists the upstream cases /work/shared/vectors/README.md
 // ("wycheproof/testvectors_v1") identifies as inconsistent in

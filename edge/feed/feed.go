@@ -446,7 +446,7 @@ func (s *stream) handleDelta(p []byte) error {
 	if err != nil {
 		return s.nack(h.Version, err)
 	}
-	_, out, err := s.ddec.Apply(nil, base.Bytes(), p)
+	_, out, err := s.ddec.Apply(nil, base, p)
 	if err != nil {
 		return s.nack(h.Version, err)
 	}

@@ -314,7 +314,7 @@ func TestCorruptSnapshotNackedOldStays(t *testing.T) {
 }
 
 // flipProxy forwards TCP between the edge and ctrl and flips one payload byte
-// of the first FULL on the first connection, leaving the frame checksum stale.
+// of the first snapshot frame (FULL or DELTA), leaving the frame checksum stale.
 type flipProxy struct {
 	ln      net.Listener
 	target  string
@@ -375,7 +375,7 @@ func (p *flipProxy) relayDown(up, down net.Conn) {
 		if _, err := io.ReadFull(up, payload); err != nil {
 			return
 		}
-		if wire.Type(hdr[5]) == wire.TypeFull && p.flipped.CompareAndSwap(false, true) {
+		if t := wire.Type(hdr[5]); (t == wire.TypeFull || t == wire.TypeDelta) && p.flipped.CompareAndSwap(false, true) {
 			payload[len(payload)/2] ^= 0x80
 		}
 		if _, err := down.Write(append(hdr[:], payload...)); err != nil {

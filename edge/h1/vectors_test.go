@@ -14,8 +14,9 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// vectorsDir holds the shared public test vectors (see its README.md).
-const vectorsDir = "/work/shared/vectors"
+// vectorsDir holds public test vectors copied from their upstream repositories;
+// testdata/vectors/SOURCES.md names each source, commit and license.
+const vectorsDir = "testdata/vectors"
 
 type llhttpCase struct {
 	Source  string `json:"source"`
