@@ -6,7 +6,7 @@ BIN     := bin/snapgate
 export GOFLAGS := -tags=pebblegozstd
 FUZZTIME ?= 30s
 
-.PHONY: build test demo bench generate fuzz lint clean
+.PHONY: build test demo bench bench-full bench-go generate fuzz lint clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/snapgate
@@ -23,7 +23,16 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# The SLO harness (docs/bench.md): real ctrl, edge, backends, nginx and
+# HAProxy when installed; writes results/<timestamp>/. Quick: under 5 minutes.
 bench: build
+	./$(BIN) bench
+
+bench-full: build
+	./$(BIN) bench --full
+
+# The Go micro-benchmarks of every package.
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
 
 # Regenerates fbs/snapfb from fbs/snapshot.fbs (needs flatc: apt-get install flatbuffers-compiler).

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/snapgate/snapgate/edge"
+	"github.com/snapgate/snapgate/edge/proxy"
 	"github.com/snapgate/snapgate/wire"
 )
 
@@ -49,6 +51,12 @@ func defaultEdgeConfig() edgeConfig {
 }
 
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	// The proxy needs a second P even on one CPU (proxy.MinProcs says
+	// why); the process sets it, not the library. taskset to one CPU gives
+	// GOMAXPROCS 1.
+	if runtime.GOMAXPROCS(0) < proxy.MinProcs {
+		runtime.GOMAXPROCS(proxy.MinProcs)
+	}
 	cfg := defaultEdgeConfig()
 	if path := configFlag(args); path != "" {
 		if err := loadConfig(path, &cfg); err != nil {

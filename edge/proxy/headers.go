@@ -230,7 +230,7 @@ func (s *Server) writeResponseHead(st *connState, w netpoll.Writer, closeClient,
 func (s *Server) writeError(st *connState, cause telemetry.Cause, status int, reason string, closeConn bool) {
 	s.metrics.Error(cause)
 	st.rc.Observe(status)
-	w := st.conn.Writer()
+	w := st.cw
 	w.WriteString("HTTP/1.1 ")
 	w.WriteBinary(strconv.AppendInt(st.num[:0], int64(status), 10))
 	w.WriteByte(' ')
@@ -256,7 +256,7 @@ func (s *Server) writeError(st *connState, cause telemetry.Cause, status int, re
 }
 
 func (s *Server) writeContinue(st *connState) {
-	w := st.conn.Writer()
+	w := st.cw
 	w.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 	w.Flush()
 }

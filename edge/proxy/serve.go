@@ -25,6 +25,12 @@ func (s *Server) onRequest(ctx context.Context, c netpoll.Connection) error {
 	st.busy.Store(true)
 	for c.Reader().Len() > 0 {
 		if !s.serveOne(st) {
+			if st.detached != nil {
+				// The exchange continues in resumeDetached, run by
+				// netpoll's close callback once this handler returned.
+				c.(detacher).Detach()
+				return nil
+			}
 			c.Close()
 			break
 		}
@@ -42,7 +48,7 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 	// the client has been flushed.
 	defer r.Release()
 
-	st.rc, st.ridLen, st.isHead, st.bodyUnread = s.metrics.Route(nil), 0, false, false
+	st.rc, st.ridLen, st.isHead, st.bodyUnread, st.headBuilt = s.metrics.Route(nil), 0, false, false, false
 	hn, ok := s.readHead(st)
 	if !ok {
 		return false
@@ -55,7 +61,11 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 	if tab == nil {
 		return s.failBeforeBody(st, hn, telemetry.CauseNoTable, 503, "no routing table")
 	}
-	defer tab.Release()
+	defer func() {
+		if st.detached == nil {
+			tab.Release()
+		}
+	}()
 	mr := &st.matchReq
 	mr.Host, mr.Path, mr.Method, mr.Headers = req.Host, req.Path, req.Method, st
 	if !tab.RouteRequest(mr, &st.match) {
@@ -74,8 +84,12 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 	if !ok {
 		return false
 	}
+	key := s.pickKey(st, tab, st.match.ClusterIndex())
+	if total < 0 && s.detach(st, tab, hn, key) {
+		return false
+	}
 	keep = req.KeepAlive && !s.draining.Load()
-	if !s.forward(st, tab, hn, total, keep) {
+	if !s.forward(st, tab, hn, total, keep, key) {
 		return false
 	}
 	if total > 0 {
@@ -84,6 +98,35 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 		}
 	}
 	return keep
+}
+
+// detach prepares to finish a streamed-body exchange off netpoll
+// (detach.go) and reports whether it will: the upstream head is built and
+// the client's head consumed now, while the head's bytes are alive; the
+// caller then returns false and onRequest detaches the connection.
+// Without detach support, or during shutdown, the body streams through
+// netpoll's buffer as before.
+func (s *Server) detach(st *connState, tab *routing.Table, hn int, key routing.PickKey) bool {
+	if !detachSupported(st.conn) {
+		return false
+	}
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		return false
+	}
+	s.detachWG.Add(1)
+	s.mu.Unlock()
+	st.upHead = appendRequestHead(st, st.upHead[:0])
+	st.headBuilt = true
+	r := st.conn.Reader()
+	if err := r.Skip(hn); err != nil {
+		s.detachWG.Done()
+		return false
+	}
+	r.Release()
+	st.detached = &detachedExchange{tab: tab, key: key}
+	return true
 }
 
 // readHead waits until a complete request head is buffered; blocking Peek
@@ -219,7 +262,7 @@ func (s *Server) clientReadFailed(st *connState, err error) {
 // Independently of the policy, a reused keep-alive connection that the
 // backend closed just before our write is retried once on a fresh
 // connection, as browsers and Go's transport do.
-func (s *Server) forward(st *connState, tab *routing.Table, hn, total int, keep bool) bool {
+func (s *Server) forward(st *connState, tab *routing.Table, hn, total int, keep bool, key routing.PickKey) bool {
 	ci := st.match.ClusterIndex()
 	connectTimeout := tab.ConnectTimeout(ci)
 	if connectTimeout <= 0 {
@@ -233,7 +276,6 @@ func (s *Server) forward(st *connState, tab *routing.Table, hn, total int, keep 
 	if total >= 0 && idempotent(st.method()) {
 		retries = st.match.RetryAttempts()
 	}
-	key := s.pickKey(st, tab, ci)
 	staleRetried := false
 	var pool, failed *upstream.Pool
 	for {
@@ -390,7 +432,9 @@ const (
 // the response to the client. total < 0 streams the request body.
 func (s *Server) exchange(st *connState, u *upstream.Conn, hn, total int, timeout time.Duration, keep, mayRetry bool) exchangeResult {
 	wt := s.cfg.WriteTimeout
-	st.upHead = appendRequestHead(st, st.upHead[:0])
+	if !st.headBuilt {
+		st.upHead = appendRequestHead(st, st.upHead[:0])
+	}
 	early := false // the upstream stopped taking the body; only an early answer may follow
 	if total < 0 {
 		if err := u.Write(st.upHead, wt); err != nil {
@@ -440,7 +484,7 @@ func (s *Server) exchange(st *connState, u *upstream.Conn, hn, total int, timeou
 					}
 					s.metrics.ObserveUpstream(time.Since(sent))
 					st.rc.Observe(101)
-					s.writeResponseHead(st, st.conn.Writer(), false, true)
+					s.writeResponseHead(st, st.cw, false, true)
 					u.Consume(rn)
 					return exchangeUpgraded
 				}
@@ -455,7 +499,7 @@ func (s *Server) exchange(st *connState, u *upstream.Conn, hn, total int, timeou
 				// forwarded to HTTP/1.1 clients (RFC 9110 §15.2). The head
 				// is flushed before Consume: its fields alias u.Buf.
 				if resp.Status != 100 && st.req.Minor == 1 {
-					s.writeResponseHead(st, st.conn.Writer(), false, true)
+					s.writeResponseHead(st, st.cw, false, true)
 				}
 				u.Consume(rn)
 				continue
@@ -483,7 +527,7 @@ func (s *Server) exchange(st *connState, u *upstream.Conn, hn, total int, timeou
 	// client connection cannot carry another request.
 	st.bodyUnread = early
 	closeClient := !keep || early || st.resp.Body == h1.BodyClose
-	cw := st.conn.Writer()
+	cw := st.cw
 	s.writeResponseHead(st, cw, closeClient, false)
 	if !s.relayBody(st, u, cw, timeout) {
 		return exchangeAborted
@@ -509,11 +553,13 @@ const smallBody = 16 << 10
 // (the Request's slices) is dead afterwards; the proxy only uses copies it
 // took earlier. exchangeStale means the upstream stopped taking the body.
 func (s *Server) streamBody(st *connState, u *upstream.Conn, hn int) exchangeResult {
-	r := st.conn.Reader()
-	if err := r.Skip(hn); err != nil {
-		return exchangeClientFailed
+	r := st.cr
+	if hn > 0 {
+		if err := r.Skip(hn); err != nil {
+			return exchangeClientFailed
+		}
+		r.Release()
 	}
-	r.Release()
 	chunked := st.req.Chunked
 	remaining := st.req.ContentLength
 	wt := s.cfg.WriteTimeout

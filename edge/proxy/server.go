@@ -31,16 +31,19 @@ func init() {
 	// Must run before any netpoll connection exists (deps.md §1). One poller
 	// per P is netpoll's advice for I/O-bound services; the default
 	// (GOMAXPROCS/20+1) leaves a single poller on small hosts.
+	// netpoll's default gopool Runner stays: a goroutine per event
+	// (Runner: go f()) measured 132–133 µs/req at 5k req/s against
+	// 110–120 with gopool (docs/http.md, "Performance").
 	netpoll.Configure(netpoll.Config{PollerNum: runtime.GOMAXPROCS(0)})
-	// netpoll's poller sits in a blocking epoll_wait (syscall.Syscall6)
-	// holding its P until sysmon retakes it (20 µs to 10 ms). Upstream
-	// connections are on the runtime poller, and with a single P their
-	// wake-ups wait for that retake; a second P lets them run at once.
-	// A process pinned to one CPU gets GOMAXPROCS 1 from its affinity.
-	if runtime.GOMAXPROCS(0) < 2 {
-		runtime.GOMAXPROCS(2)
-	}
 }
+
+// MinProcs is the GOMAXPROCS the proxy needs to run well; the process
+// (edge.Node's caller) sets it, since it is process-wide state. netpoll's
+// poller sits in a blocking epoll_wait holding its P until sysmon retakes
+// it (20 µs to 10 ms); upstream connections are on the runtime poller, and
+// with a single P their wake-ups wait for that retake. A process pinned to
+// one CPU gets GOMAXPROCS 1 from its affinity, so it must be raised.
+const MinProcs = 2
 
 // Config configures a Server. Zero durations and sizes take the defaults
 // named next to them.
@@ -118,6 +121,11 @@ type Server struct {
 
 	draining atomic.Bool
 
+	// Connections detached from netpoll for a streamed upload
+	// (detach.go): counted for Shutdown, listed so it can cut them off.
+	detachWG      sync.WaitGroup
+	detachedConns map[net.Conn]struct{}
+
 	// routeIdx maps the dense route index of the table in service to its
 	// counters: created by the first request after a swap, filled on each
 	// route's first request, then read with one atomic load per request.
@@ -171,8 +179,10 @@ func New(cfg Config) (*Server, error) {
 		metrics: cfg.Metrics,
 		ln:      ln,
 		conns:   make(map[*connState]struct{}),
-		stop:    make(chan struct{}),
-		reaped:  make(chan struct{}),
+
+		detachedConns: make(map[net.Conn]struct{}),
+		stop:          make(chan struct{}),
+		reaped:        make(chan struct{}),
 	}
 	s.initRequestIDs()
 	s.loop, err = netpoll.NewEventLoop(s.onRequest,
@@ -230,7 +240,32 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	err := s.loop.Shutdown(ctx)
 	<-s.reaped
+	if derr := s.waitDetached(ctx); err == nil {
+		err = derr
+	}
 	return err
+}
+
+// waitDetached waits for detached uploads to finish, cutting them off
+// when ctx ends.
+func (s *Server) waitDetached(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.detachWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for nc := range s.detachedConns {
+		nc.Close()
+	}
+	s.mu.Unlock()
+	<-done
+	return ctx.Err()
 }
 
 // connState is the per-connection scratch space: the parsed messages and
@@ -240,7 +275,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // OnRequest, and a recycled state shared by two connections would be far
 // worse than one allocation per connection.
 type connState struct {
-	conn     netpoll.Connection
+	conn netpoll.Connection
+	// The client's reader and writer: the netpoll connection's own, or
+	// the blocking ones of a connection detached for an upload.
+	cr       clientReader
+	cw       netpoll.Writer
+	detached *detachedExchange // set when serveOne detaches the connection
 	req      h1.Request
 	resp     h1.Response
 	matchReq fbs.Request
@@ -267,6 +307,7 @@ type connState struct {
 	// body, so the client connection's framing is lost.
 	bodyUnread bool
 	upHead     []byte // the upstream request head (and a small body), reused
+	headBuilt  bool   // upHead already holds this request's head (detach)
 
 	busy       atomic.Bool
 	lastActive atomic.Int64 // unix nanos
@@ -295,7 +336,7 @@ func (st *connState) setMethod(m []byte) {
 func (st *connState) method() []byte { return st.methodBuf[:st.methodLen] }
 
 func (s *Server) onConnect(ctx context.Context, c netpoll.Connection) context.Context {
-	st := &connState{conn: c}
+	st := &connState{conn: c, cr: c.Reader(), cw: c.Writer()}
 	st.clientIP = appendIP(st.ipBuf[:0], c.RemoteAddr())
 	st.lastActive.Store(time.Now().UnixNano())
 	s.mu.Lock()
@@ -306,6 +347,11 @@ func (s *Server) onConnect(ctx context.Context, c netpoll.Connection) context.Co
 		s.mu.Lock()
 		delete(s.conns, st)
 		s.mu.Unlock()
+		if st.detached != nil {
+			// The exchange continues off netpoll; it counts the close.
+			s.resumeDetached(st, c)
+			return nil
+		}
 		s.metrics.ConnClosed()
 		return nil
 	})

@@ -1,0 +1,460 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/xml"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/snapgate/snapgate/loadtest"
+)
+
+func TestParseStat(t *testing.T) {
+	line := "4242 (we)ird (name)) S 17 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 9 0 100 123456789 3000 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n"
+	st, err := ParseStat([]byte(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ProcStat{PID: 4242, PPID: 17, Comm: "we)ird (name)", State: 'S', UTime: 250, STime: 75, RSSPages: 3000}
+	if st != want {
+		t.Fatalf("ParseStat = %+v, want %+v", st, want)
+	}
+	self, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Skip("no /proc:", err)
+	}
+	st, err = ParseStat(self)
+	if err != nil || st.PID != os.Getpid() || st.PPID != os.Getppid() || st.RSSPages <= 0 {
+		t.Fatalf("own stat = %+v, %v", st, err)
+	}
+	for _, bad := range []string{"", "12", "x (a) S 1", "12 (a) S 1 2 3", "12 (a) SS " + strings.Repeat("1 ", 30), "12 (a) S x" + strings.Repeat(" 1", 30)} {
+		if _, err := ParseStat([]byte(bad)); err == nil {
+			t.Errorf("ParseStat(%q) succeeded", bad)
+		}
+	}
+}
+
+func FuzzParseStat(f *testing.F) {
+	f.Add([]byte("1 (init) S 0 1 1 0 -1 4194560 1 0 0 0 5 6 0 0 20 0 1 0 1 2 3 4 5 6"))
+	f.Add([]byte("4242 (a) b) R 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22"))
+	f.Add([]byte(") ( 1 2"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		st, err := ParseStat(b)
+		if err == nil && (st.PID < 0 || !bytes.Contains(b, []byte(st.Comm))) {
+			t.Fatalf("accepted %q as %+v", b, st)
+		}
+	})
+}
+
+func TestReadUsageCountsChildren(t *testing.T) {
+	// A child that burns CPU: its ticks must appear in our tree's usage.
+	cmd := exec.Command("sh", "-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 5")
+	if err := cmd.Start(); err != nil {
+		t.Skip("no sh:", err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		child, err := ReadUsage(cmd.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tree, err := ReadUsage(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if child.Ticks > 0 && tree.Ticks >= child.Ticks && tree.RSSBytes > child.RSSBytes {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("child usage %+v never showed in the tree %+v", child, tree)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestClockTicks(t *testing.T) {
+	aux := make([]byte, 48)
+	binary.NativeEndian.PutUint64(aux[0:], 6)
+	binary.NativeEndian.PutUint64(aux[8:], 4096)
+	binary.NativeEndian.PutUint64(aux[16:], atClkTck)
+	binary.NativeEndian.PutUint64(aux[24:], 250)
+	if got := parseAuxvClkTck(aux, 100); got != 250 {
+		t.Fatalf("parseAuxvClkTck = %d, want 250", got)
+	}
+	if got := parseAuxvClkTck(aux[:16], 100); got != 100 {
+		t.Fatalf("without AT_CLKTCK = %d, want the fallback", got)
+	}
+	if hz := ClockTicks(); hz <= 0 {
+		t.Fatalf("ClockTicks = %d", hz)
+	}
+}
+
+func TestParseCPUList(t *testing.T) {
+	got, err := ParseCPUList("0-2,5,7-8")
+	if err != nil || !equalInts(got, []int{0, 1, 2, 5, 7, 8}) {
+		t.Fatalf("ParseCPUList = %v, %v", got, err)
+	}
+	for _, bad := range []string{"", "a", "3-1", "1,,2", "0-999999"} {
+		if _, err := ParseCPUList(bad); err == nil {
+			t.Errorf("ParseCPUList(%q) succeeded", bad)
+		}
+	}
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestScanRequest(t *testing.T) {
+	for _, tc := range []struct {
+		in               string
+		head, body, code int
+	}{
+		{"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 27, 0, 0},
+		{"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET", 27, 0, 0},
+		{"POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\nhello", 38, 5, 0},
+		{"GET / HTTP/1.1\r\nHost: a\r\n", 0, 0, 0},
+		{"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 0, 0, 501},
+		{"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", 0, 0, 400},
+		{"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 0, 0, 400},
+		{"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 0, 0, 400},
+		{"GET /\r\n\r\n", 0, 0, 400},
+		{"GET / HTTP/1.1\r\n" + strings.Repeat("X-A: b\r\n", 2000), 0, 0, 431},
+	} {
+		head, body, code := ScanRequest([]byte(tc.in))
+		if head != tc.head || body != tc.body || code != tc.code {
+			t.Errorf("ScanRequest(%.40q) = %d, %d, %d; want %d, %d, %d", tc.in, head, body, code, tc.head, tc.body, tc.code)
+		}
+	}
+}
+
+func FuzzScanRequest(f *testing.F) {
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+	f.Add([]byte("POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"))
+	f.Add([]byte("GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		head, body, code := ScanRequest(b)
+		if head < 0 || head > len(b) || body < 0 || (code != 0 && head != 0) {
+			t.Fatalf("ScanRequest(%q) = %d, %d, %d", b, head, body, code)
+		}
+	})
+}
+
+func TestReadResponse(t *testing.T) {
+	in := "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
+	r := bufio.NewReader(strings.NewReader(in))
+	status, body, err := readResponse(r, nil)
+	if err != nil || status != 200 || string(body) != "hello" {
+		t.Fatalf("first = %d %q %v", status, body, err)
+	}
+	status, body, err = readResponse(r, body[:0])
+	if err != nil || status != 404 || len(body) != 0 {
+		t.Fatalf("second = %d %q %v", status, body, err)
+	}
+	for _, bad := range []string{
+		"HTTP/1.1 200 OK\r\n\r\n", // no length
+		"HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort",
+		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+		"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n",
+	} {
+		if _, _, err := readResponse(bufio.NewReader(strings.NewReader(bad)), nil); err == nil {
+			t.Errorf("readResponse(%q) succeeded", bad)
+		}
+	}
+	if _, _, err := readResponse(bufio.NewReader(strings.NewReader("HTTP/1.1 200 OK\r\n\r\n")), nil); !errors.Is(err, errNoLength) {
+		t.Errorf("no Content-Length: %v, want errNoLength", err)
+	}
+}
+
+func FuzzReadResponse(f *testing.F) {
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"))
+	f.Add([]byte("HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		status, body, err := readResponse(bufio.NewReader(bytes.NewReader(b)), nil)
+		if err == nil && (status < 100 || len(body) > maxProbeBody) {
+			t.Fatalf("accepted %q: %d, %d bytes", b, status, len(body))
+		}
+	})
+}
+
+// startBackend runs ServeBackend on a real port for the test's lifetime.
+func startBackend(t *testing.T, name string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ServeBackend(ctx, ln, name) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("ServeBackend: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("ServeBackend did not return after cancel")
+		}
+	})
+	return ln.Addr().String()
+}
+
+func TestBackendPipelinedAndBodies(t *testing.T) {
+	addr := startBackend(t, "alpha")
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	// Two pipelined requests, the second with a body split across writes.
+	c.Write([]byte("GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 4\r\n\r\nab"))
+	time.Sleep(10 * time.Millisecond)
+	c.Write([]byte("cdGET /c HTTP/1.1\r\nHost: x\r\n\r\n"))
+	r := bufio.NewReader(c)
+	for i := range 3 {
+		status, body, err := readResponse(r, nil)
+		if err != nil || status != 200 || !bytes.Equal(body, BackendBody("alpha")) || len(body) != BodySize {
+			t.Fatalf("response %d: %d %q %v", i, status, body, err)
+		}
+	}
+	c.Write([]byte("GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"))
+	if status, _, err := readResponse(r, nil); err != nil || status != 501 {
+		t.Fatalf("chunked request: %d %v, want 501", status, err)
+	}
+	if _, err := r.ReadByte(); err != io.EOF {
+		t.Fatalf("connection not closed after 501: %v", err)
+	}
+}
+
+func TestPeerConfigs(t *testing.T) {
+	dir := t.TempDir()
+	n := NginxConfig(dir, "127.0.0.1:18080", "127.0.0.1:19001", false)
+	for _, want := range []string{"daemon off;", "worker_processes 1;", "access_log off;", "keepalive 64;",
+		"proxy_http_version 1.1;", `proxy_set_header Connection "";`, "listen 127.0.0.1:18080;", "server 127.0.0.1:19001;",
+		"pid " + filepath.Join(dir, "nginx.pid") + ";"} {
+		if !strings.Contains(n, want) {
+			t.Errorf("nginx config lacks %q:\n%s", want, n)
+		}
+	}
+	if strings.Contains(n, "user ") || !strings.Contains(NginxConfig(dir, "a:1", "b:2", true), "user root;") {
+		t.Error("user directive must appear exactly when running as root")
+	}
+	h := HAProxyConfig("127.0.0.1:18081", "127.0.0.1:19001")
+	for _, want := range []string{"nbthread 1", "http-reuse always", "bind 127.0.0.1:18081", "server b1 127.0.0.1:19001", "mode http"} {
+		if !strings.Contains(h, want) {
+			t.Errorf("haproxy config lacks %q:\n%s", want, h)
+		}
+	}
+	if strings.Contains(h, "log ") || strings.Contains(h, "daemon") {
+		t.Errorf("haproxy config must not log or daemonize:\n%s", h)
+	}
+	// Where the peers are installed, they must accept what we generate.
+	peers, err := preparePeers(dir, map[string]string{"nginx": "127.0.0.1:18080", "haproxy": "127.0.0.1:18081"}, "127.0.0.1:19001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range peers {
+		if p.skip != "" {
+			t.Logf("%s: %s", p.name, p.skip)
+			continue
+		}
+		check := append([]string{"-t"}, p.args...)
+		if p.name == "haproxy" {
+			check = []string{"-c", "-f", filepath.Join(dir, "haproxy.cfg")}
+		}
+		if out, err := exec.Command(p.bin, check...).CombinedOutput(); err != nil {
+			t.Errorf("%s rejects its config: %v\n%s", p.name, err, out)
+		}
+	}
+}
+
+func TestParseSnapshotBuilt(t *testing.T) {
+	line := `time=2026-01-02T03:04:05Z level=INFO msg="snapshot built" version=12 parent=11 routes=100010 clusters=2 bytes=12345678 build_time=183.5ms`
+	b, ok := ParseSnapshotBuilt(line)
+	want := SnapshotBuild{Version: 12, Routes: 100010, Bytes: 12345678, BuildTime: 183500 * time.Microsecond}
+	if !ok || b != want {
+		t.Fatalf("ParseSnapshotBuilt = %+v %v, want %+v", b, ok, want)
+	}
+	for _, bad := range []string{`msg="snapshot built" version=x routes=1 bytes=1 build_time=1ms`, `msg="other" version=1 routes=1 bytes=1 build_time=1ms`, `msg="snapshot built" version=1`} {
+		if _, ok := ParseSnapshotBuilt(bad); ok {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+}
+
+// fixedResult is a loadtest result with round numbers.
+func fixedResult(mode string, rate float64, p50, p99 time.Duration, completed int64) *loadtest.Result {
+	return &loadtest.Result{
+		Mode: mode, TargetRate: rate, Rate: rate, Completed: completed, Scheduled: completed,
+		Status: map[string]int64{"200": completed - 2, "502": 2}, Errors: map[string]int64{},
+		ErrorRate: 2 / float64(completed),
+		Latency:   loadtest.Summary{Count: completed, P50: p50, P90: p99 / 2, P99: p99, P999: 2 * p99, Max: 3 * p99},
+		Curve: []loadtest.Point{{Quantile: 0, Latency: p50 / 2}, {Quantile: 0.5, Latency: p50}, {Quantile: 0.99, Latency: p99},
+			{Quantile: 0.9999, Latency: 2 * p99}, {Quantile: 1, Latency: 3 * p99}},
+	}
+}
+
+func fixedReport() *Report {
+	us := time.Microsecond
+	sc := &Scenario{Name: "steady-1000", Title: "Steady state at 1000 req/s", Runs: []*RunResult{
+		{Target: TargetDirect, Label: "direct", CPUPerReqUS: 10, CPUResolutionUS: 2, RSSBytes: 8 << 20, Result: fixedResult("open", 1000, 100*us, 400*us, 5000)},
+		{Target: TargetSnapgate, Label: "snapgate", CPUPerReqUS: 30, CPUResolutionUS: 2, RSSBytes: 20 << 20, Result: fixedResult("open", 1000, 200*us, 800*us, 5000)},
+		{Target: TargetNginx, Label: "nginx", CPUPerReqUS: 40, CPUResolutionUS: 2, RSSBytes: 12 << 20, Result: fixedResult("open", 1000, 250*us, 1600*us, 5000)},
+	}, Facts: []Fact{{"a fact", "42"}}, Extra: []Series{{Label: "extra <line> & more", Points: []loadtest.Point{{Quantile: 0.5, Latency: time.Millisecond}}}}}
+	return &Report{Start: time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC), Mode: "quick", Machine: Machine{CPUs: 2, Model: "Test CPU", Kernel: "6.1", Go: "go1.26"},
+		Pinning: "off", ClockTicks: 100, Conns: 16, Duration: 5 * time.Second, Warmup: time.Second, Scenarios: []*Scenario{sc}}
+}
+
+func TestReportMarkdown(t *testing.T) {
+	md := fixedReport().Markdown()
+	for _, want := range []string{
+		"# snapgate bench, quick mode, 2026-01-02 03:04 UTC",
+		"- machine: 2 CPUs, Test CPU, Linux 6.1, go1.26",
+		"| direct | 1000 | 1000 | 100µs | 400µs | 800µs | 1.2ms | 0.04% (2) | 10.0 ±2.0 | 8.0 MiB | — | — | — | 0.25× | 0.25× |",
+		"| snapgate | 1000 | 1000 | 200µs | 800µs | 1.6ms | 2.4ms | 0.04% (2) | 30.0 ±2.0 | 20.0 MiB | 2.00× | 2.00× | 3.00× | 0.50× | 0.75× |",
+		"| nginx | 1000 | 1000 | 250µs | 1.6ms | 3.2ms | 4.8ms | 0.04% (2) | 40.0 ±2.0 | 12.0 MiB | 2.50× | 4.00× | 4.00× | — | — |",
+		"- a fact: 42",
+		"![steady-1000 latency percentiles](steady-1000.svg)",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks\n%s\nin\n%s", want, md)
+		}
+	}
+}
+
+func TestSVGWellFormed(t *testing.T) {
+	sc := fixedReport().Scenarios[0]
+	svg := sc.SVG()
+	dec := xml.NewDecoder(bytes.NewReader(svg))
+	polylines, texts := 0, 0
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("SVG is not well-formed XML: %v\n%s", err, svg)
+		}
+		if se, ok := tok.(xml.StartElement); ok {
+			switch se.Name.Local {
+			case "polyline":
+				polylines++
+				for _, a := range se.Attr {
+					if a.Name.Local == "points" && strings.Contains(a.Value, "NaN") {
+						t.Errorf("polyline with NaN: %s", a.Value)
+					}
+				}
+			case "text":
+				texts++
+			}
+		}
+	}
+	if want := len(sc.Runs) + len(sc.Extra); polylines != want {
+		t.Fatalf("%d polylines, want one per series (%d)", polylines, want)
+	}
+	if !bytes.Contains(svg, []byte("extra &lt;line&gt; &amp; more")) || !bytes.Contains(svg, []byte("99.99%")) {
+		t.Errorf("legend or axis missing:\n%s", svg)
+	}
+	// No data at all still draws a valid frame.
+	if err := xml.Unmarshal(PlotSVG("empty", nil), new(struct{})); err != nil {
+		t.Fatalf("empty plot: %v", err)
+	}
+}
+
+func TestReportWrite(t *testing.T) {
+	dir := t.TempDir()
+	if err := fixedReport().Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"report.md", "report.json", "steady-1000.svg", "raw/steady-1000-direct.json", "raw/steady-1000-snapgate.json", "raw/steady-1000-nginx.json"} {
+		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || st.Size() == 0 {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+// buildSnapgate builds the snapgate binary into dir, or skips the test when
+// the tree does not build (other packages mid-change).
+func buildSnapgate(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "snapgate")
+	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-tags=pebblegozstd", "-o", bin, "./cmd/snapgate")
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Skipf("cannot build snapgate: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func TestSteadyAgainstRealProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	bin := buildSnapgate(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var log bytes.Buffer
+	rep, err := Run(ctx, Options{Bin: bin, Scenarios: []string{ScenarioSteady}, Rates: []float64{300},
+		Duration: time.Second, Warmup: 200 * time.Millisecond, NoMax: true, NoPeers: true, NoPin: true, Conns: 4, Log: &log})
+	if err != nil {
+		t.Fatalf("Run: %v\nlog:\n%s", err, log.String())
+	}
+	defer os.RemoveAll(rep.WorkDir)
+	if len(rep.Scenarios) != 1 || len(rep.Scenarios[0].Runs) != 2 {
+		t.Fatalf("report has %d scenarios, want steady with direct and snapgate: %+v", len(rep.Scenarios), rep.Scenarios)
+	}
+	for _, r := range rep.Scenarios[0].Runs {
+		res := r.Result
+		if res.Completed < 200 || res.Latency.P50 <= 0 || res.Status["200"] != res.Completed || r.CPUPerReqUS < 0 || r.RSSBytes <= 0 {
+			t.Errorf("%s: completed %d, p50 %v, status %v, cpu %.1f µs/req, rss %d", r.Label, res.Completed, res.Latency.P50, res.Status, r.CPUPerReqUS, r.RSSBytes)
+		}
+	}
+	md := rep.Markdown()
+	if !strings.Contains(md, "| snapgate | 300 | ") || !strings.Contains(md, "| direct | 300 | ") {
+		t.Errorf("markdown lacks the rows:\n%s", md)
+	}
+	out := t.TempDir()
+	if err := rep.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(out, "steady-300.svg")); err != nil {
+		t.Fatal(err)
+	}
+	// Every process Run started is gone: none has the work dir in its
+	// command line any more.
+	if rep.WorkDir == "" {
+		t.Fatal("no work dir in the report")
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if cl, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && bytes.Contains(cl, []byte(rep.WorkDir)) {
+			t.Errorf("process %s still running: %q", e.Name(), bytes.ReplaceAll(cl, []byte{0}, []byte{' '}))
+		}
+	}
+}

@@ -1,0 +1,313 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"reflect"
+	"runtime"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/cloudwego/netpoll"
+
+	"github.com/snapgate/snapgate/edge/routing"
+)
+
+// Large uploads leave netpoll. netpoll reads a connection's input eagerly
+// with no backpressure, so a client faster than its backend would fill the
+// connection's LinkBuffer with the whole body. When a request body
+// streams, the connection is detached from netpoll once the head is
+// parsed and the rest of the exchange runs on its own goroutine with
+// blocking reads on the runtime poller, where TCP flow control holds the
+// client back. The connection is closed after that response: it is a rare
+// path, and it cannot return to netpoll.
+//
+// Ordering (netpoll v0.7.2, connection_onevent.go): Detach inside
+// OnRequest only marks the connection; after OnRequest returns, netpoll's
+// task goroutine removes the fd from epoll (EPOLL_CTL_DEL) and runs the
+// close callbacks, ours first and netpoll's finalizer (which frees the
+// input buffer) last. A poller may still be inside its event batch for the
+// fd, about to read into the input buffer. Our callback therefore first
+// takes the fd operator away from the poller (the same CAS 1→0 of its
+// state that netpoll's own operator.Free does, which makes the poller's
+// do() fail), then copies what is still buffered, and only then starts
+// reading the fd itself. The operator's state is not exported, so its
+// location is found once by reflection; if the layout is not the expected
+// one, detaching is disabled and uploads stay buffered as before.
+
+// clientReader is what the streaming body path needs from the client
+// side: netpoll.Reader satisfies it, and so does blockingReader.
+type clientReader interface {
+	Len() int
+	Peek(n int) ([]byte, error)
+	Next(n int) ([]byte, error)
+	Skip(n int) error
+	Release() error
+}
+
+// opLayout locates netpoll's per-connection FDOperator state.
+var opLayout = findOpLayout()
+
+type operatorLayout struct {
+	ok          bool
+	hasState    bool
+	connType    reflect.Type // *netpoll.connection
+	opField     uintptr      // offset of connection.operator
+	stateOffset uintptr      // offset of FDOperator.state
+}
+
+func findOpLayout() operatorLayout {
+	var l operatorLayout
+	sf, ok := reflect.TypeOf(netpoll.FDOperator{}).FieldByName("state")
+	if !ok || sf.Type.Kind() != reflect.Int32 {
+		return l
+	}
+	l.hasState, l.stateOffset = true, sf.Offset
+	return l
+}
+
+// bindConnType finishes the layout from the first real connection: the
+// connection type is unexported, so it is only reachable through a value.
+func bindConnType(c netpoll.Connection) (operatorLayout, bool) {
+	l := opLayout
+	if !l.hasState {
+		return l, false
+	}
+	t := reflect.TypeOf(c)
+	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+		return l, false
+	}
+	f, ok := t.Elem().FieldByName("operator")
+	if !ok || f.Type != reflect.TypeOf((*netpoll.FDOperator)(nil)) {
+		return l, false
+	}
+	l.ok, l.connType, l.opField = true, t, f.Offset
+	return l, true
+}
+
+// detacher is netpoll's connection type's Detach, which its Connection
+// interface does not list.
+type detacher interface{ Detach() error }
+
+// detachSupported reports whether connections like c can leave netpoll.
+func detachSupported(c netpoll.Connection) bool {
+	if _, ok := c.(detacher); !ok {
+		return false
+	}
+	if _, ok := c.(interface{ Fd() int }); !ok {
+		return false
+	}
+	_, ok := bindConnType(c)
+	return ok
+}
+
+// quiesce stops netpoll's poller from touching c's input buffer again. It
+// must run after the fd left epoll (in a close callback after Detach), so
+// that the only poller work left is an event already fetched.
+func quiesce(c netpoll.Connection) error {
+	l, ok := bindConnType(c)
+	if !ok {
+		return errors.New("netpoll connection layout not recognised")
+	}
+	op := *(**netpoll.FDOperator)(unsafe.Add(reflect.ValueOf(c).UnsafePointer(), l.opField))
+	if op == nil {
+		return errors.New("netpoll connection has no fd operator")
+	}
+	state := (*int32)(unsafe.Add(unsafe.Pointer(op), l.stateOffset))
+	// 1 = idle, 2 = a poller or Release is using it, 0 = unused. A poller
+	// holds it for one non-blocking readv, so this spins briefly.
+	for i := 0; ; i++ {
+		if atomic.CompareAndSwapInt32(state, 1, 0) || atomic.LoadInt32(state) == 0 {
+			return nil
+		}
+		if i > 1<<20 {
+			return errors.New("netpoll poller did not release the connection")
+		}
+		runtime.Gosched()
+	}
+}
+
+// detachedExchange is what a detached connection carries into its own
+// goroutine.
+type detachedExchange struct {
+	tab *routing.Table
+	key routing.PickKey
+}
+
+// resumeDetached runs in the close callback of a connection Detach'ed in
+// serveOne: it takes the fd and the buffered input from netpoll and
+// finishes the exchange on a new goroutine.
+func (s *Server) resumeDetached(st *connState, c netpoll.Connection) {
+	dx := st.detached
+	fail := func(err error) {
+		s.cfg.Logger.Warn("detaching client connection failed", "client", string(st.clientIP), "err", err)
+		if fc, ok := c.(interface{ Fd() int }); ok {
+			syscall.Close(fc.Fd())
+		}
+		dx.tab.Release()
+		s.metrics.ConnClosed()
+		s.detachWG.Done()
+	}
+	if err := quiesce(c); err != nil {
+		fail(err)
+		return
+	}
+	var left []byte
+	r := c.Reader()
+	if n := r.Len(); n > 0 {
+		p, err := r.Next(n)
+		if err != nil {
+			fail(fmt.Errorf("read buffered input: %w", err))
+			return
+		}
+		left = make([]byte, max(n, detachedBufSize))
+		left = left[:copy(left, p)]
+	}
+	fc, ok := c.(interface{ Fd() int })
+	if !ok {
+		fail(errors.New("connection has no fd"))
+		return
+	}
+	// netpoll leaves a detached fd open; FileConn dups it onto the runtime
+	// poller and the original is closed here.
+	f := os.NewFile(uintptr(fc.Fd()), "client")
+	nc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		s.cfg.Logger.Warn("detaching client connection failed", "client", string(st.clientIP), "err", err)
+		dx.tab.Release()
+		s.metrics.ConnClosed()
+		s.detachWG.Done()
+		return
+	}
+	s.mu.Lock()
+	s.detachedConns[nc] = struct{}{}
+	s.mu.Unlock()
+	go s.finishDetached(st, nc, left)
+}
+
+// detachedBufSize is the read buffer of a detached connection: the most
+// of a streamed body the proxy holds at once on that path.
+const detachedBufSize = 64 << 10
+
+func (s *Server) finishDetached(st *connState, nc net.Conn, left []byte) {
+	dx := st.detached
+	defer func() {
+		nc.Close()
+		s.mu.Lock()
+		delete(s.detachedConns, nc)
+		s.mu.Unlock()
+		dx.tab.Release()
+		s.metrics.ConnClosed()
+		s.detachWG.Done()
+	}()
+	st.cr = newBlockingReader(nc, left, s.cfg.HeaderTimeout)
+	st.cw = &connWriter{LinkBuffer: netpoll.NewLinkBuffer(), nc: nc, timeout: s.cfg.WriteTimeout}
+	// No tunnel on this path: a 101 to a request with a streamed body is
+	// answered 502 (exchange rejects a 101 nobody asked for).
+	st.upgrade = false
+	s.forward(st, dx.tab, 0, -1, false, dx.key)
+}
+
+// blockingReader reads a detached client connection through one buffer
+// with blocking, deadline-bound reads. Slices from Peek/Next stay valid
+// until Release or the next Peek that needs more bytes.
+type blockingReader struct {
+	nc         net.Conn
+	buf        []byte
+	start, end int
+	timeout    time.Duration
+}
+
+func newBlockingReader(nc net.Conn, left []byte, timeout time.Duration) *blockingReader {
+	buf := left[:cap(left)]
+	if len(buf) < detachedBufSize {
+		buf = make([]byte, detachedBufSize)
+	}
+	return &blockingReader{nc: nc, buf: buf, end: copy(buf, left), timeout: timeout}
+}
+
+func (b *blockingReader) Len() int { return b.end - b.start }
+
+var errPeekTooLarge = errors.New("proxy: detached client read larger than its buffer")
+
+// Peek blocks until n bytes are buffered; each read waits at most timeout.
+func (b *blockingReader) Peek(n int) ([]byte, error) {
+	if n > len(b.buf) {
+		return nil, errPeekTooLarge
+	}
+	if b.end-b.start >= n {
+		return b.buf[b.start : b.start+n], nil
+	}
+	if len(b.buf)-b.start < n {
+		b.end = copy(b.buf, b.buf[b.start:b.end])
+		b.start = 0
+	}
+	for b.end-b.start < n {
+		if err := b.nc.SetReadDeadline(time.Now().Add(b.timeout)); err != nil {
+			return nil, err
+		}
+		k, err := b.nc.Read(b.buf[b.end:])
+		b.end += k
+		if err != nil && b.end-b.start < n {
+			return nil, err
+		}
+	}
+	return b.buf[b.start : b.start+n], nil
+}
+
+func (b *blockingReader) Next(n int) ([]byte, error) {
+	p, err := b.Peek(n)
+	if err != nil {
+		return nil, err
+	}
+	b.start += n
+	return p, nil
+}
+
+func (b *blockingReader) Skip(n int) error {
+	_, err := b.Next(n)
+	return err
+}
+
+// Release forgets consumed bytes; with nothing buffered the next read
+// starts at the front of the buffer.
+func (b *blockingReader) Release() error {
+	if b.start == b.end {
+		b.start, b.end = 0, 0
+	}
+	return nil
+}
+
+// connWriter is a netpoll.Writer for a detached client connection: the
+// LinkBuffer collects the response and Flush writes it with a blocking,
+// deadline-bound write, so the same response code serves both paths.
+type connWriter struct {
+	*netpoll.LinkBuffer
+	nc      net.Conn
+	timeout time.Duration
+}
+
+func (w *connWriter) Flush() error {
+	if err := w.LinkBuffer.Flush(); err != nil {
+		return err
+	}
+	n := w.LinkBuffer.Len()
+	if n == 0 {
+		return nil
+	}
+	p, err := w.LinkBuffer.Next(n)
+	if err != nil {
+		return err
+	}
+	if err := w.nc.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
+		return err
+	}
+	_, err = w.nc.Write(p)
+	w.LinkBuffer.Release()
+	return err
+}
