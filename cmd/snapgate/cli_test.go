@@ -107,7 +107,7 @@ func TestDemo(t *testing.T) {
 	if !seen["backend-a"] || !seen["backend-b"] {
 		t.Fatalf("shop route did not alternate between the backends: %v", seen)
 	}
-	if out := g.mustCtl("route", "list"); !strings.Contains(out, "3 routes") {
+	if out := g.mustCtl("route", "list"); !strings.Contains(out, "3 routes") || !strings.Contains(out, "prefix /api") {
 		t.Fatalf("route list: %s", out)
 	}
 	p.kill(syscall.SIGINT)

@@ -20,7 +20,7 @@ import (
 const ctlSynopsis = `ctl [--socket PATH] [-o text|json] <command>
 
 commands:
-  route put --id ID --prefix /p --cluster C [--host H] [--timeout-ms N] [--expected-version N]
+  route put --id ID (--prefix /p | --path /p) --cluster C [--host H] [--timeout-ms N] [--expected-version N]
   route put -f route.json [--expected-version N]       (- reads stdin)
   route get ID | route list | route delete ID [--expected-version N]
   cluster put --id ID --endpoint HOST:PORT... [--connect-timeout-ms N] [--expected-version N]
@@ -163,6 +163,7 @@ func putRequest(req admin.Request, kind string, args []string, stderr io.Writer)
 	if kind == model.KindRoute {
 		fs.StringVar(&r.Host, "host", "*", "exact host, or * for any host")
 		fs.StringVar(&r.Prefix, "prefix", "", "path prefix, segment-aware (/api matches /api and /api/x)")
+		fs.StringVar(&r.Path, "path", "", "exact path, instead of --prefix")
 		fs.StringVar(&r.Cluster, "cluster", "", "cluster that serves the route")
 		fs.Func("timeout-ms", "upstream timeout in ms (0: the edge default)", uintFlag(&r.TimeoutMs))
 	} else {
@@ -326,7 +327,24 @@ func printDoc(w io.Writer, r admin.Result) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "%s\t%s\nversion\t%d\nrevision\t%d\n", r.Kind, r.ID, r.Version, r.Revision)
 	if rt := r.Route; rt != nil {
-		fmt.Fprintf(tw, "host\t%s\nprefix\t%s\ncluster\t%s\ntimeout_ms\t%s\n", rt.Host, rt.Prefix, rt.Cluster, msOrDefault(rt.TimeoutMs))
+		fmt.Fprintf(tw, "host\t%s\npath\t%s\ncluster\t%s\ntimeout_ms\t%s\n", rt.Host, routePath(rt), rt.Cluster, msOrDefault(rt.TimeoutMs))
+		if len(rt.Methods) > 0 {
+			fmt.Fprintf(tw, "methods\t%s\n", strings.Join(rt.Methods, ","))
+		}
+		for i, h := range rt.Headers {
+			b, _ := json.Marshal(h)
+			fmt.Fprintf(tw, "headers[%d]\t%s\n", i, b)
+		}
+		if rt.Priority != 0 {
+			fmt.Fprintf(tw, "priority\t%d\n", rt.Priority)
+		}
+		if rt.RewritePrefix != "" {
+			fmt.Fprintf(tw, "rewrite_prefix\t%s\n", rt.RewritePrefix)
+		}
+		if rt.Retry != nil {
+			b, _ := json.Marshal(rt.Retry)
+			fmt.Fprintf(tw, "retry\t%s\n", b)
+		}
 	}
 	if c := r.Cluster; c != nil {
 		for i, e := range c.Endpoints {
@@ -340,10 +358,10 @@ func printDoc(w io.Writer, r admin.Result) {
 func printList(w io.Writer, kind string, l admin.List) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if kind == model.KindRoute {
-		fmt.Fprintln(tw, "ID\tHOST\tPREFIX\tCLUSTER\tTIMEOUT_MS\tVERSION")
+		fmt.Fprintln(tw, "ID\tHOST\tPATH\tCLUSTER\tTIMEOUT_MS\tVERSION")
 		for _, it := range l.Items {
 			if r := it.Route; r != nil {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", it.ID, r.Host, r.Prefix, r.Cluster, msOrDefault(r.TimeoutMs), it.Version)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", it.ID, r.Host, routePath(r), r.Cluster, msOrDefault(r.TimeoutMs), it.Version)
 			}
 		}
 	} else {
@@ -390,6 +408,15 @@ func printStatus(w io.Writer, s admin.Status) {
 	if len(s.Edges) == 0 {
 		fmt.Fprintln(w, "(no edge has connected yet)")
 	}
+}
+
+// routePath shows a route's path match: "prefix /api" (segment-aware) or
+// "exact /api".
+func routePath(r *model.Route) string {
+	if r.Path != "" {
+		return "exact " + r.Path
+	}
+	return "prefix " + r.Prefix
 }
 
 func msOrDefault(ms uint32) string {
