@@ -3,6 +3,8 @@ package fbs
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -71,33 +73,144 @@ func BenchmarkOpen(b *testing.B) {
 	}
 }
 
-// BenchmarkMatch cycles through requests for existing routes, half of them
-// with a deeper path and a tenth for an unknown host that falls back to "*".
+// matchStates caches matchState by route count: the 1M-route one takes
+// seconds to generate and build.
+var matchStates = map[int]State{}
+
+var matchFiles = map[int][]byte{}
+
+// matchState is genState(n) with a twentieth of its routes replaced by "*."
+// wildcard routes ("*.tK.example.com", about 10 per wildcard host), so that
+// the request mix exercises every host step: exact, wildcard suffix, "*".
+func matchState(tb testing.TB, n int) (State, []byte) {
+	if st, ok := matchStates[n]; ok {
+		return st, matchFiles[n]
+	}
+	st := genState(n-n/20, 42)
+	rng := rand.New(rand.NewPCG(uint64(n), 7))
+	seen := make(map[string]bool, n/20)
+	for len(st.Routes) < n {
+		host := fmt.Sprintf("*.t%d.example.com", rng.IntN(n/200+1))
+		prefix := fmt.Sprintf("/api%d", rng.IntN(n))
+		if rng.IntN(2) == 0 {
+			prefix = fmt.Sprintf("/web/%d/", rng.IntN(n))
+		}
+		if seen[host+prefix] {
+			continue
+		}
+		seen[host+prefix] = true
+		st.Routes = append(st.Routes, Route{ID: fmt.Sprintf("wild-%06d", len(st.Routes)), Host: host, Prefix: prefix,
+			Cluster: st.Clusters[rng.IntN(len(st.Clusters))].Name})
+	}
+	b := mustBuild(tb, st)
+	matchStates[n], matchFiles[n] = st, b
+	return st, b
+}
+
+// matchMix returns count requests against st, deterministic, in this mix:
+//
+//	30% a route's host and exactly its prefix (a tenth with a query)
+//	20% one segment below a prefix ("/users/42" appended)
+//	10% six segments below a prefix (many candidate prefixes per host)
+//	10% a subdomain of a "*." route's domain, below its prefix
+//	10% an unknown host below a "*" route's prefix (exact host and wildcard
+//	    suffixes are tried first, then "*")
+//	20% a known host with a path no route of that host covers, which walks
+//	    every candidate of the host and then of "*" (the catch-all "/")
+func matchMix(st State, count int) []Request {
+	var plain, wild, anyHost []Route
+	for _, r := range st.Routes {
+		switch {
+		case r.Host == WildcardHost:
+			anyHost = append(anyHost, r)
+		case r.Host[0] == '*':
+			wild = append(wild, r)
+		default:
+			plain = append(plain, r)
+		}
+	}
+	below := func(prefix, rest string) string {
+		if prefix[len(prefix)-1] == '/' {
+			return prefix + rest
+		}
+		return prefix + "/" + rest
+	}
+	rng := rand.New(rand.NewPCG(uint64(len(st.Routes)), 9))
+	reqs := make([]Request, count)
+	for i := range reqs {
+		var host, path string
+		switch k := rng.IntN(10); {
+		case k < 3:
+			r := plain[rng.IntN(len(plain))]
+			host, path = r.Host, r.Prefix
+			if rng.IntN(10) == 0 {
+				path += "?page=2"
+			}
+		case k < 5:
+			r := plain[rng.IntN(len(plain))]
+			host, path = r.Host, below(r.Prefix, "users/42")
+		case k < 6:
+			r := plain[rng.IntN(len(plain))]
+			host, path = r.Host, below(r.Prefix, "a/b/c/d/e/f")
+		case k < 7:
+			r := wild[rng.IntN(len(wild))]
+			host, path = fmt.Sprintf("u%d", rng.IntN(100))+r.Host[1:], below(r.Prefix, "x")
+		case k < 8:
+			r := anyHost[rng.IntN(len(anyHost))]
+			host, path = fmt.Sprintf("h%d.example.org", rng.IntN(1000)), below(r.Prefix, "x")
+		default:
+			r := plain[rng.IntN(len(plain))]
+			host, path = r.Host, fmt.Sprintf("/nothing/%d/here", rng.IntN(1000))
+		}
+		reqs[i] = Request{Host: []byte(host), Path: []byte(path), Method: []byte("GET")}
+	}
+	return reqs
+}
+
+// benchMatch runs MatchRequest over reqs in order, cycling.
+func benchMatch(b *testing.B, s *Snapshot, reqs []Request) {
+	var m Match
+	hits := 0
+	for i := range reqs {
+		if s.MatchRequest(&reqs[i], &m) {
+			hits++
+		}
+	}
+	mask := len(reqs) - 1 // a power of two
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	b.ReportAllocs()
+	cpu0 := threadCPU()
+	i := 0
+	for b.Loop() {
+		s.MatchRequest(&reqs[i&mask], &m)
+		i++
+	}
+	if cpu := threadCPU() - cpu0; cpu0 != 0 && b.N > 0 {
+		b.ReportMetric(float64(cpu)/float64(b.N), "cpu-ns/op")
+	}
+	b.ReportMetric(100*float64(hits)/float64(len(reqs)), "hit-%")
+}
+
+// BenchmarkMatch cycles through 4096 requests of matchMix; their routes'
+// bytes mostly stay in the CPU caches, as a gateway's hot routes do.
 func BenchmarkMatch(b *testing.B) {
 	for _, n := range matchSizes {
 		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
-			st := benchState(n)
-			s := mustOpen(b, benchBytes(b, n))
-			reqs := make([][2][]byte, 1024)
-			for i := range reqs {
-				r := st.Routes[(i*7919)%len(st.Routes)]
-				host, path := r.Host, r.Prefix
-				if i%2 == 0 {
-					path += "/users/42"
-				}
-				if i%10 == 0 {
-					host = "unknown.example.com"
-				}
-				reqs[i] = [2][]byte{[]byte(host), []byte(path)}
-			}
-			var m Match
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				req := reqs[i&1023]
-				s.Match(req[0], req[1], &m)
-				i++
-			}
+			st, data := matchState(b, n)
+			benchMatch(b, mustOpen(b, data), matchMix(st, 4096))
+		})
+	}
+}
+
+// BenchmarkMatchCold is BenchmarkMatch over 1<<18 distinct requests, so that
+// nearly every request touches index and route bytes that are not cached:
+// the worst case of a table far larger than the caches.
+func BenchmarkMatchCold(b *testing.B) {
+	for _, n := range matchSizes[1:] {
+		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
+			st, data := matchState(b, n)
+			benchMatch(b, mustOpen(b, data), matchMix(st, 1<<18))
 		})
 	}
 }

@@ -138,8 +138,10 @@ type candidate struct {
 //
 // Each (host, path) candidate is one probe into one shard's hash index, read
 // straight from the snapshot bytes; a per-snapshot set of the prefix and
-// path lengths in use skips candidates no route can have, so a request
-// costs a few probes whatever the table size.
+// path lengths in use skips candidates no route can have, and the shard's
+// bloom filter ends most probes for absent keys before they touch the
+// index, so a request costs about one index probe per matched route
+// whatever the table size.
 func (s *Snapshot) MatchRequest(req *Request, m *Match) bool {
 	path := req.Path
 	if i := bytes.IndexByte(path, '?'); i >= 0 {
@@ -233,6 +235,11 @@ func (s *Snapshot) matchHost(star bool, h, path []byte, req *Request, m *Match) 
 // hash is kh, and tries its routes in match order.
 func (s *Snapshot) probe(kh uint64, star bool, h []byte, exact bool, p []byte, req *Request, m *Match) bool {
 	sh := &s.shards[kh%uint64(len(s.shards))]
+	// Most candidates of a request name no route; the filter (one word, in
+	// cache far more often than the index) ends those probes early.
+	if !sh.mayContain(kh) {
+		return false
+	}
 	fp, pos := slotOf(kh)
 	// Open proved that every index has an empty slot, so this ends.
 	for pos &= sh.mask; ; pos = (pos + 1) & sh.mask {

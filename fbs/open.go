@@ -30,6 +30,9 @@ const routeShardRoutesSlot = 4
 // routeShardIndexSlot is the vtable offset of RouteShard.index (field 1).
 const routeShardIndexSlot = 6
 
+// routeShardFilterSlot is the vtable offset of RouteShard.filter (field 2).
+const routeShardFilterSlot = 8
+
 // shardIndex locates one shard's routes vector and hash index inside the
 // snapshot bytes. It is computed once at Open so that Match needs no vtable
 // lookups per shard and reads the index with encoding/binary.
@@ -40,6 +43,22 @@ type shardIndex struct {
 	base int                  // dense ordinal of routes[0] over all shards
 	idx  []byte               // the index vector's raw bytes (slots*16)
 	mask uint32               // slots-1
+
+	// filter is the bloom filter's raw bytes (words*8), nil when the
+	// snapshot has none; fmask is words-1.
+	filter []byte
+	fmask  uint32
+}
+
+// mayContain reports whether the shard may hold the key with hash kh; false
+// is certain (Open checked every indexed key against the filter).
+func (sh *shardIndex) mayContain(kh uint64) bool {
+	if sh.filter == nil {
+		return true
+	}
+	w, bits := filterOf(kh)
+	b := sh.filter[(w&sh.fmask)*8:]
+	return binary.LittleEndian.Uint64(b[:8])&bits == bits
 }
 
 // routeAt points r at route j of the shard. j must be in [0, n).
@@ -55,8 +74,9 @@ func (sh *shardIndex) routeAt(r *snapfb.Route, j int) {
 // touches every field of every table: shard_count equals the number of shards
 // and is > 0, clusters are strictly sorted by name, every route's key is
 // host+"\x00"+prefix and strictly increasing within its shard, every route
-// sits in the shard its hash names and references an existing cluster, and
-// the content hash recomputes. Any other inconsistency the FlatBuffers
+// sits in the shard its hash names and references an existing cluster, the
+// hash index finds every key and the bloom filter passes it, and the content
+// hash recomputes. Any other inconsistency the FlatBuffers
 // accessors trip over (offsets out of range) is recovered and reported; Open
 // never panics. After Open succeeds, every accessor and Match only read
 // positions the walk has read, so they cannot panic either.
@@ -212,6 +232,14 @@ func (w *walker) walk(body []byte) error {
 			return fmt.Errorf("%w: shard %d: index has %d bytes, not a power of two of %d-byte slots", ErrCorrupt, i, len(idx.idx), 4*slotWords)
 		}
 		idx.mask = uint32(slots - 1)
+		if o := flatbuffers.UOffsetT(t.Offset(routeShardFilterSlot)); o != 0 {
+			start, words := int(t.Vector(o)), t.VectorLen(o)
+			if words <= 0 || words&(words-1) != 0 || start > len(data) || words > (len(data)-start)/8 {
+				return fmt.Errorf("%w: shard %d: filter of %d words is not a power of two within the shard's %d bytes", ErrCorrupt, i, words, len(data))
+			}
+			idx.filter = data[start : start+8*words]
+			idx.fmask = uint32(words - 1)
+		}
 		w.where = "routes"
 		var prev snapfb.Route
 		for j := range idx.n {
@@ -351,8 +379,8 @@ func storedConditions(r *snapfb.Route) int {
 // checkIndex verifies the shard's hash index against its (already checked)
 // routes: every used slot names a key string inside the shard that equals
 // the key of a maximal run of routes, carries that key's fingerprint, and is
-// reachable by the probe sequence Match uses; every route is in exactly one
-// run. seen has one entry per route, all false.
+// reachable by the probe sequence Match uses and passes the shard's filter;
+// every route is in exactly one run. seen has one entry per route, all false.
 func checkIndex(sh *shardIndex, seen []bool) error {
 	var r snapfb.Route
 	covered, used := 0, 0
@@ -388,9 +416,13 @@ func checkIndex(sh *shardIndex, seen []bool) error {
 				return fmt.Errorf("slot %d: run of routes does not end at %d", pos, first+count)
 			}
 		}
-		wantFP, home := slotOf(keyHash(key))
+		kh := keyHash(key)
+		wantFP, home := slotOf(kh)
 		if fp != wantFP {
 			return fmt.Errorf("slot %d: fingerprint %08x, want %08x", pos, fp, wantFP)
+		}
+		if !sh.mayContain(kh) {
+			return fmt.Errorf("slot %d: key missing from the filter", pos)
 		}
 		for p := home & sh.mask; p != pos; p = (p + 1) & sh.mask {
 			if f, _, _, _ := sh.slot(p); f == 0 {

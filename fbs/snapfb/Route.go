@@ -216,8 +216,44 @@ func (rcv *Route) MutateClusterIndex(n uint32) bool {
 	return rcv._tab.MutateUint32Slot(32, n)
 }
 
+func (rcv *Route) MaxStalenessMs() uint32 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(34))
+	if o != 0 {
+		return rcv._tab.GetUint32(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *Route) MutateMaxStalenessMs(n uint32) bool {
+	return rcv._tab.MutateUint32Slot(34, n)
+}
+
+func (rcv *Route) OnStale() byte {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(36))
+	if o != 0 {
+		return rcv._tab.GetByte(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *Route) MutateOnStale(n byte) bool {
+	return rcv._tab.MutateByteSlot(36, n)
+}
+
+func (rcv *Route) StaleHeader() bool {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(38))
+	if o != 0 {
+		return rcv._tab.GetBool(o + rcv._tab.Pos)
+	}
+	return false
+}
+
+func (rcv *Route) MutateStaleHeader(n bool) bool {
+	return rcv._tab.MutateBoolSlot(38, n)
+}
+
 func RouteStart(builder *flatbuffers.Builder) {
-	builder.StartObject(15)
+	builder.StartObject(18)
 }
 func RouteAddKey(builder *flatbuffers.Builder, key flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(key), 0)
@@ -272,6 +308,15 @@ func RouteStartRetryStatusesVector(builder *flatbuffers.Builder, numElems int) f
 }
 func RouteAddClusterIndex(builder *flatbuffers.Builder, clusterIndex uint32) {
 	builder.PrependUint32Slot(14, clusterIndex, 0)
+}
+func RouteAddMaxStalenessMs(builder *flatbuffers.Builder, maxStalenessMs uint32) {
+	builder.PrependUint32Slot(15, maxStalenessMs, 0)
+}
+func RouteAddOnStale(builder *flatbuffers.Builder, onStale byte) {
+	builder.PrependByteSlot(16, onStale, 0)
+}
+func RouteAddStaleHeader(builder *flatbuffers.Builder, staleHeader bool) {
+	builder.PrependBoolSlot(17, staleHeader, false)
 }
 func RouteEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()
