@@ -20,13 +20,12 @@ const ctlTimeout = 30 * time.Second
 
 // gateway is a ctrl and one edge started from the snapgate binary.
 type gateway struct {
-	bin, dir          string
-	pin               Pinning
-	edgeArgs          []string
-	socket            string
-	streamAddr, addr  string
-	ctrl, edge        *proc
-	ctrlLog, edgeLogs string
+	bin, dir         string
+	pin              Pinning
+	edgeArgs         []string
+	socket           string
+	streamAddr, addr string
+	ctrl, edge       *proc
 }
 
 // startGateway starts ctrl (on the load CPU: it is idle during measurements)

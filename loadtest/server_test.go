@@ -16,7 +16,6 @@ import (
 // scripts through respond. It reads request heads (and Content-Length
 // bodies) itself, so tests control every byte it writes.
 type testServer struct {
-	t       *testing.T
 	ln      net.Listener
 	respond func(s *testServer, n int64, req []byte, w *bufio.Writer) (keep bool)
 	reqs    atomic.Int64

@@ -9,15 +9,6 @@ import (
 	"testing"
 )
 
-func frames(t *testing.T, fs ...[]byte) []byte {
-	t.Helper()
-	var b []byte
-	for _, f := range fs {
-		b = append(b, f...)
-	}
-	return b
-}
-
 func TestFrameRoundTrip(t *testing.T) {
 	big := bytes.Repeat([]byte("snapshot"), 2048) // above smallFrame: exercises writev
 	var stream bytes.Buffer
