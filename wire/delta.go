@@ -52,9 +52,8 @@ import (
 //	        as the base's shard of that index, else as it is.
 //
 // Part A is the bulk (the clusters are one gap) and is nearly all zeros, so
-// it needs neither a dictionary nor a strong level; part B is small and gets
-// the stronger level that halves a changed shard (3.3 → 2.7 KB at 100k
-// routes, for 3 ms).
+// it needs neither a dictionary nor a strong level; part B is small and is
+// compressed against its dictionary at the default level (partBLevel).
 //
 // Hashes are file trailers (xxhash64 of the file before its last 8 bytes).
 
@@ -71,9 +70,11 @@ const deltaHeaderSize = 8*4 + 4 + 4
 // nothing and stays fixed.
 const dictID = 1
 
-// The part B level: SpeedBestCompression saves another 0.9 KB on a changed
-// 100k-route shard but takes 90 ms and 14 MB per shard.
-const partBLevel = zstd.SpeedBetterCompression
+// The part B level. SpeedBetterCompression saved ~0.1 KB on a changed
+// 100k-route shard but, with a raw dictionary, rebuilt its match tables on
+// every ResetWithOptions: 28 MB of garbage and 220 ms per DELTA against
+// 11 MB and 23 ms here (BenchmarkDeltaSize100k).
+const partBLevel = zstd.SpeedDefault
 
 // partBWindow bounds how far back matches reach (for part B, into its
 // dictionary: room for a dozen changed 100k-route shards). The encoders'
