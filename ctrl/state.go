@@ -93,6 +93,7 @@ func fbsRoute(r *model.Route) fbs.Route {
 	out := fbs.Route{
 		ID: r.ID, Host: r.Host, Prefix: p, Exact: exact, Cluster: r.Cluster, TimeoutMs: r.TimeoutMs,
 		Methods: r.Methods, Priority: r.Priority, RewritePrefix: r.RewritePrefix,
+		MaxStalenessMs: r.MaxStalenessMs, OnStaleReject: r.OnStale == model.OnStaleReject, StaleHeader: r.StaleHeader,
 	}
 	for _, h := range r.Headers {
 		out.Headers = append(out.Headers, fbs.HeaderMatch{Name: h.Name, Value: h.Value, Present: h.Present})

@@ -94,13 +94,31 @@ func New(cfg Config) (*Node, error) {
 			n.pools.Close()
 			return nil, fmt.Errorf("edge: booting from %s: %w", m.Path(), err)
 		}
-		n.log.Info("serving snapshot from disk until ctrl confirms or replaces it", "version", m.Version(), "file", m.Path())
+		// The file was written when ctrl delivered it, so its age bounds
+		// how stale the snapshot can be (later heartbeats may have
+		// confirmed it again). Routes with a staleness bound still count
+		// it as stale until ctrl confirms it in this process.
+		n.log.Info("serving snapshot from disk until ctrl confirms or replaces it", "version", m.Version(), "file", m.Path(),
+			"written", m.ModTime().UTC().Format(time.RFC3339), "age", time.Since(m.ModTime()).Round(time.Millisecond).String())
 	case errors.Is(err, snapstore.ErrNoSnapshot):
 		n.log.Warn("no snapshot on disk: answering 503 until ctrl sends one", "data_dir", cfg.DataDir)
 	default:
 		n.pools.Close()
 		return nil, fmt.Errorf("edge: %w", err)
 	}
+	// The feed exists before the proxy and the metrics read its
+	// freshness; it starts streaming only in Run.
+	n.feed = feed.New(feed.Config{
+		CtrlAddr: cfg.CtrlAddr,
+		NodeID:   cfg.NodeID,
+		Store:    n.store,
+		Current:  n.tables.Version,
+		Apply:    n.apply,
+		Logger:   cfg.Logger,
+		Secret:   cfg.StreamSecret,
+		Insecure: cfg.InsecureStream,
+	})
+	n.metrics.SetFreshness(n.feed.Freshness)
 	n.proxy, err = proxy.New(proxy.Config{
 		Addr:            cfg.Listen,
 		Tables:          &n.tables,
@@ -110,6 +128,7 @@ func New(cfg Config) (*Node, error) {
 		ConnectTimeout:  cfg.ConnectTimeout,
 		UpstreamTimeout: cfg.UpstreamTimeout,
 		Metrics:         n.metrics,
+		Freshness:       n.feed.Freshness,
 	})
 	if err != nil {
 		n.tables.Close()
@@ -127,16 +146,6 @@ func New(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("edge: %w", err)
 		}
 	}
-	n.feed = feed.New(feed.Config{
-		CtrlAddr: cfg.CtrlAddr,
-		NodeID:   cfg.NodeID,
-		Store:    n.store,
-		Current:  n.tables.Version,
-		Apply:    n.apply,
-		Logger:   cfg.Logger,
-		Secret:   cfg.StreamSecret,
-		Insecure: cfg.InsecureStream,
-	})
 	return n, nil
 }
 

@@ -88,6 +88,12 @@ const (
 	RetryOnReset          uint8 = 1 << 1 // connection reset before any response byte
 )
 
+// Route.on_stale values in the schema; Open refuses any other.
+const (
+	onStaleServe  uint8 = 0
+	onStaleReject uint8 = 1
+)
+
 // MaxRetryAttempts bounds Route.RetryAttempts.
 const MaxRetryAttempts = 5
 
@@ -110,6 +116,10 @@ type Route struct {
 	RetryAttempts uint8         // 0..MaxRetryAttempts
 	RetryOn       uint8         // RetryOnConnectFailure | RetryOnReset
 	RetryStatuses []uint16      // upstream statuses (100..599) that trigger a retry
+
+	MaxStalenessMs uint32 // staleness bound; 0 = unbounded
+	OnStaleReject  bool   // past the bound answer 503 instead of serving
+	StaleHeader    bool   // add X-Snapgate-Staleness to responses
 }
 
 // conditions counts a route's method and header conditions; among routes of
@@ -656,6 +666,11 @@ func (sb *shardBuilder) build(routes []preparedRoute) []byte {
 			snapfb.RouteAddRetryStatuses(b, statuses)
 		}
 		snapfb.RouteAddClusterIndex(b, p.clusterIndex)
+		snapfb.RouteAddMaxStalenessMs(b, r.MaxStalenessMs)
+		if r.OnStaleReject {
+			snapfb.RouteAddOnStale(b, onStaleReject)
+		}
+		snapfb.RouteAddStaleHeader(b, r.StaleHeader)
 		sb.offs = append(sb.offs, snapfb.RouteEnd(b))
 	}
 	vec := sb.vector(snapfb.RouteShardStartRoutesVector(b, len(sb.offs)), sb.offs)

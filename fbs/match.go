@@ -73,6 +73,17 @@ func (m *Match) RewritePrefix() []byte { return m.r.RewritePrefix() }
 // another endpoint, 0..MaxRetryAttempts.
 func (m *Match) RetryAttempts() int { return int(m.r.RetryAttempts()) }
 
+// MaxStalenessMs is the route's staleness bound in milliseconds: how long
+// ago ctrl must have confirmed the snapshot as the latest; 0 = unbounded.
+func (m *Match) MaxStalenessMs() uint32 { return m.r.MaxStalenessMs() }
+
+// OnStaleReject reports whether the route answers 503 past its staleness
+// bound; otherwise it keeps serving from the snapshot in service.
+func (m *Match) OnStaleReject() bool { return m.r.OnStale() == onStaleReject }
+
+// StaleHeader reports whether the route's responses carry the staleness.
+func (m *Match) StaleHeader() bool { return m.r.StaleHeader() }
+
 // RetryOnConnectFailure reports whether a failed connect is retried.
 func (m *Match) RetryOnConnectFailure() bool { return m.r.RetryOn()&RetryOnConnectFailure != 0 }
 

@@ -338,6 +338,13 @@ func checkStoredRoute(s *Snapshot, r *snapfb.Route, prev *snapfb.Route, shard, s
 	if r.RetryOn()&^(RetryOnConnectFailure|RetryOnReset) != 0 {
 		return fmt.Errorf("retry_on %#x has unknown bits", r.RetryOn())
 	}
+	// Read once here so the walk's recover covers them; Match reads them
+	// per request. An unknown on_stale is a mode this edge cannot honour.
+	r.MaxStalenessMs()
+	r.StaleHeader()
+	if v := r.OnStale(); v != onStaleServe && v != onStaleReject {
+		return fmt.Errorf("on_stale %d is neither serve (0) nor reject (1)", v)
+	}
 	for j := range r.RetryStatusesLength() {
 		r.RetryStatuses(j)
 	}

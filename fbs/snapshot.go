@@ -221,6 +221,10 @@ func storedRoute(r *snapfb.Route) Route {
 		RewritePrefix: string(r.RewritePrefix()),
 		RetryAttempts: r.RetryAttempts(),
 		RetryOn:       r.RetryOn(),
+
+		MaxStalenessMs: r.MaxStalenessMs(),
+		OnStaleReject:  r.OnStale() == onStaleReject,
+		StaleHeader:    r.StaleHeader(),
 	}
 	for j := range r.MethodsLength() {
 		out.Methods = append(out.Methods, string(r.Methods(j)))

@@ -117,10 +117,12 @@ func TestOpenLoopShowsStallClosedLoopHidesIt(t *testing.T) {
 		t.Errorf("closed loop max %v, want the stall (%v) in it", closed.Latency.Max, stall)
 	}
 	// Closed loop waited politely: only the request in flight during the
-	// stall is slow (a scheduling hiccup on a loaded machine may add one or
-	// two), against the hundred or more open loop charged.
-	if n := countAbove(closed.Histogram(), stall/4); n < 1 || n > 3 {
-		t.Errorf("closed loop: %d latencies ≥ %v, want the one stalled request", n, stall/4)
+	// stall is slow (scheduling hiccups on a loaded machine may add a few),
+	// against the hundred or more open loop charged. Compared with the
+	// open-loop count, not a fixed bound, so machine load cannot flip it.
+	nOpen, nClosed := countAbove(open.Histogram(), stall/4), countAbove(closed.Histogram(), stall/4)
+	if nClosed < 1 || nClosed*10 > nOpen {
+		t.Errorf("closed loop: %d latencies ≥ %v against open loop's %d; want the one stalled request, far fewer than open loop", nClosed, stall/4, nOpen)
 	}
 	// The service time (closed-loop median) is tiny; the open-loop tail is
 	// the stall, orders of magnitude above it.

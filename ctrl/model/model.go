@@ -24,7 +24,14 @@ const (
 	MaxWeight          = 1000
 	MaxMethods         = 16
 	MaxHeaderMatches   = 16
-	maxHeaderValueLen  = 1024
+	// MinStalenessBoundMs is the smallest staleness bound: ctrl confirms the
+	// latest version with a heartbeat every second, so a tighter bound
+	// would flap between fresh and stale while ctrl is healthy.
+	MinStalenessBoundMs = 2_000
+	// MaxStalenessBoundMs is the largest staleness bound (one day); longer
+	// means unbounded in practice, which is 0.
+	MaxStalenessBoundMs = 86_400_000
+	maxHeaderValueLen   = 1024
 	// WildcardHost is the Route.Host that matches any host; exact-host and
 	// "*." wildcard routes win over it.
 	WildcardHost = "*"
@@ -50,7 +57,23 @@ type Route struct {
 	// RewritePrefix replaces the matched prefix (or path) before forwarding.
 	RewritePrefix string `json:"rewrite_prefix,omitempty"`
 	Retry         *Retry `json:"retry,omitempty"`
+	// MaxStalenessMs bounds how long ago ctrl must have confirmed that the
+	// edge's snapshot is the latest, in milliseconds; 0 means unbounded.
+	// OnStale says what a request on this route gets past the bound.
+	MaxStalenessMs uint32 `json:"max_staleness_ms,omitempty"`
+	// OnStale is OnStaleServe ("" means it) or OnStaleReject.
+	OnStale string `json:"on_stale,omitempty"`
+	// StaleHeader adds X-Snapgate-Staleness to this route's responses.
+	StaleHeader bool `json:"stale_header,omitempty"`
 }
+
+// What a route does once its snapshot is older than MaxStalenessMs.
+const (
+	// OnStaleServe keeps serving from the last good snapshot (the default).
+	OnStaleServe = "serve"
+	// OnStaleReject answers 503 "snapshot stale" instead of forwarding.
+	OnStaleReject = "reject"
+)
 
 // HeaderMatch is one header condition: Name with exactly Value, or with
 // any value when Present is true.

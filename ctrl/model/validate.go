@@ -43,7 +43,24 @@ func (r *Route) Validate() error {
 	if r.Retry != nil {
 		checkRetry(&c, r.Retry)
 	}
+	checkStaleness(&c, r)
 	return c.err()
+}
+
+func checkStaleness(c *collector, r *Route) {
+	if b := r.MaxStalenessMs; b != 0 && (b < MinStalenessBoundMs || b > MaxStalenessBoundMs) {
+		c.add("max_staleness_ms", fmt.Sprintf("must be 0 (unbounded) or from %d to %d (one day), got %d; ctrl confirms freshness every second, so a tighter bound would flap",
+			MinStalenessBoundMs, MaxStalenessBoundMs, b))
+	}
+	switch r.OnStale {
+	case "", OnStaleServe:
+	case OnStaleReject:
+		if r.MaxStalenessMs == 0 {
+			c.add("on_stale", `"reject" needs "max_staleness_ms": without a bound the route is never stale`)
+		}
+	default:
+		c.add("on_stale", fmt.Sprintf(`%q is not a choice: use "serve" (the default) or "reject"`, r.OnStale))
+	}
 }
 
 // ExactPath reports whether the route matches one exact path, and the

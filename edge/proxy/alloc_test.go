@@ -3,9 +3,12 @@
 package proxy
 
 import (
+	"net"
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/snapgate/snapgate/fbs"
 )
 
 // TestRequestPathAllocs drives real requests through the proxy with every
@@ -16,6 +19,23 @@ import (
 // the proxy's code.
 func TestRequestPathAllocs(t *testing.T) {
 	conn, n := benchProxy(t)
+	checkRequestPathAllocs(t, conn, n)
+}
+
+// TestStalenessPathAllocs is TestRequestPathAllocs on a route with a
+// staleness bound and header (forwarded), and on one rejecting as stale.
+func TestStalenessPathAllocs(t *testing.T) {
+	t.Run("header", func(t *testing.T) {
+		conn, n := benchProxyRoute(t, fbs.Route{MaxStalenessMs: 1 << 31, StaleHeader: true}, confirmedLongAgo, 200)
+		checkRequestPathAllocs(t, conn, n)
+	})
+	t.Run("reject", func(t *testing.T) {
+		conn, n := benchProxyRoute(t, fbs.Route{MaxStalenessMs: 2000, OnStaleReject: true, StaleHeader: true}, neverConfirmedSource, 503)
+		checkRequestPathAllocs(t, conn, n)
+	})
+}
+
+func checkRequestPathAllocs(t *testing.T, conn net.Conn, n int) {
 	resp := make([]byte, n)
 	for range 200 { // warm up pools, buffers, the upstream connection
 		roundTrip(t, conn, resp)

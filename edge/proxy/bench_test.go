@@ -94,9 +94,17 @@ func serveFixed(c net.Conn) {
 // benchProxy starts a proxy in front of a fastBackend and returns a
 // keep-alive client connection and the exact length of one response.
 func benchProxy(tb testing.TB) (conn net.Conn, respLen int) {
+	return benchProxyRoute(tb, fbs.Route{}, nil, 200)
+}
+
+// benchProxyRoute is benchProxy with the route's staleness settings taken
+// from stale, the freshness source fresh, and the status every response
+// is expected to have.
+func benchProxyRoute(tb testing.TB, stale fbs.Route, fresh FreshnessFunc, status int) (conn net.Conn, respLen int) {
 	be := newFastBackend(tb)
 	b, err := fbs.Build(fbs.State{Version: 1, Clusters: []fbs.Cluster{{Name: "c", Endpoints: []fbs.Endpoint{{Address: be.ln.Addr().String()}}}},
-		Routes: []fbs.Route{{ID: "r", Host: "bench.example", Prefix: "/", Cluster: "c"}}})
+		Routes: []fbs.Route{{ID: "r", Host: "bench.example", Prefix: "/", Cluster: "c",
+			MaxStalenessMs: stale.MaxStalenessMs, OnStaleReject: stale.OnStaleReject, StaleHeader: stale.StaleHeader}}})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -109,7 +117,7 @@ func benchProxy(tb testing.TB) (conn net.Conn, respLen int) {
 	if _, err := h.Swap(routing.NewTable(snap, nil, reg)); err != nil {
 		tb.Fatal(err)
 	}
-	srv, err := New(Config{Addr: "127.0.0.1:0", Tables: &h})
+	srv, err := New(Config{Addr: "127.0.0.1:0", Tables: &h, Freshness: fresh})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -140,8 +148,8 @@ func benchProxy(tb testing.TB) (conn net.Conn, respLen int) {
 		tb.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 || len(body) != 64 {
-		tb.Fatalf("bench response %d %q", resp.StatusCode, body)
+	if resp.StatusCode != status || status == 200 && len(body) != 64 {
+		tb.Fatalf("bench response %d %q, want status %d", resp.StatusCode, body, status)
 	}
 	return conn, counter.n
 }
@@ -180,6 +188,37 @@ func BenchmarkProxyKeepAlive(b *testing.B) {
 		roundTrip(b, conn, resp)
 	}
 }
+
+// BenchmarkProxyStalenessHeader is BenchmarkProxyKeepAlive on a route
+// with a staleness bound and header: a clock read, a freshness load and
+// a formatted header per request.
+func BenchmarkProxyStalenessHeader(b *testing.B) {
+	conn, n := benchProxyRoute(b, fbs.Route{MaxStalenessMs: 1 << 31, StaleHeader: true}, confirmedLongAgo, 200)
+	resp := make([]byte, n)
+	b.ReportAllocs()
+	for b.Loop() {
+		roundTrip(b, conn, resp)
+	}
+}
+
+// BenchmarkProxyStaleReject measures the 503 "snapshot stale" answer.
+func BenchmarkProxyStaleReject(b *testing.B) {
+	conn, n := benchProxyRoute(b, fbs.Route{MaxStalenessMs: 2000, OnStaleReject: true}, neverConfirmedSource, 503)
+	resp := make([]byte, n)
+	b.ReportAllocs()
+	for b.Loop() {
+		roundTrip(b, conn, resp)
+	}
+}
+
+// confirmedAt is a fixed 1000 s before the process started, so the
+// staleness header keeps seven digits for hours and every response has
+// the same length.
+var confirmedAt = time.Now().Add(-1000 * time.Second)
+
+func confirmedLongAgo() (uint64, time.Time) { return 1, confirmedAt }
+
+func neverConfirmedSource() (uint64, time.Time) { return 1, time.Time{} }
 
 // BenchmarkDirectBackend is the same client and backend without the proxy:
 // the baseline the proxy's cost is read against.

@@ -194,7 +194,7 @@ func (s *Server) writeResponseHead(st *connState, w netpoll.Writer, closeClient,
 		if resp.Status == 101 && upgrade == nil && len(f.Name) == 7 && h1.EqualFold(f.Name, "upgrade") {
 			upgrade = f.Value
 		}
-		if hopByHop(f.Name) || isRequestID(f.Name) || namedByConnection(resp.Connection, f.Name) {
+		if hopByHop(f.Name) || isRequestID(f.Name) || isStalenessField(f.Name) || namedByConnection(resp.Connection, f.Name) {
 			continue
 		}
 		w.WriteBinary(f.Name)
@@ -206,6 +206,7 @@ func (s *Server) writeResponseHead(st *connState, w netpoll.Writer, closeClient,
 		w.WriteString("X-Request-Id: ")
 		w.WriteBinary(st.requestID())
 		w.WriteString("\r\n")
+		s.writeStaleness(st, w)
 	}
 	switch {
 	case resp.Status == 101:
@@ -241,13 +242,19 @@ func (s *Server) writeError(st *connState, cause telemetry.Cause, status int, re
 		w.WriteString("\r\nX-Request-Id: ")
 		w.WriteBinary(st.requestID())
 	}
+	if st.retryAfter > 0 {
+		w.WriteString("\r\nRetry-After: ")
+		w.WriteBinary(strconv.AppendInt(st.num[:0], st.retryAfter, 10))
+	}
 	switch {
 	case closeConn:
 		w.WriteString("\r\nConnection: close")
 	case st.req.Minor == 0:
 		w.WriteString("\r\nConnection: keep-alive")
 	}
-	w.WriteString("\r\n\r\n")
+	w.WriteString("\r\n")
+	s.writeStaleness(st, w)
+	w.WriteString("\r\n")
 	if !st.isHead {
 		w.WriteString(reason)
 		w.WriteByte('\n')

@@ -22,6 +22,13 @@ func (s *Server) onRequest(ctx context.Context, c netpoll.Connection) error {
 	if st == nil {
 		return c.Close()
 	}
+	if st.detached != nil {
+		// The connection is leaving netpoll: its input, including bytes that
+		// arrive before the detach completes, belongs to resumeDetached.
+		// Serving it here would parse body bytes as a request and rewrite
+		// the state the detached exchange is using.
+		return nil
+	}
 	st.busy.Store(true)
 	for c.Reader().Len() > 0 {
 		if !s.serveOne(st) {
@@ -48,7 +55,8 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 	// the client has been flushed.
 	defer r.Release()
 
-	st.rc, st.ridLen, st.isHead, st.bodyUnread, st.headBuilt = s.metrics.Route(nil), 0, false, false, false
+	st.rc, st.ridLen, st.isHead, st.bodyUnread = s.metrics.Route(nil), 0, false, false
+	st.staleHeader, st.retryAfter = false, 0
 	hn, ok := s.readHead(st)
 	if !ok {
 		return false
@@ -72,6 +80,9 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 		return s.failBeforeBody(st, hn, telemetry.CauseNoRoute, 404, "no route")
 	}
 	st.rc = s.routeCounters(tab, &st.match)
+	if !s.checkStaleness(st) {
+		return s.failStale(st, hn)
+	}
 	st.upPath = req.Path
 	if out, ok := st.match.Rewrite(st.pathBuf[:0], req.Path); ok {
 		st.pathBuf = out
@@ -79,12 +90,17 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 	}
 	st.upgrade = req.Upgrade && req.Minor == 1 && h1.HasToken(req.Connection, "upgrade")
 	st.headLen = hn
+	// Everything read from the request head is taken now: the head's
+	// slices alias netpoll's buffer, and a later Peek that spans buffer
+	// nodes (readBody) may reuse the memory they point into.
+	key := s.pickKey(st, tab, st.match.ClusterIndex())
+	st.upHead = appendRequestHead(st, st.upHead[:0])
+	st.upHeadLen = len(st.upHead)
 
 	total, ok := s.readBody(st, hn)
 	if !ok {
 		return false
 	}
-	key := s.pickKey(st, tab, st.match.ClusterIndex())
 	if total < 0 && s.detach(st, tab, hn, key) {
 		return false
 	}
@@ -101,9 +117,9 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 }
 
 // detach prepares to finish a streamed-body exchange off netpoll
-// (detach.go) and reports whether it will: the upstream head is built and
-// the client's head consumed now, while the head's bytes are alive; the
-// caller then returns false and onRequest detaches the connection.
+// (detach.go) and reports whether it will: the client's head is consumed
+// now (serveOne already built the upstream head); the caller then returns
+// false and onRequest detaches the connection.
 // Without detach support, or during shutdown, the body streams through
 // netpoll's buffer as before.
 func (s *Server) detach(st *connState, tab *routing.Table, hn int, key routing.PickKey) bool {
@@ -117,8 +133,6 @@ func (s *Server) detach(st *connState, tab *routing.Table, hn int, key routing.P
 	}
 	s.detachWG.Add(1)
 	s.mu.Unlock()
-	st.upHead = appendRequestHead(st, st.upHead[:0])
-	st.headBuilt = true
 	r := st.conn.Reader()
 	if err := r.Skip(hn); err != nil {
 		s.detachWG.Done()
@@ -432,10 +446,8 @@ const (
 // the response to the client. total < 0 streams the request body.
 func (s *Server) exchange(st *connState, u *upstream.Conn, hn, total int, timeout time.Duration, keep, mayRetry bool) exchangeResult {
 	wt := s.cfg.WriteTimeout
-	if !st.headBuilt {
-		st.upHead = appendRequestHead(st, st.upHead[:0])
-	}
-	early := false // the upstream stopped taking the body; only an early answer may follow
+	st.upHead = st.upHead[:st.upHeadLen] // a retry drops the small body appended below
+	early := false                       // the upstream stopped taking the body; only an early answer may follow
 	if total < 0 {
 		if err := u.Write(st.upHead, wt); err != nil {
 			return exchangeStale

@@ -78,6 +78,15 @@ type Config struct {
 	BufferBodyBytes int64
 	// Metrics receives request metrics; nil = a private set nobody reads.
 	Metrics *telemetry.Metrics
+	// Freshness says when ctrl last confirmed the snapshot in service
+	// (feed.Client.Freshness). It is called on requests whose route has a
+	// staleness bound or header, so it must be lock-free. nil counts as
+	// never confirmed: routes with a bound are then always stale.
+	Freshness FreshnessFunc
+	// StaleRetryAfter is the Retry-After of a 503 "snapshot stale",
+	// rounded up to whole seconds. Default 5s: long enough not to spin on
+	// an edge cut off from ctrl, short next to a typical outage.
+	StaleRetryAfter time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -95,6 +104,7 @@ func (c *Config) setDefaults() {
 	def(&c.UpstreamTimeout, 30*time.Second)
 	def(&c.ConnectTimeout, time.Second)
 	def(&c.WriteTimeout, 30*time.Second)
+	def(&c.StaleRetryAfter, 5*time.Second)
 	if c.BufferBodyBytes <= 0 {
 		c.BufferBodyBytes = 64 << 10
 	}
@@ -120,6 +130,9 @@ type Server struct {
 	reaped   chan struct{}
 
 	draining atomic.Bool
+
+	// staleRetryAfter is Config.StaleRetryAfter in whole seconds.
+	staleRetryAfter int64
 
 	// Connections detached from netpoll for a streamed upload
 	// (detach.go): counted for Shutdown, listed so it can cut them off.
@@ -179,6 +192,8 @@ func New(cfg Config) (*Server, error) {
 		metrics: cfg.Metrics,
 		ln:      ln,
 		conns:   make(map[*connState]struct{}),
+
+		staleRetryAfter: int64((cfg.StaleRetryAfter + time.Second - 1) / time.Second),
 
 		detachedConns: make(map[net.Conn]struct{}),
 		stop:          make(chan struct{}),
@@ -287,9 +302,14 @@ type connState struct {
 	match    fbs.Match
 	chunks   h1.ChunkedScanner
 	rc       *telemetry.RouteCounters // the current request's route series
-	clientIP []byte
-	ipBuf    [48]byte
-	num      [24]byte // scratch for formatting numbers
+	// The route's staleness header (staleness.go), and the Retry-After
+	// seconds of an error answer; 0 = none.
+	staleHeader bool
+	staleness   time.Duration
+	retryAfter  int64
+	clientIP    []byte
+	ipBuf       [48]byte
+	num         [24]byte // scratch for formatting numbers
 
 	// Copies of request facts that must outlive the head's bytes, which a
 	// streamed body releases.
@@ -307,7 +327,7 @@ type connState struct {
 	// body, so the client connection's framing is lost.
 	bodyUnread bool
 	upHead     []byte // the upstream request head (and a small body), reused
-	headBuilt  bool   // upHead already holds this request's head (detach)
+	upHeadLen  int    // length of the head in upHead, before any body bytes
 
 	busy       atomic.Bool
 	lastActive atomic.Int64 // unix nanos

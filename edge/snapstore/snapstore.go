@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/snapgate/snapgate/fbs"
 )
@@ -205,6 +206,7 @@ func (s *Store) pruneLocked() error {
 type Mapping struct {
 	version uint64
 	path    string
+	modTime time.Time
 	mem     []byte
 	snap    *fbs.Snapshot
 	once    sync.Once
@@ -219,6 +221,12 @@ func (m *Mapping) Version() uint64 { return m.version }
 
 // Path returns the mapped file's path.
 func (m *Mapping) Path() string { return m.path }
+
+// ModTime is when the file was written: when ctrl delivered the snapshot
+// (Save writes it once and renames it into place). At boot, the time since
+// then bounds how stale the snapshot is; ctrl may have confirmed it again
+// later, which the file does not record.
+func (m *Mapping) ModTime() time.Time { return m.modTime }
 
 // Unmap releases the mapping. Only the first call does anything; later calls
 // return the first call's result.
@@ -267,7 +275,7 @@ func mapFile(path string, version uint64) (*Mapping, error) {
 		syscall.Munmap(mem)
 		return nil, fmt.Errorf("snapstore: verify %s: %w", path, err)
 	}
-	return &Mapping{version: version, path: path, mem: mem, snap: snap}, nil
+	return &Mapping{version: version, path: path, modTime: fi.ModTime(), mem: mem, snap: snap}, nil
 }
 
 // LoadNewest maps the newest snapshot file that verifies. Files that fail

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/snapgate/snapgate/fbs"
 )
@@ -258,5 +259,31 @@ func BenchmarkSaveMap(b *testing.B) {
 			b.Fatal(err)
 		}
 		m.Unmap()
+	}
+}
+
+func TestMappingModTime(t *testing.T) {
+	s, err := Open(t.TempDir(), 5, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(4, build(t, 4, 1)); err != nil {
+		t.Fatal(err)
+	}
+	// Pretend the edge applied v4 an hour ago and has been down since.
+	written := time.Now().Add(-time.Hour).Truncate(time.Second)
+	if err := os.Chtimes(s.Path(4), written, written); err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.LoadNewest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unmap()
+	if !m.ModTime().Equal(written) {
+		t.Fatalf("ModTime = %v, want %v", m.ModTime(), written)
+	}
+	if age := time.Since(m.ModTime()); age < time.Hour || age > time.Hour+time.Minute {
+		t.Fatalf("age = %v, want about an hour", age)
 	}
 }

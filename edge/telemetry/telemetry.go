@@ -10,6 +10,7 @@ package telemetry
 import (
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -38,13 +39,14 @@ const (
 	CauseUpstreamClosed               // 502: upstream closed before answering
 	CauseBadResponse                  // 502: unparsable or forbidden response head
 	CauseAborted                      // a response broke off mid-body; the client was closed
+	CauseStale                        // 503: the snapshot is past a reject route's staleness bound
 	numCauses
 )
 
 var causeNames = [numCauses]string{
 	"bad_request", "client_timeout", "no_table", "no_route", "no_endpoint",
 	"connect_failed", "connect_timeout", "upstream_timeout", "upstream_closed",
-	"bad_response", "aborted",
+	"bad_response", "aborted", "stale_snapshot",
 }
 
 func (c Cause) String() string {
@@ -80,6 +82,10 @@ type Metrics struct {
 	latency *vm.PrometheusHistogram
 	conns   atomic.Int64
 	version atomic.Uint64
+	// fresh reports the snapshot version in service and when ctrl last
+	// confirmed it (feed.Client.Freshness); read at scrape time only.
+	fresh      atomic.Pointer[func() (uint64, time.Time)]
+	staleServe *vm.Counter
 
 	// routes maps a route id to its counters. Readers load the map and
 	// index it with string(id), which Go does without allocating; a miss
@@ -109,6 +115,21 @@ func New() *Metrics {
 	m.latency = m.set.NewPrometheusHistogramExt("snapgate_edge_upstream_response_seconds", LatencyBuckets)
 	m.set.NewGauge("snapgate_edge_client_connections", func() float64 { return float64(m.conns.Load()) })
 	m.set.NewGauge("snapgate_edge_snapshot_version", func() float64 { return float64(m.version.Load()) })
+	// Computed at scrape time, so the value is current even when no
+	// request and no frame from ctrl has arrived for a while.
+	m.set.NewGauge("snapgate_edge_staleness_seconds", func() float64 {
+		if d := m.Staleness(time.Now()); d != math.MaxInt64 {
+			return d.Seconds()
+		}
+		return math.Inf(1)
+	})
+	m.set.NewGauge("snapgate_edge_snapshot_confirmed_timestamp_seconds", func() float64 {
+		if _, at := m.Freshness(); !at.IsZero() {
+			return float64(at.UnixNano()) / 1e9
+		}
+		return 0
+	})
+	m.staleServe = m.set.NewCounter("snapgate_edge_stale_served_total")
 	// The process's heap allocations so far: its delta over a load run
 	// divided by the requests served is the allocations per request
 	// (runtime/metrics reads it without stopping the world).
@@ -199,6 +220,42 @@ func (m *Metrics) SetVersion(v uint64) { m.version.Store(v) }
 
 // Version is the snapshot version last recorded; 0 before any.
 func (m *Metrics) Version() uint64 { return m.version.Load() }
+
+// SetFreshness sets where the staleness metrics read the freshness of the
+// snapshot in service: its version and when ctrl last confirmed it as the
+// latest, zero if never (feed.Client.Freshness). fn must be safe for
+// concurrent use; it is called at scrape time.
+func (m *Metrics) SetFreshness(fn func() (version uint64, confirmedAt time.Time)) {
+	if fn == nil {
+		m.fresh.Store(nil)
+		return
+	}
+	m.fresh.Store(&fn)
+}
+
+// Freshness returns what the SetFreshness source reports; without a
+// source, the version last recorded and a zero (never confirmed) time.
+func (m *Metrics) Freshness() (version uint64, confirmedAt time.Time) {
+	if fn := m.fresh.Load(); fn != nil {
+		return (*fn)()
+	}
+	return m.version.Load(), time.Time{}
+}
+
+// Staleness is how long before now ctrl last confirmed the snapshot in
+// service; math.MaxInt64 (exported as +Inf) when it never did since the
+// process started, e.g. after a boot from disk with ctrl unreachable.
+func (m *Metrics) Staleness(now time.Time) time.Duration {
+	_, at := m.Freshness()
+	if at.IsZero() {
+		return math.MaxInt64
+	}
+	return max(now.Sub(at), 0)
+}
+
+// StaleServed counts a request forwarded although its route's staleness
+// bound had passed (on_stale "serve").
+func (m *Metrics) StaleServed() { m.staleServe.Inc() }
 
 // WritePrometheus writes every metric in the Prometheus text format.
 func (m *Metrics) WritePrometheus(w io.Writer) { m.set.WritePrometheus(w) }

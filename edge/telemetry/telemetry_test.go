@@ -2,10 +2,12 @@ package telemetry
 
 import (
 	"io"
+	"math"
 	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -137,5 +139,61 @@ func TestRouteCountersDoNotAllocate(t *testing.T) {
 	m.Route(id)
 	if n := testing.AllocsPerRun(100, func() { m.Route(id).Observe(200) }); n != 0 {
 		t.Fatalf("%v allocs per lookup and count", n)
+	}
+}
+
+func TestStalenessMetrics(t *testing.T) {
+	m := New()
+	base := serveAdmin(t, m)
+
+	// No source, or a source that never confirmed: infinitely stale.
+	_, text := get(t, base+"/metrics")
+	if v := value(t, text, "snapgate_edge_staleness_seconds"); !math.IsInf(v, 1) {
+		t.Fatalf("staleness without a source = %v, want +Inf", v)
+	}
+	var confirmed atomic.Int64 // unix nanos, 0 = never
+	m.SetFreshness(func() (uint64, time.Time) {
+		if n := confirmed.Load(); n != 0 {
+			return 7, time.Unix(0, n)
+		}
+		return 7, time.Time{}
+	})
+	m.SetVersion(7)
+	_, text = get(t, base+"/metrics")
+	if v := value(t, text, "snapgate_edge_staleness_seconds"); !math.IsInf(v, 1) {
+		t.Fatalf("staleness before any confirmation = %v, want +Inf", v)
+	}
+	if v := value(t, text, "snapgate_edge_snapshot_confirmed_timestamp_seconds"); v != 0 {
+		t.Fatalf("confirmed timestamp before any confirmation = %v, want 0", v)
+	}
+
+	// Confirmed 90 s ago: the gauge is computed at scrape time.
+	at := time.Now().Add(-90 * time.Second)
+	confirmed.Store(at.UnixNano())
+	_, text = get(t, base+"/metrics")
+	if v := value(t, text, "snapgate_edge_staleness_seconds"); v < 90 || v > 150 {
+		t.Fatalf("staleness = %v s, want about 90", v)
+	}
+	if v := value(t, text, "snapgate_edge_snapshot_confirmed_timestamp_seconds"); math.Abs(v-float64(at.UnixNano())/1e9) > 0.01 {
+		t.Fatalf("confirmed timestamp = %v, want %v", v, float64(at.Unix()))
+	}
+	if v := value(t, text, "snapgate_edge_snapshot_version"); v != 7 {
+		t.Fatalf("version = %v, want 7", v)
+	}
+
+	m.Error(CauseStale)
+	m.StaleServed()
+	m.StaleServed()
+	_, text = get(t, base+"/metrics")
+	if v := value(t, text, `snapgate_edge_errors_total{cause="stale_snapshot"}`); v != 1 {
+		t.Fatalf("stale rejections = %v, want 1", v)
+	}
+	if v := value(t, text, "snapgate_edge_stale_served_total"); v != 2 {
+		t.Fatalf("stale served = %v, want 2", v)
+	}
+	// A confirmation in the (clock-skewed) future never reads negative.
+	confirmed.Store(time.Now().Add(time.Hour).UnixNano())
+	if d := m.Staleness(time.Now()); d != 0 {
+		t.Fatalf("staleness with a future confirmation = %v, want 0", d)
 	}
 }
