@@ -256,7 +256,16 @@ func TestCrossDocumentRules(t *testing.T) {
 		}
 	}
 	_, err = h.c.PutRoute(cx, model.Route{ID: "r3", Host: "a.example", Prefix: "/r1", Cluster: "c"}, nil)
-	wantAdminErr(t, err, admin.CodeConflict, "prefix", `route "r1" already sends host "a.example" prefix "/r1"`)
+	wantAdminErr(t, err, admin.CodeConflict, "prefix", `route "r1" already matches host "a.example" prefix "/r1" with the same methods and headers`)
+	// Exact-path routes conflict on their path, and the error says so.
+	if _, err := h.c.PutRoute(cx, model.Route{ID: "p1", Host: "*", Path: "/exact", Cluster: "c"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.c.PutRoute(cx, model.Route{ID: "p2", Host: "*", Path: "/exact", Cluster: "c"}, nil)
+	wantAdminErr(t, err, admin.CodeConflict, "path", `route "p1" already matches host "*" path "/exact" with the same methods and headers; two routes cannot share host, path, methods and headers`)
+	if _, err := h.c.DeleteRoute(cx, "p1", nil); err != nil {
+		t.Fatal(err)
+	}
 	// The same route may keep its own (host, prefix).
 	if _, err := h.c.PutRoute(cx, model.Route{ID: "r1", Host: "a.example", Prefix: "/r1", Cluster: "c", TimeoutMs: 9}, u64(1)); err != nil {
 		t.Fatal(err)
@@ -266,6 +275,15 @@ func TestCrossDocumentRules(t *testing.T) {
 	wantAdminErr(t, err, admin.CodeInvalid, "id", `cluster "c" is used by routes "r1", "r2"`)
 	_, err = h.c.PutRoute(cx, model.Route{ID: "bad", Host: "A", Prefix: "/x/../y", Cluster: "c"}, nil)
 	wantAdminErr(t, err, admin.CodeInvalid, "host", "prefix:") // first field named, every problem listed
+	var ae *admin.Error
+	if errors.As(err, &ae) && strings.HasPrefix(ae.Message, "host:") {
+		t.Fatalf("message repeats the field: %q", ae.Message)
+	}
+	_, err = h.c.PutCluster(cx, cluster("bad", "10.0.0.1:0"), nil)
+	wantAdminErr(t, err, admin.CodeInvalid, "endpoints[0].address", "port")
+	if errors.As(err, &ae) && strings.Contains(ae.Message, "endpoints[0].address") {
+		t.Fatalf("message repeats the field: %q", ae.Message)
+	}
 	_, err = h.c.DeleteRoute(cx, "nope", nil)
 	wantAdminErr(t, err, admin.CodeNotFound, "id", `route "nope" does not exist`)
 

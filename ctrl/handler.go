@@ -21,11 +21,27 @@ type handler struct{ s *Server }
 var _ admin.Handler = handler{}
 
 // invalid turns validation errors into one admin error: the first field is
-// the reply's field, the message lists every problem.
+// the reply's field, the message lists every problem. The first problem's
+// message leaves out its field, which the reply already names (ctl prints
+// "field: message"); the others keep theirs.
 func invalid(err error) *admin.Error {
 	ae := &admin.Error{Code: admin.CodeInvalid, Message: err.Error()}
-	if fe, ok := model.First(err); ok {
-		ae.Field = fe.Field
+	var es model.FieldErrors
+	switch {
+	case errors.As(err, &es) && len(es) > 0:
+		ae.Field = es[0].Field
+		var b strings.Builder
+		b.WriteString(es[0].Reason)
+		for _, e := range es[1:] {
+			b.WriteString("; ")
+			b.WriteString(e.Error())
+		}
+		ae.Message = b.String()
+	default:
+		if fe, ok := model.First(err); ok {
+			ae.Field = fe.Field
+			ae.Message = fe.Reason
+		}
 	}
 	return ae
 }
@@ -71,7 +87,11 @@ func (h handler) PutRoute(ctx context.Context, r model.Route, expected *uint64) 
 		return admin.Result{}, admin.Errorf(admin.CodeInvalid, "cluster", "cluster %q does not exist; create it first", r.Cluster)
 	}
 	if other, ok := m.byKey[keyOf(r)]; ok && other != r.ID {
-		return admin.Result{}, admin.Errorf(admin.CodeConflict, "prefix", "route %q already sends host %q prefix %q; two routes cannot share a host and prefix", other, r.Host, r.Prefix)
+		field, match := "prefix", r.Prefix
+		if r.Path != "" {
+			field, match = "path", r.Path
+		}
+		return admin.Result{}, admin.Errorf(admin.CodeConflict, field, "route %q already matches host %q %s %q with the same methods and headers; two routes cannot share host, %s, methods and headers", other, r.Host, field, match, field)
 	}
 	if err := checkExpected(kindRoute, r.ID, expected, m.routes[r.ID].version); err != nil {
 		return admin.Result{}, err
@@ -247,10 +267,19 @@ func (h handler) Status(ctx context.Context) (admin.Status, error) {
 			FullsSent:      e.FullsSent,
 			DeltasSent:     e.DeltasSent,
 		}
-		if e.AppliedVersion < latest {
+		st.Edges[i].Diverged = e.Diverged
+		switch {
+		case e.Diverged:
+			// The edge holds none of ctrl's versions: it lacks all of them,
+			// and has since the oldest one ctrl remembers.
+			st.Edges[i].Lag = max(latest, 1)
+			if at := s.firstBuiltAfter(0); !at.IsZero() {
+				st.Edges[i].LagMs = time.Since(at).Milliseconds()
+			}
+		case e.AppliedVersion < latest:
 			st.Edges[i].Lag = latest - e.AppliedVersion
-			if !snap.builtAt.IsZero() {
-				st.Edges[i].LagMs = time.Since(snap.builtAt).Milliseconds()
+			if at := s.firstBuiltAfter(e.AppliedVersion); !at.IsZero() {
+				st.Edges[i].LagMs = time.Since(at).Milliseconds()
 			}
 		}
 	}

@@ -62,6 +62,25 @@ func (s *Server) recomputeLoop(ctx context.Context) {
 	}
 }
 
+// restorePending puts back the start of a pending window whose build failed:
+// the retry publishes those writes, so their lag runs from their commit, not
+// from the retry. Writes since then may have opened a later window; the
+// earlier start wins.
+func (s *Server) restorePending(committed int64) {
+	if committed == 0 {
+		return
+	}
+	for {
+		cur := s.pendingSince.Load()
+		if cur != 0 && cur <= committed {
+			return
+		}
+		if s.pendingSince.CompareAndSwap(cur, committed) {
+			return
+		}
+	}
+}
+
 // build snapshots the current model, stores it and publishes it, unless the
 // latest snapshot already has the model's revision.
 func (s *Server) build() error {
@@ -80,11 +99,13 @@ func (s *Server) build() error {
 	start := time.Now()
 	data, err := fbs.Build(st)
 	if err != nil {
+		s.restorePending(committed)
 		return fmt.Errorf("ctrl: building snapshot %d: %w", st.Version, err)
 	}
 	took := time.Since(start)
 	s.metrics.built(st.Version, took, len(data))
 	if err := s.store.PutSnapshot(st.Version, data, s.cfg.KeepSnapshots); err != nil {
+		s.restorePending(committed)
 		return fmt.Errorf("ctrl: storing snapshot %d: %w", st.Version, err)
 	}
 	var committedAt time.Time

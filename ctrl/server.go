@@ -5,6 +5,7 @@
 package ctrl
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,6 +129,9 @@ type Server struct {
 
 	snapMu sync.Mutex
 	snap   snapInfo
+	// built lists recent snapshots oldest first (at most keepBuilt), so an
+	// edge's lag runs from when the first version it lacks was built.
+	built []snapInfo
 
 	// pendingSince is when the oldest write not yet in a snapshot was
 	// acknowledged (unix nanos, 0 if none): the commit time propagation lag
@@ -367,10 +372,30 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
+// keepBuilt bounds the build-time history; an edge further behind reports
+// its lag from the oldest build remembered, a lower bound.
+const keepBuilt = 1024
+
 func (s *Server) setSnap(si snapInfo) {
 	s.snapMu.Lock()
 	s.snap = si
+	s.built = append(s.built, si)
+	if len(s.built) > keepBuilt {
+		s.built = slices.Delete(s.built, 0, len(s.built)-keepBuilt)
+	}
 	s.snapMu.Unlock()
+}
+
+// firstBuiltAfter returns when the oldest remembered snapshot newer than
+// version was built, zero if there is none.
+func (s *Server) firstBuiltAfter(version uint64) time.Time {
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	i, _ := slices.BinarySearchFunc(s.built, version+1, func(si snapInfo, v uint64) int { return cmp.Compare(si.version, v) })
+	if i == len(s.built) {
+		return time.Time{}
+	}
+	return s.built[i].builtAt
 }
 
 func (s *Server) lastSnap() snapInfo {

@@ -18,6 +18,7 @@ import (
 	"github.com/snapgate/snapgate/edge/snapstore"
 	"github.com/snapgate/snapgate/edge/telemetry"
 	"github.com/snapgate/snapgate/edge/upstream"
+	"github.com/snapgate/snapgate/wire"
 )
 
 // Config configures a Node. Zero values take the defaults named next to them.
@@ -37,6 +38,9 @@ type Config struct {
 	IdleTimeout     time.Duration // idle keep-alive client connections (default 60s)
 	ConnectTimeout  time.Duration // upstream dial unless the cluster sets one (default 1s)
 	UpstreamTimeout time.Duration // upstream response unless the route sets one (default 30s)
+	// MaxBodyBytes bounds a request body's Content-Length; larger gets 413.
+	// 0 = no limit (default): bodies stream, so size costs no memory.
+	MaxBodyBytes int64
 	// AdminListen serves /metrics and /healthz over plain net/http; empty
 	// disables it.
 	AdminListen string
@@ -58,6 +62,9 @@ type Node struct {
 	feed    *feed.Client
 	metrics *telemetry.Metrics
 	admin   *telemetry.Admin
+	// runFeed is n.feed.Run; tests replace it to make the stream client
+	// fail in ways a validated Config cannot.
+	runFeed func(context.Context) error
 }
 
 // New opens the data dir, puts the newest snapshot that verifies in service
@@ -74,6 +81,13 @@ func New(cfg Config) (*Node, error) {
 		return nil, errors.New("edge: data dir is required")
 	case len(cfg.StreamSecret) == 0 && !cfg.InsecureStream:
 		return nil, errors.New("edge: a stream secret is required (or set InsecureStream)")
+	case cfg.MaxBodyBytes < 0:
+		return nil, fmt.Errorf("edge: max body bytes is %d, want 0 (no limit) or more", cfg.MaxBodyBytes)
+	}
+	// Checked here, not only by the stream client, so a bad id stops the
+	// edge at start instead of leaving it serving without ever reaching ctrl.
+	if err := wire.ValidNodeID(cfg.NodeID); err != nil {
+		return nil, fmt.Errorf("edge: node id %q: %w", cfg.NodeID, err)
 	}
 	if cfg.KeepSnapshots <= 0 {
 		cfg.KeepSnapshots = 5
@@ -86,7 +100,8 @@ func New(cfg Config) (*Node, error) {
 	if n.store, err = snapstore.Open(cfg.DataDir, cfg.KeepSnapshots, cfg.Logger); err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
-	n.pools = upstream.NewRegistry(upstream.Options{ConnectTimeout: cfg.ConnectTimeout})
+	n.pools = upstream.NewRegistry(upstream.Options{ConnectTimeout: cfg.ConnectTimeout, Logger: cfg.Logger})
+	n.metrics.SetEjections(n.pools.Ejections)
 	m, err := n.store.LoadNewest()
 	switch {
 	case err == nil:
@@ -114,10 +129,12 @@ func New(cfg Config) (*Node, error) {
 		Store:    n.store,
 		Current:  n.tables.Version,
 		Apply:    n.apply,
+		Replace:  n.replace,
 		Logger:   cfg.Logger,
 		Secret:   cfg.StreamSecret,
 		Insecure: cfg.InsecureStream,
 	})
+	n.runFeed = n.feed.Run
 	n.metrics.SetFreshness(n.feed.Freshness)
 	n.proxy, err = proxy.New(proxy.Config{
 		Addr:            cfg.Listen,
@@ -127,6 +144,7 @@ func New(cfg Config) (*Node, error) {
 		IdleTimeout:     cfg.IdleTimeout,
 		ConnectTimeout:  cfg.ConnectTimeout,
 		UpstreamTimeout: cfg.UpstreamTimeout,
+		MaxBodyBytes:    cfg.MaxBodyBytes,
 		Metrics:         n.metrics,
 		Freshness:       n.feed.Freshness,
 	})
@@ -152,12 +170,23 @@ func New(cfg Config) (*Node, error) {
 // apply puts a verified, mapped snapshot in service. On success the mapping
 // belongs to the routing table, which unmaps it once no request can read it.
 func (n *Node) apply(m *snapstore.Mapping) error {
+	return n.install(m, n.tables.Swap, "snapshot in service")
+}
+
+// replace puts ctrl's snapshot in service even if its version is not newer:
+// ctrl found that this edge's history diverged from its own (docs/stream.md,
+// "Diverged edges"), so the old numbers mean nothing any more.
+func (n *Node) replace(m *snapstore.Mapping) error {
+	return n.install(m, n.tables.Replace, "snapshot replaced: this edge diverged from ctrl")
+}
+
+func (n *Node) install(m *snapstore.Mapping, swap func(*routing.Table) (*routing.Table, error), msg string) error {
 	t := routing.NewTable(m.Snapshot(), func() {
 		if err := m.Unmap(); err != nil {
 			n.log.Error("unmapping retired snapshot", "version", m.Version(), "err", err)
 		}
 	}, n.pools)
-	old, err := n.tables.Swap(t)
+	old, err := swap(t)
 	if err != nil {
 		t.Release() // unmaps: the caller's mapping is gone either way
 		return err
@@ -167,7 +196,7 @@ func (n *Node) apply(m *snapstore.Mapping) error {
 	if old != nil {
 		from = old.Version()
 	}
-	n.log.Info("snapshot in service", "version", m.Version(), "previous", from,
+	n.log.Info(msg, "version", m.Version(), "previous", from,
 		"routes", m.Snapshot().NumRoutes(), "clusters", m.Snapshot().NumClusters())
 	return nil
 }
@@ -187,7 +216,9 @@ func (n *Node) AdminAddr() net.Addr {
 func (n *Node) Version() uint64 { return n.tables.Version() }
 
 // Run serves until ctx ends, then stops accepting, lets in-flight requests
-// finish (bounded), and releases the snapshot.
+// finish (bounded), and releases the snapshot. It also stops, returning the
+// error, if the listener fails or the stream client gives up: an edge that
+// can no longer hear from ctrl must not keep serving as if it could.
 func (n *Node) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -207,9 +238,19 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	feedErr := make(chan error, 1)
 	go func() {
 		defer wg.Done()
-		n.feed.Run(ctx)
+		// The client retries every connection failure itself; it returns
+		// only when ctx ends or on an error retrying cannot fix.
+		err := n.runFeed(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("returned without an error")
+		}
+		feedErr <- err
 	}()
 	n.log.Info("edge serving", "listen", n.Addr().String(), "ctrl", n.cfg.CtrlAddr, "node", n.cfg.NodeID)
 	var err error
@@ -217,6 +258,9 @@ func (n *Node) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case err = <-serveErr:
 		err = fmt.Errorf("edge: serving %s: %w", n.cfg.Listen, err)
+	case ferr := <-feedErr:
+		err = fmt.Errorf("edge: stream client for ctrl %s stopped: %w", n.cfg.CtrlAddr, ferr)
+		n.log.Error("stream client stopped; shutting the edge down", "ctrl", n.cfg.CtrlAddr, "err", ferr)
 	}
 	cancel()
 	shutdownCtx, stop := context.WithTimeout(context.Background(), 10*time.Second)

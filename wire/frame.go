@@ -6,7 +6,7 @@
 // Frame layout (12-byte header, then the payload):
 //
 //	0..3   payload length, uint32 big endian
-//	4      protocol version (1)
+//	4      protocol version (2)
 //	5      message type
 //	6..7   flags, uint16 big endian, must be 0
 //	8..11  CRC-32C (Castagnoli) over header bytes 0..7 and the payload
@@ -24,8 +24,11 @@ import (
 // HeaderSize is the fixed frame header length in bytes.
 const HeaderSize = 12
 
-// ProtocolVersion is the only frame version this package speaks.
-const ProtocolVersion = 1
+// ProtocolVersion is the only frame version this package speaks. 2 added
+// the file hash to HEARTBEAT and the flags byte (replace) to FULL; a peer
+// speaking 1 is refused at the first frame with ErrBadVersion rather than
+// misreading those messages.
+const ProtocolVersion = 2
 
 // DefaultMaxPayload bounds a frame payload when the caller has no opinion:
 // big enough for a compressed snapshot of several hundred thousand routes.

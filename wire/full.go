@@ -26,27 +26,50 @@ func (c Codec) String() string {
 	return fmt.Sprintf("codec(%d)", uint8(c))
 }
 
-// fullHeaderSize is version (u64) + codec (u8) + raw length (u32).
-const fullHeaderSize = 13
+// fullHeaderSize is version (u64) + codec (u8) + flags (u8) + raw length (u32).
+const fullHeaderSize = 14
+
+// fullFlagsAt is the offset of the flags byte in a FULL payload.
+const fullFlagsAt = 9
+
+// FULL flags. Any other bit set is malformed.
+const fullFlagReplace = 0x01
 
 // FullHeader is the fixed part of a FULL payload.
 type FullHeader struct {
 	Version uint64
 	Codec   Codec
+	Replace bool   // see Full.Replace
 	RawLen  uint32 // length of the snapshot after decoding
 }
 
 func appendFullHeader(dst []byte, h FullHeader) []byte {
 	dst = binary.BigEndian.AppendUint64(dst, h.Version)
 	dst = append(dst, byte(h.Codec))
+	var flags byte
+	if h.Replace {
+		flags |= fullFlagReplace
+	}
+	dst = append(dst, flags)
 	return binary.BigEndian.AppendUint32(dst, h.RawLen)
 }
 
 // AppendFull appends an uncompressed FULL payload (codec raw). The caller
 // keeps the snapshot within uint32 bytes.
 func AppendFull(dst []byte, m Full) []byte {
-	dst = appendFullHeader(dst, FullHeader{Version: m.Version, Codec: CodecRaw, RawLen: uint32(len(m.Snapshot))})
+	dst = appendFullHeader(dst, FullHeader{Version: m.Version, Codec: CodecRaw, Replace: m.Replace, RawLen: uint32(len(m.Snapshot))})
 	return append(dst, m.Snapshot...)
+}
+
+// AsReplace returns a copy of a valid FULL payload with the replace flag
+// set, so a snapshot compressed once can also be sent to a diverged edge.
+func AsReplace(full []byte) ([]byte, error) {
+	if _, _, err := DecodeFullHeader(full); err != nil {
+		return nil, err
+	}
+	out := append([]byte(nil), full...)
+	out[fullFlagsAt] |= fullFlagReplace
+	return out, nil
 }
 
 // DecodeFullHeader splits a FULL payload into its header and encoded data,
@@ -56,12 +79,17 @@ func DecodeFullHeader(p []byte) (FullHeader, []byte, error) {
 	if len(p) < fullHeaderSize {
 		return FullHeader{}, nil, fmt.Errorf("%w: FULL is %d bytes, want at least %d", ErrMalformed, len(p), fullHeaderSize+1)
 	}
+	flags := p[fullFlagsAt]
 	h := FullHeader{
 		Version: binary.BigEndian.Uint64(p[0:8]),
 		Codec:   Codec(p[8]),
-		RawLen:  binary.BigEndian.Uint32(p[9:13]),
+		Replace: flags&fullFlagReplace != 0,
+		RawLen:  binary.BigEndian.Uint32(p[10:14]),
 	}
 	data := p[fullHeaderSize:]
+	if flags&^fullFlagReplace != 0 {
+		return FullHeader{}, nil, fmt.Errorf("%w: FULL v%d has unknown flags %#02x", ErrMalformed, h.Version, flags)
+	}
 	if h.Version == 0 {
 		return FullHeader{}, nil, fmt.Errorf("%w: FULL carries version 0", ErrMalformed)
 	}
@@ -99,7 +127,7 @@ func NewCompressor() (*Compressor, error) {
 // AppendFull appends a zstd-compressed FULL payload for m to dst. The caller
 // keeps the snapshot within uint32 bytes.
 func (c *Compressor) AppendFull(dst []byte, m Full) []byte {
-	dst = appendFullHeader(dst, FullHeader{Version: m.Version, Codec: CodecZstd, RawLen: uint32(len(m.Snapshot))})
+	dst = appendFullHeader(dst, FullHeader{Version: m.Version, Codec: CodecZstd, Replace: m.Replace, RawLen: uint32(len(m.Snapshot))})
 	return c.enc.EncodeAll(m.Snapshot, dst)
 }
 
@@ -145,7 +173,7 @@ func (d *Decompressor) DecodeFull(p []byte) (Full, error) {
 		return Full{}, fmt.Errorf("%w: FULL v%d declares a %d-byte snapshot, limit %d", ErrTooLarge, h.Version, h.RawLen, d.max)
 	}
 	if h.Codec == CodecRaw {
-		return Full{Version: h.Version, Snapshot: data}, nil
+		return Full{Version: h.Version, Snapshot: data, Replace: h.Replace}, nil
 	}
 	var zh zstd.Header
 	if err := zh.Decode(data); err != nil {
@@ -165,7 +193,7 @@ func (d *Decompressor) DecodeFull(p []byte) (Full, error) {
 	if len(out) != n {
 		return Full{}, fmt.Errorf("%w: FULL v%d decoded to %d bytes, header says %d", ErrMalformed, h.Version, len(out), n)
 	}
-	return Full{Version: h.Version, Snapshot: out}, nil
+	return Full{Version: h.Version, Snapshot: out, Replace: h.Replace}, nil
 }
 
 // Close releases the decoder.

@@ -67,7 +67,7 @@ func TestFullDecodeErrors(t *testing.T) {
 	z := comp.AppendFull(nil, Full{Version: 3, Snapshot: snap})
 	withRawLen := func(p []byte, n uint32) []byte {
 		p = bytes.Clone(p)
-		binary.BigEndian.PutUint32(p[9:13], n)
+		binary.BigEndian.PutUint32(p[10:14], n)
 		return p
 	}
 	// A bomb: 8 MiB of zeros compresses to a few hundred bytes. Declared as
@@ -153,5 +153,46 @@ func BenchmarkReaderNext(b *testing.B) {
 		if _, _, err := r.Next(); err != nil {
 			br.Reset(stream)
 		}
+	}
+}
+
+// The replace flag survives both codecs and AsReplace; unknown flag bits are
+// malformed, so a later flag is never silently ignored.
+func TestFullReplaceFlag(t *testing.T) {
+	comp, err := NewCompressor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer comp.Close()
+	dec, err := NewDecompressor(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	snap := testSnapshot(2048)
+	for _, p := range [][]byte{AppendFull(nil, Full{Version: 4, Snapshot: snap}), comp.AppendFull(nil, Full{Version: 4, Snapshot: snap})} {
+		m, err := dec.DecodeFull(p)
+		if err != nil || m.Replace {
+			t.Fatalf("plain FULL: replace=%v err=%v", m.Replace, err)
+		}
+		r, err := AsReplace(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err = dec.DecodeFull(r)
+		if err != nil || !m.Replace || m.Version != 4 || !bytes.Equal(m.Snapshot, snap) {
+			t.Fatalf("replace FULL: v%d replace=%v err=%v", m.Version, m.Replace, err)
+		}
+		if m, err := dec.DecodeFull(p); err != nil || m.Replace {
+			t.Fatalf("AsReplace changed its input: replace=%v err=%v", m.Replace, err)
+		}
+		bad := bytes.Clone(p)
+		bad[fullFlagsAt] = 0x02
+		if _, _, err := DecodeFullHeader(bad); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("unknown flag: got %v, want ErrMalformed", err)
+		}
+	}
+	if _, err := AsReplace([]byte{1, 2}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("AsReplace of garbage: got %v", err)
 	}
 }

@@ -68,6 +68,8 @@ func FuzzDecodeNack(f *testing.F) {
 
 func FuzzDecodeHeartbeat(f *testing.F) {
 	f.Add(AppendHeartbeat(nil, Heartbeat{LatestVersion: 5, UnixNano: 1e18}))
+	f.Add(AppendHeartbeat(nil, Heartbeat{LatestVersion: 6, Hash: 0xfeedface, UnixNano: -1}))
+	f.Add(make([]byte, 16)) // a protocol-1 heartbeat
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := DecodeHeartbeat(b)
 		if err == nil && !bytes.Equal(AppendHeartbeat(nil, h), b) {
@@ -84,6 +86,8 @@ func FuzzDecodeFull(f *testing.F) {
 	snap := testSnapshot(4096)
 	f.Add(comp.AppendFull(nil, Full{Version: 2, Snapshot: snap}))
 	f.Add(AppendFull(nil, Full{Version: 2, Snapshot: snap[:100]}))
+	f.Add(comp.AppendFull(nil, Full{Version: 2, Snapshot: snap, Replace: true}))
+	f.Add(AppendFull(nil, Full{Version: 1, Snapshot: snap[:10], Replace: true}))
 	comp.Close()
 	dec, err := NewDecompressor(1 << 16)
 	if err != nil {
@@ -95,7 +99,7 @@ func FuzzDecodeFull(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if herr != nil || m.Version != h.Version || len(m.Snapshot) != int(h.RawLen) || len(m.Snapshot) > 1<<16 {
+		if herr != nil || m.Version != h.Version || m.Replace != h.Replace || len(m.Snapshot) != int(h.RawLen) || len(m.Snapshot) > 1<<16 {
 			t.Fatalf("accepted FULL v%d of %d bytes against header %+v (%v)", m.Version, len(m.Snapshot), h, herr)
 		}
 	})

@@ -36,6 +36,11 @@ type Hello struct {
 type Full struct {
 	Version  uint64
 	Snapshot []byte
+	// Replace tells the edge that the snapshot it serves is not from ctrl's
+	// history (ctrl's data was lost or restored from a backup): it must take
+	// this one even if Version is not above its own. Without it an edge
+	// never goes backwards.
+	Replace bool
 }
 
 // Ack reports that an edge applied (or already serves) Version.
@@ -48,9 +53,13 @@ type Nack struct {
 }
 
 // Heartbeat keeps a stream alive in both directions and carries the sender's
-// latest known snapshot version and its clock.
+// latest known snapshot version, that snapshot file's hash and its clock.
+// The hash makes a heartbeat confirm content, not just a version number: an
+// edge whose v6 came from another ctrl history must not count as current
+// when this ctrl reaches its own v6.
 type Heartbeat struct {
 	LatestVersion uint64
+	Hash          uint64 // FileHash of LatestVersion's file, 0 if none or unknown
 	UnixNano      int64
 }
 
@@ -169,19 +178,22 @@ func DecodeNack(p []byte) (Nack, error) {
 	return Nack{Version: binary.BigEndian.Uint64(p[0:8]), Reason: string(p[10:])}, nil
 }
 
-// AppendHeartbeat appends the HEARTBEAT payload: latest version (u64), unix nanos (i64).
+// AppendHeartbeat appends the HEARTBEAT payload: latest version (u64),
+// file hash (u64), unix nanos (i64).
 func AppendHeartbeat(dst []byte, m Heartbeat) []byte {
 	dst = binary.BigEndian.AppendUint64(dst, m.LatestVersion)
+	dst = binary.BigEndian.AppendUint64(dst, m.Hash)
 	return binary.BigEndian.AppendUint64(dst, uint64(m.UnixNano))
 }
 
 // DecodeHeartbeat decodes a HEARTBEAT payload strictly.
 func DecodeHeartbeat(p []byte) (Heartbeat, error) {
-	if len(p) != 16 {
-		return Heartbeat{}, fmt.Errorf("%w: HEARTBEAT is %d bytes, want 16", ErrMalformed, len(p))
+	if len(p) != 24 {
+		return Heartbeat{}, fmt.Errorf("%w: HEARTBEAT is %d bytes, want 24", ErrMalformed, len(p))
 	}
 	return Heartbeat{
 		LatestVersion: binary.BigEndian.Uint64(p[0:8]),
-		UnixNano:      int64(binary.BigEndian.Uint64(p[8:16])),
+		Hash:          binary.BigEndian.Uint64(p[8:16]),
+		UnixNano:      int64(binary.BigEndian.Uint64(p[16:24])),
 	}, nil
 }

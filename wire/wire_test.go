@@ -61,7 +61,8 @@ func TestReaderErrors(t *testing.T) {
 		max  int
 		want error
 	}{
-		{"bad version", mut(func(b []byte) []byte { b[4] = 2; return b }), 0, ErrBadVersion},
+		{"bad version", mut(func(b []byte) []byte { b[4] = 1; return b }), 0, ErrBadVersion},
+		{"future version", mut(func(b []byte) []byte { b[4] = 3; return b }), 0, ErrBadVersion},
 		{"unknown type 0", mut(func(b []byte) []byte { b[5] = 0; return b }), 0, ErrUnknownType},
 		{"reserved report", mut(func(b []byte) []byte { b[5] = 7; return b }), 0, ErrUnknownType},
 		{"flags", mut(func(b []byte) []byte { b[7] = 1; return b }), 0, ErrBadFlags},
@@ -118,9 +119,13 @@ func TestMessageRoundTrips(t *testing.T) {
 	if got, err := DecodeNack(AppendNack(nil, n)); err != nil || got != n {
 		t.Fatalf("nack: %+v %v", got, err)
 	}
-	hb := Heartbeat{LatestVersion: 5, UnixNano: -3}
+	hb := Heartbeat{LatestVersion: 5, Hash: 0xdeadbeefcafe, UnixNano: -3}
 	if got, err := DecodeHeartbeat(AppendHeartbeat(nil, hb)); err != nil || got != hb {
 		t.Fatalf("heartbeat: %+v %v", got, err)
+	}
+	// A protocol-1 heartbeat had no hash; it must not be read as one.
+	if _, err := DecodeHeartbeat(make([]byte, 16)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("16-byte heartbeat: got %v, want ErrMalformed", err)
 	}
 }
 

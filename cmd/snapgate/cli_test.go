@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/snapgate/snapgate/ctrl/admin"
 )
 
 func TestConfigFileThenFlags(t *testing.T) {
@@ -67,6 +70,16 @@ func TestUsageExitCodes(t *testing.T) {
 		{[]string{"ctl", "--socket", missing, "-o", "yaml", "status"}, 2, "want text or json"},
 		{[]string{"ctl", "--socket", missing, "route", "put", "-f", "r.json", "--id", "x"}, 2, "cannot be combined"},
 		{[]string{"ctl", "--socket", missing, "status"}, 1, "cannot reach ctrl"},
+		{[]string{"ctl", "status", "--socket", missing}, 1, missing},
+		{[]string{"ctl", "route", "list", "--help"}, 0, "usage: snapgate ctl route list"},
+		{[]string{"ctl", "cluster", "delete", "-h"}, 0, "expected-version"},
+		{[]string{"ctl", "route", "list", "--socket", missing, "-o", "json"}, 1, missing},
+		{[]string{"ctl", "--socket", missing, "route", "list", "-o", "yaml"}, 2, "want text or json"},
+		{[]string{"ctl", "--socket", missing, "status", "-o"}, 2, "flag needs an argument: -o"},
+		{[]string{"ctl", "--socket", missing, "status", "extra"}, 2, "status takes no arguments"},
+		{[]string{"ctl", "--socket", missing, "route", "list", "extra"}, 2, "route list takes no arguments"},
+		{[]string{"ctl", "--socket", missing, "route", "get", "a", "-o", "json", "b"}, 2, "usage: route get ID"},
+		{[]string{"ctl", "--socket", missing, "route", "put", "-f", "r.json", "-o", "json"}, 1, "r.json"},
 		{[]string{"ctrl", "--config", filepath.Join(missing, "x.yaml")}, 2, "config"},
 	}
 	for _, c := range cases {
@@ -76,6 +89,62 @@ func TestUsageExitCodes(t *testing.T) {
 		if code != c.code || !strings.Contains(all, c.says) {
 			t.Errorf("snapgate %v: exit %d, output %q; want exit %d and %q", c.args, code, all, c.code, c.says)
 		}
+	}
+}
+
+// TestCtlFlagsAfterCommand runs ctl against a real ctrl with --socket and -o
+// placed after the subcommand, and checks the later flag wins over the earlier.
+func TestCtlFlagsAfterCommand(t *testing.T) {
+	g := newGateway(t)
+	g.startCtrl()
+	ctl := func(args ...string) string {
+		t.Helper()
+		var out, errb bytes.Buffer
+		if code := dispatch(context.Background(), append([]string{"ctl"}, args...), &out, &errb); code != 0 {
+			t.Fatalf("ctl %v: exit %d: %s%s", args, code, out.String(), errb.String())
+		}
+		return out.String()
+	}
+	ctl("cluster", "put", "--id", "a", "--endpoint", "127.0.0.1:9", "--socket", g.socket)
+	out := ctl("route", "put", "--id", "api", "--prefix", "/api", "--cluster", "a", "-o", "json", "--socket", g.socket)
+	var put admin.Result
+	if err := json.Unmarshal([]byte(out), &put); err != nil || put.ID != "api" || put.Version != 1 {
+		t.Fatalf("route put -o json: %q (%v), want a JSON result for api at version 1", out, err)
+	}
+
+	out = ctl("route", "list", "-o", "json", "--socket", g.socket)
+	var l admin.List
+	if err := json.Unmarshal([]byte(out), &l); err != nil || len(l.Items) != 1 || l.Items[0].ID != "api" {
+		t.Fatalf("route list -o json: %q (%v), want a JSON list holding api", out, err)
+	}
+	out = ctl("--socket", g.socket, "route", "get", "api", "-o", "json")
+	var r admin.Result
+	if err := json.Unmarshal([]byte(out), &r); err != nil || r.Route == nil || r.Route.Prefix != "/api" {
+		t.Fatalf("route get api -o json: %q (%v), want the route as JSON", out, err)
+	}
+	out = ctl("--socket", g.socket, "route", "get", "-o", "json", "api")
+	if err := json.Unmarshal([]byte(out), &r); err != nil || r.ID != "api" {
+		t.Fatalf("route get -o json api: %q (%v), want the route as JSON", out, err)
+	}
+	out = ctl("--socket", g.socket, "status", "-o", "json")
+	var st admin.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Routes != 1 || st.Clusters != 1 {
+		t.Fatalf("status -o json: %q (%v), want JSON status with 1 route and 1 cluster", out, err)
+	}
+	// The flag after the command overrides the one before it.
+	if out = ctl("-o", "json", "--socket", g.socket, "route", "list", "-o", "text"); !strings.Contains(out, "1 routes at revision") {
+		t.Fatalf("-o json route list -o text: %q, want the text table", out)
+	}
+	// The later --socket wins: the first names no socket at all, and a refused
+	// conditional delete proves ctl reached ctrl through the second.
+	var stdout, stderr bytes.Buffer
+	code := dispatch(context.Background(), []string{"ctl", "--socket", filepath.Join(t.TempDir(), "none.sock"),
+		"route", "delete", "api", "--expected-version", "9", "--socket", g.socket, "-o", "json"}, &stdout, &stderr)
+	var e struct {
+		Error struct{ Code string }
+	}
+	if code != 1 || json.Unmarshal(stdout.Bytes(), &e) != nil || e.Error.Code != "conflict" {
+		t.Fatalf("stale delete: exit %d stdout %q stderr %q; want exit 1 and a JSON conflict error", code, stdout.String(), stderr.String())
 	}
 }
 

@@ -17,7 +17,7 @@ import (
 	"github.com/snapgate/snapgate/ctrl/model"
 )
 
-const ctlSynopsis = `ctl [--socket PATH] [-o text|json] <command>
+const ctlSynopsis = `ctl [--socket PATH] [-o text|json] [--timeout D] <command>
 
 commands:
   route put --id ID (--prefix /p | --path /p) --cluster C [--host H] [--timeout-ms N] [--expected-version N]
@@ -30,6 +30,7 @@ commands:
 
 --expected-version N makes a put or delete conditional: it succeeds only if the
 document's current version is N (0: it must not exist yet).
+--socket, -o and --timeout may also follow the command (ctl route list -o json).
 
 exit codes: 0 success, 1 the command failed (ctrl said no, or is unreachable), 2 bad usage
 
@@ -42,23 +43,39 @@ func (e errUsage) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return errUsage{fmt.Sprintf(format, args...)} }
 
+// ctlGlobals are the flags every ctl command accepts, before or after the
+// subcommand ("ctl -o json route list" and "ctl route list -o json").
+type ctlGlobals struct {
+	socket  string
+	output  string
+	timeout time.Duration
+}
+
+// register adds the global flags to fs, bound to g so that a later parse (the
+// subcommand's) overrides an earlier one (before the subcommand).
+func (g *ctlGlobals) register(fs *flag.FlagSet) {
+	fs.StringVar(&g.socket, "socket", g.socket, "ctrl's admin socket (default from $SNAPGATE_SOCKET)")
+	fs.StringVar(&g.output, "o", g.output, "output: text or json")
+	fs.DurationVar(&g.timeout, "timeout", g.timeout, "give up on ctrl after this long")
+}
+
+// isGlobal reports whether a flag name is one of ctlGlobals'.
+func isGlobal(name string) bool { return name == "socket" || name == "o" || name == "timeout" }
+
 func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	socket := os.Getenv("SNAPGATE_SOCKET")
-	if socket == "" {
-		socket = defaultSocket
+	g := &ctlGlobals{socket: os.Getenv("SNAPGATE_SOCKET"), output: "text", timeout: 10 * time.Second}
+	if g.socket == "" {
+		g.socket = defaultSocket
 	}
 	fs := newFlagSet("ctl", ctlSynopsis, stderr)
-	fs.StringVar(&socket, "socket", socket, "ctrl's admin socket (default from $SNAPGATE_SOCKET)")
-	output := fs.String("o", "text", "output: text or json")
-	timeout := fs.Duration("timeout", 10*time.Second, "give up on ctrl after this long")
+	g.register(fs)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	if *output != "text" && *output != "json" {
-		fmt.Fprintf(stderr, "snapgate ctl: -o %q: want text or json\n", *output)
-		return 2
+	req, err := ctlRequest(fs.Args(), g, stderr)
+	if err == flag.ErrHelp {
+		return 0
 	}
-	req, err := ctlRequest(fs.Args(), stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "snapgate ctl:", err)
 		if _, ok := err.(errUsage); ok {
@@ -66,9 +83,13 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	if g.output != "text" && g.output != "json" {
+		fmt.Fprintf(stderr, "snapgate ctl: -o %q: want text or json\n", g.output)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
-	cl, err := admin.DialContext(ctx, socket)
+	cl, err := admin.DialContext(ctx, g.socket)
 	if err != nil {
 		fmt.Fprintf(stderr, "snapgate ctl: cannot reach ctrl: %v\n", err)
 		return 1
@@ -80,13 +101,13 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if !reply.OK {
-		if *output == "json" {
+		if g.output == "json" {
 			writeJSON(stdout, map[string]any{"error": reply.Error})
 		}
 		fmt.Fprintln(stderr, "snapgate ctl:", reply.Error)
 		return 1
 	}
-	if *output == "json" {
+	if g.output == "json" {
 		var out bytes.Buffer
 		if err := json.Indent(&out, reply.Result, "", "  "); err != nil {
 			fmt.Fprintln(stderr, "snapgate ctl: ctrl sent a malformed result:", err)
@@ -103,14 +124,20 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// ctlRequest turns the words after the global flags into one admin request.
-func ctlRequest(args []string, stderr io.Writer) (admin.Request, error) {
+// ctlRequest turns the words after the leading global flags into one admin
+// request; global flags may also follow the subcommand and update g.
+func ctlRequest(args []string, g *ctlGlobals, stderr io.Writer) (admin.Request, error) {
 	if len(args) == 0 {
 		return admin.Request{}, usagef("missing command (route, cluster or status); see --help")
 	}
 	if args[0] == "status" {
-		if len(args) > 1 {
-			return admin.Request{}, usagef("status takes no arguments, got %q", args[1])
+		fs := newFlagSet("ctl status", "ctl status [-o text|json] [--socket PATH]", stderr)
+		g.register(fs)
+		if err := parseInterleaved(fs, args[1:]); err != nil {
+			return admin.Request{}, err
+		}
+		if fs.NArg() > 0 {
+			return admin.Request{}, usagef("status takes no arguments, got %q", fs.Arg(0))
 		}
 		return admin.Request{Cmd: admin.CmdStatus}, nil
 	}
@@ -125,18 +152,29 @@ func ctlRequest(args []string, stderr io.Writer) (admin.Request, error) {
 	req := admin.Request{Cmd: kind + "." + verb}
 	switch verb {
 	case "list":
-		if len(rest) > 0 {
-			return req, usagef("%s list takes no arguments, got %q", kind, rest[0])
+		fs := newFlagSet("ctl "+kind+" list", "ctl "+kind+" list [-o text|json]", stderr)
+		g.register(fs)
+		if err := parseInterleaved(fs, rest); err != nil {
+			return req, err
+		}
+		if fs.NArg() > 0 {
+			return req, usagef("%s list takes no arguments, got %q", kind, fs.Arg(0))
 		}
 		return req, nil
 	case "get":
-		if len(rest) != 1 {
+		fs := newFlagSet("ctl "+kind+" get", "ctl "+kind+" get ID [-o text|json]", stderr)
+		g.register(fs)
+		if err := parseInterleaved(fs, rest); err != nil {
+			return req, err
+		}
+		if fs.NArg() != 1 {
 			return req, usagef("usage: %s get ID", kind)
 		}
-		req.ID = rest[0]
+		req.ID = fs.Arg(0)
 		return req, nil
 	case "delete":
-		fs := newFlagSet(kind+" delete", kind+" delete ID [--expected-version N]", stderr)
+		fs := newFlagSet("ctl "+kind+" delete", "ctl "+kind+" delete ID [--expected-version N]", stderr)
+		g.register(fs)
 		expected := expectedFlag(fs)
 		if err := parseInterleaved(fs, rest); err != nil {
 			return req, err
@@ -147,13 +185,14 @@ func ctlRequest(args []string, stderr io.Writer) (admin.Request, error) {
 		req.ID, req.ExpectedVersion = fs.Arg(0), expected.ptr()
 		return req, nil
 	case "put":
-		return putRequest(req, kind, rest, stderr)
+		return putRequest(req, kind, rest, g, stderr)
 	}
 	return req, usagef("%s: unknown verb %q: want put, get, list or delete", kind, verb)
 }
 
-func putRequest(req admin.Request, kind string, args []string, stderr io.Writer) (admin.Request, error) {
-	fs := newFlagSet(kind+" put", kind+" put (flags | -f FILE)", stderr)
+func putRequest(req admin.Request, kind string, args []string, g *ctlGlobals, stderr io.Writer) (admin.Request, error) {
+	fs := newFlagSet("ctl "+kind+" put", "ctl "+kind+" put (flags | -f FILE)", stderr)
+	g.register(fs)
 	file := fs.String("f", "", "read the document as JSON from FILE (- for stdin)")
 	expected := expectedFlag(fs)
 	id := fs.String("id", "", "document id")
@@ -180,7 +219,7 @@ func putRequest(req admin.Request, kind string, args []string, stderr io.Writer)
 	if *file != "" {
 		set := 0
 		fs.Visit(func(f *flag.Flag) {
-			if f.Name != "f" && f.Name != "expected-version" {
+			if f.Name != "f" && f.Name != "expected-version" && !isGlobal(f.Name) {
 				set++
 			}
 		})
@@ -223,7 +262,7 @@ func parseInterleaved(fs *flag.FlagSet, args []string) error {
 	for {
 		if err := fs.Parse(args); err != nil {
 			if err == flag.ErrHelp {
-				return usagef("%s: help shown above", fs.Name())
+				return err // usage already printed; the caller exits 0
 			}
 			return usagef("%v", err)
 		}

@@ -28,6 +28,7 @@ type edgeConfig struct {
 	IdleTimeout      time.Duration `yaml:"idle_timeout"`
 	ConnectTimeout   time.Duration `yaml:"connect_timeout"`
 	UpstreamTimeout  time.Duration `yaml:"upstream_timeout"`
+	MaxBodyBytes     int64         `yaml:"max_body_bytes"`
 	AdminListen      string        `yaml:"admin_listen"`
 	Pprof            bool          `yaml:"pprof"`
 	LogLevel         string        `yaml:"log_level"`
@@ -77,6 +78,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "idle keep-alive client connections are closed after this")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", cfg.ConnectTimeout, "upstream connect timeout unless the cluster sets one (504 after)")
 	fs.DurationVar(&cfg.UpstreamTimeout, "upstream-timeout", cfg.UpstreamTimeout, "upstream response timeout unless the route sets one (504 after)")
+	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", cfg.MaxBodyBytes, "largest request body Content-Length forwarded (413 above); 0 = no limit")
 	fs.StringVar(&cfg.AdminListen, "admin-listen", cfg.AdminListen, "address of the admin HTTP listener (/metrics, /healthz); empty disables it")
 	fs.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "also serve Go profiles under /debug/pprof/ on the admin listener")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
@@ -111,6 +113,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		IdleTimeout:     cfg.IdleTimeout,
 		ConnectTimeout:  cfg.ConnectTimeout,
 		UpstreamTimeout: cfg.UpstreamTimeout,
+		MaxBodyBytes:    cfg.MaxBodyBytes,
 		AdminListen:     cfg.AdminListen,
 		Pprof:           cfg.Pprof,
 		Logger:          log,

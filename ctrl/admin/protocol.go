@@ -117,9 +117,14 @@ type EdgeStatus struct {
 	ConnectedSince time.Time `json:"connected_since,omitzero"`
 	AppliedVersion uint64    `json:"applied_version"`
 	Lag            uint64    `json:"lag"` // snapshot versions behind the latest, 0 when current
-	// LagMs is how long ago the latest snapshot was built, for an edge not
-	// on it yet; 0 when current.
-	LagMs      int64     `json:"lag_ms"`
+	// LagMs is how long the edge has been behind: since the first snapshot
+	// newer than AppliedVersion was built; 0 when current.
+	LagMs int64 `json:"lag_ms"`
+	// Diverged: the edge serves a snapshot that is not from ctrl's history
+	// (ctrl's data was lost or restored); AppliedVersion is the edge's own
+	// claim and Lag counts every version ctrl has (at least 1) until the
+	// edge ACKs ctrl's replacement.
+	Diverged   bool      `json:"diverged,omitempty"`
 	FullsSent  uint64    `json:"fulls_sent"`
 	DeltasSent uint64    `json:"deltas_sent"`
 	LastAck    time.Time `json:"last_ack,omitzero"`

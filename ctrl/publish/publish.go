@@ -62,6 +62,11 @@ type EdgeStatus struct {
 	LastAck        time.Time // zero if the edge never ACKed
 	LastNack       string    // "v<version>: <reason>" of the most recent NACK, "" if none
 	Connected      bool
+	// Diverged is true while the edge serves a snapshot that is not from
+	// ctrl's history (see docs/stream.md, "Diverged edges"): AppliedVersion
+	// is then the edge's own claim, not one of ctrl's versions. It clears
+	// when the edge ACKs ctrl's replacement.
+	Diverged       bool
 	ConnectedSince time.Time // start of the current (or last) session
 	FullsSent      uint64    // FULL frames sent to this edge since ctrl started
 	DeltasSent     uint64    // DELTA frames sent to this edge since ctrl started
@@ -80,8 +85,9 @@ type published struct {
 	payload     []byte // FULL
 	committedAt time.Time
 
-	dmu    sync.Mutex
-	deltas map[baseKey][]byte // DELTA payload per base; nil: FULL is smaller or no such base
+	dmu     sync.Mutex
+	deltas  map[baseKey][]byte // DELTA payload per base; nil: FULL is smaller or no such base
+	replace []byte             // FULL with the replace flag, built on first need
 }
 
 // baseKey names a delta base by version and file hash: an edge's claim to a
@@ -326,6 +332,41 @@ func (s *Server) delta(p *published, baseVer, baseHash uint64) []byte {
 	return d
 }
 
+// replacePayload returns p's FULL with the replace flag, encoded once.
+func (s *Server) replacePayload(p *published) ([]byte, error) {
+	p.dmu.Lock()
+	defer p.dmu.Unlock()
+	if p.replace == nil {
+		r, err := wire.AsReplace(p.payload)
+		if err != nil {
+			return nil, fmt.Errorf("publish: replace FULL v%d: %w", p.version, err)
+		}
+		p.replace = r
+	}
+	return p.replace, nil
+}
+
+// diverged reports whether the snapshot an edge declared in HELLO is not
+// from ctrl's history, and why. Only a version at or above ctrl's latest
+// needs this: an edge behind gets a newer FULL anyway (its hash keeps it
+// from getting a DELTA), which it applies normally. Versions are store
+// revisions, so an edge ahead of ctrl's latest holds one ctrl never built.
+func (s *Server) diverged(h wire.Hello) (bool, string) {
+	if h.HaveVersion == 0 {
+		return false, ""
+	}
+	p := s.latest.Load()
+	switch {
+	case p == nil:
+		return true, "ctrl has published no snapshot yet"
+	case h.HaveVersion > p.version:
+		return true, fmt.Sprintf("edge v%d is newer than ctrl's latest v%d", h.HaveVersion, p.version)
+	case h.HaveVersion == p.version && h.HaveHash != p.hash:
+		return true, fmt.Sprintf("edge v%d has file hash %016x, ctrl's v%d has %016x", h.HaveVersion, h.HaveHash, p.version, p.hash)
+	}
+	return false, ""
+}
+
 // LatestVersion returns the latest published version, 0 if none.
 func (s *Server) LatestVersion() uint64 {
 	if p := s.latest.Load(); p != nil {
@@ -384,7 +425,7 @@ func (s *Server) Close() error {
 // attach records a session that completed HELLO. An older session of the
 // same node id is closed: the edge reconnected before ctrl saw the old
 // connection die, and only one session per edge should be sending to it.
-func (s *Server) attach(ss *session, h wire.Hello) {
+func (s *Server) attach(ss *session, h wire.Hello, diverged bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for other := range s.sessions {
@@ -406,6 +447,7 @@ func (s *Server) attach(ss *session, h wire.Hello) {
 	// HELLO declares what the edge serves right now, which may even be older
 	// than its last ACK if it restarted from an older file on disk.
 	e.AppliedVersion = h.HaveVersion
+	e.Diverged = diverged
 }
 
 func (s *Server) detach(ss *session) {
@@ -420,12 +462,16 @@ func (s *Server) detach(ss *session) {
 	}
 }
 
-func (s *Server) recordAck(nodeID string, v uint64) {
+// recordAck notes an ACK of ctrl's v; replaced says it ended divergence.
+func (s *Server) recordAck(nodeID string, v uint64, replaced bool) {
 	now := time.Now()
 	s.mu.Lock()
 	if e := s.edges[nodeID]; e != nil {
 		e.AppliedVersion = v
 		e.LastAck = now
+		if replaced {
+			e.Diverged = false
+		}
 	}
 	var committed time.Time
 	for _, p := range s.recent {

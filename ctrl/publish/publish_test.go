@@ -209,16 +209,44 @@ func TestPublishSendsNewestOnly(t *testing.T) {
 
 func TestHeartbeatsCarryLatest(t *testing.T) {
 	s, addr, _ := start(t)
-	s.Publish(7, snapOf(t, 7, 3, ""), time.Now())
-	_, r, _ := dial(t, addr, "e1", 7)
+	snap := snapOf(t, 7, 3, "")
+	s.Publish(7, snap, time.Now())
+	_, r, _ := dialAs(t, addr, wire.Hello{NodeID: "e1", HaveVersion: 7, HaveHash: wire.FileHash(snap)}, testSecret)
 	typ, p, err := r.Next()
 	if err != nil || typ != wire.TypeHeartbeat {
 		t.Fatalf("first frame to a current edge: %s %v, want HEARTBEAT", typ, err)
 	}
 	hb, err := wire.DecodeHeartbeat(p)
-	if err != nil || hb.LatestVersion != 7 || hb.UnixNano == 0 {
+	if err != nil || hb.LatestVersion != 7 || hb.Hash != wire.FileHash(snap) || hb.UnixNano == 0 {
 		t.Fatalf("heartbeat %+v %v", hb, err)
 	}
+	if st := s.Status(); len(st) != 1 || st[0].Diverged {
+		t.Fatalf("current edge listed as %+v", st)
+	}
+}
+
+// An edge whose v7 has other bytes than ctrl's v7 is diverged: it gets
+// ctrl's v7 as a replace FULL, an ACK of anything else keeps it diverged,
+// and the ACK of v7 clears it.
+func TestDivergedEdgeGetsReplaceFull(t *testing.T) {
+	s, addr, _ := start(t)
+	snap := snapOf(t, 7, 3, "")
+	s.Publish(7, snap, time.Now())
+	_, r, w := dialAs(t, addr, wire.Hello{NodeID: "e1", HaveVersion: 7, HaveHash: 0x1234}, testSecret)
+	typ, p, err := nextNonHeartbeat(t, r)
+	if err != nil || typ != wire.TypeFull {
+		t.Fatalf("first frame to a diverged edge: %s %v, want FULL", typ, err)
+	}
+	h, _, err := wire.DecodeFullHeader(p)
+	if err != nil || h.Version != 7 || !h.Replace {
+		t.Fatalf("FULL header %+v %v, want replace v7", h, err)
+	}
+	if st := s.Status(); len(st) != 1 || !st[0].Diverged {
+		t.Fatalf("diverged edge listed as %+v", st)
+	}
+	w.WriteFrame(wire.TypeAck, wire.AppendAck(nil, wire.Ack{Version: 9}))
+	w.WriteFrame(wire.TypeAck, wire.AppendAck(nil, wire.Ack{Version: 7}))
+	waitFor(t, "divergence cleared", func() bool { st := s.Status(); return len(st) == 1 && !st[0].Diverged && st[0].AppliedVersion == 7 })
 }
 
 func TestSessionClosedOnSilenceAndProtocolErrors(t *testing.T) {

@@ -40,6 +40,14 @@ type session struct {
 	// it once as a FULL.
 	retryFull atomic.Uint64
 
+	// diverged is set when the edge's snapshot is not from ctrl's history
+	// (HELLO named a version ctrl never reached, or one whose hash differs
+	// from ctrl's). The writer then sends ctrl's latest as a replace FULL,
+	// and only the ACK of that version clears it: an edge ACKing its own
+	// version is not current.
+	diverged    atomic.Bool
+	replaceSent atomic.Uint64 // version last sent as a replace FULL
+
 	wake chan struct{} // capacity 1: coalesces Publish notifications
 	done chan struct{} // closed when the reader exits
 }
@@ -79,12 +87,14 @@ func (ss *session) run() {
 	ss.log = ss.log.With("node", h.NodeID)
 	ss.edgeVersion.Store(h.HaveVersion)
 	ss.base = baseKey{h.HaveVersion, h.HaveHash}
-	ss.srv.attach(ss, h)
+	diverged, why := ss.srv.diverged(h)
+	ss.diverged.Store(diverged)
+	ss.srv.attach(ss, h, diverged)
 	latest := ss.srv.LatestVersion()
 	switch {
-	case h.HaveVersion > latest:
-		ss.log.Warn("publish: edge has a newer snapshot than ctrl; sending nothing until ctrl publishes past it",
-			"edge_version", h.HaveVersion, "latest", latest)
+	case diverged:
+		ss.log.Error("publish: edge serves a snapshot that is not from this ctrl's history (ctrl data lost or restored from a backup?); replacing it with ctrl's latest",
+			"edge_version", h.HaveVersion, "edge_hash", h.HaveHash, "latest", latest, "why", why)
 	case h.HaveVersion == latest:
 		ss.log.Info("publish: edge connected and current", "version", latest)
 	default:
@@ -183,9 +193,22 @@ func (ss *session) readLoop(r *wire.Reader) error {
 			if err != nil {
 				return err
 			}
+			if ss.diverged.Load() {
+				if a.Version == 0 || a.Version != ss.replaceSent.Load() {
+					// The edge still serves its own history (it ACKs the
+					// version in service when it refuses to go back).
+					ss.log.Warn("publish: diverged edge acknowledged a version that is not ctrl's replacement; still diverged", "version", a.Version)
+					continue
+				}
+				ss.replaced(a.Version)
+				ss.srv.recordAck(ss.nodeID, a.Version, true)
+				ss.log.Warn("publish: diverged edge replaced its snapshot with ctrl's", "version", a.Version)
+				ss.poke() // ctrl may have published past it meanwhile
+				continue
+			}
 			ss.setEdgeVersion(a.Version)
 			ss.noteAck(a.Version)
-			ss.srv.recordAck(ss.nodeID, a.Version)
+			ss.srv.recordAck(ss.nodeID, a.Version, false)
 			ss.log.Info("publish: edge acknowledged", "version", a.Version)
 		case wire.TypeNack:
 			n, err := wire.DecodeNack(p)
@@ -212,6 +235,21 @@ func (ss *session) setEdgeVersion(v uint64) {
 			return
 		}
 	}
+}
+
+// replaced ends divergence: the edge now serves ctrl's v, which may be below
+// what it held, so version and delta base are set, not raised.
+func (ss *session) replaced(v uint64) {
+	ss.baseMu.Lock()
+	defer ss.baseMu.Unlock()
+	ss.edgeVersion.Store(v)
+	if h, ok := ss.sentHash[v]; ok {
+		ss.base = baseKey{v, h}
+	} else {
+		ss.base = baseKey{}
+	}
+	clear(ss.sentHash)
+	ss.diverged.Store(false)
 }
 
 // noteAck makes an ACKed version the edge's delta base, if this session
@@ -269,7 +307,32 @@ func (ss *session) writeLoop() {
 			return
 		case <-ss.wake:
 			p := ss.srv.latest.Load()
-			if p == nil || p.version <= ss.edgeVersion.Load() {
+			if p == nil {
+				continue
+			}
+			if ss.diverged.Load() {
+				if p.version == ss.replaceSent.Load() {
+					continue // sent; a NACK is not answered by the same bytes again
+				}
+				payload, err := ss.srv.replacePayload(p)
+				if err != nil {
+					ss.log.Error("publish: cannot build replace FULL", "version", p.version, "err", err)
+					continue
+				}
+				ss.noteSent(p.version, p.hash, wire.TypeFull)
+				ss.replaceSent.Store(p.version)
+				ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.DeadAfter))
+				if err := w.WriteFrame(wire.TypeFull, payload); err != nil {
+					ss.log.Warn("publish: sending replace FULL failed", "version", p.version, "err", err)
+					ss.conn.Close()
+					return
+				}
+				offered = p.version
+				ss.srv.recordSent(ss.nodeID, wire.TypeFull, len(payload))
+				ss.log.Warn("publish: sent replace FULL to diverged edge", "version", p.version, "payload_bytes", len(payload))
+				continue
+			}
+			if p.version <= ss.edgeVersion.Load() {
 				continue
 			}
 			retry := ss.retryFull.CompareAndSwap(p.version, 0)
@@ -294,7 +357,12 @@ func (ss *session) writeLoop() {
 			ss.srv.recordSent(ss.nodeID, t, len(payload))
 			ss.log.Debug("publish: sent snapshot", "type", t, "version", p.version, "payload_bytes", len(payload))
 		case now := <-tick.C:
-			hb = wire.AppendHeartbeat(hb[:0], wire.Heartbeat{LatestVersion: ss.srv.LatestVersion(), UnixNano: now.UnixNano()})
+			var latest wire.Heartbeat
+			if p := ss.srv.latest.Load(); p != nil {
+				latest = wire.Heartbeat{LatestVersion: p.version, Hash: p.hash}
+			}
+			latest.UnixNano = now.UnixNano()
+			hb = wire.AppendHeartbeat(hb[:0], latest)
 			ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.DeadAfter))
 			if err := w.WriteFrame(wire.TypeHeartbeat, hb); err != nil {
 				ss.log.Warn("publish: sending HEARTBEAT failed", "err", err)

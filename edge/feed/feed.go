@@ -35,8 +35,15 @@ type Config struct {
 	Current func() uint64
 	// Apply swaps a verified, mapped snapshot into service. On success the
 	// mapping belongs to the callee; on error the feed unmaps it and NACKs.
-	Apply  func(m *snapstore.Mapping) error
-	Logger *slog.Logger // default slog.Default()
+	Apply func(m *snapstore.Mapping) error
+	// Replace swaps a snapshot into service whatever its version, for a
+	// FULL that ctrl flags as replace: this edge's snapshot is not from
+	// ctrl's history (ctrl's data was lost or restored), so ctrl's latest
+	// must win even though its version is not higher. Nil: such a FULL is
+	// NACKed and the edge keeps serving its own history. Ownership of m is
+	// as for Apply.
+	Replace func(m *snapstore.Mapping) error
+	Logger  *slog.Logger // default slog.Default()
 
 	MinBackoff time.Duration // first reconnect delay bound, default 100ms
 	MaxBackoff time.Duration // largest reconnect delay bound, default 5s
@@ -77,7 +84,12 @@ type Client struct {
 	// base is the last snapshot this feed installed, kept as the next delta
 	// base so a DELTA needs no disk read; touched only by Run's goroutine.
 	base *fbs.Snapshot
+	// held caches the file hash of the version in service; written by Run's
+	// goroutine, read by the heartbeat sender.
+	held atomic.Pointer[heldHash]
 }
+
+type heldHash struct{ version, hash uint64 }
 
 // freshness is replaced whole, so Freshness reads a consistent pair with one
 // atomic load.
@@ -279,7 +291,9 @@ func (c *Client) session(ctx context.Context, dec *wire.Decompressor, ddec *wire
 				return healthy, fmt.Errorf("%w: %w", errProtocol, err)
 			}
 			c.noteLatest(hb.LatestVersion)
-			if cur := c.cfg.Current(); hb.LatestVersion == cur {
+			// Confirm content, not a number: a v6 from another ctrl history
+			// is not ctrl's v6.
+			if cur := c.cfg.Current(); cur != 0 && hb.LatestVersion == cur && hb.Hash == c.hashInService(cur) {
 				c.confirm(cur, now)
 			}
 		case wire.TypeFull:
@@ -331,7 +345,11 @@ func (s *stream) heartbeats(done <-chan struct{}) {
 		case <-done:
 			return
 		case now := <-tick.C:
-			buf = wire.AppendHeartbeat(buf[:0], wire.Heartbeat{LatestVersion: s.c.cfg.Current(), UnixNano: now.UnixNano()})
+			hb := wire.Heartbeat{LatestVersion: s.c.cfg.Current(), UnixNano: now.UnixNano()}
+			if h := s.c.held.Load(); h != nil && h.version == hb.LatestVersion {
+				hb.Hash = h.hash
+			}
+			buf = wire.AppendHeartbeat(buf[:0], hb)
 			if err := s.send(wire.TypeHeartbeat, buf); err != nil {
 				// The reader sees the broken conn too and reconnects.
 				s.conn.Close()
@@ -355,10 +373,8 @@ func (s *stream) handshake(r *wire.Reader) error {
 		return fmt.Errorf("feed: %w", err)
 	}
 	h := wire.Hello{NodeID: s.c.cfg.NodeID, HaveVersion: s.c.cfg.Current(), Nonce: nonce}
-	if b := s.c.base; b != nil && b.Version() == h.HaveVersion {
-		h.HaveHash = wire.FileHash(b.Bytes())
-	} else if h.HaveVersion != 0 {
-		h.HaveHash = s.c.fileHash(h.HaveVersion)
+	if h.HaveVersion != 0 {
+		h.HaveHash = s.c.hashInService(h.HaveVersion)
 	}
 	buf, err := wire.AppendHello(nil, h)
 	if err != nil {
@@ -385,6 +401,25 @@ func (s *stream) handshake(r *wire.Reader) error {
 		return fmt.Errorf("%w: %w", errProtocol, err)
 	}
 	return s.send(wire.TypeProof, wire.AppendProof(nil, wire.Proof{MAC: wire.EdgeProof(s.c.cfg.Secret, h, ch.Nonce)}))
+}
+
+// hashInService returns the file hash of version v in service: from the
+// last installed snapshot, else from its file on disk (cached). Called only
+// from Run's goroutine.
+func (c *Client) hashInService(v uint64) uint64 {
+	if h := c.held.Load(); h != nil && h.version == v {
+		return h.hash
+	}
+	var hash uint64
+	if b := c.base; b != nil && b.Version() == v {
+		hash = wire.FileHash(b.Bytes())
+	} else {
+		hash = c.fileHash(v)
+	}
+	if hash != 0 {
+		c.held.Store(&heldHash{v, hash})
+	}
+	return hash
 }
 
 // fileHash returns the trailer of version's file in the data dir, 0 if it
@@ -469,7 +504,8 @@ func (s *stream) handleFull(p []byte) error {
 		return fmt.Errorf("%w: %w", errProtocol, err)
 	}
 	s.c.noteLatest(h.Version)
-	if cur := s.c.cfg.Current(); h.Version <= cur {
+	cur := s.c.cfg.Current()
+	if h.Version <= cur && !h.Replace {
 		// Never go backwards (P6): an older or equal version is not applied.
 		s.c.log.Warn("feed: ignoring FULL not newer than the snapshot in service", "version", h.Version, "in_service", cur)
 		return s.ack(cur)
@@ -479,7 +515,64 @@ func (s *stream) handleFull(p []byte) error {
 		return s.nack(h.Version, err)
 	}
 	// The decompressor reuses its buffer; the copy becomes the next delta base.
-	return s.take(h.Version, bytes.Clone(full.Snapshot))
+	data := bytes.Clone(full.Snapshot)
+	if h.Version <= cur {
+		return s.replace(h.Version, cur, data)
+	}
+	return s.take(h.Version, data)
+}
+
+// replace installs ctrl's v in place of the diverged cur (v <= cur). The
+// files of versions above v are ctrl-unknown history: they are removed
+// before v is saved, so neither the store's pruning (newest first) nor a
+// restart brings that history back.
+func (s *stream) replace(v, cur uint64, data []byte) error {
+	c := s.c
+	if c.cfg.Replace == nil {
+		return s.nack(v, fmt.Errorf("ctrl says v%d in service is not from its history, but this edge cannot replace a snapshot with an older version", cur))
+	}
+	c.log.Error("feed: ctrl says the snapshot in service is not from its history (ctrl data lost or restored from a backup?); replacing it with ctrl's",
+		"in_service", cur, "ctrl_version", v)
+	snap, err := fbs.Open(data)
+	if err != nil {
+		return s.nack(v, fmt.Errorf("verify: %w", err))
+	}
+	if snap.Version() != v {
+		return s.nack(v, fmt.Errorf("verify: frame for v%d carries a snapshot of version %d", v, snap.Version()))
+	}
+	for _, old := range c.cfg.Store.Versions() {
+		if old <= v {
+			continue
+		}
+		if err := os.Remove(c.cfg.Store.Path(old)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return s.nack(v, fmt.Errorf("removing diverged snapshot file: %w", err))
+		}
+		c.log.Warn("feed: removed diverged snapshot file", "version", old)
+	}
+	_, m, err := s.install(v, data)
+	if err != nil {
+		return s.nack(v, err)
+	}
+	if err := c.cfg.Replace(m); err != nil {
+		if uerr := m.Unmap(); uerr != nil {
+			c.log.Error("feed: unmap of refused snapshot failed", "version", v, "err", uerr)
+		}
+		return s.nack(v, fmt.Errorf("replace: %w", err))
+	}
+	c.log.Warn("feed: replaced diverged snapshot", "version", v, "previous", cur, "bytes", len(data))
+	c.installed(snap)
+	if err := s.ack(v); err != nil {
+		return err
+	}
+	c.confirm(v, time.Now())
+	return nil
+}
+
+// installed makes snap the next delta base and the version whose hash the
+// feed reports.
+func (c *Client) installed(snap *fbs.Snapshot) {
+	c.base = snap
+	c.held.Store(&heldHash{snap.Version(), wire.FileHash(snap.Bytes())})
 }
 
 // take verifies, persists, maps and applies one rebuilt snapshot, then ACKs
@@ -496,7 +589,7 @@ func (s *stream) take(v uint64, data []byte) error {
 		return s.nack(v, fmt.Errorf("apply: %w", err))
 	}
 	s.c.log.Info("feed: applied snapshot", "version", v, "bytes", len(data))
-	s.c.base = snap
+	s.c.installed(snap)
 	if err := s.ack(v); err != nil {
 		return err
 	}

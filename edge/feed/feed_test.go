@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,6 +88,30 @@ func (e *edgeSim) Apply(m *snapstore.Mapping) error {
 	return nil
 }
 
+// Replace takes m whatever its version, as the node does for a replace FULL.
+func (e *edgeSim) Replace(m *snapstore.Mapping) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old := e.cur
+	e.cur = m
+	e.applied = append(e.applied, m.Version())
+	e.version.Store(m.Version())
+	if old != nil {
+		return old.Unmap()
+	}
+	return nil
+}
+
+// Hash is the file hash of the snapshot in service, 0 if none.
+func (e *edgeSim) Hash() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cur == nil {
+		return 0
+	}
+	return wire.FileHash(e.cur.Snapshot().Bytes())
+}
+
 func (e *edgeSim) Applied() []uint64 {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -157,6 +182,11 @@ type edgeSide struct {
 
 func startEdge(t *testing.T, addr, dir string) *edgeSide {
 	t.Helper()
+	return startEdgeWith(t, addr, dir, nil)
+}
+
+func startEdgeWith(t *testing.T, addr, dir string, edit func(*feed.Config)) *edgeSide {
+	t.Helper()
 	e := &edgeSide{sim: &edgeSim{}, logs: &syncBuf{}, done: make(chan error, 1)}
 	st, err := snapstore.Open(dir, 3, e.logs.logger())
 	if err != nil {
@@ -168,13 +198,17 @@ func startEdge(t *testing.T, addr, dir string) *edgeSide {
 			t.Fatal(err)
 		}
 	}
-	e.client = feed.New(feed.Config{
+	cfg := feed.Config{
 		Secret:   testSecret,
 		CtrlAddr: addr, NodeID: "edge-1", Store: st,
-		Current: e.sim.Current, Apply: e.sim.Apply, Logger: e.logs.logger(),
+		Current: e.sim.Current, Apply: e.sim.Apply, Replace: e.sim.Replace, Logger: e.logs.logger(),
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
 		DeadAfter: 2 * time.Second, DialTimeout: time.Second, HeartbeatInterval: 50 * time.Millisecond,
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	e.client = feed.New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	go func() { e.done <- e.client.Run(ctx) }()
@@ -271,22 +305,169 @@ func TestCurrentEdgeGetsNoFull(t *testing.T) {
 	}
 }
 
-func TestEdgeNewerThanCtrlKeepsItsSnapshot(t *testing.T) {
+// snapshotGen builds version v of one ctrl history: gen names a route, so
+// two histories have different bytes at the same version.
+func snapshotGen(t testing.TB, version uint64, gen string) []byte {
+	t.Helper()
+	b, err := fbs.Build(fbs.State{Version: version, ParentVersion: version - 1,
+		Clusters: []fbs.Cluster{{Name: "web", Endpoints: []fbs.Endpoint{{Address: "127.0.0.1:9000"}}}},
+		Routes:   []fbs.Route{{ID: gen, Host: "*", Prefix: "/" + gen, Cluster: "web"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// The review's scenario (finding 1): the edge serves v6 of ctrl's old
+// history; ctrl comes back on an empty data dir and counts up again. The
+// edge must be marked diverged, must not be confirmed fresh by the new
+// ctrl's heartbeats, and when ctrl reaches v6 with other content the edge
+// must end up serving ctrl's v6, with status current only after its ACK.
+func TestDivergedEdgeReplacedAtSameVersion(t *testing.T) {
+	a6, b6 := snapshotGen(t, 6, "a"), snapshotGen(t, 6, "b")
+	ca := startCtrl(t, "127.0.0.1:0")
+	ca.srv.Publish(6, a6, time.Now())
+	e := startEdge(t, ca.addr, t.TempDir())
+	waitFor(t, "edge on old v6", func() bool { return e.sim.Current() == 6 })
+	ca.stop()
+	waitFor(t, "feed notices", func() bool { return !e.client.Status().Connected })
+	_, confirmedByA := e.client.Freshness()
+
+	cb := startCtrl(t, ca.addr) // empty: nothing published yet
+	waitFor(t, "edge marked diverged", func() bool { st := edgeStatus(cb); return st.Connected && st.Diverged })
+	// Heartbeats flow (every 50ms) but announce nothing the edge holds.
+	contact := e.client.Status().LastContact
+	waitFor(t, "heartbeats from the new ctrl", func() bool { return e.client.Status().LastContact.Sub(contact) > 200*time.Millisecond })
+	if _, at := e.client.Freshness(); !at.Equal(confirmedByA) {
+		t.Fatal("the new ctrl's heartbeats confirmed a snapshot it never built")
+	}
+
+	cb.srv.Publish(6, b6, time.Now())
+	waitFor(t, "edge serves ctrl's v6", func() bool { return e.sim.Hash() == wire.FileHash(b6) })
+	waitFor(t, "status current", func() bool {
+		st := edgeStatus(cb)
+		return !st.Diverged && st.AppliedVersion == 6 && !st.LastAck.IsZero()
+	})
+	if _, at := e.client.Freshness(); !at.After(confirmedByA) {
+		t.Fatal("replaced snapshot not confirmed")
+	}
+	data, err := os.ReadFile(e.store.Path(6))
+	if err != nil || wire.FileHash(data) != wire.FileHash(b6) {
+		t.Fatalf("v6 on disk is not ctrl's (%v)", err)
+	}
+	if !strings.Contains(e.logs.String(), "not from its history") || !strings.Contains(cb.logs.String(), "not from this ctrl's history") {
+		t.Fatal("divergence not logged on both sides")
+	}
+	// Business as usual afterwards: the next version arrives as a DELTA.
+	cb.srv.Publish(7, snapshotGen(t, 7, "b"), time.Now())
+	waitFor(t, "edge at v7", func() bool { return edgeStatus(cb).AppliedVersion == 7 && e.sim.Current() == 7 })
+	if st := edgeStatus(cb); st.DeltasSent != 1 {
+		t.Fatalf("v7 went out as %d DELTAs, %d FULLs", st.DeltasSent, st.FullsSent)
+	}
+}
+
+// An edge ahead of ctrl's latest goes back to ctrl's version, and the files
+// of the lost history leave its disk so a restart does not resurrect them.
+func TestDivergedEdgeAheadGoesBack(t *testing.T) {
 	dir := t.TempDir()
 	st, _ := snapstore.Open(dir, 3, nil)
-	if err := st.Save(5, snapshot(t, 5)); err != nil {
+	for _, v := range []uint64{4, 5} {
+		if err := st.Save(v, snapshotGen(t, v, "a")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := startCtrl(t, "127.0.0.1:0")
+	b3 := snapshotGen(t, 3, "b")
+	c.srv.Publish(3, b3, time.Now())
+	e := startEdge(t, c.addr, dir)
+	waitFor(t, "edge back on ctrl's v3", func() bool { return e.sim.Hash() == wire.FileHash(b3) })
+	waitFor(t, "status current", func() bool { s := edgeStatus(c); return !s.Diverged && s.AppliedVersion == 3 })
+	if got := e.store.Versions(); !slices.Equal(got, []uint64{3}) {
+		t.Fatalf("files on disk: %v, want [3]", got)
+	}
+}
+
+// Without a Replace hook the edge refuses to go back: it NACKs, keeps its
+// snapshot and ctrl keeps it listed as diverged until it can move forward.
+func TestDivergedEdgeWithoutReplaceKeepsSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	st, _ := snapstore.Open(dir, 3, nil)
+	if err := st.Save(5, snapshotGen(t, 5, "a")); err != nil {
 		t.Fatal(err)
 	}
 	c := startCtrl(t, "127.0.0.1:0")
-	c.srv.Publish(3, snapshot(t, 3), time.Now())
-	e := startEdge(t, c.addr, dir)
-	waitFor(t, "warning about the newer edge", func() bool { return strings.Contains(c.logs.String(), "edge has a newer snapshot than ctrl") })
-	time.Sleep(150 * time.Millisecond)
-	if e.sim.Current() != 5 {
-		t.Fatalf("edge went from v5 to v%d", e.sim.Current())
+	c.srv.Publish(3, snapshotGen(t, 3, "b"), time.Now())
+	e := startEdgeWith(t, c.addr, dir, func(cfg *feed.Config) { cfg.Replace = nil })
+	waitFor(t, "NACK of the replacement", func() bool { return strings.Contains(edgeStatus(c).LastNack, "cannot replace") })
+	if s := edgeStatus(c); !s.Diverged || e.sim.Current() != 5 {
+		t.Fatalf("status %+v, edge at v%d", s, e.sim.Current())
 	}
-	c.srv.Publish(6, snapshot(t, 6), time.Now())
-	waitFor(t, "edge at v6", func() bool { return e.sim.Current() == 6 })
+	b6 := snapshotGen(t, 6, "b")
+	c.srv.Publish(6, b6, time.Now())
+	waitFor(t, "edge on ctrl's v6", func() bool { return e.sim.Hash() == wire.FileHash(b6) })
+	waitFor(t, "status current", func() bool { s := edgeStatus(c); return !s.Diverged && s.AppliedVersion == 6 })
+}
+
+// A HEARTBEAT confirms freshness only if its version and hash are the
+// snapshot in service.
+func TestHeartbeatConfirmsOnlyMatchingHash(t *testing.T) {
+	dir := t.TempDir()
+	st, _ := snapstore.Open(dir, 3, nil)
+	a5 := snapshotGen(t, 5, "a")
+	if err := st.Save(5, a5); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	e := startEdge(t, ln.Addr().String(), dir)
+	conn, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	r := wire.NewReader(conn, 1<<20)
+	_, p, err := r.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := wire.DecodeHello(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := wire.NewWriter(conn)
+	nonce := [wire.NonceSize]byte{7}
+	w.WriteFrame(wire.TypeChallenge, wire.AppendChallenge(nil, wire.Challenge{Nonce: nonce, Proof: wire.CtrlProof(testSecret, h, nonce)}))
+	beat := func(hash uint64) {
+		t.Helper()
+		if err := w.WriteFrame(wire.TypeHeartbeat, wire.AppendHeartbeat(nil, wire.Heartbeat{LatestVersion: 5, Hash: hash, UnixNano: time.Now().UnixNano()})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drained := make(chan struct{})
+	go func() { // drain the edge's PROOF and heartbeats until the conn closes
+		defer close(drained)
+		for {
+			if _, _, err := r.Next(); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() { conn.Close(); <-drained }()
+	beat(wire.FileHash(snapshotGen(t, 5, "b")))
+	// A second frame after the bad one: once LastContact moves past it,
+	// the bad one has been handled.
+	before := e.client.Status().LastContact
+	beat(wire.FileHash(snapshotGen(t, 5, "b")))
+	waitFor(t, "heartbeats read", func() bool { return e.client.Status().LastContact.After(before) })
+	if _, at := e.client.Freshness(); !at.IsZero() {
+		t.Fatal("a heartbeat with another v5's hash confirmed the edge")
+	}
+	beat(wire.FileHash(a5))
+	waitFor(t, "confirmed", func() bool { _, at := e.client.Freshness(); return !at.IsZero() })
 }
 
 func TestCorruptSnapshotNackedOldStays(t *testing.T) {

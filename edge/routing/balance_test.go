@@ -138,7 +138,7 @@ func TestEjectionSkipsAndExpires(t *testing.T) {
 				t.Fatalf("lb %d: avoid ignored", lb)
 			}
 		}
-		if ej := tab.Ejections(); len(ej) != 1 || ej[0].Addr != bad.Addr() || ej[0].Cause != upstream.FailConnect {
+		if ej := reg.Ejections(); len(ej) != 1 || ej[0].Addr != bad.Addr() || ej[0].Cause != upstream.FailConnect {
 			t.Fatalf("lb %d: ejections %+v", lb, ej)
 		}
 		bad.ReportSuccess()
@@ -152,7 +152,7 @@ func TestEjectionSkipsAndExpires(t *testing.T) {
 	if _, ok := tab.Pick(0); ok {
 		t.Fatal("all ejected but a pick succeeded")
 	}
-	first := time.Until(tab.Ejections()[0].Until)
+	first := time.Until(reg.Ejections()[0].Until)
 	deadline := time.Now().Add(5 * time.Second)
 	for !p.Healthy() && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
@@ -161,12 +161,12 @@ func TestEjectionSkipsAndExpires(t *testing.T) {
 		t.Fatal("ejection did not expire")
 	}
 	p.ReportFailure(upstream.FailReset) // second ejection: doubled
-	second := time.Until(tab.Ejections()[0].Until)
+	second := time.Until(reg.Ejections()[0].Until)
 	if first > 50*time.Millisecond || second <= 60*time.Millisecond || second > 100*time.Millisecond {
 		t.Fatalf("ejection durations %v then %v, want ≤50ms then about 100ms", first, second)
 	}
 	p.ReportSuccess()
-	if !p.Healthy() || len(tab.Ejections()) != 0 {
+	if !p.Healthy() || len(reg.Ejections()) != 0 {
 		t.Fatal("success did not end the ejection")
 	}
 }

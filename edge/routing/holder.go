@@ -51,10 +51,22 @@ func (h *Holder) Acquire() *Table {
 // holder's reference and retires once its last request finishes; old is
 // returned for its Version only and must not be used otherwise.
 func (h *Holder) Swap(t *Table) (old *Table, err error) {
+	return h.install(t, false)
+}
+
+// Replace installs t whatever its version. It exists for one case only: ctrl
+// found that this edge's snapshot history diverged from its own (ctrl's data
+// was lost or restored) and sent its state as a replacement, which P6's
+// monotonic order cannot express because the numbers were reused.
+func (h *Holder) Replace(t *Table) (old *Table, err error) {
+	return h.install(t, true)
+}
+
+func (h *Holder) install(t *Table, anyVersion bool) (old *Table, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	old = h.cur.Load()
-	if old != nil && t.Version() <= old.Version() {
+	if old != nil && !anyVersion && t.Version() <= old.Version() {
 		return nil, &StaleVersionError{Current: old.Version(), Offered: t.Version()}
 	}
 	h.cur.Store(t)

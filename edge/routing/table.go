@@ -116,9 +116,6 @@ func (t *Table) HashOn(clusterIndex int) HashOn {
 	return t.clusters[clusterIndex].bal.hashOn
 }
 
-// Ejections lists the endpoints this edge has ejected right now.
-func (t *Table) Ejections() []upstream.Ejection { return t.reg.Ejections() }
-
 // ConnectTimeout is the cluster's dial timeout; 0 means the edge default.
 func (t *Table) ConnectTimeout(clusterIndex int) time.Duration {
 	if clusterIndex < 0 || clusterIndex >= len(t.clusters) {

@@ -27,7 +27,15 @@ const (
 	suffix    = ".sgs"
 	tmpSuffix = ".tmp"
 	badSuffix = ".bad"
+	// keepBad is how many quarantined files stay for a post-mortem; older
+	// ones are removed so a flapping disk cannot fill the data dir.
+	keepBad = 3
 )
+
+// errCorrupt marks a file whose bytes fail verification, as opposed to one
+// that could not be read at all (EMFILE, ENOMEM, EACCES, EIO): only the
+// former is quarantined, since retrying the latter may well succeed.
+var errCorrupt = errors.New("snapshot file fails verification")
 
 // FileName returns the file name a version is stored under.
 func FileName(version uint64) string { return fmt.Sprintf("%s%020d%s", prefix, version, suffix) }
@@ -56,6 +64,9 @@ type Store struct {
 	keep int
 	log  *slog.Logger
 	mu   sync.Mutex // serializes Save/prune/quarantine so directory edits do not interleave
+	// open opens a snapshot file for Map; tests swap it to inject read
+	// failures that no file mode can cause when running as root.
+	open func(path string) (*os.File, error)
 }
 
 // Open opens (creating with mode 0700) the data dir and removes temp files a
@@ -83,7 +94,12 @@ func Open(dir string, keep int, log *slog.Logger) (*Store, error) {
 			log.Info("snapstore: removed stale temp file", "path", p)
 		}
 	}
-	return &Store{dir: dir, keep: keep, log: log}, nil
+	s := &Store{dir: dir, keep: keep, log: log, open: os.Open}
+	// Bad files from earlier versions of the edge were never pruned.
+	if err := s.pruneBadLocked(); err != nil {
+		log.Warn("snapstore: pruning old bad snapshot files failed", "err", err)
+	}
+	return s, nil
 }
 
 // Dir returns the data dir path.
@@ -245,11 +261,11 @@ func (m *Mapping) Unmap() error {
 // must report the version the file name claims. On any failure nothing stays
 // mapped.
 func (s *Store) Map(version uint64) (*Mapping, error) {
-	return mapFile(s.Path(version), version)
+	return mapFile(s.open, s.Path(version), version)
 }
 
-func mapFile(path string, version uint64) (*Mapping, error) {
-	f, err := os.Open(path)
+func mapFile(open func(string) (*os.File, error), path string, version uint64) (*Mapping, error) {
+	f, err := open(path)
 	if err != nil {
 		return nil, fmt.Errorf("snapstore: open %s: %w", path, err)
 	}
@@ -260,8 +276,13 @@ func mapFile(path string, version uint64) (*Mapping, error) {
 		return nil, fmt.Errorf("snapstore: stat %s: %w", path, err)
 	}
 	size := fi.Size()
-	if !fi.Mode().IsRegular() || size <= 0 || size > int64(^uint(0)>>1) {
-		return nil, fmt.Errorf("snapstore: %s is not a mappable snapshot file (mode %v, %d bytes)", path, fi.Mode(), size)
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("snapstore: %s is not a regular file (mode %v)", path, fi.Mode())
+	}
+	// Save renames only complete, fsynced files into place, so an empty or
+	// absurdly large one is damage, not a write in progress.
+	if size <= 0 || size > int64(^uint(0)>>1) {
+		return nil, fmt.Errorf("snapstore: verify %s: %w: %d bytes", path, errCorrupt, size)
 	}
 	mem, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
 	if err != nil {
@@ -273,14 +294,18 @@ func mapFile(path string, version uint64) (*Mapping, error) {
 	}
 	if err != nil {
 		syscall.Munmap(mem)
-		return nil, fmt.Errorf("snapstore: verify %s: %w", path, err)
+		return nil, fmt.Errorf("snapstore: verify %s: %w: %w", path, errCorrupt, err)
 	}
 	return &Mapping{version: version, path: path, modTime: fi.ModTime(), mem: mem, snap: snap}, nil
 }
 
-// LoadNewest maps the newest snapshot file that verifies. Files that fail
-// are logged with the reason and renamed to <name>.bad so later boots do not
-// retry them; it returns ErrNoSnapshot if none verifies.
+// LoadNewest maps the newest snapshot file that verifies. A file whose bytes
+// fail verification is logged with the reason and renamed to <name>.bad so
+// later boots do not retry it (only the newest few .bad files are kept); it
+// returns ErrNoSnapshot if none verifies. A file that cannot be read at all
+// (too many open files, out of memory, permission, I/O error) is left alone
+// and its error returned: the file may be good, and booting from an older one
+// instead would take the edge back in time.
 func (s *Store) LoadNewest() (*Mapping, error) {
 	vs, err := s.versions()
 	if err != nil {
@@ -290,6 +315,9 @@ func (s *Store) LoadNewest() (*Mapping, error) {
 		m, err := s.Map(vs[i])
 		if err == nil {
 			return m, nil
+		}
+		if !errors.Is(err, errCorrupt) {
+			return nil, fmt.Errorf("snapstore: cannot read snapshot version %d, left in place: %w", vs[i], err)
 		}
 		s.log.Error("snapstore: skipping snapshot file that fails verification", "version", vs[i], "err", err)
 		s.quarantine(vs[i])
@@ -305,7 +333,51 @@ func (s *Store) quarantine(version uint64) {
 		s.log.Error("snapstore: could not set bad snapshot file aside", "path", p, "err", err)
 		return
 	}
+	s.log.Warn("snapstore: bad snapshot file set aside", "path", p+badSuffix)
+	if err := s.pruneBadLocked(); err != nil {
+		s.log.Warn("snapstore: pruning old bad snapshot files failed", "err", err)
+	}
 	if err := syncDir(s.dir); err != nil {
 		s.log.Warn("snapstore: fsync after setting bad file aside failed", "err", err)
 	}
+}
+
+// badVersions returns the versions of the quarantined (.bad) files present,
+// ascending.
+func (s *Store) badVersions() ([]uint64, error) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("snapstore: read data dir %s: %w", s.dir, err)
+	}
+	var vs []uint64
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		if name, ok := strings.CutSuffix(e.Name(), badSuffix); ok {
+			if v, ok := parseName(name); ok {
+				vs = append(vs, v)
+			}
+		}
+	}
+	slices.Sort(vs)
+	return vs, nil
+}
+
+// pruneBadLocked removes all but the newest keepBad quarantined files.
+func (s *Store) pruneBadLocked() error {
+	vs, err := s.badVersions()
+	if err != nil || len(vs) <= keepBad {
+		return err
+	}
+	var errs []error
+	for _, v := range vs[:len(vs)-keepBad] {
+		p := s.Path(v) + badSuffix
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("snapstore: remove old bad file %s: %w", p, err))
+			continue
+		}
+		s.log.Info("snapstore: removed old bad snapshot file", "path", p)
+	}
+	return errors.Join(errs...)
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -285,5 +286,98 @@ func TestMappingModTime(t *testing.T) {
 	}
 	if age := time.Since(m.ModTime()); age < time.Hour || age > time.Hour+time.Minute {
 		t.Fatalf("age = %v, want about an hour", age)
+	}
+}
+
+// TestLoadNewestTransientErrorKeepsFile: a file that cannot be opened (here
+// EMFILE, injected because no file mode stops root) is not evidence of
+// damage; LoadNewest returns the error, leaves the file, and the next boot
+// uses it.
+func TestLoadNewestTransientErrorKeepsFile(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, 5, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for v := uint64(1); v <= 2; v++ {
+		if err := s.Save(v, build(t, v, 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, fail := range []error{syscall.EMFILE, syscall.ENOMEM, syscall.EACCES} {
+		s.open = func(path string) (*os.File, error) {
+			if path == s.Path(2) {
+				return nil, &os.PathError{Op: "open", Path: path, Err: fail}
+			}
+			return os.Open(path)
+		}
+		m, err := s.LoadNewest()
+		if err == nil {
+			m.Unmap()
+			t.Fatalf("%v: booted v%d from behind an unreadable newer file", fail, m.Version())
+		}
+		if !errors.Is(err, fail) || errors.Is(err, ErrNoSnapshot) || !strings.Contains(err.Error(), "version 2") {
+			t.Fatalf("%v: err = %v, want it wrapped and naming version 2", fail, err)
+		}
+		if bad, _ := s.badVersions(); len(bad) != 0 {
+			t.Fatalf("%v: quarantined %v", fail, bad)
+		}
+		if got := s.Versions(); !slices.Equal(got, []uint64{1, 2}) {
+			t.Fatalf("%v: versions %v, want [1 2]", fail, got)
+		}
+	}
+	s.open = os.Open
+	m, err := s.LoadNewest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unmap()
+	if m.Version() != 2 {
+		t.Fatalf("after the failure cleared: booted v%d, want 2", m.Version())
+	}
+}
+
+// TestBadFilesPruned: quarantine keeps only the newest keepBad .bad files,
+// and Open prunes any surplus an older edge left behind.
+func TestBadFilesPruned(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, 10, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(1, build(t, 1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	for v := uint64(2); v <= 7; v++ {
+		if err := os.WriteFile(s.Path(v), []byte("not a snapshot at all"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := s.LoadNewest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Unmap()
+	if m.Version() != 1 {
+		t.Fatalf("booted v%d, want 1", m.Version())
+	}
+	if bad, err := s.badVersions(); err != nil || !slices.Equal(bad, []uint64{5, 6, 7}) {
+		t.Fatalf("bad files %v (%v), want the newest %d: [5 6 7]", bad, err, keepBad)
+	}
+	// Surplus from before pruning existed goes at Open.
+	for v := uint64(20); v <= 24; v++ {
+		if err := os.WriteFile(s.Path(v)+badSuffix, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s2, err := Open(dir, 10, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bad, _ := s2.badVersions(); !slices.Equal(bad, []uint64{22, 23, 24}) {
+		t.Fatalf("after Open: bad files %v, want [22 23 24]", bad)
+	}
+	if got := s2.Versions(); !slices.Equal(got, []uint64{1}) {
+		t.Fatalf("pruning bad files touched snapshots: %v", got)
 	}
 }

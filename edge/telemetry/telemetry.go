@@ -21,6 +21,8 @@ import (
 	"time"
 
 	vm "github.com/VictoriaMetrics/metrics"
+
+	"github.com/snapgate/snapgate/edge/upstream"
 )
 
 // Cause classifies a request the edge answered itself, for errors_total.
@@ -86,6 +88,9 @@ type Metrics struct {
 	// confirmed it (feed.Client.Freshness); read at scrape time only.
 	fresh      atomic.Pointer[func() (uint64, time.Time)]
 	staleServe *vm.Counter
+	// ejected lists the endpoints ejected right now
+	// (upstream.Registry.Ejections); read at scrape time only.
+	ejected atomic.Pointer[func() []upstream.Ejection]
 
 	// routes maps a route id to its counters. Readers load the map and
 	// index it with string(id), which Go does without allocating; a miss
@@ -130,6 +135,7 @@ func New() *Metrics {
 		return 0
 	})
 	m.staleServe = m.set.NewCounter("snapgate_edge_stale_served_total")
+	m.set.NewGauge("snapgate_edge_endpoints_ejected", func() float64 { return float64(len(m.Ejections())) })
 	// The process's heap allocations so far: its delta over a load run
 	// divided by the requests served is the allocations per request
 	// (runtime/metrics reads it without stopping the world).
@@ -257,8 +263,40 @@ func (m *Metrics) Staleness(now time.Time) time.Duration {
 // bound had passed (on_stale "serve").
 func (m *Metrics) StaleServed() { m.staleServe.Inc() }
 
-// WritePrometheus writes every metric in the Prometheus text format.
-func (m *Metrics) WritePrometheus(w io.Writer) { m.set.WritePrometheus(w) }
+// SetEjections sets where the metrics read the endpoints this edge has
+// ejected right now (upstream.Registry.Ejections). fn must be safe for
+// concurrent use; it is called at scrape time.
+func (m *Metrics) SetEjections(fn func() []upstream.Ejection) {
+	if fn == nil {
+		m.ejected.Store(nil)
+		return
+	}
+	m.ejected.Store(&fn)
+}
+
+// Ejections returns what the SetEjections source reports; nil without one.
+func (m *Metrics) Ejections() []upstream.Ejection {
+	if fn := m.ejected.Load(); fn != nil {
+		return (*fn)()
+	}
+	return nil
+}
+
+// WritePrometheus writes every metric in the Prometheus text format. The
+// per-endpoint ejection series are written here rather than registered in
+// the set: an endpoint's series exists only while it is ejected, and a
+// gauge registered per address would outlive the endpoint.
+func (m *Metrics) WritePrometheus(w io.Writer) {
+	m.set.WritePrometheus(w)
+	ej := m.Ejections()
+	for _, e := range ej {
+		fmt.Fprintf(w, "snapgate_edge_endpoint_ejected{addr=\"%s\",cause=\"%s\"} 1\n", escapeLabel(e.Addr), e.Cause.String())
+	}
+	for _, e := range ej {
+		fmt.Fprintf(w, "snapgate_edge_endpoint_ejected_until_timestamp_seconds{addr=\"%s\"} %.3f\n",
+			escapeLabel(e.Addr), float64(e.Until.UnixNano())/1e9)
+	}
+}
 
 // Handler serves /metrics and /healthz. /healthz answers 200 once a
 // snapshot is in service and 503 before, so a load balancer only sends

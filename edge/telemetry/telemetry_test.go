@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"io"
+	"log/slog"
 	"math"
 	"net/http"
 	"regexp"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/snapgate/snapgate/edge/upstream"
 )
 
 // serveAdmin starts m's admin listener on 127.0.0.1 and stops it at the
@@ -195,5 +198,46 @@ func TestStalenessMetrics(t *testing.T) {
 	confirmed.Store(time.Now().Add(time.Hour).UnixNano())
 	if d := m.Staleness(time.Now()); d != 0 {
 		t.Fatalf("staleness with a future confirmation = %v, want 0", d)
+	}
+}
+
+// TestEjectionsOverHTTP: an endpoint ejected in a real upstream.Registry
+// shows on /metrics while ejected, with its cause and end time, and its
+// series disappear when a success ends the ejection.
+func TestEjectionsOverHTTP(t *testing.T) {
+	reg := upstream.NewRegistry(upstream.Options{EjectBase: time.Minute, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	defer reg.Close()
+	m := New()
+	m.SetEjections(reg.Ejections)
+	base := serveAdmin(t, m)
+
+	_, body := get(t, base+"/metrics")
+	if v := value(t, body, "snapgate_edge_endpoints_ejected"); v != 0 {
+		t.Fatalf("ejected endpoints before any failure: %v", v)
+	}
+	if strings.Contains(body, "snapgate_edge_endpoint_ejected{") {
+		t.Fatalf("per-endpoint series before any ejection:\n%s", body)
+	}
+
+	p := reg.Acquire("127.0.0.1:9")
+	defer reg.Release(p)
+	before := time.Now()
+	p.ReportFailure(upstream.FailConnect)
+	_, body = get(t, base+"/metrics")
+	if v := value(t, body, "snapgate_edge_endpoints_ejected"); v != 1 {
+		t.Fatalf("snapgate_edge_endpoints_ejected = %v, want 1", v)
+	}
+	if v := value(t, body, `snapgate_edge_endpoint_ejected{addr="127.0.0.1:9",cause="connect-failure"}`); v != 1 {
+		t.Fatalf("ejected series = %v, want 1", v)
+	}
+	until := value(t, body, `snapgate_edge_endpoint_ejected_until_timestamp_seconds{addr="127.0.0.1:9"}`)
+	if lo, hi := float64(before.Add(time.Minute).Unix())-1, float64(time.Now().Add(time.Minute).Unix())+1; until < lo || until > hi {
+		t.Fatalf("ejected until %v, want within [%v, %v]", until, lo, hi)
+	}
+
+	p.ReportSuccess()
+	_, body = get(t, base+"/metrics")
+	if v := value(t, body, "snapgate_edge_endpoints_ejected"); v != 0 || strings.Contains(body, "snapgate_edge_endpoint_ejected{") {
+		t.Fatalf("after a success the ejection still shows (count %v):\n%s", v, body)
 	}
 }

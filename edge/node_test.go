@@ -1,0 +1,285 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/snapgate/snapgate/edge/snapstore"
+	"github.com/snapgate/snapgate/fbs"
+)
+
+// syncBuf is a log sink safe for the node's goroutines.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *syncBuf) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(s, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// closedAddr is a 127.0.0.1 address nothing listens on: connects are refused.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// seedSnapshot writes a version-1 snapshot routing everything to endpoint
+// into a fresh data dir, so a Node boots serving without ctrl.
+func seedSnapshot(t *testing.T, endpoint string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "edge")
+	data, err := fbs.Build(fbs.State{Version: 1,
+		Clusters: []fbs.Cluster{{Name: "web", Endpoints: []fbs.Endpoint{{Address: endpoint}}}},
+		Routes:   []fbs.Route{{ID: "all", Host: "*", Prefix: "/", Cluster: "web"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := snapstore.Open(dir, 5, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(1, data); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// testConfig is a Node on 127.0.0.1 whose ctrl refuses connections, so the
+// stream client keeps retrying in the background.
+func testConfig(t *testing.T, dataDir string, log *slog.Logger) Config {
+	return Config{NodeID: "test-edge", Listen: "127.0.0.1:0", CtrlAddr: closedAddr(t), DataDir: dataDir,
+		InsecureStream: true, Logger: log}
+}
+
+// runNode runs n until the test ends and returns Run's result channel.
+func runNode(t *testing.T, n *Node) <-chan error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run after cancel: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("Run did not return within 15s of cancel")
+		}
+	})
+	return done
+}
+
+func httpClient() *http.Client {
+	// No keep-alive: every request sees the edge's state at that moment.
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+}
+
+func TestNewRejectsInvalidNodeID(t *testing.T) {
+	for _, id := range []string{"edge one", "edge\x00", strings.Repeat("e", 300), "édge"} {
+		cfg := testConfig(t, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+		cfg.NodeID = id
+		n, err := New(cfg)
+		if err == nil {
+			n.proxy.Shutdown(context.Background())
+			n.tables.Close()
+			n.pools.Close()
+			t.Fatalf("New accepted node id %q", id)
+		}
+		if !strings.Contains(err.Error(), "node id") || !strings.Contains(err.Error(), fmt.Sprintf("%q", id)) {
+			t.Fatalf("node id %q: error %q does not name the id", id, err)
+		}
+	}
+}
+
+func TestNewRejectsNegativeMaxBody(t *testing.T) {
+	cfg := testConfig(t, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cfg.MaxBodyBytes = -1
+	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "max body bytes") {
+		t.Fatalf("MaxBodyBytes -1: err = %v", err)
+	}
+}
+
+// TestRunStopsWhenStreamClientFails: an error from the stream client other
+// than cancellation is logged and ends Run with it, closing the listener.
+func TestRunStopsWhenStreamClientFails(t *testing.T) {
+	var logs syncBuf
+	n, err := New(testConfig(t, t.TempDir(), logs.logger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := n.Addr().String()
+	n.runFeed = func(ctx context.Context) error {
+		return errors.New("feed: decoder setup failed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = n.Run(ctx)
+	if ctx.Err() != nil {
+		t.Fatal("Run kept serving after the stream client failed")
+	}
+	if err == nil || !strings.Contains(err.Error(), "stream client") || !strings.Contains(err.Error(), "decoder setup failed") {
+		t.Fatalf("Run = %v, want the stream client's error", err)
+	}
+	if l := logs.String(); !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "decoder setup failed") {
+		t.Fatalf("stream client failure not logged as an error:\n%s", l)
+	}
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatalf("%s still accepts connections after Run returned", addr)
+	}
+}
+
+// TestRunCancelIsClean: cancellation is not a stream client failure.
+func TestRunCancelIsClean(t *testing.T) {
+	var logs syncBuf
+	n, err := New(testConfig(t, t.TempDir(), logs.logger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	// Wait until the listener answers so Run is past its setup.
+	c, err := net.DialTimeout("tcp", n.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after cancel = %v, want nil", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return within 15s of cancel")
+	}
+	if strings.Contains(logs.String(), "stream client stopped") {
+		t.Fatalf("cancellation logged as a stream client failure:\n%s", logs.String())
+	}
+}
+
+// TestMaxBodyBytes: Config.MaxBodyBytes reaches the proxy; a Content-Length
+// above it gets 413 and never reaches the backend, one at it is forwarded.
+func TestMaxBodyBytes(t *testing.T) {
+	var mu sync.Mutex
+	var got []int
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got = append(got, len(b))
+		mu.Unlock()
+		fmt.Fprintf(w, "got %d", len(b))
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	cfg := testConfig(t, seedSnapshot(t, ln.Addr().String()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cfg.MaxBodyBytes = 1024
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runNode(t, n)
+	url := "http://" + n.Addr().String() + "/upload"
+	post := func(size int) (int, string) {
+		resp, err := httpClient().Post(url, "application/octet-stream", bytes.NewReader(make([]byte, size)))
+		if err != nil {
+			t.Fatalf("POST %d bytes: %v", size, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := post(1024); code != 200 || body != "got 1024" {
+		t.Fatalf("POST 1024 bytes (at the limit): %d %q", code, body)
+	}
+	if code, body := post(1025); code != 413 || !strings.Contains(body, "request body too large") {
+		t.Fatalf("POST 1025 bytes (over the limit): %d %q, want 413", code, body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0] != 1024 {
+		t.Fatalf("backend received bodies %v, want only [1024]", got)
+	}
+}
+
+// TestEjectionVisible: an endpoint that refuses connections is ejected, the
+// ejection is logged through Config.Logger, and it shows on the admin
+// listener's /metrics.
+func TestEjectionVisible(t *testing.T) {
+	dead := closedAddr(t)
+	var logs syncBuf
+	cfg := testConfig(t, seedSnapshot(t, dead), logs.logger())
+	cfg.AdminListen = "127.0.0.1:0"
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runNode(t, n)
+	web, admin := "http://"+n.Addr().String()+"/x", "http://"+n.AdminAddr().String()+"/metrics"
+	series := `snapgate_edge_endpoint_ejected{addr="` + dead + `",cause="connect-failure"} 1`
+	var metrics string
+	// Bounded: each round re-ejects if a slow scheduler let the last
+	// ejection (1 s) run out before the scrape.
+	for i := 0; i < 20 && !strings.Contains(metrics, series); i++ {
+		resp, err := httpClient().Get(web)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 502 && resp.StatusCode != 503 {
+			t.Fatalf("GET via a refusing endpoint: %d, want 502 or 503", resp.StatusCode)
+		}
+		resp, err = httpClient().Get(admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		metrics = string(b)
+	}
+	if !strings.Contains(metrics, series) || !strings.Contains(metrics, "snapgate_edge_endpoints_ejected 1") {
+		t.Fatalf("ejection of %s not on /metrics:\n%s", dead, metrics)
+	}
+	if l := logs.String(); !strings.Contains(l, "upstream endpoint ejected") || !strings.Contains(l, dead) {
+		t.Fatalf("ejection not logged through Config.Logger:\n%s", l)
+	}
+}
