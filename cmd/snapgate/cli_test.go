@@ -187,3 +187,17 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo did not say it stopped:\n%s", p.output())
 	}
 }
+
+func TestPrintStatusStates(t *testing.T) {
+	var out bytes.Buffer
+	printStatus(&out, admin.Status{SnapshotVersion: 9, Edges: []admin.EdgeStatus{
+		{NodeID: "e1", Connected: true, AppliedVersion: 9},
+		{NodeID: "e2", Connected: true, AppliedVersion: 12, Diverged: true, Lag: 1},
+		{NodeID: "e3", AppliedVersion: 4, Lag: 5, LastNack: "bad delta"},
+	}})
+	for _, want := range []string{"e1 ", " up ", "up,diverged", " down ", "bad delta"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status output lacks %q:\n%s", want, out.String())
+		}
+	}
+}

@@ -433,6 +433,10 @@ func printStatus(w io.Writer, s admin.Status) {
 		if e.Connected {
 			state = "up"
 		}
+		if e.Diverged {
+			// Its snapshot history differs from ctrl's (docs/stream.md).
+			state += ",diverged"
+		}
 		lastAck := "-"
 		if !e.LastAck.IsZero() {
 			lastAck = e.LastAck.Local().Format(time.TimeOnly)
