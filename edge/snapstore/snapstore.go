@@ -117,7 +117,12 @@ func (s *Store) Versions() []uint64 {
 	return vs
 }
 
-func (s *Store) versions() ([]uint64, error) {
+func (s *Store) versions() ([]uint64, error) { return s.listVersions("") }
+
+// listVersions returns, ascending, the versions of the snapshot files whose
+// names carry extra after the snapshot file name ("" for live files, the
+// quarantine suffix for .bad ones).
+func (s *Store) listVersions(extra string) ([]uint64, error) {
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
 		return nil, fmt.Errorf("snapstore: read data dir %s: %w", s.dir, err)
@@ -127,8 +132,10 @@ func (s *Store) versions() ([]uint64, error) {
 		if !e.Type().IsRegular() {
 			continue
 		}
-		if v, ok := parseName(e.Name()); ok {
-			vs = append(vs, v)
+		if name, ok := strings.CutSuffix(e.Name(), extra); ok {
+			if v, ok := parseName(name); ok {
+				vs = append(vs, v)
+			}
 		}
 	}
 	slices.Sort(vs)
@@ -344,25 +351,7 @@ func (s *Store) quarantine(version uint64) {
 
 // badVersions returns the versions of the quarantined (.bad) files present,
 // ascending.
-func (s *Store) badVersions() ([]uint64, error) {
-	entries, err := os.ReadDir(s.dir)
-	if err != nil {
-		return nil, fmt.Errorf("snapstore: read data dir %s: %w", s.dir, err)
-	}
-	var vs []uint64
-	for _, e := range entries {
-		if !e.Type().IsRegular() {
-			continue
-		}
-		if name, ok := strings.CutSuffix(e.Name(), badSuffix); ok {
-			if v, ok := parseName(name); ok {
-				vs = append(vs, v)
-			}
-		}
-	}
-	slices.Sort(vs)
-	return vs, nil
-}
+func (s *Store) badVersions() ([]uint64, error) { return s.listVersions(badSuffix) }
 
 // pruneBadLocked removes all but the newest keepBad quarantined files.
 func (s *Store) pruneBadLocked() error {
