@@ -47,6 +47,23 @@ func invalid(err error) *admin.Error {
 }
 
 // storeError maps a failed Apply onto an admin error.
+// commit makes one document change durable in the store, then applies it to
+// the in-memory model (update gets the document's new version and the new
+// revision) and pokes the recompute loop. The caller holds s.wmu, so the
+// model cannot move between its checks and this write.
+func (s *Server) commit(mut store.Mutation, update func(version, rev uint64)) error {
+	rev, docs, err := s.store.Apply(mut)
+	if err != nil {
+		return storeError(mut.Kind, mut.ID, err)
+	}
+	s.mu.Lock()
+	update(docs[0].Version, rev)
+	s.model.revision = rev
+	s.mu.Unlock()
+	s.notify()
+	return nil
+}
+
 func storeError(kind, id string, err error) error {
 	var ce *store.ConflictError
 	switch {
@@ -100,16 +117,14 @@ func (h handler) PutRoute(ctx context.Context, r model.Route, expected *uint64) 
 	if err != nil {
 		return admin.Result{}, fmt.Errorf("encoding route %q: %w", r.ID, err)
 	}
-	rev, docs, err := s.store.Apply(store.Mutation{Kind: kindRoute, ID: r.ID, Body: body, Expected: expected})
+	var v versioned[model.Route]
+	err = s.commit(store.Mutation{Kind: kindRoute, ID: r.ID, Body: body, Expected: expected}, func(version, rev uint64) {
+		v = versioned[model.Route]{doc: r, version: version, revision: rev}
+		m.putRoute(v)
+	})
 	if err != nil {
-		return admin.Result{}, storeError(kindRoute, r.ID, err)
+		return admin.Result{}, err
 	}
-	v := versioned[model.Route]{doc: r, version: docs[0].Version, revision: rev}
-	s.mu.Lock()
-	m.putRoute(v)
-	m.revision = rev
-	s.mu.Unlock()
-	s.notify()
 	return routeResult(v), nil
 }
 
@@ -125,15 +140,14 @@ func (h handler) DeleteRoute(ctx context.Context, id string, expected *uint64) (
 	if !ok {
 		return admin.Result{}, admin.Errorf(admin.CodeNotFound, "id", "route %q does not exist", id)
 	}
-	rev, _, err := s.store.Apply(store.Mutation{Kind: kindRoute, ID: id, Expected: expected})
+	var rev uint64
+	err := s.commit(store.Mutation{Kind: kindRoute, ID: id, Expected: expected}, func(_, r uint64) {
+		rev = r
+		m.deleteRoute(id)
+	})
 	if err != nil {
-		return admin.Result{}, storeError(kindRoute, id, err)
+		return admin.Result{}, err
 	}
-	s.mu.Lock()
-	m.deleteRoute(id)
-	m.revision = rev
-	s.mu.Unlock()
-	s.notify()
 	return admin.Result{Kind: kindRoute, ID: id, Version: old.version, Revision: rev}, nil
 }
 
@@ -152,16 +166,14 @@ func (h handler) PutCluster(ctx context.Context, c model.Cluster, expected *uint
 	if err != nil {
 		return admin.Result{}, fmt.Errorf("encoding cluster %q: %w", c.ID, err)
 	}
-	rev, docs, err := s.store.Apply(store.Mutation{Kind: kindCluster, ID: c.ID, Body: body, Expected: expected})
+	var v versioned[model.Cluster]
+	err = s.commit(store.Mutation{Kind: kindCluster, ID: c.ID, Body: body, Expected: expected}, func(version, rev uint64) {
+		v = versioned[model.Cluster]{doc: c, version: version, revision: rev}
+		m.clusters[c.ID] = v
+	})
 	if err != nil {
-		return admin.Result{}, storeError(kindCluster, c.ID, err)
+		return admin.Result{}, err
 	}
-	v := versioned[model.Cluster]{doc: c, version: docs[0].Version, revision: rev}
-	s.mu.Lock()
-	m.clusters[c.ID] = v
-	m.revision = rev
-	s.mu.Unlock()
-	s.notify()
 	return clusterResult(v), nil
 }
 
@@ -184,15 +196,14 @@ func (h handler) DeleteCluster(ctx context.Context, id string, expected *uint64)
 		}
 		return admin.Result{}, admin.Errorf(admin.CodeInvalid, "id", "cluster %q is used by %s %s; delete or move them first", id, noun, listIDs(users))
 	}
-	rev, _, err := s.store.Apply(store.Mutation{Kind: kindCluster, ID: id, Expected: expected})
+	var rev uint64
+	err := s.commit(store.Mutation{Kind: kindCluster, ID: id, Expected: expected}, func(_, r uint64) {
+		rev = r
+		delete(m.clusters, id)
+	})
 	if err != nil {
-		return admin.Result{}, storeError(kindCluster, id, err)
+		return admin.Result{}, err
 	}
-	s.mu.Lock()
-	delete(m.clusters, id)
-	m.revision = rev
-	s.mu.Unlock()
-	s.notify()
 	return admin.Result{Kind: kindCluster, ID: id, Version: old.version, Revision: rev}, nil
 }
 
