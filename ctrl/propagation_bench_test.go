@@ -97,7 +97,10 @@ func benchPropagation(b *testing.B, routes int) {
 	waitAll(first)
 
 	b.ReportAllocs()
-	var lags []time.Duration
+	// lags is commit to ACK per (put, edge); out is commit to the first
+	// frame any edge read (ctrl's build, publish and encode); spread is how
+	// much later each edge read it than the first; edge is read to ACK.
+	var lags, out, spread, edge []time.Duration
 	tick := time.NewTicker(time.Second / benchRate)
 	defer tick.Stop()
 	n := 0
@@ -118,19 +121,35 @@ func benchPropagation(b *testing.B, routes int) {
 			puts = append(puts, put{res.Revision, time.Now()})
 		}
 		waitAll(puts[len(puts)-1].rev)
-		for _, e := range edges {
-			acks := e.ackLog()
-			for _, p := range puts {
+		logs := make([][]benchAck, len(edges))
+		for i, e := range edges {
+			logs[i] = e.ackLog()
+		}
+		for _, p := range puts {
+			got := make([]benchAck, len(edges))
+			for i, acks := range logs {
 				// The first ACK of a version holding the put.
 				k, _ := slices.BinarySearchFunc(acks, p.rev, func(a benchAck, v uint64) int { return cmp.Compare(a.v, v) })
+				got[i] = acks[k]
 				lags = append(lags, max(0, acks[k].at.Sub(p.at)))
+				edge = append(edge, acks[k].at.Sub(acks[k].recv))
+			}
+			first := slices.MinFunc(got, func(a, b benchAck) int { return a.recv.Compare(b.recv) }).recv
+			out = append(out, max(0, first.Sub(p.at)))
+			for _, a := range got {
+				spread = append(spread, a.recv.Sub(first))
 			}
 		}
 	}
-	slices.Sort(lags)
-	q := func(f float64) float64 { return float64(lags[int(f*float64(len(lags)-1))]) / 1e6 }
-	b.ReportMetric(q(0.50), "p50-ms")
-	b.ReportMetric(q(0.99), "p99-ms")
+	q := func(d []time.Duration, f float64) float64 {
+		slices.Sort(d)
+		return float64(d[int(f*float64(len(d)-1))]) / 1e6
+	}
+	b.ReportMetric(q(lags, 0.50), "p50-ms")
+	b.ReportMetric(q(lags, 0.99), "p99-ms")
+	b.ReportMetric(q(out, 0.99), "p99-first-out-ms")
+	b.ReportMetric(q(spread, 0.99), "p99-fanout-ms")
+	b.ReportMetric(q(edge, 0.99), "p99-edge-ms")
 	b.ReportMetric(float64(s.lastSnap().bytes), "snapshot-bytes")
 }
 
@@ -197,8 +216,9 @@ func (c *verifiedCache) open(data []byte) (*fbs.Snapshot, error) {
 }
 
 type benchAck struct {
-	v  uint64
-	at time.Time
+	v    uint64
+	recv time.Time // when the frame carrying v was read
+	at   time.Time // when v was ACKed
 }
 
 // benchEdge is a minimal edge: handshake, then FULL or DELTA → rebuild and
@@ -268,6 +288,7 @@ func (e *benchEdge) run() {
 			e.fail(err)
 			return
 		}
+		recv := time.Now()
 		var data []byte
 		switch t {
 		case wire.TypeFull:
@@ -281,6 +302,11 @@ func (e *benchEdge) run() {
 			if e.base == nil {
 				e.fail(fmt.Errorf("DELTA before any FULL"))
 				return
+			}
+			// Results grow by a few bytes per change; headroom keeps Apply
+			// from allocating a new file for every DELTA on 200 edges.
+			if h, _, err := wire.DecodeDeltaHeader(p); err == nil && cap(e.buf) < int(h.ResultLen) {
+				e.buf = make([]byte, 0, int(h.ResultLen)+int(h.ResultLen)/8)
 			}
 			// As edge/feed does: a DELTA from another base is NACKed, and
 			// ctrl answers with a FULL.
@@ -311,7 +337,7 @@ func (e *benchEdge) run() {
 				return
 			}
 			e.mu.Lock()
-			e.acks = append(e.acks, benchAck{snap.Version(), time.Now()})
+			e.acks = append(e.acks, benchAck{snap.Version(), recv, time.Now()})
 			e.mu.Unlock()
 		}
 		if now := time.Now(); now.Sub(e.outAt) > time.Second {

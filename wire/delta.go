@@ -73,7 +73,8 @@ const dictID = 1
 // The part B level. SpeedBetterCompression saved ~0.1 KB on a changed
 // 100k-route shard but, with a raw dictionary, rebuilt its match tables on
 // every ResetWithOptions: 28 MB of garbage and 220 ms per DELTA against
-// 11 MB and 23 ms here (BenchmarkDeltaSize100k).
+// 11 MB and 23 ms here (BenchmarkDeltaSize100k, measured while AppendDelta
+// still dropped the dictionary after each DELTA, which rebuilt the encoder).
 const partBLevel = zstd.SpeedDefault
 
 // partBWindow bounds how far back matches reach (for part B, into its
@@ -349,17 +350,19 @@ func (e *DeltaEncoder) AppendDelta(dst []byte, base, next *fbs.Snapshot) ([]byte
 	}
 	e.dict = appendDict(e.dict[:0], bb, bl, base, e.gaps, e.idxs)
 	if len(e.dict) == 0 {
-		return e.encB.EncodeAll(partB, dst), nil
+		// encA has part B's level and window but no dictionary, so the
+		// frame names none.
+		return e.encA.EncodeAll(partB, dst), nil
 	}
+	// encB always has a dictionary: changing whether it has one makes zstd
+	// build a new encoder with new tables and history (~11 MB, 4 ms per
+	// DELTA at 1,000 routes), while switching one dictionary for another
+	// reuses them. The dictionary aliases e.dict, which the next call
+	// overwrites before it replaces the dictionary and encodes again.
 	if err := e.encB.ResetWithOptions(nil, zstd.WithEncoderDictRaw(dictID, e.dict)); err != nil {
 		return dst, fmt.Errorf("wire: delta v%d: set zstd dictionary: %w", next.Version(), err)
 	}
-	dst = e.encB.EncodeAll(partB, dst)
-	// The dictionary aliases e.dict, which the next call overwrites.
-	if err := e.encB.ResetWithOptions(nil, zstd.WithEncoderDictDelete()); err != nil {
-		return dst, fmt.Errorf("wire: delta v%d: drop zstd dictionary: %w", next.Version(), err)
-	}
-	return dst, nil
+	return e.encB.EncodeAll(partB, dst), nil
 }
 
 // DeltaDecoder rebuilds snapshots from DELTA payloads. It reuses one zstd

@@ -151,8 +151,8 @@ func TestPublishSendsNewestOnly(t *testing.T) {
 	w.WriteFrame(wire.TypeAck, wire.AppendAck(nil, wire.Ack{Version: 3}))
 	waitFor(t, "ack recorded", func() bool { st := s.Status(); return len(st) == 1 && st[0].AppliedVersion == 3 })
 	// A burst of publishes reaches the edge as (at most) a few frames ending
-	// at the newest; without ACKs the base stays v3, so each is a DELTA from it
-	// while v3 is among the in-memory bases, a FULL after (no Lookup here).
+	// at the newest. The edge applies frames in order, so each DELTA is from
+	// the version sent before it, whether or not the edge ACKed that yet.
 	ddec, _ := wire.NewDeltaDecoder(0)
 	defer ddec.Close()
 	// Encoding 47 deltas takes a while under -race; like a real edge, keep
@@ -174,6 +174,7 @@ func TestPublishSendsNewestOnly(t *testing.T) {
 	}()
 	defer func() { close(stop); <-beats }()
 	var last []byte
+	have := mustOpen(t, three)
 	for v := uint64(4); v <= 50; v++ {
 		last = snapOf(t, v, 10, "x"+strconv.Itoa(int(v)))
 		s.Publish(v, last, time.Now())
@@ -184,9 +185,9 @@ func TestPublishSendsNewestOnly(t *testing.T) {
 		var out []byte
 		switch typ {
 		case wire.TypeDelta:
-			h, o, err := ddec.Apply(nil, mustOpen(t, three), p)
-			if err != nil || h.BaseVersion != 3 {
-				t.Fatalf("DELTA %+v: %v", h, err)
+			h, o, err := ddec.Apply(nil, have, p)
+			if err != nil || h.BaseVersion != have.Version() {
+				t.Fatalf("DELTA %+v onto v%d: %v", h, have.Version(), err)
 			}
 			v, out = h.Version, o
 		case wire.TypeFull:
@@ -194,16 +195,90 @@ func TestPublishSendsNewestOnly(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			v, out = f.Version, f.Snapshot
+			v, out = f.Version, bytes.Clone(f.Snapshot)
 		default:
 			t.Fatalf("got %s %v", typ, err)
 		}
+		if v <= have.Version() {
+			t.Fatalf("v%d after v%d", v, have.Version())
+		}
+		have = mustOpen(t, out)
 		if v == 50 {
 			if !bytes.Equal(out, last) {
 				t.Fatal("v50 rebuilt other bytes")
 			}
 			break
 		}
+	}
+}
+
+// A NACKed DELTA inside a chain sent ahead of the ACKs is answered by one
+// FULL of the latest version, even one already offered as a DELTA; the
+// NACKs of the DELTAs chained on it change nothing, and DELTAs resume from
+// the FULL.
+func TestNackedDeltaChainGetsOneFull(t *testing.T) {
+	s, addr, _ := start(t)
+	ddec, _ := wire.NewDeltaDecoder(0)
+	defer ddec.Close()
+	snaps := map[uint64][]byte{}
+	for v := uint64(1); v <= 5; v++ {
+		snaps[v] = snapOf(t, v, 20, "x"+strconv.Itoa(int(v)))
+	}
+	s.Publish(1, snaps[1], time.Now())
+	_, r, w := dial(t, addr, "e1", 0)
+	expect := func(typ wire.Type, v, base uint64) {
+		t.Helper()
+		got, p, err := nextNonHeartbeat(t, r)
+		if err != nil || got != typ {
+			t.Fatalf("got %s %v, want %s v%d", got, err, typ, v)
+		}
+		if typ == wire.TypeFull {
+			h, _, err := wire.DecodeFullHeader(p)
+			if err != nil || h.Version != v {
+				t.Fatalf("FULL v%d %v, want v%d", h.Version, err, v)
+			}
+			return
+		}
+		h, out, err := ddec.Apply(nil, mustOpen(t, snaps[base]), p)
+		if err != nil || h.Version != v || h.BaseVersion != base || !bytes.Equal(out, snaps[v]) {
+			t.Fatalf("DELTA %+v %v, want v%d from v%d", h, err, v, base)
+		}
+	}
+	expect(wire.TypeFull, 1, 0)
+	for v := uint64(2); v <= 4; v++ {
+		s.Publish(v, snaps[v], time.Now())
+		expect(wire.TypeDelta, v, v-1) // chained on the last sent, no ACK yet
+	}
+	w.WriteFrame(wire.TypeNack, wire.AppendNack(nil, wire.Nack{Version: 2, Reason: "apply: test"}))
+	expect(wire.TypeFull, 4, 0)
+	// The edge refuses the DELTAs chained on v2 as well; they were replaced.
+	w.WriteFrame(wire.TypeNack, wire.AppendNack(nil, wire.Nack{Version: 3, Reason: "delta base mismatch"}))
+	w.WriteFrame(wire.TypeAck, wire.AppendAck(nil, wire.Ack{Version: 4}))
+	waitFor(t, "ack of v4", func() bool { st := s.Status(); return len(st) == 1 && st[0].AppliedVersion == 4 })
+	s.Publish(5, snaps[5], time.Now())
+	expect(wire.TypeDelta, 5, 4)
+	// The writer counts a frame after writing it.
+	waitFor(t, "2 FULLs and 4 DELTAs counted", func() bool { st := s.Status(); return st[0].FullsSent == 2 && st[0].DeltasSent == 4 })
+}
+
+// A refused FULL is not resent, and the next version is a FULL too: the
+// edge kept whatever it had, so no DELTA base is known.
+func TestNackedFullNextIsFull(t *testing.T) {
+	s, addr, _ := start(t)
+	s.Publish(1, snapOf(t, 1, 20, "a"), time.Now())
+	_, r, w := dial(t, addr, "e1", 0)
+	if typ, _, err := nextNonHeartbeat(t, r); err != nil || typ != wire.TypeFull {
+		t.Fatalf("%s %v, want FULL", typ, err)
+	}
+	w.WriteFrame(wire.TypeNack, wire.AppendNack(nil, wire.Nack{Version: 1, Reason: "save: disk full"}))
+	waitFor(t, "nack recorded", func() bool { st := s.Status(); return len(st) == 1 && st[0].LastNack != "" })
+	s.Publish(2, snapOf(t, 2, 20, "b"), time.Now())
+	typ, p, err := nextNonHeartbeat(t, r)
+	if err != nil || typ != wire.TypeFull {
+		t.Fatalf("after a NACKed FULL: %s %v, want FULL", typ, err)
+	}
+	if h, _, err := wire.DecodeFullHeader(p); err != nil || h.Version != 2 {
+		t.Fatalf("FULL v%d %v, want v2", h.Version, err)
 	}
 }
 

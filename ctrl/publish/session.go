@@ -30,15 +30,24 @@ type session struct {
 	edgeVersion atomic.Uint64
 	superseded  atomic.Bool
 
-	// base is what the edge holds as a delta base: the version and file hash
-	// it declared in HELLO, then each version it ACKs that this session sent.
-	baseMu    sync.Mutex
-	base      baseKey
-	sentHash  map[uint64]uint64 // version -> file hash of snapshots sent, pruned on ACK
-	deltaSent uint64            // version last sent as a DELTA
-	// retryFull is a version whose DELTA the edge NACKed: the writer resends
-	// it once as a FULL.
-	retryFull atomic.Uint64
+	// base is what the edge will hold once it has applied every frame sent
+	// so far: the version and file hash it declared in HELLO, then each
+	// version this session sends. The edge applies frames in order and its
+	// delta base is the snapshot in service, so a DELTA from the last
+	// version sent applies without waiting for ACKs; basing it on the last
+	// ACK instead put edges on scattered bases at 50 changes/s (one encode
+	// each) and made the edge NACK every DELTA sent while an ACK was in
+	// flight. A zero base means the edge's snapshot is unknown: the next
+	// frame is a FULL.
+	baseMu sync.Mutex
+	base   baseKey
+	// fullAt is the version of the last FULL sent. Frames above it were all
+	// DELTAs chained on it, so a NACK of one of them means the edge is off
+	// the chain; a NACK at or below it is about a frame the FULL replaced.
+	fullAt uint64
+	// needFull asks the writer for a FULL of the latest version even if it
+	// already offered that version, after the edge NACKed a DELTA.
+	needFull bool
 
 	// diverged is set when the edge's snapshot is not from ctrl's history
 	// (HELLO named a version ctrl never reached, or one whose hash differs
@@ -55,13 +64,12 @@ type session struct {
 func newSession(s *Server, conn net.Conn) *session {
 	remote := conn.RemoteAddr().String()
 	return &session{
-		srv:      s,
-		conn:     conn,
-		remote:   remote,
-		log:      s.log.With("remote", remote),
-		wake:     make(chan struct{}, 1),
-		done:     make(chan struct{}),
-		sentHash: make(map[uint64]uint64),
+		srv:    s,
+		conn:   conn,
+		remote: remote,
+		log:    s.log.With("remote", remote),
+		wake:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
 	}
 }
 
@@ -207,7 +215,6 @@ func (ss *session) readLoop(r *wire.Reader) error {
 				continue
 			}
 			ss.setEdgeVersion(a.Version)
-			ss.noteAck(a.Version)
 			ss.srv.recordAck(ss.nodeID, a.Version, false)
 			ss.log.Info("publish: edge acknowledged", "version", a.Version)
 		case wire.TypeNack:
@@ -217,9 +224,7 @@ func (ss *session) readLoop(r *wire.Reader) error {
 			}
 			ss.srv.recordNack(ss.nodeID, n)
 			ss.log.Warn("publish: edge refused snapshot", "version", n.Version, "reason", n.Reason)
-			if ss.sentAsDelta(n.Version) {
-				// Whatever went wrong with the base, a FULL does not need one.
-				ss.retryFull.Store(n.Version)
+			if ss.noteNack(n.Version) {
 				ss.poke()
 			}
 		default:
@@ -238,57 +243,58 @@ func (ss *session) setEdgeVersion(v uint64) {
 }
 
 // replaced ends divergence: the edge now serves ctrl's v, which may be below
-// what it held, so version and delta base are set, not raised.
+// what it held, so the version is set, not raised. The delta base is already
+// v: replaceSent is v, so v was the last frame sent.
 func (ss *session) replaced(v uint64) {
-	ss.baseMu.Lock()
-	defer ss.baseMu.Unlock()
 	ss.edgeVersion.Store(v)
-	if h, ok := ss.sentHash[v]; ok {
-		ss.base = baseKey{v, h}
-	} else {
-		ss.base = baseKey{}
-	}
-	clear(ss.sentHash)
 	ss.diverged.Store(false)
 }
 
-// noteAck makes an ACKed version the edge's delta base, if this session
-// sent it (so its hash is known).
-func (ss *session) noteAck(v uint64) {
+// noteNack handles the edge refusing version v and reports whether the
+// writer must send a FULL. A DELTA above the last FULL counts: the edge then
+// holds some version before v, so the DELTAs chained on v cannot apply
+// either (their NACKs change nothing more). A refused FULL is not resent (it
+// would be refused again), but if nothing was chained on it yet the next
+// version goes out as a FULL. NACKs of frames a FULL has since replaced are
+// ignored.
+func (ss *session) noteNack(v uint64) bool {
 	ss.baseMu.Lock()
 	defer ss.baseMu.Unlock()
-	if h, ok := ss.sentHash[v]; ok && v > ss.base.version {
-		ss.base = baseKey{v, h}
+	switch {
+	case v > ss.fullAt && v <= ss.base.version:
+		ss.base = baseKey{}
+		ss.needFull = true
+		return true
+	case v == ss.fullAt && v == ss.base.version:
+		ss.base = baseKey{}
 	}
-	for sv := range ss.sentHash {
-		if sv <= v {
-			delete(ss.sentHash, sv)
-		}
-	}
+	return false
 }
 
-// sentAsDelta reports whether the last frame for version v was a DELTA.
-func (ss *session) sentAsDelta(v uint64) bool {
-	ss.baseMu.Lock()
-	defer ss.baseMu.Unlock()
-	return ss.deltaSent == v
-}
-
+// noteSent records that v (file hash hash) went out as t: it is the edge's
+// base for the next DELTA.
 func (ss *session) noteSent(v, hash uint64, t wire.Type) {
 	ss.baseMu.Lock()
 	defer ss.baseMu.Unlock()
-	ss.sentHash[v] = hash
-	if t == wire.TypeDelta {
-		ss.deltaSent = v
-	} else if ss.deltaSent == v {
-		ss.deltaSent = 0
+	ss.base = baseKey{v, hash}
+	if t == wire.TypeFull {
+		ss.fullAt = v
+		ss.needFull = false
 	}
 }
 
-func (ss *session) currentBase() baseKey {
+// nextFrame reports whether version v must be sent, having offered
+// versions up to offered, and the base to send it from (zero: a FULL).
+func (ss *session) nextFrame(v, offered uint64) (send bool, base baseKey) {
 	ss.baseMu.Lock()
 	defer ss.baseMu.Unlock()
-	return ss.base
+	if v <= offered && !ss.needFull {
+		return false, baseKey{}
+	}
+	if ss.needFull {
+		return true, baseKey{}
+	}
+	return true, ss.base
 }
 
 // writeLoop sends the newest snapshot whenever poked and the edge is behind
@@ -335,16 +341,13 @@ func (ss *session) writeLoop() {
 			if p.version <= ss.edgeVersion.Load() {
 				continue
 			}
-			retry := ss.retryFull.CompareAndSwap(p.version, 0)
-			if p.version <= offered && !retry {
+			send, b := ss.nextFrame(p.version, offered)
+			if !send {
 				continue
 			}
 			t, payload := wire.TypeFull, p.payload
-			if !retry {
-				b := ss.currentBase()
-				if d := ss.srv.delta(p, b.version, b.hash); d != nil {
-					t, payload = wire.TypeDelta, d
-				}
+			if d := ss.srv.delta(p, b.version, b.hash); d != nil {
+				t, payload = wire.TypeDelta, d
 			}
 			ss.noteSent(p.version, p.hash, t)
 			ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.DeadAfter))
