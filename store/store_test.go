@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -423,12 +424,16 @@ func wantSnapshots(t *testing.T, s *Pebble, want ...uint64) {
 	t.Helper()
 	s.mu.Lock()
 	got, err := s.snapshotVersions()
+	cached, loaded := slices.Clone(s.snapVersions), s.snapVersionsLoaded
 	s.mu.Unlock()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("stored snapshot versions = %v, want %v", got, want)
+	}
+	if loaded && fmt.Sprint(cached) != fmt.Sprint(want) {
+		t.Fatalf("in-memory snapshot versions = %v, Pebble holds %v", cached, want)
 	}
 	for _, v := range want {
 		if _, err := s.Snapshot(v); err != nil {
