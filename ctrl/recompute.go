@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/snapgate/snapgate/fbs"
 )
 
 // retryAfter is how long the loop waits before retrying a failed build
@@ -97,7 +95,8 @@ func (s *Server) build() error {
 	s.mu.RUnlock()
 
 	start := time.Now()
-	data, err := fbs.Build(st)
+	// Same bytes as fbs.Build(st), re-encoding only the changed shards.
+	data, err := s.builder.Build(st)
 	if err != nil {
 		s.restorePending(committed)
 		return fmt.Errorf("ctrl: building snapshot %d: %w", st.Version, err)

@@ -126,6 +126,9 @@ type Server struct {
 	model state
 
 	poke chan struct{} // 1-buffered: "the model changed since the last build"
+	// builder keeps the encoded shards of the latest build, so a small
+	// change re-encodes only the shards it touches (recompute.go).
+	builder fbs.Builder
 
 	snapMu sync.Mutex
 	snap   snapInfo

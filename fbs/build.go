@@ -298,21 +298,17 @@ func compareMatchOrder(a, b *Route) int {
 
 // Build encodes s as a snapshot file (FlatBuffer plus trailer). It is
 // deterministic: the same State yields the same bytes whatever the order of
-// s.Routes and s.Clusters.
+// s.Routes and s.Clusters. Builder produces the same bytes incrementally.
 func Build(s State) ([]byte, error) {
-	shards := s.Shards
-	switch {
-	case shards < 0 || shards > MaxShards:
-		return nil, fmt.Errorf("%w: field Shards: %d is outside 0..%d", ErrInvalidState, shards, MaxShards)
-	case shards == 0:
-		shards = DefaultShards(len(s.Routes))
+	shards, err := shardCount(s)
+	if err != nil {
+		return nil, err
 	}
-
 	clusters, err := sortedClusters(s.Clusters)
 	if err != nil {
 		return nil, err
 	}
-	routes, err := prepareRoutes(s.Routes, clusters, uint32(shards))
+	routes, err := prepareRoutes(s.Routes, clusterPositions(clusters, nil), uint32(shards))
 	if err != nil {
 		return nil, err
 	}
@@ -330,7 +326,25 @@ func Build(s State) ([]byte, error) {
 		shardBytes[i] = sb.build(routes[start:end])
 		start = end
 	}
+	return assemble(s.Version, s.ParentVersion, shardBytes, clusters), nil
+}
 
+// shardCount validates s.Shards and resolves 0 to DefaultShards.
+func shardCount(s State) (int, error) {
+	switch shards := s.Shards; {
+	case shards < 0 || shards > MaxShards:
+		return 0, fmt.Errorf("%w: field Shards: %d is outside 0..%d", ErrInvalidState, shards, MaxShards)
+	case shards == 0:
+		return DefaultShards(len(s.Routes)), nil
+	default:
+		return shards, nil
+	}
+}
+
+// assemble wraps finished shard buffers and the sorted clusters in the root
+// table and appends the trailer. The shard bytes are the only input that
+// depends on the routes, which is what lets Builder reuse them.
+func assemble(version, parent uint64, shardBytes [][]byte, clusters []Cluster) []byte {
 	hash := xxhash.New()
 	for _, sh := range shardBytes {
 		hash.Write(sh)
@@ -339,47 +353,77 @@ func Build(s State) ([]byte, error) {
 	hashClusters(hash, clusters, scratch[:])
 	contentHash := hash.Sum64()
 
-	// Sized up front: growing the builder doubles and copies the whole buffer.
+	return encodeRoot(rootSize(shardBytes, clusters), version, parent, contentHash, shardBytes, clusters)
+}
+
+// rootSize is an upper bound of the root buffer's size. Growing the builder
+// doubles and copies the whole buffer, which at 100k routes cost more than
+// encoding every route. Per shard: length prefix, up to 7 alignment bytes,
+// the Shard table and its slot in the shards vector. Per cluster and
+// endpoint: vtable, table, vector slot and padded strings.
+func rootSize(shardBytes [][]byte, clusters []Cluster) int {
 	size := 256
 	for _, sh := range shardBytes {
-		size += len(sh) + 16
+		size += len(sh) + 32
 	}
 	for i := range clusters {
-		size += 32 + len(clusters[i].Name)
-		for _, e := range clusters[i].Endpoints {
-			size += 16 + len(e.Address)
+		c := &clusters[i]
+		size += 96 + len(c.Name) + len(c.HashOnName)
+		for _, e := range c.Endpoints {
+			size += 48 + len(e.Address)
 		}
 	}
-	b := flatbuffers.NewBuilder(size)
+	return size
+}
+
+// encodeRoot writes the root FlatBuffer into a buffer of size bytes plus the
+// trailer and returns the finished file.
+func encodeRoot(size int, version, parent, contentHash uint64, shardBytes [][]byte, clusters []Cluster) []byte {
+	// The builder writes back to front into mem[:size]; the trailer goes in
+	// the TrailerSize bytes after it, so the file needs no final copy (at
+	// 100k routes a second 20 MB buffer cost more than the rest of an
+	// incremental build). The capacity limit keeps Reset from handing the
+	// trailer bytes to the builder.
+	mem := make([]byte, size+TrailerSize)
+	b := flatbuffers.NewBuilder(0)
+	b.Bytes = mem[:size:size]
+	b.Reset()
 	clustersVec := buildClusters(b, clusters)
-	shardOffs := make([]flatbuffers.UOffsetT, shards)
+	shardOffs := make([]flatbuffers.UOffsetT, len(shardBytes))
 	for i, sh := range shardBytes {
 		data := b.CreateByteVector(sh)
 		snapfb.ShardStart(b)
 		snapfb.ShardAddData(b, data)
 		shardOffs[i] = snapfb.ShardEnd(b)
 	}
-	snapfb.SnapshotStartShardsVector(b, shards)
-	for i := shards - 1; i >= 0; i-- {
+	snapfb.SnapshotStartShardsVector(b, len(shardOffs))
+	for i := len(shardOffs) - 1; i >= 0; i-- {
 		b.PrependUOffsetT(shardOffs[i])
 	}
-	shardsVec := b.EndVector(shards)
+	shardsVec := b.EndVector(len(shardOffs))
 
 	snapfb.SnapshotStart(b)
-	snapfb.SnapshotAddVersion(b, s.Version)
-	snapfb.SnapshotAddParentVersion(b, s.ParentVersion)
+	snapfb.SnapshotAddVersion(b, version)
+	snapfb.SnapshotAddParentVersion(b, parent)
 	snapfb.SnapshotAddContentHash(b, contentHash)
-	snapfb.SnapshotAddShardCount(b, uint32(shards))
+	snapfb.SnapshotAddShardCount(b, uint32(len(shardBytes)))
 	snapfb.SnapshotAddShards(b, shardsVec)
 	snapfb.SnapshotAddClusters(b, clustersVec)
 	root := snapfb.SnapshotEnd(b)
 	b.FinishWithFileIdentifier(root, []byte(Identifier))
 
 	fb := b.FinishedBytes()
-	out := make([]byte, len(fb)+TrailerSize)
-	copy(out, fb)
+	var out []byte
+	if len(b.Bytes) == size && &b.Bytes[0] == &mem[0] {
+		out = mem[b.Head() : size+TrailerSize]
+	} else {
+		// The estimate fell short and the builder moved to a bigger
+		// buffer; correct, only slower.
+		out = make([]byte, len(fb)+TrailerSize)
+		copy(out, fb)
+	}
 	binary.LittleEndian.PutUint64(out[len(fb):], xxhash.Sum64(fb))
-	return out, nil
+	return out
 }
 
 // sortedClusters validates the clusters and returns a copy sorted by name.
@@ -427,7 +471,7 @@ func checkClusterLB(lb, hashOn uint8, name string) string {
 
 // prepareRoutes validates the routes and returns them ordered by shard, key
 // and match order.
-func prepareRoutes(in []Route, clusters []Cluster, shards uint32) ([]preparedRoute, error) {
+func prepareRoutes(in []Route, clusters map[string]int, shards uint32) ([]preparedRoute, error) {
 	out := make([]preparedRoute, len(in))
 	ids := make(map[string]struct{}, len(in))
 	for i := range in {
@@ -440,19 +484,44 @@ func prepareRoutes(in []Route, clusters []Cluster, shards uint32) ([]preparedRou
 			return nil, fmt.Errorf("%w: route %q: field id: duplicate route id", ErrInvalidState, r.ID)
 		}
 		ids[r.ID] = struct{}{}
-		key := routeKey(r)
-		p := preparedRoute{
-			r:            r,
-			key:          key,
-			shard:        uint32(routeHashString(key) % uint64(shards)),
-			clusterIndex: uint32(ci),
-			methods:      slices.Compact(slices.Sorted(slices.Values(r.Methods))),
-			headers:      slices.Clone(r.Headers),
-			statuses:     slices.Compact(slices.Sorted(slices.Values(r.RetryStatuses))),
-		}
-		slices.SortFunc(p.headers, compareHeaderMatch)
-		out[i] = p
+		out[i] = prepareRoute(r, ci, shards)
 	}
+	if err := orderRoutes(out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// prepareRoute computes a validated route's key, shard and canonical lists.
+func prepareRoute(r *Route, ci int, shards uint32) preparedRoute {
+	key := routeKey(r)
+	p := preparedRoute{
+		r:            r,
+		key:          key,
+		shard:        uint32(routeHashString(key) % uint64(shards)),
+		clusterIndex: uint32(ci),
+		methods:      sortedUnique(r.Methods),
+		headers:      slices.Clone(r.Headers),
+		statuses:     sortedUnique(r.RetryStatuses),
+	}
+	slices.SortFunc(p.headers, compareHeaderMatch)
+	return p
+}
+
+// sortedUnique returns a sorted copy of s without duplicates, or nil for an
+// empty s: slices.Sorted allocates even for no elements, and most routes
+// have no methods and no retry statuses.
+func sortedUnique[T interface{ ~string | ~uint16 }](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return slices.Compact(slices.Sorted(slices.Values(s)))
+}
+
+// orderRoutes sorts prepared routes by shard, key and match order and rejects
+// two routes of one key with the same conditions. Keys never span shards, so
+// the check holds per shard, which Builder relies on.
+func orderRoutes(out []preparedRoute) error {
 	slices.SortFunc(out, func(a, b preparedRoute) int {
 		if a.shard != b.shard {
 			if a.shard < b.shard {
@@ -472,12 +541,12 @@ func prepareRoutes(in []Route, clusters []Cluster, shards uint32) ([]preparedRou
 		for j := i - 1; j >= 0 && out[j].key == out[i].key; j-- {
 			a, b := &out[j], &out[i]
 			if slices.Equal(a.methods, b.methods) && slices.Equal(a.headers, b.headers) {
-				return nil, fmt.Errorf("%w: route %q: fields host+prefix+methods+headers: host %q prefix %q (exact %v) with the same conditions already used by route %q",
+				return fmt.Errorf("%w: route %q: fields host+prefix+methods+headers: host %q prefix %q (exact %v) with the same conditions already used by route %q",
 					ErrInvalidState, b.r.ID, b.r.Host, b.r.Prefix, b.r.Exact, a.r.ID)
 			}
 		}
 	}
-	return out, nil
+	return nil
 }
 
 func compareHeaderMatch(a, b HeaderMatch) int {
@@ -493,8 +562,23 @@ func compareHeaderMatch(a, b HeaderMatch) int {
 	return strings.Compare(a.Value, b.Value)
 }
 
-// checkRoute validates r and returns the index of its cluster.
-func checkRoute(r *Route, clusters []Cluster) (int, error) {
+// clusterPositions maps each name of the sorted clusters to its index, so
+// that checking 100k routes costs a map probe each instead of a binary
+// search of string compares. It reuses m when non-nil.
+func clusterPositions(clusters []Cluster, m map[string]int) map[string]int {
+	if m == nil {
+		m = make(map[string]int, len(clusters))
+	}
+	clear(m)
+	for i := range clusters {
+		m[clusters[i].Name] = i
+	}
+	return m
+}
+
+// checkRoute validates r and returns the index of its cluster in the sorted
+// clusters, given as clusterPositions.
+func checkRoute(r *Route, clusters map[string]int) (int, error) {
 	id := r.ID
 	switch {
 	case id == "":
@@ -539,9 +623,7 @@ func checkRoute(r *Route, clusters []Cluster) (int, error) {
 			return 0, fmt.Errorf("%w: route %q: field headers[%d]: exactly one of value and present must be set", ErrInvalidState, id, i)
 		}
 	}
-	ci, ok := slices.BinarySearchFunc(clusters, r.Cluster, func(c Cluster, name string) int {
-		return strings.Compare(c.Name, name)
-	})
+	ci, ok := clusters[r.Cluster]
 	if !ok {
 		return 0, fmt.Errorf("%w: route %q: field cluster: cluster %q does not exist", ErrInvalidState, id, r.Cluster)
 	}
@@ -809,21 +891,28 @@ func hashBytes(h clusterHasher, scratch []byte, p []byte) {
 	h.Write(p)
 }
 
+// hashString is hashBytes for a string, without converting it: the
+// conversion escapes through the interface and would allocate per field.
+func hashString(h *xxhash.Digest, scratch []byte, s string) {
+	hashU32(h, scratch, uint32(len(s)))
+	h.WriteString(s)
+}
+
 // hashClusters writes: count, then per cluster: name, connect timeout,
 // lb, hash_on, hash_on_name, endpoint count, endpoint addresses and
 // weights; integers u32 LE, byte strings length-prefixed.
-func hashClusters(h clusterHasher, clusters []Cluster, scratch []byte) {
+func hashClusters(h *xxhash.Digest, clusters []Cluster, scratch []byte) {
 	hashU32(h, scratch, uint32(len(clusters)))
 	for i := range clusters {
 		c := &clusters[i]
-		hashBytes(h, scratch, []byte(c.Name))
+		hashString(h, scratch, c.Name)
 		hashU32(h, scratch, c.ConnectTimeoutMs)
 		hashU32(h, scratch, uint32(c.LB))
 		hashU32(h, scratch, uint32(c.HashOn))
-		hashBytes(h, scratch, []byte(c.HashOnName))
+		hashString(h, scratch, c.HashOnName)
 		hashU32(h, scratch, uint32(len(c.Endpoints)))
 		for _, e := range c.Endpoints {
-			hashBytes(h, scratch, []byte(e.Address))
+			hashString(h, scratch, e.Address)
 			hashU32(h, scratch, uint32(e.Weight))
 		}
 	}
