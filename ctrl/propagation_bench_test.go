@@ -32,13 +32,13 @@ import (
 // the put. Targets: p99 < 50 ms at 1,000 routes, < 250 ms at 100,000.
 func BenchmarkPropagation1k(b *testing.B) { benchPropagation(b, 1_000) }
 
-// BenchmarkPropagation100k does not pass yet: with 200 edges each first
-// taking a 20 MB FULL on a 2-CPU machine, sessions are cut (write deadline)
-// before the edges converge. It runs only when asked, so `make bench-go`
-// measures what works; issue 5 tracks it.
+// BenchmarkPropagation100k does not pass yet: with 200 in-process edges each
+// rebuilding and verifying a 20 MB file per version on a 2-CPU machine, ctrl
+// cuts sessions before the edges converge. It runs only when asked, so
+// `make bench-go` measures what works; issue 5 tracks it.
 func BenchmarkPropagation100k(b *testing.B) {
 	if os.Getenv("SNAPGATE_BENCH_100K") == "" {
-		b.Skip("set SNAPGATE_BENCH_100K=1: 200 edges × 20 MB FULLs do not converge yet")
+		b.Skip("set SNAPGATE_BENCH_100K=1: 200 in-process edges on 20 MB snapshots do not converge yet")
 	}
 	benchPropagation(b, 100_000)
 }
