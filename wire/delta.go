@@ -381,16 +381,10 @@ type DeltaDecoder struct {
 // NewDeltaDecoder returns a DeltaDecoder that refuses results above maxRaw
 // bytes (DefaultMaxPayload if maxRaw <= 0).
 func NewDeltaDecoder(maxRaw int) (*DeltaDecoder, error) {
-	if maxRaw <= 0 {
-		maxRaw = DefaultMaxPayload
-	}
-	dec, err := zstd.NewReader(nil,
-		zstd.WithDecoderConcurrency(1),
-		zstd.WithDecoderMaxMemory(uint64(maxRaw)),
-		// Each part decodes into exactly its declared room (see decode).
-		zstd.WithDecodeAllCapLimit(true))
+	// Each part decodes into exactly its declared room (see decode).
+	dec, maxRaw, err := newBoundedDecoder(maxRaw)
 	if err != nil {
-		return nil, fmt.Errorf("wire: create zstd delta decoder: %w", err)
+		return nil, err
 	}
 	return &DeltaDecoder{dec: dec, max: maxRaw}, nil
 }

@@ -147,19 +147,29 @@ type Decompressor struct {
 // NewDecompressor returns a Decompressor accepting snapshots of at most
 // maxRaw bytes (DefaultMaxPayload if maxRaw <= 0).
 func NewDecompressor(maxRaw int) (*Decompressor, error) {
+	dec, maxRaw, err := newBoundedDecoder(maxRaw)
+	if err != nil {
+		return nil, err
+	}
+	return &Decompressor{dec: dec, max: maxRaw}, nil
+}
+
+// newBoundedDecoder returns a single-threaded zstd decoder that refuses
+// output above maxRaw (DefaultMaxPayload if maxRaw <= 0), and the bound used.
+// Its output is also bounded by cap(dst), which callers set to the declared
+// raw length: a bomb fails as soon as it overflows, before it allocates.
+func newBoundedDecoder(maxRaw int) (*zstd.Decoder, int, error) {
 	if maxRaw <= 0 {
 		maxRaw = DefaultMaxPayload
 	}
 	dec, err := zstd.NewReader(nil,
 		zstd.WithDecoderConcurrency(1),
 		zstd.WithDecoderMaxMemory(uint64(maxRaw)),
-		// Output is bounded by cap(dst), which DecodeFull sets to the declared
-		// raw length: a bomb fails as soon as it overflows, before it allocates.
 		zstd.WithDecodeAllCapLimit(true))
 	if err != nil {
-		return nil, fmt.Errorf("wire: create zstd decoder: %w", err)
+		return nil, 0, fmt.Errorf("wire: create zstd decoder: %w", err)
 	}
-	return &Decompressor{dec: dec, max: maxRaw}, nil
+	return dec, maxRaw, nil
 }
 
 // DecodeFull decodes a FULL payload. For codec raw Snapshot aliases p; for

@@ -270,23 +270,16 @@ func (p *Pool) Put(c *Conn) {
 		return
 	}
 	c.idleFrom = time.Now().UnixNano()
-	select {
-	case p.idle <- c:
-		// Close() after a concurrent close() drained the channel: re-check
-		// so a racing Put cannot leak a conn into a dead pool.
-		if p.closed.Load() {
-			p.drain()
-		}
-	default:
-		c.Close()
-	}
+	p.park(c)
 }
 
-// park returns a swept conn to the idle set, or closes it if the set
-// filled up meanwhile or the pool is gone.
+// park returns a conn to the idle set, or closes it if the set is full or
+// the pool is gone.
 func (p *Pool) park(c *Conn) {
 	select {
 	case p.idle <- c:
+		// A close() that ran concurrently may have drained the channel
+		// before this send: re-check so a conn cannot leak into a dead pool.
 		if p.closed.Load() {
 			p.drain()
 		}
