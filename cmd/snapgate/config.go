@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/snapgate/snapgate/wire"
 )
 
 // loadConfig fills into from a YAML file. Unknown keys are errors: a typo in a
@@ -61,4 +63,46 @@ func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 		fs.PrintDefaults()
 	}
 	return fs
+}
+
+// daemon is what ctrl and edge share after their command line is parsed.
+type daemon struct {
+	log    *slog.Logger
+	secret []byte // the stream secret, nil when no file was given
+}
+
+// parseDaemon reads a daemon's command line over cfg: the --config file
+// first, then the flags that define registers (their defaults are the
+// file's values, so flags win), then the logger and the stream secret. It
+// returns the exit code to use when ok is false.
+func parseDaemon(name string, args []string, stderr io.Writer, cfg any, logLevel, secretFile *string, define func(*flag.FlagSet)) (d daemon, code int, ok bool) {
+	fail := func(err error) (daemon, int, bool) {
+		fmt.Fprintf(stderr, "snapgate %s: %v\n", name, err)
+		return daemon{}, 2, false
+	}
+	if path := configFlag(args); path != "" {
+		if err := loadConfig(path, cfg); err != nil {
+			return fail(err)
+		}
+	}
+	fs := newFlagSet(name, name+" [--config "+name+".yaml] [flags]", stderr)
+	fs.String("config", "", "YAML config file; flags override its values")
+	define(fs)
+	if code, ok := parseFlags(fs, args); !ok {
+		return daemon{}, code, false
+	}
+	if fs.NArg() > 0 {
+		return fail(fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return fail(err)
+	}
+	d.log = log
+	if *secretFile != "" {
+		if d.secret, err = wire.ReadSecretFile(*secretFile); err != nil {
+			return fail(err)
+		}
+	}
+	return d, 0, true
 }

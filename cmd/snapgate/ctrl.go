@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -9,7 +10,6 @@ import (
 
 	"github.com/snapgate/snapgate/ctrl"
 	"github.com/snapgate/snapgate/ctrl/publish"
-	"github.com/snapgate/snapgate/wire"
 )
 
 // ctrlConfig is the ctrl config file (YAML); every key is also a flag.
@@ -45,43 +45,22 @@ func defaultCtrlConfig() ctrlConfig {
 
 func runCtrl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg := defaultCtrlConfig()
-	if path := configFlag(args); path != "" {
-		if err := loadConfig(path, &cfg); err != nil {
-			fmt.Fprintln(stderr, "snapgate ctrl:", err)
-			return 2
-		}
-	}
-	fs := newFlagSet("ctrl", "ctrl [--config ctrl.yaml] [flags]", stderr)
-	fs.String("config", "", "YAML config file; flags override its values")
-	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of the Pebble store (routes, clusters, snapshot history)")
-	fs.StringVar(&cfg.AdminSocket, "admin-socket", cfg.AdminSocket, "unix socket for 'snapgate ctl' (created mode 0600)")
-	fs.StringVar(&cfg.StreamListen, "stream-listen", cfg.StreamListen, "TCP address edges connect to for snapshots")
-	fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "TCP address of the HTTP /metrics listener (Prometheus text format); empty disables it")
-	fs.DurationVar(&cfg.Debounce, "debounce", cfg.Debounce, "quiet time that coalesces a burst of writes into one snapshot")
-	fs.DurationVar(&cfg.MaxDelay, "max-delay", cfg.MaxDelay, "longest a write waits for its snapshot during a continuous burst")
-	fs.IntVar(&cfg.KeepSnapshots, "keep-snapshots", cfg.KeepSnapshots, "snapshot versions kept in the store")
-	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
-	fs.StringVar(&cfg.StreamSecretFile, "stream-secret-file", cfg.StreamSecretFile, "file (mode 0600) with the secret edges must prove on the stream; authenticated, not encrypted")
-	fs.BoolVar(&cfg.InsecureStream, "insecure-stream", cfg.InsecureStream, "run without a stream secret: anyone who reaches --stream-listen gets every snapshot")
-	if code, ok := parseFlags(fs, args); !ok {
+	d, code, ok := parseDaemon("ctrl", args, stderr, &cfg, &cfg.LogLevel, &cfg.StreamSecretFile, func(fs *flag.FlagSet) {
+		fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of the Pebble store (routes, clusters, snapshot history)")
+		fs.StringVar(&cfg.AdminSocket, "admin-socket", cfg.AdminSocket, "unix socket for 'snapgate ctl' (created mode 0600)")
+		fs.StringVar(&cfg.StreamListen, "stream-listen", cfg.StreamListen, "TCP address edges connect to for snapshots")
+		fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "TCP address of the HTTP /metrics listener (Prometheus text format); empty disables it")
+		fs.DurationVar(&cfg.Debounce, "debounce", cfg.Debounce, "quiet time that coalesces a burst of writes into one snapshot")
+		fs.DurationVar(&cfg.MaxDelay, "max-delay", cfg.MaxDelay, "longest a write waits for its snapshot during a continuous burst")
+		fs.IntVar(&cfg.KeepSnapshots, "keep-snapshots", cfg.KeepSnapshots, "snapshot versions kept in the store")
+		fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+		fs.StringVar(&cfg.StreamSecretFile, "stream-secret-file", cfg.StreamSecretFile, "file (mode 0600) with the secret edges must prove on the stream; authenticated, not encrypted")
+		fs.BoolVar(&cfg.InsecureStream, "insecure-stream", cfg.InsecureStream, "run without a stream secret: anyone who reaches --stream-listen gets every snapshot")
+	})
+	if !ok {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "snapgate ctrl: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	log, err := newLogger(stderr, cfg.LogLevel)
-	if err != nil {
-		fmt.Fprintln(stderr, "snapgate ctrl:", err)
-		return 2
-	}
-	var secret []byte
-	if cfg.StreamSecretFile != "" {
-		if secret, err = wire.ReadSecretFile(cfg.StreamSecretFile); err != nil {
-			fmt.Fprintln(stderr, "snapgate ctrl:", err)
-			return 2
-		}
-	}
+	log, secret := d.log, d.secret
 	srv, err := ctrl.New(ctrl.Config{
 		InsecureStream: cfg.InsecureStream,
 		Publish:        publish.Config{Secret: secret},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -10,7 +11,6 @@ import (
 
 	"github.com/snapgate/snapgate/edge"
 	"github.com/snapgate/snapgate/edge/proxy"
-	"github.com/snapgate/snapgate/wire"
 )
 
 // edgeConfig is the edge config file (YAML); every key is also a flag.
@@ -59,48 +59,27 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		runtime.GOMAXPROCS(proxy.MinProcs)
 	}
 	cfg := defaultEdgeConfig()
-	if path := configFlag(args); path != "" {
-		if err := loadConfig(path, &cfg); err != nil {
-			fmt.Fprintln(stderr, "snapgate edge:", err)
-			return 2
-		}
-	}
-	fs := newFlagSet("edge", "edge [--config edge.yaml] [flags]", stderr)
-	fs.String("config", "", "YAML config file; flags override its values")
-	fs.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "name this edge reports to ctrl (default: the hostname)")
-	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "HTTP address clients connect to")
-	fs.StringVar(&cfg.Ctrl, "ctrl", cfg.Ctrl, "ctrl's snapshot stream address")
-	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of applied snapshots (the edge boots from the newest good one)")
-	fs.StringVar(&cfg.StreamSecretFile, "stream-secret-file", cfg.StreamSecretFile, "file (mode 0600) with the secret shared with ctrl's stream")
-	fs.BoolVar(&cfg.InsecureStream, "insecure-stream", cfg.InsecureStream, "connect to ctrl without a stream secret (only with a ctrl started the same way)")
-	fs.IntVar(&cfg.KeepSnapshots, "keep-snapshots", cfg.KeepSnapshots, "applied snapshots kept on disk")
-	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", cfg.HeaderTimeout, "time a client has to send a request head (408 after)")
-	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "idle keep-alive client connections are closed after this")
-	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", cfg.ConnectTimeout, "upstream connect timeout unless the cluster sets one (504 after)")
-	fs.DurationVar(&cfg.UpstreamTimeout, "upstream-timeout", cfg.UpstreamTimeout, "upstream response timeout unless the route sets one (504 after)")
-	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", cfg.MaxBodyBytes, "largest request body Content-Length forwarded (413 above); 0 = no limit")
-	fs.StringVar(&cfg.AdminListen, "admin-listen", cfg.AdminListen, "address of the admin HTTP listener (/metrics, /healthz); empty disables it")
-	fs.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "also serve Go profiles under /debug/pprof/ on the admin listener")
-	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
-	if code, ok := parseFlags(fs, args); !ok {
+	d, code, ok := parseDaemon("edge", args, stderr, &cfg, &cfg.LogLevel, &cfg.StreamSecretFile, func(fs *flag.FlagSet) {
+		fs.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "name this edge reports to ctrl (default: the hostname)")
+		fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "HTTP address clients connect to")
+		fs.StringVar(&cfg.Ctrl, "ctrl", cfg.Ctrl, "ctrl's snapshot stream address")
+		fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of applied snapshots (the edge boots from the newest good one)")
+		fs.StringVar(&cfg.StreamSecretFile, "stream-secret-file", cfg.StreamSecretFile, "file (mode 0600) with the secret shared with ctrl's stream")
+		fs.BoolVar(&cfg.InsecureStream, "insecure-stream", cfg.InsecureStream, "connect to ctrl without a stream secret (only with a ctrl started the same way)")
+		fs.IntVar(&cfg.KeepSnapshots, "keep-snapshots", cfg.KeepSnapshots, "applied snapshots kept on disk")
+		fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", cfg.HeaderTimeout, "time a client has to send a request head (408 after)")
+		fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "idle keep-alive client connections are closed after this")
+		fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", cfg.ConnectTimeout, "upstream connect timeout unless the cluster sets one (504 after)")
+		fs.DurationVar(&cfg.UpstreamTimeout, "upstream-timeout", cfg.UpstreamTimeout, "upstream response timeout unless the route sets one (504 after)")
+		fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", cfg.MaxBodyBytes, "largest request body Content-Length forwarded (413 above); 0 = no limit")
+		fs.StringVar(&cfg.AdminListen, "admin-listen", cfg.AdminListen, "address of the admin HTTP listener (/metrics, /healthz); empty disables it")
+		fs.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "also serve Go profiles under /debug/pprof/ on the admin listener")
+		fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	})
+	if !ok {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "snapgate edge: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	log, err := newLogger(stderr, cfg.LogLevel)
-	if err != nil {
-		fmt.Fprintln(stderr, "snapgate edge:", err)
-		return 2
-	}
-	var secret []byte
-	if cfg.StreamSecretFile != "" {
-		if secret, err = wire.ReadSecretFile(cfg.StreamSecretFile); err != nil {
-			fmt.Fprintln(stderr, "snapgate edge:", err)
-			return 2
-		}
-	}
+	log, secret := d.log, d.secret
 	node, err := edge.New(edge.Config{
 		StreamSecret:    secret,
 		InsecureStream:  cfg.InsecureStream,
