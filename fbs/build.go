@@ -73,6 +73,7 @@ type Cluster struct {
 	LB               uint8  // LBRoundRobin, ...
 	HashOn           uint8  // set iff LB == LBHash
 	HashOnName       string // for HashOnHeader and HashOnCookie
+	Policy           string // id in State.Auth.Policies for routes without their own; "" = none
 }
 
 // HeaderMatch is one header condition: the request carries header Name
@@ -120,6 +121,8 @@ type Route struct {
 	MaxStalenessMs uint32 // staleness bound; 0 = unbounded
 	OnStaleReject  bool   // past the bound answer 503 instead of serving
 	StaleHeader    bool   // add X-Snapgate-Staleness to responses
+
+	Policy string // id in State.Auth.Policies; "" = the cluster's, else the global one
 }
 
 // conditions counts a route's method and header conditions; among routes of
@@ -140,6 +143,13 @@ type State struct {
 	Clusters               []Cluster
 	// Shards is the number of route shards; 0 picks DefaultShards(len(Routes)).
 	Shards int
+
+	// Auth holds consumers, issuers and policies; GlobalPolicy names the
+	// policy of routes whose route and cluster have none ("" = none).
+	Auth         Auth
+	GlobalPolicy string
+	// FleetSize is the number of edges sharing cluster-scope rate limits.
+	FleetSize uint32
 }
 
 // RouteHash is FNV-1a 64 over host, one 0x00 byte and prefix. It places a
@@ -265,6 +275,7 @@ type preparedRoute struct {
 	key          string
 	shard        uint32
 	clusterIndex uint32
+	policy       uint32        // policy index + 1, 0 = none
 	methods      []string      // sorted, deduplicated
 	headers      []HeaderMatch // sorted by name, then value
 	statuses     []uint16      // sorted, deduplicated
@@ -308,7 +319,11 @@ func Build(s State) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	routes, err := prepareRoutes(s.Routes, clusterPositions(clusters, nil), uint32(shards))
+	refs, err := prepareAuth(&s, clusters)
+	if err != nil {
+		return nil, err
+	}
+	routes, err := prepareRoutes(s.Routes, clusterPositions(clusters, nil), refs, uint32(shards))
 	if err != nil {
 		return nil, err
 	}
@@ -326,7 +341,7 @@ func Build(s State) ([]byte, error) {
 		shardBytes[i] = sb.build(routes[start:end])
 		start = end
 	}
-	return assemble(s.Version, s.ParentVersion, shardBytes, clusters), nil
+	return assemble(s.Version, s.ParentVersion, shardBytes, clusters, refs), nil
 }
 
 // shardCount validates s.Shards and resolves 0 to DefaultShards.
@@ -344,16 +359,17 @@ func shardCount(s State) (int, error) {
 // assemble wraps finished shard buffers and the sorted clusters in the root
 // table and appends the trailer. The shard bytes are the only input that
 // depends on the routes, which is what lets Builder reuse them.
-func assemble(version, parent uint64, shardBytes [][]byte, clusters []Cluster) []byte {
+func assemble(version, parent uint64, shardBytes [][]byte, clusters []Cluster, refs *policyRefs) []byte {
 	hash := xxhash.New()
 	for _, sh := range shardBytes {
 		hash.Write(sh)
 	}
 	var scratch [4]byte
 	hashClusters(hash, clusters, scratch[:])
+	hashAuth(hash, scratch[:], refs.bytes, func(i int) uint32 { return refs.clusters[i] }, len(clusters), refs.global, refs.fleet)
 	contentHash := hash.Sum64()
 
-	return encodeRoot(rootSize(shardBytes, clusters), version, parent, contentHash, shardBytes, clusters)
+	return encodeRoot(rootSize(shardBytes, clusters)+len(refs.bytes), version, parent, contentHash, shardBytes, clusters, refs)
 }
 
 // rootSize is an upper bound of the root buffer's size. Growing the builder
@@ -378,7 +394,7 @@ func rootSize(shardBytes [][]byte, clusters []Cluster) int {
 
 // encodeRoot writes the root FlatBuffer into a buffer of size bytes plus the
 // trailer and returns the finished file.
-func encodeRoot(size int, version, parent, contentHash uint64, shardBytes [][]byte, clusters []Cluster) []byte {
+func encodeRoot(size int, version, parent, contentHash uint64, shardBytes [][]byte, clusters []Cluster, refs *policyRefs) []byte {
 	// The builder writes back to front into mem[:size]; the trailer goes in
 	// the TrailerSize bytes after it, so the file needs no final copy (at
 	// 100k routes a second 20 MB buffer cost more than the rest of an
@@ -388,7 +404,11 @@ func encodeRoot(size int, version, parent, contentHash uint64, shardBytes [][]by
 	b := flatbuffers.NewBuilder(0)
 	b.Bytes = mem[:size:size]
 	b.Reset()
-	clustersVec := buildClusters(b, clusters)
+	var authVec flatbuffers.UOffsetT
+	if refs.bytes != nil {
+		authVec = b.CreateByteVector(refs.bytes)
+	}
+	clustersVec := buildClusters(b, clusters, refs.clusters)
 	shardOffs := make([]flatbuffers.UOffsetT, len(shardBytes))
 	for i, sh := range shardBytes {
 		data := b.CreateByteVector(sh)
@@ -409,6 +429,11 @@ func encodeRoot(size int, version, parent, contentHash uint64, shardBytes [][]by
 	snapfb.SnapshotAddShardCount(b, uint32(len(shardBytes)))
 	snapfb.SnapshotAddShards(b, shardsVec)
 	snapfb.SnapshotAddClusters(b, clustersVec)
+	if authVec != 0 {
+		snapfb.SnapshotAddAuth(b, authVec)
+	}
+	snapfb.SnapshotAddGlobalPolicy(b, refs.global)
+	snapfb.SnapshotAddFleetSize(b, refs.fleet)
 	root := snapfb.SnapshotEnd(b)
 	b.FinishWithFileIdentifier(root, []byte(Identifier))
 
@@ -471,7 +496,7 @@ func checkClusterLB(lb, hashOn uint8, name string) string {
 
 // prepareRoutes validates the routes and returns them ordered by shard, key
 // and match order.
-func prepareRoutes(in []Route, clusters map[string]int, shards uint32) ([]preparedRoute, error) {
+func prepareRoutes(in []Route, clusters map[string]int, refs *policyRefs, shards uint32) ([]preparedRoute, error) {
 	out := make([]preparedRoute, len(in))
 	ids := make(map[string]struct{}, len(in))
 	for i := range in {
@@ -484,7 +509,11 @@ func prepareRoutes(in []Route, clusters map[string]int, shards uint32) ([]prepar
 			return nil, fmt.Errorf("%w: route %q: field id: duplicate route id", ErrInvalidState, r.ID)
 		}
 		ids[r.ID] = struct{}{}
-		out[i] = prepareRoute(r, ci, shards)
+		pi, err := refs.routeRef(r)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = prepareRoute(r, ci, pi, shards)
 	}
 	if err := orderRoutes(out); err != nil {
 		return nil, err
@@ -493,13 +522,14 @@ func prepareRoutes(in []Route, clusters map[string]int, shards uint32) ([]prepar
 }
 
 // prepareRoute computes a validated route's key, shard and canonical lists.
-func prepareRoute(r *Route, ci int, shards uint32) preparedRoute {
+func prepareRoute(r *Route, ci int, policy uint32, shards uint32) preparedRoute {
 	key := routeKey(r)
 	p := preparedRoute{
 		r:            r,
 		key:          key,
 		shard:        uint32(routeHashString(key) % uint64(shards)),
 		clusterIndex: uint32(ci),
+		policy:       policy,
 		methods:      sortedUnique(r.Methods),
 		headers:      slices.Clone(r.Headers),
 		statuses:     sortedUnique(r.RetryStatuses),
@@ -753,6 +783,7 @@ func (sb *shardBuilder) build(routes []preparedRoute) []byte {
 			snapfb.RouteAddOnStale(b, onStaleReject)
 		}
 		snapfb.RouteAddStaleHeader(b, r.StaleHeader)
+		snapfb.RouteAddPolicy(b, p.policy)
 		sb.offs = append(sb.offs, snapfb.RouteEnd(b))
 	}
 	vec := sb.vector(snapfb.RouteShardStartRoutesVector(b, len(sb.offs)), sb.offs)
@@ -835,7 +866,7 @@ func (sb *shardBuilder) buildFilter(routes []preparedRoute) []uint64 {
 	return sb.filter
 }
 
-func buildClusters(b *flatbuffers.Builder, clusters []Cluster) flatbuffers.UOffsetT {
+func buildClusters(b *flatbuffers.Builder, clusters []Cluster, policies []uint32) flatbuffers.UOffsetT {
 	offs := make([]flatbuffers.UOffsetT, len(clusters))
 	var eps []flatbuffers.UOffsetT
 	for i := range clusters {
@@ -867,6 +898,7 @@ func buildClusters(b *flatbuffers.Builder, clusters []Cluster) flatbuffers.UOffs
 		if hashName != 0 {
 			snapfb.ClusterAddHashOnName(b, hashName)
 		}
+		snapfb.ClusterAddPolicy(b, policies[i])
 		offs[i] = snapfb.ClusterEnd(b)
 	}
 	snapfb.SnapshotStartClustersVector(b, len(offs))

@@ -14,6 +14,7 @@ func fuzzSeeds(f *testing.F) {
 	st := genState(20, 13)
 	st.Shards = 3
 	f.Add(mustBuild(f, st))
+	f.Add(mustBuild(f, authState()))
 }
 
 // FuzzOpen feeds arbitrary bytes to Open. Nearly all fail the trailer hash,
@@ -42,11 +43,21 @@ func FuzzOpenFixedTrailer(f *testing.F) {
 			return
 		}
 		exercise(s)
-		st := State{Shards: s.NumShards()}
+		st := State{Shards: s.NumShards(), FleetSize: uint32(s.fleetSize)}
+		if a := s.Auth(); a != nil {
+			st.Auth = *a
+		}
+		policyID := func(i int) string {
+			if i < 0 {
+				return ""
+			}
+			return st.Auth.Policies[i].ID
+		}
+		st.GlobalPolicy = policyID(s.GlobalPolicy())
 		s.ForEachRoute(func(r Route) bool { st.Routes = append(st.Routes, r); return true })
 		for i := range s.NumClusters() {
 			v := s.ClusterAt(i)
-			c := Cluster{Name: string(v.Name()), ConnectTimeoutMs: v.ConnectTimeoutMs()}
+			c := Cluster{Name: string(v.Name()), ConnectTimeoutMs: v.ConnectTimeoutMs(), Policy: policyID(v.Policy())}
 			for j := range v.NumEndpoints() {
 				c.Endpoints = append(c.Endpoints, Endpoint{Address: string(v.Endpoint(j))})
 			}

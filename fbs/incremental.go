@@ -40,7 +40,7 @@ type Builder struct {
 }
 
 // placement is where pass 1 put a route.
-type placement struct{ shard, cluster uint32 }
+type placement struct{ shard, cluster, policy uint32 }
 
 // cachedShard is one shard's finished bytes and the digest they were
 // encoded from.
@@ -71,6 +71,10 @@ func (b *Builder) Build(s State) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	refs, err := prepareAuth(&s, clusters)
+	if err != nil {
+		return nil, err
+	}
 
 	// Pass 1, over every route: the checks prepareRoutes makes, in the same
 	// order so that the first error is the same, then shard placement and
@@ -98,11 +102,15 @@ func (b *Builder) Build(s State) ([]byte, error) {
 			return nil, fmt.Errorf("%w: route %q: field id: duplicate route id", ErrInvalidState, r.ID)
 		}
 		b.ids[r.ID] = struct{}{}
+		pi, err := refs.routeRef(r)
+		if err != nil {
+			return nil, err
+		}
 		shard := uint32(routeKeyHash(r) % uint64(shards))
-		b.placed[i] = placement{shard: shard, cluster: uint32(ci)}
+		b.placed[i] = placement{shard: shard, cluster: uint32(ci), policy: pi}
 		sum := &b.sums[shard]
 		sum.routes++
-		sum.digest += b.digest.route(r, uint32(ci))
+		sum.digest += b.digest.route(r, uint32(ci), pi)
 	}
 
 	// Pass 2, over the routes of shards whose digest changed: prepare, order
@@ -120,7 +128,7 @@ func (b *Builder) Build(s State) ([]byte, error) {
 	var changed []preparedRoute
 	for i := range s.Routes {
 		if pl := b.placed[i]; !b.cache[pl.shard].fresh(b.sums[pl.shard]) {
-			changed = append(changed, prepareRoute(&s.Routes[i], int(pl.cluster), uint32(shards)))
+			changed = append(changed, prepareRoute(&s.Routes[i], int(pl.cluster), pl.policy, uint32(shards)))
 		}
 	}
 	if err := orderRoutes(changed); err != nil {
@@ -143,7 +151,7 @@ func (b *Builder) Build(s State) ([]byte, error) {
 		}
 		shardBytes[i] = c.data
 	}
-	return assemble(s.Version, s.ParentVersion, shardBytes, clusters), nil
+	return assemble(s.Version, s.ParentVersion, shardBytes, clusters, refs), nil
 }
 
 // fresh reports whether c holds the bytes of the route set summed in sum.
@@ -182,7 +190,7 @@ type routeDigester struct {
 	statuses []uint16
 }
 
-func (d *routeDigester) route(r *Route, clusterIndex uint32) uint64 {
+func (d *routeDigester) route(r *Route, clusterIndex, policy uint32) uint64 {
 	p := d.buf[:0]
 	p = appendString(p, r.ID)
 	p = appendString(p, r.Host)
@@ -193,6 +201,7 @@ func (d *routeDigester) route(r *Route, clusterIndex uint32) uint64 {
 	p = binary.LittleEndian.AppendUint32(p, r.Priority)
 	p = binary.LittleEndian.AppendUint32(p, clusterIndex)
 	p = binary.LittleEndian.AppendUint32(p, r.MaxStalenessMs)
+	p = binary.LittleEndian.AppendUint32(p, policy)
 	p = append(p, boolByte(r.Exact), r.RetryAttempts, r.RetryOn, boolByte(r.OnStaleReject), boolByte(r.StaleHeader))
 
 	methods := r.Methods

@@ -217,12 +217,12 @@ func TestBuilderDigestIgnoresListOrder(t *testing.T) {
 	base := Route{ID: "r", Host: "h", Prefix: "/", Cluster: "c",
 		Methods: []string{"GET", "POST"}, RetryStatuses: []uint16{502, 503},
 		Headers: []HeaderMatch{{Name: "a", Value: "1"}, {Name: "b", Present: true}}}
-	h := d.route(&base, 0)
+	h := d.route(&base, 0, 0)
 	same := base
 	same.Methods = []string{"POST", "GET", "POST"}
 	same.RetryStatuses = []uint16{503, 502, 502}
 	same.Headers = []HeaderMatch{{Name: "b", Present: true}, {Name: "a", Value: "1"}}
-	if d.route(&same, 0) != h {
+	if d.route(&same, 0, 0) != h {
 		t.Error("reordered or duplicated lists changed the digest")
 	}
 	edits := map[string]func(*Route){
@@ -246,12 +246,15 @@ func TestBuilderDigestIgnoresListOrder(t *testing.T) {
 	for name, edit := range edits {
 		r := base
 		edit(&r)
-		if d.route(&r, 0) == h {
+		if d.route(&r, 0, 0) == h {
 			t.Errorf("changing %s left the digest unchanged", name)
 		}
 	}
-	if d.route(&base, 1) == h {
+	if d.route(&base, 1, 0) == h {
 		t.Error("changing the cluster index left the digest unchanged")
+	}
+	if d.route(&base, 0, 1) == h {
+		t.Error("changing the policy left the digest unchanged")
 	}
 }
 
@@ -377,7 +380,7 @@ func TestEncodeRootGrows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := encodeRoot(64, s.Version(), s.ParentVersion(), s.ContentHash(), shardBytes, clusters)
+	got := encodeRoot(64, s.Version(), s.ParentVersion(), s.ContentHash(), shardBytes, clusters, &policyRefs{clusters: make([]uint32, len(clusters))})
 	if !bytes.Equal(got, want) {
 		t.Fatal("encodeRoot with a short size estimate differs from Build")
 	}

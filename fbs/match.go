@@ -60,6 +60,10 @@ func (m *Match) ClusterIndex() int { return m.clusterIndex }
 // It is stable for a given snapshot, not across snapshots.
 func (m *Match) Index() int { return m.index }
 
+// Policy is the index in Snapshot.Auth().Policies of the route's own
+// policy, -1 for none.
+func (m *Match) Policy() int { return int(m.r.Policy()) - 1 }
+
 // TimeoutMs is the route's upstream timeout in milliseconds (0 = default).
 func (m *Match) TimeoutMs() uint32 { return m.timeoutMs }
 

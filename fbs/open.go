@@ -114,6 +114,8 @@ func (w *walker) loc() string {
 		return fmt.Sprintf("shard %d", w.i)
 	case "routes":
 		return fmt.Sprintf("shard %d route %d", w.i, w.j)
+	case "auth":
+		return "auth section"
 	}
 	return "root table"
 }
@@ -149,6 +151,23 @@ func (w *walker) walk(body []byte) error {
 
 	hash := xxhash.New()
 	var scratch [4]byte
+
+	// Auth first: routes and clusters refer to its policies.
+	w.where = "auth"
+	authBytes := root.AuthBytes()
+	if authBytes != nil {
+		a, err := decodeAuth(authBytes)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		s.auth = a
+	}
+	nPolicies := uint32(s.PolicyCount())
+	s.globalPolicy = root.GlobalPolicy()
+	s.fleetSize = root.FleetSize()
+	if s.globalPolicy > nPolicies {
+		return fmt.Errorf("%w: root table: global_policy %d but %d policies", ErrCorrupt, s.globalPolicy, nPolicies)
+	}
 
 	// Clusters first, since routes are checked against them. Their
 	// canonical encoding ends the content hash input (see hashClusters), so
@@ -188,6 +207,9 @@ func (w *walker) walk(body []byte) error {
 		}
 		if reason := checkClusterLB(c.Lb(), c.HashOn(), string(c.HashOnName())); reason != "" {
 			return fmt.Errorf("%w: cluster %d (%q): %s", ErrCorrupt, i, name, reason)
+		}
+		if c.Policy() > nPolicies {
+			return fmt.Errorf("%w: cluster %d (%q): policy %d but %d policies", ErrCorrupt, i, name, c.Policy(), nPolicies)
 		}
 		prev = c
 	}
@@ -282,6 +304,10 @@ func (w *walker) walk(body []byte) error {
 			hashU32(hash, scratch[:], uint32(ep.Weight()))
 		}
 	}
+	hashAuth(hash, scratch[:], authBytes, func(i int) uint32 {
+		root.Clusters(&c, i)
+		return c.Policy()
+	}, nClusters, s.globalPolicy, s.fleetSize)
 	if got := hash.Sum64(); got != s.contentHash {
 		return fmt.Errorf("%w: root table: content_hash %016x does not match content %016x", ErrCorrupt, s.contentHash, got)
 	}
@@ -344,6 +370,9 @@ func checkStoredRoute(s *Snapshot, r *snapfb.Route, prev *snapfb.Route, shard, s
 	r.StaleHeader()
 	if v := r.OnStale(); v != onStaleServe && v != onStaleReject {
 		return fmt.Errorf("on_stale %d is neither serve (0) nor reject (1)", v)
+	}
+	if p := r.Policy(); p > uint32(s.PolicyCount()) {
+		return fmt.Errorf("policy %d but %d policies", p, s.PolicyCount())
 	}
 	for j := range r.RetryStatusesLength() {
 		r.RetryStatuses(j)

@@ -96,7 +96,7 @@ func (rs rawSnapshot) bytes() []byte {
 	}
 
 	b := flatbuffers.NewBuilder(1024)
-	clusters := buildClusters(b, rs.clusters)
+	clusters := buildClusters(b, rs.clusters, make([]uint32, len(rs.clusters)))
 	offs := make([]flatbuffers.UOffsetT, len(shardBytes))
 	for i, s := range shardBytes {
 		d := b.CreateByteVector(s)

@@ -22,6 +22,36 @@ type Snapshot struct {
 	prefixLens, exactLens lenSet // lengths of prefixes and exact paths
 	wildLens              lenSet // lengths of "*." host suffixes, dot included
 	wildHosts, anyHost    bool   // some host is a "*." wildcard; some is "*"
+
+	auth                    *Auth // decoded and checked by Open; nil = none
+	globalPolicy, fleetSize uint32
+}
+
+// Auth returns the snapshot's consumers, issuers and policies, or nil when
+// it has none. The edge compiles it once per snapshot; callers must not
+// modify it.
+func (s *Snapshot) Auth() *Auth { return s.auth }
+
+// PolicyCount is the number of policies; policy references are 0..PolicyCount()-1.
+func (s *Snapshot) PolicyCount() int {
+	if s.auth == nil {
+		return 0
+	}
+	return len(s.auth.Policies)
+}
+
+// GlobalPolicy is the index of the global policy in Auth().Policies, -1 for none.
+func (s *Snapshot) GlobalPolicy() int { return int(s.globalPolicy) - 1 }
+
+// FleetSize is the number of edges sharing cluster-scope rate limits, at least 1.
+func (s *Snapshot) FleetSize() int { return max(int(s.fleetSize), 1) }
+
+// policyID names the policy with reference ref (index+1), "" for 0.
+func (s *Snapshot) policyID(ref uint32) string {
+	if ref == 0 {
+		return ""
+	}
+	return s.auth.Policies[ref-1].ID
 }
 
 // noteRoute adds a verified route to the summaries.
@@ -181,6 +211,15 @@ func (v ClusterView) HashOnName() []byte {
 	return v.c.HashOnName()
 }
 
+// Policy is the index in Snapshot.Auth().Policies of the cluster's policy,
+// -1 for none.
+func (v ClusterView) Policy() int {
+	if !v.ok {
+		return -1
+	}
+	return int(v.c.Policy()) - 1
+}
+
 // EndpointWeight returns the weight of endpoint j (at least 1), or 0 if j
 // is out of range.
 func (v ClusterView) EndpointWeight(j int) int {
@@ -201,7 +240,7 @@ func (s *Snapshot) ForEachRoute(fn func(Route) bool) {
 		sh := &s.shards[i]
 		for j := range sh.n {
 			sh.routeAt(&r, j)
-			if !fn(storedRoute(&r)) {
+			if !fn(s.storedRoute(&r)) {
 				return
 			}
 		}
@@ -209,7 +248,7 @@ func (s *Snapshot) ForEachRoute(fn func(Route) bool) {
 }
 
 // storedRoute copies a stored route into a Route.
-func storedRoute(r *snapfb.Route) Route {
+func (s *Snapshot) storedRoute(r *snapfb.Route) Route {
 	out := Route{
 		ID:            string(r.Id()),
 		Host:          string(r.Host()),
@@ -225,6 +264,8 @@ func storedRoute(r *snapfb.Route) Route {
 		MaxStalenessMs: r.MaxStalenessMs(),
 		OnStaleReject:  r.OnStale() == onStaleReject,
 		StaleHeader:    r.StaleHeader(),
+
+		Policy: s.policyID(r.Policy()),
 	}
 	for j := range r.MethodsLength() {
 		out.Methods = append(out.Methods, string(r.Methods(j)))

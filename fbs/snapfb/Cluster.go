@@ -105,8 +105,20 @@ func (rcv *Cluster) HashOnName() []byte {
 	return nil
 }
 
+func (rcv *Cluster) Policy() uint32 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(16))
+	if o != 0 {
+		return rcv._tab.GetUint32(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *Cluster) MutatePolicy(n uint32) bool {
+	return rcv._tab.MutateUint32Slot(16, n)
+}
+
 func ClusterStart(builder *flatbuffers.Builder) {
-	builder.StartObject(6)
+	builder.StartObject(7)
 }
 func ClusterAddName(builder *flatbuffers.Builder, name flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(name), 0)
@@ -128,6 +140,9 @@ func ClusterAddHashOn(builder *flatbuffers.Builder, hashOn byte) {
 }
 func ClusterAddHashOnName(builder *flatbuffers.Builder, hashOnName flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(5, flatbuffers.UOffsetT(hashOnName), 0)
+}
+func ClusterAddPolicy(builder *flatbuffers.Builder, policy uint32) {
+	builder.PrependUint32Slot(6, policy, 0)
 }
 func ClusterEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()

@@ -252,8 +252,20 @@ func (rcv *Route) MutateStaleHeader(n bool) bool {
 	return rcv._tab.MutateBoolSlot(38, n)
 }
 
+func (rcv *Route) Policy() uint32 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(40))
+	if o != 0 {
+		return rcv._tab.GetUint32(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *Route) MutatePolicy(n uint32) bool {
+	return rcv._tab.MutateUint32Slot(40, n)
+}
+
 func RouteStart(builder *flatbuffers.Builder) {
-	builder.StartObject(18)
+	builder.StartObject(19)
 }
 func RouteAddKey(builder *flatbuffers.Builder, key flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(key), 0)
@@ -317,6 +329,9 @@ func RouteAddOnStale(builder *flatbuffers.Builder, onStale byte) {
 }
 func RouteAddStaleHeader(builder *flatbuffers.Builder, staleHeader bool) {
 	builder.PrependBoolSlot(17, staleHeader, false)
+}
+func RouteAddPolicy(builder *flatbuffers.Builder, policy uint32) {
+	builder.PrependUint32Slot(18, policy, 0)
 }
 func RouteEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()

@@ -121,8 +121,66 @@ func (rcv *Snapshot) ClustersLength() int {
 	return 0
 }
 
+func (rcv *Snapshot) Auth(j int) byte {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(16))
+	if o != 0 {
+		a := rcv._tab.Vector(o)
+		return rcv._tab.GetByte(a + flatbuffers.UOffsetT(j*1))
+	}
+	return 0
+}
+
+func (rcv *Snapshot) AuthLength() int {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(16))
+	if o != 0 {
+		return rcv._tab.VectorLen(o)
+	}
+	return 0
+}
+
+func (rcv *Snapshot) AuthBytes() []byte {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(16))
+	if o != 0 {
+		return rcv._tab.ByteVector(o + rcv._tab.Pos)
+	}
+	return nil
+}
+
+func (rcv *Snapshot) MutateAuth(j int, n byte) bool {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(16))
+	if o != 0 {
+		a := rcv._tab.Vector(o)
+		return rcv._tab.MutateByte(a+flatbuffers.UOffsetT(j*1), n)
+	}
+	return false
+}
+
+func (rcv *Snapshot) GlobalPolicy() uint32 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(18))
+	if o != 0 {
+		return rcv._tab.GetUint32(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *Snapshot) MutateGlobalPolicy(n uint32) bool {
+	return rcv._tab.MutateUint32Slot(18, n)
+}
+
+func (rcv *Snapshot) FleetSize() uint32 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(20))
+	if o != 0 {
+		return rcv._tab.GetUint32(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *Snapshot) MutateFleetSize(n uint32) bool {
+	return rcv._tab.MutateUint32Slot(20, n)
+}
+
 func SnapshotStart(builder *flatbuffers.Builder) {
-	builder.StartObject(6)
+	builder.StartObject(9)
 }
 func SnapshotAddVersion(builder *flatbuffers.Builder, version uint64) {
 	builder.PrependUint64Slot(0, version, 0)
@@ -147,6 +205,18 @@ func SnapshotAddClusters(builder *flatbuffers.Builder, clusters flatbuffers.UOff
 }
 func SnapshotStartClustersVector(builder *flatbuffers.Builder, numElems int) flatbuffers.UOffsetT {
 	return builder.StartVector(4, numElems, 4)
+}
+func SnapshotAddAuth(builder *flatbuffers.Builder, auth flatbuffers.UOffsetT) {
+	builder.PrependUOffsetTSlot(6, flatbuffers.UOffsetT(auth), 0)
+}
+func SnapshotStartAuthVector(builder *flatbuffers.Builder, numElems int) flatbuffers.UOffsetT {
+	return builder.StartVector(1, numElems, 1)
+}
+func SnapshotAddGlobalPolicy(builder *flatbuffers.Builder, globalPolicy uint32) {
+	builder.PrependUint32Slot(7, globalPolicy, 0)
+}
+func SnapshotAddFleetSize(builder *flatbuffers.Builder, fleetSize uint32) {
+	builder.PrependUint32Slot(8, fleetSize, 0)
 }
 func SnapshotEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()
