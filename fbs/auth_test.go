@@ -36,7 +36,7 @@ func authState() State {
 			Policies: []Policy{
 				{ID: "strict", Methods: AuthJWT, Required: true, AllowGroups: []string{"ops"}, DenyGroups: []string{"banned"},
 					Issuers: []string{"idp"}, Audiences: []string{"admin"}, RequiredClaims: []string{"tenant"},
-					RateLimits: []RateLimit{{Key: LimitByConsumer, Rate: 10, Burst: 5}, {Key: LimitByHeader, Header: "x-tenant", Rate: 300, Burst: 30, ClusterScope: true}},
+					RateLimits:     []RateLimit{{Key: LimitByConsumer, Rate: 10, Burst: 5}, {Key: LimitByHeader, Header: "x-tenant", Rate: 300, Burst: 30, ClusterScope: true}},
 					ConsumerHeader: "X-Who", KeepCredentials: true},
 				{ID: "keys", Methods: AuthAPIKey | AuthBasic, Required: true, APIKeyHeader: "x-key"},
 				{ID: "open", RateLimits: []RateLimit{{Key: LimitByIP, Rate: 100, Burst: 100}}},
@@ -97,11 +97,16 @@ func TestAuthDeterministicAndSeparate(t *testing.T) {
 	var b Builder
 	for step, edit := range []func(*State){
 		func(*State) {},
-		func(s *State) { s.Auth.Consumers[1].APIKeyHashes = append(s.Auth.Consumers[1].APIKeyHashes, sha256.Sum256([]byte("k3"))) },
+		func(s *State) {
+			s.Auth.Consumers[1].APIKeyHashes = append(s.Auth.Consumers[1].APIKeyHashes, sha256.Sum256([]byte("k3")))
+		},
 		func(s *State) { s.Auth.Policies[2].RateLimits[0].Rate = 50 },
 		func(s *State) { s.Routes[1].Policy = "strict" },
 		func(s *State) { s.Clusters[1].Policy = "open"; s.GlobalPolicy = ""; s.FleetSize = 4 },
-		func(s *State) { s.Auth = Auth{}; s.Routes[0].Policy, s.Routes[1].Policy, s.Clusters[0].Policy, s.Clusters[1].Policy = "", "", "", "" },
+		func(s *State) {
+			s.Auth = Auth{}
+			s.Routes[0].Policy, s.Routes[1].Policy, s.Clusters[0].Policy, s.Clusters[1].Policy = "", "", "", ""
+		},
 	} {
 		prev := mustOpen(t, mustBuild(t, st))
 		edit(&st)
@@ -144,9 +149,11 @@ func TestAuthBuildRejects(t *testing.T) {
 		"method bits":            {func(s *State) { s.Auth.Policies[0].Methods = 8 }, `unknown method bits`},
 		"header key":             {func(s *State) { s.Auth.Policies[0].RateLimits[1].Header = "" }, `field rate_limits[1].header`},
 		"zero rate":              {func(s *State) { s.Auth.Policies[0].RateLimits[0].Rate = 0 }, `rate and burst must be at least 1`},
-		"same iss":               {func(s *State) { s.Auth.Issuers = append(s.Auth.Issuers, Issuer{ID: "idp2", Iss: "https://idp", KeySet: []byte("{}")}) }, `is also the iss of issuer`},
-		"no key set":             {func(s *State) { s.Auth.Issuers[0].KeySet = nil }, `field key_set: must not be empty`},
-		"upper header":           {func(s *State) { s.Auth.Policies[1].APIKeyHeader = "X-Key" }, `must be lowercase`},
+		"same iss": {func(s *State) {
+			s.Auth.Issuers = append(s.Auth.Issuers, Issuer{ID: "idp2", Iss: "https://idp", KeySet: []byte("{}")})
+		}, `is also the iss of issuer`},
+		"no key set":   {func(s *State) { s.Auth.Issuers[0].KeySet = nil }, `field key_set: must not be empty`},
+		"upper header": {func(s *State) { s.Auth.Policies[1].APIKeyHeader = "X-Key" }, `must be lowercase`},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
