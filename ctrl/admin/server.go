@@ -205,7 +205,6 @@ func (s *Server) Serve() error {
 			c.Close()
 			return nil
 		}
-		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			defer s.untrack(c)
@@ -227,6 +226,9 @@ func (s *Server) track(c net.Conn) bool {
 		return false
 	}
 	s.conns[c] = struct{}{}
+	// Counted under mu, before Close can set closed and Wait: an Add that
+	// raced a Wait already in progress could be missed by it.
+	s.wg.Add(1)
 	return true
 }
 
