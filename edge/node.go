@@ -102,13 +102,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.pools = upstream.NewRegistry(upstream.Options{ConnectTimeout: cfg.ConnectTimeout, Logger: cfg.Logger})
 	n.metrics.SetEjections(n.pools.Ejections)
-	m, err := n.store.LoadNewest()
+	m, err := n.boot()
 	switch {
 	case err == nil:
-		if err := n.apply(m); err != nil {
-			n.pools.Close()
-			return nil, fmt.Errorf("edge: booting from %s: %w", m.Path(), err)
-		}
 		// The file was written when ctrl delivered it, so its age bounds
 		// how stale the snapshot can be (later heartbeats may have
 		// confirmed it again). Routes with a staleness bound still count
@@ -167,6 +163,42 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
+// boot puts the newest snapshot on disk that verifies and compiles in
+// service. The feed saves a snapshot before applying it, so a snapshot
+// that was refused for policies this edge cannot enforce (and NACKed) may
+// be the newest file; the edge then boots from the last one it served.
+func (n *Node) boot() (*snapstore.Mapping, error) {
+	m, err := n.store.LoadNewest()
+	for err == nil {
+		aerr := n.apply(m)
+		if aerr == nil {
+			return m, nil
+		}
+		if !errors.Is(aerr, routing.ErrPolicy) {
+			return nil, fmt.Errorf("booting from %s: %w", m.Path(), aerr)
+		}
+		n.log.Error("skipping snapshot on disk: its policies cannot be enforced", "version", m.Version(), "file", m.Path(), "err", aerr)
+		m, err = n.mapOlder(m.Version())
+	}
+	return nil, err
+}
+
+// mapOlder maps the newest snapshot file older than v that verifies.
+func (n *Node) mapOlder(v uint64) (*snapstore.Mapping, error) {
+	vs := n.store.Versions()
+	for i := len(vs) - 1; i >= 0; i-- {
+		if vs[i] >= v {
+			continue
+		}
+		m, err := n.store.Map(vs[i])
+		if err == nil {
+			return m, nil
+		}
+		n.log.Error("skipping snapshot on disk", "version", vs[i], "err", err)
+	}
+	return nil, fmt.Errorf("%w older than version %d in %s", snapstore.ErrNoSnapshot, v, n.store.Dir())
+}
+
 // apply puts a verified, mapped snapshot in service. On success the mapping
 // belongs to the routing table, which unmaps it once no request can read it.
 func (n *Node) apply(m *snapstore.Mapping) error {
@@ -197,7 +229,7 @@ func (n *Node) install(m *snapstore.Mapping, swap func(*routing.Table) (*routing
 		from = old.Version()
 	}
 	n.log.Info(msg, "version", m.Version(), "previous", from,
-		"routes", m.Snapshot().NumRoutes(), "clusters", m.Snapshot().NumClusters())
+		"routes", m.Snapshot().NumRoutes(), "clusters", m.Snapshot().NumClusters(), "policies", m.Snapshot().PolicyCount())
 	return nil
 }
 

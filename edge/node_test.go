@@ -3,18 +3,22 @@ package edge
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/snapgate/snapgate/ctrl/publish"
 	"github.com/snapgate/snapgate/edge/snapstore"
 	"github.com/snapgate/snapgate/fbs"
 )
@@ -282,4 +286,123 @@ func TestEjectionVisible(t *testing.T) {
 	if l := logs.String(); !strings.Contains(l, "upstream endpoint ejected") || !strings.Contains(l, dead) {
 		t.Fatalf("ejection not logged through Config.Logger:\n%s", l)
 	}
+}
+
+// policySnapshot is version v routing everything to endpoint behind a
+// required API key ("key-1"), with keySet as its one JWT issuer's keys.
+func policySnapshot(t *testing.T, v uint64, endpoint, keySet string) []byte {
+	t.Helper()
+	data, err := fbs.Build(fbs.State{Version: v, ParentVersion: v - 1,
+		Auth: fbs.Auth{
+			Consumers: []fbs.Consumer{{ID: "c1", APIKeyHashes: [][32]byte{sha256.Sum256([]byte("key-1"))}}},
+			Issuers:   []fbs.Issuer{{ID: "idp", Iss: "https://idp.example", KeySet: []byte(keySet)}},
+			Policies:  []fbs.Policy{{ID: "p", Methods: fbs.AuthAPIKey | fbs.AuthJWT, Required: true}},
+		},
+		GlobalPolicy: "p",
+		Clusters:     []fbs.Cluster{{Name: "web", Endpoints: []fbs.Endpoint{{Address: endpoint}}}},
+		Routes:       []fbs.Route{{ID: "all", Host: "*", Prefix: "/", Cluster: "web"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// TestUnenforceablePolicyNacked: a snapshot whose policies the edge cannot
+// compile (an unusable JWK set) is NACKed with the reason, the last good
+// snapshot keeps serving and enforcing its policy, and a restart boots
+// from that one although the refused file is newer on disk.
+func TestUnenforceablePolicyNacked(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
+	defer backend.Close()
+	secret := []byte("node-test-secret-0123456789")
+	ctrl := publish.New(publish.Config{Secret: secret, HeartbeatInterval: 50 * time.Millisecond, DeadAfter: 2 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- ctrl.Serve(ln) }()
+	defer func() { ctrl.Close(); <-served }()
+
+	goodKeys := `{"keys":[{"kty":"oct","alg":"HS256","kid":"k","k":"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}]}`
+	badKeys := `{"keys":[{"kty":"oct","alg":"HS256","kid":"k","k":"c2hvcnQ"}]}` // 40 bits: too short for HS256
+	ctrl.Publish(1, policySnapshot(t, 1, backend.Listener.Addr().String(), goodKeys), time.Now())
+
+	dir := filepath.Join(t.TempDir(), "edge")
+	logs := &syncBuf{}
+	cfg := Config{NodeID: "edge-1", Listen: "127.0.0.1:0", CtrlAddr: ln.Addr().String(), DataDir: dir,
+		StreamSecret: secret, Logger: logs.logger()}
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	waitUntil(t, "v1 in service", func() bool { return n.Version() == 1 })
+
+	ctrl.Publish(2, policySnapshot(t, 2, backend.Listener.Addr().String(), badKeys), time.Now())
+	var nack string
+	waitUntil(t, "a NACK for v2", func() bool {
+		for _, s := range ctrl.Status() {
+			nack = s.LastNack
+		}
+		return nack != ""
+	})
+	if !strings.Contains(nack, "v2") || !strings.Contains(nack, `issuer "idp": keys`) {
+		t.Fatalf("NACK reason %q does not say why", nack)
+	}
+	check := func(n *Node) {
+		t.Helper()
+		if n.Version() != 1 {
+			t.Fatalf("version %d in service, want 1", n.Version())
+		}
+		url := "http://" + n.Addr().String() + "/"
+		resp, err := httpClient().Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Header.Set("X-Api-Key", "key-1")
+		ok, err := httpClient().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok.Body.Close()
+		if resp.StatusCode != 401 || ok.StatusCode != 200 {
+			t.Fatalf("without key %d, with key %d; want 401 and 200", resp.StatusCode, ok.StatusCode)
+		}
+	}
+	check(n)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// The feed saved v2 before applying it; a restart must not serve it.
+	if _, err := os.Stat(filepath.Join(dir, snapstore.FileName(2))); err != nil {
+		t.Fatalf("refused v2 is not on disk, so the boot path is not exercised: %v", err)
+	}
+	cfg.CtrlAddr = closedAddr(t)
+	n2, err := New(cfg)
+	if err != nil {
+		t.Fatalf("restart with a refused snapshot on disk: %v", err)
+	}
+	runNode(t, n2)
+	check(n2)
+	if !strings.Contains(logs.String(), "skipping snapshot on disk: its policies cannot be enforced") {
+		t.Fatal("the boot did not say why it skipped v2")
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
 }

@@ -3,6 +3,7 @@
 package proxy
 
 import (
+	"bytes"
 	"net"
 	"runtime"
 	"strings"
@@ -35,8 +36,34 @@ func TestStalenessPathAllocs(t *testing.T) {
 	})
 }
 
+// TestPolicyPathAllocs is TestRequestPathAllocs on a route whose policy
+// checks an API key, or a repeated JWT, and takes a rate-limit token.
+func TestPolicyPathAllocs(t *testing.T) {
+	t.Run("api key", func(t *testing.T) {
+		bs := benchAPIKeySetup(t)
+		conn, n := benchProxyWith(t, bs)
+		checkAllocs(t, conn, bs.req, n)
+	})
+	t.Run("refused", func(t *testing.T) {
+		bs := benchAPIKeySetup(t)
+		bs.req, bs.status = bytes.Replace(bs.req, []byte("key-bench"), []byte("key-wrong"), 1), 401
+		conn, n := benchProxyWith(t, bs)
+		checkAllocs(t, conn, bs.req, n)
+	})
+	t.Run("cached jwt", func(t *testing.T) {
+		bs := benchJWTSetup(t)
+		conn, n := benchProxyWith(t, bs)
+		checkAllocs(t, conn, bs.req, n)
+	})
+}
+
 func checkRequestPathAllocs(t *testing.T, conn net.Conn, n int) {
+	checkAllocs(t, conn, benchRequest, n)
+}
+
+func checkAllocs(t *testing.T, conn net.Conn, req []byte, n int) {
 	resp := make([]byte, n)
+	roundTrip := func(t *testing.T, conn net.Conn, resp []byte) { roundTripReq(t, conn, req, resp) }
 	for range 200 { // warm up pools, buffers, the upstream connection
 		roundTrip(t, conn, resp)
 	}

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -101,9 +103,27 @@ func benchProxy(tb testing.TB) (conn net.Conn, respLen int) {
 // from stale, the freshness source fresh, and the status every response
 // is expected to have.
 func benchProxyRoute(tb testing.TB, stale fbs.Route, fresh FreshnessFunc, status int) (conn net.Conn, respLen int) {
+	return benchProxyWith(tb, benchSetup{route: stale, fresh: fresh, status: status, req: benchRequest})
+}
+
+// benchSetup is one benchmarked route: its staleness settings and policy
+// (route.Policy names one of auth's), the freshness source, the request
+// sent and the status every response is expected to have.
+type benchSetup struct {
+	route  fbs.Route
+	auth   fbs.Auth
+	fresh  FreshnessFunc
+	req    []byte
+	status int
+}
+
+func benchProxyWith(tb testing.TB, bs benchSetup) (conn net.Conn, respLen int) {
 	be := newFastBackend(tb)
+	fresh, status := bs.fresh, bs.status
+	stale := bs.route
 	b, err := fbs.Build(fbs.State{Version: 1, Clusters: []fbs.Cluster{{Name: "c", Endpoints: []fbs.Endpoint{{Address: be.ln.Addr().String()}}}},
-		Routes: []fbs.Route{{ID: "r", Host: "bench.example", Prefix: "/", Cluster: "c",
+		Auth: bs.auth,
+		Routes: []fbs.Route{{ID: "r", Host: "bench.example", Prefix: "/", Cluster: "c", Policy: stale.Policy,
 			MaxStalenessMs: stale.MaxStalenessMs, OnStaleReject: stale.OnStaleReject, StaleHeader: stale.StaleHeader}}})
 	if err != nil {
 		tb.Fatal(err)
@@ -138,7 +158,7 @@ func benchProxyRoute(tb testing.TB, stale fbs.Route, fresh FreshnessFunc, status
 	})
 	conn.SetDeadline(time.Now().Add(time.Minute))
 	// Learn the response length once with a real HTTP parser.
-	if _, err := conn.Write(benchRequest); err != nil {
+	if _, err := conn.Write(bs.req); err != nil {
 		tb.Fatal(err)
 	}
 	var counter countingReader
@@ -168,8 +188,10 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 var benchRequest = []byte("GET /v1/items?limit=10 HTTP/1.1\r\nHost: bench.example\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
 
-func roundTrip(tb testing.TB, conn net.Conn, resp []byte) {
-	if _, err := conn.Write(benchRequest); err != nil {
+func roundTrip(tb testing.TB, conn net.Conn, resp []byte) { roundTripReq(tb, conn, benchRequest, resp) }
+
+func roundTripReq(tb testing.TB, conn net.Conn, req, resp []byte) {
+	if _, err := conn.Write(req); err != nil {
 		tb.Fatal(err)
 	}
 	if _, err := io.ReadFull(conn, resp); err != nil {
@@ -233,5 +255,54 @@ func BenchmarkDirectBackend(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		roundTrip(b, conn, resp)
+	}
+}
+
+// Policy benchmarks: the route requires an API key, or a JWT (RS256, so
+// the repeat requests measured hit the verified-token cache), and takes a
+// token per consumer from a limit too high to refuse.
+var (
+	benchAPIKeyRequest = []byte("GET /v1/items?limit=10 HTTP/1.1\r\nHost: bench.example\r\nUser-Agent: bench\r\nX-Api-Key: key-bench\r\nAccept: */*\r\n\r\n")
+	benchAuth          = func(tb testing.TB) fbs.Auth {
+		return fbs.Auth{
+			Consumers: []fbs.Consumer{{ID: "bench", APIKeyHashes: [][32]byte{sha256.Sum256([]byte("key-bench"))},
+				JWT: []fbs.JWTLink{{Issuer: "idp"}}}},
+			Issuers: []fbs.Issuer{{ID: "idp", Iss: "https://idp.example", KeySet: rsaKeySet(tb)}},
+			Policies: []fbs.Policy{{ID: "p", Methods: fbs.AuthAPIKey | fbs.AuthJWT, Required: true,
+				RateLimits: []fbs.RateLimit{{Key: fbs.LimitByConsumer, Rate: 1_000_000, Burst: 1 << 20}}}},
+		}
+	}
+)
+
+func benchAPIKeySetup(tb testing.TB) benchSetup {
+	return benchSetup{route: fbs.Route{Policy: "p"}, auth: benchAuth(tb), req: benchAPIKeyRequest, status: 200}
+}
+
+func benchJWTSetup(tb testing.TB) benchSetup {
+	tok := jwt(tb, "RS256", fmt.Sprintf(`{"iss":"https://idp.example","sub":"b","exp":%d}`, time.Now().Add(time.Hour).Unix()), nil)
+	req := []byte("GET /v1/items?limit=10 HTTP/1.1\r\nHost: bench.example\r\nUser-Agent: bench\r\nAuthorization: Bearer " + tok + "\r\nAccept: */*\r\n\r\n")
+	return benchSetup{route: fbs.Route{Policy: "p"}, auth: benchAuth(tb), req: req, status: 200}
+}
+
+// BenchmarkProxyAPIKey is BenchmarkProxyKeepAlive on a route whose policy
+// checks an API key and a per-consumer rate limit.
+func BenchmarkProxyAPIKey(b *testing.B) {
+	bs := benchAPIKeySetup(b)
+	conn, n := benchProxyWith(b, bs)
+	resp := make([]byte, n)
+	b.ReportAllocs()
+	for b.Loop() {
+		roundTripReq(b, conn, bs.req, resp)
+	}
+}
+
+// BenchmarkProxyJWTCached is the same with a repeated RS256 bearer token.
+func BenchmarkProxyJWTCached(b *testing.B) {
+	bs := benchJWTSetup(b)
+	conn, n := benchProxyWith(b, bs)
+	resp := make([]byte, n)
+	b.ReportAllocs()
+	for b.Loop() {
+		roundTripReq(b, conn, bs.req, resp)
 	}
 }

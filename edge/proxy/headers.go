@@ -75,13 +75,15 @@ func equalFoldBytes(a, b []byte) bool {
 // Fields the proxy sets itself; a client's own copies are dropped so they
 // cannot be spoofed. Expect is dropped because the proxy answers
 // 100-continue itself. X-Request-Id is re-added with the id we kept or
-// generated.
+// generated, X-Consumer-Id by a policy that authenticated the request.
 func setByProxy(name []byte) bool {
 	switch len(name) {
 	case 6:
 		return h1.EqualFold(name, "expect")
 	case 12:
 		return h1.EqualFold(name, "x-request-id")
+	case 13:
+		return isConsumerIDField(name)
 	case 16:
 		return h1.EqualFold(name, "x-forwarded-host")
 	case 17:
@@ -126,7 +128,7 @@ func appendRequestHead(st *connState, w []byte) []byte {
 		if st.upgrade && upgrade == nil && len(f.Name) == 7 && h1.EqualFold(f.Name, "upgrade") {
 			upgrade = f.Value
 		}
-		if hopByHop(f.Name) || setByProxy(f.Name) || namedByConnection(req.Connection, f.Name) {
+		if hopByHop(f.Name) || setByProxy(f.Name) || namedByConnection(req.Connection, f.Name) || st.pol.stripsField(f.Name) {
 			continue
 		}
 		if len(f.Name) == 4 && h1.EqualFold(f.Name, "host") {
@@ -165,6 +167,7 @@ func appendRequestHead(st *connState, w []byte) []byte {
 	w = append(w, "X-Request-Id: "...)
 	w = append(w, st.requestID()...)
 	w = append(w, "\r\n"...)
+	w = st.pol.appendConsumer(w)
 	switch {
 	case upgrade != nil:
 		w = append(w, "Upgrade: "...)
@@ -225,19 +228,26 @@ func (s *Server) writeResponseHead(st *connState, w netpoll.Writer, closeClient,
 	}
 }
 
-// writeError answers the client with a short plain-text body and counts
-// it. closeConn adds Connection: close; the caller then closes the
-// connection.
+// writeError answers the client with a short plain-text body (a JSON one
+// for a policy refusal, policy.go) and counts it. closeConn adds
+// Connection: close; the caller then closes the connection.
 func (s *Server) writeError(st *connState, cause telemetry.Cause, status int, reason string, closeConn bool) {
 	s.metrics.Error(cause)
 	st.rc.Observe(status)
+	refused := st.pol.refusal.code != ""
+	contentType, n := "text/plain; charset=utf-8", len(reason)+1
+	if refused {
+		contentType, n = st.pol.refusalBody(reason)
+	}
 	w := st.cw
 	w.WriteString("HTTP/1.1 ")
 	w.WriteBinary(strconv.AppendInt(st.num[:0], int64(status), 10))
 	w.WriteByte(' ')
 	w.WriteString(statusText(status))
-	w.WriteString("\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ")
-	w.WriteBinary(strconv.AppendInt(st.num[:0], int64(len(reason)+1), 10))
+	w.WriteString("\r\nContent-Type: ")
+	w.WriteString(contentType)
+	w.WriteString("\r\nContent-Length: ")
+	w.WriteBinary(strconv.AppendInt(st.num[:0], int64(n), 10))
 	if st.ridLen > 0 {
 		w.WriteString("\r\nX-Request-Id: ")
 		w.WriteBinary(st.requestID())
@@ -254,8 +264,13 @@ func (s *Server) writeError(st *connState, cause telemetry.Cause, status int, re
 	}
 	w.WriteString("\r\n")
 	s.writeStaleness(st, w)
+	s.writeRefusalFields(st, w)
 	w.WriteString("\r\n")
-	if !st.isHead {
+	switch {
+	case st.isHead:
+	case refused:
+		st.pol.writeRefusalBody(w, reason)
+	default:
 		w.WriteString(reason)
 		w.WriteByte('\n')
 	}
@@ -272,6 +287,10 @@ func statusText(code int) string {
 	switch code {
 	case 400:
 		return "Bad Request"
+	case 401:
+		return "Unauthorized"
+	case 403:
+		return "Forbidden"
 	case 404:
 		return "Not Found"
 	case 408:
@@ -282,6 +301,8 @@ func statusText(code int) string {
 		return "URI Too Long"
 	case 417:
 		return "Expectation Failed"
+	case 429:
+		return "Too Many Requests"
 	case 431:
 		return "Request Header Fields Too Large"
 	case 501:

@@ -56,7 +56,7 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 	defer r.Release()
 
 	st.rc, st.ridLen, st.isHead, st.bodyUnread = s.metrics.Route(nil), 0, false, false
-	st.staleHeader, st.retryAfter = false, 0
+	st.staleHeader, st.retryAfter, st.pol = false, 0, requestPolicy{}
 	hn, ok := s.readHead(st)
 	if !ok {
 		return false
@@ -82,6 +82,9 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 	st.rc = s.routeCounters(tab, &st.match)
 	if !s.checkStaleness(st) {
 		return s.failStale(st, hn)
+	}
+	if !s.enforcePolicy(st, tab) {
+		return s.refusePolicy(st, hn)
 	}
 	st.upPath = req.Path
 	if out, ok := st.match.Rewrite(st.pathBuf[:0], req.Path); ok {

@@ -1,6 +1,7 @@
 // Package proxy is the edge's HTTP/1.1 reverse proxy on netpoll. One
-// request runs top to bottom in serve.go: read head → route → pick backend
-// → read body → forward → relay; each step is a small named function.
+// request runs top to bottom in serve.go: read head → route → policy
+// (authenticate, ACL, rate limits; policy.go) → pick backend → read body →
+// forward → relay; each step is a small named function.
 //
 // Bodies stream: request bodies above Config.BufferBodyBytes and all
 // response bodies are forwarded in pieces as they arrive and released once
@@ -21,7 +22,9 @@ import (
 
 	"github.com/cloudwego/netpoll"
 
+	"github.com/snapgate/snapgate/edge/auth"
 	"github.com/snapgate/snapgate/edge/h1"
+	"github.com/snapgate/snapgate/edge/ratelimit"
 	"github.com/snapgate/snapgate/edge/routing"
 	"github.com/snapgate/snapgate/edge/telemetry"
 	"github.com/snapgate/snapgate/fbs"
@@ -87,6 +90,10 @@ type Config struct {
 	// rounded up to whole seconds. Default 5s: long enough not to spin on
 	// an edge cut off from ctrl, short next to a typical outage.
 	StaleRetryAfter time.Duration
+	// RateLimitBuckets is the number of token buckets shared by every
+	// policy's rate limits, 8 bytes each; kept across snapshot swaps.
+	// Default 65536 (512 KiB).
+	RateLimitBuckets int
 }
 
 func (c *Config) setDefaults() {
@@ -138,6 +145,11 @@ type Server struct {
 	// (detach.go): counted for Shutdown, listed so it can cut them off.
 	detachWG      sync.WaitGroup
 	detachedConns map[net.Conn]struct{}
+
+	// limits holds every rate limit's buckets, across swaps; policyIdx
+	// the decision counters of the table in service (policy.go).
+	limits    *ratelimit.Table
+	policyIdx atomic.Pointer[policyIndex]
 
 	// routeIdx maps the dense route index of the table in service to its
 	// counters: created by the first request after a swap, filled on each
@@ -192,6 +204,7 @@ func New(cfg Config) (*Server, error) {
 		metrics: cfg.Metrics,
 		ln:      ln,
 		conns:   make(map[*connState]struct{}),
+		limits:  ratelimit.NewTable(cfg.RateLimitBuckets),
 
 		staleRetryAfter: int64((cfg.StaleRetryAfter + time.Second - 1) / time.Second),
 
@@ -310,6 +323,13 @@ type connState struct {
 	clientIP    []byte
 	ipBuf       [48]byte
 	num         [24]byte // scratch for formatting numbers
+
+	// The route's policy decision (policy.go), and scratch for it: the
+	// auth verdict and the rate-limit key, which grows to the longest key
+	// on the connection and is then reused.
+	pol          requestPolicy
+	authDecision auth.Decision
+	limitBuf     []byte
 
 	// Copies of request facts that must outlive the head's bytes, which a
 	// streamed body releases.

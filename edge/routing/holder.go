@@ -46,10 +46,11 @@ func (h *Holder) Acquire() *Table {
 }
 
 // Swap installs t, taking over the caller's reference (from NewTable). It
-// refuses a t whose version is not above the current one; the caller then
-// still owns t and should Release it. On success the old table loses the
-// holder's reference and retires once its last request finishes; old is
-// returned for its Version only and must not be used otherwise.
+// refuses a t whose version is not above the current one, and one whose
+// policies did not compile (Table.Err); the caller then still owns t and
+// should Release it. On success the old table loses the holder's
+// reference and retires once its last request finishes; old is returned
+// for its Version only and must not be used otherwise.
 func (h *Holder) Swap(t *Table) (old *Table, err error) {
 	return h.install(t, false)
 }
@@ -63,6 +64,9 @@ func (h *Holder) Replace(t *Table) (old *Table, err error) {
 }
 
 func (h *Holder) install(t *Table, anyVersion bool) (old *Table, err error) {
+	if t.err != nil {
+		return nil, t.err
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	old = h.cur.Load()

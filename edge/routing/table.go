@@ -21,6 +21,8 @@ type Table struct {
 	release  func()
 	reg      *upstream.Registry
 	clusters []clusterState
+	pol      policies
+	err      error // the policies could not be compiled; never installed
 
 	// refs counts the Holder's reference plus one per in-flight Acquire.
 	// It starts at 1 (the creator's, handed to the Holder by Swap); the
@@ -38,18 +40,27 @@ type clusterState struct {
 	bal            balancer
 }
 
-// NewTable builds the runtime state for snap: one pool per endpoint
-// address, acquired from reg so that pools (and their idle connections)
-// carry over from the previous table. release is called exactly once, when
-// the table is retired and no request holds it; it typically unmaps snap.
+// NewTable builds the runtime state for snap: its compiled policies
+// (policy.go) and one pool per endpoint address, acquired from reg so that
+// pools (and their idle connections) carry over from the previous table.
+// release is called exactly once, when the table is retired and no request
+// holds it; it typically unmaps snap.
+//
+// A snapshot whose policies cannot be compiled still yields a table, so
+// the caller's release runs through the usual path, but one with Err set,
+// no clusters, and that Holder refuses to install: it never serves.
 func NewTable(snap *fbs.Snapshot, release func(), reg *upstream.Registry) *Table {
 	t := &Table{
-		snap:     snap,
-		version:  snap.Version(),
-		release:  release,
-		reg:      reg,
-		clusters: make([]clusterState, snap.NumClusters()),
+		snap:    snap,
+		version: snap.Version(),
+		release: release,
+		reg:     reg,
 	}
+	t.refs.Store(1)
+	if t.pol, t.err = compilePolicies(snap); t.err != nil {
+		return t
+	}
+	t.clusters = make([]clusterState, snap.NumClusters())
 	for i := range t.clusters {
 		cv := snap.ClusterAt(i)
 		cs := &t.clusters[i]
@@ -60,7 +71,6 @@ func NewTable(snap *fbs.Snapshot, release func(), reg *upstream.Registry) *Table
 		}
 		cs.bal = newBalancer(cv)
 	}
-	t.refs.Store(1)
 	return t
 }
 

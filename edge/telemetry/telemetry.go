@@ -42,13 +42,17 @@ const (
 	CauseBadResponse                  // 502: unparsable or forbidden response head
 	CauseAborted                      // a response broke off mid-body; the client was closed
 	CauseStale                        // 503: the snapshot is past a reject route's staleness bound
+	CauseUnauthorized                 // 401: a policy found no valid credentials
+	CauseForbidden                    // 403: a policy's ACL refused the consumer
+	CauseRateLimited                  // 429: a policy's rate limit is exhausted
 	numCauses
 )
 
 var causeNames = [numCauses]string{
 	"bad_request", "client_timeout", "no_table", "no_route", "no_endpoint",
 	"connect_failed", "connect_timeout", "upstream_timeout", "upstream_closed",
-	"bad_response", "aborted", "stale_snapshot",
+	"bad_response", "aborted", "stale_snapshot", "unauthorized", "forbidden",
+	"rate_limited",
 }
 
 func (c Cause) String() string {
@@ -75,6 +79,32 @@ func (rc *RouteCounters) Observe(status int) {
 	rc.byClass[i].Inc()
 }
 
+// Outcome is a policy decision, for auth_decisions_total.
+type Outcome uint8
+
+// The outcomes of enforcing a policy on a request.
+const (
+	OutcomeOK           Outcome = iota // forwarded (authenticated or anonymous)
+	OutcomeUnauthorized                // 401
+	OutcomeForbidden                   // 403
+	OutcomeRateLimited                 // 429
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{"ok", "401", "403", "429"}
+
+// PolicyCounters counts one policy's decisions by outcome.
+type PolicyCounters struct {
+	byOutcome [numOutcomes]*vm.Counter
+}
+
+// Observe counts one decision.
+func (pc *PolicyCounters) Observe(o Outcome) {
+	if o < numOutcomes {
+		pc.byOutcome[o].Inc()
+	}
+}
+
 // Metrics is the edge's metric set. Safe for concurrent use; the methods
 // used per request do not allocate or lock.
 type Metrics struct {
@@ -99,6 +129,9 @@ type Metrics struct {
 	routes   atomic.Pointer[map[string]*RouteCounters]
 	mu       sync.Mutex
 	unrouted *RouteCounters
+	// policies maps a policy id to its counters, so a policy keeps its
+	// series across snapshots; guarded by mu (only swaps touch it).
+	policies map[string]*PolicyCounters
 
 	pprof atomic.Bool
 
@@ -113,7 +146,7 @@ var LatencyBuckets = vm.ExponentialBuckets(1e-4, 2, 16)
 
 // New creates the metric set with every fixed metric registered.
 func New() *Metrics {
-	m := &Metrics{set: vm.NewSet()}
+	m := &Metrics{set: vm.NewSet(), policies: map[string]*PolicyCounters{}}
 	for c := range numCauses {
 		m.errors[c] = m.set.NewCounter(`snapgate_edge_errors_total{cause="` + causeNames[c] + `"}`)
 	}
@@ -188,6 +221,28 @@ func (m *Metrics) Route(id []byte) *RouteCounters {
 	next[string(id)] = rc
 	m.routes.Store(&next)
 	return rc
+}
+
+// Policies returns the counters of each policy id, in order, creating the
+// ones not seen before. The edge calls it once per snapshot for all of
+// its policies; the request path then indexes the result.
+func (m *Metrics) Policies(ids []string) []*PolicyCounters {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*PolicyCounters, len(ids))
+	for i, id := range ids {
+		pc, ok := m.policies[id]
+		if !ok {
+			pc = &PolicyCounters{}
+			label := escapeLabel(id)
+			for o, name := range outcomeNames {
+				pc.byOutcome[o] = m.set.NewCounter(`snapgate_edge_auth_decisions_total{policy="` + label + `",outcome="` + name + `"}`)
+			}
+			m.policies[id] = pc
+		}
+		out[i] = pc
+	}
+	return out
 }
 
 // HeapAllocs is the number of heap objects the process allocated so far.

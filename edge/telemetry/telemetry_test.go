@@ -241,3 +241,34 @@ func TestEjectionsOverHTTP(t *testing.T) {
 		t.Fatalf("after a success the ejection still shows (count %v):\n%s", v, body)
 	}
 }
+
+// TestPolicyCounters: a policy keeps its series across snapshots (the same
+// counters for the same id), and counting a decision does not allocate.
+func TestPolicyCounters(t *testing.T) {
+	m := New()
+	first := m.Policies([]string{"api", `we"ird`})
+	again := m.Policies([]string{"other", "api"})
+	if again[1] != first[0] {
+		t.Fatal("policy api got new counters in a later snapshot")
+	}
+	first[0].Observe(OutcomeOK)
+	first[0].Observe(OutcomeRateLimited)
+	first[1].Observe(OutcomeUnauthorized)
+	if n := testing.AllocsPerRun(100, func() { first[0].Observe(OutcomeForbidden) }); n != 0 {
+		t.Fatalf("Observe: %v allocs", n)
+	}
+	var b strings.Builder
+	m.WritePrometheus(&b)
+	for _, want := range []string{
+		`snapgate_edge_auth_decisions_total{policy="api",outcome="ok"} 1`,
+		`snapgate_edge_auth_decisions_total{policy="api",outcome="429"} 1`,
+		`snapgate_edge_auth_decisions_total{policy="api",outcome="403"} 101`,
+		`snapgate_edge_auth_decisions_total{policy="we\"ird",outcome="401"} 1`,
+		`snapgate_edge_auth_decisions_total{policy="other",outcome="ok"} 0`,
+		`snapgate_edge_errors_total{cause="rate_limited"} 0`,
+	} {
+		if !strings.Contains(b.String(), want+"\n") {
+			t.Errorf("missing %s", want)
+		}
+	}
+}
