@@ -164,39 +164,30 @@ func New(cfg Config) (*Node, error) {
 }
 
 // boot puts the newest snapshot on disk that verifies and compiles in
-// service. The feed saves a snapshot before applying it, so a snapshot
-// that was refused for policies this edge cannot enforce (and NACKed) may
-// be the newest file; the edge then boots from the last one it served.
+// service. A snapshot refused for policies this edge cannot enforce is set
+// aside when refused; one may still be the newest file if the edge stopped
+// between saving and refusing it, and is set aside here.
 func (n *Node) boot() (*snapstore.Mapping, error) {
-	m, err := n.store.LoadNewest()
-	for err == nil {
-		aerr := n.apply(m)
-		if aerr == nil {
-			return m, nil
+	var refused uint64
+	for {
+		m, err := n.store.LoadNewest()
+		if err != nil {
+			return nil, err
 		}
-		if !errors.Is(aerr, routing.ErrPolicy) {
+		aerr := n.apply(m)
+		switch {
+		case aerr == nil:
+			return m, nil
+		case !errors.Is(aerr, routing.ErrPolicy):
+			return nil, fmt.Errorf("booting from %s: %w", m.Path(), aerr)
+		case m.Version() == refused:
+			// Setting it aside failed (logged by the store): stop rather
+			// than try the same file forever.
 			return nil, fmt.Errorf("booting from %s: %w", m.Path(), aerr)
 		}
+		refused = m.Version()
 		n.log.Error("skipping snapshot on disk: its policies cannot be enforced", "version", m.Version(), "file", m.Path(), "err", aerr)
-		m, err = n.mapOlder(m.Version())
 	}
-	return nil, err
-}
-
-// mapOlder maps the newest snapshot file older than v that verifies.
-func (n *Node) mapOlder(v uint64) (*snapstore.Mapping, error) {
-	vs := n.store.Versions()
-	for i := len(vs) - 1; i >= 0; i-- {
-		if vs[i] >= v {
-			continue
-		}
-		m, err := n.store.Map(vs[i])
-		if err == nil {
-			return m, nil
-		}
-		n.log.Error("skipping snapshot on disk", "version", vs[i], "err", err)
-	}
-	return nil, fmt.Errorf("%w older than version %d in %s", snapstore.ErrNoSnapshot, v, n.store.Dir())
 }
 
 // apply puts a verified, mapped snapshot in service. On success the mapping
@@ -221,6 +212,12 @@ func (n *Node) install(m *snapstore.Mapping, swap func(*routing.Table) (*routing
 	old, err := swap(t)
 	if err != nil {
 		t.Release() // unmaps: the caller's mapping is gone either way
+		if errors.Is(err, routing.ErrPolicy) {
+			// This edge can never serve it: keep it out of boots and out
+			// of the count that pruning keeps, or a run of refused
+			// versions would prune the last good file.
+			n.store.Quarantine(m.Version())
+		}
 		return err
 	}
 	n.metrics.SetVersion(m.Version())

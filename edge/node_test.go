@@ -308,9 +308,11 @@ func policySnapshot(t *testing.T, v uint64, endpoint, keySet string) []byte {
 }
 
 // TestUnenforceablePolicyNacked: a snapshot whose policies the edge cannot
-// compile (an unusable JWK set) is NACKed with the reason, the last good
-// snapshot keeps serving and enforcing its policy, and a restart boots
-// from that one although the refused file is newer on disk.
+// compile (an unusable JWK set) is NACKed with the reason and set aside on
+// disk, the last good snapshot keeps serving and enforcing its policy, a
+// run of refused versions never prunes it, and a restart boots from it even
+// when a refused file is newer on disk (the edge stopped before setting it
+// aside).
 func TestUnenforceablePolicyNacked(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
 	defer backend.Close()
@@ -331,8 +333,9 @@ func TestUnenforceablePolicyNacked(t *testing.T) {
 
 	dir := filepath.Join(t.TempDir(), "edge")
 	logs := &syncBuf{}
+	const snapshotsKept = 2
 	cfg := Config{NodeID: "edge-1", Listen: "127.0.0.1:0", CtrlAddr: ln.Addr().String(), DataDir: dir,
-		StreamSecret: secret, Logger: logs.logger()}
+		StreamSecret: secret, Logger: logs.logger(), KeepSnapshots: snapshotsKept}
 	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -376,14 +379,35 @@ func TestUnenforceablePolicyNacked(t *testing.T) {
 		}
 	}
 	check(n)
+	// More refused versions than the data dir keeps files.
+	for v := uint64(3); v <= 3+snapshotsKept; v++ {
+		ctrl.Publish(v, policySnapshot(t, v, backend.Listener.Addr().String(), badKeys), time.Now())
+		waitUntil(t, fmt.Sprintf("a NACK for v%d", v), func() bool {
+			for _, s := range ctrl.Status() {
+				nack = s.LastNack
+			}
+			return strings.Contains(nack, fmt.Sprintf("v%d", v))
+		})
+	}
+	check(n)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+	if _, err := os.Stat(filepath.Join(dir, snapstore.FileName(1))); err != nil {
+		t.Fatalf("refused versions pruned the good v1: %v", err)
+	}
+	for v := uint64(2); v <= 3+snapshotsKept; v++ {
+		if _, err := os.Stat(filepath.Join(dir, snapstore.FileName(v))); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("refused v%d is still a snapshot file: %v", v, err)
+		}
+	}
 
-	// The feed saved v2 before applying it; a restart must not serve it.
-	if _, err := os.Stat(filepath.Join(dir, snapstore.FileName(2))); err != nil {
-		t.Fatalf("refused v2 is not on disk, so the boot path is not exercised: %v", err)
+	// An edge stopped between saving the newest and refusing it: the file
+	// is back under its snapshot name, and the boot must set it aside.
+	bad := filepath.Join(dir, snapstore.FileName(3+snapshotsKept))
+	if err := os.Rename(bad+".bad", bad); err != nil {
+		t.Fatalf("the newest refused version was not set aside as .bad: %v", err)
 	}
 	cfg.CtrlAddr = closedAddr(t)
 	n2, err := New(cfg)
@@ -393,7 +417,10 @@ func TestUnenforceablePolicyNacked(t *testing.T) {
 	runNode(t, n2)
 	check(n2)
 	if !strings.Contains(logs.String(), "skipping snapshot on disk: its policies cannot be enforced") {
-		t.Fatal("the boot did not say why it skipped v2")
+		t.Fatal("the boot did not say why it skipped the refused version")
+	}
+	if _, err := os.Stat(bad); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the boot did not set the refused file aside: %v", err)
 	}
 }
 

@@ -327,12 +327,14 @@ func (s *Store) LoadNewest() (*Mapping, error) {
 			return nil, fmt.Errorf("snapstore: cannot read snapshot version %d, left in place: %w", vs[i], err)
 		}
 		s.log.Error("snapstore: skipping snapshot file that fails verification", "version", vs[i], "err", err)
-		s.quarantine(vs[i])
+		s.Quarantine(vs[i])
 	}
 	return nil, fmt.Errorf("%w in %s (%d files tried)", ErrNoSnapshot, s.dir, len(vs))
 }
 
-func (s *Store) quarantine(version uint64) {
+// Quarantine sets the file of version aside as <name>.bad, so that boots
+// and pruning no longer count it; the newest few stay for a post-mortem.
+func (s *Store) Quarantine(version uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p := s.Path(version)
