@@ -529,7 +529,7 @@ func TestContinuousWritesStillPublish(t *testing.T) {
 
 func BenchmarkPutRoute(b *testing.B) {
 	dir := b.TempDir()
-	s, err := New(Config{DataDir: dir, AdminSocket: filepath.Join(dir, "a.sock"), PublishAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	s, err := New(Config{DataDir: dir, AdminSocket: filepath.Join(dir, "a.sock"), PublishAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler), InsecureStream: true})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -565,7 +565,7 @@ func BenchmarkBuild10kRoutes(b *testing.B) {
 	m.clusters["c"] = versioned[model.Cluster]{doc: cluster("c", "10.0.0.1:80")}
 	for i := range 10_000 {
 		id := fmt.Sprintf("r%d", i)
-		m.putRoute(versioned[model.Route]{doc: model.Route{ID: id, Host: "*", Prefix: "/" + id, Cluster: "c"}})
+		routes.put(&m, versioned[model.Route]{doc: model.Route{ID: id, Host: "*", Prefix: "/" + id, Cluster: "c"}})
 	}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -2,10 +2,8 @@ package ctrl
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -46,28 +44,30 @@ func invalid(err error) *admin.Error {
 	return ae
 }
 
-// storeError maps a failed Apply onto an admin error.
-// commit makes one document change durable in the store, then applies it to
-// the in-memory model (update gets the document's new version and the new
-// revision) and pokes the recompute loop. The caller holds s.wmu, so the
-// model cannot move between its checks and this write.
-func (s *Server) commit(mut store.Mutation, update func(version, rev uint64)) error {
-	rev, docs, err := s.store.Apply(mut)
+// commit makes document changes durable in the store as one revision, then
+// applies them to the in-memory model (update gets the stored documents, in
+// the order of muts, and the new revision) and pokes the recompute loop.
+// The caller holds s.wmu, so the model cannot move between its checks and
+// this write.
+func (s *Server) commit(muts []store.Mutation, update func(docs []store.Doc, rev uint64)) error {
+	rev, docs, err := s.store.Apply(muts...)
 	if err != nil {
-		return storeError(mut.Kind, mut.ID, err)
+		return storeError(muts[0].Kind, muts[0].ID, err)
 	}
 	s.mu.Lock()
-	update(docs[0].Version, rev)
+	update(docs, rev)
 	s.model.revision = rev
 	s.mu.Unlock()
 	s.notify()
 	return nil
 }
 
+// storeError maps a failed Apply onto an admin error.
 func storeError(kind, id string, err error) error {
 	var ce *store.ConflictError
 	switch {
 	case errors.As(err, &ce):
+		kind, id = ce.Kind, ce.ID
 		if ce.Actual == 0 {
 			return admin.Errorf(admin.CodeConflict, "expected_version", "%s %q does not exist, expected version %d", kind, id, ce.Expected)
 		}
@@ -91,162 +91,86 @@ func checkExpected(kind, id string, expected *uint64, have uint64) error {
 	return storeError(kind, id, &store.ConflictError{Kind: kind, ID: id, Expected: *expected, Actual: have})
 }
 
-func (h handler) PutRoute(ctx context.Context, r model.Route, expected *uint64) (admin.Result, error) {
-	if err := r.Validate(); err != nil {
-		return admin.Result{}, invalid(err)
-	}
-	s := h.s
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	// The model only changes under wmu, so reading it without mu is safe here.
-	m := &s.model
-	if _, ok := m.clusters[r.Cluster]; !ok {
-		return admin.Result{}, admin.Errorf(admin.CodeInvalid, "cluster", "cluster %q does not exist; create it first", r.Cluster)
-	}
-	if other, ok := m.byKey[keyOf(r)]; ok && other != r.ID {
-		field, match := "prefix", r.Prefix
-		if r.Path != "" {
-			field, match = "path", r.Path
-		}
-		return admin.Result{}, admin.Errorf(admin.CodeConflict, field, "route %q already matches host %q %s %q with the same methods and headers; two routes cannot share host, %s, methods and headers", other, r.Host, field, match, field)
-	}
-	if err := checkExpected(kindRoute, r.ID, expected, m.routes[r.ID].version); err != nil {
-		return admin.Result{}, err
-	}
-	body, err := json.Marshal(r)
-	if err != nil {
-		return admin.Result{}, fmt.Errorf("encoding route %q: %w", r.ID, err)
-	}
-	var v versioned[model.Route]
-	err = s.commit(store.Mutation{Kind: kindRoute, ID: r.ID, Body: body, Expected: expected}, func(version, rev uint64) {
-		v = versioned[model.Route]{doc: r, version: version, revision: rev}
-		m.putRoute(v)
-	})
-	if err != nil {
-		return admin.Result{}, err
-	}
-	return routeResult(v), nil
+func (h handler) PutRoute(_ context.Context, r model.Route, expected *uint64) (admin.Result, error) {
+	return putDoc(h.s, &routes, r, expected)
 }
 
-func (h handler) DeleteRoute(ctx context.Context, id string, expected *uint64) (admin.Result, error) {
-	s := h.s
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	m := &s.model
-	old, ok := m.routes[id]
-	if err := checkExpected(kindRoute, id, expected, old.version); err != nil {
-		return admin.Result{}, err
-	}
-	if !ok {
-		return admin.Result{}, admin.Errorf(admin.CodeNotFound, "id", "route %q does not exist", id)
-	}
-	var rev uint64
-	err := s.commit(store.Mutation{Kind: kindRoute, ID: id, Expected: expected}, func(_, r uint64) {
-		rev = r
-		m.deleteRoute(id)
-	})
-	if err != nil {
-		return admin.Result{}, err
-	}
-	return admin.Result{Kind: kindRoute, ID: id, Version: old.version, Revision: rev}, nil
+func (h handler) GetRoute(_ context.Context, id string) (admin.Result, error) {
+	return getDoc(h.s, &routes, id)
 }
 
-func (h handler) PutCluster(ctx context.Context, c model.Cluster, expected *uint64) (admin.Result, error) {
-	if err := c.Validate(); err != nil {
-		return admin.Result{}, invalid(err)
-	}
-	s := h.s
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	m := &s.model
-	if err := checkExpected(kindCluster, c.ID, expected, m.clusters[c.ID].version); err != nil {
-		return admin.Result{}, err
-	}
-	body, err := json.Marshal(c)
-	if err != nil {
-		return admin.Result{}, fmt.Errorf("encoding cluster %q: %w", c.ID, err)
-	}
-	var v versioned[model.Cluster]
-	err = s.commit(store.Mutation{Kind: kindCluster, ID: c.ID, Body: body, Expected: expected}, func(version, rev uint64) {
-		v = versioned[model.Cluster]{doc: c, version: version, revision: rev}
-		m.clusters[c.ID] = v
-	})
-	if err != nil {
-		return admin.Result{}, err
-	}
-	return clusterResult(v), nil
+func (h handler) ListRoutes(context.Context) (admin.List, error) { return listDocs(h.s, &routes) }
+
+func (h handler) DeleteRoute(_ context.Context, id string, expected *uint64) (admin.Result, error) {
+	return deleteDoc(h.s, &routes, id, expected)
 }
 
-func (h handler) DeleteCluster(ctx context.Context, id string, expected *uint64) (admin.Result, error) {
-	s := h.s
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	m := &s.model
-	old, ok := m.clusters[id]
-	if err := checkExpected(kindCluster, id, expected, old.version); err != nil {
-		return admin.Result{}, err
-	}
-	if !ok {
-		return admin.Result{}, admin.Errorf(admin.CodeNotFound, "id", "cluster %q does not exist", id)
-	}
-	if users := m.routesUsing(id); len(users) > 0 {
-		noun := "route"
-		if len(users) > 1 {
-			noun = "routes"
-		}
-		return admin.Result{}, admin.Errorf(admin.CodeInvalid, "id", "cluster %q is used by %s %s; delete or move them first", id, noun, listIDs(users))
-	}
-	var rev uint64
-	err := s.commit(store.Mutation{Kind: kindCluster, ID: id, Expected: expected}, func(_, r uint64) {
-		rev = r
-		delete(m.clusters, id)
-	})
-	if err != nil {
-		return admin.Result{}, err
-	}
-	return admin.Result{Kind: kindCluster, ID: id, Version: old.version, Revision: rev}, nil
+func (h handler) PutCluster(_ context.Context, c model.Cluster, expected *uint64) (admin.Result, error) {
+	return putDoc(h.s, &clusters, c, expected)
 }
 
-func (h handler) GetRoute(ctx context.Context, id string) (admin.Result, error) {
-	h.s.mu.RLock()
-	v, ok := h.s.model.routes[id]
-	h.s.mu.RUnlock()
-	if !ok {
-		return admin.Result{}, admin.Errorf(admin.CodeNotFound, "id", "route %q does not exist", id)
-	}
-	return routeResult(v), nil
+func (h handler) GetCluster(_ context.Context, id string) (admin.Result, error) {
+	return getDoc(h.s, &clusters, id)
 }
 
-func (h handler) GetCluster(ctx context.Context, id string) (admin.Result, error) {
-	h.s.mu.RLock()
-	v, ok := h.s.model.clusters[id]
-	h.s.mu.RUnlock()
-	if !ok {
-		return admin.Result{}, admin.Errorf(admin.CodeNotFound, "id", "cluster %q does not exist", id)
-	}
-	return clusterResult(v), nil
+func (h handler) ListClusters(context.Context) (admin.List, error) { return listDocs(h.s, &clusters) }
+
+func (h handler) DeleteCluster(_ context.Context, id string, expected *uint64) (admin.Result, error) {
+	return deleteDoc(h.s, &clusters, id, expected)
 }
 
-func (h handler) ListRoutes(ctx context.Context) (admin.List, error) {
-	h.s.mu.RLock()
-	l := admin.List{Kind: kindRoute, Revision: h.s.model.revision, Items: make([]admin.Result, 0, len(h.s.model.routes))}
-	for _, v := range h.s.model.routes {
-		l.Items = append(l.Items, routeResult(v))
-	}
-	h.s.mu.RUnlock()
-	sortByID(l.Items)
-	return l, nil
+func (h handler) PutConsumer(_ context.Context, c model.Consumer, expected *uint64) (admin.Result, error) {
+	return putDoc(h.s, &consumers, c, expected)
 }
 
-func (h handler) ListClusters(ctx context.Context) (admin.List, error) {
-	h.s.mu.RLock()
-	l := admin.List{Kind: kindCluster, Revision: h.s.model.revision, Items: make([]admin.Result, 0, len(h.s.model.clusters))}
-	for _, v := range h.s.model.clusters {
-		l.Items = append(l.Items, clusterResult(v))
-	}
-	h.s.mu.RUnlock()
-	sortByID(l.Items)
-	return l, nil
+func (h handler) GetConsumer(_ context.Context, id string) (admin.Result, error) {
+	return getDoc(h.s, &consumers, id)
+}
+
+func (h handler) ListConsumers(context.Context) (admin.List, error) { return listDocs(h.s, &consumers) }
+
+func (h handler) DeleteConsumer(_ context.Context, id string, expected *uint64) (admin.Result, error) {
+	return deleteDoc(h.s, &consumers, id, expected)
+}
+
+func (h handler) AddConsumerKey(_ context.Context, id, keyID string, expected *uint64) (admin.Result, error) {
+	return h.s.addKey(id, keyID, expected)
+}
+
+func (h handler) RemoveConsumerKey(_ context.Context, id, keyID string, expected *uint64) (admin.Result, error) {
+	return h.s.removeKey(id, keyID, expected)
+}
+
+func (h handler) SetConsumerPassword(_ context.Context, id, username, hash string, expected *uint64) (admin.Result, error) {
+	return h.s.setPassword(id, username, hash, expected)
+}
+
+func (h handler) PutJWTIssuer(_ context.Context, j model.JWTIssuer, expected *uint64) (admin.Result, error) {
+	return putDoc(h.s, &issuers, j, expected)
+}
+
+func (h handler) GetJWTIssuer(_ context.Context, id string) (admin.Result, error) {
+	return getDoc(h.s, &issuers, id)
+}
+
+func (h handler) ListJWTIssuers(context.Context) (admin.List, error) { return listDocs(h.s, &issuers) }
+
+func (h handler) DeleteJWTIssuer(_ context.Context, id string, expected *uint64) (admin.Result, error) {
+	return deleteDoc(h.s, &issuers, id, expected)
+}
+
+func (h handler) PutPolicy(_ context.Context, p model.Policy, expected *uint64) (admin.Result, error) {
+	return putDoc(h.s, &policies, p, expected)
+}
+
+func (h handler) GetPolicy(_ context.Context, id string) (admin.Result, error) {
+	return getDoc(h.s, &policies, id)
+}
+
+func (h handler) ListPolicies(context.Context) (admin.List, error) { return listDocs(h.s, &policies) }
+
+func (h handler) DeletePolicy(_ context.Context, id string, expected *uint64) (admin.Result, error) {
+	return deleteDoc(h.s, &policies, id, expected)
 }
 
 func (h handler) Status(ctx context.Context) (admin.Status, error) {
@@ -260,6 +184,10 @@ func (h handler) Status(ctx context.Context) (admin.Status, error) {
 		SnapshotBytes:   snap.bytes,
 		Routes:          len(s.model.routes),
 		Clusters:        len(s.model.clusters),
+		Consumers:       len(s.model.consumers),
+		JWTIssuers:      len(s.model.issuers),
+		Policies:        len(s.model.policies),
+		FleetSize:       s.model.fleetSize(),
 		StoreRevision:   s.model.revision,
 	}
 	s.mu.RUnlock()
@@ -295,19 +223,4 @@ func (h handler) Status(ctx context.Context) (admin.Status, error) {
 		}
 	}
 	return st, nil
-}
-
-func routeResult(v versioned[model.Route]) admin.Result {
-	r := v.doc
-	return admin.Result{Kind: kindRoute, ID: r.ID, Version: v.version, Revision: v.revision, Route: &r}
-}
-
-func clusterResult(v versioned[model.Cluster]) admin.Result {
-	c := v.doc
-	c.Endpoints = slices.Clone(c.Endpoints) // the reply must not alias the model
-	return admin.Result{Kind: kindCluster, ID: c.ID, Version: v.version, Revision: v.revision, Cluster: &c}
-}
-
-func sortByID(items []admin.Result) {
-	slices.SortFunc(items, func(a, b admin.Result) int { return strings.Compare(a.ID, b.ID) })
 }

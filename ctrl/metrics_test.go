@@ -47,14 +47,14 @@ func scrape(t *testing.T, addr string) map[string]float64 {
 }
 
 // streamEdge is a minimal edge on the wire: it authenticates with the empty
-// secret (InsecureStream) and ACKs every snapshot frame it gets.
-func streamEdge(t *testing.T, addr string) (stop func()) {
+// secret (InsecureStream) as nodeID and ACKs every snapshot frame it gets.
+func streamEdge(t *testing.T, addr, nodeID string) (stop func()) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := wire.Hello{NodeID: "metrics-edge"}
+	h := wire.Hello{NodeID: nodeID}
 	w, r := wire.NewWriter(c), wire.NewReader(c, 0)
 	p, _ := wire.AppendHello(nil, h)
 	if err := w.WriteFrame(wire.TypeHello, p); err != nil {
@@ -125,7 +125,7 @@ func TestMetricsListener(t *testing.T) {
 	}
 	builds0 := m["snapgate_ctrl_snapshot_build_seconds_count"]
 
-	stop := streamEdge(t, h.s.PublishAddr())
+	stop := streamEdge(t, h.s.PublishAddr(), "metrics-edge")
 	defer stop()
 	waitMetric(t, addr, "edge connected and got a FULL", func(m map[string]float64) bool {
 		return m["snapgate_ctrl_edges_connected"] == 1 && m[`snapgate_ctrl_sent_bytes_total{kind="full"}`] > 0

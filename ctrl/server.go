@@ -1,7 +1,8 @@
-// Package ctrl is the snapgate control plane: the single writer of routes
-// and clusters. It validates admin writes against an in-memory model, commits
-// them to the store, and a recompute loop turns each burst of writes into one
-// FlatBuffers snapshot that is stored and published to every edge.
+// Package ctrl is the snapgate control plane: the single writer of routes,
+// clusters, consumers, JWT issuers and policies. It validates admin writes
+// against an in-memory model, commits them to the store, and a recompute
+// loop turns each burst of writes into one FlatBuffers snapshot that is
+// stored and published to every edge.
 package ctrl
 
 import (
@@ -42,6 +43,10 @@ type Config struct {
 	// MaxDelay bounds how long a continuous burst can postpone a snapshot,
 	// measured from the first write of the burst. Default 200ms.
 	MaxDelay time.Duration
+	// FleetDebounce is how long the number of connected edges must hold
+	// before ctrl records it for cluster-scope rate limits (a store write
+	// and a new snapshot; see fleet.go). Default 1s.
+	FleetDebounce time.Duration
 	// KeepSnapshots is how many built snapshots the store keeps. Default 10.
 	KeepSnapshots int
 	// Shards is the snapshot's route shard count; 0 lets fbs choose.
@@ -69,8 +74,8 @@ func (c *Config) setDefaults() error {
 		return errors.New("ctrl: config: AdminSocket is required")
 	case c.PublishAddr == "":
 		return errors.New("ctrl: config: PublishAddr is required")
-	case c.Debounce < 0 || c.MaxDelay < 0 || c.KeepSnapshots < 0:
-		return fmt.Errorf("ctrl: config: Debounce (%v), MaxDelay (%v) and KeepSnapshots (%d) must not be negative", c.Debounce, c.MaxDelay, c.KeepSnapshots)
+	case c.Debounce < 0 || c.MaxDelay < 0 || c.FleetDebounce < 0 || c.KeepSnapshots < 0:
+		return fmt.Errorf("ctrl: config: Debounce (%v), MaxDelay (%v), FleetDebounce (%v) and KeepSnapshots (%d) must not be negative", c.Debounce, c.MaxDelay, c.FleetDebounce, c.KeepSnapshots)
 	case len(c.Publish.Secret) == 0 && !c.InsecureStream:
 		return errors.New("ctrl: config: no stream secret; set one (--stream-secret-file) or allow an unauthenticated stream explicitly (--insecure-stream)")
 	case c.Shards < 0 || c.Shards > fbs.MaxShards:
@@ -81,6 +86,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxDelay == 0 {
 		c.MaxDelay = 200 * time.Millisecond
+	}
+	if c.FleetDebounce == 0 {
+		c.FleetDebounce = time.Second
 	}
 	if c.MaxDelay < c.Debounce {
 		c.MaxDelay = c.Debounce
@@ -97,7 +105,8 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-// Store kinds ctrl owns. kindMeta holds the store's initialisation marker.
+// Store kinds ctrl owns besides the auth documents (auth.go). kindMeta
+// holds the store's initialisation marker and the recorded fleet size.
 const (
 	kindRoute   = model.KindRoute
 	kindCluster = model.KindCluster
@@ -244,29 +253,25 @@ func (s *Server) load() error {
 	for _, d := range docs {
 		switch d.Kind {
 		case kindRoute:
-			r, err := model.DecodeRoute(d.Body)
-			if err != nil {
-				return fmt.Errorf("ctrl: stored route %q (version %d) cannot be decoded: %w", d.ID, d.Version, err)
-			}
-			if err := r.Validate(); err != nil {
-				// It was valid when written; rules may have tightened since.
-				// Keep serving it rather than refusing to start.
-				s.log.Warn("stored route no longer validates", "id", d.ID, "err", err)
-			}
-			m.putRoute(versioned[model.Route]{doc: r, version: d.Version, revision: d.Revision})
+			err = routes.load(s, &m, d)
 		case kindCluster:
-			c, err := model.DecodeCluster(d.Body)
-			if err != nil {
-				return fmt.Errorf("ctrl: stored cluster %q (version %d) cannot be decoded: %w", d.ID, d.Version, err)
-			}
-			if err := c.Validate(); err != nil {
-				s.log.Warn("stored cluster no longer validates", "id", d.ID, "err", err)
-			}
-			m.clusters[c.ID] = versioned[model.Cluster]{doc: c, version: d.Version, revision: d.Revision}
+			err = clusters.load(s, &m, d)
+		case kindConsumer:
+			err = consumers.load(s, &m, d)
+		case kindJWTIssuer:
+			err = issuers.load(s, &m, d)
+		case kindPolicy:
+			err = policies.load(s, &m, d)
+		case kindMeta:
+			err = m.loadMeta(d)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	s.model = m
-	s.log.Info("loaded configuration", "revision", rev, "routes", len(m.routes), "clusters", len(m.clusters))
+	s.log.Info("loaded configuration", "revision", rev, "routes", len(m.routes), "clusters", len(m.clusters),
+		"consumers", len(m.consumers), "jwt_issuers", len(m.issuers), "policies", len(m.policies), "fleet_size", m.fleetSize())
 	return nil
 }
 
@@ -338,15 +343,14 @@ func (s *Server) Run(ctx context.Context) error {
 			cancel()
 		}
 	}()
-	loopDone := make(chan struct{})
-	go func() {
-		defer close(loopDone)
-		s.recomputeLoop(ctx)
-	}()
+	var loops sync.WaitGroup
+	loops.Go(func() { s.recomputeLoop(ctx) })
+	loops.Go(func() { s.fleetLoop(ctx) })
 	s.log.Info("ctrl running", "admin", s.AdminSocket(), "publish", s.PublishAddr(), "metrics", s.MetricsAddr())
 	<-ctx.Done()
-	// The loop finishes a build it is in the middle of before the store closes.
-	<-loopDone
+	// The loops finish a build or write they are in the middle of before
+	// the store closes.
+	loops.Wait()
 	cerr := s.Close()
 	wg.Wait()
 	select {

@@ -1,7 +1,6 @@
 package ctrl
 
 import (
-	"slices"
 	"strconv"
 	"strings"
 
@@ -21,52 +20,43 @@ type versioned[T any] struct {
 // that agree on all of them could never both be reachable.
 type routeKey string
 
-// state is ctrl's in-memory model: every route and cluster as of revision.
-// Only the writer (under Server.wmu, then Server.mu) changes it.
+// state is ctrl's in-memory model: every document as of revision. Only
+// the writer (under Server.wmu, then Server.mu) changes it.
 type state struct {
-	revision uint64
-	routes   map[string]versioned[model.Route]
-	clusters map[string]versioned[model.Cluster]
-	byKey    map[routeKey]string // match key -> route id
+	revision  uint64
+	routes    map[string]versioned[model.Route]
+	clusters  map[string]versioned[model.Cluster]
+	consumers map[string]versioned[model.Consumer]
+	issuers   map[string]versioned[model.JWTIssuer]
+	policies  map[string]versioned[model.Policy]
+	// fleet is the recorded count of connected edges (meta "fleet").
+	fleet versioned[uint32]
+
+	// Indexes of what must be unique across documents.
+	byKey   map[routeKey]string // route match key -> route id
+	byScope map[string]string   // model.Policy.ScopeKey -> policy id
+	keys    map[string]string   // API key hash -> consumer id
+	users   map[string]string   // basic-auth username -> consumer id
+	iss     map[string]string   // issuer "iss" value -> jwt_issuer id
 }
 
 func newState(rev uint64) state {
 	return state{
-		revision: rev,
-		routes:   make(map[string]versioned[model.Route]),
-		clusters: make(map[string]versioned[model.Cluster]),
-		byKey:    make(map[routeKey]string),
+		revision:  rev,
+		routes:    make(map[string]versioned[model.Route]),
+		clusters:  make(map[string]versioned[model.Cluster]),
+		consumers: make(map[string]versioned[model.Consumer]),
+		issuers:   make(map[string]versioned[model.JWTIssuer]),
+		policies:  make(map[string]versioned[model.Policy]),
+		byKey:     make(map[routeKey]string),
+		byScope:   make(map[string]string),
+		keys:      make(map[string]string),
+		users:     make(map[string]string),
+		iss:       make(map[string]string),
 	}
 }
 
 func keyOf(r model.Route) routeKey { return routeKey(r.MatchKey()) }
-
-func (m *state) putRoute(v versioned[model.Route]) {
-	if old, ok := m.routes[v.doc.ID]; ok {
-		delete(m.byKey, keyOf(old.doc))
-	}
-	m.routes[v.doc.ID] = v
-	m.byKey[keyOf(v.doc)] = v.doc.ID
-}
-
-func (m *state) deleteRoute(id string) {
-	if old, ok := m.routes[id]; ok {
-		delete(m.byKey, keyOf(old.doc))
-		delete(m.routes, id)
-	}
-}
-
-// routesUsing returns the ids of the routes that reference cluster id, sorted.
-func (m *state) routesUsing(cluster string) []string {
-	var ids []string
-	for id, r := range m.routes {
-		if r.doc.Cluster == cluster {
-			ids = append(ids, id)
-		}
-	}
-	slices.Sort(ids)
-	return ids
-}
 
 // fbsState converts the model into the builder's input. fbs.Build sorts, so
 // map iteration order does not reach the bytes.
@@ -84,6 +74,7 @@ func (m *state) fbsState(parent uint64, shards int) fbs.State {
 	for _, c := range m.clusters {
 		st.Clusters = append(st.Clusters, fbsCluster(&c.doc))
 	}
+	m.fbsAuth(&st)
 	return st
 }
 

@@ -81,6 +81,17 @@ func TestUsageExitCodes(t *testing.T) {
 		{[]string{"ctl", "--socket", missing, "route", "get", "a", "-o", "json", "b"}, 2, "usage: route get ID"},
 		{[]string{"ctl", "--socket", missing, "route", "put", "-f", "r.json", "-o", "json"}, 1, "r.json"},
 		{[]string{"ctrl", "--config", filepath.Join(missing, "x.yaml")}, 2, "config"},
+		{[]string{"ctl", "--socket", missing, "policy", "put"}, 2, "-f FILE is required"},
+		{[]string{"ctl", "--socket", missing, "issuer", "put", "--id", "x"}, 2, "flag provided but not defined: -id"},
+		{[]string{"ctl", "--socket", missing, "consumer", "add-key"}, 2, "usage: consumer add-key CONSUMER"},
+		{[]string{"ctl", "--socket", missing, "consumer", "remove-key", "a"}, 2, "usage: consumer remove-key CONSUMER KEYID"},
+		{[]string{"ctl", "--socket", missing, "consumer", "set-password", "a"}, 2, "usage: consumer set-password CONSUMER USERNAME"},
+		{[]string{"ctl", "--socket", missing, "consumer", "frob"}, 2, "add-key, remove-key, set-password"},
+		{[]string{"ctl", "--socket", missing, "policy", "add-key", "a"}, 2, `unknown verb "add-key"`},
+		{[]string{"ctl", "--socket", missing, "issuer", "get"}, 2, "usage: issuer get ID"},
+		{[]string{"ctl", "--socket", missing, "consumer", "add-key", "a", "--expected-version", "-1"}, 2, "want a version number"},
+		{[]string{"ctl", "--socket", missing, "consumer", "list"}, 1, "cannot reach ctrl"},
+		{[]string{"ctl", "consumer", "add-key", "--help"}, 0, "first free"},
 	}
 	for _, c := range cases {
 		var out, errb bytes.Buffer

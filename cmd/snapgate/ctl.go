@@ -1,16 +1,19 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/snapgate/snapgate/ctrl/admin"
@@ -26,9 +29,18 @@ commands:
   cluster put --id ID --endpoint HOST:PORT... [--connect-timeout-ms N] [--expected-version N]
   cluster put -f cluster.json [--expected-version N]
   cluster get ID | cluster list | cluster delete ID [--expected-version N]
+  consumer put --id ID [--group G]... [--expected-version N] | consumer put -f consumer.json [--expected-version N]
+  consumer get ID | consumer list | consumer delete ID [--expected-version N]
+  consumer add-key CONSUMER [--id KEYID] [--expected-version N]   (prints the new key once)
+  consumer remove-key CONSUMER KEYID [--expected-version N]
+  consumer set-password CONSUMER USERNAME [--expected-version N]  (reads the password from stdin)
+  issuer put -f issuer.json [--expected-version N]
+  issuer get ID | issuer list | issuer delete ID [--expected-version N]
+  policy put -f policy.json [--expected-version N]
+  policy get ID | policy list | policy delete ID [--expected-version N]
   status
 
---expected-version N makes a put or delete conditional: it succeeds only if the
+--expected-version N makes a write conditional: it succeeds only if the
 document's current version is N (0: it must not exist yet).
 --socket, -o and --timeout may also follow the command (ctl route list -o json).
 
@@ -124,11 +136,58 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// noun is a document kind as ctl names it.
+type noun struct {
+	kind string // the admin command prefix and reply kind
+	// docFlags registers put's document flags and returns what builds the
+	// request from them once parsed; nil: put takes only -f.
+	docFlags func(fs *flag.FlagSet) func(req *admin.Request, id string)
+	// decode strictly decodes put -f's document into the request.
+	decode func(data []byte, req *admin.Request) error
+	// verbs are the noun's commands beyond put, get, list and delete.
+	verbs map[string]func(req *admin.Request, args []string, g *ctlGlobals, stderr io.Writer) (admin.Request, error)
+}
+
+var nouns = map[string]noun{
+	"route": {kind: model.KindRoute, docFlags: routeFlags,
+		decode: into(model.DecodeRoute, func(r *admin.Request, d *model.Route) { r.Route = d })},
+	"cluster": {kind: model.KindCluster, docFlags: clusterFlags,
+		decode: into(model.DecodeCluster, func(r *admin.Request, d *model.Cluster) { r.Cluster = d })},
+	"consumer": {kind: model.KindConsumer, docFlags: consumerFlags,
+		decode: into(model.DecodeConsumer, func(r *admin.Request, d *model.Consumer) { r.Consumer = d }),
+		verbs:  map[string]func(*admin.Request, []string, *ctlGlobals, io.Writer) (admin.Request, error){"add-key": addKeyRequest, "remove-key": removeKeyRequest, "set-password": setPasswordRequest}},
+	"issuer": {kind: model.KindJWTIssuer,
+		decode: into(model.DecodeJWTIssuer, func(r *admin.Request, d *model.JWTIssuer) { r.JWTIssuer = d })},
+	"policy": {kind: model.KindPolicy,
+		decode: into(model.DecodePolicy, func(r *admin.Request, d *model.Policy) { r.Policy = d })},
+}
+
+// nounOf is the ctl noun of an admin kind, for messages.
+func nounOf(kind string) string {
+	for name, n := range nouns {
+		if n.kind == kind {
+			return name
+		}
+	}
+	return kind
+}
+
+func into[T any](decode func([]byte) (T, error), set func(*admin.Request, *T)) func([]byte, *admin.Request) error {
+	return func(data []byte, req *admin.Request) error {
+		d, err := decode(data)
+		if err != nil {
+			return err
+		}
+		set(req, &d)
+		return nil
+	}
+}
+
 // ctlRequest turns the words after the leading global flags into one admin
 // request; global flags may also follow the subcommand and update g.
 func ctlRequest(args []string, g *ctlGlobals, stderr io.Writer) (admin.Request, error) {
 	if len(args) == 0 {
-		return admin.Request{}, usagef("missing command (route, cluster or status); see --help")
+		return admin.Request{}, usagef("missing command (route, cluster, consumer, issuer, policy or status); see --help")
 	}
 	if args[0] == "status" {
 		fs := newFlagSet("ctl status", "ctl status [-o text|json] [--socket PATH]", stderr)
@@ -141,118 +200,223 @@ func ctlRequest(args []string, g *ctlGlobals, stderr io.Writer) (admin.Request, 
 		}
 		return admin.Request{Cmd: admin.CmdStatus}, nil
 	}
-	kind := args[0]
-	if kind != model.KindRoute && kind != model.KindCluster {
-		return admin.Request{}, usagef("unknown command %q: want route, cluster or status", kind)
+	name := args[0]
+	n, ok := nouns[name]
+	if !ok {
+		return admin.Request{}, usagef("unknown command %q: want route, cluster, consumer, issuer, policy or status", name)
+	}
+	verbs := "put, get, list or delete"
+	if len(n.verbs) > 0 {
+		verbs = "put, get, list, delete, " + strings.Join(slices.Sorted(maps.Keys(n.verbs)), ", ")
 	}
 	if len(args) < 2 {
-		return admin.Request{}, usagef("%s: missing verb (put, get, list or delete)", kind)
+		return admin.Request{}, usagef("%s: missing verb (%s)", name, verbs)
 	}
 	verb, rest := args[1], args[2:]
-	req := admin.Request{Cmd: kind + "." + verb}
+	req := admin.Request{Cmd: n.kind + "." + verb}
 	switch verb {
 	case "list":
-		fs := newFlagSet("ctl "+kind+" list", "ctl "+kind+" list [-o text|json]", stderr)
+		fs := newFlagSet("ctl "+name+" list", "ctl "+name+" list [-o text|json]", stderr)
 		g.register(fs)
 		if err := parseInterleaved(fs, rest); err != nil {
 			return req, err
 		}
 		if fs.NArg() > 0 {
-			return req, usagef("%s list takes no arguments, got %q", kind, fs.Arg(0))
+			return req, usagef("%s list takes no arguments, got %q", name, fs.Arg(0))
 		}
 		return req, nil
 	case "get":
-		fs := newFlagSet("ctl "+kind+" get", "ctl "+kind+" get ID [-o text|json]", stderr)
+		fs := newFlagSet("ctl "+name+" get", "ctl "+name+" get ID [-o text|json]", stderr)
 		g.register(fs)
 		if err := parseInterleaved(fs, rest); err != nil {
 			return req, err
 		}
 		if fs.NArg() != 1 {
-			return req, usagef("usage: %s get ID", kind)
+			return req, usagef("usage: %s get ID", name)
 		}
 		req.ID = fs.Arg(0)
 		return req, nil
 	case "delete":
-		fs := newFlagSet("ctl "+kind+" delete", "ctl "+kind+" delete ID [--expected-version N]", stderr)
-		g.register(fs)
-		expected := expectedFlag(fs)
-		if err := parseInterleaved(fs, rest); err != nil {
-			return req, err
+		args, err := writeArgs(&req, "ctl "+name+" delete ID [--expected-version N]", 1, rest, g, stderr, nil)
+		if err == nil {
+			req.ID = args[0]
 		}
-		if fs.NArg() != 1 {
-			return req, usagef("usage: %s delete ID [--expected-version N]", kind)
-		}
-		req.ID, req.ExpectedVersion = fs.Arg(0), expected.ptr()
-		return req, nil
+		return req, err
 	case "put":
-		return putRequest(req, kind, rest, g, stderr)
+		return putRequest(req, name, n, rest, g, stderr)
 	}
-	return req, usagef("%s: unknown verb %q: want put, get, list or delete", kind, verb)
+	if v, ok := n.verbs[verb]; ok {
+		return v(&req, rest, g, stderr)
+	}
+	return req, usagef("%s: unknown verb %q: want %s", name, verb, verbs)
 }
 
-func putRequest(req admin.Request, kind string, args []string, g *ctlGlobals, stderr io.Writer) (admin.Request, error) {
-	fs := newFlagSet("ctl "+kind+" put", "ctl "+kind+" put (flags | -f FILE)", stderr)
+// writeArgs parses a write command that takes want positional arguments
+// and --expected-version (plus the flags define adds), and returns them.
+// synopsis starts with "ctl <noun> <verb>".
+func writeArgs(req *admin.Request, synopsis string, want int, args []string, g *ctlGlobals, stderr io.Writer, define func(*flag.FlagSet)) ([]string, error) {
+	fs := newFlagSet(strings.Join(strings.Fields(synopsis)[:3], " "), synopsis, stderr)
+	g.register(fs)
+	expected := expectedFlag(fs)
+	if define != nil {
+		define(fs)
+	}
+	if err := parseInterleaved(fs, args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() != want {
+		return nil, usagef("usage: %s", strings.TrimPrefix(synopsis, "ctl "))
+	}
+	req.ExpectedVersion = expected.ptr()
+	return fs.Args(), nil
+}
+
+func addKeyRequest(req *admin.Request, args []string, g *ctlGlobals, stderr io.Writer) (admin.Request, error) {
+	var keyID string
+	pos, err := writeArgs(req, "ctl consumer add-key CONSUMER [--id KEYID] [--expected-version N]", 1, args, g, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&keyID, "id", "", `name of the new key (default "key-<n>", the first free)`)
+	})
+	if err != nil {
+		return *req, err
+	}
+	req.Cmd, req.ID, req.KeyID = admin.CmdConsumerAddKey, pos[0], keyID
+	return *req, nil
+}
+
+func removeKeyRequest(req *admin.Request, args []string, g *ctlGlobals, stderr io.Writer) (admin.Request, error) {
+	pos, err := writeArgs(req, "ctl consumer remove-key CONSUMER KEYID [--expected-version N]", 2, args, g, stderr, nil)
+	if err != nil {
+		return *req, err
+	}
+	req.Cmd, req.ID, req.KeyID = admin.CmdConsumerRemoveKey, pos[0], pos[1]
+	return *req, nil
+}
+
+// setPasswordRequest reads the password from stdin and hashes it here, so
+// the plaintext never reaches ctrl, its socket or its logs.
+func setPasswordRequest(req *admin.Request, args []string, g *ctlGlobals, stderr io.Writer) (admin.Request, error) {
+	pos, err := writeArgs(req, "ctl consumer set-password CONSUMER USERNAME [--expected-version N]", 2, args, g, stderr, nil)
+	if err != nil {
+		return *req, err
+	}
+	pw, err := readPassword(os.Stdin)
+	if err != nil {
+		return *req, err
+	}
+	hash, err := model.HashPassword(pw)
+	if err != nil {
+		return *req, err
+	}
+	req.Cmd, req.ID, req.Username, req.PasswordHash = admin.CmdConsumerSetPassword, pos[0], pos[1], hash
+	return *req, nil
+}
+
+// maxPassword bounds what readPassword accepts; PBKDF2 takes any length,
+// but a megabyte on stdin is a mistake, not a password.
+const maxPassword = 1024
+
+// readPassword reads the first line of r (without its line ending).
+func readPassword(r io.Reader) (string, error) {
+	line, err := bufio.NewReaderSize(r, maxPassword+2).ReadSlice('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return "", fmt.Errorf("password on stdin: longer than %d bytes", maxPassword)
+		}
+		return "", fmt.Errorf("reading the password from stdin: %w", err)
+	}
+	pw := strings.TrimSuffix(strings.TrimSuffix(string(line), "\n"), "\r")
+	switch {
+	case pw == "":
+		return "", errors.New("password on stdin: empty (pipe it in: printf '%s' \"$PW\" | snapgate ctl consumer set-password ...)")
+	case len(pw) > maxPassword:
+		return "", fmt.Errorf("password on stdin: longer than %d bytes", maxPassword)
+	}
+	return pw, nil
+}
+
+func putRequest(req admin.Request, name string, n noun, args []string, g *ctlGlobals, stderr io.Writer) (admin.Request, error) {
+	synopsis := "ctl " + name + " put -f FILE"
+	if n.docFlags != nil {
+		synopsis = "ctl " + name + " put (flags | -f FILE)"
+	}
+	fs := newFlagSet("ctl "+name+" put", synopsis, stderr)
 	g.register(fs)
 	file := fs.String("f", "", "read the document as JSON from FILE (- for stdin)")
 	expected := expectedFlag(fs)
-	id := fs.String("id", "", "document id")
-	var r model.Route
-	var c model.Cluster
-	var endpoints multiFlag
-	if kind == model.KindRoute {
-		fs.StringVar(&r.Host, "host", "*", "exact host, or * for any host")
-		fs.StringVar(&r.Prefix, "prefix", "", "path prefix, segment-aware (/api matches /api and /api/x)")
-		fs.StringVar(&r.Path, "path", "", "exact path, instead of --prefix")
-		fs.StringVar(&r.Cluster, "cluster", "", "cluster that serves the route")
-		fs.Func("timeout-ms", "upstream timeout in ms (0: the edge default)", uintFlag(&r.TimeoutMs))
-	} else {
-		fs.Var(&endpoints, "endpoint", "backend address host:port (repeat for several)")
-		fs.Func("connect-timeout-ms", "connect timeout in ms (0: the edge default)", uintFlag(&c.ConnectTimeoutMs))
+	var id *string
+	var build func(req *admin.Request, id string)
+	if n.docFlags != nil {
+		id = fs.String("id", "", "document id")
+		build = n.docFlags(fs)
 	}
 	if err := parseInterleaved(fs, args); err != nil {
 		return req, err
 	}
 	if fs.NArg() > 0 {
-		return req, usagef("%s put: unexpected argument %q", kind, fs.Arg(0))
+		return req, usagef("%s put: unexpected argument %q", name, fs.Arg(0))
 	}
 	req.ExpectedVersion = expected.ptr()
-	if *file != "" {
-		set := 0
-		fs.Visit(func(f *flag.Flag) {
-			if f.Name != "f" && f.Name != "expected-version" && !isGlobal(f.Name) {
-				set++
-			}
-		})
-		if set > 0 {
-			return req, usagef("%s put: -f cannot be combined with document flags", kind)
+	if *file == "" {
+		if build == nil {
+			return req, usagef("%s put: -f FILE is required: the document is JSON (docs/auth.md)", name)
 		}
-		data, err := readInput(*file)
-		if err != nil {
-			return req, err
-		}
-		if kind == model.KindRoute {
-			r, err = model.DecodeRoute(data)
-			req.Route = &r
-		} else {
-			c, err = model.DecodeCluster(data)
-			req.Cluster = &c
-		}
-		if err != nil {
-			return req, fmt.Errorf("%s: %w", *file, err)
-		}
+		build(&req, *id)
 		return req, nil
 	}
-	if kind == model.KindRoute {
-		r.ID = *id
+	set := 0
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name != "f" && f.Name != "expected-version" && !isGlobal(f.Name) {
+			set++
+		}
+	})
+	if set > 0 {
+		return req, usagef("%s put: -f cannot be combined with document flags", name)
+	}
+	data, err := readInput(*file)
+	if err != nil {
+		return req, err
+	}
+	if err := n.decode(data, &req); err != nil {
+		return req, fmt.Errorf("%s: %w", *file, err)
+	}
+	return req, nil
+}
+
+func routeFlags(fs *flag.FlagSet) func(*admin.Request, string) {
+	var r model.Route
+	fs.StringVar(&r.Host, "host", "*", "exact host, or * for any host")
+	fs.StringVar(&r.Prefix, "prefix", "", "path prefix, segment-aware (/api matches /api and /api/x)")
+	fs.StringVar(&r.Path, "path", "", "exact path, instead of --prefix")
+	fs.StringVar(&r.Cluster, "cluster", "", "cluster that serves the route")
+	fs.Func("timeout-ms", "upstream timeout in ms (0: the edge default)", uintFlag(&r.TimeoutMs))
+	return func(req *admin.Request, id string) {
+		r.ID = id
 		req.Route = &r
-	} else {
-		c.ID = *id
+	}
+}
+
+func clusterFlags(fs *flag.FlagSet) func(*admin.Request, string) {
+	var c model.Cluster
+	var endpoints multiFlag
+	fs.Var(&endpoints, "endpoint", "backend address host:port (repeat for several)")
+	fs.Func("connect-timeout-ms", "connect timeout in ms (0: the edge default)", uintFlag(&c.ConnectTimeoutMs))
+	return func(req *admin.Request, id string) {
+		c.ID = id
 		for _, e := range endpoints {
 			c.Endpoints = append(c.Endpoints, model.Endpoint{Address: e})
 		}
 		req.Cluster = &c
 	}
-	return req, nil
+}
+
+// consumerFlags make a consumer without credentials; add them with
+// add-key and set-password.
+func consumerFlags(fs *flag.FlagSet) func(*admin.Request, string) {
+	var groups multiFlag
+	fs.Var(&groups, "group", "group the consumer belongs to, for policy ACLs (repeat for several)")
+	return func(req *admin.Request, id string) {
+		req.Consumer = &model.Consumer{ID: id, Groups: groups}
+	}
 }
 
 // parseInterleaved parses flags that may come before or after positional
@@ -327,144 +491,4 @@ func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
 func writeJSON(w io.Writer, v any) {
 	b, _ := json.MarshalIndent(v, "", "  ")
 	w.Write(append(b, '\n'))
-}
-
-// printText renders a successful reply for people.
-func printText(w io.Writer, req admin.Request, raw json.RawMessage) error {
-	kind, verb, _ := strings.Cut(req.Cmd, ".")
-	switch {
-	case req.Cmd == admin.CmdStatus:
-		var s admin.Status
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return fmt.Errorf("ctrl sent a malformed status: %w", err)
-		}
-		printStatus(w, s)
-	case verb == "list":
-		var l admin.List
-		if err := json.Unmarshal(raw, &l); err != nil {
-			return fmt.Errorf("ctrl sent a malformed list: %w", err)
-		}
-		printList(w, kind, l)
-	default:
-		var r admin.Result
-		if err := json.Unmarshal(raw, &r); err != nil {
-			return fmt.Errorf("ctrl sent a malformed result: %w", err)
-		}
-		switch verb {
-		case "put":
-			fmt.Fprintf(w, "%s %q stored: version %d (revision %d)\n", r.Kind, r.ID, r.Version, r.Revision)
-		case "delete":
-			fmt.Fprintf(w, "%s %q deleted (revision %d)\n", r.Kind, r.ID, r.Revision)
-		default:
-			printDoc(w, r)
-		}
-	}
-	return nil
-}
-
-func printDoc(w io.Writer, r admin.Result) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "%s\t%s\nversion\t%d\nrevision\t%d\n", r.Kind, r.ID, r.Version, r.Revision)
-	if rt := r.Route; rt != nil {
-		fmt.Fprintf(tw, "host\t%s\npath\t%s\ncluster\t%s\ntimeout_ms\t%s\n", rt.Host, routePath(rt), rt.Cluster, msOrDefault(rt.TimeoutMs))
-		if len(rt.Methods) > 0 {
-			fmt.Fprintf(tw, "methods\t%s\n", strings.Join(rt.Methods, ","))
-		}
-		for i, h := range rt.Headers {
-			b, _ := json.Marshal(h)
-			fmt.Fprintf(tw, "headers[%d]\t%s\n", i, b)
-		}
-		if rt.Priority != 0 {
-			fmt.Fprintf(tw, "priority\t%d\n", rt.Priority)
-		}
-		if rt.RewritePrefix != "" {
-			fmt.Fprintf(tw, "rewrite_prefix\t%s\n", rt.RewritePrefix)
-		}
-		if rt.Retry != nil {
-			b, _ := json.Marshal(rt.Retry)
-			fmt.Fprintf(tw, "retry\t%s\n", b)
-		}
-	}
-	if c := r.Cluster; c != nil {
-		for i, e := range c.Endpoints {
-			fmt.Fprintf(tw, "endpoint[%d]\t%s\n", i, e.Address)
-		}
-		fmt.Fprintf(tw, "connect_timeout_ms\t%s\n", msOrDefault(c.ConnectTimeoutMs))
-	}
-	tw.Flush()
-}
-
-func printList(w io.Writer, kind string, l admin.List) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	if kind == model.KindRoute {
-		fmt.Fprintln(tw, "ID\tHOST\tPATH\tCLUSTER\tTIMEOUT_MS\tVERSION")
-		for _, it := range l.Items {
-			if r := it.Route; r != nil {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", it.ID, r.Host, routePath(r), r.Cluster, msOrDefault(r.TimeoutMs), it.Version)
-			}
-		}
-	} else {
-		fmt.Fprintln(tw, "ID\tENDPOINTS\tCONNECT_TIMEOUT_MS\tVERSION")
-		for _, it := range l.Items {
-			if c := it.Cluster; c != nil {
-				addrs := make([]string, len(c.Endpoints))
-				for i, e := range c.Endpoints {
-					addrs[i] = e.Address
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", it.ID, strings.Join(addrs, ","), msOrDefault(c.ConnectTimeoutMs), it.Version)
-			}
-		}
-	}
-	tw.Flush()
-	fmt.Fprintf(w, "%d %ss at revision %d\n", len(l.Items), kind, l.Revision)
-}
-
-func printStatus(w io.Writer, s admin.Status) {
-	built := "never"
-	if !s.SnapshotBuiltAt.IsZero() {
-		built = s.SnapshotBuiltAt.Local().Format(time.RFC3339Nano)
-	}
-	fmt.Fprintf(w, "snapshot  version %d (parent %d), %d bytes, built %s\n", s.SnapshotVersion, s.SnapshotParent, s.SnapshotBytes, built)
-	fmt.Fprintf(w, "store     revision %d, %d routes, %d clusters\n\n", s.StoreRevision, s.Routes, s.Clusters)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "EDGE\tADDRESS\tSTATE\tAPPLIED\tLAG\tLAG_MS\tLAST_ACK\tLAST_NACK")
-	for _, e := range s.Edges {
-		state := "down"
-		if e.Connected {
-			state = "up"
-		}
-		if e.Diverged {
-			// Its snapshot history differs from ctrl's (docs/stream.md).
-			state += ",diverged"
-		}
-		lastAck := "-"
-		if !e.LastAck.IsZero() {
-			lastAck = e.LastAck.Local().Format(time.TimeOnly)
-		}
-		nack := e.LastNack
-		if nack == "" {
-			nack = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", e.NodeID, e.RemoteAddr, state, e.AppliedVersion, e.Lag, e.LagMs, lastAck, nack)
-	}
-	tw.Flush()
-	if len(s.Edges) == 0 {
-		fmt.Fprintln(w, "(no edge has connected yet)")
-	}
-}
-
-// routePath shows a route's path match: "prefix /api" (segment-aware) or
-// "exact /api".
-func routePath(r *model.Route) string {
-	if r.Path != "" {
-		return "exact " + r.Path
-	}
-	return "prefix " + r.Prefix
-}
-
-func msOrDefault(ms uint32) string {
-	if ms == 0 {
-		return "default"
-	}
-	return strconv.FormatUint(uint64(ms), 10)
 }

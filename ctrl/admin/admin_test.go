@@ -18,8 +18,11 @@ import (
 )
 
 // memHandler is a minimal in-memory Handler: enough to drive the protocol.
-// ctrl's tests run the real one end to end.
+// ctrl's tests run the real one end to end. The methods it does not define
+// come from the nil embedded Handler and panic, which the server turns into
+// an "internal" reply.
 type memHandler struct {
+	Handler
 	mu     sync.Mutex
 	rev    uint64
 	routes map[string]Result
@@ -225,6 +228,16 @@ func TestBadRequestsKeepConnection(t *testing.T) {
 		{`{"cmd":"route.put","route":{"id":"a","host":"*","prefix":"/a/../b","cluster":"c"}}`, CodeInvalid, "prefix", `".."`},
 		{`{"cmd":"route.get","id":"zz"}`, CodeNotFound, "id", "does not exist"},
 		{`{"cmd":"route.delete","id":"zz"}`, CodeInternal, "", "disk on fire"},
+		{`{"cmd":"consumer.add_key","id":"a","key_id":"Bad Id"}`, CodeBadRequest, "key_id", "not a valid id"},
+		{`{"cmd":"consumer.remove_key","id":"a"}`, CodeBadRequest, "key_id", "required by consumer.remove_key"},
+		{`{"cmd":"consumer.set_password","id":"a","username":"u"}`, CodeBadRequest, "password_hash", "required by consumer.set_password"},
+		{`{"cmd":"consumer.set_password","id":"a","password_hash":"x"}`, CodeBadRequest, "username", "required"},
+		{`{"cmd":"policy.put","id":"p","policy":{}}`, CodeBadRequest, "id", "the id is policy.id"},
+		{`{"cmd":"jwt_issuer.get","id":"x","key_id":"k"}`, CodeBadRequest, "key_id", "not used by jwt_issuer.get"},
+		{`{"cmd":"consumer.put","consumer":{"id":"a","credentials":{"api_keys":[{"id":"k","key":"sg_x"}]}}}`, CodeBadRequest, "consumer.credentials.api_keys[0].key", "unknown field"},
+		{`{"cmd":"jwt_issuer.put","jwt_issuer":{"id":"i","issuer":"x","keys":{"keys":[{"kty":"RSA","alg":"RS256","d":"x"}]}}}`, CodeBadRequest, "jwt_issuer.keys.keys[0].d", "unknown field"},
+		{`{"cmd":"policy.list","policy":{"id":"p"}}`, CodeBadRequest, "policy", "not used by policy.list"},
+		{`{"cmd":"consumer.get","id":"a"}`, CodeInternal, "", "see the ctrl log"},
 		{`{"cmd":"cluster.put","cluster":{"id":"c","endpoints":[]}}`, CodeInternal, "", "see the ctrl log"},
 	}
 	for _, tc := range cases {
@@ -376,6 +389,13 @@ func FuzzRequest(f *testing.F) {
 		`{"cmd":"route.delete","id":"a","expected_version":0}`,
 		`{"cmd":"status"}`, `{"cmd":"route.get","id":null}`, `{"cmd":1}`, `{`, `[]`, `{"cmd":"status"}x`,
 		`{"cmd":"route.put","route":{"id":"a","id":"b"}}`,
+		`{"cmd":"consumer.put","consumer":{"id":"alice","groups":["staff"],"credentials":{"api_keys":[{"id":"k","hash":"sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}],"jwt":[{"issuer":"idp","subject":"a@x"}],"basic":[{"username":"alice","password_hash":""}]}},"expected_version":2}`,
+		`{"cmd":"consumer.add_key","id":"alice","key_id":"laptop","expected_version":0}`,
+		`{"cmd":"consumer.remove_key","id":"alice","key_id":"laptop"}`,
+		`{"cmd":"consumer.set_password","id":"alice","username":"alice","password_hash":"$pbkdf2-sha256$i=600000$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"}`,
+		`{"cmd":"jwt_issuer.put","jwt_issuer":{"id":"idp","issuer":"https://idp","audiences":["api"],"algorithms":["HS256"],"clock_skew_ms":100,"keys":{"keys":[{"kty":"oct","alg":"HS256","kid":"h1","k":"abc"}]}}}`,
+		`{"cmd":"policy.put","policy":{"id":"p","scope":{"route":"api"},"auth":{"methods":["api_key"],"required":true},"acl":{"allow_groups":["staff"]},"claims":{"iss":["idp"]},"rate_limits":[{"key":"header:x-t","rate":300,"burst":30,"scope":"cluster"}],"forward":{"consumer_header":"X-C","keep_credentials":true}}}`,
+		`{"cmd":"policy.delete","id":"p","expected_version":1}`, `{"cmd":"jwt_issuer.list"}`, `{"cmd":"consumer.get","id":"alice"}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -135,58 +135,134 @@ func (c *Client) do(ctx context.Context, req Request, out any) error {
 // PutRoute creates or replaces a route. expected: nil = no check,
 // pointer to 0 = must not exist, pointer to n = current version must be n.
 func (c *Client) PutRoute(ctx context.Context, r model.Route, expected *uint64) (Result, error) {
-	var res Result
-	err := c.do(ctx, Request{Cmd: CmdRoutePut, Route: &r, ExpectedVersion: expected}, &res)
-	return res, err
+	return c.result(ctx, Request{Cmd: CmdRoutePut, Route: &r, ExpectedVersion: expected})
 }
 
 // GetRoute returns one route.
 func (c *Client) GetRoute(ctx context.Context, id string) (Result, error) {
-	var res Result
-	err := c.do(ctx, Request{Cmd: CmdRouteGet, ID: id}, &res)
-	return res, err
+	return c.result(ctx, Request{Cmd: CmdRouteGet, ID: id})
 }
 
 // ListRoutes returns every route, sorted by id.
 func (c *Client) ListRoutes(ctx context.Context) (List, error) {
-	var l List
-	err := c.do(ctx, Request{Cmd: CmdRouteList}, &l)
-	return l, err
+	return c.list(ctx, CmdRouteList)
 }
 
-// DeleteRoute deletes a route, optionally only at version *expected.
+// DeleteRoute deletes a route no policy is scoped to, optionally only at
+// version *expected.
 func (c *Client) DeleteRoute(ctx context.Context, id string, expected *uint64) (Result, error) {
-	var res Result
-	err := c.do(ctx, Request{Cmd: CmdRouteDelete, ID: id, ExpectedVersion: expected}, &res)
-	return res, err
+	return c.result(ctx, Request{Cmd: CmdRouteDelete, ID: id, ExpectedVersion: expected})
 }
 
 // PutCluster creates or replaces a cluster; expected as for PutRoute.
 func (c *Client) PutCluster(ctx context.Context, cl model.Cluster, expected *uint64) (Result, error) {
-	var res Result
-	err := c.do(ctx, Request{Cmd: CmdClusterPut, Cluster: &cl, ExpectedVersion: expected}, &res)
-	return res, err
+	return c.result(ctx, Request{Cmd: CmdClusterPut, Cluster: &cl, ExpectedVersion: expected})
 }
 
 // GetCluster returns one cluster.
 func (c *Client) GetCluster(ctx context.Context, id string) (Result, error) {
-	var res Result
-	err := c.do(ctx, Request{Cmd: CmdClusterGet, ID: id}, &res)
-	return res, err
+	return c.result(ctx, Request{Cmd: CmdClusterGet, ID: id})
 }
 
 // ListClusters returns every cluster, sorted by id.
 func (c *Client) ListClusters(ctx context.Context) (List, error) {
+	return c.list(ctx, CmdClusterList)
+}
+
+// DeleteCluster deletes a cluster that no route or policy references.
+func (c *Client) DeleteCluster(ctx context.Context, id string, expected *uint64) (Result, error) {
+	return c.result(ctx, Request{Cmd: CmdClusterDelete, ID: id, ExpectedVersion: expected})
+}
+
+// result runs req and returns its Result.
+func (c *Client) result(ctx context.Context, req Request) (Result, error) {
+	var res Result
+	err := c.do(ctx, req, &res)
+	return res, err
+}
+
+// list runs a list command.
+func (c *Client) list(ctx context.Context, cmd string) (List, error) {
 	var l List
-	err := c.do(ctx, Request{Cmd: CmdClusterList}, &l)
+	err := c.do(ctx, Request{Cmd: cmd}, &l)
 	return l, err
 }
 
-// DeleteCluster deletes a cluster that no route references.
-func (c *Client) DeleteCluster(ctx context.Context, id string, expected *uint64) (Result, error) {
-	var res Result
-	err := c.do(ctx, Request{Cmd: CmdClusterDelete, ID: id, ExpectedVersion: expected}, &res)
-	return res, err
+// PutConsumer creates or replaces a consumer; expected as for PutRoute.
+func (c *Client) PutConsumer(ctx context.Context, co model.Consumer, expected *uint64) (Result, error) {
+	return c.result(ctx, Request{Cmd: CmdConsumerPut, Consumer: &co, ExpectedVersion: expected})
+}
+
+// GetConsumer returns one consumer, without password hashes.
+func (c *Client) GetConsumer(ctx context.Context, id string) (Result, error) {
+	return c.result(ctx, Request{Cmd: CmdConsumerGet, ID: id})
+}
+
+// ListConsumers returns every consumer, sorted by id.
+func (c *Client) ListConsumers(ctx context.Context) (List, error) {
+	return c.list(ctx, CmdConsumerList)
+}
+
+// DeleteConsumer deletes a consumer.
+func (c *Client) DeleteConsumer(ctx context.Context, id string, expected *uint64) (Result, error) {
+	return c.result(ctx, Request{Cmd: CmdConsumerDelete, ID: id, ExpectedVersion: expected})
+}
+
+// AddConsumerKey has ctrl generate an API key for consumer id; the key is
+// in Result.APIKey, this once.
+func (c *Client) AddConsumerKey(ctx context.Context, id, keyID string, expected *uint64) (Result, error) {
+	return c.result(ctx, Request{Cmd: CmdConsumerAddKey, ID: id, KeyID: keyID, ExpectedVersion: expected})
+}
+
+// RemoveConsumerKey removes API key keyID from consumer id.
+func (c *Client) RemoveConsumerKey(ctx context.Context, id, keyID string, expected *uint64) (Result, error) {
+	return c.result(ctx, Request{Cmd: CmdConsumerRemoveKey, ID: id, KeyID: keyID, ExpectedVersion: expected})
+}
+
+// SetConsumerPassword sets the basic-auth password hash (model.HashPassword)
+// of username on consumer id, adding the username if it is new.
+func (c *Client) SetConsumerPassword(ctx context.Context, id, username, passwordHash string, expected *uint64) (Result, error) {
+	return c.result(ctx, Request{Cmd: CmdConsumerSetPassword, ID: id, Username: username, PasswordHash: passwordHash, ExpectedVersion: expected})
+}
+
+// PutJWTIssuer creates or replaces a JWT issuer; expected as for PutRoute.
+func (c *Client) PutJWTIssuer(ctx context.Context, j model.JWTIssuer, expected *uint64) (Result, error) {
+	return c.result(ctx, Request{Cmd: CmdJWTIssuerPut, JWTIssuer: &j, ExpectedVersion: expected})
+}
+
+// GetJWTIssuer returns one issuer, without HMAC keys.
+func (c *Client) GetJWTIssuer(ctx context.Context, id string) (Result, error) {
+	return c.result(ctx, Request{Cmd: CmdJWTIssuerGet, ID: id})
+}
+
+// ListJWTIssuers returns every issuer, sorted by id.
+func (c *Client) ListJWTIssuers(ctx context.Context) (List, error) {
+	return c.list(ctx, CmdJWTIssuerList)
+}
+
+// DeleteJWTIssuer deletes an issuer that no consumer or policy references.
+func (c *Client) DeleteJWTIssuer(ctx context.Context, id string, expected *uint64) (Result, error) {
+	return c.result(ctx, Request{Cmd: CmdJWTIssuerDelete, ID: id, ExpectedVersion: expected})
+}
+
+// PutPolicy creates or replaces a policy; expected as for PutRoute.
+func (c *Client) PutPolicy(ctx context.Context, p model.Policy, expected *uint64) (Result, error) {
+	return c.result(ctx, Request{Cmd: CmdPolicyPut, Policy: &p, ExpectedVersion: expected})
+}
+
+// GetPolicy returns one policy.
+func (c *Client) GetPolicy(ctx context.Context, id string) (Result, error) {
+	return c.result(ctx, Request{Cmd: CmdPolicyGet, ID: id})
+}
+
+// ListPolicies returns every policy, sorted by id.
+func (c *Client) ListPolicies(ctx context.Context) (List, error) {
+	return c.list(ctx, CmdPolicyList)
+}
+
+// DeletePolicy deletes a policy.
+func (c *Client) DeletePolicy(ctx context.Context, id string, expected *uint64) (Result, error) {
+	return c.result(ctx, Request{Cmd: CmdPolicyDelete, ID: id, ExpectedVersion: expected})
 }
 
 // Status returns the control plane's status.

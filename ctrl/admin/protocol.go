@@ -23,7 +23,26 @@ const (
 	CmdClusterGet    = "cluster.get"
 	CmdClusterList   = "cluster.list"
 	CmdClusterDelete = "cluster.delete"
-	CmdStatus        = "status"
+
+	CmdConsumerPut         = "consumer.put"
+	CmdConsumerGet         = "consumer.get"
+	CmdConsumerList        = "consumer.list"
+	CmdConsumerDelete      = "consumer.delete"
+	CmdConsumerAddKey      = "consumer.add_key"      // ctrl generates an API key, stores its hash, replies the key once
+	CmdConsumerRemoveKey   = "consumer.remove_key"   // drops the API key KeyID
+	CmdConsumerSetPassword = "consumer.set_password" // sets Username's PasswordHash (hashed by the caller)
+
+	CmdJWTIssuerPut    = "jwt_issuer.put"
+	CmdJWTIssuerGet    = "jwt_issuer.get"
+	CmdJWTIssuerList   = "jwt_issuer.list"
+	CmdJWTIssuerDelete = "jwt_issuer.delete"
+
+	CmdPolicyPut    = "policy.put"
+	CmdPolicyGet    = "policy.get"
+	CmdPolicyList   = "policy.list"
+	CmdPolicyDelete = "policy.delete"
+
+	CmdStatus = "status"
 )
 
 // Error codes.
@@ -39,15 +58,25 @@ const (
 // allowed to be much larger because lists grow with the config).
 const DefaultMaxLine = 1 << 20
 
-// Request is one admin command. ExpectedVersion is optional on put and
-// delete: nil means no check, 0 means "must not exist yet", n means the
-// current version must be n.
+// Request is one admin command. ExpectedVersion is optional on every write:
+// nil means no check, 0 means "must not exist yet", n means the current
+// version must be n.
 type Request struct {
-	Cmd             string         `json:"cmd"`
-	ID              string         `json:"id,omitempty"`
-	Route           *model.Route   `json:"route,omitempty"`
-	Cluster         *model.Cluster `json:"cluster,omitempty"`
-	ExpectedVersion *uint64        `json:"expected_version,omitempty"`
+	Cmd       string           `json:"cmd"`
+	ID        string           `json:"id,omitempty"`
+	Route     *model.Route     `json:"route,omitempty"`
+	Cluster   *model.Cluster   `json:"cluster,omitempty"`
+	Consumer  *model.Consumer  `json:"consumer,omitempty"`
+	JWTIssuer *model.JWTIssuer `json:"jwt_issuer,omitempty"`
+	Policy    *model.Policy    `json:"policy,omitempty"`
+	// KeyID names an API key: optional for consumer.add_key (ctrl picks
+	// "key-<n>"), required for consumer.remove_key.
+	KeyID string `json:"key_id,omitempty"`
+	// Username and PasswordHash (model.HashPassword, computed by the caller
+	// so the password never reaches ctrl) for consumer.set_password.
+	Username        string  `json:"username,omitempty"`
+	PasswordHash    string  `json:"password_hash,omitempty"`
+	ExpectedVersion *uint64 `json:"expected_version,omitempty"`
 }
 
 // Reply answers one Request: OK with a Result, or not OK with an Error.
@@ -80,13 +109,24 @@ func Errorf(code, field, format string, args ...any) *Error {
 // Result is the reply to put, get and delete: the document as stored.
 // For a delete, Version is the last version the document had, Revision the
 // revision of the delete, and the document body is omitted.
+//
+// Secrets never appear: a consumer's basic password hashes and an issuer's
+// HMAC keys ("k") come back empty (a put that leaves them empty keeps the
+// stored ones, so a document from get can be edited and put back). API key
+// hashes are shown; they cannot be turned back into keys.
 type Result struct {
-	Kind     string         `json:"kind"`
-	ID       string         `json:"id"`
-	Version  uint64         `json:"version"`
-	Revision uint64         `json:"revision"`
-	Route    *model.Route   `json:"route,omitempty"`
-	Cluster  *model.Cluster `json:"cluster,omitempty"`
+	Kind      string           `json:"kind"`
+	ID        string           `json:"id"`
+	Version   uint64           `json:"version"`
+	Revision  uint64           `json:"revision"`
+	Route     *model.Route     `json:"route,omitempty"`
+	Cluster   *model.Cluster   `json:"cluster,omitempty"`
+	Consumer  *model.Consumer  `json:"consumer,omitempty"`
+	JWTIssuer *model.JWTIssuer `json:"jwt_issuer,omitempty"`
+	Policy    *model.Policy    `json:"policy,omitempty"`
+	// APIKey is the key consumer.add_key generated, in that reply only:
+	// ctrl keeps its hash, so this is the one time anyone sees it.
+	APIKey string `json:"api_key,omitempty"`
 }
 
 // List is the reply to route.list and cluster.list, sorted by id, as of
@@ -99,14 +139,20 @@ type List struct {
 
 // Status is the reply to status.
 type Status struct {
-	SnapshotVersion uint64       `json:"snapshot_version"` // 0 until the first snapshot is built
-	SnapshotParent  uint64       `json:"snapshot_parent_version"`
-	SnapshotBuiltAt time.Time    `json:"snapshot_built_at,omitzero"`
-	SnapshotBytes   int          `json:"snapshot_bytes"`
-	Routes          int          `json:"routes"`
-	Clusters        int          `json:"clusters"`
-	StoreRevision   uint64       `json:"store_revision"`
-	Edges           []EdgeStatus `json:"edges"`
+	SnapshotVersion uint64    `json:"snapshot_version"` // 0 until the first snapshot is built
+	SnapshotParent  uint64    `json:"snapshot_parent_version"`
+	SnapshotBuiltAt time.Time `json:"snapshot_built_at,omitzero"`
+	SnapshotBytes   int       `json:"snapshot_bytes"`
+	Routes          int       `json:"routes"`
+	Clusters        int       `json:"clusters"`
+	Consumers       int       `json:"consumers"`
+	JWTIssuers      int       `json:"jwt_issuers"`
+	Policies        int       `json:"policies"`
+	// FleetSize is the edge count cluster-scope rate limits are divided by
+	// in the current configuration: 0 while no policy has one.
+	FleetSize     uint32       `json:"fleet_size"`
+	StoreRevision uint64       `json:"store_revision"`
+	Edges         []EdgeStatus `json:"edges"`
 }
 
 // EdgeStatus is one edge as the publisher sees it.

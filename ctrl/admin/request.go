@@ -1,28 +1,83 @@
 package admin
 
 import (
+	"maps"
+	"slices"
+	"strings"
+
 	"github.com/snapgate/snapgate/ctrl/model"
 )
 
-// argument sets per command: which of id, route, cluster and
-// expected_version a command takes. Anything else present is an error, so
-// that e.g. `{"cmd":"route.delete","route":{...}}` (no id) is not mistaken
-// for something it is not.
-type args struct {
-	id, route, cluster, expected bool
+// arg is one optional member of a Request besides cmd.
+type arg uint16
+
+const (
+	argID arg = 1 << iota
+	argRoute
+	argCluster
+	argConsumer
+	argJWTIssuer
+	argPolicy
+	argKeyID
+	argUsername
+	argPasswordHash
+	argExpected
+)
+
+// members lists the arguments in the order CheckRequest reports them, with
+// their JSON names and whether a request carries them.
+var members = []struct {
+	a       arg
+	name    string
+	present func(*Request) bool
+}{
+	{argID, "id", func(r *Request) bool { return r.ID != "" }},
+	{argRoute, "route", func(r *Request) bool { return r.Route != nil }},
+	{argCluster, "cluster", func(r *Request) bool { return r.Cluster != nil }},
+	{argConsumer, "consumer", func(r *Request) bool { return r.Consumer != nil }},
+	{argJWTIssuer, "jwt_issuer", func(r *Request) bool { return r.JWTIssuer != nil }},
+	{argPolicy, "policy", func(r *Request) bool { return r.Policy != nil }},
+	{argKeyID, "key_id", func(r *Request) bool { return r.KeyID != "" }},
+	{argUsername, "username", func(r *Request) bool { return r.Username != "" }},
+	{argPasswordHash, "password_hash", func(r *Request) bool { return r.PasswordHash != "" }},
+	{argExpected, "expected_version", func(r *Request) bool { return r.ExpectedVersion != nil }},
 }
 
-var commands = map[string]args{
-	CmdRoutePut:      {route: true, expected: true},
-	CmdRouteGet:      {id: true},
-	CmdRouteList:     {},
-	CmdRouteDelete:   {id: true, expected: true},
-	CmdClusterPut:    {cluster: true, expected: true},
-	CmdClusterGet:    {id: true},
-	CmdClusterList:   {},
-	CmdClusterDelete: {id: true, expected: true},
-	CmdStatus:        {},
+// shape is what one command takes: required and optional arguments.
+// Anything else present is an error, so that e.g.
+// `{"cmd":"route.delete","route":{...}}` (no id) is not mistaken for
+// something it is not.
+type shape struct{ required, optional arg }
+
+var commands = map[string]shape{
+	CmdRoutePut:            {required: argRoute, optional: argExpected},
+	CmdRouteGet:            {required: argID},
+	CmdRouteList:           {},
+	CmdRouteDelete:         {required: argID, optional: argExpected},
+	CmdClusterPut:          {required: argCluster, optional: argExpected},
+	CmdClusterGet:          {required: argID},
+	CmdClusterList:         {},
+	CmdClusterDelete:       {required: argID, optional: argExpected},
+	CmdConsumerPut:         {required: argConsumer, optional: argExpected},
+	CmdConsumerGet:         {required: argID},
+	CmdConsumerList:        {},
+	CmdConsumerDelete:      {required: argID, optional: argExpected},
+	CmdConsumerAddKey:      {required: argID, optional: argKeyID | argExpected},
+	CmdConsumerRemoveKey:   {required: argID | argKeyID, optional: argExpected},
+	CmdConsumerSetPassword: {required: argID | argUsername | argPasswordHash, optional: argExpected},
+	CmdJWTIssuerPut:        {required: argJWTIssuer, optional: argExpected},
+	CmdJWTIssuerGet:        {required: argID},
+	CmdJWTIssuerList:       {},
+	CmdJWTIssuerDelete:     {required: argID, optional: argExpected},
+	CmdPolicyPut:           {required: argPolicy, optional: argExpected},
+	CmdPolicyGet:           {required: argID},
+	CmdPolicyList:          {},
+	CmdPolicyDelete:        {required: argID, optional: argExpected},
+	CmdStatus:              {},
 }
+
+// knownCommands is the list an unknown command's error shows.
+var knownCommands = strings.Join(slices.Sorted(maps.Keys(commands)), ", ")
 
 // DecodeRequest parses and checks the shape of one request line (without
 // its newline). It does not validate documents; that is the Handler's job,
@@ -45,37 +100,35 @@ func CheckRequest(req Request) *Error {
 	if req.Cmd == "" {
 		return Errorf(CodeBadRequest, "cmd", "required")
 	}
-	a, ok := commands[req.Cmd]
+	sh, ok := commands[req.Cmd]
 	if !ok {
-		return Errorf(CodeBadRequest, "cmd", "unknown command %q; known: route.put, route.get, route.list, route.delete, cluster.put, cluster.get, cluster.list, cluster.delete, status", req.Cmd)
+		return Errorf(CodeBadRequest, "cmd", "unknown command %q; known: %s", req.Cmd, knownCommands)
 	}
-	switch {
-	case a.id && req.ID == "":
-		return Errorf(CodeBadRequest, "id", "required by %s", req.Cmd)
-	case a.id && !model.ValidID(req.ID):
-		return Errorf(CodeBadRequest, "id", "%q is not a valid id: use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters", req.ID)
-	case !a.id && req.ID != "":
-		return Errorf(CodeBadRequest, "id", "not used by %s%s", req.Cmd, idHint(req.Cmd))
-	case a.route && req.Route == nil:
-		return Errorf(CodeBadRequest, "route", "required by %s", req.Cmd)
-	case !a.route && req.Route != nil:
-		return Errorf(CodeBadRequest, "route", "not used by %s", req.Cmd)
-	case a.cluster && req.Cluster == nil:
-		return Errorf(CodeBadRequest, "cluster", "required by %s", req.Cmd)
-	case !a.cluster && req.Cluster != nil:
-		return Errorf(CodeBadRequest, "cluster", "not used by %s", req.Cmd)
-	case !a.expected && req.ExpectedVersion != nil:
-		return Errorf(CodeBadRequest, "expected_version", "not used by %s", req.Cmd)
+	for _, m := range members {
+		has := m.present(&req)
+		switch {
+		case sh.required&m.a != 0 && !has:
+			return Errorf(CodeBadRequest, m.name, "required by %s", req.Cmd)
+		case (sh.required|sh.optional)&m.a == 0 && has:
+			msg := "not used by " + req.Cmd
+			if m.a == argID {
+				msg += idHint(req.Cmd)
+			}
+			return Errorf(CodeBadRequest, m.name, "%s", msg)
+		}
+	}
+	for _, id := range []struct{ field, value string }{{"id", req.ID}, {"key_id", req.KeyID}} {
+		if id.value != "" && !model.ValidID(id.value) {
+			return Errorf(CodeBadRequest, id.field, "%q is not a valid id: use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters", id.value)
+		}
 	}
 	return nil
 }
 
+// idHint says where a put's id lives instead: the document carries it.
 func idHint(cmd string) string {
-	switch cmd {
-	case CmdRoutePut:
-		return " (the id is route.id)"
-	case CmdClusterPut:
-		return " (the id is cluster.id)"
+	if kind, ok := strings.CutSuffix(cmd, ".put"); ok {
+		return " (the id is " + kind + ".id)"
 	}
 	return ""
 }

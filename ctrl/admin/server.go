@@ -32,6 +32,28 @@ type Handler interface {
 	GetCluster(ctx context.Context, id string) (Result, error)
 	ListClusters(ctx context.Context) (List, error)
 	DeleteCluster(ctx context.Context, id string, expected *uint64) (Result, error)
+
+	PutConsumer(ctx context.Context, c model.Consumer, expected *uint64) (Result, error)
+	GetConsumer(ctx context.Context, id string) (Result, error)
+	ListConsumers(ctx context.Context) (List, error)
+	DeleteConsumer(ctx context.Context, id string, expected *uint64) (Result, error)
+	// AddConsumerKey generates an API key named keyID ("" = ctrl picks one)
+	// and returns it in Result.APIKey; only its hash is stored.
+	AddConsumerKey(ctx context.Context, id, keyID string, expected *uint64) (Result, error)
+	RemoveConsumerKey(ctx context.Context, id, keyID string, expected *uint64) (Result, error)
+	// SetConsumerPassword adds username or replaces its password hash.
+	SetConsumerPassword(ctx context.Context, id, username, passwordHash string, expected *uint64) (Result, error)
+
+	PutJWTIssuer(ctx context.Context, j model.JWTIssuer, expected *uint64) (Result, error)
+	GetJWTIssuer(ctx context.Context, id string) (Result, error)
+	ListJWTIssuers(ctx context.Context) (List, error)
+	DeleteJWTIssuer(ctx context.Context, id string, expected *uint64) (Result, error)
+
+	PutPolicy(ctx context.Context, p model.Policy, expected *uint64) (Result, error)
+	GetPolicy(ctx context.Context, id string) (Result, error)
+	ListPolicies(ctx context.Context) (List, error)
+	DeletePolicy(ctx context.Context, id string, expected *uint64) (Result, error)
+
 	Status(ctx context.Context) (Status, error)
 }
 
@@ -397,6 +419,36 @@ func (s *Server) dispatch(req Request) (res any, err error) {
 		return h.ListClusters(ctx)
 	case CmdClusterDelete:
 		return h.DeleteCluster(ctx, req.ID, req.ExpectedVersion)
+	case CmdConsumerPut:
+		return h.PutConsumer(ctx, *req.Consumer, req.ExpectedVersion)
+	case CmdConsumerGet:
+		return h.GetConsumer(ctx, req.ID)
+	case CmdConsumerList:
+		return h.ListConsumers(ctx)
+	case CmdConsumerDelete:
+		return h.DeleteConsumer(ctx, req.ID, req.ExpectedVersion)
+	case CmdConsumerAddKey:
+		return h.AddConsumerKey(ctx, req.ID, req.KeyID, req.ExpectedVersion)
+	case CmdConsumerRemoveKey:
+		return h.RemoveConsumerKey(ctx, req.ID, req.KeyID, req.ExpectedVersion)
+	case CmdConsumerSetPassword:
+		return h.SetConsumerPassword(ctx, req.ID, req.Username, req.PasswordHash, req.ExpectedVersion)
+	case CmdJWTIssuerPut:
+		return h.PutJWTIssuer(ctx, *req.JWTIssuer, req.ExpectedVersion)
+	case CmdJWTIssuerGet:
+		return h.GetJWTIssuer(ctx, req.ID)
+	case CmdJWTIssuerList:
+		return h.ListJWTIssuers(ctx)
+	case CmdJWTIssuerDelete:
+		return h.DeleteJWTIssuer(ctx, req.ID, req.ExpectedVersion)
+	case CmdPolicyPut:
+		return h.PutPolicy(ctx, *req.Policy, req.ExpectedVersion)
+	case CmdPolicyGet:
+		return h.GetPolicy(ctx, req.ID)
+	case CmdPolicyList:
+		return h.ListPolicies(ctx)
+	case CmdPolicyDelete:
+		return h.DeletePolicy(ctx, req.ID, req.ExpectedVersion)
 	case CmdStatus:
 		return h.Status(ctx)
 	}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/snapgate/snapgate/ctrl/admin"
+)
+
+// ctlWithStdin runs 'snapgate ctl' with stdin and returns its exit code
+// and output.
+func (g *gateway) ctlWithStdin(stdin string, args ...string) (int, string) {
+	g.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binPath, append([]string{"ctl", "--socket", g.socket}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), string(out)
+	} else if err != nil {
+		g.t.Fatalf("ctl %v: %v", args, err)
+	}
+	return 0, string(out)
+}
+
+func (g *gateway) wantCtl(code int, says string, args ...string) string {
+	g.t.Helper()
+	got, out := g.ctl(args...)
+	if got != code || !strings.Contains(out, says) {
+		g.t.Fatalf("ctl %v: exit %d, output %q; want exit %d and %q", args, got, out, code, says)
+	}
+	return out
+}
+
+// TestCtlAuthCommands drives consumers, issuers and policies through the
+// real binary against a real ctrl: output, exit codes, and that secrets
+// show up once (a generated key) or never (passwords, HMAC keys).
+func TestCtlAuthCommands(t *testing.T) {
+	g := newGateway(t)
+	g.startCtrl()
+	dir := t.TempDir()
+	file := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	const hmac = "-ebuDNsVZ2iJtoZ-akfXTSCt4UO2cruLCsbWlBinggE"
+	issuer := file("issuer.json", `{"id":"idp","issuer":"https://idp.example","algorithms":["HS256"],
+		"keys":{"keys":[{"kty":"oct","alg":"HS256","kid":"h1","k":"`+hmac+`"}]}}`)
+	policy := file("policy.json", `{"id":"api-auth","scope":{"route":"api"},
+		"auth":{"methods":["api_key","jwt","basic"],"required":true},"acl":{"allow_groups":["staff"]},
+		"claims":{"iss":["idp"]},"rate_limits":[{"key":"consumer","rate":100,"burst":20,"scope":"cluster"}]}`)
+	orphan := file("orphan.json", `{"id":"orphan","scope":{"route":"nope"}}`)
+
+	g.mustCtl("cluster", "put", "--id", "c", "--endpoint", "127.0.0.1:9")
+	g.mustCtl("route", "put", "--id", "api", "--prefix", "/api", "--cluster", "c")
+	g.wantCtl(0, `jwt_issuer "idp" stored: version 1`, "issuer", "put", "-f", issuer, "--expected-version", "0")
+	g.wantCtl(0, `consumer "alice" stored: version 1`, "consumer", "put", "--id", "alice", "--group", "staff")
+
+	out := g.wantCtl(0, `new API key "laptop"`, "consumer", "add-key", "alice", "--id", "laptop")
+	var key string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "sg_") {
+			key = line
+		}
+	}
+	if key == "" {
+		t.Fatalf("add-key printed no key:\n%s", out)
+	}
+	var added admin.Result
+	if err := json.Unmarshal([]byte(g.mustCtl("consumer", "add-key", "alice", "-o", "json")), &added); err != nil || !strings.HasPrefix(added.APIKey, "sg_") {
+		t.Fatalf("add-key -o json: %+v, %v", added, err)
+	}
+	g.wantCtl(1, `already has an API key "laptop"`, "consumer", "add-key", "alice", "--id", "laptop")
+
+	if code, out := g.ctlWithStdin("s3cret-pass\n", "consumer", "set-password", "alice", "alice", "--expected-version", "3"); code != 0 || !strings.Contains(out, "version 4") {
+		t.Fatalf("set-password: exit %d: %s", code, out)
+	}
+	if code, out := g.ctlWithStdin("", "consumer", "set-password", "alice", "alice"); code != 1 || !strings.Contains(out, "empty") {
+		t.Fatalf("set-password with nothing on stdin: exit %d: %s", code, out)
+	}
+
+	for _, args := range [][]string{
+		{"consumer", "get", "alice"}, {"consumer", "list"},
+		{"consumer", "get", "alice", "-o", "json"}, {"consumer", "list", "-o", "json"},
+	} {
+		out := g.mustCtl(args...)
+		for _, secret := range []string{key, added.APIKey, "s3cret", "pbkdf2"} {
+			if strings.Contains(out, secret) {
+				t.Fatalf("ctl %v shows a secret (%q):\n%s", args, secret, out)
+			}
+		}
+	}
+	out = g.wantCtl(0, "api_key laptop", "consumer", "get", "alice")
+	if !strings.Contains(out, "sha256:") || !strings.Contains(out, "basic") || !strings.Contains(out, "staff") {
+		t.Fatalf("consumer get:\n%s", out)
+	}
+	g.wantCtl(0, "1 consumers at revision", "consumer", "list")
+	g.wantCtl(0, "laptop=sha256:", "consumer", "list")
+	g.wantCtl(0, `consumer "alice" stored: version 5`, "consumer", "remove-key", "alice", "key-1")
+	g.wantCtl(1, `has no API key "key-1"`, "consumer", "remove-key", "alice", "key-1")
+
+	out = g.wantCtl(0, "kid h1, oct HS256", "issuer", "get", "idp")
+	if strings.Contains(out, hmac) || strings.Contains(g.mustCtl("issuer", "list", "-o", "json"), hmac) {
+		t.Fatalf("issuer get/list shows the HMAC key:\n%s", out)
+	}
+	g.wantCtl(0, "1 issuers at revision", "issuer", "list")
+
+	g.wantCtl(0, `policy "api-auth" stored: version 1`, "policy", "put", "-f", policy, "--expected-version", "0")
+	g.wantCtl(1, "conflict: expected_version", "policy", "put", "-f", policy, "--expected-version", "0")
+	g.wantCtl(1, `invalid: scope.route: route "nope" does not exist`, "policy", "put", "-f", orphan)
+	g.wantCtl(0, "route:api", "policy", "list")
+	g.wantCtl(0, "consumer 100/s burst 20 cluster", "policy", "get", "api-auth")
+	g.wantCtl(1, `jwt_issuer "idp" is used by policy "api-auth"`, "issuer", "delete", "idp")
+	g.wantCtl(1, `route "api" is used by policy "api-auth"`, "route", "delete", "api")
+
+	out = g.wantCtl(0, "1 consumers, 1 jwt issuers, 1 policies", "status")
+	if !strings.Contains(out, "1 edges share cluster-scope rate limits") {
+		t.Fatalf("status without edges should show the fleet size floor of 1:\n%s", out)
+	}
+	var st admin.Status
+	if err := json.Unmarshal([]byte(g.mustCtl("status", "-o", "json")), &st); err != nil || st.Policies != 1 || st.FleetSize != 1 {
+		t.Fatalf("status -o json: %+v, %v", st, err)
+	}
+	g.wantCtl(0, `policy "api-auth" deleted`, "policy", "delete", "api-auth", "--expected-version", "1")
+	g.wantCtl(0, `jwt_issuer "idp" deleted`, "issuer", "delete", "idp")
+	g.wantCtl(0, "fleet     unused", "status")
+}
+
+func TestReadPassword(t *testing.T) {
+	for _, c := range []struct {
+		in, want, err string
+	}{
+		{"pw\n", "pw", ""},
+		{"pw\r\nrest", "pw", ""},
+		{"no newline", "no newline", ""},
+		{"", "", "empty"},
+		{"\n", "", "empty"},
+		{strings.Repeat("x", maxPassword+1), "", "longer than"},
+		{strings.Repeat("x", 4*maxPassword) + "\n", "", "longer than"},
+	} {
+		got, err := readPassword(strings.NewReader(c.in))
+		if got != c.want || (c.err == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), c.err) {
+			t.Errorf("readPassword(%.20q) = %q, %v; want %q, %q", c.in, got, err, c.want, c.err)
+		}
+	}
+}
