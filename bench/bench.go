@@ -26,9 +26,10 @@ import (
 
 // Scenario names for Options.Scenarios.
 const (
-	ScenarioSteady = "steady" // fixed rates and max throughput: direct, snapgate, peers
-	ScenarioChurn  = "churn"  // route updates under load
-	ScenarioLarge  = "large"  // a 100,000-route table
+	ScenarioSteady = "steady"    // fixed rates and max throughput: direct, snapgate, peers
+	ScenarioChurn  = "churn"     // route updates under load
+	ScenarioLarge  = "large"     // a 100,000-route table
+	ScenarioLimit  = "ratelimit" // three edges sharing one cluster-scope rate limit
 )
 
 // Target names in reports.
@@ -79,6 +80,9 @@ type Options struct {
 	// LargeRate the request rate it is measured at (default 1000).
 	LargeRoutes int
 	LargeRate   float64
+	// LimitDuration is the ratelimit scenario's window. Default: quick
+	// 20s, full 1m.
+	LimitDuration time.Duration
 	// PutRoutes writes many routes to ctrl's admin socket quickly (bench
 	// cannot import ctrl; cmd/snapgate passes an admin.Client bulk writer).
 	// Without it the large scenario is skipped.
@@ -96,11 +100,11 @@ func (o *Options) withDefaults() (Options, error) {
 		return d, fmt.Errorf("bench: snapgate binary: %w", err)
 	}
 	if len(d.Scenarios) == 0 {
-		d.Scenarios = []string{ScenarioSteady, ScenarioChurn, ScenarioLarge}
+		d.Scenarios = []string{ScenarioSteady, ScenarioChurn, ScenarioLarge, ScenarioLimit}
 	}
 	for _, s := range d.Scenarios {
-		if s != ScenarioSteady && s != ScenarioChurn && s != ScenarioLarge {
-			return d, fmt.Errorf("bench: unknown scenario %q: want steady, churn or large", s)
+		if !slices.Contains([]string{ScenarioSteady, ScenarioChurn, ScenarioLarge, ScenarioLimit}, s) {
+			return d, fmt.Errorf("bench: unknown scenario %q: want steady, churn, large or ratelimit", s)
 		}
 	}
 	def := func(dur *time.Duration, quick, full time.Duration) {
@@ -114,6 +118,7 @@ func (o *Options) withDefaults() (Options, error) {
 	def(&d.Duration, 5*time.Second, 15*time.Second)
 	def(&d.Warmup, time.Second, 3*time.Second)
 	def(&d.ChurnDuration, 10*time.Second, 30*time.Second)
+	def(&d.LimitDuration, 20*time.Second, time.Minute)
 	if len(d.Rates) == 0 {
 		d.Rates = []float64{1000, 5000}
 		if d.Full {
@@ -220,6 +225,8 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			err = e.churn(ctx)
 		case ScenarioLarge:
 			err = e.large(ctx)
+		case ScenarioLimit:
+			err = e.fleetRateLimit(ctx)
 		}
 		if err != nil {
 			return e.report, fmt.Errorf("bench: scenario %s: %w", s, err)

@@ -446,15 +446,55 @@ func TestSteadyAgainstRealProcesses(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(out, "steady-300.svg")); err != nil {
 		t.Fatal(err)
 	}
-	// Every process Run started is gone: none has the work dir in its
-	// command line any more.
-	if rep.WorkDir == "" {
+	assertStopped(t, rep.WorkDir)
+}
+
+// assertStopped checks that every process Run started is gone: none has
+// the work dir in its command line any more.
+func assertStopped(t *testing.T, workDir string) {
+	t.Helper()
+	if workDir == "" {
 		t.Fatal("no work dir in the report")
 	}
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
-		if cl, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && bytes.Contains(cl, []byte(rep.WorkDir)) {
+		if cl, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && bytes.Contains(cl, []byte(workDir)) {
 			t.Errorf("process %s still running: %q", e.Name(), bytes.ReplaceAll(cl, []byte{0}, []byte{' '}))
 		}
 	}
+}
+
+// TestFleetRateLimitAgainstRealProcesses runs the ratelimit scenario on a
+// short window: three real edges, one ctrl, a cluster-scope limit. Run
+// fails unless the fleet admits 285–315 req/s; the test also checks that
+// each edge refused its excess with 429.
+func TestFleetRateLimitAgainstRealProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	bin := buildSnapgate(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var log bytes.Buffer
+	rep, err := Run(ctx, Options{Bin: bin, Scenarios: []string{ScenarioLimit}, LimitDuration: 5 * time.Second,
+		NoPeers: true, NoPin: true, Log: &log})
+	if rep != nil {
+		defer os.RemoveAll(rep.WorkDir)
+	}
+	if err != nil {
+		t.Fatalf("Run: %v\nlog:\n%s", err, log.String())
+	}
+	sc := rep.Scenarios[len(rep.Scenarios)-1]
+	if sc.Name != "ratelimit" || len(sc.Runs) != fleetEdges {
+		t.Fatalf("scenario %q with %d runs, want ratelimit with %d", sc.Name, len(sc.Runs), fleetEdges)
+	}
+	for _, r := range sc.Runs {
+		if r.Result.Status["200"] == 0 || r.Result.Status["429"] == 0 {
+			t.Errorf("%s: statuses %v, want both admitted and limited requests", r.Label, r.Result.Status)
+		}
+	}
+	if !strings.Contains(rep.Markdown(), "within the 285–315 band") {
+		t.Errorf("the report does not state the verdict:\n%s", rep.Markdown())
+	}
+	assertStopped(t, rep.WorkDir)
 }

@@ -147,6 +147,7 @@ type ctlStatus struct {
 	SnapshotBytes   int    `json:"snapshot_bytes"`
 	Routes          int    `json:"routes"`
 	StoreRevision   uint64 `json:"store_revision"`
+	FleetSize       uint32 `json:"fleet_size"`
 	Edges           []struct {
 		NodeID         string `json:"node_id"`
 		Connected      bool   `json:"connected"`

@@ -95,6 +95,29 @@ type Policy struct {
 	KeepCredentials bool
 }
 
+// reservedHeaders may not carry the consumer id upstream: replacing a
+// framing, connection or proxy-set field would let a consumer id rewrite
+// how the upstream reads the request, and a credential field would be
+// stripped and re-added with another meaning.
+var reservedHeaders = []string{
+	"host", "content-length", "transfer-encoding", "connection", "keep-alive",
+	"proxy-connection", "te", "trailer", "upgrade", "expect", "authorization",
+	"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id",
+}
+
+// DefaultAPIKeyHeader is where API keys are read when a policy names none.
+const DefaultAPIKeyHeader = "x-api-key"
+
+// ReservedHeader reports whether name (any case) may not be a policy's
+// consumer header: a field the proxy sets or reads for framing, or the
+// policy's credential field (apiKeyHeader, "" = DefaultAPIKeyHeader).
+func ReservedHeader(name, apiKeyHeader string) bool {
+	if apiKeyHeader == "" {
+		apiKeyHeader = DefaultAPIKeyHeader
+	}
+	return slices.Contains(reservedHeaders, strings.ToLower(name)) || strings.EqualFold(name, apiKeyHeader)
+}
+
 // empty reports whether a holds nothing; such a snapshot has no auth buffer.
 func (a *Auth) empty() bool {
 	return len(a.Consumers) == 0 && len(a.Issuers) == 0 && len(a.Policies) == 0
@@ -248,6 +271,8 @@ func checkAuth(a *Auth) error {
 			return fmt.Errorf("policy %q: field methods: unknown method bits %#x", p.ID, p.Methods)
 		case p.APIKeyHeader != strings.ToLower(p.APIKeyHeader):
 			return fmt.Errorf("policy %q: field api_key_header: %q must be lowercase", p.ID, p.APIKeyHeader)
+		case p.ConsumerHeader != "" && ReservedHeader(p.ConsumerHeader, p.APIKeyHeader):
+			return fmt.Errorf("policy %q: field consumer_header: %q is a field the proxy or the credentials use", p.ID, p.ConsumerHeader)
 		}
 		for j, id := range p.Issuers {
 			if !issuers[id] {

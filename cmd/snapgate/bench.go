@@ -43,7 +43,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.BoolVar(&opts.Full, "full", false, "full mode: a rate ladder and longer runs (default: quick, under 5 minutes)")
 	out := fs.String("out", "", "results folder (default results/<UTC timestamp>)")
 	fs.StringVar(&opts.Bin, "bin", "", "snapgate binary to run ctrl, edge, ctl and backends with (default: this one)")
-	scenarios := fs.String("scenarios", "steady,churn,large", "comma-separated: steady, churn, large")
+	scenarios := fs.String("scenarios", "steady,churn,large,ratelimit", "comma-separated: steady, churn, large, ratelimit")
 	rates := fs.String("rates", "", "steady open-loop rates, comma-separated req/s (default quick 1000,5000; full 1000,...,20000)")
 	fs.DurationVar(&opts.Duration, "duration", 0, "measured length of each run (default quick 5s, full 15s)")
 	fs.DurationVar(&opts.Warmup, "warmup", 0, "unmeasured run before each (default quick 1s, full 3s)")

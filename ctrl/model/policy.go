@@ -3,6 +3,8 @@ package model
 import (
 	"fmt"
 	"strings"
+
+	"github.com/snapgate/snapgate/fbs"
 )
 
 // Auth methods (PolicyAuth.Methods).
@@ -183,8 +185,17 @@ func (p *Policy) Validate() error {
 			c.add(f+".scope", `want "edge" or "cluster"`)
 		}
 	}
-	if fw := p.Forward; fw != nil && fw.ConsumerHeader != "" && !isToken(fw.ConsumerHeader) {
-		c.add("forward.consumer_header", "not a valid header name")
+	if fw := p.Forward; fw != nil && fw.ConsumerHeader != "" {
+		apiKeyHeader := ""
+		if p.Auth != nil {
+			apiKeyHeader = p.Auth.APIKeyHeader
+		}
+		switch {
+		case !isToken(fw.ConsumerHeader):
+			c.add("forward.consumer_header", "not a valid header name")
+		case fbs.ReservedHeader(fw.ConsumerHeader, apiKeyHeader):
+			c.add("forward.consumer_header", fmt.Sprintf("%q is a field the proxy sets or reads, or the credential field; choose another name", fw.ConsumerHeader))
+		}
 	}
 	return c.err()
 }

@@ -123,6 +123,8 @@ func TestPolicy(t *testing.T) {
 		"bad scope":     {`"scope":"cluster"`, `"scope":"global"`, "rate_limits[1].scope"},
 		"upper header":  {`header:x-tenant`, `header:X-Tenant`, "rate_limits[1].key"},
 		"claims no jwt": {`"api_key","jwt"`, `"api_key","basic"`, "claims"},
+		"framing field": {`"consumer_header":"X-Consumer-Id"`, `"consumer_header":"Content-Length"`, "forward.consumer_header"},
+		"key field":     {`"consumer_header":"X-Consumer-Id"`, `"consumer_header":"X-Api-Key"`, "forward.consumer_header"},
 	} {
 		p, err := DecodePolicy([]byte(strings.Replace(doc, tc.from, tc.to, 1)))
 		if err == nil {

@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/snapgate/snapgate/fbs"
 	"github.com/snapgate/snapgate/fbs/jwk"
 	"math"
 	"slices"
@@ -29,7 +30,7 @@ const (
 )
 
 // DefaultAPIKeyHeader is where API keys are read when a policy names no header.
-const DefaultAPIKeyHeader = "x-api-key"
+const DefaultAPIKeyHeader = fbs.DefaultAPIKeyHeader
 
 // DefaultCacheSize is the number of verdict-cache slots for JWT and for Basic.
 const DefaultCacheSize = 4096

@@ -3,8 +3,6 @@ package routing
 import (
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/snapgate/snapgate/edge/auth"
@@ -95,9 +93,7 @@ func compilePolicies(snap *fbs.Snapshot) (policies, error) {
 		if !isToken(h) {
 			return p, fmt.Errorf("%w: policy %q: consumer header %q is not a header name", ErrPolicy, fp.ID, h)
 		}
-		if reservedField(h, fp.APIKeyHeader) {
-			return p, fmt.Errorf("%w: policy %q: consumer header %q is a field the proxy or the credentials use", ErrPolicy, fp.ID, h)
-		}
+		// fbs.Open refused reserved fields (fbs.ReservedHeader) already.
 		cp.ConsumerHeader = []byte(h)
 		for _, l := range fp.RateLimits {
 			rate, burst := float64(l.Rate), float64(l.Burst)
@@ -199,23 +195,6 @@ func visibleASCII(s string) bool {
 		}
 	}
 	return s != ""
-}
-
-// reservedFields may not carry the consumer id: replacing a framing,
-// connection or proxy-set field would let a consumer id rewrite how the
-// upstream reads the request, and a credential field would be stripped
-// and re-added with another meaning.
-var reservedFields = []string{
-	"host", "content-length", "transfer-encoding", "connection", "keep-alive",
-	"proxy-connection", "te", "trailer", "upgrade", "expect", "authorization",
-	"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id",
-}
-
-func reservedField(name, apiKeyHeader string) bool {
-	if apiKeyHeader == "" {
-		apiKeyHeader = auth.DefaultAPIKeyHeader
-	}
-	return slices.Contains(reservedFields, strings.ToLower(name)) || strings.EqualFold(name, apiKeyHeader)
 }
 
 // isToken reports an RFC 9110 §5.6.2 token (a field name).
