@@ -117,6 +117,9 @@ type Cluster struct {
 	LB string `json:"lb,omitempty"`
 	// HashOn is what policy hash is keyed on; required for it, only for it.
 	HashOn *HashOn `json:"hash_on,omitempty"`
+	// Health configures active probes and health damping; nil means no
+	// active probe and the defaults of HealthCheck.Effective.
+	Health *HealthCheck `json:"health,omitempty"`
 }
 
 // HashOn names exactly one consistent-hash key source.

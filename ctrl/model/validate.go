@@ -267,6 +267,9 @@ func (cl *Cluster) Validate() error {
 	default:
 		c.add("lb", fmt.Sprintf(`%q is not a policy: use "round_robin", "weighted_round_robin", "least_request" or "hash"`, cl.LB))
 	}
+	if cl.Health != nil {
+		checkHealth(&c, cl.Health)
+	}
 	return c.err()
 }
 
