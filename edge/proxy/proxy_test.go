@@ -56,6 +56,16 @@ func (b *testBackend) handle(w http.ResponseWriter, r *http.Request) {
 			w.(http.Flusher).Flush()
 		}
 		return
+	case "/big", "/big-chunked":
+		// Several read buffers' worth, in pieces, with a known pattern.
+		if r.URL.Path == "/big" {
+			w.Header().Set("Content-Length", fmt.Sprint(len(bigBody)))
+		}
+		for p := bigBody; len(p) > 0; p = p[min(len(p), 100<<10):] {
+			w.Write(p[:min(len(p), 100<<10)])
+			w.(http.Flusher).Flush()
+		}
+		return
 	}
 	w.Header().Set("X-Backend", b.name)
 	w.Header().Set("Connection", "X-Secret")
@@ -264,6 +274,38 @@ func TestForwardedHeadersAndHopByHop(t *testing.T) {
 	r = c.do("GET http://a.example/api/abs HTTP/1.1\r\nHost: ignored.example\r\n\r\n")
 	if !strings.Contains(r.body, "uri=/api/abs host=a.example") || !strings.Contains(r.body, `xff="127.0.0.1"`) {
 		t.Errorf("absolute-form: %q", r.body)
+	}
+}
+
+// bigBody is a response several times upstream.ReadBufferSize.
+var bigBody = func() []byte {
+	b := make([]byte, 1<<20+123)
+	for i := range b {
+		b[i] = byte(i % 251)
+	}
+	return b
+}()
+
+// A response that does not fit the read buffer moves its upstream
+// connection off netpoll (bounded memory) and arrives intact; that
+// connection is then closed rather than pooled, while small responses keep
+// reusing one connection.
+func TestLargeResponsesStream(t *testing.T) {
+	f := newFixture(t, nil)
+	c := f.dial()
+	for _, path := range []string{"/small", "/big", "/small", "/big-chunked", "/small", "/small"} {
+		r := c.do(get("x.example", path))
+		if r.status != 200 {
+			t.Fatalf("%s: status %d", path, r.status)
+		}
+		if strings.HasPrefix(path, "/big") && r.body != string(bigBody) {
+			t.Fatalf("%s: body of %d bytes differs from the backend's %d", path, len(r.body), len(bigBody))
+		}
+	}
+	// One connection for the first small and big request, a fresh one for
+	// the next small and big-chunked, a third for the last two smalls.
+	if n := f.web.conns.Load(); n != 3 {
+		t.Fatalf("upstream conns %d, want 3", n)
 	}
 }
 

@@ -635,8 +635,18 @@ func (s *Server) streamBody(st *connState, u *upstream.Conn, hn int) exchangeRes
 // which stops reading from the upstream: memory per connection stays at
 // one buffer. The last piece is left for the caller's flush, so a small
 // response leaves in one write with its head.
+//
+// A body that needs more than one read buffer beyond what has arrived
+// (a long Content-Length, chunked or close-delimited) moves u off netpoll
+// first (upstream.Conn.Stream), since netpoll would read it all eagerly.
 func (s *Server) relayBody(st *connState, u *upstream.Conn, cw netpoll.Writer, timeout time.Duration) bool {
+	var remaining int64
 	more := func() error {
+		if !u.Streaming() && (st.resp.Body != h1.BodyLength || remaining > upstream.ReadBufferSize) {
+			if err := u.Stream(); err != nil {
+				return err
+			}
+		}
 		if err := cw.Flush(); err != nil {
 			return err
 		}
@@ -646,7 +656,7 @@ func (s *Server) relayBody(st *connState, u *upstream.Conn, cw netpoll.Writer, t
 	resp := &st.resp
 	switch resp.Body {
 	case h1.BodyLength:
-		for remaining := resp.ContentLength; ; {
+		for remaining = resp.ContentLength; ; {
 			if k := min(int64(u.Buffered()), remaining); k > 0 {
 				if _, err := cw.WriteBinary(u.Buf[u.Start : u.Start+int(k)]); err != nil {
 					return false
@@ -723,6 +733,11 @@ func (s *Server) tunnel(st *connState, u *upstream.Conn) {
 		return
 	}
 	r.Release()
+	// A tunnel carries any amount either way: off netpoll, the upstream is
+	// read only as fast as the client takes it.
+	if u.Stream() != nil {
+		return
+	}
 	idle := s.cfg.IdleTimeout
 	c.SetReadTimeout(idle)
 	done := make(chan struct{})

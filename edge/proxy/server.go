@@ -33,20 +33,28 @@ import (
 func init() {
 	// Must run before any netpoll connection exists (deps.md §1). One poller
 	// per P is netpoll's advice for I/O-bound services; the default
-	// (GOMAXPROCS/20+1) leaves a single poller on small hosts.
-	// netpoll's default gopool Runner stays: a goroutine per event
-	// (Runner: go f()) measured 132–133 µs/req at 5k req/s against
-	// 110–120 with gopool (docs/http.md, "Performance").
-	netpoll.Configure(netpoll.Config{PollerNum: runtime.GOMAXPROCS(0)})
+	// (GOMAXPROCS/20+1) leaves a single poller on small hosts. Handlers run
+	// on taskRunner's long-lived goroutines rather than gopool's
+	// (runner.go; a goroutine per event, Runner: go f(), measured worse
+	// than both).
+	netpoll.Configure(netpoll.Config{
+		PollerNum: runtime.GOMAXPROCS(0),
+		Runner:    newTaskRunner(maxIdleWorkers).run,
+	})
 }
 
-// MinProcs is the GOMAXPROCS the proxy needs to run well; the process
-// (edge.Node's caller) sets it, since it is process-wide state. netpoll's
-// poller sits in a blocking epoll_wait holding its P until sysmon retakes
-// it (20 µs to 10 ms); upstream connections are on the runtime poller, and
-// with a single P their wake-ups wait for that retake. A process pinned to
-// one CPU gets GOMAXPROCS 1 from its affinity, so it must be raised.
-const MinProcs = 2
+// maxIdleWorkers bounds the handler goroutines kept parked after a burst,
+// each with a stack grown to the handler's depth (a few KiB to tens).
+const maxIdleWorkers = 256
+
+// MinProcs is the smallest GOMAXPROCS the proxy runs well with: 1, so a
+// process pinned to one CPU keeps the GOMAXPROCS 1 it gets from its
+// affinity. Client and upstream connections share netpoll's poller, so a
+// request and its response wake one poller thread, which runs the handler
+// goroutine itself when there is no second P; with a second P the runtime
+// wakes another thread for every goroutine the poller readies and the
+// request crosses threads twice (docs/http.md, "Performance").
+const MinProcs = 1
 
 // Config configures a Server. Zero durations and sizes take the defaults
 // named next to them.

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"net"
 	"testing"
 	"time"
@@ -15,19 +16,13 @@ func dialPair(t *testing.T) (*Conn, net.Conn) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	nc, err := net.Dial("tcp", ln.Addr().String())
+	c, err := dial(ln.Addr().String(), time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv, err := ln.Accept()
 	if err != nil {
-		nc.Close()
-		t.Fatal(err)
-	}
-	c, err := newConn(nc.(*net.TCPConn), nil)
-	if err != nil {
-		nc.Close()
-		srv.Close()
+		c.Close()
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -77,6 +72,96 @@ func TestConnDeadlineShorterAndCleared(t *testing.T) {
 	}
 }
 
+// Stream hands out what netpoll had already read before reading the
+// socket itself, so a body split across the switch arrives whole and in
+// order.
+func TestConnStreamKeepsBufferedBytes(t *testing.T) {
+	c, srv := dialPair(t)
+	body := make([]byte, 3*ReadBufferSize+17)
+	for i := range body {
+		body[i] = byte(i % 253)
+	}
+	first := body[:2*ReadBufferSize]
+	if _, err := srv.Write(first); err != nil {
+		t.Fatal(err)
+	}
+	// netpoll reads eagerly: wait until it holds more than Buf takes.
+	var got []byte
+	waitFor(t, "netpoll to buffer the first part", func() bool {
+		return c.np.Reader().Len() >= len(first)
+	})
+	if _, err := c.Fill(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, c.Buf[c.Start:c.End]...)
+	c.Consume(c.Buffered())
+	if err := c.Stream(); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Streaming() || c.IsActive() {
+		t.Fatalf("after Stream: streaming=%v active=%v", c.Streaming(), c.IsActive())
+	}
+	go func() {
+		srv.Write(body[len(first):])
+		srv.Close()
+	}()
+	for {
+		_, err := c.Fill(5 * time.Second)
+		got = append(got, c.Buf[c.Start:c.End]...)
+		c.Consume(c.Buffered())
+		if err != nil {
+			break
+		}
+	}
+	if !bytes.Equal(got, body) {
+		t.Fatalf("got %d bytes, want %d, equal prefix %d", len(got), len(body), commonPrefix(got, body))
+	}
+}
+
+func commonPrefix(a, b []byte) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
+}
+
+// After Stream the backend is read only when the proxy asks: a sender
+// that nobody reads stalls once the socket buffers fill, where netpoll
+// would have taken everything into memory.
+func TestConnStreamBackpressure(t *testing.T) {
+	c, srv := dialPair(t)
+	if err := c.Stream(); err != nil {
+		t.Fatal(err)
+	}
+	srv.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+	n, err := srv.Write(make([]byte, 256<<20))
+	if err == nil {
+		t.Fatalf("256 MiB written to an unread connection (%d bytes)", n)
+	}
+	t.Logf("sender stalled after %d KiB: %v", n>>10, err)
+}
+
+// A streamed connection is closed by Put, not parked.
+func TestPoolClosesStreamed(t *testing.T) {
+	b := newBackend(t)
+	reg := NewRegistry(Options{})
+	defer reg.Close()
+	p := reg.Acquire(b.addr())
+	defer reg.Release(p)
+	c, _, err := p.Get(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Stream(); err != nil {
+		t.Fatal(err)
+	}
+	p.Put(c)
+	if p.Idle() != 0 || !c.closed.Load() || p.Open() != 0 {
+		t.Fatalf("idle=%d closed=%v open=%d", p.Idle(), c.closed.Load(), p.Open())
+	}
+}
+
 // BenchmarkConnExchange is one request/response round trip on a pooled
 // connection with the proxy's per-wait timeouts.
 func BenchmarkConnExchange(b *testing.B) {
@@ -102,11 +187,7 @@ func BenchmarkConnExchange(b *testing.B) {
 			}
 		}
 	}()
-	nc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	c, err := newConn(nc.(*net.TCPConn), nil)
+	c, err := dial(ln.Addr().String(), time.Second, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

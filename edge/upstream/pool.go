@@ -1,6 +1,6 @@
 // Package upstream keeps pooled keep-alive connections to backend
-// endpoints, on the standard library's net.Conn (see Conn for why not
-// netpoll).
+// endpoints, on netpoll's event loop (see Conn for when a connection
+// leaves it).
 //
 // A Pool belongs to one endpoint address. Pools live in a Registry keyed by
 // address and are refcounted by the routing tables that use them, so idle
@@ -215,12 +215,6 @@ func (p *Pool) Open() int64 { return p.open.Load() }
 // including ones the peer may have closed since (they are dropped on Get).
 func (p *Pool) Idle() int { return len(p.idle) }
 
-// CheckIdleAfter is how long a connection must have been parked before
-// Get checks it with a non-blocking peek (one syscall). Connections reused
-// sooner skip the check: a backend closing one in that window is the
-// keep-alive race the proxy retries once on a fresh connection anyway.
-const CheckIdleAfter = 250 * time.Millisecond
-
 // Get returns a connection to the endpoint: a live idle one if there is
 // one, else a new one dialed within timeout (0 = the pool default). reused
 // tells the caller whether a failure may be a stale keep-alive race.
@@ -231,9 +225,10 @@ func (p *Pool) Get(timeout time.Duration) (c *Conn, reused bool, err error) {
 	for {
 		select {
 		case c = <-p.idle:
-			// A conn with unread bytes got an unsolicited response (a 408,
-			// garbage); it would desync the next exchange.
-			if c.Buffered() == 0 && (time.Now().UnixNano()-c.idleFrom < int64(CheckIdleAfter) || c.IsActive()) {
+			// IsActive costs no syscall: netpoll's poller has already seen
+			// a peer's hang-up. A conn with unread bytes got an unsolicited
+			// response (a 408, garbage) that would desync the next exchange.
+			if c.IsActive() {
 				p.reuses.Add(1)
 				return c, true, nil
 			}
@@ -246,15 +241,9 @@ func (p *Pool) Get(timeout time.Duration) (c *Conn, reused bool, err error) {
 	if timeout <= 0 {
 		timeout = p.opts.ConnectTimeout
 	}
-	d := net.Dialer{Timeout: timeout}
-	nc, err := d.Dial("tcp", p.addr)
+	c, err = dial(p.addr, timeout, p)
 	if err != nil {
 		return nil, false, &DialError{Addr: p.addr, Err: err, timeout: IsTimeout(err)}
-	}
-	c, err = newConn(nc.(*net.TCPConn), p)
-	if err != nil {
-		nc.Close()
-		return nil, false, &DialError{Addr: p.addr, Err: err}
 	}
 	p.dials.Add(1)
 	p.open.Add(1)
@@ -262,14 +251,14 @@ func (p *Pool) Get(timeout time.Duration) (c *Conn, reused bool, err error) {
 }
 
 // Put returns c to the pool for reuse, or closes it when the pool is full
-// or gone. Only call Put when the exchange ended cleanly and both sides
-// allow keep-alive; otherwise call Discard.
+// or gone, or c left netpoll (Stream): a fresh dial puts the next exchange
+// back on the event loop. Only call Put when the exchange ended cleanly
+// and both sides allow keep-alive; otherwise call Discard.
 func (p *Pool) Put(c *Conn) {
-	if p.closed.Load() || c.closed.Load() || c.Buffered() > 0 {
+	if p.closed.Load() || c.closed.Load() || c.Buffered() > 0 || c.Streaming() {
 		c.Close()
 		return
 	}
-	c.idleFrom = time.Now().UnixNano()
 	p.park(c)
 }
 
@@ -303,7 +292,6 @@ func (p *Pool) sweep() {
 			return
 		}
 		if c.IsActive() {
-			// Back in without Put: its idle clock keeps running.
 			p.park(c)
 		} else {
 			c.Close()
