@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"time"
 
 	"github.com/snapgate/snapgate/edge"
-	"github.com/snapgate/snapgate/edge/proxy"
 )
 
 // edgeConfig is the edge config file (YAML); every key is also a flag.
@@ -52,12 +50,6 @@ func defaultEdgeConfig() edgeConfig {
 }
 
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	// The proxy needs a second P even on one CPU (proxy.MinProcs says
-	// why); the process sets it, not the library. taskset to one CPU gives
-	// GOMAXPROCS 1.
-	if runtime.GOMAXPROCS(0) < proxy.MinProcs {
-		runtime.GOMAXPROCS(proxy.MinProcs)
-	}
 	cfg := defaultEdgeConfig()
 	d, code, ok := parseDaemon("edge", args, stderr, &cfg, &cfg.LogLevel, &cfg.StreamSecretFile, func(fs *flag.FlagSet) {
 		fs.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "name this edge reports to ctrl (default: the hostname)")

@@ -182,6 +182,9 @@ func TestFaultCorruptFullNackedOldStays(t *testing.T) {
 	if _, err := os.Stat(e.store.Path(2)); !os.IsNotExist(err) {
 		t.Fatalf("corrupt v2 reached the disk: %v", err)
 	}
+	// ctrl counts a frame once its write returns, which can be after the
+	// edge's NACK for it arrived.
+	waitFor(t, "ctrl to count the FULL", func() bool { return edgeStatus(c).FullsSent == 1 })
 	if s := edgeStatus(c); s.FullsSent != 1 || s.DeltasSent != 0 {
 		t.Fatalf("ctrl sent %d FULL, %d DELTA; want 1 FULL", s.FullsSent, s.DeltasSent)
 	}
@@ -209,6 +212,7 @@ func TestFaultCutResumesWithDelta(t *testing.T) {
 	px.blackhole.Store(false)
 	waitFor(t, "edge at v2", func() bool { return e.sim.Current() == 2 })
 	waitFor(t, "ctrl sees ACK 2", func() bool { return edgeStatus(c).AppliedVersion == 2 })
+	waitFor(t, "ctrl to count the DELTA", func() bool { return edgeStatus(c).DeltasSent >= 1 })
 	if s := edgeStatus(c); s.FullsSent != 1 || s.DeltasSent < 1 {
 		t.Fatalf("after reconnect ctrl sent %d FULL, %d DELTA; want the first FULL only and a DELTA", s.FullsSent, s.DeltasSent)
 	}
@@ -231,6 +235,7 @@ func TestFaultBlackholeDetectedAndResumed(t *testing.T) {
 	}
 	px.blackhole.Store(false)
 	waitFor(t, "edge at v2", func() bool { return e.sim.Current() == 2 })
+	waitFor(t, "ctrl to count the DELTA", func() bool { return edgeStatus(c).DeltasSent >= 1 })
 	if s := edgeStatus(c); s.FullsSent != 1 || s.DeltasSent < 1 {
 		t.Fatalf("ctrl sent %d FULL, %d DELTA; want 1 FULL and a DELTA", s.FullsSent, s.DeltasSent)
 	}

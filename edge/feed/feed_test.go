@@ -361,6 +361,7 @@ func TestDivergedEdgeReplacedAtSameVersion(t *testing.T) {
 	// Business as usual afterwards: the next version arrives as a DELTA.
 	cb.srv.Publish(7, snapshotGen(t, 7, "b"), time.Now())
 	waitFor(t, "edge at v7", func() bool { return edgeStatus(cb).AppliedVersion == 7 && e.sim.Current() == 7 })
+	waitFor(t, "ctrl to count the DELTA", func() bool { return edgeStatus(cb).DeltasSent >= 1 })
 	if st := edgeStatus(cb); st.DeltasSent != 1 {
 		t.Fatalf("v7 went out as %d DELTAs, %d FULLs", st.DeltasSent, st.FullsSent)
 	}

@@ -47,15 +47,6 @@ func init() {
 // each with a stack grown to the handler's depth (a few KiB to tens).
 const maxIdleWorkers = 256
 
-// MinProcs is the smallest GOMAXPROCS the proxy runs well with: 1, so a
-// process pinned to one CPU keeps the GOMAXPROCS 1 it gets from its
-// affinity. Client and upstream connections share netpoll's poller, so a
-// request and its response wake one poller thread, which runs the handler
-// goroutine itself when there is no second P; with a second P the runtime
-// wakes another thread for every goroutine the poller readies and the
-// request crosses threads twice (docs/http.md, "Performance").
-const MinProcs = 1
-
 // Config configures a Server. Zero durations and sizes take the defaults
 // named next to them.
 type Config struct {
