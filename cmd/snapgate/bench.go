@@ -53,6 +53,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.BoolVar(&opts.NoPin, "no-pin", false, "do not pin processes to CPUs")
 	fs.Float64Var(&opts.ChurnRate, "churn-rate", 10, "route updates per second in the churn scenario")
 	fs.DurationVar(&opts.ChurnDuration, "churn-duration", 0, "churn scenario length (default quick 10s, full 30s)")
+	fs.DurationVar(&opts.LimitDuration, "limit-duration", 0, "ratelimit scenario window (default quick 20s, full 1m)")
 	fs.IntVar(&opts.LargeRoutes, "large-routes", 0, "routes in the large-table scenario (default quick 10000, full 100000)")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
