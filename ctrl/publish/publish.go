@@ -75,17 +75,17 @@ type EdgeStatus struct {
 // ErrClosed is returned by Serve once the Server has been closed.
 var ErrClosed = errors.New("publish: server closed")
 
-// published is one snapshot ready to send: the FULL payload is encoded once
-// at Publish time and each DELTA once per base version, shared by every
-// session.
+// published is one snapshot ready to send. Its payloads are encoded on
+// first need and then shared by every session: the FULL once, each DELTA
+// once per base.
 type published struct {
 	version     uint64
 	snap        *fbs.Snapshot
 	hash        uint64 // file trailer
-	payload     []byte // FULL
 	committedAt time.Time
 
 	dmu     sync.Mutex
+	full    []byte             // FULL payload, nil until a session needs it
 	deltas  map[baseKey][]byte // DELTA payload per base; nil: FULL is smaller or no such base
 	replace []byte             // FULL with the replace flag, built on first need
 }
@@ -250,14 +250,10 @@ func (s *Server) Publish(version uint64, snapshot []byte, committedAt time.Time)
 		s.log.Error("publish: refusing snapshot that does not verify", "version", version, "err", err)
 		return
 	}
-	m := wire.Full{Version: version, Snapshot: snapshot}
-	var payload []byte
-	if s.comp != nil {
-		payload = s.comp.AppendFull(nil, m)
-	} else {
-		payload = wire.AppendFull(nil, m)
-	}
-	p := &published{version: version, snap: snap, hash: wire.FileHash(snapshot), payload: payload,
+	// The FULL is compressed on first need (fullPayload), not here: at
+	// 100,000 routes that was most of Publish's time, on every version,
+	// while edges that keep up only ever get DELTAs.
+	p := &published{version: version, snap: snap, hash: wire.FileHash(snapshot),
 		committedAt: committedAt, deltas: make(map[baseKey][]byte)}
 	s.mu.Lock()
 	s.recent = append(s.recent, p)
@@ -266,7 +262,7 @@ func (s *Server) Publish(version uint64, snapshot []byte, committedAt time.Time)
 	}
 	s.mu.Unlock()
 	s.latest.Store(p)
-	s.log.Info("publish: new snapshot", "version", version, "bytes", len(snapshot), "payload_bytes", len(payload))
+	s.log.Info("publish: new snapshot", "version", version, "bytes", len(snapshot))
 
 	s.mu.Lock()
 	for ss := range s.sessions {
@@ -286,6 +282,32 @@ func (s *Server) recentByVersion(v uint64) *published {
 	}
 	return nil
 }
+
+// fullPayload returns p's FULL payload, encoding it on the first call.
+func (s *Server) fullPayload(p *published) []byte {
+	p.dmu.Lock()
+	defer p.dmu.Unlock()
+	return s.fullLocked(p)
+}
+
+func (s *Server) fullLocked(p *published) []byte {
+	if p.full == nil {
+		m := wire.Full{Version: p.version, Snapshot: p.snap.Bytes()}
+		if s.comp != nil {
+			p.full = s.comp.AppendFull(nil, m)
+		} else {
+			p.full = wire.AppendFull(nil, m)
+		}
+		s.log.Debug("publish: encoded FULL", "version", p.version, "bytes", len(m.Snapshot), "payload_bytes", len(p.full))
+	}
+	return p.full
+}
+
+// deltaCheckDiv sets which DELTAs are weighed against the FULL: those of
+// at least 1/deltaCheckDiv of the snapshot file. Our FULLs compress to a
+// sixth of the file or more (17-22% for 100 to 100,000 routes), so a smaller
+// DELTA cannot lose and the FULL is not compressed just to find that out.
+const deltaCheckDiv = 16
 
 // delta returns the DELTA payload from base (version, file hash) to p, or
 // nil when there is none to send: ctrl no longer has that base, its hash
@@ -325,7 +347,7 @@ func (s *Server) delta(p *published, baseVer, baseHash uint64) []byte {
 	if err != nil {
 		s.log.Error("publish: encoding delta failed, sending FULL", "base", baseVer, "version", p.version, "err", err)
 		d = nil
-	} else if len(d) >= len(p.payload) {
+	} else if len(d) >= len(p.snap.Bytes())/deltaCheckDiv && len(d) >= len(s.fullLocked(p)) {
 		d = nil
 	}
 	p.deltas[key] = d
@@ -337,7 +359,7 @@ func (s *Server) replacePayload(p *published) ([]byte, error) {
 	p.dmu.Lock()
 	defer p.dmu.Unlock()
 	if p.replace == nil {
-		r, err := wire.AsReplace(p.payload)
+		r, err := wire.AsReplace(s.fullLocked(p))
 		if err != nil {
 			return nil, fmt.Errorf("publish: replace FULL v%d: %w", p.version, err)
 		}
@@ -408,9 +430,7 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
-	// Under publishMu: a Publish already past its closed check finishes
-	// encoding before the encoder goes away.
-	s.publishMu.Lock()
+	// Only sessions encode, and they have all ended.
 	if s.comp != nil {
 		s.comp.Close()
 		s.comp = nil
@@ -418,7 +438,6 @@ func (s *Server) Close() error {
 	if s.denc != nil {
 		s.denc.Close()
 	}
-	s.publishMu.Unlock()
 	return errors.Join(errs...)
 }
 

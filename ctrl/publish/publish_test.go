@@ -449,6 +449,44 @@ func TestResumeWithDelta(t *testing.T) {
 	r.Next() // a heartbeat; the point is that nothing panics and no snapshot goes backwards
 }
 
+// The FULL is compressed only when a session needs it: an edge on the delta
+// chain never causes one, a new edge gets one that decodes to the snapshot.
+func TestFullEncodedOnlyWhenNeeded(t *testing.T) {
+	s, addr, _ := start(t)
+	snaps := map[uint64][]byte{1: snapOf(t, 1, 300, "a"), 2: snapOf(t, 2, 300, "b")}
+	fullBuilt := func() bool {
+		p := s.latest.Load()
+		p.dmu.Lock()
+		defer p.dmu.Unlock()
+		return p.full != nil
+	}
+	s.Publish(1, snaps[1], time.Now())
+	if fullBuilt() {
+		t.Fatal("Publish compressed a FULL no session asked for")
+	}
+	_, r, _ := dialAs(t, addr, wire.Hello{NodeID: "on-chain", HaveVersion: 1, HaveHash: wire.FileHash(snaps[1])}, testSecret)
+	s.Publish(2, snaps[2], time.Now())
+	if typ, _, err := nextNonHeartbeat(t, r); err != nil || typ != wire.TypeDelta {
+		t.Fatalf("edge at v1: %s %v, want DELTA", typ, err)
+	}
+	if fullBuilt() {
+		t.Fatal("a DELTA to an edge on the chain compressed the FULL")
+	}
+	_, r, _ = dial(t, addr, "new", 0)
+	typ, p, err := nextNonHeartbeat(t, r)
+	if err != nil || typ != wire.TypeFull {
+		t.Fatalf("new edge: %s %v, want FULL", typ, err)
+	}
+	dec, _ := wire.NewDecompressor(0)
+	defer dec.Close()
+	if f, err := dec.DecodeFull(p); err != nil || f.Version != 2 || !bytes.Equal(f.Snapshot, snaps[2]) {
+		t.Fatalf("FULL does not decode to v2: %v", err)
+	}
+	if !fullBuilt() {
+		t.Fatal("FULL sent but not kept for the next session")
+	}
+}
+
 // A peer without the secret, with the wrong one, or replaying a recorded
 // PROOF gets no snapshot and is disconnected; the failure is logged.
 func TestAuthFailuresGetNothing(t *testing.T) {
