@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/snapgate/snapgate/ctrl/admin"
+	"github.com/snapgate/snapgate/ctrl/health"
 	"github.com/snapgate/snapgate/ctrl/model"
 	"github.com/snapgate/snapgate/fbs"
 )
@@ -91,14 +92,37 @@ func startCtrl(t *testing.T, dataDir string, mod func(*Config)) *harness {
 	return h
 }
 
+// settled waits until ctrl is quiet: the store revision and the latest
+// snapshot stayed put for a window longer than a health flush plus a
+// debounce, so background health writes of earlier cluster writes are
+// done. It returns the store revision.
+func (h *harness) settled() uint64 {
+	h.t.Helper()
+	quiet := 3*h.s.cfg.Debounce + 100*time.Millisecond
+	deadline := time.Now().Add(10 * time.Second)
+	rev, ver, since := h.s.store.Revision(), h.s.lastSnap().version, time.Now()
+	for time.Since(since) < quiet {
+		if time.Now().After(deadline) {
+			h.t.Fatal("ctrl did not settle within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+		if r, v := h.s.store.Revision(), h.s.lastSnap().version; r != rev || v != ver {
+			rev, ver, since = r, v, time.Now()
+		}
+	}
+	return rev
+}
+
 func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return c
 }
 
-// waitSnapshot waits until the latest built snapshot has version v and
-// returns it, opened.
+// waitSnapshot waits until the latest built snapshot has version v or
+// above and returns it, opened. Above: the health tracker writes its
+// documents to the store too, so a build may take a later revision than
+// the write it waits for (docs/health.md).
 func (h *harness) waitSnapshot(v uint64) *fbs.Snapshot {
 	h.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -108,9 +132,7 @@ func (h *harness) waitSnapshot(v uint64) *fbs.Snapshot {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	if got := h.s.lastSnap().version; got != v {
-		h.t.Fatalf("latest snapshot is %d, want %d", got, v)
-	}
+	v = h.s.lastSnap().version
 	data, err := h.s.store.Snapshot(v)
 	if err != nil {
 		h.t.Fatalf("stored snapshot %d: %v", v, err)
@@ -122,8 +144,9 @@ func (h *harness) waitSnapshot(v uint64) *fbs.Snapshot {
 	if snap.Version() != v {
 		h.t.Fatalf("snapshot stored as %d says version %d", v, snap.Version())
 	}
-	if pv := h.s.pub.LatestVersion(); pv != v {
-		h.t.Fatalf("publisher latest = %d, want %d", pv, v)
+	// The publisher may already carry a later build (health keeps building).
+	if pv := h.s.pub.LatestVersion(); pv < v {
+		h.t.Fatalf("publisher latest = %d, want at least %d", pv, v)
 	}
 	return snap
 }
@@ -164,14 +187,15 @@ func TestEmptyConfigPublishesEmptySnapshot(t *testing.T) {
 func TestPutClusterAndRouteBuildsMatchingSnapshot(t *testing.T) {
 	h := startCtrl(t, t.TempDir(), nil)
 	cx := ctx(t)
-	if _, err := h.c.PutCluster(cx, cluster("backend", "10.0.0.1:8080", "10.0.0.2:8080"), u64(0)); err != nil {
+	cres, err := h.c.PutCluster(cx, cluster("backend", "10.0.0.1:8080", "10.0.0.2:8080"), u64(0))
+	if err != nil {
 		t.Fatal(err)
 	}
 	res, err := h.c.PutRoute(cx, model.Route{ID: "api", Host: "example.com", Prefix: "/api", Cluster: "backend", TimeoutMs: 1500}, u64(0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Version != 1 || res.Revision != 3 || res.Kind != "route" {
+	if res.Version != 1 || res.Revision <= cres.Revision || res.Kind != "route" {
 		t.Fatalf("PutRoute result = %+v", res)
 	}
 	snap := h.waitSnapshot(res.Revision)
@@ -195,11 +219,11 @@ func TestPutClusterAndRouteBuildsMatchingSnapshot(t *testing.T) {
 		t.Fatalf("GetRoute = %+v, %v", got, err)
 	}
 	l, err := h.c.ListClusters(cx)
-	if err != nil || len(l.Items) != 1 || l.Items[0].ID != "backend" || l.Revision != 3 {
+	if err != nil || len(l.Items) != 1 || l.Items[0].ID != "backend" || l.Revision != res.Revision {
 		t.Fatalf("ListClusters = %+v, %v", l, err)
 	}
 	st, err := h.c.Status(cx)
-	if err != nil || st.SnapshotVersion != 3 || st.Routes != 1 || st.Clusters != 1 || st.StoreRevision != 3 {
+	if err != nil || st.SnapshotVersion < res.Revision || st.Routes != 1 || st.Clusters != 1 || st.StoreRevision < st.SnapshotVersion {
 		t.Fatalf("Status = %+v, %v", st, err)
 	}
 }
@@ -216,6 +240,8 @@ func TestStaleExpectedVersionChangesNothing(t *testing.T) {
 		t.Fatalf("PutCluster at version 1 = %+v, %v", r2, err)
 	}
 	h.waitSnapshot(r2.Revision)
+	base := h.settled()
+	built := h.s.lastSnap().version
 	builds := h.builds.Load()
 
 	_, err = h.c.PutCluster(cx, cluster("c", "10.0.0.3:80"), u64(1))
@@ -227,8 +253,8 @@ func TestStaleExpectedVersionChangesNothing(t *testing.T) {
 	_, err = h.c.PutRoute(cx, model.Route{ID: "r", Host: "*", Prefix: "/", Cluster: "c"}, u64(4))
 	wantAdminErr(t, err, admin.CodeConflict, "expected_version", `route "r" does not exist, expected version 4`)
 
-	if rev := h.s.store.Revision(); rev != r2.Revision {
-		t.Fatalf("store revision moved from %d to %d on rejected writes", r2.Revision, rev)
+	if rev := h.s.store.Revision(); rev != base {
+		t.Fatalf("store revision moved from %d to %d on rejected writes", base, rev)
 	}
 	got, err := h.c.GetCluster(cx, "c")
 	if err != nil || got.Version != 2 || got.Cluster.Endpoints[0].Address != "10.0.0.2:80" {
@@ -236,7 +262,7 @@ func TestStaleExpectedVersionChangesNothing(t *testing.T) {
 	}
 	// Give a (wrongly) poked recompute loop time to act, then check nothing was built.
 	time.Sleep(3 * h.s.cfg.Debounce)
-	if v := h.s.lastSnap().version; v != r2.Revision || h.builds.Load() != builds {
+	if v := h.s.lastSnap().version; v != built || h.builds.Load() != builds {
 		t.Fatalf("snapshot moved to %d (%d builds, had %d) after rejected writes", v, h.builds.Load(), builds)
 	}
 }
@@ -318,6 +344,7 @@ func TestBurstIsCoalesced(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitSnapshot(2)
+	base := h.settled()
 	before := h.builds.Load()
 
 	const writers, each = 4, 25
@@ -348,8 +375,8 @@ func TestBurstIsCoalesced(t *testing.T) {
 		t.Fatal(err)
 	}
 	rev := h.s.store.Revision()
-	if rev != 2+writers*each {
-		t.Fatalf("store revision %d, want %d", rev, 2+writers*each)
+	if rev != base+writers*each {
+		t.Fatalf("store revision %d, want %d", rev, base+writers*each)
 	}
 	snap := h.waitSnapshot(rev)
 	if snap.NumRoutes() != writers*each {
@@ -435,7 +462,7 @@ func TestRestartBuildsWhenSnapshotIsBehind(t *testing.T) {
 	}
 }
 
-func TestSameDocumentsSameBytes(t *testing.T) {
+func TestSameDocumentsSameContent(t *testing.T) {
 	a := startCtrl(t, t.TempDir(), nil)
 	b := startCtrl(t, t.TempDir(), nil)
 	cx := ctx(t)
@@ -464,12 +491,11 @@ func TestSameDocumentsSameBytes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("write %d on b: %v", i, err)
 		}
-		if ra.Revision != rb.Revision {
-			t.Fatalf("write %d: revisions %d and %d", i, ra.Revision, rb.Revision)
-		}
+		// Revisions may differ: each tracker writes its health documents
+		// when its own flush timer fires. The content may not.
 		sa, sb := a.waitSnapshot(ra.Revision), b.waitSnapshot(rb.Revision)
-		if !bytes.Equal(sa.Bytes(), sb.Bytes()) {
-			t.Fatalf("write %d: snapshots of revision %d differ", i, ra.Revision)
+		if sa.ContentHash() != sb.ContentHash() {
+			t.Fatalf("write %d: snapshots %d and %d differ in content", i, sa.Version(), sb.Version())
 		}
 	}
 }
@@ -569,7 +595,8 @@ func BenchmarkBuild10kRoutes(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := fbs.Build(m.fbsState(0, 0)); err != nil {
+		cs, _ := clusterCache(nil).convert(&m, &health.Routing{})
+		if _, err := fbs.Build(m.fbsState(m.revision, 0, 0, cs)); err != nil {
 			b.Fatal(err)
 		}
 	}

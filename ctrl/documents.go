@@ -31,6 +31,8 @@ type kind[T any] struct {
 	inUse func(m *state, id string) error
 	// fleet returns an edge count to record in the same revision as doc.
 	fleet func(s *Server, doc *T) (edges uint32, ok bool)
+	// committed runs after every successful put or delete, under wmu.
+	committed func(s *Server)
 	// view fills the reply's document field; it must not alias what a
 	// reply may change.
 	view func(doc T, r *admin.Result)
@@ -153,6 +155,9 @@ func write[T any](s *Server, k *kind[T], id string, expected *uint64, next func(
 	if err != nil {
 		return admin.Result{}, err
 	}
+	if k.committed != nil {
+		k.committed(s)
+	}
 	return k.result(v), nil
 }
 
@@ -180,6 +185,9 @@ func deleteDoc[T any](s *Server, k *kind[T], id string, expected *uint64) (admin
 	})
 	if err != nil {
 		return admin.Result{}, err
+	}
+	if k.committed != nil {
+		k.committed(s)
 	}
 	return admin.Result{Kind: k.name, ID: id, Version: old.version, Revision: rev}, nil
 }
@@ -270,6 +278,7 @@ var (
 			rs := matching(m.routes, func(r *model.Route) bool { return r.Cluster == id })
 			return usedBy(kindCluster, id, referrers{"route", "routes", rs}, m.policiesScopedTo(scopeCluster, id))
 		},
+		committed: (*Server).syncHealth,
 		view: func(c model.Cluster, res *admin.Result) {
 			c.Endpoints = slices.Clone(c.Endpoints) // the reply must not alias the model
 			res.Cluster = &c

@@ -188,7 +188,7 @@ func (h handler) Status(ctx context.Context) (admin.Status, error) {
 		JWTIssuers:      len(s.model.issuers),
 		Policies:        len(s.model.policies),
 		FleetSize:       s.model.fleetSize(),
-		StoreRevision:   s.model.revision,
+		StoreRevision:   s.store.Revision(),
 	}
 	s.mu.RUnlock()
 	latest := s.pub.LatestVersion()

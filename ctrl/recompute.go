@@ -20,19 +20,24 @@ func (s *Server) notify() {
 	}
 }
 
-// recomputeLoop turns bursts of writes into snapshots. After the first poke
-// of a burst it waits until Debounce passes without a poke, but no longer
-// than MaxDelay after that first poke, so a steady stream of writes still
-// publishes at least every MaxDelay.
+// recomputeLoop turns bursts of writes and health publications into
+// snapshots. After the first wake-up of a burst it waits until Debounce
+// passes without another, but no longer than MaxDelay after the first, so
+// a steady stream of writes still publishes at least every MaxDelay. The
+// tracker caps its own publications (health.Config.MaxVersionsPerSecond).
 func (s *Server) recomputeLoop(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	changes := s.health.Changes()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.poke:
+		case <-changes:
+			// Lag of a health change runs from its publication.
+			s.pendingSince.CompareAndSwap(0, time.Now().UnixNano())
 		}
 		deadline := time.Now().Add(s.cfg.MaxDelay)
 		timer.Reset(s.cfg.Debounce)
@@ -42,10 +47,12 @@ func (s *Server) recomputeLoop(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-s.poke:
-				timer.Reset(max(0, min(s.cfg.Debounce, time.Until(deadline))))
+			case <-changes:
+				s.pendingSince.CompareAndSwap(0, time.Now().UnixNano())
 			case <-timer.C:
 				break settle
 			}
+			timer.Reset(max(0, min(s.cfg.Debounce, time.Until(deadline))))
 		}
 		if err := s.build(); err != nil {
 			s.log.Error("snapshot build failed; retrying", "err", err, "retry_in", retryAfter)
@@ -79,20 +86,42 @@ func (s *Server) restorePending(committed int64) {
 	}
 }
 
-// build snapshots the current model, stores it and publishes it, unless the
-// latest snapshot already has the model's revision.
+// build snapshots the current model with the published health, stores it
+// and publishes it, unless neither the model nor any cluster's published
+// health changed since the latest snapshot.
+//
+// The version is the store revision, read under wmu: no commit is then
+// between its store write and its model update, so every revision up to
+// it is either in the model or a health write (whose published part the
+// Routing view, read first, carries). Health writes move the revision
+// without changing the snapshot; a health change published after the
+// latest snapshot took the latest revision gets one from advanceRevision.
 func (s *Server) build() error {
 	last := s.lastSnap()
-	s.mu.RLock()
-	if last.version == s.model.revision {
-		s.mu.RUnlock()
+	s.wmu.Lock()
+	r := s.health.Routing()
+	if s.model.revision == s.builtModel && !s.clusters.healthChanged(&s.model, r) {
+		s.wmu.Unlock()
 		return nil
 	}
-	st := s.model.fbsState(last.version, s.cfg.Shards)
+	version := s.store.Revision()
+	if version <= last.version {
+		// Only health changed: a model change has a revision above every
+		// earlier build's.
+		rev, err := s.advanceRevision(r.Generation)
+		if err != nil {
+			s.wmu.Unlock()
+			return err
+		}
+		version = rev
+	}
+	cs, next := s.clusters.convert(&s.model, r)
+	st := s.model.fbsState(version, last.version, s.cfg.Shards, cs)
+	model := s.model.revision
 	// Every write in st was acknowledged at or after pendingSince; taking it
-	// under mu means writes after this build start a new pending window.
+	// under wmu means writes after this build start a new pending window.
 	committed := s.pendingSince.Swap(0)
-	s.mu.RUnlock()
+	s.wmu.Unlock()
 
 	start := time.Now()
 	// Same bytes as fbs.Build(st), re-encoding only the changed shards.
@@ -113,6 +142,7 @@ func (s *Server) build() error {
 	}
 	s.pub.Publish(st.Version, data, committedAt)
 	s.setSnap(snapInfo{version: st.Version, parent: st.ParentVersion, builtAt: time.Now(), bytes: len(data)})
+	s.builtModel, s.clusters = model, next
 	s.log.Info("snapshot built", "version", st.Version, "parent", st.ParentVersion,
 		"routes", len(st.Routes), "clusters", len(st.Clusters), "bytes", len(data), "build_time", took)
 	return nil

@@ -1,7 +1,8 @@
 // Package ctrl is the snapgate control plane: the single writer of routes,
 // clusters, consumers, JWT issuers and policies. It validates admin writes
 // against an in-memory model, commits them to the store, and a recompute
-// loop turns each burst of writes into one FlatBuffers snapshot that is
+// loop turns each burst of writes, and each change of the published
+// endpoint health (health.go), into one FlatBuffers snapshot that is
 // stored and published to every edge.
 package ctrl
 
@@ -22,6 +23,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/snapgate/snapgate/ctrl/admin"
+	"github.com/snapgate/snapgate/ctrl/health"
 	"github.com/snapgate/snapgate/ctrl/model"
 	"github.com/snapgate/snapgate/ctrl/publish"
 	"github.com/snapgate/snapgate/fbs"
@@ -55,6 +57,11 @@ type Config struct {
 	// Logger and its Lookup to the store's snapshot history. Publish.Secret
 	// is the stream secret; New refuses an empty one unless InsecureStream.
 	Publish publish.Config
+	// Health configures endpoint health tracking (docs/health.md), notably
+	// MaxVersionsPerSecond, the cap on health-caused snapshot versions.
+	// Store is always ctrl's own; Metrics defaults to the metrics set and
+	// Logger to Logger.
+	Health health.Config
 	// InsecureStream allows an empty stream secret (demos and tests only):
 	// anyone who reaches the stream port then receives every snapshot.
 	InsecureStream bool
@@ -121,6 +128,8 @@ type Server struct {
 	pub   *publish.Server
 	adm   *admin.Server
 	pubLn net.Listener
+	// health tracks endpoint health; closed before the store.
+	health *health.Tracker
 
 	metrics    *ctrlMetrics
 	metricsLn  net.Listener
@@ -138,6 +147,11 @@ type Server struct {
 	// builder keeps the encoded shards of the latest build, so a small
 	// change re-encodes only the shards it touches (recompute.go).
 	builder fbs.Builder
+	// builtModel is the model revision and clusters the clusters (with
+	// their health) of the latest snapshot built or taken into service;
+	// only build and startSnapshot use them, one at a time.
+	builtModel uint64
+	clusters   clusterCache
 
 	snapMu sync.Mutex
 	snap   snapInfo
@@ -180,6 +194,9 @@ func New(cfg Config) (*Server, error) {
 		poke:  make(chan struct{}, 1),
 	}
 	if err := s.init(); err != nil {
+		if s.health != nil {
+			s.health.Close()
+		}
 		st.Close()
 		return nil, err
 	}
@@ -200,6 +217,22 @@ func (s *Server) init() error {
 		s.cfg.Publish.Metrics = metrics.NewSet()
 	}
 	s.metrics = newCtrlMetrics(s.cfg.Publish.Metrics)
+	hcfg := s.cfg.Health
+	hcfg.Store = s.store
+	if hcfg.Metrics == nil {
+		hcfg.Metrics = s.cfg.Publish.Metrics
+	}
+	if hcfg.Logger == nil {
+		hcfg.Logger = s.cfg.Logger
+	}
+	tr, err := health.Open(hcfg)
+	if err != nil {
+		return fmt.Errorf("ctrl: %w", err)
+	}
+	s.health = tr
+	// Before the first snapshot and the first observation: the tracker
+	// publishes the stored health of these clusters at once.
+	s.syncHealth()
 	s.pub = publish.New(s.cfg.Publish)
 	if err := s.startSnapshot(); err != nil {
 		s.pub.Close()
@@ -277,9 +310,10 @@ func (s *Server) load() error {
 
 // startSnapshot publishes the stored latest snapshot if it is current, and
 // builds a new one otherwise, so versions survive restarts and the parent
-// chain continues.
+// chain continues. Current means: built from the store's latest revision
+// and carrying the health the tracker publishes now.
 func (s *Server) startSnapshot() error {
-	rev := s.model.revision
+	rev := s.store.Revision()
 	ver, data, err := s.store.LatestSnapshot()
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -297,9 +331,20 @@ func (s *Server) startSnapshot() error {
 	// builtAt is when this process took the snapshot into service; the file
 	// does not record when it was built.
 	s.setSnap(snapInfo{version: ver, parent: snap.ParentVersion(), bytes: len(data), builtAt: time.Now()})
-	if ver < rev {
+	// Writes committed after it (a crash before their build), or health
+	// published after it (held back by the publication cap when ctrl
+	// stopped), make it stale; health writes that changed nothing edges see
+	// only move the revision. Compare its content with a build of the
+	// current state.
+	cs, next := s.clusters.convert(&s.model, s.health.Routing())
+	cur, err := s.builder.Build(s.model.fbsState(ver, snap.ParentVersion(), s.cfg.Shards, cs))
+	if err != nil {
+		return fmt.Errorf("ctrl: rebuilding snapshot %d to compare: %w", ver, err)
+	}
+	if curSnap, err := fbs.Open(cur); err != nil || curSnap.ContentHash() != snap.ContentHash() {
 		return s.build()
 	}
+	s.builtModel, s.clusters = s.model.revision, next
 	s.metrics.snapshotBytes.Set(float64(len(data)))
 	s.metrics.version.Set(float64(ver))
 	s.pub.Publish(ver, data, time.Time{})
@@ -367,9 +412,10 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		// Admin first: no new writes can arrive while the store closes.
 		errs := []error{s.adm.Close(), s.pub.Close(), s.closeMetrics()}
-		// Wait for a writer still inside a command before closing the store.
+		// Wait for a writer still inside a command before closing the
+		// store; the tracker writes its last state first.
 		s.wmu.Lock()
-		errs = append(errs, s.store.Close())
+		errs = append(errs, s.health.Close(), s.store.Close())
 		s.wmu.Unlock()
 		s.closeErr = errors.Join(errs...)
 		if s.closeErr != nil {

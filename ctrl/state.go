@@ -58,21 +58,19 @@ func newState(rev uint64) state {
 
 func keyOf(r model.Route) routeKey { return routeKey(r.MatchKey()) }
 
-// fbsState converts the model into the builder's input. fbs.Build sorts, so
-// map iteration order does not reach the bytes.
-func (m *state) fbsState(parent uint64, shards int) fbs.State {
+// fbsState converts the model into the builder's input at version, with
+// the clusters already converted (clusterCache.convert adds their health).
+// fbs.Build sorts, so map iteration order does not reach the bytes.
+func (m *state) fbsState(version, parent uint64, shards int, clusters []fbs.Cluster) fbs.State {
 	st := fbs.State{
-		Version:       m.revision,
+		Version:       version,
 		ParentVersion: parent,
 		Routes:        make([]fbs.Route, 0, len(m.routes)),
-		Clusters:      make([]fbs.Cluster, 0, len(m.clusters)),
+		Clusters:      clusters,
 		Shards:        shards,
 	}
 	for _, r := range m.routes {
 		st.Routes = append(st.Routes, fbsRoute(&r.doc))
-	}
-	for _, c := range m.clusters {
-		st.Clusters = append(st.Clusters, fbsCluster(&c.doc))
 	}
 	m.fbsAuth(&st)
 	return st

@@ -44,6 +44,12 @@ var ErrInvalidState = errors.New("snapshot build: invalid state")
 type Endpoint struct {
 	Address string // host:port
 	Weight  uint16 // weighted_round_robin weight, 1..MaxWeight; 0 reads as 1
+	// Unhealthy is ctrl's health verdict: edges pick the endpoint only
+	// while its cluster is in panic. The zero value is routable.
+	Unhealthy bool
+	// RecoveredAtMs is when the endpoint last became healthy, unix
+	// milliseconds on ctrl's clock, for the cluster's slow start; 0 = long ago.
+	RecoveredAtMs uint64
 }
 
 // MaxWeight bounds Endpoint.Weight.
@@ -74,6 +80,11 @@ type Cluster struct {
 	HashOn           uint8  // set iff LB == LBHash
 	HashOnName       string // for HashOnHeader and HashOnCookie
 	Policy           string // id in State.Auth.Policies for routes without their own; "" = none
+	// Panic: too few endpoints are healthy, so edges route to all of them.
+	Panic bool
+	// SlowStartMs is how long an endpoint ramps up to its full share after
+	// its RecoveredAtMs; 0 = no slow start.
+	SlowStartMs uint32
 }
 
 // HeaderMatch is one header condition: the request carries header Name
@@ -367,6 +378,13 @@ func assemble(version, parent uint64, shardBytes [][]byte, clusters []Cluster, r
 	var scratch [4]byte
 	hashClusters(hash, clusters, scratch[:])
 	hashAuth(hash, scratch[:], refs.bytes, func(i int) uint32 { return refs.clusters[i] }, len(clusters), refs.global, refs.fleet)
+	hashHealth(hash, scratch[:], len(clusters), func(i int) clusterHealth {
+		c := &clusters[i]
+		return clusterHealth{panic: c.Panic, slowStartMs: c.SlowStartMs, endpoints: len(c.Endpoints)}
+	}, func(i, j int) (bool, uint64) {
+		e := &clusters[i].Endpoints[j]
+		return e.Unhealthy, e.RecoveredAtMs
+	})
 	contentHash := hash.Sum64()
 
 	return encodeRoot(rootSize(shardBytes, clusters)+len(refs.bytes), version, parent, contentHash, shardBytes, clusters, refs)
@@ -386,7 +404,7 @@ func rootSize(shardBytes [][]byte, clusters []Cluster) int {
 		c := &clusters[i]
 		size += 96 + len(c.Name) + len(c.HashOnName)
 		for _, e := range c.Endpoints {
-			size += 48 + len(e.Address)
+			size += 64 + len(e.Address)
 		}
 	}
 	return size
@@ -877,6 +895,10 @@ func buildClusters(b *flatbuffers.Builder, clusters []Cluster, policies []uint32
 			snapfb.EndpointStart(b)
 			snapfb.EndpointAddAddress(b, addr)
 			snapfb.EndpointAddWeight(b, e.Weight)
+			// Zero health values are not written (FlatBuffers defaults), so
+			// a snapshot without health keeps its bytes.
+			snapfb.EndpointAddUnhealthy(b, e.Unhealthy)
+			snapfb.EndpointAddRecoveredAtMs(b, e.RecoveredAtMs)
 			eps = append(eps, snapfb.EndpointEnd(b))
 		}
 		snapfb.ClusterStartEndpointsVector(b, len(eps))
@@ -899,6 +921,8 @@ func buildClusters(b *flatbuffers.Builder, clusters []Cluster, policies []uint32
 			snapfb.ClusterAddHashOnName(b, hashName)
 		}
 		snapfb.ClusterAddPolicy(b, policies[i])
+		snapfb.ClusterAddPanic(b, c.Panic)
+		snapfb.ClusterAddSlowStartMs(b, c.SlowStartMs)
 		offs[i] = snapfb.ClusterEnd(b)
 	}
 	snapfb.SnapshotStartClustersVector(b, len(offs))
@@ -946,6 +970,45 @@ func hashClusters(h *xxhash.Digest, clusters []Cluster, scratch []byte) {
 		for _, e := range c.Endpoints {
 			hashString(h, scratch, e.Address)
 			hashU32(h, scratch, uint32(e.Weight))
+		}
+	}
+}
+
+// clusterHealth is the part of a cluster hashHealth reads besides its
+// endpoints' fields.
+type clusterHealth struct {
+	panic       bool
+	slowStartMs uint32
+	endpoints   int
+}
+
+// hashHealth extends the content hash with the health fields, only when
+// any is set, so a snapshot without health keeps the hash it had before
+// the fields existed. It writes, per cluster: panic, slow_start_ms, then
+// per endpoint: unhealthy, recovered_at_ms (low and high u32); booleans
+// as u32 0 or 1. Build and Open share it through the accessors.
+func hashHealth(h clusterHasher, scratch []byte, nClusters int, cluster func(i int) clusterHealth, endpoint func(i, j int) (unhealthy bool, recoveredAtMs uint64)) {
+	any := false
+	for i := 0; i < nClusters && !any; i++ {
+		c := cluster(i)
+		any = c.panic || c.slowStartMs != 0
+		for j := 0; j < c.endpoints && !any; j++ {
+			down, at := endpoint(i, j)
+			any = down || at != 0
+		}
+	}
+	if !any {
+		return
+	}
+	for i := range nClusters {
+		c := cluster(i)
+		hashU32(h, scratch, uint32(boolByte(c.panic)))
+		hashU32(h, scratch, c.slowStartMs)
+		for j := range c.endpoints {
+			down, at := endpoint(i, j)
+			hashU32(h, scratch, uint32(boolByte(down)))
+			hashU32(h, scratch, uint32(at))
+			hashU32(h, scratch, uint32(at>>32))
 		}
 	}
 }

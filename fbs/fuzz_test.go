@@ -15,6 +15,7 @@ func fuzzSeeds(f *testing.F) {
 	st.Shards = 3
 	f.Add(mustBuild(f, st))
 	f.Add(mustBuild(f, authState()))
+	f.Add(mustBuild(f, healthState()))
 }
 
 // FuzzOpen feeds arbitrary bytes to Open. Nearly all fail the trailer hash,
@@ -57,9 +58,11 @@ func FuzzOpenFixedTrailer(f *testing.F) {
 		s.ForEachRoute(func(r Route) bool { st.Routes = append(st.Routes, r); return true })
 		for i := range s.NumClusters() {
 			v := s.ClusterAt(i)
-			c := Cluster{Name: string(v.Name()), ConnectTimeoutMs: v.ConnectTimeoutMs(), Policy: policyID(v.Policy())}
+			c := Cluster{Name: string(v.Name()), ConnectTimeoutMs: v.ConnectTimeoutMs(), Policy: policyID(v.Policy()),
+				Panic: v.Panic(), SlowStartMs: v.SlowStartMs()}
 			for j := range v.NumEndpoints() {
-				c.Endpoints = append(c.Endpoints, Endpoint{Address: string(v.Endpoint(j))})
+				c.Endpoints = append(c.Endpoints, Endpoint{Address: string(v.Endpoint(j)),
+					Unhealthy: v.EndpointUnhealthy(j), RecoveredAtMs: v.EndpointRecoveredAtMs(j)})
 			}
 			st.Clusters = append(st.Clusters, c)
 		}

@@ -308,6 +308,17 @@ func (w *walker) walk(body []byte) error {
 		root.Clusters(&c, i)
 		return c.Policy()
 	}, nClusters, s.globalPolicy, s.fleetSize)
+	// The walk above read every other cluster field; this reads the
+	// health fields (any value is valid).
+	hashHealth(hash, scratch[:], nClusters, func(i int) clusterHealth {
+		w.i = i
+		root.Clusters(&c, i)
+		return clusterHealth{panic: c.Panic(), slowStartMs: c.SlowStartMs(), endpoints: c.EndpointsLength()}
+	}, func(i, j int) (bool, uint64) {
+		root.Clusters(&c, i)
+		c.Endpoints(&ep, j)
+		return ep.Unhealthy(), ep.RecoveredAtMs()
+	})
 	if got := hash.Sum64(); got != s.contentHash {
 		return fmt.Errorf("%w: root table: content_hash %016x does not match content %016x", ErrCorrupt, s.contentHash, got)
 	}

@@ -284,8 +284,12 @@ func exercise(s *Snapshot) {
 		v := s.ClusterAt(i)
 		v.Name()
 		v.ConnectTimeoutMs()
+		v.Panic()
+		v.SlowStartMs()
 		for j := range v.NumEndpoints() {
 			v.Endpoint(j)
+			v.EndpointUnhealthy(j)
+			v.EndpointRecoveredAtMs(j)
 		}
 	}
 	s.ForEachRoute(func(r Route) bool {

@@ -231,6 +231,43 @@ func (v ClusterView) EndpointWeight(j int) int {
 	return max(int(e.Weight()), 1)
 }
 
+// Panic reports whether the cluster is in panic mode: too few endpoints are
+// healthy, so every endpoint is routable, unhealthy ones included.
+func (v ClusterView) Panic() bool {
+	return v.ok && v.c.Panic()
+}
+
+// SlowStartMs is how long an endpoint ramps up to its full share after it
+// recovered, in milliseconds; 0 = no slow start.
+func (v ClusterView) SlowStartMs() uint32 {
+	if !v.ok {
+		return 0
+	}
+	return v.c.SlowStartMs()
+}
+
+// EndpointUnhealthy reports ctrl's verdict on endpoint j: true means not
+// routable unless the cluster is in panic. False when j is out of range.
+func (v ClusterView) EndpointUnhealthy(j int) bool {
+	if !v.ok || j < 0 || j >= v.c.EndpointsLength() {
+		return false
+	}
+	var e snapfb.Endpoint
+	v.c.Endpoints(&e, j)
+	return e.Unhealthy()
+}
+
+// EndpointRecoveredAtMs is when endpoint j last became healthy, unix
+// milliseconds on ctrl's clock; 0 = long ago (or j out of range).
+func (v ClusterView) EndpointRecoveredAtMs(j int) uint64 {
+	if !v.ok || j < 0 || j >= v.c.EndpointsLength() {
+		return 0
+	}
+	var e snapfb.Endpoint
+	v.c.Endpoints(&e, j)
+	return e.RecoveredAtMs()
+}
+
 // ForEachRoute calls fn for every route, shard by shard and in key order
 // within a shard, until fn returns false. It copies each route into strings,
 // so it is for tooling, not the request path.

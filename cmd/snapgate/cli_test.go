@@ -92,6 +92,15 @@ func TestUsageExitCodes(t *testing.T) {
 		{[]string{"ctl", "--socket", missing, "consumer", "add-key", "a", "--expected-version", "-1"}, 2, "want a version number"},
 		{[]string{"ctl", "--socket", missing, "consumer", "list"}, 1, "cannot reach ctrl"},
 		{[]string{"ctl", "consumer", "add-key", "--help"}, 0, "first free"},
+		{[]string{"ctl", "--socket", missing, "report-health", "--cluster", "c", "--endpoint", "a:1", "--state", "up", "--revision", "1"}, 2, `--state "up": want healthy or unhealthy`},
+		{[]string{"ctl", "--socket", missing, "report-health", "--cluster", "c", "--endpoint", "a:1", "--state", "healthy"}, 2, "--revision is required"},
+		{[]string{"ctl", "--socket", missing, "report-health", "--cluster", "c", "--state", "healthy", "--revision", "1"}, 2, "--endpoint is required"},
+		{[]string{"ctl", "--socket", missing, "report-health", "--revision", "0"}, 2, "at least 1"},
+		{[]string{"ctl", "--socket", missing, "health", "a", "b"}, 2, "usage: health [CLUSTER]"},
+		{[]string{"ctl", "--socket", missing, "explain-health"}, 2, "usage: explain-health [CLUSTER/]HOST:PORT"},
+		{[]string{"ctl", "--socket", missing, "explain-health", "/a:1"}, 2, "want [CLUSTER/]HOST:PORT"},
+		{[]string{"ctl", "--socket", missing, "health"}, 1, "cannot reach ctrl"},
+		{[]string{"ctl", "report-health", "--help"}, 0, "--source"},
 	}
 	for _, c := range cases {
 		var out, errb bytes.Buffer

@@ -38,6 +38,10 @@ commands:
   issuer get ID | issuer list | issuer delete ID [--expected-version N]
   policy put -f policy.json [--expected-version N]
   policy get ID | policy list | policy delete ID [--expected-version N]
+  report-health --cluster C --endpoint HOST:PORT --state healthy|unhealthy --revision N [--source NAME] [--detail TEXT]
+                                   (an external checker's verdict; returns once ctrl stored it)
+  health [CLUSTER]                 (every endpoint's state, since when, routable, panic, last observations)
+  explain-health [CLUSTER/]HOST:PORT
   status
 
 --expected-version N makes a write conditional: it succeeds only if the
@@ -187,7 +191,10 @@ func into[T any](decode func([]byte) (T, error), set func(*admin.Request, *T)) f
 // request; global flags may also follow the subcommand and update g.
 func ctlRequest(args []string, g *ctlGlobals, stderr io.Writer) (admin.Request, error) {
 	if len(args) == 0 {
-		return admin.Request{}, usagef("missing command (route, cluster, consumer, issuer, policy or status); see --help")
+		return admin.Request{}, usagef("missing command (route, cluster, consumer, issuer, policy, health, report-health, explain-health or status); see --help")
+	}
+	if build, ok := healthCommands[args[0]]; ok {
+		return build(args[1:], g, stderr)
 	}
 	if args[0] == "status" {
 		fs := newFlagSet("ctl status", "ctl status [-o text|json] [--socket PATH]", stderr)
@@ -203,7 +210,7 @@ func ctlRequest(args []string, g *ctlGlobals, stderr io.Writer) (admin.Request, 
 	name := args[0]
 	n, ok := nouns[name]
 	if !ok {
-		return admin.Request{}, usagef("unknown command %q: want route, cluster, consumer, issuer, policy or status", name)
+		return admin.Request{}, usagef("unknown command %q: want route, cluster, consumer, issuer, policy, health, report-health, explain-health or status", name)
 	}
 	verbs := "put, get, list or delete"
 	if len(n.verbs) > 0 {

@@ -23,6 +23,24 @@ func printText(w io.Writer, req admin.Request, raw json.RawMessage) error {
 			return fmt.Errorf("ctrl sent a malformed status: %w", err)
 		}
 		printStatus(w, s)
+	case req.Cmd == admin.CmdHealthReport:
+		var res admin.HealthReportResult
+		if err := json.Unmarshal(raw, &res); err != nil {
+			return fmt.Errorf("ctrl sent a malformed report result: %w", err)
+		}
+		printHealthReport(w, req.Report, res)
+	case req.Cmd == admin.CmdHealthStatus:
+		var st admin.HealthStatus
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return fmt.Errorf("ctrl sent a malformed health status: %w", err)
+		}
+		printHealth(w, st)
+	case req.Cmd == admin.CmdHealthExplain:
+		var ex admin.HealthExplanation
+		if err := json.Unmarshal(raw, &ex); err != nil {
+			return fmt.Errorf("ctrl sent a malformed explanation: %w", err)
+		}
+		fmt.Fprint(w, ex.Text)
 	case verb == "list":
 		var l admin.List
 		if err := json.Unmarshal(raw, &l); err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/snapgate/snapgate/ctrl"
+	"github.com/snapgate/snapgate/ctrl/health"
 	"github.com/snapgate/snapgate/ctrl/publish"
 )
 
@@ -22,6 +23,9 @@ type ctrlConfig struct {
 	MaxDelay      time.Duration `yaml:"max_delay"`
 	KeepSnapshots int           `yaml:"keep_snapshots"`
 	LogLevel      string        `yaml:"log_level"`
+	// HealthMaxVersionsPerSecond caps snapshot versions caused by health
+	// changes (docs/health.md).
+	HealthMaxVersionsPerSecond int `yaml:"health_max_versions_per_second"`
 	// StreamSecretFile holds the secret edges must prove; InsecureStream
 	// allows running without one.
 	StreamSecretFile string `yaml:"stream_secret_file"`
@@ -40,6 +44,8 @@ func defaultCtrlConfig() ctrlConfig {
 		MaxDelay:      200 * time.Millisecond,
 		KeepSnapshots: 10,
 		LogLevel:      "info",
+
+		HealthMaxVersionsPerSecond: 10,
 	}
 }
 
@@ -53,6 +59,7 @@ func runCtrl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.DurationVar(&cfg.Debounce, "debounce", cfg.Debounce, "quiet time that coalesces a burst of writes into one snapshot")
 		fs.DurationVar(&cfg.MaxDelay, "max-delay", cfg.MaxDelay, "longest a write waits for its snapshot during a continuous burst")
 		fs.IntVar(&cfg.KeepSnapshots, "keep-snapshots", cfg.KeepSnapshots, "snapshot versions kept in the store")
+		fs.IntVar(&cfg.HealthMaxVersionsPerSecond, "health-max-versions-per-second", cfg.HealthMaxVersionsPerSecond, "most snapshot versions per second that backend health changes may cause; changes in between are coalesced")
 		fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 		fs.StringVar(&cfg.StreamSecretFile, "stream-secret-file", cfg.StreamSecretFile, "file (mode 0600) with the secret edges must prove on the stream; authenticated, not encrypted")
 		fs.BoolVar(&cfg.InsecureStream, "insecure-stream", cfg.InsecureStream, "run without a stream secret: anyone who reaches --stream-listen gets every snapshot")
@@ -71,6 +78,7 @@ func runCtrl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Debounce:       cfg.Debounce,
 		MaxDelay:       cfg.MaxDelay,
 		KeepSnapshots:  cfg.KeepSnapshots,
+		Health:         health.Config{MaxVersionsPerSecond: cfg.HealthMaxVersionsPerSecond},
 		Logger:         log,
 	})
 	if err != nil {

@@ -237,6 +237,18 @@ func TestBadRequestsKeepConnection(t *testing.T) {
 		{`{"cmd":"consumer.put","consumer":{"id":"a","credentials":{"api_keys":[{"id":"k","key":"sg_x"}]}}}`, CodeBadRequest, "consumer.credentials.api_keys[0].key", "unknown field"},
 		{`{"cmd":"jwt_issuer.put","jwt_issuer":{"id":"i","issuer":"x","keys":{"keys":[{"kty":"RSA","alg":"RS256","d":"x"}]}}}`, CodeBadRequest, "jwt_issuer.keys.keys[0].d", "unknown field"},
 		{`{"cmd":"policy.list","policy":{"id":"p"}}`, CodeBadRequest, "policy", "not used by policy.list"},
+		{`{"cmd":"health.report"}`, CodeBadRequest, "report", "required by health.report"},
+		{`{"cmd":"health.report","report":{"endpoint":"a:1","state":"healthy","revision":1}}`, CodeBadRequest, "report.cluster", "required"},
+		{`{"cmd":"health.report","report":{"cluster":"Bad","endpoint":"a:1","state":"healthy","revision":1}}`, CodeBadRequest, "report.cluster", "not a valid id"},
+		{`{"cmd":"health.report","report":{"cluster":"c","state":"healthy","revision":1}}`, CodeBadRequest, "report.endpoint", "required"},
+		{`{"cmd":"health.report","report":{"cluster":"c","endpoint":"a:1","state":"up","revision":1}}`, CodeBadRequest, "report.state", `want "healthy" or "unhealthy"`},
+		{`{"cmd":"health.report","report":{"cluster":"c","endpoint":"a:1","state":"healthy"}}`, CodeBadRequest, "report.revision", "at least 1"},
+		{`{"cmd":"health.report","report":{"cluster":"c","endpoint":"a:1","state":"healthy","revision":-1}}`, CodeBadRequest, "report.revision", ""},
+		{`{"cmd":"health.report","report":{"cluster":"c","endpoint":"a:1","state":"healthy","revision":1,"when":2}}`, CodeBadRequest, "report.when", "unknown field"},
+		{`{"cmd":"health.report","id":"c","report":{"cluster":"c","endpoint":"a:1","state":"healthy","revision":1}}`, CodeBadRequest, "id", "not used by health.report"},
+		{`{"cmd":"health.explain","id":"c"}`, CodeBadRequest, "endpoint", "required by health.explain"},
+		{`{"cmd":"health.status","endpoint":"a:1"}`, CodeBadRequest, "endpoint", "not used by health.status"},
+		{`{"cmd":"health.status","id":"A"}`, CodeBadRequest, "id", "not a valid id"},
 		{`{"cmd":"consumer.get","id":"a"}`, CodeInternal, "", "see the ctrl log"},
 		{`{"cmd":"cluster.put","cluster":{"id":"c","endpoints":[]}}`, CodeInternal, "", "see the ctrl log"},
 	}
@@ -396,6 +408,10 @@ func FuzzRequest(f *testing.F) {
 		`{"cmd":"jwt_issuer.put","jwt_issuer":{"id":"idp","issuer":"https://idp","audiences":["api"],"algorithms":["HS256"],"clock_skew_ms":100,"keys":{"keys":[{"kty":"oct","alg":"HS256","kid":"h1","k":"abc"}]}}}`,
 		`{"cmd":"policy.put","policy":{"id":"p","scope":{"route":"api"},"auth":{"methods":["api_key"],"required":true},"acl":{"allow_groups":["staff"]},"claims":{"iss":["idp"]},"rate_limits":[{"key":"header:x-t","rate":300,"burst":30,"scope":"cluster"}],"forward":{"consumer_header":"X-C","keep_credentials":true}}}`,
 		`{"cmd":"policy.delete","id":"p","expected_version":1}`, `{"cmd":"jwt_issuer.list"}`, `{"cmd":"consumer.get","id":"alice"}`,
+		`{"cmd":"health.report","report":{"cluster":"api","endpoint":"10.0.0.1:80","state":"unhealthy","revision":17,"source":"checker-1","detail":"status 503"}}`,
+		`{"cmd":"health.report","report":{"cluster":"api","endpoint":"[::1]:80","state":"healthy","revision":18446744073709551615}}`,
+		`{"cmd":"health.status"}`, `{"cmd":"health.status","id":"api"}`,
+		`{"cmd":"health.explain","endpoint":"10.0.0.1:80"}`, `{"cmd":"health.explain","id":"api","endpoint":"10.0.0.1:80"}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -272,6 +272,29 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return st, err
 }
 
+// ReportHealth sends an external checker's report; it returns once ctrl
+// has made the endpoint's state durable, or with ctx's error.
+func (c *Client) ReportHealth(ctx context.Context, r HealthReport) (HealthReportResult, error) {
+	var res HealthReportResult
+	err := c.do(ctx, Request{Cmd: CmdHealthReport, Report: &r}, &res)
+	return res, err
+}
+
+// HealthStatus returns the health of every cluster ("") or of one.
+func (c *Client) HealthStatus(ctx context.Context, cluster string) (HealthStatus, error) {
+	var st HealthStatus
+	err := c.do(ctx, Request{Cmd: CmdHealthStatus, ID: cluster}, &st)
+	return st, err
+}
+
+// ExplainHealth explains an endpoint's state in cluster, or in every
+// cluster that has it ("").
+func (c *Client) ExplainHealth(ctx context.Context, cluster, endpoint string) (string, error) {
+	var ex HealthExplanation
+	err := c.do(ctx, Request{Cmd: CmdHealthExplain, ID: cluster, Endpoint: endpoint}, &ex)
+	return ex.Text, err
+}
+
 // IsCode reports whether err is an *Error with the given code.
 func IsCode(err error, code string) bool {
 	var e *Error

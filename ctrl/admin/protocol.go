@@ -42,7 +42,17 @@ const (
 	CmdPolicyList   = "policy.list"
 	CmdPolicyDelete = "policy.delete"
 
+	CmdHealthReport  = "health.report"  // an external checker's verdict; replies once it is durable
+	CmdHealthStatus  = "health.status"  // every tracked endpoint, or one cluster's (id)
+	CmdHealthExplain = "health.explain" // why endpoint is in its state, in one cluster (id) or all
+
 	CmdStatus = "status"
+)
+
+// Endpoint states in a HealthReport.
+const (
+	StateHealthy   = "healthy"
+	StateUnhealthy = "unhealthy"
 )
 
 // Error codes.
@@ -77,6 +87,104 @@ type Request struct {
 	Username        string  `json:"username,omitempty"`
 	PasswordHash    string  `json:"password_hash,omitempty"`
 	ExpectedVersion *uint64 `json:"expected_version,omitempty"`
+	// Report is health.report's observation.
+	Report *HealthReport `json:"report,omitempty"`
+	// Endpoint is the address health.explain explains (host:port).
+	Endpoint string `json:"endpoint,omitempty"`
+}
+
+// HealthReport is one external checker's verdict on one endpoint
+// (docs/health.md). ctrl records it under the source "external:<Source>"
+// and ignores it, saying so, when Revision is not above the last revision
+// accepted from that source for that endpoint.
+type HealthReport struct {
+	Cluster  string `json:"cluster"`
+	Endpoint string `json:"endpoint"` // host:port as in the cluster document
+	State    string `json:"state"`    // StateHealthy or StateUnhealthy
+	Revision uint64 `json:"revision"` // the checker's own order, at least 1
+	// Source names the checker, 1..128 bytes of visible ASCII; "" is "ctl".
+	Source string `json:"source,omitempty"`
+	Detail string `json:"detail,omitempty"` // what was seen; at most 256 bytes
+}
+
+// DefaultReportSource is the checker name of a HealthReport without one.
+const DefaultReportSource = "ctl"
+
+// HealthReportResult is the reply to health.report, sent once the
+// endpoint's state is durable.
+type HealthReportResult struct {
+	// Result is "accepted", "stale" (revision below the last accepted one)
+	// or "duplicate" (equal to it); the latter two changed nothing.
+	Result       string `json:"result"`
+	Source       string `json:"source"`
+	LastRevision uint64 `json:"last_revision"` // the source's, after this report
+	Healthy      bool   `json:"healthy"`       // the endpoint's damped state
+	Changed      bool   `json:"changed"`       // this report flipped it
+}
+
+// HealthStatus is the reply to health.status: clusters sorted by id.
+type HealthStatus struct {
+	Clusters []ClusterHealth `json:"clusters"`
+}
+
+// ClusterHealth is one cluster's health as ctrl tracks it.
+type ClusterHealth struct {
+	Cluster string `json:"cluster"`
+	// Probe summarises the active probe ("http GET /healthz every 2000ms"),
+	// "none" without one.
+	Probe                 string `json:"probe"`
+	Healthy               int    `json:"healthy"`
+	Total                 int    `json:"total"`
+	PanicThresholdPercent uint32 `json:"panic_threshold_percent"`
+	SlowStartMs           uint32 `json:"slow_start_ms"`
+	// Panic is the live state, PublishedPanic what edges route on.
+	Panic          bool             `json:"panic"`
+	PublishedPanic bool             `json:"published_panic"`
+	Endpoints      []EndpointHealth `json:"endpoints"`
+}
+
+// EndpointHealth is one endpoint's health as ctrl tracks it.
+type EndpointHealth struct {
+	Address string `json:"address"`
+	// Healthy is the live damped state, since Since, for Reason.
+	Healthy bool      `json:"healthy"`
+	Since   time.Time `json:"since"`
+	Reason  string    `json:"reason"`
+	// Published is the state edges route on; Routable adds panic mode.
+	Published    bool                `json:"published"`
+	Routable     bool                `json:"routable"`
+	OKStreak     uint32              `json:"ok_streak"`
+	FailStreak   uint32              `json:"fail_streak"`
+	RecoveredAt  time.Time           `json:"recovered_at,omitzero"`
+	PendingAt    time.Time           `json:"pending_at,omitzero"` // a held transition or expiry is due
+	Sources      []HealthSource      `json:"sources"`
+	Observations []HealthObservation `json:"observations"` // oldest first
+	Accepted     uint64              `json:"accepted"`
+	Stale        uint64              `json:"stale"`
+	Duplicate    uint64              `json:"duplicate"`
+	Evicted      uint64              `json:"evicted"`
+}
+
+// HealthSource is a source's last accepted revision for an endpoint.
+type HealthSource struct {
+	Source   string    `json:"source"`
+	Revision uint64    `json:"revision"`
+	At       time.Time `json:"at"` // when ctrl accepted it
+}
+
+// HealthObservation is one accepted observation.
+type HealthObservation struct {
+	Source   string    `json:"source"`
+	Revision uint64    `json:"revision"`
+	OK       bool      `json:"ok"`
+	Detail   string    `json:"detail,omitempty"`
+	At       time.Time `json:"at"`       // when the observer saw it
+	Received time.Time `json:"received"` // when ctrl accepted it
+}
+
+// HealthExplanation is the reply to health.explain.
+type HealthExplanation struct {
+	Text string `json:"text"`
 }
 
 // Reply answers one Request: OK with a Result, or not OK with an Error.

@@ -22,6 +22,8 @@ const (
 	argUsername
 	argPasswordHash
 	argExpected
+	argReport
+	argEndpoint
 )
 
 // members lists the arguments in the order CheckRequest reports them, with
@@ -41,6 +43,8 @@ var members = []struct {
 	{argUsername, "username", func(r *Request) bool { return r.Username != "" }},
 	{argPasswordHash, "password_hash", func(r *Request) bool { return r.PasswordHash != "" }},
 	{argExpected, "expected_version", func(r *Request) bool { return r.ExpectedVersion != nil }},
+	{argReport, "report", func(r *Request) bool { return r.Report != nil }},
+	{argEndpoint, "endpoint", func(r *Request) bool { return r.Endpoint != "" }},
 }
 
 // shape is what one command takes: required and optional arguments.
@@ -73,6 +77,9 @@ var commands = map[string]shape{
 	CmdPolicyGet:           {required: argID},
 	CmdPolicyList:          {},
 	CmdPolicyDelete:        {required: argID, optional: argExpected},
+	CmdHealthReport:        {required: argReport},
+	CmdHealthStatus:        {optional: argID},
+	CmdHealthExplain:       {required: argEndpoint, optional: argID},
 	CmdStatus:              {},
 }
 
@@ -117,10 +124,33 @@ func CheckRequest(req Request) *Error {
 			return Errorf(CodeBadRequest, m.name, "%s", msg)
 		}
 	}
-	for _, id := range []struct{ field, value string }{{"id", req.ID}, {"key_id", req.KeyID}} {
+	ids := []struct{ field, value string }{{"id", req.ID}, {"key_id", req.KeyID}}
+	if req.Report != nil {
+		ids = append(ids, struct{ field, value string }{"report.cluster", req.Report.Cluster})
+	}
+	for _, id := range ids {
 		if id.value != "" && !model.ValidID(id.value) {
 			return Errorf(CodeBadRequest, id.field, "%q is not a valid id: use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters", id.value)
 		}
+	}
+	if r := req.Report; r != nil {
+		return r.check()
+	}
+	return nil
+}
+
+// check validates the shape of a health report; whether its cluster and
+// endpoint exist is ctrl's to say.
+func (r *HealthReport) check() *Error {
+	switch {
+	case r.Cluster == "":
+		return Errorf(CodeBadRequest, "report.cluster", "required")
+	case r.Endpoint == "":
+		return Errorf(CodeBadRequest, "report.endpoint", "required: the endpoint's host:port as in the cluster")
+	case r.State != StateHealthy && r.State != StateUnhealthy:
+		return Errorf(CodeBadRequest, "report.state", "want %q or %q, got %.40q", StateHealthy, StateUnhealthy, r.State)
+	case r.Revision == 0:
+		return Errorf(CodeBadRequest, "report.revision", "required and at least 1: the checker's own increasing counter or timestamp")
 	}
 	return nil
 }

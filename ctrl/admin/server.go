@@ -54,6 +54,14 @@ type Handler interface {
 	ListPolicies(ctx context.Context) (List, error)
 	DeletePolicy(ctx context.Context, id string, expected *uint64) (Result, error)
 
+	// ReportHealth records an external checker's report and returns once
+	// the endpoint's state, including it, is durable.
+	ReportHealth(ctx context.Context, r HealthReport) (HealthReportResult, error)
+	// HealthStatus returns every tracked cluster ("" ) or one.
+	HealthStatus(ctx context.Context, cluster string) (HealthStatus, error)
+	// ExplainHealth explains endpoint in cluster, or in every cluster ("").
+	ExplainHealth(ctx context.Context, cluster, endpoint string) (HealthExplanation, error)
+
 	Status(ctx context.Context) (Status, error)
 }
 
@@ -449,6 +457,12 @@ func (s *Server) dispatch(req Request) (res any, err error) {
 		return h.ListPolicies(ctx)
 	case CmdPolicyDelete:
 		return h.DeletePolicy(ctx, req.ID, req.ExpectedVersion)
+	case CmdHealthReport:
+		return h.ReportHealth(ctx, *req.Report)
+	case CmdHealthStatus:
+		return h.HealthStatus(ctx, req.ID)
+	case CmdHealthExplain:
+		return h.ExplainHealth(ctx, req.ID, req.Endpoint)
 	case CmdStatus:
 		return h.Status(ctx)
 	}

@@ -4,13 +4,15 @@ package routing
 
 import (
 	"testing"
+	"time"
 
 	"github.com/snapgate/snapgate/edge/upstream"
 	"github.com/snapgate/snapgate/fbs"
 )
 
-// TestHotPathAllocs pins RouteRequest, Balance for every policy, the
-// in-flight counters and success reports to zero allocations.
+// TestHotPathAllocs pins RouteRequest, Balance for every policy (also
+// with unhealthy and slow-starting endpoints), the in-flight counters and
+// success reports to zero allocations.
 func TestHotPathAllocs(t *testing.T) {
 	reg := upstream.NewRegistry(upstream.Options{})
 	defer reg.Close()
@@ -19,6 +21,7 @@ func TestHotPathAllocs(t *testing.T) {
 	for _, c := range []fbs.Cluster{
 		{Endpoints: endpoints(5)}, {Endpoints: eps, LB: fbs.LBWeightedRoundRobin},
 		{Endpoints: endpoints(5), LB: fbs.LBLeastRequest}, {Endpoints: endpoints(5), LB: fbs.LBHash, HashOn: fbs.HashOnHeader, HashOnName: "x-user"},
+		healthy(fbs.LBRoundRobin), healthy(fbs.LBWeightedRoundRobin), healthy(fbs.LBLeastRequest), healthy(fbs.LBHash),
 	} {
 		tab := lbTable(t, reg, c)
 		req := fbs.Request{Host: []byte("a.example"), Path: []byte("/x/y"), Method: []byte("GET")}
@@ -43,4 +46,15 @@ func TestHotPathAllocs(t *testing.T) {
 		}
 		tab.Release()
 	}
+}
+
+// healthy is a cluster with an unhealthy endpoint and one in slow start.
+func healthy(lb uint8) fbs.Cluster {
+	c := fbs.Cluster{Endpoints: endpoints(5), LB: lb, SlowStartMs: 3600000}
+	if lb == fbs.LBHash {
+		c.HashOn, c.HashOnName = fbs.HashOnHeader, "x-user"
+	}
+	c.Endpoints[1].Unhealthy = true
+	c.Endpoints[2].RecoveredAtMs = uint64(time.Now().UnixMilli())
+	return c
 }

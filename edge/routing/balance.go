@@ -2,6 +2,7 @@ package routing
 
 import (
 	"math/rand/v2"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -133,7 +134,10 @@ func maglev(cv fbs.ClusterView) []uint16 {
 }
 
 // pick chooses an endpoint of cs other than avoid (nil for none) that is
-// not ejected; false when every candidate is ejected or avoided.
+// neither marked unhealthy by ctrl (outside panic) nor ejected locally;
+// false when every candidate is excluded. Endpoints in slow start may be
+// passed over for others (slowStart.admit), except by consistent hashing,
+// which keeps a key on its endpoint.
 func (cs *clusterState) pick(key PickKey, avoid *upstream.Pool) (*upstream.Pool, bool) {
 	pools := cs.pools
 	n := len(pools)
@@ -141,22 +145,31 @@ func (cs *clusterState) pick(key PickKey, avoid *upstream.Pool) (*upstream.Pool,
 		return nil, false
 	}
 	b := &cs.bal
-	switch {
-	case b.lb == fbs.LBHash && key.Set:
+	if b.lb == fbs.LBHash && key.Set {
 		start := int(key.Hash % uint64(len(b.ring)))
 		// Walking on along the table visits endpoints in a key-specific
-		// order, so the keys of an ejected endpoint spread over the others
+		// order, so the keys of an excluded endpoint spread over the others
 		// instead of all landing on one neighbour.
 		for i := 0; i < len(b.ring); i++ {
-			p := pools[b.ring[(start+i)%len(b.ring)]]
-			if p != avoid && p.Healthy() {
-				return p, true
+			j := int(b.ring[(start+i)%len(b.ring)])
+			if cs.usable(j, avoid) {
+				return pools[j], true
 			}
 			if i == n && !cs.anyUsable(avoid) {
 				return nil, false
 			}
 		}
 		return nil, false
+	}
+	// The clock is read only while some endpoint of the cluster ramps up.
+	var now int64
+	ramp := cs.ramp
+	if ramp != nil {
+		if now = time.Now().UnixMilli(); !ramp.active(now) {
+			ramp = nil
+		}
+	}
+	switch {
 	case b.lb == fbs.LBWeightedRoundRobin:
 		c := cs.next.Add(1) - 1
 		pos := (c % b.total) * b.stride % b.total
@@ -171,16 +184,16 @@ func (cs *clusterState) pick(key PickKey, avoid *upstream.Pool) (*upstream.Pool,
 				lo = mid + 1
 			}
 		}
-		return cs.firstUsable(lo, avoid)
+		return cs.firstUsable(lo, avoid, ramp, now)
 	case b.lb == fbs.LBLeastRequest && n > 1:
 		i := rand.IntN(n)
 		j := rand.IntN(n - 1)
 		if j >= i {
 			j++
 		}
+		aOK := cs.usable(i, avoid) && (ramp == nil || ramp.admit(i, now))
+		cOK := cs.usable(j, avoid) && (ramp == nil || ramp.admit(j, now))
 		a, c := pools[i], pools[j]
-		aOK := a != avoid && a.Healthy()
-		cOK := c != avoid && c.Healthy()
 		switch {
 		case aOK && cOK:
 			if c.InFlight() < a.InFlight() {
@@ -194,33 +207,55 @@ func (cs *clusterState) pick(key PickKey, avoid *upstream.Pool) (*upstream.Pool,
 		}
 		return cs.leastLoaded(avoid)
 	}
-	return cs.firstUsable(int((cs.next.Add(1)-1)%uint64(n)), avoid)
+	return cs.firstUsable(int((cs.next.Add(1)-1)%uint64(n)), avoid, ramp, now)
 }
 
-// firstUsable returns the first endpoint from index j on (wrapping) that
-// is neither avoided nor ejected.
-func (cs *clusterState) firstUsable(j int, avoid *upstream.Pool) (*upstream.Pool, bool) {
+// usable reports whether endpoint j may take a request: not avoided, not
+// down by ctrl's verdict, not ejected locally.
+func (cs *clusterState) usable(j int, avoid *upstream.Pool) bool {
+	p := cs.pools[j]
+	return p != avoid && (cs.down == nil || !cs.down[j]) && p.Healthy()
+}
+
+// firstUsable returns the first usable endpoint from index j on
+// (wrapping) that ramp admits; if ramp refuses every usable one, the
+// first of those, since a ramping endpoint beats none.
+func (cs *clusterState) firstUsable(j int, avoid *upstream.Pool, ramp *slowStart, now int64) (*upstream.Pool, bool) {
 	n := len(cs.pools)
+	refused := -1
 	for i := range n {
-		p := cs.pools[(j+i)%n]
-		if p != avoid && p.Healthy() {
-			return p, true
+		k := (j + i) % n
+		if !cs.usable(k, avoid) {
+			continue
 		}
+		if ramp == nil || ramp.admit(k, now) {
+			return cs.pools[k], true
+		}
+		if refused < 0 {
+			refused = k
+		}
+	}
+	if refused >= 0 {
+		return cs.pools[refused], true
 	}
 	return nil, false
 }
 
 func (cs *clusterState) anyUsable(avoid *upstream.Pool) bool {
-	_, ok := cs.firstUsable(0, avoid)
-	return ok
+	for j := range cs.pools {
+		if cs.usable(j, avoid) {
+			return true
+		}
+	}
+	return false
 }
 
 // leastLoaded scans for the usable endpoint with the fewest requests in
 // flight; the fallback when both power-of-two choices are unusable.
 func (cs *clusterState) leastLoaded(avoid *upstream.Pool) (*upstream.Pool, bool) {
 	var best *upstream.Pool
-	for _, p := range cs.pools {
-		if p != avoid && p.Healthy() && (best == nil || p.InFlight() < best.InFlight()) {
+	for j, p := range cs.pools {
+		if cs.usable(j, avoid) && (best == nil || p.InFlight() < best.InFlight()) {
 			best = p
 		}
 	}

@@ -38,6 +38,12 @@ type clusterState struct {
 	pools          []*upstream.Pool
 	connectTimeout time.Duration
 	bal            balancer
+	// down[j]: ctrl's snapshot marks endpoint j unhealthy and the cluster
+	// is not in panic, so it is never picked. nil when none is down.
+	down []bool
+	// ramp is the slow start of recently recovered endpoints; nil when
+	// none was ramping at swap time.
+	ramp *slowStart
 }
 
 // NewTable builds the runtime state for snap: its compiled policies
@@ -70,6 +76,8 @@ func NewTable(snap *fbs.Snapshot, release func(), reg *upstream.Registry) *Table
 			cs.pools[j] = reg.Acquire(string(cv.Endpoint(j)))
 		}
 		cs.bal = newBalancer(cv)
+		cs.down = downEndpoints(cv)
+		cs.ramp = newSlowStart(cv, time.Now().UnixMilli())
 	}
 	return t
 }

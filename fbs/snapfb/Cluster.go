@@ -117,8 +117,32 @@ func (rcv *Cluster) MutatePolicy(n uint32) bool {
 	return rcv._tab.MutateUint32Slot(16, n)
 }
 
+func (rcv *Cluster) Panic() bool {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(18))
+	if o != 0 {
+		return rcv._tab.GetBool(o + rcv._tab.Pos)
+	}
+	return false
+}
+
+func (rcv *Cluster) MutatePanic(n bool) bool {
+	return rcv._tab.MutateBoolSlot(18, n)
+}
+
+func (rcv *Cluster) SlowStartMs() uint32 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(20))
+	if o != 0 {
+		return rcv._tab.GetUint32(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *Cluster) MutateSlowStartMs(n uint32) bool {
+	return rcv._tab.MutateUint32Slot(20, n)
+}
+
 func ClusterStart(builder *flatbuffers.Builder) {
-	builder.StartObject(7)
+	builder.StartObject(9)
 }
 func ClusterAddName(builder *flatbuffers.Builder, name flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(name), 0)
@@ -143,6 +167,12 @@ func ClusterAddHashOnName(builder *flatbuffers.Builder, hashOnName flatbuffers.U
 }
 func ClusterAddPolicy(builder *flatbuffers.Builder, policy uint32) {
 	builder.PrependUint32Slot(6, policy, 0)
+}
+func ClusterAddPanic(builder *flatbuffers.Builder, panic bool) {
+	builder.PrependBoolSlot(7, panic, false)
+}
+func ClusterAddSlowStartMs(builder *flatbuffers.Builder, slowStartMs uint32) {
+	builder.PrependUint32Slot(8, slowStartMs, 0)
 }
 func ClusterEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()

@@ -53,14 +53,44 @@ func (rcv *Endpoint) MutateWeight(n uint16) bool {
 	return rcv._tab.MutateUint16Slot(6, n)
 }
 
+func (rcv *Endpoint) Unhealthy() bool {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(8))
+	if o != 0 {
+		return rcv._tab.GetBool(o + rcv._tab.Pos)
+	}
+	return false
+}
+
+func (rcv *Endpoint) MutateUnhealthy(n bool) bool {
+	return rcv._tab.MutateBoolSlot(8, n)
+}
+
+func (rcv *Endpoint) RecoveredAtMs() uint64 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(10))
+	if o != 0 {
+		return rcv._tab.GetUint64(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *Endpoint) MutateRecoveredAtMs(n uint64) bool {
+	return rcv._tab.MutateUint64Slot(10, n)
+}
+
 func EndpointStart(builder *flatbuffers.Builder) {
-	builder.StartObject(2)
+	builder.StartObject(4)
 }
 func EndpointAddAddress(builder *flatbuffers.Builder, address flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(address), 0)
 }
 func EndpointAddWeight(builder *flatbuffers.Builder, weight uint16) {
 	builder.PrependUint16Slot(1, weight, 0)
+}
+func EndpointAddUnhealthy(builder *flatbuffers.Builder, unhealthy bool) {
+	builder.PrependBoolSlot(2, unhealthy, false)
+}
+func EndpointAddRecoveredAtMs(builder *flatbuffers.Builder, recoveredAtMs uint64) {
+	builder.PrependUint64Slot(3, recoveredAtMs, 0)
 }
 func EndpointEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()

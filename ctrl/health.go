@@ -1,0 +1,260 @@
+package ctrl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/snapgate/snapgate/ctrl/admin"
+	"github.com/snapgate/snapgate/ctrl/health"
+	"github.com/snapgate/snapgate/ctrl/model"
+	"github.com/snapgate/snapgate/fbs"
+	"github.com/snapgate/snapgate/store"
+)
+
+// Endpoint health (docs/health.md): the Server owns a health.Tracker on
+// its store, tells it the clusters on every cluster write, and builds each
+// snapshot with the tracker's published Routing view. The recompute loop
+// also wakes on the tracker's changes (recompute.go).
+
+// healthMarkerID is the meta document a health-only change writes to get a
+// store revision of its own (advanceRevision).
+const healthMarkerID = "health"
+
+// reportTimeout bounds how long health.report waits for its observation
+// to become durable when the store is failing.
+const reportTimeout = 10 * time.Second
+
+// syncHealth hands the model's clusters to the tracker, which starts or
+// stops probes and republishes. The caller holds wmu, so the tracker sees
+// the clusters in commit order and a build (which reads the Routing view
+// under wmu) never pairs a cluster document with a view that predates it.
+// A stored cluster that no longer validates (load keeps it, logged) is
+// left out: its endpoints stay routable, as they were before health.
+func (s *Server) syncHealth() {
+	cs := make([]model.Cluster, 0, len(s.model.clusters))
+	for _, c := range s.model.clusters {
+		if c.doc.Validate() == nil {
+			cs = append(cs, c.doc)
+		}
+	}
+	if err := s.health.SetClusters(cs); err != nil {
+		s.log.Error("health tracking not updated", "err", err)
+	}
+}
+
+// cachedCluster is one cluster in snapshot form, as of the cluster
+// document revision and the published health view it was converted from.
+type cachedCluster struct {
+	revision uint64
+	view     *health.ClusterRouting // nil: the tracker does not track it
+	out      fbs.Cluster
+}
+
+// clusterCache holds every cluster in snapshot form as of the last
+// successful build. The tracker keeps a cluster's *ClusterRouting while its
+// view does not change, so an unchanged pointer and document revision mean
+// the conversion can be reused.
+type clusterCache map[string]cachedCluster
+
+// healthChanged reports whether the published health of some cluster of m
+// differs from the one the cache was built with.
+func (cc clusterCache) healthChanged(m *state, r *health.Routing) bool {
+	for id := range m.clusters {
+		if cc[id].view != r.Clusters[id] {
+			return true
+		}
+	}
+	return false
+}
+
+// convert returns m's clusters in snapshot form with the health of r,
+// converting only those whose document or view changed, and the cache to
+// keep once the build succeeds.
+func (cc clusterCache) convert(m *state, r *health.Routing) ([]fbs.Cluster, clusterCache) {
+	out := make([]fbs.Cluster, 0, len(m.clusters))
+	next := make(clusterCache, len(m.clusters))
+	for id, c := range m.clusters {
+		view := r.Clusters[id]
+		e, ok := cc[id]
+		if !ok || e.revision != c.revision || e.view != view {
+			e = cachedCluster{revision: c.revision, view: view, out: fbsCluster(&c.doc)}
+			withHealth(&e.out, view)
+		}
+		next[id] = e
+		out = append(out, e.out)
+	}
+	return out, next
+}
+
+// withHealth adds the published view v to a converted cluster. Endpoints
+// are matched by address: the view follows the last SetClusters, which the
+// writer calls right after each cluster commit, but an endpoint the view
+// lacks is simply healthy, as a new endpoint is.
+func withHealth(c *fbs.Cluster, v *health.ClusterRouting) {
+	if v == nil {
+		return
+	}
+	c.Panic = v.Panic
+	c.SlowStartMs = uint32(v.SlowStart.Milliseconds())
+	for i := range c.Endpoints {
+		e := &c.Endpoints[i]
+		var er health.EndpointRouting
+		var ok bool
+		if i < len(v.Endpoints) && v.Endpoints[i].Address == e.Address {
+			er, ok = v.Endpoints[i], true
+		} else {
+			er, ok = v.Lookup(e.Address)
+		}
+		if !ok {
+			continue
+		}
+		e.Unhealthy = !er.Healthy
+		if !er.RecoveredAt.IsZero() {
+			e.RecoveredAtMs = uint64(er.RecoveredAt.UnixMilli())
+		}
+	}
+}
+
+// advanceRevision commits the health marker and returns its revision.
+// Snapshot versions are store revisions, and a published health change can
+// arrive after the latest snapshot already took the latest revision: the
+// flush that made the change durable came before that build, but the
+// publication cap held the change back. The marker gives the change a
+// revision of its own; it happens at most once per publication. The caller
+// holds wmu.
+func (s *Server) advanceRevision(generation uint64) (uint64, error) {
+	body, _ := json.Marshal(struct {
+		Generation uint64 `json:"health_generation"`
+	}{generation}) // a struct of one integer cannot fail
+	rev, _, err := s.store.Apply(store.Mutation{Kind: kindMeta, ID: healthMarkerID, Body: body})
+	if err != nil {
+		return 0, fmt.Errorf("ctrl: recording a health-only snapshot revision: %w", err)
+	}
+	return rev, nil
+}
+
+// healthError maps tracker errors onto admin errors naming field.
+func healthError(field string, err error) error {
+	switch {
+	case errors.Is(err, health.ErrUnknownEndpoint):
+		return admin.Errorf(admin.CodeNotFound, field, "%v", err)
+	case errors.Is(err, health.ErrInvalid):
+		return admin.Errorf(admin.CodeInvalid, field, "%v", err)
+	}
+	return err
+}
+
+func (h handler) ReportHealth(ctx context.Context, r admin.HealthReport) (admin.HealthReportResult, error) {
+	s := h.s
+	name := r.Source
+	if name == "" {
+		name = admin.DefaultReportSource
+	}
+	src, err := health.ExternalSource(name)
+	if err != nil {
+		return admin.HealthReportResult{}, healthError("report.source", err)
+	}
+	s.mu.RLock()
+	c, ok := s.model.clusters[r.Cluster]
+	s.mu.RUnlock()
+	if !ok {
+		return admin.HealthReportResult{}, admin.Errorf(admin.CodeNotFound, "report.cluster", "cluster %q does not exist", r.Cluster)
+	}
+	if !hasEndpoint(&c.doc, r.Endpoint) {
+		return admin.HealthReportResult{}, admin.Errorf(admin.CodeNotFound, "report.endpoint", "cluster %q has no endpoint %q", r.Cluster, r.Endpoint)
+	}
+	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
+	defer cancel()
+	out, err := s.health.Report(ctx, health.Observation{
+		Cluster: r.Cluster, Endpoint: r.Endpoint, OK: r.State == admin.StateHealthy,
+		Source: src, Revision: r.Revision, Detail: r.Detail,
+	})
+	if err != nil {
+		// Source and revision were checked above; the report's remaining
+		// free-form field is the detail.
+		return admin.HealthReportResult{}, healthError("report.detail", err)
+	}
+	return admin.HealthReportResult{Result: out.Result.String(), Source: string(src), LastRevision: out.LastRevision, Healthy: out.Healthy, Changed: out.Changed}, nil
+}
+
+func hasEndpoint(c *model.Cluster, addr string) bool {
+	for _, e := range c.Endpoints {
+		if e.Address == addr {
+			return true
+		}
+	}
+	return false
+}
+
+func (h handler) HealthStatus(_ context.Context, cluster string) (admin.HealthStatus, error) {
+	all, err := h.s.health.Status(cluster)
+	if err != nil {
+		return admin.HealthStatus{}, healthError("id", err)
+	}
+	st := admin.HealthStatus{Clusters: make([]admin.ClusterHealth, len(all))}
+	for i, cs := range all {
+		st.Clusters[i] = clusterHealthReply(&cs)
+	}
+	return st, nil
+}
+
+func clusterHealthReply(cs *health.ClusterStatus) admin.ClusterHealth {
+	hc := &cs.Health
+	out := admin.ClusterHealth{
+		Cluster: cs.Cluster, Probe: probeSummary(hc), Healthy: cs.Healthy, Total: cs.Total,
+		PanicThresholdPercent: hc.PanicThresholdPercent, SlowStartMs: hc.SlowStartMs,
+		Panic: cs.Panic, PublishedPanic: cs.PublishedPanic,
+		Endpoints: make([]admin.EndpointHealth, len(cs.Endpoints)),
+	}
+	for i, es := range cs.Endpoints {
+		e := admin.EndpointHealth{
+			Address: es.Address, Healthy: es.Healthy, Since: es.Since, Reason: es.Reason,
+			Published: es.Published, Routable: es.Routable, OKStreak: es.OKStreak, FailStreak: es.FailStreak,
+			RecoveredAt: es.RecoveredAt, PendingAt: es.PendingAt,
+			Sources:      make([]admin.HealthSource, len(es.Sources)),
+			Observations: make([]admin.HealthObservation, len(es.Observations)),
+			Accepted:     es.Accepted, Stale: es.Stale, Duplicate: es.Duplicate, Evicted: es.Evicted,
+		}
+		for j, src := range es.Sources {
+			e.Sources[j] = admin.HealthSource{Source: string(src.Source), Revision: src.Revision, At: src.At}
+		}
+		for j, o := range es.Observations {
+			e.Observations[j] = admin.HealthObservation{Source: string(o.Source), Revision: o.Revision, OK: o.OK, Detail: o.Detail, At: o.At, Received: o.Received}
+		}
+		out.Endpoints[i] = e
+	}
+	return out
+}
+
+// probeSummary describes a cluster's active probe in one line.
+func probeSummary(hc *model.HealthCheck) string {
+	switch hc.Type {
+	case "":
+		return "none"
+	case model.ProbeHTTP:
+		return fmt.Sprintf("http GET %s every %dms", hc.Path, hc.IntervalMs)
+	}
+	return fmt.Sprintf("%s every %dms", hc.Type, hc.IntervalMs)
+}
+
+func (h handler) ExplainHealth(_ context.Context, cluster, endpoint string) (admin.HealthExplanation, error) {
+	text, err := h.s.health.Explain(cluster, endpoint)
+	if err != nil {
+		field := "endpoint"
+		if cluster != "" && !h.s.hasCluster(cluster) {
+			field = "id"
+		}
+		return admin.HealthExplanation{}, healthError(field, err)
+	}
+	return admin.HealthExplanation{Text: text}, nil
+}
+
+func (s *Server) hasCluster(id string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, ok := s.model.clusters[id]
+	return ok
+}
