@@ -2,6 +2,7 @@ package store
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -14,8 +15,12 @@ import (
 	"time"
 )
 
-// crashChildEnv makes the test binary act as the crash test's writer process.
-const crashChildEnv = "SNAPGATE_STORE_CRASH_DIR"
+// crashChildEnv and snapCrashChildEnv make the test binary act as a crash
+// test's writer process.
+const (
+	crashChildEnv     = "SNAPGATE_STORE_CRASH_DIR"
+	snapCrashChildEnv = "SNAPGATE_STORE_SNAPCRASH_DIR"
+)
 
 const (
 	crashWriters   = 4
@@ -28,13 +33,18 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(crashChildEnv); dir != "" {
 		os.Exit(runCrashChild(dir))
 	}
+	if dir := os.Getenv(snapCrashChildEnv); dir != "" {
+		os.Exit(runSnapCrashChild(dir))
+	}
 	os.Exit(m.Run())
 }
 
 // runCrashChild writes as fast as it can from several goroutines and prints a
 // line for every acknowledged write. Each Apply creates one document that is
 // never touched again, so after a crash its presence and revision are exact
-// checks. Writer 0 also bumps a shared counter by CAS in the same Apply.
+// checks. Writer 0 also bumps a shared counter by CAS in the same Apply;
+// writer 1 puts a metadata entry (not fsynced) before each of its Applies,
+// which the Apply's fsync makes durable.
 func runCrashChild(dir string) int {
 	s, err := OpenPebble(dir, Options{Logger: quietLogger()})
 	if err != nil {
@@ -51,6 +61,12 @@ func runCrashChild(dir string) int {
 			var counter uint64
 			for n := 1; n <= crashChildCap && time.Now().Before(deadline); n++ {
 				id := fmt.Sprintf("w%d-%d", w, n)
+				if w == 1 {
+					if err := s.PutMeta("crash/"+id, []byte(id)); err != nil {
+						fmt.Fprintln(os.Stderr, "child put meta:", err)
+						return
+					}
+				}
 				muts := []Mutation{put("crash", id, id, ver(0))}
 				if w == 0 {
 					muts = append(muts, put("counter", "c", strconv.Itoa(n), ver(counter)))
@@ -100,13 +116,13 @@ func parseAck(line string) (ack, error) {
 	return ack{rev: rev, id: f[2], snap: len(f) == 4 && f[3] == "snap"}, nil
 }
 
-func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a child process")
-	}
-	dir := t.TempDir()
+// killChildAfter runs the test binary as a writer child (env=dir), reads
+// its acknowledgement lines, kills it with SIGKILL after `after` of them and
+// returns every line it wrote before dying.
+func killChildAfter(t *testing.T, env, dir string, after int) []string {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), crashChildEnv+"="+dir)
+	cmd.Env = append(os.Environ(), env+"="+dir)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -125,45 +141,50 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 		}
 	}()
 
-	var acks []ack
+	var acks []string
 	timeout := time.After(30 * time.Second)
-	killed := false
-	for !killed {
+	for len(acks) < after {
 		select {
 		case line, ok := <-lines:
 			if !ok {
 				_ = cmd.Wait()
 				t.Fatalf("child exited before kill after %d acks; stderr: %s", len(acks), stderr.String())
 			}
-			a, err := parseAck(line)
-			if err != nil {
-				t.Fatal(err)
-			}
-			acks = append(acks, a)
-			if len(acks) >= crashKillAfter {
-				if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-					t.Fatalf("kill -9 child: %v", err)
-				}
-				killed = true
-			}
+			acks = append(acks, line)
 		case <-timeout:
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
 			t.Fatalf("only %d acks in 30s; stderr: %s", len(acks), stderr.String())
 		}
 	}
-	// Lines already written to the pipe were acknowledged before the kill.
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatalf("kill -9 child: %v", err)
+	}
+	// Lines already written to the pipe were acknowledged before the kill;
+	// none is cut, since each is one write(2) under PIPE_BUF.
 	for line := range lines {
-		a, err := parseAck(line)
-		if err != nil {
-			t.Fatal(err) // a line cut by the kill cannot happen: each is one write(2) under PIPE_BUF
-		}
-		acks = append(acks, a)
+		acks = append(acks, line)
 	}
 	err = cmd.Wait()
 	var exitErr *exec.ExitError
 	if !errors.As(err, &exitErr) || exitErr.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("child was not killed by SIGKILL: %v; stderr: %s", err, stderr.String())
+	}
+	return acks
+}
+
+func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a child process")
+	}
+	dir := t.TempDir()
+	var acks []ack
+	for _, line := range killChildAfter(t, crashChildEnv, dir, crashKillAfter) {
+		a, err := parseAck(line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acks = append(acks, a)
 	}
 
 	s := openTest(t, dir)
@@ -184,6 +205,11 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 		if a.snap {
 			if b, err := s.Snapshot(a.rev); err != nil || string(b) != a.id {
 				t.Fatalf("acknowledged snapshot %d lost: %q, %v", a.rev, b, err)
+			}
+		}
+		if strings.HasPrefix(a.id, "w1-") {
+			if m, err := s.GetMeta("crash/" + a.id); err != nil || string(m) != a.id {
+				t.Fatalf("metadata put before acknowledged write %s lost: %q, %v", a.id, m, err)
 			}
 		}
 	}
@@ -218,4 +244,80 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 		t.Fatalf("first apply after recovery: rev %d, want %d", r, rev+1)
 	}
 	t.Logf("%d acknowledged writes (max rev %d), recovered revision %d", len(acks), maxRev, rev)
+}
+
+const (
+	snapCrashKeep = 3
+	snapCrashSize = 256 << 10
+)
+
+// runSnapCrashChild stores snapshots of snapCrashSize bytes with a history of
+// snapCrashKeep, continuing after the newest stored version, and prints
+// "snap <version>" once each PutSnapshot has returned.
+func runSnapCrashChild(dir string) int {
+	s, err := OpenPebble(dir, Options{Logger: quietLogger()})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child open:", err)
+		return 2
+	}
+	v, _, err := s.LatestSnapshot()
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		fmt.Fprintln(os.Stderr, "child latest snapshot:", err)
+		return 2
+	}
+	for deadline := time.Now().Add(crashChildLife); time.Now().Before(deadline); {
+		v++
+		if err := s.PutSnapshot(v, snapContent(v, snapCrashSize), snapCrashKeep); err != nil {
+			fmt.Fprintln(os.Stderr, "child put snapshot:", err)
+			return 2
+		}
+		fmt.Fprintf(os.Stdout, "snap %d\n", v)
+	}
+	_ = s.Close()
+	return 0
+}
+
+// TestCrashSnapshotFiles kills a process storing snapshot files at
+// arbitrary points, several times over the same directory: after each
+// crash the newest acknowledged version is there with its exact bytes, every
+// stored version is intact, and nothing but the recorded files is left.
+func TestCrashSnapshotFiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	dir := t.TempDir()
+	for round := 0; round < 3; round++ {
+		lines := killChildAfter(t, snapCrashChildEnv, dir, 10+7*round)
+		var acked uint64
+		for _, line := range lines {
+			if _, err := fmt.Sscanf(line, "snap %d", &acked); err != nil {
+				t.Fatalf("child line %q: %v", line, err)
+			}
+		}
+		s := openTest(t, dir)
+		recs, err := s.snapshotRecords()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stored []uint64
+		for _, e := range recs {
+			stored = append(stored, e.version)
+		}
+		// The put in flight at the kill may have committed: acked+1 may be
+		// the newest, and then acked-2 has been pruned.
+		newest := stored[len(stored)-1]
+		if (newest != acked && newest != acked+1) || len(stored) != snapCrashKeep || stored[0] != newest-snapCrashKeep+1 {
+			t.Fatalf("round %d: acknowledged up to v%d, stored %v", round, acked, stored)
+		}
+		wantSnapshots(t, s, stored...)
+		for _, v := range stored {
+			if got, err := s.Snapshot(v); err != nil || !bytes.Equal(got, snapContent(v, snapCrashSize)) {
+				t.Fatalf("round %d: v%d came back as %d bytes, %v", round, v, len(got), err)
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("round %d: killed after v%d acknowledged; recovered %v", round, acked, stored)
+	}
 }

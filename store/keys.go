@@ -6,21 +6,26 @@ import (
 	"strings"
 )
 
-// Key layout. The one-letter prefixes keep the three families in disjoint,
+// Key layout. The one-letter prefixes keep the families in disjoint,
 // separately scannable ranges:
 //
 //	d/<kind>/<id>        → 8B version (BE) | 8B revision (BE) | body
 //	m/rev                → 8B global revision (BE)
-//	s/<8B version (BE)>  → snapshot bytes
+//	f/<8B version (BE)>  → 8B file size (BE) | 8B xxhash64 of the file (BE)
+//	o/<key>              → metadata value
+//	s/<8B version (BE)>  → snapshot bytes (the layout before snapshot files;
+//	                       moved to files when such a store is opened)
 //
 // Kinds cannot contain '/', so the first '/' after "d/" ends the kind and the
 // rest of the key is the id verbatim (ids may contain '/'). Big-endian
-// versions make byte order equal numeric order, so the newest snapshot is the
-// last key of the s/ range.
+// versions make byte order equal numeric order.
 const (
-	docPrefix    = "d/"
-	snapPrefix   = "s/"
-	recordHeader = 16
+	docPrefix        = "d/"
+	snapRecordPrefix = "f/"
+	metaPrefix       = "o/"
+	legacySnapPrefix = "s/"
+	recordHeader     = 16
+	snapRecordLen    = 16
 )
 
 var revKey = []byte("m/rev")
@@ -60,25 +65,61 @@ func parseDocKey(key []byte) (kind, id string, err error) {
 	return kind, id, nil
 }
 
-func snapKey(version uint64) []byte {
-	k := make([]byte, len(snapPrefix)+8)
-	copy(k, snapPrefix)
-	binary.BigEndian.PutUint64(k[len(snapPrefix):], version)
+func snapRecordKey(version uint64) []byte {
+	return versionKey(snapRecordPrefix, version)
+}
+
+func versionKey(prefix string, version uint64) []byte {
+	k := make([]byte, len(prefix)+8)
+	copy(k, prefix)
+	binary.BigEndian.PutUint64(k[len(prefix):], version)
 	return k
 }
 
-func parseSnapKey(key []byte) (uint64, error) {
-	if len(key) != len(snapPrefix)+8 || string(key[:len(snapPrefix)]) != snapPrefix {
-		return 0, fmt.Errorf("snapshot key %q is not %q followed by 8 bytes", key, snapPrefix)
+// parseVersionKey parses a <prefix><8B version> key.
+func parseVersionKey(prefix string, key []byte) (uint64, error) {
+	if len(key) != len(prefix)+8 || string(key[:len(prefix)]) != prefix {
+		return 0, fmt.Errorf("snapshot key %q is not %q followed by 8 bytes", key, prefix)
 	}
-	return binary.BigEndian.Uint64(key[len(snapPrefix):]), nil
+	return binary.BigEndian.Uint64(key[len(prefix):]), nil
+}
+
+// snapRecord is what Pebble holds per stored snapshot: enough to tell the
+// complete file from anything else under that name.
+type snapRecord struct {
+	size, hash uint64
+}
+
+func encodeSnapRecord(r snapRecord) []byte {
+	v := make([]byte, snapRecordLen)
+	binary.BigEndian.PutUint64(v[0:8], r.size)
+	binary.BigEndian.PutUint64(v[8:16], r.hash)
+	return v
+}
+
+func decodeSnapRecord(v []byte) (snapRecord, error) {
+	if len(v) != snapRecordLen {
+		return snapRecord{}, fmt.Errorf("snapshot record is %d bytes, want %d", len(v), snapRecordLen)
+	}
+	r := snapRecord{size: binary.BigEndian.Uint64(v[0:8]), hash: binary.BigEndian.Uint64(v[8:16])}
+	if r.size == 0 {
+		return snapRecord{}, fmt.Errorf("snapshot record has size 0")
+	}
+	return r, nil
+}
+
+func metaKey(key string) []byte {
+	return append([]byte(metaPrefix), key...)
 }
 
 // prefixEnd returns the smallest key greater than every key with prefix p.
-// All our prefixes end in '/' (0x2f), so incrementing the last byte never
-// overflows.
+// Trailing 0xff bytes cannot be incremented and are dropped; p is never all
+// 0xff since every prefix starts with a family letter.
 func prefixEnd(p []byte) []byte {
 	end := append([]byte(nil), p...)
+	for len(end) > 0 && end[len(end)-1] == 0xff {
+		end = end[:len(end)-1]
+	}
 	end[len(end)-1]++
 	return end
 }

@@ -22,9 +22,16 @@ type Options struct {
 
 	// MemTableSize is the size of one pebble memtable in bytes. Writes stall
 	// when two full memtables wait for a flush, so a larger value absorbs
-	// bigger bursts of snapshot writes at the cost of memory and a longer WAL
-	// replay on open. Default: 4 MiB.
+	// bigger bursts of document writes at the cost of memory and a longer
+	// WAL replay on open (snapshot bytes are files, not memtable entries).
+	// Default: 4 MiB.
 	MemTableSize uint64
+
+	// SnapshotDir is the directory for the snapshot history files. The
+	// store owns it: files in it that no stored version refers to are
+	// removed on open. Default: the Pebble directory's path with
+	// "-snapshots" appended (a sibling, so Pebble never sees the files).
+	SnapshotDir string
 }
 
 const (

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -35,12 +36,18 @@ type Pebble struct {
 	rev atomic.Uint64 // last durable revision; stored only after the commit's fsync
 	log *slog.Logger
 
-	// snapVersions lists the stored snapshot versions, ascending, once
-	// loaded (guarded by mu). Listing them from Pebble on every put walked
-	// the data blocks of every kept snapshot: with 20 MB snapshots that was
-	// a large share of ctrl's CPU per published version.
-	snapVersions       []uint64
-	snapVersionsLoaded bool
+	// snapDir holds the snapshot files (snapshots.go).
+	snapDir string
+	// snapWrite serializes PutSnapshot, from choosing what to prune to
+	// removing the pruned files, so no put removes a file another writes.
+	snapWrite sync.Mutex
+	// snapIdx guards snaps, the stored versions ascending. Readers open a
+	// file under the read lock; PutSnapshot drops versions from snaps under
+	// the write lock before removing their files, so a file is never
+	// removed between a reader's lookup and its open (an open file stays
+	// readable after removal).
+	snapIdx sync.RWMutex
+	snaps   []snapEntry
 }
 
 var _ Store = (*Pebble)(nil)
@@ -63,14 +70,20 @@ func OpenPebble(dir string, opts Options) (*Pebble, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open pebble in %s: %w", dir, err)
 	}
-	p := &Pebble{db: db, log: opts.Logger}
+	p := &Pebble{db: db, log: opts.Logger, snapDir: opts.SnapshotDir}
+	if p.snapDir == "" {
+		p.snapDir = filepath.Clean(dir) + "-snapshots"
+	}
 	rev, err := readRevision(db)
+	if err == nil {
+		err = p.openSnapshots()
+	}
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	p.rev.Store(rev)
-	p.log.Debug("store opened", "dir", dir, "revision", rev)
+	p.log.Debug("store opened", "dir", dir, "snapshot_dir", p.snapDir, "revision", rev, "snapshots", len(p.snaps))
 	return p, nil
 }
 
@@ -286,133 +299,6 @@ func scanDocs(snap *pebble.Snapshot, prefix []byte) (docs []Doc, err error) {
 
 // Revision implements Store.
 func (p *Pebble) Revision() uint64 { return p.rev.Load() }
-
-// PutSnapshot implements Store. The write and the pruning commit in one
-// fsynced batch, so a crash leaves either the old set or the new one. A
-// version older than the `keep` newest ones is pruned by the same batch that
-// would have written it.
-func (p *Pebble) PutSnapshot(version uint64, data []byte, keep int) error {
-	if keep < 1 {
-		return fmt.Errorf("store: put snapshot %d: keep is %d, must be at least 1: %w", version, keep, ErrInvalid)
-	}
-	if len(data) == 0 {
-		return fmt.Errorf("store: put snapshot %d: data is empty: %w", version, ErrInvalid)
-	}
-	if err := p.enter("put snapshot"); err != nil {
-		return err
-	}
-	defer p.life.RUnlock()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-
-	if !p.snapVersionsLoaded {
-		vs, err := p.snapshotVersions()
-		if err != nil {
-			return fmt.Errorf("store: put snapshot %d: %w", version, err)
-		}
-		p.snapVersions, p.snapVersionsLoaded = vs, true
-	}
-	versions := slices.Clone(p.snapVersions)
-	if _, found := slices.BinarySearch(versions, version); !found {
-		versions = append(versions, version)
-		slices.Sort(versions)
-	}
-	b := p.db.NewBatch()
-	defer b.Close()
-	if err := b.Set(snapKey(version), data, nil); err != nil {
-		return fmt.Errorf("store: put snapshot %d: batch put: %w", version, err)
-	}
-	if n := len(versions) - keep; n > 0 {
-		for _, old := range versions[:n] {
-			if err := b.Delete(snapKey(old), nil); err != nil {
-				return fmt.Errorf("store: put snapshot %d: batch prune %d: %w", version, old, err)
-			}
-		}
-		versions = versions[n:]
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("store: put snapshot %d: commit: %w", version, err)
-	}
-	p.snapVersions = versions
-	return nil
-}
-
-// snapshotVersions lists stored snapshot versions in ascending order. The
-// caller holds mu.
-func (p *Pebble) snapshotVersions() (versions []uint64, err error) {
-	prefix := []byte(snapPrefix)
-	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
-	if err != nil {
-		return nil, fmt.Errorf("iterate snapshots: %w", err)
-	}
-	defer func() {
-		if cerr := it.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("iterate snapshots: %w", cerr)
-		}
-	}()
-	for it.First(); it.Valid(); it.Next() {
-		v, err := parseSnapKey(it.Key())
-		if err != nil {
-			return nil, fmt.Errorf("corrupt snapshot index: %w", err)
-		}
-		versions = append(versions, v)
-	}
-	return versions, nil
-}
-
-// Snapshot implements Store.
-func (p *Pebble) Snapshot(version uint64) ([]byte, error) {
-	if err := p.enter("snapshot"); err != nil {
-		return nil, err
-	}
-	defer p.life.RUnlock()
-	p.mu.Lock()
-	v, closer, err := p.db.Get(snapKey(version))
-	p.mu.Unlock()
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, fmt.Errorf("store: snapshot %d: %w", version, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("store: snapshot %d: %w", version, err)
-	}
-	defer closer.Close()
-	return bytes.Clone(v), nil
-}
-
-// LatestSnapshot implements Store.
-func (p *Pebble) LatestSnapshot() (version uint64, data []byte, err error) {
-	if err := p.enter("latest snapshot"); err != nil {
-		return 0, nil, err
-	}
-	defer p.life.RUnlock()
-	snap := p.durableSnapshot()
-	defer snap.Close()
-	prefix := []byte(snapPrefix)
-	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
-	if err != nil {
-		return 0, nil, fmt.Errorf("store: latest snapshot: iterate: %w", err)
-	}
-	defer func() {
-		if cerr := it.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("store: latest snapshot: iterate: %w", cerr)
-		}
-	}()
-	if !it.Last() {
-		if err := it.Error(); err != nil {
-			return 0, nil, fmt.Errorf("store: latest snapshot: iterate: %w", err)
-		}
-		return 0, nil, fmt.Errorf("store: latest snapshot: %w", ErrNotFound)
-	}
-	version, err = parseSnapKey(it.Key())
-	if err != nil {
-		return 0, nil, fmt.Errorf("store: latest snapshot: corrupt snapshot index: %w", err)
-	}
-	v, err := it.ValueAndErr()
-	if err != nil {
-		return 0, nil, fmt.Errorf("store: latest snapshot %d: read: %w", version, err)
-	}
-	return version, bytes.Clone(v), nil
-}
 
 // Close implements Store. It waits for running operations to finish.
 func (p *Pebble) Close() error {

@@ -8,6 +8,11 @@
 // for compare-and-swap, and carries the global Revision of the commit that
 // wrote it. Each successful Apply produces exactly one new Revision, and the
 // whole Apply is durable (fsynced) before it returns.
+//
+// Beside the documents the store holds a small side table of metadata
+// (PutMeta and friends) for operational records such as the last known
+// state of each edge: those writes take no revision, so they never cause a
+// new snapshot version.
 package store
 
 import (
@@ -42,9 +47,16 @@ var (
 	// ErrClosed is returned by every operation after Close.
 	ErrClosed = errors.New("store is closed")
 	// ErrInvalid is wrapped by errors for malformed input: a bad kind or id, an
-	// empty Apply, a duplicate mutation, empty snapshot data, keep < 1.
+	// empty Apply, a duplicate mutation, empty snapshot data, keep < 1, a bad
+	// metadata key or an oversized metadata value.
 	ErrInvalid = errors.New("invalid argument")
 )
+
+// Meta is one entry of the metadata side table.
+type Meta struct {
+	Key   string
+	Value []byte
+}
 
 // ConflictError reports a mutation whose Expected version did not match the
 // stored one. Actual is 0 when the document does not exist.
@@ -94,6 +106,23 @@ type Store interface {
 	Snapshot(version uint64) ([]byte, error)
 	// LatestSnapshot returns the newest stored snapshot or an error wrapping ErrNotFound.
 	LatestSnapshot() (version uint64, data []byte, err error)
+
+	// PutMeta sets a metadata entry (see ValidateMetaKey, MaxMetaValueLen).
+	// Metadata is outside the revisions: it changes neither Revision nor
+	// anything Load returns. A write is atomic but not fsynced: it becomes
+	// durable with the next fsynced write of any kind (every Apply and
+	// PutSnapshot) or Close, and a crash before that may lose it. Meant for
+	// state that is cheap to lose a second of, such as edge status.
+	PutMeta(key string, value []byte) error
+	// GetMeta returns one metadata value or an error wrapping ErrNotFound.
+	GetMeta(key string) ([]byte, error)
+	// ListMeta returns every metadata entry whose key starts with prefix
+	// (all of them for ""), sorted by key.
+	ListMeta(prefix string) ([]Meta, error)
+	// DeleteMeta removes a metadata entry, with PutMeta's durability.
+	// Deleting a missing key is not an error.
+	DeleteMeta(key string) error
+
 	// Close releases the store; later calls return ErrClosed.
 	Close() error
 }

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -420,20 +420,33 @@ func TestSnapshots(t *testing.T) {
 	}
 }
 
+// wantSnapshots checks that exactly the versions want are stored: in
+// Pebble's records, in the in-memory index and as files, and readable.
 func wantSnapshots(t *testing.T, s *Pebble, want ...uint64) {
 	t.Helper()
-	s.mu.Lock()
-	got, err := s.snapshotVersions()
-	cached, loaded := slices.Clone(s.snapVersions), s.snapVersionsLoaded
-	s.mu.Unlock()
+	recs, err := s.snapshotRecords()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("stored snapshot versions = %v, want %v", got, want)
+	var got, files []uint64
+	for _, e := range recs {
+		got = append(got, e.version)
 	}
-	if loaded && fmt.Sprint(cached) != fmt.Sprint(want) {
-		t.Fatalf("in-memory snapshot versions = %v, Pebble holds %v", cached, want)
+	s.snapIdx.RLock()
+	var cached []uint64
+	for _, e := range s.snaps {
+		cached = append(cached, e.version)
+	}
+	s.snapIdx.RUnlock()
+	for _, name := range snapDirNames(t, s) {
+		v, _, ok := parseSnapFileName(name)
+		if !ok {
+			t.Fatalf("unexpected file %q in the snapshot directory", name)
+		}
+		files = append(files, v)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) || fmt.Sprint(cached) != fmt.Sprint(want) || fmt.Sprint(files) != fmt.Sprint(want) {
+		t.Fatalf("stored snapshot versions: records %v, in memory %v, files %v; want %v", got, cached, files, want)
 	}
 	for _, v := range want {
 		if _, err := s.Snapshot(v); err != nil {
@@ -443,6 +456,19 @@ func wantSnapshots(t *testing.T, s *Pebble, want ...uint64) {
 	if lv, _, err := s.LatestSnapshot(); err != nil || lv != want[len(want)-1] {
 		t.Fatalf("LatestSnapshot = %d, %v; want %d", lv, err, want[len(want)-1])
 	}
+}
+
+func snapDirNames(t *testing.T, s *Pebble) []string {
+	t.Helper()
+	ents, err := os.ReadDir(s.snapDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.Name()
+	}
+	return names
 }
 
 func TestPersistence(t *testing.T) {
@@ -594,6 +620,10 @@ func TestClosed(t *testing.T) {
 	checks["PutSnapshot"] = s.PutSnapshot(2, []byte("s"), 1)
 	_, checks["Snapshot"] = s.Snapshot(1)
 	_, _, checks["LatestSnapshot"] = s.LatestSnapshot()
+	checks["PutMeta"] = s.PutMeta("k", nil)
+	_, checks["GetMeta"] = s.GetMeta("k")
+	_, checks["ListMeta"] = s.ListMeta("")
+	checks["DeleteMeta"] = s.DeleteMeta("k")
 	checks["Close"] = s.Close()
 	for op, err := range checks {
 		if !errors.Is(err, ErrClosed) {

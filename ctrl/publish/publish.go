@@ -48,10 +48,27 @@ type Config struct {
 	KeepBases int
 	// Metrics receives the publisher's metrics; nil keeps a private set.
 	Metrics *metrics.Set
+
+	// Edges seeds the edges remembered from before a restart (ctrl reads
+	// them from its store): Status lists them, disconnected, until they
+	// reconnect. Records with an invalid node id are logged and skipped.
+	Edges []EdgeRecord
+	// OnEdgeChange, if set, is called when an edge's EdgeRecord changes,
+	// with the new record, or with nil once Forget removed the edge. A
+	// connect, a disconnect and a Forget are reported at once; ACKs and
+	// NACKs at most once per SaveInterval per edge, with the latest state.
+	// Calls come from one goroutine, in order; Close makes the calls still
+	// pending before it returns.
+	OnEdgeChange func(nodeID string, rec *EdgeRecord)
+	// SaveInterval bounds how often OnEdgeChange reports one edge's ACKs
+	// and NACKs: an edge at 50 versions a second would otherwise mean 50
+	// store writes a second. Default 1s.
+	SaveInterval time.Duration
 }
 
 // EdgeStatus is what ctrl knows about one edge, by node id. Edges stay listed
-// after they disconnect, with Connected false.
+// after they disconnect, with Connected false, and across ctrl restarts
+// through Config.Edges, until Forget.
 type EdgeStatus struct {
 	NodeID     string
 	RemoteAddr string
@@ -109,13 +126,19 @@ type Server struct {
 	closed    bool
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
-	edges     map[string]*EdgeStatus
+	edges     map[string]*edge
+	forgotten []string   // node ids Forget removed, not yet given to OnEdgeChange
 	publishMu sync.Mutex // orders Publish calls so versions only move forward
 
 	wg sync.WaitGroup
+
+	// saveLoop's channels, nil without OnEdgeChange (remember.go).
+	saveWake           chan struct{} // capacity 1
+	saveStop, saveDone chan struct{}
 }
 
-// New returns a Server; call Serve to accept edges.
+// New returns a Server; call Serve to accept edges, and Close to stop it
+// (with OnEdgeChange set, New starts the goroutine that calls it).
 func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -135,13 +158,17 @@ func New(cfg Config) *Server {
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.NewSet()
 	}
+	if cfg.SaveInterval <= 0 {
+		cfg.SaveInterval = time.Second
+	}
 	s := &Server{
 		cfg:       cfg,
 		log:       cfg.Logger,
 		listeners: make(map[net.Listener]struct{}),
 		sessions:  make(map[*session]struct{}),
-		edges:     make(map[string]*EdgeStatus),
+		edges:     make(map[string]*edge),
 	}
+	s.seed(cfg.Edges)
 	comp, err := wire.NewCompressor()
 	if err != nil {
 		s.log.Warn("publish: zstd unavailable, sending snapshots uncompressed", "err", err)
@@ -155,6 +182,11 @@ func New(cfg Config) *Server {
 		s.denc = denc
 	}
 	s.m = newPubMetrics(cfg.Metrics, s)
+	if cfg.OnEdgeChange != nil {
+		s.saveWake = make(chan struct{}, 1)
+		s.saveStop, s.saveDone = make(chan struct{}), make(chan struct{})
+		go s.saveLoop()
+	}
 	return s
 }
 
@@ -397,25 +429,30 @@ func (s *Server) LatestVersion() uint64 {
 	return 0
 }
 
-// Status returns every edge seen since the Server started, sorted by node id.
+// Status returns every edge seen since the Server started or seeded by
+// Config.Edges, and not forgotten since, sorted by node id.
 func (s *Server) Status() []EdgeStatus {
 	s.mu.Lock()
 	out := make([]EdgeStatus, 0, len(s.edges))
 	for _, e := range s.edges {
-		out = append(out, *e)
+		out = append(out, e.EdgeStatus)
 	}
 	s.mu.Unlock()
 	slices.SortFunc(out, func(a, b EdgeStatus) int { return strings.Compare(a.NodeID, b.NodeID) })
 	return out
 }
 
-// Close stops accepting, closes every session and waits for all goroutines
-// the Server started. It is safe to call more than once.
+// Close stops accepting, closes every session, hands OnEdgeChange the
+// changes still pending (every edge now disconnected) and waits for all
+// goroutines the Server started. It is safe to call more than once.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		s.wg.Wait()
+		if s.saveDone != nil {
+			<-s.saveDone
+		}
 		return nil
 	}
 	s.closed = true
@@ -430,6 +467,10 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	if s.saveStop != nil {
+		close(s.saveStop) // sessions have all detached: their disconnects are pending
+		<-s.saveDone
+	}
 	// Only sessions encode, and they have all ended.
 	if s.comp != nil {
 		s.comp.Close()
@@ -457,7 +498,7 @@ func (s *Server) attach(ss *session, h wire.Hello, diverged bool) {
 	ss.nodeID = h.NodeID
 	e := s.edges[h.NodeID]
 	if e == nil {
-		e = &EdgeStatus{NodeID: h.NodeID}
+		e = &edge{EdgeStatus: EdgeStatus{NodeID: h.NodeID}}
 		s.edges[h.NodeID] = e
 	}
 	e.RemoteAddr = ss.remote
@@ -467,6 +508,7 @@ func (s *Server) attach(ss *session, h wire.Hello, diverged bool) {
 	// than its last ACK if it restarted from an older file on disk.
 	e.AppliedVersion = h.HaveVersion
 	e.Diverged = diverged
+	s.changed(e, true)
 }
 
 func (s *Server) detach(ss *session) {
@@ -478,6 +520,7 @@ func (s *Server) detach(ss *session) {
 	}
 	if e := s.edges[ss.nodeID]; e != nil {
 		e.Connected = false
+		s.changed(e, true)
 	}
 }
 
@@ -491,6 +534,7 @@ func (s *Server) recordAck(nodeID string, v uint64, replaced bool) {
 		if replaced {
 			e.Diverged = false
 		}
+		s.changed(e, false)
 	}
 	var committed time.Time
 	for _, p := range s.recent {
@@ -541,5 +585,6 @@ func (s *Server) recordNack(nodeID string, n wire.Nack) {
 	defer s.mu.Unlock()
 	if e := s.edges[nodeID]; e != nil {
 		e.LastNack = fmt.Sprintf("v%d: %s", n.Version, n.Reason)
+		s.changed(e, false)
 	}
 }

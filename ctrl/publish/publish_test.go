@@ -46,6 +46,12 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 
 func start(t *testing.T) (*Server, string, *syncBuf) {
 	t.Helper()
+	return startWith(t, nil)
+}
+
+// startWith is start with cfg edited by edit (if not nil) before New.
+func startWith(t *testing.T, edit func(*Config)) (*Server, string, *syncBuf) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +60,11 @@ func start(t *testing.T) (*Server, string, *syncBuf) {
 	// DeadAfter is short so silence tests run fast, yet long enough that a
 	// GC pause under -race (each delta encode still allocates tens of MB)
 	// does not cut a live stream.
-	s := New(Config{Logger: slog.New(slog.NewTextHandler(logs, nil)), HeartbeatInterval: 20 * time.Millisecond, DeadAfter: time.Second, Secret: testSecret})
+	cfg := Config{Logger: slog.New(slog.NewTextHandler(logs, nil)), HeartbeatInterval: 20 * time.Millisecond, DeadAfter: time.Second, Secret: testSecret}
+	if edit != nil {
+		edit(&cfg)
+	}
+	s := New(cfg)
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
 	t.Cleanup(func() {
