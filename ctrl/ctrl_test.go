@@ -601,3 +601,41 @@ func BenchmarkBuild10kRoutes(b *testing.B) {
 		}
 	}
 }
+
+// TestRestartRemembersEdges: an edge that was connected before a ctrl
+// restart is listed afterwards, disconnected, with its applied version,
+// although it never came back.
+func TestRestartRemembersEdges(t *testing.T) {
+	dir := t.TempDir()
+	h := startCtrl(t, dir, nil)
+	stop := streamEdge(t, h.s.PublishAddr(), "edge-gone")
+	h.waitEdges(1)
+	var applied uint64
+	deadline := time.Now().Add(10 * time.Second)
+	for applied == 0 && time.Now().Before(deadline) {
+		st, err := h.c.Status(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range st.Edges {
+			if e.NodeID == "edge-gone" {
+				applied = e.AppliedVersion
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if applied == 0 {
+		t.Fatal("the edge never ACKed a version")
+	}
+	stop()
+	h.stop()
+
+	h = startCtrl(t, dir, nil)
+	st, err := h.c.Status(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Edges) != 1 || st.Edges[0].NodeID != "edge-gone" || st.Edges[0].Connected || st.Edges[0].AppliedVersion != applied {
+		t.Fatalf("after restart the edges are %+v; want edge-gone, disconnected, at v%d", st.Edges, applied)
+	}
+}

@@ -233,6 +233,9 @@ func (s *Server) init() error {
 	// Before the first snapshot and the first observation: the tracker
 	// publishes the stored health of these clusters at once.
 	s.syncHealth()
+	if err := s.rememberEdges(); err != nil {
+		return err
+	}
 	s.pub = publish.New(s.cfg.Publish)
 	if err := s.startSnapshot(); err != nil {
 		s.pub.Close()
@@ -455,4 +458,40 @@ func (s *Server) lastSnap() snapInfo {
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
 	return s.snap
+}
+
+// edgeMetaPrefix keys each edge's last known status in the store's
+// metadata (outside the revisions: saving it never makes a snapshot).
+const edgeMetaPrefix = "edge/"
+
+// rememberEdges seeds the publisher with the edges stored before this
+// start and has it save their changes back.
+func (s *Server) rememberEdges() error {
+	metas, err := s.store.ListMeta(edgeMetaPrefix)
+	if err != nil {
+		return fmt.Errorf("ctrl: loading remembered edges: %w", err)
+	}
+	for _, m := range metas {
+		rec, err := publish.DecodeEdgeRecord(m.Value)
+		if err == nil && edgeMetaPrefix+rec.NodeID != m.Key {
+			err = fmt.Errorf("record is for node %q", rec.NodeID)
+		}
+		if err != nil {
+			s.log.Warn("ignoring unreadable remembered edge", "key", m.Key, "err", err)
+			continue
+		}
+		s.cfg.Publish.Edges = append(s.cfg.Publish.Edges, rec)
+	}
+	s.cfg.Publish.OnEdgeChange = func(nodeID string, rec *publish.EdgeRecord) {
+		var err error
+		if rec == nil {
+			err = s.store.DeleteMeta(edgeMetaPrefix + nodeID)
+		} else {
+			err = s.store.PutMeta(edgeMetaPrefix+nodeID, rec.Encode())
+		}
+		if err != nil {
+			s.log.Warn("saving edge status failed", "node", nodeID, "err", err)
+		}
+	}
+	return nil
 }

@@ -52,7 +52,7 @@ func defaultCtrlConfig() ctrlConfig {
 func runCtrl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg := defaultCtrlConfig()
 	d, code, ok := parseDaemon("ctrl", args, stderr, &cfg, &cfg.LogLevel, &cfg.StreamSecretFile, func(fs *flag.FlagSet) {
-		fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of the Pebble store (routes, clusters, snapshot history)")
+		fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of ctrl's state: the Pebble store (documents, health, edge status) and the snapshot history files")
 		fs.StringVar(&cfg.AdminSocket, "admin-socket", cfg.AdminSocket, "unix socket for 'snapgate ctl' (created mode 0600)")
 		fs.StringVar(&cfg.StreamListen, "stream-listen", cfg.StreamListen, "TCP address edges connect to for snapshots")
 		fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "TCP address of the HTTP /metrics listener (Prometheus text format); empty disables it")
