@@ -41,6 +41,9 @@ var (
 			for _, b := range c.Credentials.Basic {
 				m.users[b.Username] = c.ID
 			}
+			for _, j := range c.Credentials.JWT {
+				m.subjects[j] = c.ID
+			}
 		},
 		unindex: func(m *state, c *model.Consumer) {
 			for _, k := range c.Credentials.APIKeys {
@@ -48,6 +51,9 @@ var (
 			}
 			for _, b := range c.Credentials.Basic {
 				delete(m.users, b.Username)
+			}
+			for _, j := range c.Credentials.JWT {
+				delete(m.subjects, j)
 			}
 		},
 		view: func(c model.Consumer, r *admin.Result) {
@@ -132,8 +138,8 @@ func keepHMACKeys(j, stored *model.JWTIssuer) {
 	}
 }
 
-// checkConsumer: linked issuers exist, and no API key or username belongs
-// to another consumer (the edge could not tell whose it is).
+// checkConsumer: linked issuers exist, and no API key, username or JWT
+// subject belongs to another consumer (the edge could not tell whose it is).
 func checkConsumer(m *state, c *model.Consumer) error {
 	if err := model.CheckConsumerRefs(c, func(id string) bool { _, ok := m.issuers[id]; return ok }); err != nil {
 		return invalid(err)
@@ -146,6 +152,15 @@ func checkConsumer(m *state, c *model.Consumer) error {
 	for i, b := range c.Credentials.Basic {
 		if other, ok := m.users[b.Username]; ok && other != c.ID {
 			return admin.Errorf(admin.CodeConflict, fmt.Sprintf("credentials.basic[%d].username", i), "username %q belongs to consumer %q", b.Username, other)
+		}
+	}
+	for i, j := range c.Credentials.JWT {
+		if other, ok := m.subjects[j]; ok && other != c.ID {
+			what := fmt.Sprintf("subject %q", j.Subject)
+			if j.Subject == "" {
+				what = "every subject"
+			}
+			return admin.Errorf(admin.CodeConflict, fmt.Sprintf("credentials.jwt[%d]", i), "%s of issuer %q is linked to consumer %q", what, j.Issuer, other)
 		}
 	}
 	return nil

@@ -336,6 +336,17 @@ func TestAuthReferenceRules(t *testing.T) {
 	wantAdminErr(t, err, admin.CodeConflict, "credentials.basic[0].username", `username "shared" belongs to consumer "alice"`)
 	_, err = h.c.PutJWTIssuer(cx, issuer("idp2", "https://idp.example"), nil)
 	wantAdminErr(t, err, admin.CodeConflict, "issuer", `"https://idp.example" is already the issuer of jwt_issuer "idp"`)
+	// Every edge refuses a subject linked to two consumers, so ctrl must.
+	if _, err := h.c.PutConsumer(cx, model.Consumer{ID: "carol", Credentials: model.Credentials{
+		JWT: []model.JWTIdentity{{Issuer: "idp", Subject: "carol@example.com"}}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.c.PutConsumer(cx, model.Consumer{ID: "mallory", Credentials: model.Credentials{
+		JWT: []model.JWTIdentity{{Issuer: "idp", Subject: "carol@example.com"}}}}, nil)
+	wantAdminErr(t, err, admin.CodeConflict, "credentials.jwt[0]", `subject "carol@example.com" of issuer "idp" is linked to consumer "carol"`)
+	if _, err := h.c.DeleteConsumer(cx, "carol", nil); err != nil {
+		t.Fatal(err)
+	}
 
 	// Deletes of what others refer to are refused, naming the referrers.
 	_, err = h.c.DeleteJWTIssuer(cx, "idp", nil)

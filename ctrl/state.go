@@ -33,11 +33,12 @@ type state struct {
 	fleet versioned[uint32]
 
 	// Indexes of what must be unique across documents.
-	byKey   map[routeKey]string // route match key -> route id
-	byScope map[string]string   // model.Policy.ScopeKey -> policy id
-	keys    map[string]string   // API key hash -> consumer id
-	users   map[string]string   // basic-auth username -> consumer id
-	iss     map[string]string   // issuer "iss" value -> jwt_issuer id
+	byKey    map[routeKey]string          // route match key -> route id
+	byScope  map[string]string            // model.Policy.ScopeKey -> policy id
+	keys     map[string]string            // API key hash -> consumer id
+	users    map[string]string            // basic-auth username -> consumer id
+	subjects map[model.JWTIdentity]string // JWT issuer and subject -> consumer id
+	iss      map[string]string            // issuer "iss" value -> jwt_issuer id
 }
 
 func newState(rev uint64) state {
@@ -52,6 +53,7 @@ func newState(rev uint64) state {
 		byScope:   make(map[string]string),
 		keys:      make(map[string]string),
 		users:     make(map[string]string),
+		subjects:  make(map[model.JWTIdentity]string),
 		iss:       make(map[string]string),
 	}
 }

@@ -228,6 +228,7 @@ func checkAuth(a *Auth) error {
 	}
 	keys := make(map[[32]byte]string)
 	users := make(map[string]string)
+	links := make(map[JWTLink]string)
 	for i := range a.Consumers {
 		c := &a.Consumers[i]
 		switch {
@@ -258,6 +259,10 @@ func checkAuth(a *Auth) error {
 			if !issuers[l.Issuer] {
 				return fmt.Errorf("consumer %q: field jwt[%d].issuer: issuer %q does not exist", c.ID, j, l.Issuer)
 			}
+			if other, dup := links[l]; dup {
+				return fmt.Errorf("consumer %q: field jwt[%d]: subject %q of issuer %q is also linked to consumer %q", c.ID, j, l.Subject, l.Issuer, other)
+			}
+			links[l] = c.ID
 		}
 	}
 	for i := range a.Policies {
@@ -271,6 +276,10 @@ func checkAuth(a *Auth) error {
 			return fmt.Errorf("policy %q: field methods: unknown method bits %#x", p.ID, p.Methods)
 		case p.APIKeyHeader != strings.ToLower(p.APIKeyHeader):
 			return fmt.Errorf("policy %q: field api_key_header: %q must be lowercase", p.ID, p.APIKeyHeader)
+		case p.Methods == 0 && (p.Required || p.APIKeyHeader != "" || len(p.AllowGroups)+len(p.DenyGroups)+len(p.Issuers)+len(p.Audiences)+len(p.RequiredClaims) > 0):
+			// Enforcing these without authenticating anyone would have to
+			// guess: refuse instead of serving the route open.
+			return fmt.Errorf("policy %q: field methods: authentication settings (required, groups, issuers, audiences, claims, api_key_header) need at least one method", p.ID)
 		case p.ConsumerHeader != "" && ReservedHeader(p.ConsumerHeader, p.APIKeyHeader):
 			return fmt.Errorf("policy %q: field consumer_header: %q is a field the proxy or the credentials use", p.ID, p.ConsumerHeader)
 		}

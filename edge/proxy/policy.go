@@ -28,8 +28,11 @@ import (
 
 // requestPolicy is what the policy decided for the request in flight.
 type requestPolicy struct {
-	p        *routing.Policy // nil: the route has no policy
-	consumer string          // authenticated consumer id; "" anonymous
+	// consumerHeaders are the snapshot's consumer headers besides the
+	// default one; client copies never go upstream (Table.ConsumerHeaders).
+	consumerHeaders [][]byte
+	p               *routing.Policy // nil: the route has no policy
+	consumer        string          // authenticated consumer id; "" anonymous
 	// credential is the lowercase name of the field that carried the
 	// credential, removed upstream; nil when kept or absent.
 	credential []byte
@@ -55,6 +58,7 @@ const (
 // enforcePolicy applies the matched route's policy. It reports false when
 // the policy refuses the request; refusePolicy then answers it.
 func (s *Server) enforcePolicy(st *connState, tab *routing.Table) bool {
+	st.pol.consumerHeaders = tab.ConsumerHeaders()
 	pi := tab.PolicyFor(&st.match)
 	if pi < 0 {
 		return true
@@ -167,14 +171,16 @@ func (c *credentialFields) Header(name []byte) ([]byte, bool) {
 
 func sameField(a, b []byte) bool { return len(a) == len(b) && equalFoldBytes(a, b) }
 
-// stripsField reports whether a client field must not go upstream under
-// the policy: the consumer header (only the edge sets it) and the
-// credential field, unless kept.
+// stripsField reports whether a client field must not go upstream: any
+// policy's consumer header (only the edge sets them) and, under the
+// request's policy, the credential field unless kept.
 func (rp *requestPolicy) stripsField(name []byte) bool {
-	if rp.p == nil {
-		return false
+	for _, h := range rp.consumerHeaders {
+		if sameField(name, h) {
+			return true
+		}
 	}
-	return sameField(name, rp.p.ConsumerHeader) || rp.credential != nil && sameField(name, rp.credential)
+	return rp.credential != nil && sameField(name, rp.credential)
 }
 
 // appendConsumer adds the consumer header to an upstream head.

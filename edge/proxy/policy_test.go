@@ -255,6 +255,20 @@ func TestAPIKeyForwarding(t *testing.T) {
 	if r.status != 200 || !strings.Contains(r.body, `consumer=[] user=["alice"] authorization=[] key=["key-alice"]`) {
 		t.Fatalf("forwarded %d %q", r.status, r.body)
 	}
+	// Another policy's consumer header is stripped too, under any policy
+	// or none: the staff backend trusts X-User whatever route reached it.
+	r = c.do(request("/admin", "X-User: alice\r\n", "X-Api-Key: key-bob\r\n"))
+	if r.status != 200 || !strings.Contains(r.body, `consumer=["bob"] user=[]`) {
+		t.Fatalf("a spoofed X-User under another policy forwarded %d %q", r.status, r.body)
+	}
+	r = c.do(request("/limited", "x-user: alice\r\n"))
+	if r.status != 200 || !strings.Contains(r.body, `user=[]`) {
+		t.Fatalf("a spoofed X-User under a rate-limit-only policy forwarded %d %q", r.status, r.body)
+	}
+	r = c.do("GET /x HTTP/1.1\r\nHost: open.example\r\nX-User: alice\r\n\r\n")
+	if r.status != 200 || !strings.Contains(r.body, `user=[]`) {
+		t.Fatalf("a spoofed X-User on a route without a policy forwarded %d %q", r.status, r.body)
+	}
 	// Anonymous on an optional policy: no consumer header at all.
 	r = c.do(request("/optional", "X-Consumer-Id: mallory\r\n"))
 	if r.status != 200 || !strings.Contains(r.body, `consumer=[]`) {
@@ -281,7 +295,7 @@ func TestAPIKeyForwarding(t *testing.T) {
 		t.Fatalf("after a refused POST: %d %q", r.status, r.body)
 	}
 	hasSample(t, m, `snapgate_edge_auth_decisions_total{policy="p-key",outcome="401"} 4`)
-	hasSample(t, m, `snapgate_edge_auth_decisions_total{policy="p-key",outcome="ok"} 2`)
+	hasSample(t, m, `snapgate_edge_auth_decisions_total{policy="p-key",outcome="ok"} 3`)
 	hasSample(t, m, `snapgate_edge_auth_decisions_total{policy="p-staff",outcome="403"} 1`)
 	hasSample(t, m, `snapgate_edge_errors_total{cause="unauthorized"} 4`)
 }

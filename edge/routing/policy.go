@@ -3,6 +3,8 @@ package routing
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/snapgate/snapgate/edge/auth"
@@ -26,7 +28,8 @@ type Policy struct {
 	Limits    []Limit
 	// ConsumerHeader is the field that carries the consumer id upstream
 	// (DefaultConsumerHeader unless the policy names one). A client's own
-	// fields of that name are always removed.
+	// fields of that name are removed on every request, whatever policy
+	// applies (Table.ConsumerHeaders).
 	ConsumerHeader []byte
 	// KeepCredentials forwards the credential header upstream; by default
 	// it is removed once it has been checked.
@@ -50,6 +53,9 @@ type policies struct {
 	// swap so the request path reads one slice element.
 	byCluster []int32
 	global    int
+	// consumerHeaders are the distinct consumer headers the policies name
+	// besides DefaultConsumerHeader, lowercase.
+	consumerHeaders [][]byte
 }
 
 // ErrPolicy marks a snapshot whose policies the edge cannot enforce
@@ -95,6 +101,10 @@ func compilePolicies(snap *fbs.Snapshot) (policies, error) {
 		}
 		// fbs.Open refused reserved fields (fbs.ReservedHeader) already.
 		cp.ConsumerHeader = []byte(h)
+		if lower := strings.ToLower(h); lower != strings.ToLower(DefaultConsumerHeader) &&
+			!slices.ContainsFunc(p.consumerHeaders, func(b []byte) bool { return string(b) == lower }) {
+			p.consumerHeaders = append(p.consumerHeaders, []byte(lower))
+		}
 		for _, l := range fp.RateLimits {
 			rate, burst := float64(l.Rate), float64(l.Burst)
 			if l.ClusterScope {
@@ -228,6 +238,12 @@ func (t *Table) NumPolicies() int { return len(t.pol.list) }
 
 // Policy returns compiled policy i (0 <= i < NumPolicies).
 func (t *Table) Policy(i int) *Policy { return &t.pol.list[i] }
+
+// ConsumerHeaders lists, lowercase, every consumer header a policy of the
+// snapshot names other than DefaultConsumerHeader. A backend behind
+// several routes trusts the header its policy names, so no client copy of
+// any of them goes upstream, whichever policy (or none) the request gets.
+func (t *Table) ConsumerHeaders() [][]byte { return t.pol.consumerHeaders }
 
 // PolicyFor is the policy that applies to a matched route, whole: the
 // route's own, else its cluster's, else the global one; -1 for none.
