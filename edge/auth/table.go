@@ -51,6 +51,9 @@ type Config struct {
 	Policies  []Policy
 	// CacheSize is the slot count of each verdict cache; 0 = DefaultCacheSize.
 	CacheSize int
+	// PasswordChecksPerSecond bounds the PBKDF2 runs of Basic checks
+	// (kdf.go); 0 = DefaultPasswordChecksPerSecond.
+	PasswordChecksPerSecond int
 }
 
 type Consumer struct {
@@ -119,6 +122,8 @@ type Decision struct {
 	// Credential is the lowercase header that carried the credential, for
 	// the proxy to strip unless the policy keeps credentials.
 	Credential []byte
+	// RetryAfter is set with Status 429: when a password check is due.
+	RetryAfter time.Duration
 }
 
 // Table is the per-snapshot auth state. Safe for concurrent use.
@@ -132,6 +137,7 @@ type Table struct {
 	policies    []policy
 	jwtCache    *verdictCache
 	basicCache  *verdictCache
+	kdf         *kdfBudget
 }
 
 type consumer struct {
@@ -302,6 +308,7 @@ func NewTable(cfg Config) (*Table, error) {
 		n = DefaultCacheSize
 	}
 	t.jwtCache, t.basicCache = newVerdictCache(n), newVerdictCache(n)
+	t.kdf = newKDFBudget(cfg.PasswordChecksPerSecond)
 	return t, nil
 }
 
@@ -349,6 +356,9 @@ const (
 	ReasonDenied        = "consumer group denied"
 	ReasonNotAllowed    = "consumer not in an allowed group"
 	ReasonNoConsumer    = "token subject is not a known consumer"
+	// ReasonPasswordChecks is a 429: the edge's budget of password checks
+	// is spent (kdf.go); Decision.RetryAfter says when one is due.
+	ReasonPasswordChecks = "too many password checks"
 )
 
 // Authenticate evaluates policy pi for one request: authentication, then the
@@ -389,7 +399,12 @@ func (t *Table) Authenticate(pi int, hs HeaderSource, now time.Time, d *Decision
 			}
 			cons, d.Method = c, MethodJWT
 		case asciiEqualFold(scheme, "basic") && p.methods&MethodBasic != 0:
-			if cons = t.basicAuth(cred); cons < 0 {
+			var wait time.Duration
+			if cons, wait = t.basicAuth(cred, now.UnixNano()); cons < 0 {
+				if wait > 0 {
+					d.Status, d.Reason, d.RetryAfter = 429, ReasonPasswordChecks, wait
+					return
+				}
 				t.fail(d, p, 401, ReasonBadBasic, false)
 				return
 			}
@@ -479,21 +494,23 @@ func (t *Table) VerifyToken(pi int, tok []byte, now time.Time) (consumer int, er
 	return int(c), err
 }
 
-func (t *Table) basicAuth(cred []byte) int32 {
+// basicAuth returns the consumer of a Basic credential, or -1 and, when
+// the password-check budget is spent, how long until a check is due.
+func (t *Table) basicAuth(cred []byte, nowNs int64) (int32, time.Duration) {
 	// user:pass decodes into a stack buffer; RFC 7617 credentials longer
 	// than this are not plausible and are refused.
 	var buf [384]byte
 	if base64.StdEncoding.DecodedLen(len(cred)) > len(buf) {
-		return -1
+		return -1, 0
 	}
 	n, err := base64.StdEncoding.Strict().Decode(buf[:], cred)
 	if err != nil {
-		return -1
+		return -1, 0
 	}
 	plain := buf[:n]
 	h := digest(plain)
-	if c, ok := t.basicCache.get(&h, -1, 0); ok {
-		return c
+	if c, ok := t.basicCache.get(&h, -1, nowNs); ok {
+		return c, 0 // -1 for a credential that failed within failedBasicTTL
 	}
 	colon := -1
 	for i, b := range plain {
@@ -503,14 +520,21 @@ func (t *Table) basicAuth(cred []byte) int32 {
 		}
 	}
 	if colon <= 0 {
-		return -1
+		return -1, 0
 	}
-	u, ok := t.basic[string(plain[:colon])]
-	if !ok || !u.check(plain[colon+1:]) {
-		return -1
+	if ok, wait := t.kdf.take(nowNs); !ok {
+		return -1, max(wait, 1)
+	}
+	u, known := t.basic[string(plain[:colon])]
+	if !known {
+		u = dummyUser
+	}
+	if !u.check(plain[colon+1:]) || !known {
+		t.basicCache.put(&verdict{digest: h, policy: -1, consumer: -1, until: nowNs + int64(failedBasicTTL), notBefore: math.MinInt64})
+		return -1, 0
 	}
 	t.basicCache.put(&verdict{digest: h, policy: -1, consumer: u.consumer, until: math.MaxInt64, notBefore: math.MinInt64})
-	return u.consumer
+	return u.consumer, 0
 }
 
 // splitAuth splits "Scheme SP credentials" (RFC 9110 §11.4).

@@ -96,9 +96,15 @@ func (s *Server) enforcePolicy(st *connState, tab *routing.Table) bool {
 }
 
 func (s *Server) refuseAuth(st *connState, pc *telemetry.PolicyCounters, d *auth.Decision) {
-	if d.Status == 401 {
+	switch d.Status {
+	case 401:
 		pc.Observe(telemetry.OutcomeUnauthorized)
 		st.pol.refusal = refusal{code: codeUnauthorized, challenge: d.Challenge}
+		return
+	case 429: // the password-check budget is spent
+		pc.Observe(telemetry.OutcomeRateLimited)
+		st.pol.refusal = refusal{code: codeRateLimited, wait: d.RetryAfter}
+		st.retryAfter = ratelimit.RetryAfterSeconds(d.RetryAfter)
 		return
 	}
 	// 403, and anything else auth might say: fail closed.
@@ -113,7 +119,11 @@ func (s *Server) refusePolicy(st *connState, hn int) bool {
 	case codeUnauthorized:
 		return s.failBeforeBody(st, hn, telemetry.CauseUnauthorized, 401, st.authDecision.Reason)
 	case codeRateLimited:
-		return s.failBeforeBody(st, hn, telemetry.CauseRateLimited, 429, reasonRateLimit)
+		reason := reasonRateLimit
+		if st.pol.refusal.limit == nil {
+			reason = st.authDecision.Reason
+		}
+		return s.failBeforeBody(st, hn, telemetry.CauseRateLimited, 429, reason)
 	}
 	return s.failBeforeBody(st, hn, telemetry.CauseForbidden, 403, st.authDecision.Reason)
 }
