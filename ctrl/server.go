@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -182,6 +183,11 @@ type snapInfo struct {
 func New(cfg Config) (*Server, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
+	}
+	// Snapshots in the store may carry HMAC secrets (docs/auth.md): a new
+	// data directory is the snapgate user's only.
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("ctrl: data dir: %w", err)
 	}
 	st, err := store.OpenPebble(filepath.Join(cfg.DataDir, "store"), store.Options{Logger: cfg.Logger})
 	if err != nil {
