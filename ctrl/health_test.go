@@ -46,14 +46,23 @@ func startHealthBackend(t *testing.T) *healthBackend {
 // endpointUnhealthy reads the snapshot's verdict on addr in cluster.
 func endpointUnhealthy(t *testing.T, snap *fbs.Snapshot, cluster, addr string) bool {
 	t.Helper()
+	unhealthy, ok := endpointState(snap, cluster, addr)
+	if !ok {
+		t.Fatalf("snapshot %d: cluster %q has no endpoint %q", snap.Version(), cluster, addr)
+	}
+	return unhealthy
+}
+
+// endpointState reads addr's verdict; ok is false while the snapshot does
+// not have the endpoint yet.
+func endpointState(snap *fbs.Snapshot, cluster, addr string) (unhealthy, ok bool) {
 	cv := snap.ClusterAt(snap.ClusterIndex([]byte(cluster)))
 	for j := range cv.NumEndpoints() {
 		if string(cv.Endpoint(j)) == addr {
-			return cv.EndpointUnhealthy(j)
+			return cv.EndpointUnhealthy(j), true
 		}
 	}
-	t.Fatalf("snapshot %d: cluster %q has no endpoint %q", snap.Version(), cluster, addr)
-	return false
+	return false, false
 }
 
 // waitHealth waits up to bound for a snapshot in which addr's verdict is
@@ -69,7 +78,8 @@ func (h *harness) waitHealth(cluster, addr string, want bool, bound time.Duratio
 		}
 		prev = v
 		snap := h.waitSnapshot(v)
-		if endpointUnhealthy(h.t, snap, cluster, addr) == want {
+		// Snapshots built before the cluster was put lack the endpoint.
+		if unhealthy, ok := endpointState(snap, cluster, addr); ok && unhealthy == want {
 			return snap
 		}
 		if time.Now().After(deadline) {
