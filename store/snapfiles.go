@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/snapgate/snapgate/store/durable"
 )
 
 // Snapshot bytes live as files in their own directory, not in Pebble: a
@@ -59,46 +60,10 @@ func isSnapTempName(name string) bool {
 	return strings.HasPrefix(name, snapFilePrefix) && strings.HasSuffix(name, snapTempSuffix)
 }
 
-// writeSnapFile makes dir/name hold data durably: temp file, fsync,
-// rename, fsync of the directory. On error nothing is left under name that
-// was not there before (a stray temp file at most, removed at the next open).
-func writeSnapFile(dir, name string, data []byte) (err error) {
-	f, err := os.CreateTemp(dir, snapFilePrefix+"*"+snapTempSuffix)
-	if err != nil {
-		return fmt.Errorf("create temp file in %s: %w", dir, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", tmp, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err = os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", tmp, name, err)
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open directory %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync directory %s: %w", dir, err)
-	}
-	return nil
+// writeSnapFile makes dir/name hold data durably; a temp file a crash
+// leaves behind matches isSnapTempName and is removed at the next open.
+func writeSnapFile(dir, name string, data []byte) error {
+	return durable.WriteFile(dir, name, snapFilePrefix, snapTempSuffix, data)
 }
 
 // readSnapFile reads an open snapshot file and checks it against its

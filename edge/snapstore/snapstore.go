@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/snapgate/snapgate/fbs"
+	"github.com/snapgate/snapgate/store/durable"
 )
 
 // ErrNoSnapshot is returned by LoadNewest when no file in the dir verifies.
@@ -154,51 +155,10 @@ func (s *Store) Save(version uint64, data []byte) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	final := s.Path(version)
-	tmp := final + tmpSuffix
-	if err := writeSynced(tmp, data); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("snapstore: rename %s to %s: %w", tmp, final, err)
-	}
-	if err := syncDir(s.dir); err != nil {
-		return err
+	if err := durable.WriteFile(s.dir, FileName(version), prefix, tmpSuffix, data); err != nil {
+		return fmt.Errorf("snapstore: save v%d: %w", version, err)
 	}
 	return s.pruneLocked()
-}
-
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("snapstore: create %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("snapstore: write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("snapstore: fsync %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("snapstore: close %s: %w", path, err)
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("snapstore: open dir %s for fsync: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("snapstore: fsync dir %s: %w", dir, err)
-	}
-	return nil
 }
 
 // pruneLocked unlinks all but the newest keep snapshot files. Unlinking a
@@ -346,7 +306,7 @@ func (s *Store) Quarantine(version uint64) {
 	if err := s.pruneBadLocked(); err != nil {
 		s.log.Warn("snapstore: pruning old bad snapshot files failed", "err", err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := durable.SyncDir(s.dir); err != nil {
 		s.log.Warn("snapstore: fsync after setting bad file aside failed", "err", err)
 	}
 }
