@@ -12,6 +12,7 @@ import (
 	"github.com/snapgate/snapgate/ctrl/model"
 	"github.com/snapgate/snapgate/fbs"
 	"github.com/snapgate/snapgate/store"
+	"github.com/snapgate/snapgate/wire"
 )
 
 // Endpoint health (docs/health.md): the Server owns a health.Tracker on
@@ -178,6 +179,31 @@ func (h handler) ReportHealth(ctx context.Context, r admin.HealthReport) (admin.
 		return admin.HealthReportResult{}, healthError("report.detail", err)
 	}
 	return admin.HealthReportResult{Result: out.Result.String(), Source: string(src), LastRevision: out.LastRevision, Healthy: out.Healthy, Changed: out.Changed}, nil
+}
+
+// observeEdge hands an edge's passive observations (REPORT frames) to the
+// tracker under the edge's source. They are advisory and the edge may
+// still serve a snapshot that names endpoints since removed, so an unknown
+// endpoint is only logged at debug.
+func (s *Server) observeEdge(nodeID string, obs []wire.Observation) {
+	src, err := health.EdgeSource(nodeID)
+	if err != nil {
+		s.log.Warn("ignoring edge health report", "node", nodeID, "err", err)
+		return
+	}
+	for _, o := range obs {
+		_, err := s.health.Observe(health.Observation{
+			Cluster: o.Cluster, Endpoint: o.Endpoint, OK: o.OK, Source: src,
+			Revision: o.Revision, Detail: o.Cause.String(), At: time.Unix(0, o.UnixNano),
+		})
+		switch {
+		case err == nil:
+		case errors.Is(err, health.ErrUnknownEndpoint):
+			s.log.Debug("edge reported an endpoint ctrl does not have", "node", nodeID, "cluster", o.Cluster, "endpoint", o.Endpoint)
+		default:
+			s.log.Warn("ignoring edge health observation", "node", nodeID, "cluster", o.Cluster, "endpoint", o.Endpoint, "err", err)
+		}
+	}
 }
 
 func hasEndpoint(c *model.Cluster, addr string) bool {

@@ -242,6 +242,7 @@ func (s *Server) init() error {
 	if err := s.rememberEdges(); err != nil {
 		return err
 	}
+	s.cfg.Publish.OnReport = s.observeEdge
 	s.pub = publish.New(s.cfg.Publish)
 	if err := s.startSnapshot(); err != nil {
 		s.pub.Close()

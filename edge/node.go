@@ -100,7 +100,7 @@ func New(cfg Config) (*Node, error) {
 	if n.store, err = snapstore.Open(cfg.DataDir, cfg.KeepSnapshots, cfg.Logger); err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
-	n.pools = upstream.NewRegistry(upstream.Options{ConnectTimeout: cfg.ConnectTimeout, Logger: cfg.Logger})
+	n.pools = upstream.NewRegistry(upstream.Options{ConnectTimeout: cfg.ConnectTimeout, Logger: cfg.Logger, OnHealth: n.reportHealth})
 	n.metrics.SetEjections(n.pools.Ejections)
 	m, err := n.boot()
 	switch {
@@ -129,6 +129,8 @@ func New(cfg Config) (*Node, error) {
 		Logger:   cfg.Logger,
 		Secret:   cfg.StreamSecret,
 		Insecure: cfg.InsecureStream,
+
+		ClustersOf: n.clustersOf,
 	})
 	n.runFeed = n.feed.Run
 	n.metrics.SetFreshness(n.feed.Freshness)
@@ -161,6 +163,42 @@ func New(cfg Config) (*Node, error) {
 		}
 	}
 	return n, nil
+}
+
+// reportHealth passes an ejection or recovery to the feed, which reports
+// it to ctrl (docs/health.md, "Edge reports"). Pools only fire it while
+// requests flow, after New set n.feed.
+func (n *Node) reportHealth(addr string, ok bool, kind upstream.FailureKind) {
+	cause := wire.CauseRecovered
+	switch kind {
+	case upstream.FailConnect:
+		cause = wire.CauseConnect
+	case upstream.FailReset:
+		cause = wire.CauseReset
+	case upstream.FailTimeout:
+		cause = wire.CauseTimeout
+	}
+	n.feed.ObserveEndpoint(addr, ok, cause)
+}
+
+// clustersOf appends the ids of the clusters in service that list addr.
+func (n *Node) clustersOf(addr string, dst []string) []string {
+	t := n.tables.Acquire()
+	if t == nil {
+		return dst
+	}
+	defer t.Release()
+	snap := t.Snapshot()
+	for i := range snap.NumClusters() {
+		cv := snap.ClusterAt(i)
+		for j := range cv.NumEndpoints() {
+			if string(cv.Endpoint(j)) == addr {
+				dst = append(dst, string(cv.Name()))
+				break
+			}
+		}
+	}
+	return dst
 }
 
 // boot puts the newest snapshot on disk that verifies and compiles in

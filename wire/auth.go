@@ -81,6 +81,12 @@ func NewNonce() ([NonceSize]byte, error) {
 	return n, nil
 }
 
+// proofVersion is the protocol version byte in the proofs: 2, the version
+// that introduced them, whatever the stream's frame version. Binding the
+// frame version would not stop an on-path downgrade to 2 (which only turns
+// off REPORT): frames after the handshake are not authenticated anyway.
+const proofVersion = 2
+
 const (
 	labelCtrl = "snapgate stream ctrl proof\x00"
 	labelEdge = "snapgate stream edge proof\x00"
@@ -90,7 +96,7 @@ func proof(label string, secret []byte, h Hello, ctrlNonce [NonceSize]byte) [Pro
 	m := hmac.New(sha256.New, secret)
 	var b [8]byte
 	m.Write([]byte(label))
-	m.Write([]byte{ProtocolVersion, byte(len(h.NodeID))})
+	m.Write([]byte{proofVersion, byte(len(h.NodeID))})
 	m.Write([]byte(h.NodeID))
 	binary.BigEndian.PutUint64(b[:], h.HaveVersion)
 	m.Write(b[:])

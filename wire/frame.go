@@ -1,12 +1,13 @@
 // Package wire implements the snapshot stream between ctrl and its edges:
 // length-prefixed, CRC-32C checksummed frames and the message codecs carried
-// in them (HELLO, CHALLENGE, PROOF, FULL, DELTA, ACK, NACK, HEARTBEAT) and
+// in them (HELLO, CHALLENGE, PROOF, FULL, DELTA, ACK, NACK, HEARTBEAT,
+// REPORT) and
 // the shard-wise delta codec. docs/stream.md describes the protocol.
 //
 // Frame layout (12-byte header, then the payload):
 //
 //	0..3   payload length, uint32 big endian
-//	4      protocol version (2)
+//	4      protocol version (2 or 3)
 //	5      message type
 //	6..7   flags, uint16 big endian, must be 0
 //	8..11  CRC-32C (Castagnoli) over header bytes 0..7 and the payload
@@ -25,11 +26,17 @@ import (
 // HeaderSize is the fixed frame header length in bytes.
 const HeaderSize = 12
 
-// ProtocolVersion is the only frame version this package speaks. 2 added
-// the file hash to HEARTBEAT and the flags byte (replace) to FULL; a peer
-// speaking 1 is refused at the first frame with ErrBadVersion rather than
-// misreading those messages.
-const ProtocolVersion = 2
+// ProtocolVersion is the newest frame version this package speaks, and
+// MinProtocolVersion the oldest. 2 added the file hash to HEARTBEAT and the
+// flags byte (replace) to FULL; a peer speaking 1 is refused at the first
+// frame with ErrBadVersion rather than misreading those messages. 3 adds
+// REPORT and changes nothing else, so a version-3 side talks to a version-2
+// peer by framing in 2: ctrl answers in the version of the edge's HELLO,
+// and an edge sends REPORT only when ctrl answered in 3 (docs/stream.md).
+const (
+	ProtocolVersion    = 3
+	MinProtocolVersion = 2
+)
 
 // DefaultMaxPayload bounds a frame payload when the caller has no opinion:
 // big enough for a compressed snapshot of several hundred thousand routes.
@@ -38,8 +45,8 @@ const DefaultMaxPayload = 64 << 20
 // Type is a frame's message type.
 type Type uint8
 
-// Message types. 7 (REPORT) is reserved for a later protocol addition and
-// is rejected as unknown until then.
+// Message types. REPORT exists from protocol version 3: in a version-2
+// frame it is an unknown type.
 const (
 	TypeHello     Type = 1
 	TypeFull      Type = 2
@@ -47,13 +54,14 @@ const (
 	TypeNack      Type = 4
 	TypeHeartbeat Type = 5
 	TypeDelta     Type = 6
+	TypeReport    Type = 7
 	TypeChallenge Type = 8
 	TypeProof     Type = 9
 )
 
 // Known reports whether t is a message type this package understands.
 func (t Type) Known() bool {
-	return (t >= TypeHello && t <= TypeDelta) || t == TypeChallenge || t == TypeProof
+	return (t >= TypeHello && t <= TypeReport) || t == TypeChallenge || t == TypeProof
 }
 
 func (t Type) String() string {
@@ -70,6 +78,8 @@ func (t Type) String() string {
 		return "HEARTBEAT"
 	case TypeDelta:
 		return "DELTA"
+	case TypeReport:
+		return "REPORT"
 	case TypeChallenge:
 		return "CHALLENGE"
 	case TypeProof:
@@ -91,9 +101,12 @@ var (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-func putHeader(h []byte, t Type, n int, payload []byte) {
+// knownIn reports whether t exists in protocol version v.
+func knownIn(t Type, v uint8) bool { return t.Known() && (t != TypeReport || v >= 3) }
+
+func putHeader(h []byte, v uint8, t Type, n int, payload []byte) {
 	binary.BigEndian.PutUint32(h[0:4], uint32(n))
-	h[4] = ProtocolVersion
+	h[4] = v
 	h[5] = byte(t)
 	binary.BigEndian.PutUint16(h[6:8], 0)
 	crc := crc32.Update(0, castagnoli, h[0:8])
@@ -101,11 +114,12 @@ func putHeader(h []byte, t Type, n int, payload []byte) {
 	binary.BigEndian.PutUint32(h[8:12], crc)
 }
 
-// AppendFrame appends one frame carrying payload to dst. The caller keeps
-// len(payload) within uint32 and t a known type; Writer checks both.
+// AppendFrame appends one ProtocolVersion frame carrying payload to dst.
+// The caller keeps len(payload) within uint32 and t a known type; Writer
+// checks both.
 func AppendFrame(dst []byte, t Type, payload []byte) []byte {
 	var h [HeaderSize]byte
-	putHeader(h[:], t, len(payload), payload)
+	putHeader(h[:], ProtocolVersion, t, len(payload), payload)
 	dst = append(dst, h[:]...)
 	return append(dst, payload...)
 }
@@ -125,6 +139,7 @@ type Reader struct {
 	max int
 	hdr [HeaderSize]byte
 	buf []byte
+	ver uint8
 }
 
 // NewReader returns a Reader that refuses payloads above maxPayload bytes
@@ -152,13 +167,14 @@ func (r *Reader) Next() (Type, []byte, error) {
 	}
 	h := r.hdr[:]
 	n := binary.BigEndian.Uint32(h[0:4])
-	if h[4] != ProtocolVersion {
-		return 0, nil, fmt.Errorf("%w: got %d, want %d", ErrBadVersion, h[4], ProtocolVersion)
+	if h[4] < MinProtocolVersion || h[4] > ProtocolVersion {
+		return 0, nil, fmt.Errorf("%w: got %d, want %d..%d", ErrBadVersion, h[4], MinProtocolVersion, ProtocolVersion)
 	}
 	t := Type(h[5])
-	if !t.Known() {
-		return 0, nil, fmt.Errorf("%w: %d", ErrUnknownType, uint8(t))
+	if !knownIn(t, h[4]) {
+		return 0, nil, fmt.Errorf("%w: %d in a version %d frame", ErrUnknownType, uint8(t), h[4])
 	}
+	r.ver = h[4]
 	if f := binary.BigEndian.Uint16(h[6:8]); f != 0 {
 		return 0, nil, fmt.Errorf("%w: %s frame has flags %#04x", ErrBadFlags, t, f)
 	}
@@ -183,6 +199,9 @@ func (r *Reader) Next() (Type, []byte, error) {
 	return t, p, nil
 }
 
+// Version is the protocol version of the last frame Next returned.
+func (r *Reader) Version() uint8 { return r.ver }
+
 // smallFrame is the payload size up to which Writer copies the payload next
 // to the header for one write call; above it, the payload is sent with writev
 // so a multi-megabyte snapshot is never copied.
@@ -192,21 +211,37 @@ const smallFrame = 4 << 10
 type Writer struct {
 	w   io.Writer
 	buf []byte
+	ver uint8
 }
 
-// NewWriter returns a Writer on w.
-func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
+// NewWriter returns a Writer on w that frames in ProtocolVersion.
+func NewWriter(w io.Writer) *Writer { return &Writer{w: w, ver: ProtocolVersion} }
+
+// SetVersion makes the Writer frame in protocol version v, to talk to an
+// older peer.
+func (w *Writer) SetVersion(v uint8) error {
+	if v < MinProtocolVersion || v > ProtocolVersion {
+		return fmt.Errorf("%w: cannot write version %d, want %d..%d", ErrBadVersion, v, MinProtocolVersion, ProtocolVersion)
+	}
+	w.ver = v
+	return nil
+}
+
+// Version is the protocol version the Writer frames in.
+func (w *Writer) Version() uint8 { return w.ver }
 
 // WriteFrame writes one frame of type t carrying payload.
 func (w *Writer) WriteFrame(t Type, payload []byte) error {
-	if !t.Known() {
-		return fmt.Errorf("%w: refusing to write type %d", ErrUnknownType, uint8(t))
+	if !knownIn(t, w.ver) {
+		return fmt.Errorf("%w: refusing to write type %d in a version %d frame", ErrUnknownType, uint8(t), w.ver)
 	}
 	if uint64(len(payload)) > 0xFFFFFFFF {
 		return fmt.Errorf("%w: %s payload of %d bytes exceeds the uint32 length field", ErrTooLarge, t, len(payload))
 	}
 	if len(payload) <= smallFrame {
-		w.buf = AppendFrame(w.buf[:0], t, payload)
+		var h [HeaderSize]byte
+		putHeader(h[:], w.ver, t, len(payload), payload)
+		w.buf = append(append(w.buf[:0], h[:]...), payload...)
 		if _, err := w.w.Write(w.buf); err != nil {
 			return fmt.Errorf("wire: write %s frame: %w", t, err)
 		}
@@ -216,7 +251,7 @@ func (w *Writer) WriteFrame(t Type, payload []byte) error {
 		w.buf = make([]byte, HeaderSize, smallFrame+HeaderSize)
 	}
 	h := w.buf[:HeaderSize]
-	putHeader(h, t, len(payload), payload)
+	putHeader(h, w.ver, t, len(payload), payload)
 	bufs := net.Buffers{h, payload}
 	if _, err := bufs.WriteTo(w.w); err != nil {
 		return fmt.Errorf("wire: write %s frame: %w", t, err)

@@ -11,6 +11,8 @@ func FuzzReader(f *testing.F) {
 	f.Add(append(bytes.Clone(hb), AppendFrame(nil, TypeAck, AppendAck(nil, Ack{Version: 3}))...))
 	f.Add(hb[:7])
 	f.Add([]byte{})
+	rp, _ := AppendReport(nil, Report{Observations: []Observation{{Cluster: "c", Endpoint: "127.0.0.1:1", Cause: CauseConnect, Revision: 1}}})
+	f.Add(AppendFrame(nil, TypeReport, rp))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := NewReader(bytes.NewReader(b), 1<<16)
 		for i := 0; i < 64; i++ {
@@ -18,11 +20,13 @@ func FuzzReader(f *testing.F) {
 			if err != nil {
 				return
 			}
-			if !typ.Known() || len(p) > 1<<16 {
-				t.Fatalf("accepted type %d with %d bytes", typ, len(p))
+			if !knownIn(typ, r.Version()) || len(p) > 1<<16 {
+				t.Fatalf("accepted type %d in version %d with %d bytes", typ, r.Version(), len(p))
 			}
 			// Whatever the reader accepts re-encodes to the same bytes.
-			if re := AppendFrame(nil, typ, p); !bytes.Contains(b, re) {
+			h := make([]byte, HeaderSize)
+			putHeader(h, r.Version(), typ, len(p), p)
+			if re := append(h, p...); !bytes.Contains(b, re) {
 				t.Fatalf("accepted frame does not round-trip")
 			}
 		}
@@ -176,6 +180,31 @@ func FuzzDeltaApply(f *testing.F) {
 		}
 		if want, ok := nexts[h.ResultHash]; ok && !bytes.Equal(out, want) {
 			t.Fatal("accepted a file that differs from the one its hash names")
+		}
+	})
+}
+
+func FuzzDecodeReport(f *testing.F) {
+	p, _ := AppendReport(nil, Report{Observations: []Observation{
+		{Cluster: "api", Endpoint: "10.0.0.1:8080", Cause: CauseReset, Revision: 1 << 40, UnixNano: 5},
+		{Cluster: "web", Endpoint: "[::1]:80", OK: true, Cause: CauseRecovered, Revision: 2},
+	}})
+	f.Add(p)
+	f.Add(p[:len(p)-1])
+	f.Add([]byte{0, 1})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := DecodeReport(Report{}, b)
+		if err != nil {
+			return
+		}
+		// Whatever decodes re-encodes to the same bytes.
+		re, err := AppendReport(nil, m)
+		if err != nil {
+			t.Fatalf("decoded report does not encode: %v", err)
+		}
+		if !bytes.Equal(re, b) {
+			t.Fatalf("report does not round-trip")
 		}
 	})
 }

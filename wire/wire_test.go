@@ -52,7 +52,7 @@ func TestReaderErrors(t *testing.T) {
 	reCRC := func(b []byte) []byte {
 		// Recompute the checksum so only the intended check can fail.
 		h := b[:HeaderSize]
-		putHeader(h, Type(h[5]), int(binary.BigEndian.Uint32(h[0:4])), b[HeaderSize:])
+		putHeader(h, h[4], Type(h[5]), int(binary.BigEndian.Uint32(h[0:4])), b[HeaderSize:])
 		return b
 	}
 	cases := []struct {
@@ -62,9 +62,10 @@ func TestReaderErrors(t *testing.T) {
 		want error
 	}{
 		{"bad version", mut(func(b []byte) []byte { b[4] = 1; return b }), 0, ErrBadVersion},
-		{"future version", mut(func(b []byte) []byte { b[4] = 3; return b }), 0, ErrBadVersion},
+		{"future version", mut(func(b []byte) []byte { b[4] = ProtocolVersion + 1; return b }), 0, ErrBadVersion},
 		{"unknown type 0", mut(func(b []byte) []byte { b[5] = 0; return b }), 0, ErrUnknownType},
-		{"reserved report", mut(func(b []byte) []byte { b[5] = 7; return b }), 0, ErrUnknownType},
+		{"unknown type 10", mut(func(b []byte) []byte { b[5] = 10; return b }), 0, ErrUnknownType},
+		{"report in version 2", reCRC(mut(func(b []byte) []byte { b[4], b[5] = 2, byte(TypeReport); return b })), 0, ErrUnknownType},
 		{"flags", mut(func(b []byte) []byte { b[7] = 1; return b }), 0, ErrBadFlags},
 		{"payload bit flip", mut(func(b []byte) []byte { b[HeaderSize+3] ^= 0x10; return b }), 0, ErrBadChecksum},
 		{"crc bit flip", mut(func(b []byte) []byte { b[11] ^= 1; return b }), 0, ErrBadChecksum},
@@ -88,7 +89,7 @@ func TestReaderErrors(t *testing.T) {
 // A declared length above the limit must be refused before the buffer grows.
 func TestReaderRefusesBeforeAllocating(t *testing.T) {
 	h := make([]byte, HeaderSize)
-	putHeader(h, TypeFull, 1<<30, nil)
+	putHeader(h, ProtocolVersion, TypeFull, 1<<30, nil)
 	r := NewReader(bytes.NewReader(h), 1<<20)
 	if _, _, err := r.Next(); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("got %v, want ErrTooLarge", err)
@@ -99,8 +100,44 @@ func TestReaderRefusesBeforeAllocating(t *testing.T) {
 }
 
 func TestWriterRefusesUnknownType(t *testing.T) {
-	if err := NewWriter(io.Discard).WriteFrame(7, nil); !errors.Is(err, ErrUnknownType) {
+	if err := NewWriter(io.Discard).WriteFrame(10, nil); !errors.Is(err, ErrUnknownType) {
 		t.Fatalf("got %v, want ErrUnknownType", err)
+	}
+	w := NewWriter(io.Discard)
+	if err := w.SetVersion(MinProtocolVersion); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteFrame(TypeReport, []byte{0}); !errors.Is(err, ErrUnknownType) {
+		t.Fatalf("REPORT at version 2: got %v, want ErrUnknownType", err)
+	}
+	if err := w.SetVersion(ProtocolVersion + 1); !errors.Is(err, ErrBadVersion) {
+		t.Fatalf("SetVersion(%d): got %v, want ErrBadVersion", ProtocolVersion+1, err)
+	}
+}
+
+// A version-2 peer's frames are read, and a Writer set to 2 produces them:
+// ctrl answers an old edge in its own version.
+func TestVersionTwoFrames(t *testing.T) {
+	var stream bytes.Buffer
+	w := NewWriter(&stream)
+	if err := w.SetVersion(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteFrame(TypeAck, AppendAck(nil, Ack{Version: 5})); err != nil {
+		t.Fatal(err)
+	}
+	if err := NewWriter(&stream).WriteFrame(TypeAck, AppendAck(nil, Ack{Version: 6})); err != nil {
+		t.Fatal(err)
+	}
+	if got := stream.Bytes()[4]; got != 2 {
+		t.Fatalf("first frame version %d, want 2", got)
+	}
+	r := NewReader(&stream, 0)
+	for _, want := range []uint8{2, ProtocolVersion} {
+		typ, _, err := r.Next()
+		if err != nil || typ != TypeAck || r.Version() != want {
+			t.Fatalf("got %s version %d err %v, want ACK version %d", typ, r.Version(), err, want)
+		}
 	}
 }
 

@@ -64,6 +64,12 @@ type Config struct {
 	// and NACKs: an edge at 50 versions a second would otherwise mean 50
 	// store writes a second. Default 1s.
 	SaveInterval time.Duration
+	// OnReport, if set, receives the passive health observations an edge
+	// sends in REPORT frames (protocol 3), with the edge's node id. It is
+	// called on that edge's session reader, so it must not block for long;
+	// the slice is reused after it returns. Nil: REPORTs are read and
+	// dropped.
+	OnReport func(nodeID string, obs []wire.Observation)
 }
 
 // EdgeStatus is what ctrl knows about one edge, by node id. Edges stay listed

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -595,4 +596,88 @@ func mustOpen(t testing.TB, b []byte) *fbs.Snapshot {
 		t.Fatalf("fbs.Open: %v", err)
 	}
 	return s
+}
+
+// A version-3 edge's REPORT reaches OnReport with its node id; a malformed
+// one ends the session.
+func TestReportsReachCallback(t *testing.T) {
+	type got struct {
+		node string
+		obs  []wire.Observation
+	}
+	reports := make(chan got, 4)
+	_, addr, logs := startWith(t, func(c *Config) {
+		c.OnReport = func(node string, obs []wire.Observation) {
+			reports <- got{node, append([]wire.Observation(nil), obs...)}
+		}
+	})
+	_, r, w := dial(t, addr, "edge-r", 0)
+	if r.Version() != wire.ProtocolVersion {
+		t.Fatalf("ctrl answered a version %d HELLO in version %d", wire.ProtocolVersion, r.Version())
+	}
+	want := []wire.Observation{
+		{Cluster: "api", Endpoint: "127.0.0.1:9", Cause: wire.CauseConnect, Revision: 3, UnixNano: 11},
+		{Cluster: "web", Endpoint: "127.0.0.1:9", Cause: wire.CauseConnect, Revision: 4, UnixNano: 11},
+	}
+	p, err := wire.AppendReport(nil, wire.Report{Observations: want})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteFrame(wire.TypeReport, p); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case g := <-reports:
+		if g.node != "edge-r" || !reflect.DeepEqual(g.obs, want) {
+			t.Fatalf("OnReport got %s %+v, want edge-r %+v", g.node, g.obs, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnReport not called within 5s")
+	}
+
+	if err := w.WriteFrame(wire.TypeReport, p[:len(p)-1]); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, _, err := r.Next(); err != nil {
+			break // ctrl closed the session
+		}
+	}
+	waitFor(t, "malformed REPORT logged", func() bool { return strings.Contains(logs.String(), "REPORT observation 1 endpoint") })
+}
+
+// An edge speaking version 2 gets version-2 frames, so an edge that
+// predates REPORT keeps working.
+func TestVersionTwoEdgeGetsVersionTwo(t *testing.T) {
+	s, addr, _ := start(t)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	w := wire.NewWriter(c)
+	if err := w.SetVersion(2); err != nil {
+		t.Fatal(err)
+	}
+	h := wire.Hello{NodeID: "old-edge"}
+	hp, _ := wire.AppendHello(nil, h)
+	if err := w.WriteFrame(wire.TypeHello, hp); err != nil {
+		t.Fatal(err)
+	}
+	r := wire.NewReader(c, 1<<20)
+	typ, p, err := r.Next()
+	if err != nil || typ != wire.TypeChallenge || r.Version() != 2 {
+		t.Fatalf("got %s version %d err %v, want a version 2 CHALLENGE", typ, r.Version(), err)
+	}
+	ch, _ := wire.DecodeChallenge(p)
+	if !wire.ProofEqual(ch.Proof, wire.CtrlProof(testSecret, h, ch.Nonce)) {
+		t.Fatal("ctrl's proof does not verify")
+	}
+	w.WriteFrame(wire.TypeProof, wire.AppendProof(nil, wire.Proof{MAC: wire.EdgeProof(testSecret, h, ch.Nonce)}))
+	s.Publish(1, snapOf(t, 1, 2, ""), time.Now())
+	typ, _, err = nextNonHeartbeat(t, r)
+	if err != nil || typ != wire.TypeFull || r.Version() != 2 {
+		t.Fatalf("got %s version %d err %v, want a version 2 FULL", typ, r.Version(), err)
+	}
 }

@@ -57,6 +57,10 @@ type session struct {
 	diverged    atomic.Bool
 	replaceSent atomic.Uint64 // version last sent as a replace FULL
 
+	// version is the protocol version of the edge's HELLO: ctrl frames in
+	// it, and a version-3 edge takes that as leave to send REPORTs.
+	version uint8
+
 	wake chan struct{} // capacity 1: coalesces Publish notifications
 	done chan struct{} // closed when the reader exits
 }
@@ -149,13 +153,14 @@ func (ss *session) handshake(r *wire.Reader) (wire.Hello, error) {
 	if err != nil {
 		return wire.Hello{}, err
 	}
+	ss.version = r.Version()
 	nonce, err := wire.NewNonce()
 	if err != nil {
 		return h, err
 	}
 	secret := ss.srv.cfg.Secret
 	ch := wire.AppendChallenge(nil, wire.Challenge{Nonce: nonce, Proof: wire.CtrlProof(secret, h, nonce)})
-	if err := wire.NewWriter(ss.conn).WriteFrame(wire.TypeChallenge, ch); err != nil {
+	if err := ss.writer().WriteFrame(wire.TypeChallenge, ch); err != nil {
 		return h, err
 	}
 	t, p, err = r.Next()
@@ -181,6 +186,7 @@ func (ss *session) handshake(r *wire.Reader) (wire.Hello, error) {
 // readLoop handles frames from the edge until the connection fails, the edge
 // goes silent for DeadAfter, or it breaks the protocol.
 func (ss *session) readLoop(r *wire.Reader) error {
+	var rep wire.Report
 	for {
 		ss.conn.SetReadDeadline(time.Now().Add(ss.srv.cfg.DeadAfter))
 		t, p, err := r.Next()
@@ -229,10 +235,26 @@ func (ss *session) readLoop(r *wire.Reader) error {
 			if ss.noteNack(n.Version) {
 				ss.poke()
 			}
+		case wire.TypeReport:
+			if rep, err = wire.DecodeReport(rep, p); err != nil {
+				return err
+			}
+			ss.srv.m.reports.Add(len(rep.Observations))
+			if f := ss.srv.cfg.OnReport; f != nil {
+				f(ss.nodeID, rep.Observations)
+			}
 		default:
 			return fmt.Errorf("protocol error: edge sent %s", t)
 		}
 	}
+}
+
+// writer returns a frame writer in the edge's protocol version.
+func (ss *session) writer() *wire.Writer {
+	w := wire.NewWriter(ss.conn)
+	// The reader accepted the HELLO's version, so SetVersion cannot fail.
+	_ = w.SetVersion(ss.version)
+	return w
 }
 
 func (ss *session) setEdgeVersion(v uint64) {
@@ -304,7 +326,7 @@ func (ss *session) nextFrame(v, offered uint64) (send bool, base baseKey) {
 // heartbeat every HeartbeatInterval. A write failure closes the connection,
 // which ends the reader too.
 func (ss *session) writeLoop() {
-	w := wire.NewWriter(ss.conn)
+	w := ss.writer()
 	tick := time.NewTicker(ss.srv.cfg.HeartbeatInterval)
 	defer tick.Stop()
 	var offered uint64

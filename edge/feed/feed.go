@@ -62,7 +62,22 @@ type Config struct {
 	// Insecure allows an empty Secret: the handshake then runs with an empty
 	// key, which anyone can complete. For demos and tests only.
 	Insecure bool
+
+	// ClustersOf appends to dst the ids of the clusters in the snapshot in
+	// service that list endpoint addr, for ObserveEndpoint. Nil: no health
+	// reports.
+	ClustersOf func(addr string, dst []string) []string
+	// ReportInterval is the least time between two REPORTs. Default 250ms.
+	ReportInterval time.Duration
+	// MaxQueuedReports bounds the observations waiting for ctrl; the
+	// oldest are dropped past it. Default 1024.
+	MaxQueuedReports int
 }
+
+// downgradeFor is how long an edge speaks protocol 2 after a ctrl closed
+// the stream on its version-3 HELLO (a ctrl that predates REPORT refuses
+// it). Then it tries 3 again, so an upgraded ctrl gets reports within it.
+const downgradeFor = 10 * time.Minute
 
 // Status is the feed's view of its link to ctrl.
 type Status struct {
@@ -87,6 +102,10 @@ type Client struct {
 	// held caches the file hash of the version in service; written by Run's
 	// goroutine, read by the heartbeat sender.
 	held atomic.Pointer[heldHash]
+
+	reports reportQueue
+	// v2Until: speak protocol 2 until then (downgradeFor); Run's goroutine.
+	v2Until time.Time
 }
 
 type heldHash struct{ version, hash uint64 }
@@ -139,6 +158,12 @@ func New(cfg Config) *Client {
 	}
 	if cfg.MaxSnapshot <= 0 {
 		cfg.MaxSnapshot = wire.DefaultMaxPayload
+	}
+	if cfg.ReportInterval <= 0 {
+		cfg.ReportInterval = 250 * time.Millisecond
+	}
+	if cfg.MaxQueuedReports <= 0 {
+		cfg.MaxQueuedReports = 1024
 	}
 	return &Client{cfg: cfg, log: cfg.Logger.With("ctrl", cfg.CtrlAddr, "node", cfg.NodeID)}
 }
@@ -245,23 +270,27 @@ func (c *Client) session(ctx context.Context, dec *wire.Decompressor, ddec *wire
 	}
 
 	s := &stream{c: c, conn: conn, w: wire.NewWriter(conn), dec: dec, ddec: ddec}
+	if time.Now().Before(c.v2Until) {
+		s.w.SetVersion(wire.MinProtocolVersion) // in range, cannot fail
+	}
 	r := wire.NewReader(conn, c.cfg.MaxSnapshot)
 	if err := s.handshake(r); err != nil {
 		return false, err
 	}
+	reports := r.Version() >= 3 && c.cfg.ClustersOf != nil
 	c.update(func(st *Status) { st.Connected = true })
-	c.log.Info("feed: connected to ctrl", "have_version", c.cfg.Current())
+	c.log.Info("feed: connected to ctrl", "have_version", c.cfg.Current(), "protocol", r.Version())
 
-	hbDone := make(chan struct{})
+	var bg sync.WaitGroup
 	sessionDone := make(chan struct{})
-	go func() {
-		defer close(hbDone)
-		s.heartbeats(sessionDone)
-	}()
+	bg.Go(func() { s.heartbeats(sessionDone) })
+	if reports {
+		bg.Go(func() { s.reportLoop(sessionDone) })
+	}
 	defer func() {
 		close(sessionDone)
 		conn.Close()
-		<-hbDone
+		bg.Wait()
 	}()
 
 	for {
@@ -385,6 +414,10 @@ func (s *stream) handshake(r *wire.Reader) error {
 	}
 	s.conn.SetReadDeadline(time.Now().Add(s.c.cfg.DeadAfter))
 	t, p, err := r.Next()
+	if errors.Is(err, io.EOF) && s.w.Version() == wire.ProtocolVersion {
+		s.c.v2Until = time.Now().Add(downgradeFor)
+		s.c.log.Warn("feed: ctrl closed the stream after HELLO; if it predates protocol version 3 it refused ours, so speaking 2 (no health reports)", "for", downgradeFor)
+	}
 	if err != nil {
 		return fmt.Errorf("feed: read CHALLENGE: %w", err)
 	}

@@ -41,6 +41,11 @@ type Options struct {
 	EjectBase, EjectMax time.Duration
 	// Logger receives one line per ejection. Default slog.Default().
 	Logger *slog.Logger
+	// OnHealth, if set, is told when an endpoint is ejected (ok false,
+	// with the failure) and when it first succeeds after an ejection (ok
+	// true, kind 0): the edge reports both to ctrl. It runs on the request
+	// path, so it must return at once.
+	OnHealth func(addr string, ok bool, kind FailureKind)
 }
 
 const (
@@ -169,19 +174,24 @@ func (p *Pool) ReportFailure(kind FailureKind) {
 			p.lastKind.Store(uint32(kind))
 			p.opts.Logger.Warn("upstream endpoint ejected", "addr", p.addr, "cause", kind.String(),
 				"for", d, "ejections", n+1)
+			if p.opts.OnHealth != nil {
+				p.opts.OnHealth(p.addr, false, kind)
+			}
 			return
 		}
 	}
 }
 
 // ReportSuccess records a completed exchange and ends any ejection. It is
-// two atomic loads when the endpoint is healthy.
+// two atomic loads when the endpoint is healthy. The first success after
+// an ejection reaches OnHealth once: only the caller that swaps the
+// ejection count to 0 reports it.
 func (p *Pool) ReportSuccess() {
 	if p.ejectUntil.Load() != 0 {
 		p.ejectUntil.Store(0)
 	}
-	if p.ejections.Load() != 0 {
-		p.ejections.Store(0)
+	if p.ejections.Load() != 0 && p.ejections.Swap(0) != 0 && p.opts.OnHealth != nil {
+		p.opts.OnHealth(p.addr, true, 0)
 	}
 }
 

@@ -3,6 +3,7 @@ package upstream
 import (
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -229,4 +230,35 @@ func BenchmarkPoolGetPut(b *testing.B) {
 			p.Put(c)
 		}
 	})
+}
+
+// OnHealth hears each ejection and only the first success after one.
+func TestPoolOnHealth(t *testing.T) {
+	type event struct {
+		addr string
+		ok   bool
+		kind FailureKind
+	}
+	var mu sync.Mutex
+	var got []event
+	r := NewRegistry(Options{EjectBase: time.Nanosecond, EjectMax: time.Nanosecond, OnHealth: func(addr string, ok bool, kind FailureKind) {
+		mu.Lock()
+		got = append(got, event{addr, ok, kind})
+		mu.Unlock()
+	}})
+	defer r.Close()
+	p := r.Acquire("127.0.0.1:1")
+	defer r.Release(p)
+	p.ReportSuccess() // healthy: nothing to report
+	p.ReportFailure(FailConnect)
+	time.Sleep(time.Millisecond) // let the 1 ns ejection end
+	p.ReportFailure(FailReset)
+	p.ReportSuccess()
+	p.ReportSuccess()
+	want := []event{{"127.0.0.1:1", false, FailConnect}, {"127.0.0.1:1", false, FailReset}, {"127.0.0.1:1", true, 0}}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
 }

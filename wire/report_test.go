@@ -1,0 +1,83 @@
+package wire
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestReportRoundTrip(t *testing.T) {
+	in := Report{Observations: []Observation{
+		{Cluster: "api", Endpoint: "10.0.0.1:8080", Cause: CauseConnect, Revision: 7, UnixNano: 1_700_000_000_000_000_000},
+		{Cluster: "api", Endpoint: "10.0.0.2:8080", Cause: CauseTimeout, Revision: 8, UnixNano: -1},
+		{Cluster: "web", Endpoint: "[::1]:80", OK: true, Cause: CauseRecovered, Revision: 9},
+	}}
+	p, err := AppendReport(nil, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := DecodeReport(Report{}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(in, out) {
+		t.Fatalf("got %+v, want %+v", out, in)
+	}
+}
+
+func TestReportRefusals(t *testing.T) {
+	ok := Observation{Cluster: "c", Endpoint: "e:1", Cause: CauseConnect, Revision: 1}
+	with := func(f func(o *Observation)) Report {
+		o := ok
+		f(&o)
+		return Report{Observations: []Observation{o}}
+	}
+	cases := []struct {
+		name string
+		in   Report
+		want string
+	}{
+		{"empty", Report{}, "0 observations"},
+		{"too many", Report{Observations: make([]Observation, MaxReportObservations+1)}, "1025 observations"},
+		{"no cluster", with(func(o *Observation) { o.Cluster = "" }), "cluster is 0 bytes"},
+		{"long endpoint", with(func(o *Observation) { o.Endpoint = strings.Repeat("a", MaxReportName+1) }), "endpoint is 256 bytes"},
+		{"space in endpoint", with(func(o *Observation) { o.Endpoint = "a b" }), "endpoint byte 1"},
+		{"revision 0", with(func(o *Observation) { o.Revision = 0 }), "revision 0"},
+		{"unknown cause", with(func(o *Observation) { o.Cause = 4 }), "cause(4)"},
+		{"ok with failure cause", with(func(o *Observation) { o.OK = true }), "ok=true with cause connect-failure"},
+		{"failure without cause", with(func(o *Observation) { o.Cause = CauseRecovered }), "ok=false with cause recovered"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := AppendReport(nil, c.in)
+			if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want ErrMalformed mentioning %q", err, c.want)
+			}
+		})
+	}
+
+	good, _ := AppendReport(nil, Report{Observations: []Observation{ok}})
+	bad := []struct {
+		name string
+		p    []byte
+		want string
+	}{
+		{"short", good[:1], "want at least 2"},
+		{"zero count", []byte{0, 0}, "declares 0"},
+		{"huge count", []byte{0xff, 0xff}, "declares 65535"},
+		{"truncated fixed", good[:10], "truncated"},
+		{"truncated endpoint", good[:len(good)-1], "endpoint of 3 bytes is truncated"},
+		{"trailing", append(append([]byte{}, good...), 0), "1 bytes after"},
+		{"ok byte 2", func() []byte { b := append([]byte{}, good...); b[2+16] = 2; return b }(), "ok byte 2"},
+		{"cluster length past end", func() []byte { b := append([]byte{}, good...); b[2+18] = 200; return b }(), "cluster of 200 bytes is truncated"},
+	}
+	for _, c := range bad {
+		t.Run("decode "+c.name, func(t *testing.T) {
+			_, err := DecodeReport(Report{}, c.p)
+			if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want ErrMalformed mentioning %q", err, c.want)
+			}
+		})
+	}
+}
