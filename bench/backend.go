@@ -23,18 +23,30 @@ func BackendBody(name string) []byte {
 	return b
 }
 
-// backendResponse is the whole response, built once.
-func backendResponse(name string) []byte {
-	head := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n", BodySize)
-	return append([]byte(head), BackendBody(name)...)
+// cannedResponse is a whole keep-alive response, built once and written
+// as is.
+func cannedResponse(status string, body []byte) []byte {
+	head := fmt.Sprintf("HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n", status, len(body))
+	return append([]byte(head), body...)
 }
+
+// answerFunc returns the whole response to the request whose head is
+// given. It runs on the connection's goroutine, once per request, and must
+// not keep head.
+type answerFunc func(head []byte) []byte
 
 // ServeBackend answers every request on ln with 200 and BackendBody(name)
 // until ctx ends. It is deliberately minimal, one goroutine per keep-alive
 // connection writing pre-built bytes, so that it is never what a benchmark
 // measures. Pipelined requests are answered in one write.
 func ServeBackend(ctx context.Context, ln net.Listener, name string) error {
-	resp := backendResponse(name)
+	resp := cannedResponse("200 OK", BackendBody(name))
+	return serveHTTP(ctx, ln, "backend "+name, func([]byte) []byte { return resp })
+}
+
+// serveHTTP accepts connections on ln until ctx ends and answers each
+// request with answer; what names the server in errors.
+func serveHTTP(ctx context.Context, ln net.Listener, what string, answer answerFunc) error {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	conns := map[net.Conn]struct{}{}
@@ -52,7 +64,7 @@ func ServeBackend(ctx context.Context, ln net.Listener, name string) error {
 		c, aerr := ln.Accept()
 		if aerr != nil {
 			if ctx.Err() == nil {
-				err = fmt.Errorf("backend %s: accept on %s: %w", name, ln.Addr(), aerr)
+				err = fmt.Errorf("%s: accept on %s: %w", what, ln.Addr(), aerr)
 			}
 			break
 		}
@@ -67,7 +79,7 @@ func ServeBackend(ctx context.Context, ln net.Listener, name string) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			serveBackendConn(c, resp)
+			serveBackendConn(c, answer)
 			mu.Lock()
 			delete(conns, c)
 			mu.Unlock()
@@ -79,7 +91,7 @@ func ServeBackend(ctx context.Context, ln net.Listener, name string) error {
 	return err
 }
 
-func serveBackendConn(c net.Conn, resp []byte) {
+func serveBackendConn(c net.Conn, answer answerFunc) {
 	in := make([]byte, 16<<10)
 	out := make([]byte, 0, 16<<10)
 	have, discard := 0, 0 // bytes buffered; body bytes still to skip
@@ -108,7 +120,7 @@ func serveBackendConn(c net.Conn, resp []byte) {
 			if head == 0 {
 				break
 			}
-			out = append(out, resp...)
+			out = append(out, answer(buf[:head])...)
 			buf, discard = buf[head:], body
 		}
 		if len(out) > 0 {

@@ -30,7 +30,11 @@ const (
 	ScenarioChurn  = "churn"     // route updates under load
 	ScenarioLarge  = "large"     // a 100,000-route table
 	ScenarioLimit  = "ratelimit" // three edges sharing one cluster-scope rate limit
+	ScenarioFlap   = "flap"      // a health flap storm: 100 endpoints going down and up
 )
+
+// scenarios are every scenario name, in the default order.
+var scenarios = []string{ScenarioSteady, ScenarioChurn, ScenarioLarge, ScenarioLimit, ScenarioFlap}
 
 // Target names in reports.
 const (
@@ -54,7 +58,8 @@ type Options struct {
 	// Full selects the long ladder and durations; the default quick mode
 	// finishes in under 5 minutes on 2 CPUs.
 	Full bool
-	// Scenarios to run, in order. Default: steady, churn, large.
+	// Scenarios to run, in order. Default: all of them (steady, churn,
+	// large, ratelimit, flap).
 	Scenarios []string
 	// Rates are the open-loop rates of the steady scenario (req/s). Default:
 	// quick 1000, 5000; full 1000, 2000, 5000, 10000, 20000.
@@ -83,6 +88,14 @@ type Options struct {
 	// LimitDuration is the ratelimit scenario's window. Default: quick
 	// 20s, full 1m.
 	LimitDuration time.Duration
+	// FlapDuration is the flap scenario's measured window and FlapRate the
+	// request rate offered meanwhile. Default: quick 15s, full 1m; 1000/s.
+	FlapDuration time.Duration
+	FlapRate     float64
+	// HealthMaxVersionsPerSecond is ctrl's cap on health-caused snapshot
+	// versions (--health-max-versions-per-second), which the flap scenario
+	// checks. Default 10, ctrl's own default.
+	HealthMaxVersionsPerSecond int
 	// PutRoutes writes many routes to ctrl's admin socket quickly (bench
 	// cannot import ctrl; cmd/snapgate passes an admin.Client bulk writer).
 	// Without it the large scenario is skipped.
@@ -100,11 +113,17 @@ func (o *Options) withDefaults() (Options, error) {
 		return d, fmt.Errorf("bench: snapgate binary: %w", err)
 	}
 	if len(d.Scenarios) == 0 {
-		d.Scenarios = []string{ScenarioSteady, ScenarioChurn, ScenarioLarge, ScenarioLimit}
+		d.Scenarios = slices.Clone(scenarios)
 	}
-	for _, s := range d.Scenarios {
-		if !slices.Contains([]string{ScenarioSteady, ScenarioChurn, ScenarioLarge, ScenarioLimit}, s) {
-			return d, fmt.Errorf("bench: unknown scenario %q: want steady, churn, large or ratelimit", s)
+	for i, s := range d.Scenarios {
+		if !slices.Contains(scenarios, s) {
+			return d, fmt.Errorf("bench: unknown scenario %q: want one of %s", s, strings.Join(scenarios, ", "))
+		}
+		// Health writes move ctrl's store revision without a snapshot,
+		// so the later scenarios' wait for a snapshot of the latest
+		// revision would never end.
+		if s == ScenarioFlap && i != len(d.Scenarios)-1 {
+			return d, fmt.Errorf("bench: scenario %s must come last: its health writes leave ctrl's store revision ahead of the snapshot the later scenarios wait for", s)
 		}
 	}
 	def := func(dur *time.Duration, quick, full time.Duration) {
@@ -119,6 +138,7 @@ func (o *Options) withDefaults() (Options, error) {
 	def(&d.Warmup, time.Second, 3*time.Second)
 	def(&d.ChurnDuration, 10*time.Second, 30*time.Second)
 	def(&d.LimitDuration, 20*time.Second, time.Minute)
+	def(&d.FlapDuration, 15*time.Second, time.Minute)
 	if len(d.Rates) == 0 {
 		d.Rates = []float64{1000, 5000}
 		if d.Full {
@@ -151,10 +171,17 @@ func (o *Options) withDefaults() (Options, error) {
 	if d.LargeRate == 0 {
 		d.LargeRate = 1000
 	}
+	if d.FlapRate == 0 {
+		d.FlapRate = 1000
+	}
+	if d.HealthMaxVersionsPerSecond == 0 {
+		d.HealthMaxVersionsPerSecond = 10
+	}
 	if d.Conns < 1 || d.ChurnRate <= 0 || d.ChurnRate > 1000 || d.ChurnLoad <= 0 || d.LargeRoutes < 1 || d.LargeRoutes > 1e6 || d.LargeRate <= 0 ||
-		d.Duration < 0 || d.Warmup < 0 || d.ChurnDuration < 0 {
-		return d, fmt.Errorf("bench: out-of-range option (conns %d, churn rate %g, churn load %g, large routes %d, large rate %g)",
-			d.Conns, d.ChurnRate, d.ChurnLoad, d.LargeRoutes, d.LargeRate)
+		d.Duration < 0 || d.Warmup < 0 || d.ChurnDuration < 0 || d.FlapDuration < time.Second || d.FlapRate <= 0 || d.FlapRate > 1e6 ||
+		d.HealthMaxVersionsPerSecond < 1 || d.HealthMaxVersionsPerSecond > 1000 {
+		return d, fmt.Errorf("bench: out-of-range option (conns %d, churn rate %g, churn load %g, large routes %d, large rate %g, flap duration %v, flap rate %g, health max versions per second %d)",
+			d.Conns, d.ChurnRate, d.ChurnLoad, d.LargeRoutes, d.LargeRate, d.FlapDuration, d.FlapRate, d.HealthMaxVersionsPerSecond)
 	}
 	if d.Log == nil {
 		d.Log = io.Discard
@@ -227,6 +254,8 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			err = e.large(ctx)
 		case ScenarioLimit:
 			err = e.fleetRateLimit(ctx)
+		case ScenarioFlap:
+			err = e.flapStorm(ctx)
 		}
 		if err != nil {
 			return e.report, fmt.Errorf("bench: scenario %s: %w", s, err)
@@ -286,7 +315,7 @@ func (e *env) setup(ctx context.Context) error {
 	e.addrs[TargetDirect] = e.addrs[backendA]
 	e.logf("backends on %s and %s", e.addrs[backendA], e.addrs[backendB])
 
-	gw, err := startGateway(ctx, e.opts.Bin, e.dir, e.pin)
+	gw, err := startGateway(ctx, e.opts.Bin, e.dir, e.pin, e.opts.HealthMaxVersionsPerSecond)
 	if err != nil {
 		return err
 	}
@@ -399,6 +428,11 @@ func (e *env) measure(ctx context.Context, target, label, schedule string, paths
 			return nil, fmt.Errorf("%s warmup: %w", label, err)
 		}
 	}
+	return e.measured(ctx, target, label, cfg, dur)
+}
+
+// measured runs cfg for dur and charges the target's CPU time to it.
+func (e *env) measured(ctx context.Context, target, label string, cfg loadtest.Config, dur time.Duration) (*RunResult, error) {
 	pid, ok := e.targetPID(target)
 	if !ok {
 		return nil, fmt.Errorf("%s: no process for target %q", label, target)

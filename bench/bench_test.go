@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -294,13 +293,15 @@ func TestPeerConfigs(t *testing.T) {
 }
 
 func TestParseSnapshotBuilt(t *testing.T) {
-	line := `time=2026-01-02T03:04:05Z level=INFO msg="snapshot built" version=12 parent=11 routes=100010 clusters=2 bytes=12345678 build_time=183.5ms`
+	line := `time=2026-01-02T03:04:05.250+01:00 level=INFO msg="snapshot built" version=12 parent=11 routes=100010 clusters=2 bytes=12345678 build_time=183.5ms`
 	b, ok := ParseSnapshotBuilt(line)
-	want := SnapshotBuild{Version: 12, Routes: 100010, Bytes: 12345678, BuildTime: 183500 * time.Microsecond}
-	if !ok || b != want {
+	want := SnapshotBuild{Time: time.Date(2026, 1, 2, 2, 4, 5, 250e6, time.UTC), Version: 12, Routes: 100010, Bytes: 12345678, BuildTime: 183500 * time.Microsecond}
+	if !ok || !b.Time.Equal(want.Time) || b.Version != want.Version || b.Routes != want.Routes || b.Bytes != want.Bytes || b.BuildTime != want.BuildTime {
 		t.Fatalf("ParseSnapshotBuilt = %+v %v, want %+v", b, ok, want)
 	}
-	for _, bad := range []string{`msg="snapshot built" version=x routes=1 bytes=1 build_time=1ms`, `msg="other" version=1 routes=1 bytes=1 build_time=1ms`, `msg="snapshot built" version=1`} {
+	for _, bad := range []string{`time=2026-01-02T03:04:05Z msg="snapshot built" version=x routes=1 bytes=1 build_time=1ms`,
+		`time=2026-01-02T03:04:05Z msg="other" version=1 routes=1 bytes=1 build_time=1ms`, `msg="snapshot built" version=1`,
+		`msg="snapshot built" version=1 routes=1 bytes=1 build_time=1ms`, `time=yesterday msg="snapshot built" version=1 routes=1 bytes=1 build_time=1ms`} {
 		if _, ok := ParseSnapshotBuilt(bad); ok {
 			t.Errorf("accepted %q", bad)
 		}
@@ -403,7 +404,7 @@ func TestReportWrite(t *testing.T) {
 func buildSnapgate(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "snapgate")
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-tags=pebblegozstd", "-o", bin, "./cmd/snapgate")
+	cmd := exec.Command("go", "build", "-tags=pebblegozstd", "-o", bin, "./cmd/snapgate")
 	cmd.Dir = ".."
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -25,12 +26,15 @@ type gateway struct {
 	edgeArgs         []string
 	socket           string
 	streamAddr, addr string
-	ctrl, edge       *proc
+	// ctrlMetrics is ctrl's /metrics listener, "" when the binary has none.
+	ctrlMetrics string
+	ctrl, edge  *proc
 }
 
 // startGateway starts ctrl (on the load CPU: it is idle during measurements)
-// and the edge (on the proxy CPU) and waits for both to listen.
-func startGateway(ctx context.Context, bin, dir string, pin Pinning) (*gateway, error) {
+// and the edge (on the proxy CPU) and waits for both to listen. healthCap is
+// ctrl's --health-max-versions-per-second.
+func startGateway(ctx context.Context, bin, dir string, pin Pinning, healthCap int) (*gateway, error) {
 	g := &gateway{bin: bin, dir: dir, socket: filepath.Join(dir, "ctrl.sock")}
 	var err error
 	if g.streamAddr, err = freeAddr(); err != nil {
@@ -40,7 +44,7 @@ func startGateway(ctx context.Context, bin, dir string, pin Pinning) (*gateway, 
 		return nil, err
 	}
 	ctrlArgs := []string{"ctrl", "--data-dir", filepath.Join(dir, "ctrl-data"), "--admin-socket", g.socket,
-		"--stream-listen", g.streamAddr, "--log-level", "info"}
+		"--stream-listen", g.streamAddr, "--log-level", "info", "--health-max-versions-per-second", strconv.Itoa(healthCap)}
 	edgeArgs := []string{"edge", "--node-id", "bench-edge", "--listen", g.addr, "--ctrl", g.streamAddr,
 		"--data-dir", filepath.Join(dir, "edge-data"), "--log-level", "warn"}
 	// Binaries with stream authentication run with a secret, as in
@@ -71,6 +75,9 @@ func startGateway(ctx context.Context, bin, dir string, pin Pinning) (*gateway, 
 				return nil, err
 			}
 			*side.args = append(*side.args, "--"+side.flag, a)
+			if side.sub == "ctrl" && side.flag == "metrics-listen" {
+				g.ctrlMetrics = a
+			}
 		}
 	}
 	g.ctrl, err = startProc("ctrl", dir, pin, pin.LoadCPU, bin, ctrlArgs...)
@@ -210,31 +217,48 @@ func waitBody(ctx context.Context, addr, path, want string, timeout time.Duratio
 
 // SnapshotBuild is one "snapshot built" line of ctrl's log.
 type SnapshotBuild struct {
+	Time      time.Time // ctrl's log time stamp (ms resolution)
 	Version   uint64
 	Routes    int
 	Bytes     int
 	BuildTime time.Duration
 }
 
-// lastSnapshotBuild returns the newest "snapshot built" entry of ctrl's log
-// (slog text format) with at least minRoutes routes.
-func lastSnapshotBuild(logPath string, minRoutes int) (SnapshotBuild, error) {
+// snapshotBuilds returns every "snapshot built" entry of ctrl's log (slog
+// text format), in log order.
+func snapshotBuilds(logPath string) ([]SnapshotBuild, error) {
 	f, err := os.Open(logPath)
 	if err != nil {
-		return SnapshotBuild{}, err
+		return nil, err
 	}
 	defer f.Close()
-	var last SnapshotBuild
-	found := false
+	var builds []SnapshotBuild
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if b, ok := ParseSnapshotBuilt(sc.Text()); ok && b.Routes >= minRoutes && b.Version >= last.Version {
-			last, found = b, true
+		if b, ok := ParseSnapshotBuilt(sc.Text()); ok {
+			builds = append(builds, b)
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return last, fmt.Errorf("reading %s: %w", logPath, err)
+		return builds, fmt.Errorf("reading %s: %w", logPath, err)
+	}
+	return builds, nil
+}
+
+// lastSnapshotBuild returns the newest "snapshot built" entry of ctrl's log
+// with at least minRoutes routes.
+func lastSnapshotBuild(logPath string, minRoutes int) (SnapshotBuild, error) {
+	builds, err := snapshotBuilds(logPath)
+	if err != nil {
+		return SnapshotBuild{}, err
+	}
+	var last SnapshotBuild
+	found := false
+	for _, b := range builds {
+		if b.Routes >= minRoutes && b.Version >= last.Version {
+			last, found = b, true
+		}
 	}
 	if !found {
 		return last, fmt.Errorf("%s: no \"snapshot built\" line with %d or more routes", logPath, minRoutes)
@@ -256,6 +280,8 @@ func ParseSnapshotBuilt(line string) (SnapshotBuild, bool) {
 		}
 		var err error
 		switch k {
+		case "time":
+			b.Time, err = time.Parse(time.RFC3339Nano, v)
 		case "version":
 			_, err = fmt.Sscan(v, &b.Version)
 		case "routes":
@@ -272,5 +298,5 @@ func ParseSnapshotBuilt(line string) (SnapshotBuild, bool) {
 		}
 		got++
 	}
-	return b, got == 4
+	return b, got == 5
 }

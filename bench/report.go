@@ -44,6 +44,8 @@ type Scenario struct {
 	Facts []Fact       `json:"facts"`
 	// Extra are plot series that are not load runs (churn propagation).
 	Extra []Series `json:"extra,omitempty"`
+	// Flap is the flap scenario's outcome.
+	Flap *FlapStats `json:"flap,omitempty"`
 }
 
 // RunResult is one measured load run against one target.

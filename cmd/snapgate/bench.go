@@ -43,7 +43,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.BoolVar(&opts.Full, "full", false, "full mode: a rate ladder and longer runs (default: quick, under 5 minutes)")
 	out := fs.String("out", "", "results folder (default results/<UTC timestamp>)")
 	fs.StringVar(&opts.Bin, "bin", "", "snapgate binary to run ctrl, edge, ctl and backends with (default: this one)")
-	scenarios := fs.String("scenarios", "steady,churn,large,ratelimit", "comma-separated: steady, churn, large, ratelimit")
+	scenarios := fs.String("scenarios", "steady,churn,large,ratelimit,flap", "comma-separated: steady, churn, large, ratelimit, flap")
 	rates := fs.String("rates", "", "steady open-loop rates, comma-separated req/s (default quick 1000,5000; full 1000,...,20000)")
 	fs.DurationVar(&opts.Duration, "duration", 0, "measured length of each run (default quick 5s, full 15s)")
 	fs.DurationVar(&opts.Warmup, "warmup", 0, "unmeasured run before each (default quick 1s, full 3s)")
@@ -55,6 +55,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.DurationVar(&opts.ChurnDuration, "churn-duration", 0, "churn scenario length (default quick 10s, full 30s)")
 	fs.DurationVar(&opts.LimitDuration, "limit-duration", 0, "ratelimit scenario window (default quick 20s, full 1m)")
 	fs.IntVar(&opts.LargeRoutes, "large-routes", 0, "routes in the large-table scenario (default quick 10000, full 100000)")
+	fs.DurationVar(&opts.FlapDuration, "flap-duration", 0, "flap scenario window (default quick 15s, full 1m)")
+	fs.Float64Var(&opts.FlapRate, "flap-rate", 1000, "requests per second offered during the flap storm")
+	fs.IntVar(&opts.HealthMaxVersionsPerSecond, "health-max-versions-per-second", 10, "ctrl's cap on health-caused snapshot versions, which the flap scenario checks")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}

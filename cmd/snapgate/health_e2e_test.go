@@ -16,26 +16,35 @@ import (
 	"github.com/snapgate/snapgate/ctrl/admin"
 )
 
-// healthBackend is backend with a /healthz path that fails (503) while
-// failing is set; every other path answers with the name.
-func healthBackend(t *testing.T, name string) (string, *atomic.Bool) {
+// healthTarget is a backend whose /healthz fails (503) while failing is
+// set; every other path answers with its name and is counted in served.
+type healthTarget struct {
+	addr    string
+	failing atomic.Bool
+	served  atomic.Int64
+}
+
+func healthBackend(t *testing.T, name string) *healthTarget {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	failing := new(atomic.Bool)
+	h := &healthTarget{addr: ln.Addr().String()}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
-		if r.URL.Path == "/healthz" && failing.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
+		if r.URL.Path == "/healthz" {
+			if h.failing.Load() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
 			return
 		}
+		h.served.Add(1)
 		fmt.Fprintf(w, "%s %s", name, r.URL.Path)
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String(), failing
+	return h
 }
 
 // TestHealthEndToEnd: ctrl probes two real backends; one starts failing
@@ -43,8 +52,8 @@ func healthBackend(t *testing.T, name string) (string, *atomic.Bool) {
 // docs/health.md gives; it recovers and gets traffic again. ctl health,
 // explain-health and report-health show and take the state.
 func TestHealthEndToEnd(t *testing.T) {
-	a, aFailing := healthBackend(t, "A")
-	b, _ := healthBackend(t, "B")
+	ha, hb := healthBackend(t, "A"), healthBackend(t, "B")
+	a, b, aFailing := ha.addr, hb.addr, &ha.failing
 	g := newGateway(t)
 	g.startCtrl()
 	g.startEdge()
