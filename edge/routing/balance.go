@@ -169,23 +169,7 @@ func (cs *clusterState) pick(key PickKey, avoid *upstream.Pool) (*upstream.Pool,
 			ramp = nil
 		}
 	}
-	switch {
-	case b.lb == fbs.LBWeightedRoundRobin:
-		c := cs.next.Add(1) - 1
-		pos := (c % b.total) * b.stride % b.total
-		// The endpoint whose cumulative weight range holds pos; a loop,
-		// not sort.Search, whose closure could escape.
-		lo, hi := 0, n-1
-		for lo < hi {
-			mid := int(uint(lo+hi) >> 1)
-			if uint64(b.weights[mid]) > pos {
-				hi = mid
-			} else {
-				lo = mid + 1
-			}
-		}
-		return cs.firstUsable(lo, avoid, ramp, now)
-	case b.lb == fbs.LBLeastRequest && n > 1:
+	if b.lb == fbs.LBLeastRequest && n > 1 {
 		i := rand.IntN(n)
 		j := rand.IntN(n - 1)
 		if j >= i {
@@ -207,7 +191,58 @@ func (cs *clusterState) pick(key PickKey, avoid *upstream.Pool) (*upstream.Pool,
 		}
 		return cs.leastLoaded(avoid)
 	}
-	return cs.firstUsable(int((cs.next.Add(1)-1)%uint64(n)), avoid, ramp, now)
+	return cs.roundRobin(avoid, ramp, now)
+}
+
+// roundRobin draws counter values until one lands on a usable endpoint
+// that ramp admits. An excluded endpoint's turn thus goes to whichever
+// endpoint's turn comes next in the cycle, and every usable turn serves
+// one request: the usable endpoints share requests in proportion to their
+// weights, instead of an excluded endpoint's share all going to its
+// neighbour in list order. After a cycle's worth of draws (at most
+// maxTurnDraws) it falls back to a scan.
+func (cs *clusterState) roundRobin(avoid *upstream.Pool, ramp *slowStart, now int64) (*upstream.Pool, bool) {
+	draws := uint64(len(cs.pools))
+	if cs.bal.lb == fbs.LBWeightedRoundRobin {
+		draws = cs.bal.total
+	}
+	first := -1
+	for range min(draws, maxTurnDraws) {
+		k := cs.turn(cs.next.Add(1) - 1)
+		if first < 0 {
+			first = k
+		}
+		if cs.usable(k, avoid) && (ramp == nil || ramp.admit(k, now)) {
+			return cs.pools[k], true
+		}
+	}
+	return cs.firstUsable(first, avoid, ramp, now)
+}
+
+// maxTurnDraws bounds the atomic counter steps one pick may take when many
+// turns in a row belong to excluded endpoints.
+const maxTurnDraws = 64
+
+// turn is the endpoint whose turn counter value c is: c mod n, or for
+// weighted round robin the endpoint whose cumulative weight range holds
+// c's position on the golden-ratio stride.
+func (cs *clusterState) turn(c uint64) int {
+	b := &cs.bal
+	if b.lb != fbs.LBWeightedRoundRobin {
+		return int(c % uint64(len(cs.pools)))
+	}
+	pos := (c % b.total) * b.stride % b.total
+	// A loop, not sort.Search, whose closure could escape.
+	lo, hi := 0, len(cs.pools)-1
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if uint64(b.weights[mid]) > pos {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
 }
 
 // usable reports whether endpoint j may take a request: not avoided, not

@@ -56,6 +56,53 @@ func TestWeightedRoundRobinExactAndSmooth(t *testing.T) {
 	}
 }
 
+// TestExcludedTurnsSpread: round robin gives an excluded endpoint's turns
+// to the endpoints whose turns come next, so the usable ones share in
+// proportion to their weights; before, all of an excluded endpoint's turns
+// went to its next neighbour in list order (with two of four endpoints
+// down, one of the others took three quarters of the requests).
+func TestExcludedTurnsSpread(t *testing.T) {
+	reg := upstream.NewRegistry(upstream.Options{})
+	defer reg.Close()
+	for _, tc := range []struct {
+		lb      uint8
+		weights []uint16
+		down    []int
+		want    []int // requests per endpoint out of the sum
+	}{
+		{fbs.LBRoundRobin, []uint16{1, 1, 1, 1}, []int{1, 2}, []int{500, 0, 0, 500}},
+		{fbs.LBWeightedRoundRobin, []uint16{1, 2, 3, 4}, []int{2}, []int{100, 200, 0, 400}},
+		{fbs.LBWeightedRoundRobin, []uint16{5, 1, 1, 1, 2}, []int{0, 3}, []int{0, 250, 250, 0, 500}},
+	} {
+		eps := endpoints(len(tc.weights))
+		for i, w := range tc.weights {
+			eps[i].Weight = w
+		}
+		for _, i := range tc.down {
+			eps[i].Unhealthy = true
+		}
+		tab := lbTable(t, reg, fbs.Cluster{Endpoints: eps, LB: tc.lb})
+		total := 0
+		for _, w := range tc.want {
+			total += w
+		}
+		got := map[string]int{}
+		for range total {
+			p, ok := tab.Balance(0, PickKey{}, nil)
+			if !ok {
+				t.Fatalf("lb %d: no pick", tc.lb)
+			}
+			got[p.Addr()]++
+		}
+		tab.Release()
+		for i, w := range tc.want {
+			if d := got[eps[i].Address] - w; d < -1 || d > 1 {
+				t.Errorf("lb %d weights %v down %v: endpoint %d got %d of %d requests, want %d: %v", tc.lb, tc.weights, tc.down, i, got[eps[i].Address], total, w, got)
+			}
+		}
+	}
+}
+
 func TestLeastRequestPrefersLessLoaded(t *testing.T) {
 	reg := upstream.NewRegistry(upstream.Options{})
 	defer reg.Close()

@@ -93,7 +93,8 @@ func (r *slowStart) active(now int64) bool {
 
 // admit decides whether a pick of endpoint j stands at now: always for an
 // endpoint not ramping, else with probability max(10%, elapsed/window).
-// A refused pick moves on to another endpoint. It does not allocate: the
+// A refused pick passes the turn on (round robin: to the next turn, so the
+// endpoint serves as if its weight were scaled by that probability). It does not allocate: the
 // generator is the runtime's per-thread source.
 func (r *slowStart) admit(j int, now int64) bool {
 	from := r.from[j]

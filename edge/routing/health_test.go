@@ -100,21 +100,24 @@ func rampShare(t *testing.T, reg *upstream.Registry, lb uint8, ago, window time.
 }
 
 // TestSlowStartShare: a recovered endpoint's share of picks grows with the
-// time since it recovered, from 10% of its fair share to all of it; a start
+// time since it recovered, from about a tenth of its fair share to all of it; a start
 // in the future (ctrl's clock ahead) counts as now. Consistent hashing
 // ignores slow start so that keys stay on their endpoint.
 func TestSlowStartShare(t *testing.T) {
 	reg := upstream.NewRegistry(upstream.Options{})
 	defer reg.Close()
 	for _, lb := range []uint8{fbs.LBRoundRobin, fbs.LBWeightedRoundRobin, fbs.LBLeastRequest} {
-		// Fair share is 1/2; the ramp admits max(0.1, elapsed/window) of it.
+		// The ramp scales the endpoint's weight by f = max(0.1,
+		// elapsed/window): its share of two is f/(1+f) with round robin
+		// (a refused turn passes to the next turn), f/2 with least request
+		// (a refused choice goes to the other).
 		for _, tc := range []struct {
 			ago      time.Duration
 			min, max float64
 		}{
-			{0, 0.02, 0.09},
-			{-time.Hour, 0.02, 0.09},
-			{30 * time.Minute, 0.18, 0.32},
+			{0, 0.03, 0.10},
+			{-time.Hour, 0.03, 0.10},
+			{30 * time.Minute, 0.20, 0.36},
 			{2 * time.Hour, 0.45, 0.55},
 		} {
 			got := rampShare(t, reg, lb, tc.ago, time.Hour)
