@@ -54,6 +54,16 @@ func (s *Server) recomputeLoop(ctx context.Context) {
 			}
 			timer.Reset(max(0, min(s.cfg.Debounce, time.Until(deadline))))
 		}
+		if wait := s.healthWait(); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.poke:
+				// A write: its build is not health's to space out.
+			case <-timer.C:
+			}
+		}
 		if err := s.build(); err != nil {
 			s.log.Error("snapshot build failed; retrying", "err", err, "retry_in", retryAfter)
 			timer.Reset(retryAfter)
@@ -65,6 +75,22 @@ func (s *Server) recomputeLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// healthWait is how long the next build must wait so that a build caused
+// by health alone comes at least the tracker's publication interval after
+// the previous build. The tracker spaces its publications, but a build
+// that ran late (CPU, a slow store write) and the next on-time one could
+// land close together, and then one second held more versions than the
+// cap. 0 when the model changed since the last build.
+func (s *Server) healthWait() time.Duration {
+	s.wmu.Lock()
+	modelChanged := s.model.revision != s.builtModel
+	s.wmu.Unlock()
+	if modelChanged {
+		return 0
+	}
+	return time.Until(s.lastSnap().builtAt.Add(s.health.MinInterval()))
 }
 
 // restorePending puts back the start of a pending window whose build failed:
@@ -100,7 +126,8 @@ func (s *Server) build() error {
 	last := s.lastSnap()
 	s.wmu.Lock()
 	r := s.health.Routing()
-	if s.model.revision == s.builtModel && !s.clusters.healthChanged(&s.model, r) {
+	healthOnly := s.model.revision == s.builtModel
+	if healthOnly && !s.clusters.healthChanged(&s.model, r) {
 		s.wmu.Unlock()
 		return nil
 	}
@@ -144,6 +171,7 @@ func (s *Server) build() error {
 	s.setSnap(snapInfo{version: st.Version, parent: st.ParentVersion, builtAt: time.Now(), bytes: len(data)})
 	s.builtModel, s.clusters = model, next
 	s.log.Info("snapshot built", "version", st.Version, "parent", st.ParentVersion,
-		"routes", len(st.Routes), "clusters", len(st.Clusters), "bytes", len(data), "build_time", took)
+		"routes", len(st.Routes), "clusters", len(st.Clusters), "bytes", len(data), "build_time", took,
+		"health_only", healthOnly)
 	return nil
 }

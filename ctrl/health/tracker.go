@@ -453,6 +453,10 @@ func (t *Tracker) settleLocked(ep *endpoint, now time.Time) bool {
 // number of changes. The recompute loop waits on it and then reads Routing.
 func (t *Tracker) Changes() <-chan struct{} { return t.changes }
 
+// MinInterval is the least time between two changes of the Routing view:
+// one second / MaxVersionsPerSecond.
+func (t *Tracker) MinInterval() time.Duration { return t.gate.interval }
+
 // Routing returns the published view. It only changes after the flush that
 // made its state durable, and then at most MaxVersionsPerSecond times per
 // second. The value and everything it points to are immutable.
