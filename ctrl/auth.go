@@ -44,6 +44,7 @@ var (
 			for _, j := range c.Credentials.JWT {
 				m.subjects[j] = c.ID
 			}
+			m.derived.consumers[c.ID] = fbsConsumer(c)
 		},
 		unindex: func(m *state, c *model.Consumer) {
 			for _, k := range c.Credentials.APIKeys {
@@ -55,6 +56,7 @@ var (
 			for _, j := range c.Credentials.JWT {
 				delete(m.subjects, j)
 			}
+			delete(m.derived.consumers, c.ID)
 		},
 		view: func(c model.Consumer, r *admin.Result) {
 			c.Credentials.Basic = slices.Clone(c.Credentials.Basic)
@@ -77,8 +79,14 @@ var (
 			}
 			return nil
 		},
-		index:   func(m *state, j *model.JWTIssuer) { m.iss[j.Issuer] = j.ID },
-		unindex: func(m *state, j *model.JWTIssuer) { delete(m.iss, j.Issuer) },
+		index: func(m *state, j *model.JWTIssuer) {
+			m.iss[j.Issuer] = j.ID
+			m.derived.issuers[j.ID] = fbsIssuer(j)
+		},
+		unindex: func(m *state, j *model.JWTIssuer) {
+			delete(m.iss, j.Issuer)
+			delete(m.derived.issuers, j.ID)
+		},
 		inUse: func(m *state, id string) error {
 			cs := matching(m.consumers, func(c *model.Consumer) bool {
 				return slices.ContainsFunc(c.Credentials.JWT, func(l model.JWTIdentity) bool { return l.Issuer == id })
@@ -101,8 +109,8 @@ var (
 		validate: (*model.Policy).Validate,
 		table:    func(m *state) map[string]versioned[model.Policy] { return m.policies },
 		check:    checkPolicy,
-		index:    func(m *state, p *model.Policy) { m.byScope[p.ScopeKey()] = p.ID },
-		unindex:  func(m *state, p *model.Policy) { delete(m.byScope, p.ScopeKey()) },
+		index:    (*state).indexPolicy,
+		unindex:  (*state).unindexPolicy,
 		fleet:    (*Server).fleetWithPolicy,
 		view:     func(p model.Policy, r *admin.Result) { r.Policy = &p },
 	}
@@ -225,29 +233,6 @@ func (m *state) fleetSize() uint32 {
 		return 0
 	}
 	return max(m.fleet.doc, 1)
-}
-
-// fbsAuth adds consumers, issuers and policies to st and points routes,
-// clusters and the root at their policies.
-func (m *state) fbsAuth(st *fbs.State) {
-	a := &st.Auth
-	for _, c := range m.consumers {
-		a.Consumers = append(a.Consumers, fbsConsumer(&c.doc))
-	}
-	for _, j := range m.issuers {
-		a.Issuers = append(a.Issuers, fbsIssuer(&j.doc))
-	}
-	for _, p := range m.policies {
-		a.Policies = append(a.Policies, fbsPolicy(&p.doc))
-	}
-	st.GlobalPolicy = m.byScope[scopeGlobal]
-	for i := range st.Routes {
-		st.Routes[i].Policy = m.byScope[scopeRoute+st.Routes[i].ID]
-	}
-	for i := range st.Clusters {
-		st.Clusters[i].Policy = m.byScope[scopeCluster+st.Clusters[i].Name]
-	}
-	st.FleetSize = m.fleetSize()
 }
 
 func fbsConsumer(c *model.Consumer) fbs.Consumer {

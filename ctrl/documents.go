@@ -261,8 +261,8 @@ var (
 		validate: (*model.Route).Validate,
 		table:    func(m *state) map[string]versioned[model.Route] { return m.routes },
 		check:    checkRoute,
-		index:    func(m *state, r *model.Route) { m.byKey[keyOf(*r)] = r.ID },
-		unindex:  func(m *state, r *model.Route) { delete(m.byKey, keyOf(*r)) },
+		index:    (*state).indexRoute,
+		unindex:  (*state).unindexRoute,
 		inUse: func(m *state, id string) error {
 			return usedBy(kindRoute, id, m.policiesScopedTo(scopeRoute, id))
 		},

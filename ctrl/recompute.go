@@ -151,12 +151,14 @@ func (s *Server) build() error {
 	s.wmu.Unlock()
 
 	start := time.Now()
-	// Same bytes as fbs.Build(st), re-encoding only the changed shards.
-	data, err := s.builder.Build(st)
+	// Same bytes as fbs.Build(st), re-encoding only the changed shards, and
+	// verified as fbs.Open would, walking only those shards.
+	snap, err := s.builder.BuildSnapshot(st)
 	if err != nil {
 		s.restorePending(committed)
 		return fmt.Errorf("ctrl: building snapshot %d: %w", st.Version, err)
 	}
+	data := snap.Bytes()
 	took := time.Since(start)
 	s.metrics.built(st.Version, took, len(data))
 	if err := s.store.PutSnapshot(st.Version, data, s.cfg.KeepSnapshots); err != nil {
@@ -167,7 +169,7 @@ func (s *Server) build() error {
 	if committed != 0 {
 		committedAt = time.Unix(0, committed)
 	}
-	s.pub.Publish(st.Version, data, committedAt)
+	s.pub.PublishSnapshot(snap, committedAt)
 	s.setSnap(snapInfo{version: st.Version, parent: st.ParentVersion, builtAt: time.Now(), bytes: len(data)})
 	s.builtModel, s.clusters = model, next
 	s.log.Info("snapshot built", "version", st.Version, "parent", st.ParentVersion,

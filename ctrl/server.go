@@ -334,6 +334,9 @@ func (s *Server) startSnapshot() error {
 		return fmt.Errorf("ctrl: latest stored snapshot has version %d but the store is at revision %d; refusing to publish versions that go backwards", ver, rev)
 	}
 	snap, oerr := fbs.Open(data)
+	if oerr == nil && snap.Version() != ver {
+		oerr = fmt.Errorf("the file says version %d", snap.Version())
+	}
 	if oerr != nil {
 		s.log.Error("latest stored snapshot is unreadable; rebuilding", "version", ver, "err", oerr)
 		return s.build()
@@ -347,17 +350,17 @@ func (s *Server) startSnapshot() error {
 	// only move the revision. Compare its content with a build of the
 	// current state.
 	cs, next := s.clusters.convert(&s.model, s.health.Routing())
-	cur, err := s.builder.Build(s.model.fbsState(ver, snap.ParentVersion(), s.cfg.Shards, cs))
+	cur, err := s.builder.BuildSnapshot(s.model.fbsState(ver, snap.ParentVersion(), s.cfg.Shards, cs))
 	if err != nil {
 		return fmt.Errorf("ctrl: rebuilding snapshot %d to compare: %w", ver, err)
 	}
-	if curSnap, err := fbs.Open(cur); err != nil || curSnap.ContentHash() != snap.ContentHash() {
+	if cur.ContentHash() != snap.ContentHash() {
 		return s.build()
 	}
 	s.builtModel, s.clusters = s.model.revision, next
 	s.metrics.snapshotBytes.Set(float64(len(data)))
 	s.metrics.version.Set(float64(ver))
-	s.pub.Publish(ver, data, time.Time{})
+	s.pub.PublishSnapshot(snap, time.Time{})
 	s.log.Info("publishing stored snapshot", "version", ver, "routes", snap.NumRoutes(), "clusters", snap.NumClusters(), "bytes", len(data))
 	return nil
 }

@@ -39,6 +39,10 @@ type state struct {
 	users    map[string]string            // basic-auth username -> consumer id
 	subjects map[model.JWTIdentity]string // JWT issuer and subject -> consumer id
 	iss      map[string]string            // issuer "iss" value -> jwt_issuer id
+
+	// derived is the model in snapshot form, kept current by the same
+	// hooks as the indexes (derived.go).
+	derived derived
 }
 
 func newState(rev uint64) state {
@@ -55,28 +59,11 @@ func newState(rev uint64) state {
 		users:     make(map[string]string),
 		subjects:  make(map[model.JWTIdentity]string),
 		iss:       make(map[string]string),
+		derived:   newDerived(),
 	}
 }
 
 func keyOf(r model.Route) routeKey { return routeKey(r.MatchKey()) }
-
-// fbsState converts the model into the builder's input at version, with
-// the clusters already converted (clusterCache.convert adds their health).
-// fbs.Build sorts, so map iteration order does not reach the bytes.
-func (m *state) fbsState(version, parent uint64, shards int, clusters []fbs.Cluster) fbs.State {
-	st := fbs.State{
-		Version:       version,
-		ParentVersion: parent,
-		Routes:        make([]fbs.Route, 0, len(m.routes)),
-		Clusters:      clusters,
-		Shards:        shards,
-	}
-	for _, r := range m.routes {
-		st.Routes = append(st.Routes, fbsRoute(&r.doc))
-	}
-	m.fbsAuth(&st)
-	return st
-}
 
 // fbsRoute converts a validated route.
 func fbsRoute(r *model.Route) fbs.Route {

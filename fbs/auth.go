@@ -173,8 +173,15 @@ func (p *policyRefs) ref(where, id string) (uint32, error) {
 	return n, nil
 }
 
-// routeRef resolves a route's policy reference.
+// routeRef resolves a route's policy reference. It runs for every route of
+// every build, so the error's location is formatted only on failure.
 func (p *policyRefs) routeRef(r *Route) (uint32, error) {
+	if r.Policy == "" {
+		return 0, nil
+	}
+	if n, ok := p.byID[r.Policy]; ok {
+		return n, nil
+	}
 	return p.ref(fmt.Sprintf("route %q: field policy", r.ID), r.Policy)
 }
 

@@ -31,6 +31,7 @@ import (
 type Builder struct {
 	mu     sync.Mutex
 	cache  []cachedShard // by shard index, from the latest builds
+	walks  shardCache    // BuildSnapshot's verified shards
 	sb     shardBuilder
 	names  map[string]int // clusterPositions
 	ids    map[string]struct{}
@@ -62,7 +63,38 @@ type shardSum struct {
 func (b *Builder) Build(s State) ([]byte, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.build(s)
+}
 
+// BuildSnapshot is Build followed by Open of the file, without walking the
+// shards it walked before: it returns the file as a verified Snapshot
+// (Bytes() is the file), which is what a publisher needs to send it and to
+// encode deltas from it.
+//
+// The verification is Open's, in full, except that a shard whose bytes and
+// context (shard count, cluster names, policy count) are identical to a
+// shard this Builder verified at the same index reuses that walk's result
+// instead of walking its routes again (see shardCache): the checks are
+// deterministic functions of exactly those inputs. The trailer, root,
+// clusters, auth section and content hash are checked on every call. An
+// error wrapping ErrCorrupt means the builder produced a file Open would
+// refuse, a bug, and nothing should be published.
+func (b *Builder) BuildSnapshot(s State) (*Snapshot, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	data, err := b.build(s)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := open(data, &b.walks)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot build: the built file does not verify: %w", err)
+	}
+	b.walks.trim(snap.NumShards())
+	return snap, nil
+}
+
+func (b *Builder) build(s State) ([]byte, error) {
 	shards, err := shardCount(s)
 	if err != nil {
 		return nil, err

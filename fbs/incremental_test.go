@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -383,5 +384,54 @@ func TestEncodeRootGrows(t *testing.T) {
 	got := encodeRoot(64, s.Version(), s.ParentVersion(), s.ContentHash(), shardBytes, clusters, &policyRefs{clusters: make([]uint32, len(clusters))})
 	if !bytes.Equal(got, want) {
 		t.Fatal("encodeRoot with a short size estimate differs from Build")
+	}
+}
+
+// TestBuildSnapshotMatchesOpen checks that the Snapshot BuildSnapshot
+// returns, which reuses earlier shard walks, is the one Open returns for
+// the same file, field by field, along random edit sequences that also
+// change the shard count, the clusters and the policies (the context a
+// reused walk depends on), and that it fails exactly when Build does.
+func TestBuildSnapshotMatchesOpen(t *testing.T) {
+	for seed := range uint64(3) {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			e := &editor{rng: rand.New(rand.NewPCG(seed, 78)), st: genState(300, seed)}
+			e.st.Shards = 16
+			var b Builder
+			reused := 0
+			for step := range 150 {
+				_, restore := e.step()
+				if step%10 == 5 {
+					// A policy sorting first shifts every policy reference.
+					e.st.Auth.Policies = append(slices.Clone(e.st.Auth.Policies), Policy{ID: fmt.Sprintf("pol-%03d", 200-step)})
+					e.st.Routes = slices.Clone(e.st.Routes)
+					e.st.Routes[e.rng.IntN(len(e.st.Routes))].Policy = e.st.Auth.Policies[0].ID
+				}
+				want, wantErr := Build(e.st)
+				walks := slices.Clone(b.walks.shards)
+				got, gotErr := b.BuildSnapshot(e.st)
+				switch {
+				case (wantErr == nil) != (gotErr == nil):
+					t.Fatalf("step %d: BuildSnapshot error %v, Build error %v", step, gotErr, wantErr)
+				case wantErr != nil:
+					e.st = restore
+					continue
+				case !bytes.Equal(got.Bytes(), want):
+					t.Fatalf("step %d: BuildSnapshot bytes differ from Build", step)
+				}
+				opened := mustOpen(t, want)
+				if !reflect.DeepEqual(got, opened) {
+					t.Fatalf("step %d: BuildSnapshot's Snapshot differs from Open's", step)
+				}
+				for i := range min(len(walks), len(b.walks.shards)) {
+					if walks[i].data != nil && &walks[i].data[0] == &b.walks.shards[i].data[0] {
+						reused++
+					}
+				}
+			}
+			if reused == 0 {
+				t.Fatal("no shard walk was ever reused")
+			}
+		})
 	}
 }

@@ -81,6 +81,12 @@ func (sh *shardIndex) routeAt(r *snapfb.Route, j int) {
 // never panics. After Open succeeds, every accessor and Match only read
 // positions the walk has read, so they cannot panic either.
 func Open(b []byte) (*Snapshot, error) {
+	return open(b, nil)
+}
+
+// open is Open; a non-nil cache lets the walk reuse the checks of shards
+// whose bytes and context it verified before (Builder.BuildSnapshot).
+func open(b []byte, cache *shardCache) (*Snapshot, error) {
 	if len(b) < minFileSize {
 		return nil, fmt.Errorf("%w: %d bytes is shorter than the minimum %d", ErrCorrupt, len(b), minFileSize)
 	}
@@ -91,7 +97,7 @@ func Open(b []byte) (*Snapshot, error) {
 	if !flatbuffers.BufferHasIdentifier(body, Identifier) {
 		return nil, fmt.Errorf("%w: file identifier %q, want %q", ErrCorrupt, body[4:8], Identifier)
 	}
-	w := walker{s: &Snapshot{b: b}}
+	w := walker{s: &Snapshot{b: b}, cache: cache}
 	if err := w.run(body); err != nil {
 		return nil, err
 	}
@@ -104,6 +110,12 @@ type walker struct {
 	s     *Snapshot
 	where string // "clusters", "shards" or "routes"
 	i, j  int
+	seen  []bool // checkIndex's scratch
+
+	// cache, if set, holds earlier shard walks; ctx is the context the
+	// shard checks of this file depend on.
+	cache *shardCache
+	ctx   shardContext
 }
 
 func (w *walker) loc() string {
@@ -178,6 +190,8 @@ func (w *walker) walk(body []byte) error {
 		return fmt.Errorf("%w: root table: %d clusters exceed the buffer", ErrCorrupt, nClusters)
 	}
 	s.numClusters = nClusters
+	var names xxhash.Digest // of the cluster names, for w.ctx
+	names.Reset()
 	var c, prev snapfb.Cluster
 	var ep snapfb.Endpoint
 	for i := range nClusters {
@@ -211,15 +225,19 @@ func (w *walker) walk(body []byte) error {
 		if c.Policy() > nPolicies {
 			return fmt.Errorf("%w: cluster %d (%q): policy %d but %d policies", ErrCorrupt, i, name, c.Policy(), nPolicies)
 		}
+		if w.cache != nil {
+			names.Write(binary.LittleEndian.AppendUint32(scratch[:0], uint32(len(name))))
+			names.Write(name)
+		}
 		prev = c
+	}
+	if w.cache != nil {
+		w.ctx = shardContext{shards: nShards, clusters: nClusters, names: names.Sum64(), policies: nPolicies}
 	}
 
 	w.where = "shards"
 	s.shards = make([]shardIndex, nShards)
 	var sh snapfb.Shard
-	var rs snapfb.RouteShard
-	var r snapfb.Route
-	var seen []bool
 	for i := range nShards {
 		w.where, w.i = "shards", i
 		if !root.Shards(&sh, i) {
@@ -230,59 +248,21 @@ func (w *walker) walk(body []byte) error {
 			return fmt.Errorf("%w: shard %d: %d data bytes", ErrCorrupt, i, len(data))
 		}
 		hash.Write(data)
-		rs.Init(data, flatbuffers.GetUOffsetT(data))
 		idx := &s.shards[i]
-		idx.buf = data
+		switch {
+		case w.cache == nil:
+			if err := w.walkShard(i, nShards, data, idx, &s.routeSummary); err != nil {
+				return err
+			}
+		case !w.cache.reuse(i, data, w.ctx, idx, &s.routeSummary):
+			var sum routeSummary
+			if err := w.walkShard(i, nShards, data, idx, &sum); err != nil {
+				return err
+			}
+			w.cache.store(i, data, w.ctx, idx, &sum)
+			s.routeSummary.merge(&sum)
+		}
 		idx.base = s.numRoutes
-		t := rs.Table()
-		if o := flatbuffers.UOffsetT(t.Offset(routeShardRoutesSlot)); o != 0 {
-			idx.vec = t.Vector(o)
-			idx.n = t.VectorLen(o)
-		}
-		if idx.n*flatbuffers.SizeUOffsetT > len(data) {
-			return fmt.Errorf("%w: shard %d: %d routes exceed the shard's %d bytes", ErrCorrupt, i, idx.n, len(data))
-		}
-		if o := flatbuffers.UOffsetT(t.Offset(routeShardIndexSlot)); o != 0 {
-			start, words := int(t.Vector(o)), t.VectorLen(o)
-			if words < 0 || start > len(data) || words > (len(data)-start)/4 {
-				return fmt.Errorf("%w: shard %d: index of %d words exceeds the shard's %d bytes", ErrCorrupt, i, words, len(data))
-			}
-			idx.idx = data[start : start+4*words]
-		}
-		slots := len(idx.idx) / (4 * slotWords)
-		if slots == 0 || slots&(slots-1) != 0 || len(idx.idx) != slots*4*slotWords {
-			return fmt.Errorf("%w: shard %d: index has %d bytes, not a power of two of %d-byte slots", ErrCorrupt, i, len(idx.idx), 4*slotWords)
-		}
-		idx.mask = uint32(slots - 1)
-		if o := flatbuffers.UOffsetT(t.Offset(routeShardFilterSlot)); o != 0 {
-			start, words := int(t.Vector(o)), t.VectorLen(o)
-			if words <= 0 || words&(words-1) != 0 || start > len(data) || words > (len(data)-start)/8 {
-				return fmt.Errorf("%w: shard %d: filter of %d words is not a power of two within the shard's %d bytes", ErrCorrupt, i, words, len(data))
-			}
-			idx.filter = data[start : start+8*words]
-			idx.fmask = uint32(words - 1)
-		}
-		w.where = "routes"
-		var prev snapfb.Route
-		for j := range idx.n {
-			w.j = j
-			idx.routeAt(&r, j)
-			var p *snapfb.Route
-			if j > 0 {
-				p = &prev
-			}
-			if err := checkStoredRoute(s, &r, p, uint64(i), uint64(nShards)); err != nil {
-				return fmt.Errorf("%w: shard %d route %d (%q): %s", ErrCorrupt, i, j, r.Id(), err)
-			}
-			s.noteRoute(&r)
-			prev = r
-		}
-		w.where = "shards"
-		seen = slices.Grow(seen[:0], idx.n)[:idx.n]
-		clear(seen)
-		if err := checkIndex(idx, seen); err != nil {
-			return fmt.Errorf("%w: shard %d: index: %s", ErrCorrupt, i, err)
-		}
 		s.numRoutes += idx.n
 	}
 
@@ -321,6 +301,66 @@ func (w *walker) walk(body []byte) error {
 	})
 	if got := hash.Sum64(); got != s.contentHash {
 		return fmt.Errorf("%w: root table: content_hash %016x does not match content %016x", ErrCorrupt, s.contentHash, got)
+	}
+	return nil
+}
+
+// walkShard verifies shard i of nShards, whose bytes are data: its routes
+// vector, hash index and filter, and every route (checkStoredRoute, in key
+// and match order). It fills idx, except base, and adds the routes to sum.
+func (w *walker) walkShard(i, nShards int, data []byte, idx *shardIndex, sum *routeSummary) error {
+	var rs snapfb.RouteShard
+	var r snapfb.Route
+	rs.Init(data, flatbuffers.GetUOffsetT(data))
+	idx.buf = data
+	t := rs.Table()
+	if o := flatbuffers.UOffsetT(t.Offset(routeShardRoutesSlot)); o != 0 {
+		idx.vec = t.Vector(o)
+		idx.n = t.VectorLen(o)
+	}
+	if idx.n*flatbuffers.SizeUOffsetT > len(data) {
+		return fmt.Errorf("%w: shard %d: %d routes exceed the shard's %d bytes", ErrCorrupt, i, idx.n, len(data))
+	}
+	if o := flatbuffers.UOffsetT(t.Offset(routeShardIndexSlot)); o != 0 {
+		start, words := int(t.Vector(o)), t.VectorLen(o)
+		if words < 0 || start > len(data) || words > (len(data)-start)/4 {
+			return fmt.Errorf("%w: shard %d: index of %d words exceeds the shard's %d bytes", ErrCorrupt, i, words, len(data))
+		}
+		idx.idx = data[start : start+4*words]
+	}
+	slots := len(idx.idx) / (4 * slotWords)
+	if slots == 0 || slots&(slots-1) != 0 || len(idx.idx) != slots*4*slotWords {
+		return fmt.Errorf("%w: shard %d: index has %d bytes, not a power of two of %d-byte slots", ErrCorrupt, i, len(idx.idx), 4*slotWords)
+	}
+	idx.mask = uint32(slots - 1)
+	if o := flatbuffers.UOffsetT(t.Offset(routeShardFilterSlot)); o != 0 {
+		start, words := int(t.Vector(o)), t.VectorLen(o)
+		if words <= 0 || words&(words-1) != 0 || start > len(data) || words > (len(data)-start)/8 {
+			return fmt.Errorf("%w: shard %d: filter of %d words is not a power of two within the shard's %d bytes", ErrCorrupt, i, words, len(data))
+		}
+		idx.filter = data[start : start+8*words]
+		idx.fmask = uint32(words - 1)
+	}
+	w.where = "routes"
+	var prev snapfb.Route
+	for j := range idx.n {
+		w.j = j
+		idx.routeAt(&r, j)
+		var p *snapfb.Route
+		if j > 0 {
+			p = &prev
+		}
+		if err := checkStoredRoute(w.s, &r, p, uint64(i), uint64(nShards)); err != nil {
+			return fmt.Errorf("%w: shard %d route %d (%q): %s", ErrCorrupt, i, j, r.Id(), err)
+		}
+		sum.note(&r)
+		prev = r
+	}
+	w.where = "shards"
+	w.seen = slices.Grow(w.seen[:0], idx.n)[:idx.n]
+	clear(w.seen)
+	if err := checkIndex(idx, w.seen); err != nil {
+		return fmt.Errorf("%w: shard %d: index: %s", ErrCorrupt, i, err)
 	}
 	return nil
 }

@@ -15,13 +15,7 @@ type Snapshot struct {
 
 	version, parentVersion, contentHash uint64
 	numRoutes, numClusters              int
-	maxPrefix                           int // longest route prefix; Match skips longer candidates
-
-	// Summaries of the route set gathered by the verifying walk, so that
-	// Match skips candidates no route can have without probing.
-	prefixLens, exactLens lenSet // lengths of prefixes and exact paths
-	wildLens              lenSet // lengths of "*." host suffixes, dot included
-	wildHosts, anyHost    bool   // some host is a "*." wildcard; some is "*"
+	routeSummary
 
 	auth                    *Auth // decoded and checked by Open; nil = none
 	globalPolicy, fleetSize uint32
@@ -54,22 +48,43 @@ func (s *Snapshot) policyID(ref uint32) string {
 	return s.auth.Policies[ref-1].ID
 }
 
-// noteRoute adds a verified route to the summaries.
-func (s *Snapshot) noteRoute(r *snapfb.Route) {
+// routeSummary is what the verifying walk gathers about a route set, so
+// that Match skips candidates no route can have without probing.
+type routeSummary struct {
+	maxPrefix             int    // longest route prefix; Match skips longer candidates
+	prefixLens, exactLens lenSet // lengths of prefixes and exact paths
+	wildLens              lenSet // lengths of "*." host suffixes, dot included
+	wildHosts, anyHost    bool   // some host is a "*." wildcard; some is "*"
+}
+
+// note adds a verified route to the summary.
+func (u *routeSummary) note(r *snapfb.Route) {
 	host, prefix := r.Host(), r.Prefix()
 	switch {
 	case len(host) == 1 && host[0] == '*':
-		s.anyHost = true
+		u.anyHost = true
 	case len(host) > 1 && host[0] == '*':
-		s.wildHosts = true
-		s.wildLens.add(len(host) - 1)
+		u.wildHosts = true
+		u.wildLens.add(len(host) - 1)
 	}
 	if r.Exact() {
-		s.exactLens.add(len(prefix))
+		u.exactLens.add(len(prefix))
 		return
 	}
-	s.prefixLens.add(len(prefix))
-	s.maxPrefix = max(s.maxPrefix, len(prefix))
+	u.prefixLens.add(len(prefix))
+	u.maxPrefix = max(u.maxPrefix, len(prefix))
+}
+
+// merge adds the routes summarised in o.
+func (u *routeSummary) merge(o *routeSummary) {
+	u.maxPrefix = max(u.maxPrefix, o.maxPrefix)
+	for i := range u.prefixLens {
+		u.prefixLens[i] |= o.prefixLens[i]
+		u.exactLens[i] |= o.exactLens[i]
+		u.wildLens[i] |= o.wildLens[i]
+	}
+	u.wildHosts = u.wildHosts || o.wildHosts
+	u.anyHost = u.anyHost || o.anyHost
 }
 
 // Bytes returns the snapshot file as passed to Open.

@@ -261,12 +261,29 @@ func (s *Server) isClosed() bool {
 
 // Publish makes snapshot the latest version and offers it to every session
 // whose edge is behind. Versions not above the current latest, and bytes
-// that do not verify, are refused. committedAt is when the oldest write it
-// contains was acknowledged to its client; ACKs measure propagation lag from
-// it. It never waits on an edge: each session's writer picks up the newest
-// snapshot when it is free, skipping any it never got to send. The Server
-// keeps a reference to snapshot; the caller must not modify it afterwards.
+// that do not verify (fbs.Open), are refused. committedAt is when the oldest
+// write it contains was acknowledged to its client; ACKs measure
+// propagation lag from it. It never waits on an edge: each session's writer
+// picks up the newest snapshot when it is free, skipping any it never got
+// to send. The Server keeps a reference to snapshot; the caller must not
+// modify it afterwards.
 func (s *Server) Publish(version uint64, snapshot []byte, committedAt time.Time) {
+	// The delta encoder needs the shard layout; opening also makes sure
+	// ctrl never streams bytes an edge would refuse.
+	snap, err := fbs.Open(snapshot)
+	if err != nil || snap.Version() != version {
+		s.log.Error("publish: refusing snapshot that does not verify", "version", version, "err", err)
+		return
+	}
+	s.PublishSnapshot(snap, committedAt)
+}
+
+// PublishSnapshot is Publish for a snapshot already verified: an fbs.Open
+// result, or fbs.Builder.BuildSnapshot's, which runs Open's checks and
+// walks only the shards it has not verified before. ctrl publishes what
+// its Builder returns, so a 100,000-route version is not walked twice.
+func (s *Server) PublishSnapshot(snap *fbs.Snapshot, committedAt time.Time) {
+	version, snapshot := snap.Version(), snap.Bytes()
 	s.publishMu.Lock()
 	defer s.publishMu.Unlock()
 	if s.isClosed() {
@@ -277,15 +294,8 @@ func (s *Server) Publish(version uint64, snapshot []byte, committedAt time.Time)
 		s.log.Debug("publish: ignoring snapshot not newer than the latest", "version", version, "latest", cur.version)
 		return
 	}
-	if version == 0 || len(snapshot) == 0 || uint64(len(snapshot)) > 0xFFFFFFFF {
+	if version == 0 || uint64(len(snapshot)) > 0xFFFFFFFF {
 		s.log.Error("publish: refusing unpublishable snapshot", "version", version, "bytes", len(snapshot))
-		return
-	}
-	// The delta encoder needs the shard layout; opening also makes sure
-	// ctrl never streams bytes an edge would refuse.
-	snap, err := fbs.Open(snapshot)
-	if err != nil || snap.Version() != version {
-		s.log.Error("publish: refusing snapshot that does not verify", "version", version, "err", err)
 		return
 	}
 	// The FULL is compressed on first need (fullPayload), not here: at
