@@ -165,9 +165,9 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// reportHealth passes an ejection or recovery to the feed, which reports
-// it to ctrl (docs/health.md, "Edge reports"). Pools only fire it while
-// requests flow, after New set n.feed.
+// reportHealth passes an ejection, a 5xx streak or a recovery to the
+// feed, which reports it to ctrl (docs/health.md, "Edge reports"). Pools
+// only fire it while requests flow, after New set n.feed.
 func (n *Node) reportHealth(addr string, ok bool, kind upstream.FailureKind) {
 	cause := wire.CauseRecovered
 	switch kind {
@@ -177,6 +177,8 @@ func (n *Node) reportHealth(addr string, ok bool, kind upstream.FailureKind) {
 		cause = wire.CauseReset
 	case upstream.FailTimeout:
 		cause = wire.CauseTimeout
+	case upstream.Fail5xx:
+		cause = wire.Cause5xx
 	}
 	n.feed.ObserveEndpoint(addr, ok, cause)
 }

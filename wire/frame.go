@@ -7,7 +7,7 @@
 // Frame layout (12-byte header, then the payload):
 //
 //	0..3   payload length, uint32 big endian
-//	4      protocol version (2 or 3)
+//	4      protocol version (2, 3 or 4)
 //	5      message type
 //	6..7   flags, uint16 big endian, must be 0
 //	8..11  CRC-32C (Castagnoli) over header bytes 0..7 and the payload
@@ -33,8 +33,10 @@ const HeaderSize = 12
 // REPORT and changes nothing else, so a version-3 side talks to a version-2
 // peer by framing in 2: ctrl answers in the version of the edge's HELLO,
 // and an edge sends REPORT only when ctrl answered in 3 (docs/stream.md).
+// 4 adds the REPORT cause Cause5xx, which a version-3 ctrl refuses as
+// malformed; an edge in a version-3 session drops those observations.
 const (
-	ProtocolVersion    = 3
+	ProtocolVersion    = 4
 	MinProtocolVersion = 2
 )
 

@@ -2,6 +2,8 @@ package wire
 
 import (
 	"bytes"
+	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -191,12 +193,27 @@ func FuzzDecodeReport(f *testing.F) {
 	}})
 	f.Add(p)
 	f.Add(p[:len(p)-1])
+	p5, _ := AppendReport(nil, Report{Observations: []Observation{
+		{Cluster: "api", Endpoint: "10.0.0.1:8080", Cause: Cause5xx, Revision: 7, UnixNano: 9},
+		{Cluster: "api", Endpoint: "10.0.0.1:8080", OK: true, Cause: CauseRecovered, Revision: 8},
+	}})
+	f.Add(p5)
+	p5[2+17] = byte(Cause5xx + 1) // the first unknown cause
+	f.Add(p5)
 	f.Add([]byte{0, 1})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := DecodeReport(Report{}, b)
+		m3, err3 := DecodeReportIn(Report{}, b, 3)
+		if err3 == nil && (err != nil || !reflect.DeepEqual(m3, m)) {
+			t.Fatalf("version 3 accepts what %d refuses or reads it differently: %v", ProtocolVersion, err)
+		}
 		if err != nil {
 			return
+		}
+		// Version 3 refuses exactly the reports that carry Cause5xx.
+		if has5xx := slices.ContainsFunc(m.Observations, func(o Observation) bool { return o.Cause == Cause5xx }); has5xx != (err3 != nil) {
+			t.Fatalf("version 3: 5xx present %t, refused: %v", has5xx, err3)
 		}
 		// Whatever decodes re-encodes to the same bytes.
 		re, err := AppendReport(nil, m)

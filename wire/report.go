@@ -15,7 +15,12 @@ const (
 	CauseConnect   Cause = 1 // the connection could not be opened
 	CauseReset     Cause = 2 // the endpoint reset or closed an open connection
 	CauseTimeout   Cause = 3 // connect or response timed out
+	Cause5xx       Cause = 4 // answered 5xx several times in a row; protocol 4
 )
+
+// KnownIn reports whether c exists in a REPORT of protocol version v: a
+// peer of an older version refuses the newer causes as malformed.
+func (c Cause) KnownIn(v uint8) bool { return c <= CauseTimeout || c == Cause5xx && v >= 4 }
 
 func (c Cause) String() string {
 	switch c {
@@ -27,6 +32,8 @@ func (c Cause) String() string {
 		return "reset"
 	case CauseTimeout:
 		return "timeout"
+	case Cause5xx:
+		return "5xx"
 	}
 	return fmt.Sprintf("cause(%d)", uint8(c))
 }
@@ -49,7 +56,8 @@ type Observation struct {
 	UnixNano int64 // when the edge saw it
 }
 
-// Report is a batch of observations (REPORT, edge → ctrl, protocol 3).
+// Report is a batch of observations (REPORT, edge → ctrl, protocol 3;
+// Cause5xx from 4).
 type Report struct {
 	Observations []Observation
 }
@@ -66,8 +74,13 @@ func checkReportName(field, s string) error {
 	return nil
 }
 
-// Validate reports why o cannot be sent in a REPORT, or nil.
-func (o *Observation) Validate() error {
+// Validate reports why o cannot be sent in a REPORT of ProtocolVersion, or
+// nil.
+func (o *Observation) Validate() error { return o.ValidateIn(ProtocolVersion) }
+
+// ValidateIn reports why o cannot be sent in a REPORT of protocol version
+// v, or nil.
+func (o *Observation) ValidateIn(v uint8) error {
 	if err := checkReportName("cluster", o.Cluster); err != nil {
 		return err
 	}
@@ -77,8 +90,8 @@ func (o *Observation) Validate() error {
 	if o.Revision == 0 {
 		return fmt.Errorf("%w: REPORT observation of %s in %s has revision 0, want at least 1", ErrMalformed, o.Endpoint, o.Cluster)
 	}
-	if o.Cause > CauseTimeout {
-		return fmt.Errorf("%w: REPORT observation of %s in %s has unknown %s", ErrMalformed, o.Endpoint, o.Cluster, o.Cause)
+	if !o.Cause.KnownIn(v) {
+		return fmt.Errorf("%w: REPORT observation of %s in %s has %s, unknown in protocol version %d", ErrMalformed, o.Endpoint, o.Cluster, o.Cause, v)
 	}
 	if o.OK != (o.Cause == CauseRecovered) {
 		return fmt.Errorf("%w: REPORT observation of %s in %s is ok=%t with cause %s (only an ok observation is %s)", ErrMalformed, o.Endpoint, o.Cluster, o.OK, o.Cause, CauseRecovered)
@@ -120,9 +133,15 @@ func AppendReport(dst []byte, m Report) ([]byte, error) {
 	return dst, nil
 }
 
-// DecodeReport decodes a REPORT payload strictly, appending the
-// observations to dst.Observations[:0] so a caller can reuse the slice.
+// DecodeReport is DecodeReportIn at ProtocolVersion.
 func DecodeReport(dst Report, p []byte) (Report, error) {
+	return DecodeReportIn(dst, p, ProtocolVersion)
+}
+
+// DecodeReportIn decodes the REPORT payload of a protocol version v frame
+// strictly, appending the observations to dst.Observations[:0] so a caller
+// can reuse the slice.
+func DecodeReportIn(dst Report, p []byte, v uint8) (Report, error) {
 	out := Report{Observations: dst.Observations[:0]}
 	if len(p) < 2 {
 		return out, fmt.Errorf("%w: REPORT is %d bytes, want at least 2", ErrMalformed, len(p))
@@ -161,7 +180,7 @@ func DecodeReport(dst Report, p []byte) (Report, error) {
 		}
 		o.Endpoint = string(p[:el])
 		p = p[el:]
-		if err := o.Validate(); err != nil {
+		if err := o.ValidateIn(v); err != nil {
 			return out, fmt.Errorf("observation %d: %w", i, err)
 		}
 		out.Observations = append(out.Observations, o)

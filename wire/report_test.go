@@ -12,6 +12,7 @@ func TestReportRoundTrip(t *testing.T) {
 		{Cluster: "api", Endpoint: "10.0.0.1:8080", Cause: CauseConnect, Revision: 7, UnixNano: 1_700_000_000_000_000_000},
 		{Cluster: "api", Endpoint: "10.0.0.2:8080", Cause: CauseTimeout, Revision: 8, UnixNano: -1},
 		{Cluster: "web", Endpoint: "[::1]:80", OK: true, Cause: CauseRecovered, Revision: 9},
+		{Cluster: "web", Endpoint: "10.0.0.3:80", Cause: Cause5xx, Revision: 10},
 	}}
 	p, err := AppendReport(nil, in)
 	if err != nil {
@@ -44,7 +45,8 @@ func TestReportRefusals(t *testing.T) {
 		{"long endpoint", with(func(o *Observation) { o.Endpoint = strings.Repeat("a", MaxReportName+1) }), "endpoint is 256 bytes"},
 		{"space in endpoint", with(func(o *Observation) { o.Endpoint = "a b" }), "endpoint byte 1"},
 		{"revision 0", with(func(o *Observation) { o.Revision = 0 }), "revision 0"},
-		{"unknown cause", with(func(o *Observation) { o.Cause = 4 }), "cause(4)"},
+		{"unknown cause", with(func(o *Observation) { o.Cause = 5 }), "cause(5), unknown in protocol version 4"},
+		{"ok with 5xx", with(func(o *Observation) { o.OK, o.Cause = true, Cause5xx }), "ok=true with cause 5xx"},
 		{"ok with failure cause", with(func(o *Observation) { o.OK = true }), "ok=true with cause connect-failure"},
 		{"failure without cause", with(func(o *Observation) { o.Cause = CauseRecovered }), "ok=false with cause recovered"},
 	}
@@ -79,5 +81,39 @@ func TestReportRefusals(t *testing.T) {
 				t.Fatalf("got %v, want ErrMalformed mentioning %q", err, c.want)
 			}
 		})
+	}
+}
+
+// Cause5xx exists from protocol 4: a version-3 REPORT carrying it is
+// malformed, as a version-3 ctrl sees it, and the other causes are the
+// same in both.
+func TestReportCauseVersions(t *testing.T) {
+	for c := CauseRecovered; c <= CauseTimeout; c++ {
+		if !c.KnownIn(3) || !c.KnownIn(4) {
+			t.Errorf("%s unknown in 3 or 4", c)
+		}
+	}
+	if Cause5xx.KnownIn(3) || !Cause5xx.KnownIn(4) || Cause(5).KnownIn(4) {
+		t.Fatal("KnownIn: 5xx must be known from 4 only, cause(5) never")
+	}
+	o := Observation{Cluster: "api", Endpoint: "10.0.0.1:80", Cause: Cause5xx, Revision: 3}
+	p, err := AppendReport(nil, Report{Observations: []Observation{o}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.ValidateIn(3); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "5xx, unknown in protocol version 3") {
+		t.Fatalf("ValidateIn(3): got %v", err)
+	}
+	if _, err := DecodeReportIn(Report{}, p, 3); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "observation 0: ") {
+		t.Fatalf("DecodeReportIn(3): got %v, want ErrMalformed for observation 0", err)
+	}
+	m, err := DecodeReportIn(Report{}, p, 4)
+	if err != nil || len(m.Observations) != 1 || m.Observations[0] != o {
+		t.Fatalf("DecodeReportIn(4): got %+v, %v", m, err)
+	}
+	o.Cause = CauseReset
+	p, _ = AppendReport(nil, Report{Observations: []Observation{o}})
+	if _, err := DecodeReportIn(Report{}, p, 3); err != nil {
+		t.Fatalf("version 3 refused a reset: %v", err)
 	}
 }

@@ -74,9 +74,11 @@ type Config struct {
 	MaxQueuedReports int
 }
 
-// downgradeFor is how long an edge speaks protocol 2 after a ctrl closed
-// the stream on its version-3 HELLO (a ctrl that predates REPORT refuses
-// it). Then it tries 3 again, so an upgraded ctrl gets reports within it.
+// downgradeFor is how long an edge speaks the protocol version below the
+// one of a HELLO on which ctrl closed the stream (a ctrl older than the
+// version refuses it): 3 after a closed 4 (no 5xx reports), 2 after a
+// closed 3 (no reports). Then it tries ProtocolVersion again, so an
+// upgraded ctrl gets the newer reports within it.
 const downgradeFor = 10 * time.Minute
 
 // Status is the feed's view of its link to ctrl.
@@ -104,8 +106,9 @@ type Client struct {
 	held atomic.Pointer[heldHash]
 
 	reports reportQueue
-	// v2Until: speak protocol 2 until then (downgradeFor); Run's goroutine.
-	v2Until time.Time
+	// Speak protocol downTo until downUntil (downgradeFor); Run's goroutine.
+	downTo    uint8
+	downUntil time.Time
 }
 
 type heldHash struct{ version, hash uint64 }
@@ -270,8 +273,8 @@ func (c *Client) session(ctx context.Context, dec *wire.Decompressor, ddec *wire
 	}
 
 	s := &stream{c: c, conn: conn, w: wire.NewWriter(conn), dec: dec, ddec: ddec}
-	if time.Now().Before(c.v2Until) {
-		s.w.SetVersion(wire.MinProtocolVersion) // in range, cannot fail
+	if time.Now().Before(c.downUntil) {
+		s.w.SetVersion(c.downTo) // handshake set it in range, cannot fail
 	}
 	r := wire.NewReader(conn, c.cfg.MaxSnapshot)
 	if err := s.handshake(r); err != nil {
@@ -393,6 +396,14 @@ func (s *stream) ack(v uint64) error {
 	return s.send(wire.TypeAck, s.out)
 }
 
+// lostWith says what an edge speaking protocol v does not report.
+func lostWith(v uint8) string {
+	if v < 3 {
+		return "no health reports"
+	}
+	return "no 5xx reports"
+}
+
 // handshake sends HELLO with a fresh nonce, checks ctrl's proof in
 // CHALLENGE and answers PROOF. A ctrl that cannot prove the secret gets no
 // proof from us and the session ends before any snapshot is accepted.
@@ -414,9 +425,9 @@ func (s *stream) handshake(r *wire.Reader) error {
 	}
 	s.conn.SetReadDeadline(time.Now().Add(s.c.cfg.DeadAfter))
 	t, p, err := r.Next()
-	if errors.Is(err, io.EOF) && s.w.Version() == wire.ProtocolVersion {
-		s.c.v2Until = time.Now().Add(downgradeFor)
-		s.c.log.Warn("feed: ctrl closed the stream after HELLO; if it predates protocol version 3 it refused ours, so speaking 2 (no health reports)", "for", downgradeFor)
+	if v := s.w.Version(); errors.Is(err, io.EOF) && v > wire.MinProtocolVersion {
+		s.c.downTo, s.c.downUntil = v-1, time.Now().Add(downgradeFor)
+		s.c.log.Warn(fmt.Sprintf("feed: ctrl closed the stream after HELLO; if it predates protocol version %d it refused ours, so speaking %d (%s)", v, v-1, lostWith(v-1)), "for", downgradeFor)
 	}
 	if err != nil {
 		return fmt.Errorf("feed: read CHALLENGE: %w", err)

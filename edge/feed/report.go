@@ -1,6 +1,7 @@
 package feed
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -72,14 +73,23 @@ func (c *Client) takeReports(dst []wire.Observation) ([]wire.Observation, uint64
 }
 
 // reportLoop sends the queued observations every ReportInterval while the
-// session lasts; only for a ctrl that answered in protocol 3.
+// session lasts; only for a ctrl that answered in protocol 3 or later.
+// Observations whose cause the session's version lacks (Cause5xx below 4)
+// are dropped: an older ctrl would refuse the whole REPORT as malformed.
 func (s *stream) reportLoop(done <-chan struct{}) {
 	tick := time.NewTicker(s.c.cfg.ReportInterval)
 	defer tick.Stop()
 	var (
-		obs []wire.Observation
-		buf []byte
+		obs        []wire.Observation
+		buf        []byte
+		unsendable uint64
 	)
+	ver := s.w.Version()
+	defer func() {
+		if unsendable > 0 {
+			s.c.log.Warn("feed: health reports ctrl's protocol version cannot carry were dropped", "protocol", ver, "dropped", unsendable)
+		}
+	}()
 	for {
 		select {
 		case <-done:
@@ -90,6 +100,12 @@ func (s *stream) reportLoop(done <-chan struct{}) {
 			if dropped > 0 {
 				s.c.log.Warn("feed: health reports dropped while ctrl was away or slow", "dropped", dropped)
 			}
+			n := len(obs)
+			obs = slices.DeleteFunc(obs, func(o wire.Observation) bool { return !o.Cause.KnownIn(ver) })
+			if n > len(obs) && unsendable == 0 {
+				s.c.log.Warn("feed: ctrl's protocol version cannot carry some health reports; dropping them for this session", "protocol", ver, "cause", wire.Cause5xx)
+			}
+			unsendable += uint64(n - len(obs))
 			if len(obs) == 0 {
 				continue
 			}

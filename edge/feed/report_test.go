@@ -79,46 +79,32 @@ func TestReportsQueuedUntilCtrlAndDropOldest(t *testing.T) {
 	}
 }
 
-// A ctrl that predates protocol 3 closes the stream on a version-3 HELLO;
-// the edge then speaks 2 and the handshake completes.
-func TestEdgeFallsBackToVersionTwo(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// acceptHello accepts the edge's next connection and reads its HELLO.
+func acceptHello(t *testing.T, ln net.Listener) (net.Conn, *wire.Reader, wire.Hello) {
+	t.Helper()
+	conn, err := ln.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	e := startEdge(t, ln.Addr().String(), t.TempDir())
-	hello := func() (net.Conn, *wire.Reader, wire.Hello) {
-		t.Helper()
-		conn, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn.SetDeadline(time.Now().Add(10 * time.Second))
-		r := wire.NewReader(conn, 1<<20)
-		typ, p, err := r.Next()
-		if err != nil || typ != wire.TypeHello {
-			t.Fatalf("got %s %v, want HELLO", typ, err)
-		}
-		h, err := wire.DecodeHello(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return conn, r, h
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	r := wire.NewReader(conn, 1<<20)
+	typ, p, err := r.Next()
+	if err != nil || typ != wire.TypeHello {
+		t.Fatalf("got %s %v, want HELLO", typ, err)
 	}
-	conn, r, _ := hello()
-	if r.Version() != wire.ProtocolVersion {
-		t.Fatalf("first HELLO in version %d, want %d", r.Version(), wire.ProtocolVersion)
+	h, err := wire.DecodeHello(p)
+	if err != nil {
+		t.Fatal(err)
 	}
-	conn.Close() // what a version-2 ctrl does with it
+	return conn, r, h
+}
 
-	conn, r, h := hello()
-	defer conn.Close()
-	if r.Version() != 2 {
-		t.Fatalf("HELLO after the refusal in version %d, want 2", r.Version())
-	}
+// completeHandshake plays ctrl's side of the handshake in the version of
+// the edge's HELLO and checks the edge's PROOF.
+func completeHandshake(t *testing.T, conn net.Conn, r *wire.Reader, h wire.Hello) {
+	t.Helper()
 	w := wire.NewWriter(conn)
-	w.SetVersion(2)
+	w.SetVersion(r.Version())
 	nonce := [wire.NonceSize]byte{3}
 	w.WriteFrame(wire.TypeChallenge, wire.AppendChallenge(nil, wire.Challenge{Nonce: nonce, Proof: wire.CtrlProof(testSecret, h, nonce)}))
 	typ, p, err := r.Next()
@@ -128,5 +114,81 @@ func TestEdgeFallsBackToVersionTwo(t *testing.T) {
 	if pr, _ := wire.DecodeProof(p); !wire.ProofEqual(pr.MAC, wire.EdgeProof(testSecret, h, nonce)) {
 		t.Fatal("edge proof does not verify")
 	}
-	waitFor(t, "downgrade logged", func() bool { return strings.Contains(e.logs.String(), "speaking 2") })
+}
+
+// A ctrl older than the edge's protocol closes the stream on its HELLO;
+// the edge steps down one version per refusal (4, then 3, then 2) and the
+// handshake completes in the version ctrl speaks.
+func TestEdgeStepsDownProtocolVersions(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	e := startEdge(t, ln.Addr().String(), t.TempDir())
+	for _, v := range []uint8{wire.ProtocolVersion, 3} {
+		conn, r, _ := acceptHello(t, ln)
+		if r.Version() != v {
+			t.Fatalf("HELLO in version %d, want %d", r.Version(), v)
+		}
+		conn.Close() // what a ctrl older than v does with it
+	}
+	conn, r, h := acceptHello(t, ln)
+	defer conn.Close()
+	if r.Version() != 2 {
+		t.Fatalf("HELLO after two refusals in version %d, want 2", r.Version())
+	}
+	completeHandshake(t, conn, r, h)
+	waitFor(t, "downgrades logged", func() bool {
+		l := e.logs.String()
+		return strings.Contains(l, "speaking 3 (no 5xx reports)") && strings.Contains(l, "speaking 2 (no health reports)")
+	})
+}
+
+// In a session negotiated in protocol 3 the edge drops 5xx observations,
+// which a version-3 ctrl would refuse as malformed, and sends the rest.
+func TestEdgeDrops5xxReportsBelowVersionFour(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	e := startEdgeWith(t, ln.Addr().String(), t.TempDir(), func(c *feed.Config) {
+		c.ClustersOf = func(_ string, dst []string) []string { return append(dst, "api") }
+		c.ReportInterval = 10 * time.Millisecond
+	})
+	conn, _, _ := acceptHello(t, ln)
+	conn.Close() // a version-3 ctrl refusing the version-4 HELLO
+	conn, r, h := acceptHello(t, ln)
+	defer conn.Close()
+	if r.Version() != 3 {
+		t.Fatalf("HELLO in version %d, want 3", r.Version())
+	}
+	completeHandshake(t, conn, r, h)
+	e.client.ObserveEndpoint("10.0.0.1:80", false, wire.Cause5xx)
+	e.client.ObserveEndpoint("10.0.0.1:80", false, wire.CauseReset)
+	e.client.ObserveEndpoint("10.0.0.1:80", false, wire.Cause5xx)
+	for {
+		typ, p, err := r.Next()
+		if err != nil {
+			t.Fatalf("waiting for REPORT: %v", err)
+		}
+		if typ != wire.TypeReport {
+			continue // heartbeats
+		}
+		if r.Version() != 3 {
+			t.Fatalf("REPORT in version %d, want 3", r.Version())
+		}
+		rep, err := wire.DecodeReportIn(wire.Report{}, p, 3)
+		if err != nil {
+			t.Fatalf("version-3 ctrl refuses the REPORT: %v", err)
+		}
+		if len(rep.Observations) != 1 || rep.Observations[0].Cause != wire.CauseReset {
+			t.Fatalf("REPORT carries %+v, want the reset only", rep.Observations)
+		}
+		break
+	}
+	if l := e.logs.String(); strings.Count(l, "cannot carry some health reports") != 1 {
+		t.Fatalf("drop not logged exactly once:\n%s", l)
+	}
 }

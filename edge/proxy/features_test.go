@@ -27,6 +27,12 @@ import (
 // startProxy runs a proxy over st and returns its address and metrics.
 func startProxy(t *testing.T, st fbs.State, mod func(*Config)) (string, *telemetry.Metrics) {
 	t.Helper()
+	return startProxyPools(t, st, upstream.Options{}, mod)
+}
+
+// startProxyPools is startProxy with upstream pools configured by opts.
+func startProxyPools(t *testing.T, st fbs.State, opts upstream.Options, mod func(*Config)) (string, *telemetry.Metrics) {
+	t.Helper()
 	b, err := fbs.Build(st)
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +41,7 @@ func startProxy(t *testing.T, st fbs.State, mod func(*Config)) (string, *telemet
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := upstream.NewRegistry(upstream.Options{})
+	reg := upstream.NewRegistry(opts)
 	h := &routing.Holder{}
 	if _, err := h.Swap(routing.NewTable(snap, nil, reg)); err != nil {
 		t.Fatal(err)

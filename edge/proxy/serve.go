@@ -316,7 +316,7 @@ func (s *Server) forward(st *connState, tab *routing.Table, hn, total int, keep 
 // attempt makes one try on pool. It returns true when the caller should
 // retry on another endpoint; otherwise *keepOut says whether the client
 // connection stays open. The pool's in-flight count (least-request) and
-// its health (local ejection) are updated here.
+// its health (local ejection, 5xx streak) are updated here.
 func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time.Duration, hn, total int, timeout time.Duration, keep bool, retries *int, staleRetried *bool, keepOut *bool) (retry bool) {
 	pool.Begin()
 	defer pool.End()
@@ -346,6 +346,8 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 		res := s.exchange(st, u, hn, total, timeout, keep, *retries > 0)
 		switch res {
 		case exchangeStale, exchangeTimeout:
+		case exchangeOK, exchangeOKClose, exchangeRetryStatus:
+			pool.ReportResponse(st.resp.Status) // a 5xx streak is reported, not ejected
 		default:
 			pool.ReportSuccess()
 		}

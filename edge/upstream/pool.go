@@ -41,10 +41,16 @@ type Options struct {
 	EjectBase, EjectMax time.Duration
 	// Logger receives one line per ejection. Default slog.Default().
 	Logger *slog.Logger
-	// OnHealth, if set, is told when an endpoint is ejected (ok false,
-	// with the failure) and when it first succeeds after an ejection (ok
-	// true, kind 0): the edge reports both to ctrl. It runs on the request
-	// path, so it must return at once.
+	// Report5xxAfter: every this many consecutive 5xx answers from an
+	// endpoint, OnHealth hears a Fail5xx. It is a report, not an ejection:
+	// whether a backend answering 500 everywhere leaves rotation is ctrl's
+	// call (panic mode, damping), not every edge's. Default 5; negative
+	// disables.
+	Report5xxAfter int
+	// OnHealth, if set, is told when an endpoint is ejected or hits
+	// Report5xxAfter (ok false, with the failure) and when it first answers
+	// other than 5xx after either (ok true, kind 0): the edge reports both
+	// to ctrl. It runs on the request path, so it must return at once.
 	OnHealth func(addr string, ok bool, kind FailureKind)
 }
 
@@ -54,6 +60,7 @@ const (
 	DefaultConnectTimeout = time.Second
 	DefaultEjectBase      = time.Second
 	DefaultEjectMax       = 30 * time.Second
+	DefaultReport5xxAfter = 5
 )
 
 func (o Options) withDefaults() Options {
@@ -71,6 +78,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.EjectMax < o.EjectBase {
 		o.EjectMax = max(DefaultEjectMax, o.EjectBase)
+	}
+	if o.Report5xxAfter == 0 {
+		o.Report5xxAfter = DefaultReport5xxAfter
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -103,12 +113,21 @@ type Pool struct {
 	inflight atomic.Int64
 	// ejectUntil is the unix-nano time the current ejection ends, 0 when
 	// the endpoint is healthy; the hot path checks it without a clock read
-	// while it is 0. ejections counts ejections since the last success and
-	// sets the next duration. lastKind is the failure that ejected it.
+	// while it is 0. lastKind is the failure that ejected it.
 	ejectUntil atomic.Int64
-	ejections  atomic.Uint32
 	lastKind   atomic.Uint32
+	// trouble is what went wrong since the last success: ejections in the
+	// low 32 bits (they set the next duration), consecutive 5xx answers in
+	// the high 32. One word, so a success checks both with one load and
+	// clears both with one swap: its recovery is reported once, whichever
+	// of the two was reported.
+	trouble atomic.Uint64
 }
+
+const (
+	ejectionsMask = 1<<32 - 1
+	one5xx        = 1 << 32
+)
 
 // FailureKind is why an exchange with an endpoint failed on this edge.
 type FailureKind uint8
@@ -117,6 +136,7 @@ const (
 	FailConnect FailureKind = iota + 1 // refused or unreachable
 	FailTimeout                        // connect or response timeout
 	FailReset                          // connection reset or closed mid-exchange
+	Fail5xx                            // Options.Report5xxAfter 5xx answers in a row; not ejected
 )
 
 func (k FailureKind) String() string {
@@ -127,6 +147,8 @@ func (k FailureKind) String() string {
 		return "timeout"
 	case FailReset:
 		return "reset"
+	case Fail5xx:
+		return "5xx"
 	}
 	return "unknown"
 }
@@ -164,13 +186,13 @@ func (p *Pool) ReportFailure(kind FailureKind) {
 		if u != 0 && now < u {
 			return
 		}
-		n := p.ejections.Load()
+		n := uint32(p.trouble.Load() & ejectionsMask)
 		d := p.opts.EjectBase << min(n, 16)
 		if d > p.opts.EjectMax || d <= 0 {
 			d = p.opts.EjectMax
 		}
 		if p.ejectUntil.CompareAndSwap(u, now+int64(d)) {
-			p.ejections.Add(1)
+			p.trouble.Add(1)
 			p.lastKind.Store(uint32(kind))
 			p.opts.Logger.Warn("upstream endpoint ejected", "addr", p.addr, "cause", kind.String(),
 				"for", d, "ejections", n+1)
@@ -182,15 +204,56 @@ func (p *Pool) ReportFailure(kind FailureKind) {
 	}
 }
 
-// ReportSuccess records a completed exchange and ends any ejection. It is
-// two atomic loads when the endpoint is healthy. The first success after
-// an ejection reaches OnHealth once: only the caller that swaps the
-// ejection count to 0 reports it.
+// ReportSuccess records a completed exchange that did not answer 5xx: it
+// ends any ejection and any 5xx streak. It is one atomic load when the
+// endpoint is healthy: an ejection always raises the trouble word too.
 func (p *Pool) ReportSuccess() {
-	if p.ejectUntil.Load() != 0 {
-		p.ejectUntil.Store(0)
+	if p.trouble.Load() != 0 {
+		p.recovered()
 	}
-	if p.ejections.Load() != 0 && p.ejections.Swap(0) != 0 && p.opts.OnHealth != nil {
+}
+
+// ReportResponse records a completed exchange that answered status: a 5xx
+// extends the endpoint's 5xx streak (Options.Report5xxAfter), anything
+// else is a ReportSuccess. A 5xx neither ejects nor ends an ejection.
+// A non-5xx answer on a healthy endpoint is a compare and one atomic load.
+func (p *Pool) ReportResponse(status int) {
+	if is5xx(status) || p.trouble.Load() != 0 {
+		p.response(status)
+	}
+}
+
+func is5xx(status int) bool { return uint(status-500) < 100 }
+
+func (p *Pool) response(status int) {
+	if !is5xx(status) {
+		p.recovered()
+		return
+	}
+	n := p.trouble.Add(one5xx) >> 32
+	after := p.opts.Report5xxAfter
+	if after <= 0 || n%uint64(after) != 0 {
+		return
+	}
+	if n == uint64(after) { // once per streak: a failing backend answers fast
+		p.opts.Logger.Warn("upstream endpoint answers 5xx", "addr", p.addr, "in_a_row", n)
+	}
+	if p.opts.OnHealth != nil {
+		p.opts.OnHealth(p.addr, false, Fail5xx)
+	}
+}
+
+// recovered ends an ejection and a 5xx streak. The first success after an
+// ejection or a reported streak reaches OnHealth once: only the caller
+// whose swap takes the trouble word reports it; a streak too short to be
+// reported ends silently. The swap comes before clearing the ejection, so
+// an ejection racing with it is either ended here or keeps its count for
+// the next success to end: never left running with a zero word.
+func (p *Pool) recovered() {
+	t := p.trouble.Swap(0)
+	p.ejectUntil.Store(0)
+	reported := t&ejectionsMask != 0 || p.opts.Report5xxAfter > 0 && t>>32 >= uint64(p.opts.Report5xxAfter)
+	if reported && p.opts.OnHealth != nil {
 		p.opts.OnHealth(p.addr, true, 0)
 	}
 }
@@ -436,7 +499,7 @@ func (r *Registry) Ejections() []Ejection {
 	var out []Ejection
 	for _, p := range r.pools {
 		if u := p.ejectUntil.Load(); u != 0 && now < u {
-			out = append(out, Ejection{Addr: p.addr, Until: time.Unix(0, u), Ejections: int(p.ejections.Load()), Cause: FailureKind(p.lastKind.Load())})
+			out = append(out, Ejection{Addr: p.addr, Until: time.Unix(0, u), Ejections: int(p.trouble.Load() & ejectionsMask), Cause: FailureKind(p.lastKind.Load())})
 		}
 	}
 	r.mu.Unlock()

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"errors"
+	"log/slog"
 	"net"
 	"slices"
 	"sync"
@@ -260,5 +261,151 @@ func TestPoolOnHealth(t *testing.T) {
 	defer mu.Unlock()
 	if !slices.Equal(got, want) {
 		t.Fatalf("got %v, want %v", got, want)
+	}
+}
+
+type healthEvent struct {
+	ok   bool
+	kind FailureKind
+}
+
+// healthPool is a pool whose OnHealth calls are recorded in *got.
+func healthPool(t *testing.T, opts Options) (*Pool, func() []healthEvent) {
+	var mu sync.Mutex
+	var got []healthEvent
+	opts.OnHealth = func(_ string, ok bool, kind FailureKind) {
+		mu.Lock()
+		got = append(got, healthEvent{ok, kind})
+		mu.Unlock()
+	}
+	r := NewRegistry(opts)
+	p := r.Acquire("127.0.0.1:1")
+	t.Cleanup(func() { r.Release(p); r.Close() })
+	return p, func() []healthEvent {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+}
+
+func respond(p *Pool, status, times int) {
+	for range times {
+		p.ReportResponse(status)
+	}
+}
+
+// A 5xx streak is reported every Report5xxAfter answers, never ejects,
+// and its end is reported once; a shorter streak is not reported at all.
+func TestPool5xxStreak(t *testing.T) {
+	p, got := healthPool(t, Options{})
+	respond(p, 503, 4)
+	respond(p, 404, 1) // a non-5xx ends the streak before the default 5
+	respond(p, 500, 4)
+	if g := got(); len(g) != 0 {
+		t.Fatalf("short streaks reported %v", g)
+	}
+	respond(p, 500, 1) // fifth in a row
+	if !p.Healthy() {
+		t.Fatal("a 5xx streak ejected the endpoint")
+	}
+	respond(p, 599, 5) // tenth: reported again
+	respond(p, 200, 3)
+	respond(p, 502, 4)
+	respond(p, 200, 1)
+	want := []healthEvent{{false, Fail5xx}, {false, Fail5xx}, {true, 0}}
+	if g := got(); !slices.Equal(g, want) {
+		t.Fatalf("got %v, want %v", g, want)
+	}
+	if ej := p.registryEjections(); ej != 0 {
+		t.Fatalf("%d ejections recorded", ej)
+	}
+}
+
+// A negative Report5xxAfter reports nothing, recovery included.
+func TestPool5xxDisabled(t *testing.T) {
+	p, got := healthPool(t, Options{Report5xxAfter: -1})
+	respond(p, 500, 20)
+	respond(p, 200, 1)
+	if g := got(); len(g) != 0 {
+		t.Fatalf("disabled 5xx reports fired %v", g)
+	}
+}
+
+// An ejection and a 5xx streak are independent, and the success that ends
+// both is one recovery; the streak does not lengthen later ejections.
+func TestPool5xxAndEjection(t *testing.T) {
+	p, got := healthPool(t, Options{Report5xxAfter: 2, EjectBase: time.Hour})
+	respond(p, 500, 2)
+	p.ReportFailure(FailReset)
+	if !p.Ejected(time.Now().UnixNano()) {
+		t.Fatal("reset did not eject")
+	}
+	if ej := p.registryEjections(); ej != 1 {
+		t.Fatalf("ejections = %d after one ejection with a 5xx streak, want 1", ej)
+	}
+	respond(p, 500, 1) // an answer in flight: not a success, does not end the ejection
+	if !p.Ejected(time.Now().UnixNano()) {
+		t.Fatal("a 5xx answer ended the ejection")
+	}
+	respond(p, 201, 2)
+	if p.Ejected(time.Now().UnixNano()) {
+		t.Fatal("success did not end the ejection")
+	}
+	want := []healthEvent{{false, Fail5xx}, {false, FailReset}, {true, 0}}
+	if g := got(); !slices.Equal(g, want) {
+		t.Fatalf("got %v, want %v", g, want)
+	}
+}
+
+// registryEjections is the ejection count Ejections reports for p.
+func (p *Pool) registryEjections() int { return int(p.trouble.Load() & ejectionsMask) }
+
+// A non-5xx answer on a healthy endpoint costs no allocation.
+func BenchmarkReportResponse(b *testing.B) {
+	r := NewRegistry(Options{})
+	defer r.Close()
+	p := r.Acquire("127.0.0.1:1")
+	defer r.Release(p)
+	b.ReportAllocs()
+	for b.Loop() {
+		p.ReportResponse(200)
+	}
+}
+
+// Concurrent answers, failures and successes never report more
+// recoveries than failures, and the last success leaves the endpoint
+// healthy with nothing counted.
+func TestPoolHealthConcurrent(t *testing.T) {
+	p, got := healthPool(t, Options{Report5xxAfter: 3, EjectBase: time.Nanosecond, EjectMax: time.Nanosecond, Logger: slog.New(slog.DiscardHandler)})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 2000 {
+				switch (i + g) % 7 {
+				case 0:
+					p.ReportFailure(FailReset)
+				case 1, 2, 3:
+					p.ReportResponse(503)
+				default:
+					p.ReportResponse(200)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	p.ReportSuccess()
+	fails, oks := 0, 0
+	for _, e := range got() {
+		if e.ok {
+			oks++
+		} else {
+			fails++
+		}
+	}
+	if oks == 0 || oks > fails {
+		t.Fatalf("%d recoveries for %d failures", oks, fails)
+	}
+	if p.trouble.Load() != 0 || p.ejectUntil.Load() != 0 {
+		t.Fatalf("after a success: trouble %#x, ejectUntil %d", p.trouble.Load(), p.ejectUntil.Load())
 	}
 }
