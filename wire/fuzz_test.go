@@ -203,7 +203,7 @@ func FuzzDecodeReport(f *testing.F) {
 	f.Add([]byte{0, 1})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := DecodeReport(Report{}, b)
+		m, err := DecodeReportIn(Report{}, b, ProtocolVersion)
 		m3, err3 := DecodeReportIn(Report{}, b, 3)
 		if err3 == nil && (err != nil || !reflect.DeepEqual(m3, m)) {
 			t.Fatalf("version 3 accepts what %d refuses or reads it differently: %v", ProtocolVersion, err)

@@ -106,7 +106,7 @@ const obsFixed = 8 + 8 + 1 + 1 + 1 + 1
 // AppendReport appends the REPORT payload: count (u16), then per
 // observation revision (u64), unix nanos (i64), ok (u8, 0 or 1), cause
 // (u8), cluster length (u8), cluster, endpoint length (u8), endpoint. It
-// refuses what DecodeReport would refuse.
+// refuses what DecodeReportIn would refuse.
 func AppendReport(dst []byte, m Report) ([]byte, error) {
 	n := len(m.Observations)
 	if n == 0 || n > MaxReportObservations {
@@ -131,11 +131,6 @@ func AppendReport(dst []byte, m Report) ([]byte, error) {
 		dst = append(dst, o.Endpoint...)
 	}
 	return dst, nil
-}
-
-// DecodeReport is DecodeReportIn at ProtocolVersion.
-func DecodeReport(dst Report, p []byte) (Report, error) {
-	return DecodeReportIn(dst, p, ProtocolVersion)
 }
 
 // DecodeReportIn decodes the REPORT payload of a protocol version v frame

@@ -18,7 +18,7 @@ func TestReportRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := DecodeReport(Report{}, p)
+	out, err := DecodeReportIn(Report{}, p, ProtocolVersion)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestReportRefusals(t *testing.T) {
 	}
 	for _, c := range bad {
 		t.Run("decode "+c.name, func(t *testing.T) {
-			_, err := DecodeReport(Report{}, c.p)
+			_, err := DecodeReportIn(Report{}, c.p, ProtocolVersion)
 			if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("got %v, want ErrMalformed mentioning %q", err, c.want)
 			}

@@ -236,7 +236,7 @@ func (ss *session) readLoop(r *wire.Reader) error {
 				ss.poke()
 			}
 		case wire.TypeReport:
-			if rep, err = wire.DecodeReport(rep, p); err != nil {
+			if rep, err = wire.DecodeReportIn(rep, p, ss.version); err != nil {
 				return err
 			}
 			ss.srv.m.reports.Add(len(rep.Observations))
