@@ -52,8 +52,12 @@ func jwkRSA(kid string) string {
 }
 
 func jwkEC(kid string) string {
-	b := ecKey.PublicKey.X.FillBytes(make([]byte, 32))
-	c := ecKey.PublicKey.Y.FillBytes(make([]byte, 32))
+	// The uncompressed point is 0x04 || X || Y, 32 bytes each for P-256.
+	pt, err := ecKey.PublicKey.Bytes()
+	if err != nil {
+		panic(err)
+	}
+	b, c := pt[1:33], pt[33:65]
 	return fmt.Sprintf(`{"kty":"EC","alg":"ES256","crv":"P-256","kid":%q,"x":%q,"y":%q}`, kid, enc(b), enc(c))
 }
 
