@@ -29,17 +29,7 @@ func TestEdgeEjectionReachesTracker(t *testing.T) {
 
 	h := startCtrl(t, t.TempDir(), nil)
 	cx := ctx(t)
-	c := cluster("api", dead)
-	c.Health = &model.HealthCheck{UnhealthyThreshold: 1, HealthyThreshold: 1}
-	if _, err := h.c.PutCluster(cx, c, nil); err != nil {
-		t.Fatal(err)
-	}
-	res, err := h.c.PutRoute(cx, model.Route{ID: "all", Host: "example.com", Prefix: "/", Cluster: "api"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	n := startEdge(t, h, "edge-7", res.Revision)
+	n := startEdge(t, h, "edge-7", passiveRoute(t, h, dead))
 	if code := getVia(t, n, "example.com", "/x"); code != http.StatusBadGateway && code != http.StatusServiceUnavailable {
 		t.Fatalf("GET via a refusing endpoint: %d, want 502 or 503", code)
 	}
@@ -65,16 +55,7 @@ func TestEdge5xxStreakReachesTracker(t *testing.T) {
 	b.failing.Store(true)
 	h := startCtrl(t, t.TempDir(), nil)
 	cx := ctx(t)
-	c := cluster("api", b.addr)
-	c.Health = &model.HealthCheck{UnhealthyThreshold: 1, HealthyThreshold: 1}
-	if _, err := h.c.PutCluster(cx, c, nil); err != nil {
-		t.Fatal(err)
-	}
-	res, err := h.c.PutRoute(cx, model.Route{ID: "all", Host: "example.com", Prefix: "/", Cluster: "api"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := startEdge(t, h, "edge-5", res.Revision)
+	n := startEdge(t, h, "edge-5", passiveRoute(t, h, b.addr))
 	for i := range 5 {
 		if code := getVia(t, n, "example.com", "/x"); code != http.StatusServiceUnavailable {
 			t.Fatalf("request %d: %d, want the backend's 503", i, code)
@@ -90,6 +71,23 @@ func TestEdge5xxStreakReachesTracker(t *testing.T) {
 			t.Fatalf("ExplainHealth lacks %q:\n%s", want, text)
 		}
 	}
+}
+
+// passiveRoute puts cluster "api" with the one endpoint addr, judged only by
+// reports (no probe) with unhealthy_threshold 1, and route example.com/ to
+// it; it returns the route's revision.
+func passiveRoute(t *testing.T, h *harness, addr string) uint64 {
+	t.Helper()
+	c := cluster("api", addr)
+	c.Health = &model.HealthCheck{UnhealthyThreshold: 1, HealthyThreshold: 1}
+	if _, err := h.c.PutCluster(ctx(t), c, nil); err != nil {
+		t.Fatal(err)
+	}
+	res, err := h.c.PutRoute(ctx(t), model.Route{ID: "all", Host: "example.com", Prefix: "/", Cluster: "api"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Revision
 }
 
 // startEdge runs a real edge streaming from h's ctrl until the test ends,
