@@ -1,12 +1,14 @@
 package proxy
 
 import (
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/snapgate/snapgate/edge/upstream"
 )
@@ -55,6 +57,71 @@ func TestProxyReports5xxStreak(t *testing.T) {
 	do(200)
 	do(200)
 	want := []healthEvent{{addr, false, upstream.Fail5xx}, {addr, true, 0}}
+	if g := events(); !slices.Equal(g, want) {
+		t.Fatalf("OnHealth heard %v, want %v", g, want)
+	}
+}
+
+// A 503 whose relay fails because the client hung up (exchangeAborted)
+// still counts as a 503: it must not end the streak and report a recovery
+// of a backend that answered nothing but 503.
+func TestProxyAborted5xxIsNoRecovery(t *testing.T) {
+	chunk := make([]byte, 128<<10)
+	bigDone := make(chan struct{})
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(503)
+		if r.URL.Path != "/big" {
+			return
+		}
+		defer close(bigDone)
+		for range 64 {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			time.Sleep(5 * time.Millisecond)
+		}
+	}))
+	defer be.Close()
+	addr := be.Listener.Addr().String()
+	var mu sync.Mutex
+	var got []healthEvent
+	events := func() []healthEvent { mu.Lock(); defer mu.Unlock(); return slices.Clone(got) }
+	proxy, _ := startProxyPools(t, oneRoute(addr), upstream.Options{OnHealth: func(a string, ok bool, kind upstream.FailureKind) {
+		mu.Lock()
+		got = append(got, healthEvent{a, ok, kind})
+		mu.Unlock()
+	}}, nil)
+	c := dialProxy(t, proxy)
+	for range upstream.DefaultReport5xxAfter {
+		c.send(request("/x"))
+		if r := c.read("GET"); r.status != 503 {
+			t.Fatalf("status %d, want 503", r.status)
+		}
+	}
+	// One more 503 with a large body; the client reads the head and resets.
+	c2, err := net.Dial("tcp", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.(*net.TCPConn).SetReadBuffer(4096)
+	if _, err := c2.Write([]byte(request("/big"))); err != nil {
+		t.Fatal(err)
+	}
+	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c2.Read(make([]byte, 512)); err != nil {
+		t.Fatal(err)
+	}
+	c2.(*net.TCPConn).SetLinger(0)
+	c2.Close()
+	// The proxy reports the answer before it drops the upstream
+	// connection, which is what ends the backend's writes.
+	select {
+	case <-bigDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend kept writing 10 s after the client reset")
+	}
+	want := []healthEvent{{addr, false, upstream.Fail5xx}}
 	if g := events(); !slices.Equal(g, want) {
 		t.Fatalf("OnHealth heard %v, want %v", g, want)
 	}

@@ -345,11 +345,13 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 		}
 		res := s.exchange(st, u, hn, total, timeout, keep, *retries > 0)
 		switch res {
-		case exchangeStale, exchangeTimeout:
-		case exchangeOK, exchangeOKClose, exchangeRetryStatus:
-			pool.ReportResponse(st.resp.Status) // a 5xx streak is reported, not ejected
-		default:
+		case exchangeStale, exchangeTimeout, exchangeClientFailed:
+			// No answer to judge the endpoint by; a failure of its own is
+			// reported below.
+		case exchangeBadResponse:
 			pool.ReportSuccess()
+		default: // a parsed response head, even if relaying it failed
+			pool.ReportResponse(st.resp.Status) // a 5xx streak is reported, not ejected
 		}
 		*keepOut = false
 		switch res {

@@ -122,11 +122,28 @@ type Pool struct {
 	// clears both with one swap: its recovery is reported once, whichever
 	// of the two was reported.
 	trouble atomic.Uint64
+	// reportMu orders this endpoint's OnHealth calls with the state they
+	// report: a failure is sent only if no success has ended it since, so
+	// a recovery is never overtaken by the failure it ended (the feed
+	// stamps revisions in call order). Taken on the rare report paths only.
+	reportMu sync.Mutex
+	// owed says a failure was reported and no recovery yet (reportMu): a
+	// recovery is reported only then, so never more recoveries than
+	// failures whatever the throttle or a race skipped.
+	owed bool
+	// last5xxReport is when the last 5xx failure was reported (unix nanos):
+	// at most one per report5xxEvery, however fast the endpoint fails.
+	last5xxReport atomic.Int64
 }
 
 const (
 	ejectionsMask = 1<<32 - 1
 	one5xx        = 1 << 32
+	// report5xxEvery bounds 5xx failure reports per endpoint: enough to
+	// reach any unhealthy threshold within seconds, and a fleet-wide
+	// outage (panic keeps every endpoint in rotation) cannot flood the
+	// report queue and push other endpoints' observations out.
+	report5xxEvery = time.Second
 )
 
 // FailureKind is why an exchange with an endpoint failed on this edge.
@@ -197,7 +214,13 @@ func (p *Pool) ReportFailure(kind FailureKind) {
 			p.opts.Logger.Warn("upstream endpoint ejected", "addr", p.addr, "cause", kind.String(),
 				"for", d, "ejections", n+1)
 			if p.opts.OnHealth != nil {
-				p.opts.OnHealth(p.addr, false, kind)
+				p.reportMu.Lock()
+				// Not if a success ended this ejection meanwhile.
+				if p.trouble.Load()&ejectionsMask != 0 {
+					p.opts.OnHealth(p.addr, false, kind)
+					p.owed = true
+				}
+				p.reportMu.Unlock()
 			}
 			return
 		}
@@ -238,22 +261,32 @@ func (p *Pool) response(status int) {
 	if n == uint64(after) { // once per streak: a failing backend answers fast
 		p.opts.Logger.Warn("upstream endpoint answers 5xx", "addr", p.addr, "in_a_row", n)
 	}
-	if p.opts.OnHealth != nil {
-		p.opts.OnHealth(p.addr, false, Fail5xx)
+	now := time.Now().UnixNano()
+	last := p.last5xxReport.Load()
+	if now-last < int64(report5xxEvery) || !p.last5xxReport.CompareAndSwap(last, now) || p.opts.OnHealth == nil {
+		return
 	}
+	p.reportMu.Lock()
+	// Not if a success ended this streak meanwhile.
+	if p.trouble.Load()>>32 >= n {
+		p.opts.OnHealth(p.addr, false, Fail5xx)
+		p.owed = true
+	}
+	p.reportMu.Unlock()
 }
 
-// recovered ends an ejection and a 5xx streak. The first success after an
-// ejection or a reported streak reaches OnHealth once: only the caller
-// whose swap takes the trouble word reports it; a streak too short to be
-// reported ends silently. The swap comes before clearing the ejection, so
-// an ejection racing with it is either ended here or keeps its count for
-// the next success to end: never left running with a zero word.
+// recovered ends an ejection and a 5xx streak, and reports the recovery
+// if a failure of this episode was reported. The swap comes before
+// clearing the ejection, so an ejection racing with it is either ended
+// here or keeps its count for the next success to end: never left
+// running with a zero word.
 func (p *Pool) recovered() {
-	t := p.trouble.Swap(0)
+	p.reportMu.Lock()
+	defer p.reportMu.Unlock()
+	p.trouble.Swap(0)
 	p.ejectUntil.Store(0)
-	reported := t&ejectionsMask != 0 || p.opts.Report5xxAfter > 0 && t>>32 >= uint64(p.opts.Report5xxAfter)
-	if reported && p.opts.OnHealth != nil {
+	if p.owed {
+		p.owed = false
 		p.opts.OnHealth(p.addr, true, 0)
 	}
 }

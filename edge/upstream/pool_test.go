@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net"
@@ -308,7 +309,9 @@ func TestPool5xxStreak(t *testing.T) {
 	if !p.Healthy() {
 		t.Fatal("a 5xx streak ejected the endpoint")
 	}
-	respond(p, 599, 5) // tenth: reported again
+	respond(p, 599, 5) // tenth: within report5xxEvery of the first, not reported
+	p.last5xxReport.Add(-int64(report5xxEvery))
+	respond(p, 599, 5) // fifteenth, a report interval later: reported again
 	respond(p, 200, 3)
 	respond(p, 502, 4)
 	respond(p, 200, 1)
@@ -407,5 +410,53 @@ func TestPoolHealthConcurrent(t *testing.T) {
 	}
 	if p.trouble.Load() != 0 || p.ejectUntil.Load() != 0 {
 		t.Fatalf("after a success: trouble %#x, ejectUntil %d", p.trouble.Load(), p.ejectUntil.Load())
+	}
+}
+
+// A backend answering 500 to everything (panic mode keeps it in rotation)
+// is reported at most once per report5xxEvery, not once per five requests,
+// so it cannot flood the edge's report queue.
+func TestPool5xxReportsBounded(t *testing.T) {
+	p, got := healthPool(t, Options{})
+	respond(p, 500, 100000)
+	if g := got(); len(g) != 1 {
+		t.Fatalf("100000 answers of 500 within a second gave %d reports, want 1: %v", len(g), g[:min(len(g), 5)])
+	}
+}
+
+// blockingWarn blocks the first Warn record until release is closed.
+type blockingWarn struct{ entered, release chan struct{} }
+
+func (h *blockingWarn) Enabled(context.Context, slog.Level) bool { return true }
+func (h *blockingWarn) Handle(_ context.Context, r slog.Record) error {
+	if r.Level == slog.LevelWarn {
+		close(h.entered)
+		<-h.release
+	}
+	return nil
+}
+func (h *blockingWarn) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *blockingWarn) WithGroup(string) slog.Handler      { return h }
+
+// A success that ends a streak while the streak's failure report is on its
+// way (here: held in the log call) is not overtaken by that failure: the
+// feed stamps revisions in call order, so a late failure would leave ctrl
+// with a failing endpoint that answers 200 and no recovery to follow.
+// (Before, the recovery went out first and the failure after it.)
+func TestPool5xxRecoveryNotOvertaken(t *testing.T) {
+	h := &blockingWarn{entered: make(chan struct{}), release: make(chan struct{})}
+	p, got := healthPool(t, Options{Logger: slog.New(h)})
+	respond(p, 500, 4)
+	done := make(chan struct{})
+	go func() { p.ReportResponse(500); close(done) }() // fifth: logs, then reports
+	<-h.entered
+	p.ReportResponse(200)
+	close(h.release)
+	<-done
+	respond(p, 200, 2)
+	// The success came first, so the streak's failure is dropped and no
+	// recovery is owed.
+	if g := got(); len(g) != 0 {
+		t.Fatalf("reports %v for a streak a success ended before its report (word %#x)", g, p.trouble.Load())
 	}
 }
