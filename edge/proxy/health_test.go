@@ -19,6 +19,19 @@ type healthEvent struct {
 	kind upstream.FailureKind
 }
 
+// recordHealth returns pool options whose OnHealth records every call, and
+// a function returning the calls so far.
+func recordHealth() (upstream.Options, func() []healthEvent) {
+	var mu sync.Mutex
+	var got []healthEvent
+	opts := upstream.Options{OnHealth: func(a string, ok bool, kind upstream.FailureKind) {
+		mu.Lock()
+		got = append(got, healthEvent{a, ok, kind})
+		mu.Unlock()
+	}}
+	return opts, func() []healthEvent { mu.Lock(); defer mu.Unlock(); return slices.Clone(got) }
+}
+
 // A backend answering 503 is reported to OnHealth after the default five
 // answers in a row, keeps getting requests (a report, not an ejection),
 // and its first 200 afterwards is reported as its recovery.
@@ -30,14 +43,8 @@ func TestProxyReports5xxStreak(t *testing.T) {
 	}))
 	defer be.Close()
 	addr := be.Listener.Addr().String()
-	var mu sync.Mutex
-	var got []healthEvent
-	events := func() []healthEvent { mu.Lock(); defer mu.Unlock(); return slices.Clone(got) }
-	proxy, _ := startProxyPools(t, oneRoute(addr), upstream.Options{OnHealth: func(a string, ok bool, kind upstream.FailureKind) {
-		mu.Lock()
-		got = append(got, healthEvent{a, ok, kind})
-		mu.Unlock()
-	}}, nil)
+	opts, events := recordHealth()
+	proxy, _ := startProxyPools(t, oneRoute(addr), opts, nil)
 	c := dialProxy(t, proxy)
 	do := func(want int) {
 		t.Helper()
@@ -84,14 +91,8 @@ func TestProxyAborted5xxIsNoRecovery(t *testing.T) {
 	}))
 	defer be.Close()
 	addr := be.Listener.Addr().String()
-	var mu sync.Mutex
-	var got []healthEvent
-	events := func() []healthEvent { mu.Lock(); defer mu.Unlock(); return slices.Clone(got) }
-	proxy, _ := startProxyPools(t, oneRoute(addr), upstream.Options{OnHealth: func(a string, ok bool, kind upstream.FailureKind) {
-		mu.Lock()
-		got = append(got, healthEvent{a, ok, kind})
-		mu.Unlock()
-	}}, nil)
+	opts, events := recordHealth()
+	proxy, _ := startProxyPools(t, oneRoute(addr), opts, nil)
 	c := dialProxy(t, proxy)
 	for range upstream.DefaultReport5xxAfter {
 		c.send(request("/x"))
