@@ -153,7 +153,7 @@ type ctlStatus struct {
 	SnapshotVersion uint64 `json:"snapshot_version"`
 	SnapshotBytes   int    `json:"snapshot_bytes"`
 	Routes          int    `json:"routes"`
-	StoreRevision   uint64 `json:"store_revision"`
+	ConfigRevision  uint64 `json:"config_revision"`
 	FleetSize       uint32 `json:"fleet_size"`
 	Edges           []struct {
 		NodeID         string `json:"node_id"`
@@ -180,7 +180,7 @@ func (g *gateway) waitApplied(ctx context.Context, timeout time.Duration) (ctlSt
 	deadline := time.Now().Add(timeout)
 	for {
 		st, err := g.status(ctx)
-		if err == nil && st.SnapshotVersion > 0 && st.SnapshotVersion == st.StoreRevision {
+		if err == nil && st.SnapshotVersion > 0 && st.SnapshotVersion >= st.ConfigRevision {
 			for _, e := range st.Edges {
 				if e.NodeID == "bench-edge" && e.Connected && e.AppliedVersion == st.SnapshotVersion {
 					return st, nil

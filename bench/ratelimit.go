@@ -70,7 +70,7 @@ func (g *gateway) waitFleet(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		st, err := g.status(ctx)
-		if err == nil && st.FleetSize == fleetEdges && st.SnapshotVersion == st.StoreRevision {
+		if err == nil && st.FleetSize == fleetEdges && st.SnapshotVersion >= st.ConfigRevision {
 			applied := 0
 			for _, e := range st.Edges {
 				if e.Connected && e.AppliedVersion == st.SnapshotVersion {

@@ -223,7 +223,7 @@ func TestPutClusterAndRouteBuildsMatchingSnapshot(t *testing.T) {
 		t.Fatalf("ListClusters = %+v, %v", l, err)
 	}
 	st, err := h.c.Status(cx)
-	if err != nil || st.SnapshotVersion < res.Revision || st.Routes != 1 || st.Clusters != 1 || st.StoreRevision < st.SnapshotVersion {
+	if err != nil || st.SnapshotVersion < res.Revision || st.Routes != 1 || st.Clusters != 1 || st.StoreRevision < st.SnapshotVersion || st.ConfigRevision != res.Revision {
 		t.Fatalf("Status = %+v, %v", st, err)
 	}
 }

@@ -189,6 +189,7 @@ func (h handler) Status(ctx context.Context) (admin.Status, error) {
 		Policies:        len(s.model.policies),
 		FleetSize:       s.model.fleetSize(),
 		StoreRevision:   s.store.Revision(),
+		ConfigRevision:  s.model.revision,
 	}
 	s.mu.RUnlock()
 	latest := s.pub.LatestVersion()

@@ -233,7 +233,7 @@ func printStatus(w io.Writer, s admin.Status) {
 		fleet = strconv.FormatUint(uint64(s.FleetSize), 10) + " edges share cluster-scope rate limits"
 	}
 	fmt.Fprintf(w, "snapshot  version %d (parent %d), %d bytes, built %s\n", s.SnapshotVersion, s.SnapshotParent, s.SnapshotBytes, built)
-	fmt.Fprintf(w, "store     revision %d, %d routes, %d clusters\n", s.StoreRevision, s.Routes, s.Clusters)
+	fmt.Fprintf(w, "store     revision %d (configuration %d), %d routes, %d clusters\n", s.StoreRevision, s.ConfigRevision, s.Routes, s.Clusters)
 	fmt.Fprintf(w, "auth      %d consumers, %d jwt issuers, %d policies\n", s.Consumers, s.JWTIssuers, s.Policies)
 	fmt.Fprintf(w, "fleet     %s\n\n", fleet)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

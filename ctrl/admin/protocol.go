@@ -258,9 +258,13 @@ type Status struct {
 	Policies        int       `json:"policies"`
 	// FleetSize is the edge count cluster-scope rate limits are divided by
 	// in the current configuration: 0 while no policy has one.
-	FleetSize     uint32       `json:"fleet_size"`
-	StoreRevision uint64       `json:"store_revision"`
-	Edges         []EdgeStatus `json:"edges"`
+	FleetSize     uint32 `json:"fleet_size"`
+	StoreRevision uint64 `json:"store_revision"`
+	// ConfigRevision is the store revision of the latest configuration
+	// write (a document, not health): a snapshot at or above it carries
+	// every configuration write. Health writes move StoreRevision alone.
+	ConfigRevision uint64       `json:"config_revision"`
+	Edges          []EdgeStatus `json:"edges"`
 }
 
 // EdgeStatus is one edge as the publisher sees it.
