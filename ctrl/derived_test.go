@@ -120,24 +120,8 @@ func TestDerivedStateMatchesScratch(t *testing.T) {
 			t.Fatal(err)
 		}
 		fresh := newState(0)
-		for _, d := range docs {
-			switch d.Kind {
-			case kindRoute:
-				err = routes.load(s, &fresh, d)
-			case kindCluster:
-				err = clusters.load(s, &fresh, d)
-			case kindConsumer:
-				err = consumers.load(s, &fresh, d)
-			case kindJWTIssuer:
-				err = issuers.load(s, &fresh, d)
-			case kindPolicy:
-				err = policies.load(s, &fresh, d)
-			case kindMeta:
-				err = fresh.loadMeta(d)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+		if err := s.loadDocs(&fresh, docs); err != nil {
+			t.Fatal(err)
 		}
 		cs, _ := clusterCache(nil).convert(&fresh, r)
 		want = buildOrError(scratchState(&fresh, last.version, last.parent, cs))

@@ -293,18 +293,30 @@ func (s *Server) load() error {
 		return fmt.Errorf("ctrl: loading documents: %w", err)
 	}
 	m := newState(rev)
+	if err := s.loadDocs(&m, docs); err != nil {
+		return err
+	}
+	s.model = m
+	s.log.Info("loaded configuration", "revision", rev, "routes", len(m.routes), "clusters", len(m.clusters),
+		"consumers", len(m.consumers), "jwt_issuers", len(m.issuers), "policies", len(m.policies), "fleet_size", m.fleetSize())
+	return nil
+}
+
+// loadDocs adds stored documents to m, each through its kind's load.
+func (s *Server) loadDocs(m *state, docs []store.Doc) error {
 	for _, d := range docs {
+		var err error
 		switch d.Kind {
 		case kindRoute:
-			err = routes.load(s, &m, d)
+			err = routes.load(s, m, d)
 		case kindCluster:
-			err = clusters.load(s, &m, d)
+			err = clusters.load(s, m, d)
 		case kindConsumer:
-			err = consumers.load(s, &m, d)
+			err = consumers.load(s, m, d)
 		case kindJWTIssuer:
-			err = issuers.load(s, &m, d)
+			err = issuers.load(s, m, d)
 		case kindPolicy:
-			err = policies.load(s, &m, d)
+			err = policies.load(s, m, d)
 		case kindMeta:
 			err = m.loadMeta(d)
 		}
@@ -312,9 +324,6 @@ func (s *Server) load() error {
 			return err
 		}
 	}
-	s.model = m
-	s.log.Info("loaded configuration", "revision", rev, "routes", len(m.routes), "clusters", len(m.clusters),
-		"consumers", len(m.consumers), "jwt_issuers", len(m.issuers), "policies", len(m.policies), "fleet_size", m.fleetSize())
 	return nil
 }
 
