@@ -501,10 +501,11 @@ func (e *benchEdge) delta(p []byte) (bool, error) {
 	return true, e.swap(data)
 }
 
-// swap verifies data and puts it in service; the old file's memory becomes
-// the spare.
+// swap verifies data as edge/feed does, with fbs.OpenAfter the file in
+// service (walking only the shards that changed), and puts it in service;
+// the old file's memory becomes the spare.
 func (e *benchEdge) swap(data []byte) error {
-	snap, err := fbs.Open(data)
+	snap, err := fbs.OpenAfter(e.base, data)
 	if err != nil {
 		return err
 	}

@@ -5,17 +5,26 @@ import (
 	"testing"
 )
 
-func fuzzSeeds(f *testing.F) {
-	f.Add([]byte{})
-	f.Add(mustBuild(f, State{}))
-	f.Add(mustBuild(f, State{Version: 3, Shards: 1, Clusters: []Cluster{{Name: "c"}},
-		Routes: []Route{{ID: "r", Host: "*", Prefix: "/", Cluster: "c"}}}))
-	f.Add(mustBuild(f, genState(5, 12)))
+// fuzzSeedFiles are the seed files of the Open fuzz targets.
+func fuzzSeedFiles(tb testing.TB) [][]byte {
 	st := genState(20, 13)
 	st.Shards = 3
-	f.Add(mustBuild(f, st))
-	f.Add(mustBuild(f, authState()))
-	f.Add(mustBuild(f, healthState()))
+	return [][]byte{
+		{},
+		mustBuild(tb, State{}),
+		mustBuild(tb, State{Version: 3, Shards: 1, Clusters: []Cluster{{Name: "c"}},
+			Routes: []Route{{ID: "r", Host: "*", Prefix: "/", Cluster: "c"}}}),
+		mustBuild(tb, genState(5, 12)),
+		mustBuild(tb, st),
+		mustBuild(tb, authState()),
+		mustBuild(tb, healthState()),
+	}
+}
+
+func fuzzSeeds(f *testing.F) {
+	for _, b := range fuzzSeedFiles(f) {
+		f.Add(b)
+	}
 }
 
 // FuzzOpen feeds arbitrary bytes to Open. Nearly all fail the trailer hash,

@@ -81,12 +81,41 @@ func (sh *shardIndex) routeAt(r *snapfb.Route, j int) {
 // never panics. After Open succeeds, every accessor and Match only read
 // positions the walk has read, so they cannot panic either.
 func Open(b []byte) (*Snapshot, error) {
-	return open(b, nil)
+	return verify(b, nil, nil)
+}
+
+// OpenAfter is Open for a file that shares most of its shards with prev, a
+// snapshot returned by Open or OpenAfter that the caller still holds (its
+// bytes stay unchanged and mapped during the call); a nil prev makes it
+// Open. It accepts and refuses exactly the files Open does, and returns the
+// Snapshot Open would return, at a cost proportional to what changed: a
+// shard whose bytes equal prev's shard at the same index, in the same
+// context (shard count, cluster count and names, policy count), is compared
+// instead of walked, and a file equal to prev's is compared and not
+// verified again. The walk of a shard is a deterministic function of
+// exactly its bytes and that context (see shardContext), so its verdict for
+// equal inputs is prev's, which passed; everything else (length, trailer
+// hash, identifier, root, clusters, auth, content hash) is checked in full.
+//
+// The result keeps no reference to prev's bytes: it reads b only, and
+// shares with prev nothing but immutable heap data (the decoded Auth and
+// the routes' summaries), so prev may be unmapped afterwards.
+func OpenAfter(prev *Snapshot, b []byte) (*Snapshot, error) {
+	if prev != nil && len(prev.b) > 0 && bytes.Equal(prev.b, b) {
+		return prev.rebase(b), nil
+	}
+	return verify(b, prev, nil)
 }
 
 // open is Open; a non-nil cache lets the walk reuse the checks of shards
 // whose bytes and context it verified before (Builder.BuildSnapshot).
 func open(b []byte, cache *shardCache) (*Snapshot, error) {
+	return verify(b, nil, cache)
+}
+
+// verify is Open, reusing the walks of prev's shards and the cache's (both
+// optional) where they apply.
+func verify(b []byte, prev *Snapshot, cache *shardCache) (*Snapshot, error) {
 	if len(b) < minFileSize {
 		return nil, fmt.Errorf("%w: %d bytes is shorter than the minimum %d", ErrCorrupt, len(b), minFileSize)
 	}
@@ -97,11 +126,30 @@ func open(b []byte, cache *shardCache) (*Snapshot, error) {
 	if !flatbuffers.BufferHasIdentifier(body, Identifier) {
 		return nil, fmt.Errorf("%w: file identifier %q, want %q", ErrCorrupt, body[4:8], Identifier)
 	}
-	w := walker{s: &Snapshot{b: b}, cache: cache}
+	w := walker{s: &Snapshot{b: b}, prev: prev, cache: cache}
 	if err := w.run(body); err != nil {
 		return nil, err
 	}
 	return w.s, nil
+}
+
+// rebase returns the Snapshot Open returns for b, a byte-identical copy of
+// s.Bytes(): s's with every position moved to b.
+func (s *Snapshot) rebase(b []byte) *Snapshot {
+	n := *s
+	n.b = b
+	body := b[:len(b)-TrailerSize]
+	n.root.Init(body, flatbuffers.GetUOffsetT(body))
+	n.shards = make([]shardIndex, len(s.shards))
+	for i := range s.shards {
+		sh := &s.shards[i]
+		// sh.buf is a two-index sub-slice of s.b (ShardRange).
+		off := cap(s.b) - cap(sh.buf)
+		l := layoutOf(sh)
+		n.shards[i] = l.at(b[off : off+len(sh.buf)])
+		n.shards[i].base = sh.base
+	}
+	return &n
 }
 
 // walker carries the position of the walk so that a recovered accessor panic
@@ -112,10 +160,9 @@ type walker struct {
 	i, j  int
 	seen  []bool // checkIndex's scratch
 
-	// cache, if set, holds earlier shard walks; ctx is the context the
-	// shard checks of this file depend on.
+	// prev and cache, if set, hold earlier shard walks.
+	prev  *Snapshot
 	cache *shardCache
-	ctx   shardContext
 }
 
 func (w *walker) loc() string {
@@ -190,7 +237,7 @@ func (w *walker) walk(body []byte) error {
 		return fmt.Errorf("%w: root table: %d clusters exceed the buffer", ErrCorrupt, nClusters)
 	}
 	s.numClusters = nClusters
-	var names xxhash.Digest // of the cluster names, for w.ctx
+	var names xxhash.Digest // of the cluster names, for s.ctx
 	names.Reset()
 	var c, prev snapfb.Cluster
 	var ep snapfb.Endpoint
@@ -225,18 +272,22 @@ func (w *walker) walk(body []byte) error {
 		if c.Policy() > nPolicies {
 			return fmt.Errorf("%w: cluster %d (%q): policy %d but %d policies", ErrCorrupt, i, name, c.Policy(), nPolicies)
 		}
-		if w.cache != nil {
-			names.Write(binary.LittleEndian.AppendUint32(scratch[:0], uint32(len(name))))
-			names.Write(name)
-		}
+		names.Write(binary.LittleEndian.AppendUint32(scratch[:0], uint32(len(name))))
+		names.Write(name)
 		prev = c
 	}
-	if w.cache != nil {
-		w.ctx = shardContext{shards: nShards, clusters: nClusters, names: names.Sum64(), policies: nPolicies}
-	}
+	s.ctx = shardContext{shards: nShards, clusters: nClusters, names: names.Sum64(), policies: nPolicies}
 
 	w.where = "shards"
 	s.shards = make([]shardIndex, nShards)
+	s.sums = make([]*routeSummary, nShards)
+	// Open walks every shard: one allocation holds all their summaries.
+	// With earlier walks to reuse, few shards are walked, each allocated
+	// alone so that a snapshot does not keep a whole set alive for one.
+	var slab []routeSummary
+	if w.prev == nil && w.cache == nil {
+		slab = make([]routeSummary, nShards)
+	}
 	var sh snapfb.Shard
 	for i := range nShards {
 		w.where, w.i = "shards", i
@@ -249,19 +300,22 @@ func (w *walker) walk(body []byte) error {
 		}
 		hash.Write(data)
 		idx := &s.shards[i]
-		switch {
-		case w.cache == nil:
-			if err := w.walkShard(i, nShards, data, idx, &s.routeSummary); err != nil {
+		sum := w.reuse(i, data, idx)
+		if sum == nil {
+			if slab != nil {
+				sum = &slab[i]
+			} else {
+				sum = new(routeSummary)
+			}
+			if err := w.walkShard(i, nShards, data, idx, sum); err != nil {
 				return err
 			}
-		case !w.cache.reuse(i, data, w.ctx, idx, &s.routeSummary):
-			var sum routeSummary
-			if err := w.walkShard(i, nShards, data, idx, &sum); err != nil {
-				return err
+			if w.cache != nil {
+				w.cache.store(i, data, s.ctx, idx, sum)
 			}
-			w.cache.store(i, data, w.ctx, idx, &sum)
-			s.routeSummary.merge(&sum)
 		}
+		s.sums[i] = sum
+		s.routeSummary.merge(sum)
 		idx.base = s.numRoutes
 		s.numRoutes += idx.n
 	}
@@ -301,6 +355,21 @@ func (w *walker) walk(body []byte) error {
 	})
 	if got := hash.Sum64(); got != s.contentHash {
 		return fmt.Errorf("%w: root table: content_hash %016x does not match content %016x", ErrCorrupt, s.contentHash, got)
+	}
+	return nil
+}
+
+// reuse fills idx (except base) for shard i, whose bytes are data, from an
+// earlier walk of equal bytes in this file's context: prev's shard i, else
+// the cache's. It returns that walk's route summary, nil if there is none.
+func (w *walker) reuse(i int, data []byte, idx *shardIndex) *routeSummary {
+	if p := w.prev; p != nil && p.ctx == w.s.ctx && i < len(p.shards) && bytes.Equal(p.shards[i].buf, data) {
+		l := layoutOf(&p.shards[i])
+		*idx = l.at(data)
+		return p.sums[i]
+	}
+	if w.cache != nil {
+		return w.cache.reuse(i, data, w.s.ctx, idx)
 	}
 	return nil
 }

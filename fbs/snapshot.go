@@ -12,6 +12,12 @@ type Snapshot struct {
 	b      []byte // the whole file, trailer included; never copied
 	root   snapfb.Snapshot
 	shards []shardIndex
+	// sums holds each shard's route summary (merged into routeSummary),
+	// and ctx the context its checks read; OpenAfter reuses them. A
+	// summary is shared with the snapshots that reuse the shard's walk and
+	// never modified.
+	sums []*routeSummary
+	ctx  shardContext
 
 	version, parentVersion, contentHash uint64
 	numRoutes, numClusters              int

@@ -394,10 +394,11 @@ func (d *DeltaDecoder) Close() { d.dec.Close() }
 
 // Apply rebuilds the snapshot file a DELTA payload p describes from base,
 // a verified snapshot, into dst's memory when it is large enough (a new
-// buffer otherwise). The result's trailer is checked against its content
-// and the declared hash; the caller still verifies the structure with
-// fbs.Open. A DELTA that names another base than base wraps ErrDeltaBase;
-// anything inconsistent wraps ErrMalformed.
+// buffer with room to grow otherwise). The result's trailer is checked
+// against its content and the declared hash; the caller still verifies the
+// structure with fbs.Open (or fbs.OpenAfter base). A DELTA that names
+// another base than base wraps ErrDeltaBase; anything inconsistent wraps
+// ErrMalformed.
 func (d *DeltaDecoder) Apply(dst []byte, base *fbs.Snapshot, p []byte) (DeltaHeader, []byte, error) {
 	h, rest, err := DecodeDeltaHeader(p)
 	if err != nil {
@@ -546,7 +547,9 @@ func (d *DeltaDecoder) Apply(dst []byte, base *fbs.Snapshot, p []byte) (DeltaHea
 
 	out := dst[:0]
 	if cap(out) < n {
-		out = make([]byte, 0, n)
+		// Room for the growth of later versions, so that a caller that
+		// passes the memory back as dst keeps it.
+		out = make([]byte, 0, n+n/8)
 	}
 	putGap := func(j int) {
 		g := gapLens[j]

@@ -1,7 +1,6 @@
 package feed
 
 import (
-	"fmt"
 	"log/slog"
 	"testing"
 
@@ -18,16 +17,7 @@ import (
 // request routed (issue 5 target: under 100 ms). The page cache is warm, as
 // after a process restart on the same host.
 func BenchmarkColdStart100k(b *testing.B) {
-	const n = 100_000
-	st := fbs.State{Version: 42, ParentVersion: 41}
-	for c := range n/16 + 1 {
-		st.Clusters = append(st.Clusters, fbs.Cluster{Name: fmt.Sprintf("c%d", c),
-			Endpoints: []fbs.Endpoint{{Address: fmt.Sprintf("10.%d.%d.1:8080", c>>8&255, c&255)}}})
-	}
-	for i := range n {
-		st.Routes = append(st.Routes, fbs.Route{ID: fmt.Sprintf("r%06d", i), Host: fmt.Sprintf("h%d.example", i%97),
-			Prefix: fmt.Sprintf("/svc/%d/v1", i), Cluster: fmt.Sprintf("c%d", i/16)})
-	}
+	st := state100k(42)
 	data, err := fbs.Build(st)
 	if err != nil {
 		b.Fatal(err)

@@ -228,10 +228,19 @@ func (m *Mapping) Unmap() error {
 // must report the version the file name claims. On any failure nothing stays
 // mapped.
 func (s *Store) Map(version uint64) (*Mapping, error) {
-	return mapFile(s.open, s.Path(version), version)
+	return s.MapAfter(version, nil)
 }
 
-func mapFile(open func(string) (*os.File, error), path string, version uint64) (*Mapping, error) {
+// MapAfter is Map verifying with fbs.OpenAfter(prev, ...): the same verdict
+// as Open, at the cost of a compare for what the file shares with prev. The
+// edge maps the file it has just saved from a verified snapshot's bytes, so
+// the compare is all the verification costs. prev must stay unchanged
+// during the call; the Mapping keeps no reference to it.
+func (s *Store) MapAfter(version uint64, prev *fbs.Snapshot) (*Mapping, error) {
+	return mapFile(s.open, s.Path(version), version, prev)
+}
+
+func mapFile(open func(string) (*os.File, error), path string, version uint64, prev *fbs.Snapshot) (*Mapping, error) {
 	f, err := open(path)
 	if err != nil {
 		return nil, fmt.Errorf("snapstore: open %s: %w", path, err)
@@ -255,7 +264,7 @@ func mapFile(open func(string) (*os.File, error), path string, version uint64) (
 	if err != nil {
 		return nil, fmt.Errorf("snapstore: mmap %s: %w", path, err)
 	}
-	snap, err := fbs.Open(mem)
+	snap, err := fbs.OpenAfter(prev, mem)
 	if err == nil && snap.Version() != version {
 		err = fmt.Errorf("snapstore: %s holds version %d, its name says %d", path, snap.Version(), version)
 	}

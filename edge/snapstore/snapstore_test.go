@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"syscall"
@@ -379,5 +380,59 @@ func TestBadFilesPruned(t *testing.T) {
 	}
 	if got := s2.Versions(); !slices.Equal(got, []uint64{1}) {
 		t.Fatalf("pruning bad files touched snapshots: %v", got)
+	}
+}
+
+// TestMapAfter checks that MapAfter gives Map's verdict: the file saved from
+// a verified snapshot maps to Open's Snapshot of it and keeps no reference
+// to that snapshot's bytes; a file on disk that differs from them (altered
+// after the save) is refused as corrupt, as Map refuses it.
+func TestMapAfter(t *testing.T) {
+	s, err := Open(t.TempDir(), 5, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := build(t, 4, 50)
+	verified, err := fbs.Open(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(4, data); err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.MapAfter(4, verified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unmap()
+	for i := range data {
+		data[i] = 0
+	}
+	want, err := fbs.Open(m.mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(m.Snapshot(), want) {
+		t.Fatal("MapAfter's snapshot differs from Open's of the mapping")
+	}
+	var match fbs.Match
+	if !m.Snapshot().Match([]byte("example.com"), []byte("/p7"), &match) || string(match.ID()) != "r7" {
+		t.Fatalf("mapped snapshot matched %q, want r7", match.ID())
+	}
+
+	orig := build(t, 5, 50)
+	verified, err = fbs.Open(orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	altered := bytes.Clone(orig)
+	altered[len(altered)/2] ^= 0x40
+	if err := os.WriteFile(s.Path(5), altered, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errAfter := s.MapAfter(5, verified)
+	_, errMap := s.Map(5)
+	if !errors.Is(errAfter, errCorrupt) || errMap == nil || errAfter.Error() != errMap.Error() {
+		t.Fatalf("altered file: MapAfter %v, Map %v", errAfter, errMap)
 	}
 }
