@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,23 +16,35 @@ import (
 	"github.com/snapgate/snapgate/ctrl/admin"
 )
 
+// TestConfigFileThenFlags: the --config file is applied over the defaults
+// and flags on the command line win over the file, wherever --config
+// stands; a flag value that happens to be "config" is a value.
 func TestConfigFileThenFlags(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ctrl.yaml")
 	if err := os.WriteFile(path, []byte("data_dir: /srv/ctrl\ndebounce: 50ms\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := defaultCtrlConfig()
-	if err := loadConfig(path, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	if cfg.DataDir != "/srv/ctrl" || cfg.Debounce != 50*time.Millisecond || cfg.KeepSnapshots != 10 {
-		t.Fatalf("config file not applied over defaults: %+v", cfg)
-	}
-	if got := configFlag([]string{"--log-level", "debug", "--config", path}); got != path {
-		t.Fatalf("configFlag = %q", got)
-	}
-	if got := configFlag([]string{"-config=" + path}); got != path {
-		t.Fatalf("configFlag = %q", got)
+	for _, c := range []struct {
+		args     []string
+		dataDir  string
+		debounce time.Duration
+	}{
+		{[]string{"--config", path}, "/srv/ctrl", 50 * time.Millisecond},
+		{[]string{"--debounce", "70ms", "--config=" + path}, "/srv/ctrl", 70 * time.Millisecond},
+		{[]string{"--config", path, "--debounce", "70ms"}, "/srv/ctrl", 70 * time.Millisecond},
+		{[]string{"--data-dir", "config", "--config", path}, "config", 50 * time.Millisecond},
+		{[]string{"--data-dir", "config"}, "config", 20 * time.Millisecond},
+	} {
+		cfg := defaultCtrlConfig()
+		var stderr bytes.Buffer
+		_, code, ok := parseDaemon("ctrl", c.args, &stderr, &cfg, &cfg.LogLevel, &cfg.StreamSecretFile, func(fs *flag.FlagSet) {
+			fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "")
+			fs.DurationVar(&cfg.Debounce, "debounce", cfg.Debounce, "")
+		})
+		if !ok || cfg.DataDir != c.dataDir || cfg.Debounce != c.debounce || cfg.KeepSnapshots != 10 {
+			t.Errorf("%v: ok %v, exit %d, %s; data_dir %q debounce %v keep_snapshots %d, want %q %v 10",
+				c.args, ok, code, stderr.String(), cfg.DataDir, cfg.Debounce, cfg.KeepSnapshots, c.dataDir, c.debounce)
+		}
 	}
 }
 
@@ -101,6 +115,19 @@ func TestUsageExitCodes(t *testing.T) {
 		{[]string{"ctl", "--socket", missing, "explain-health", "/a:1"}, 2, "want [CLUSTER/]HOST:PORT"},
 		{[]string{"ctl", "--socket", missing, "health"}, 1, "cannot reach ctrl"},
 		{[]string{"ctl", "report-health", "--help"}, 0, "--source"},
+		// A malformed id is the command line's fault: exit 2, without ctrl.
+		{[]string{"ctl", "--socket", missing, "route", "get", "Shop"}, 2, `"Shop" is not a valid id`},
+		{[]string{"ctl", "--socket", missing, "consumer", "remove-key", "alice", "Laptop"}, 2, "key_id"},
+		{[]string{"ctl", "--socket", missing, "--timeout", "0", "status"}, 2, "--timeout 0s: want a positive duration"},
+		{[]string{"ctl", "--socket", missing, "route", "list"}, 1, "must name ctrl's --admin-socket"},
+		// Negative durations and counts name the flag instead of falling
+		// back to the default (--listen "" makes a missed check fail fast).
+		{[]string{"ctrl", "--debounce", "-5ms"}, 2, "--debounce is -5ms: must not be negative"},
+		{[]string{"edge", "--listen", "", "--insecure-stream", "--header-timeout", "-1s"}, 2, "--header-timeout is -1s: must not be negative"},
+		{[]string{"edge", "--listen", "", "--insecure-stream", "--keep-snapshots", "-1"}, 2, "--keep-snapshots is -1"},
+		// A malformed ctrl address would only show as reconnect warnings.
+		{[]string{"edge", "--listen", "", "--insecure-stream", "--ctrl", "ctrl.internal"}, 2, `--ctrl "ctrl.internal": want host:port`},
+		{[]string{"edge", "--listen", "", "--insecure-stream", "--ctrl", "10.0.0.1:99999"}, 2, `port "99999": want a number`},
 	}
 	for _, c := range cases {
 		var out, errb bytes.Buffer
@@ -108,6 +135,48 @@ func TestUsageExitCodes(t *testing.T) {
 		all := out.String() + errb.String()
 		if code != c.code || !strings.Contains(all, c.says) {
 			t.Errorf("snapgate %v: exit %d, output %q; want exit %d and %q", c.args, code, all, c.code, c.says)
+		}
+	}
+}
+
+// TestCtlTimeoutSaysWhatMayHaveHappened: against a socket that accepts but
+// never answers, ctl gives up after --timeout, says so, and for a write
+// warns that it may have been applied, so that nobody retries it blindly.
+func TestCtlTimeoutSaysWhatMayHaveHappened(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "silent.sock")
+	ln, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var held []net.Conn // open and never answered until the listener closes
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				for _, c := range held {
+					c.Close()
+				}
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	defer func() { ln.Close(); <-done }()
+	for _, c := range []struct {
+		args  []string
+		write bool
+	}{
+		{[]string{"route", "delete", "api", "--expected-version", "3"}, true},
+		{[]string{"route", "get", "api"}, false},
+	} {
+		var out, errb bytes.Buffer
+		code := dispatch(context.Background(), append([]string{"ctl", "--socket", socket, "--timeout", "200ms"}, c.args...), &out, &errb)
+		msg := errb.String()
+		if code != 1 || !strings.Contains(msg, "did not answer within 200ms (--timeout)") ||
+			strings.Contains(msg, "may or may not have been applied") != c.write {
+			t.Errorf("ctl %v against a silent ctrl: exit %d, stderr %q; want exit 1, the timeout named, and a warning only for a write", c.args, code, msg)
 		}
 	}
 }
@@ -152,7 +221,7 @@ func TestCtlFlagsAfterCommand(t *testing.T) {
 		t.Fatalf("status -o json: %q (%v), want JSON status with 1 route and 1 cluster", out, err)
 	}
 	// The flag after the command overrides the one before it.
-	if out = ctl("-o", "json", "--socket", g.socket, "route", "list", "-o", "text"); !strings.Contains(out, "1 routes at revision") {
+	if out = ctl("-o", "json", "--socket", g.socket, "route", "list", "-o", "text"); !strings.Contains(out, "1 route at revision") {
 		t.Fatalf("-o json route list -o text: %q, want the text table", out)
 	}
 	// The later --socket wins: the first names no socket at all, and a refused

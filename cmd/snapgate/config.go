@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -28,21 +29,6 @@ func loadConfig(path string, into any) error {
 		return fmt.Errorf("config %s: %w", path, err)
 	}
 	return nil
-}
-
-// configFlag scans args for --config before the real parse, so that the file is
-// applied first and flags given on the command line override it.
-func configFlag(args []string) string {
-	for i, a := range args {
-		a = strings.TrimLeft(a, "-")
-		if v, ok := strings.CutPrefix(a, "config="); ok {
-			return v
-		}
-		if a == "config" && i+1 < len(args) {
-			return args[i+1]
-		}
-	}
-	return ""
 }
 
 // newLogger returns a text logger at the named level.
@@ -65,34 +51,70 @@ func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// nonNegative refuses a negative duration or count in any flag, from the
+// command line or the config file. The daemons would otherwise take their
+// default for it, as they do for 0, and a typo would go unnoticed.
+func nonNegative(fs *flag.FlagSet, fromFile bool) error {
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		g, ok := f.Value.(flag.Getter)
+		if err != nil || !ok {
+			return
+		}
+		var neg bool
+		switch v := g.Get().(type) {
+		case time.Duration:
+			neg = v < 0
+		case int:
+			neg = v < 0
+		case int64:
+			neg = v < 0
+		}
+		if neg {
+			name := "--" + f.Name
+			if fromFile {
+				name += " (config key " + strings.ReplaceAll(f.Name, "-", "_") + ")"
+			}
+			err = fmt.Errorf("%s is %s: must not be negative (0 takes the default)", name, f.Value)
+		}
+	})
+	return err
+}
+
 // daemon is what ctrl and edge share after their command line is parsed.
 type daemon struct {
 	log    *slog.Logger
 	secret []byte // the stream secret, nil when no file was given
 }
 
-// parseDaemon reads a daemon's command line over cfg: the --config file
-// first, then the flags that define registers (their defaults are the
-// file's values, so flags win), then the logger and the stream secret. It
-// returns the exit code to use when ok is false.
+// parseDaemon reads a daemon's command line over cfg: the flags that define
+// registers, then the --config file they name, then the flags once more so
+// that the command line wins over the file; then the logger and the stream
+// secret. It returns the exit code to use when ok is false.
 func parseDaemon(name string, args []string, stderr io.Writer, cfg any, logLevel, secretFile *string, define func(*flag.FlagSet)) (d daemon, code int, ok bool) {
 	fail := func(err error) (daemon, int, bool) {
 		fmt.Fprintf(stderr, "snapgate %s: %v\n", name, err)
 		return daemon{}, 2, false
 	}
-	if path := configFlag(args); path != "" {
-		if err := loadConfig(path, cfg); err != nil {
-			return fail(err)
-		}
-	}
 	fs := newFlagSet(name, name+" [--config "+name+".yaml] [flags]", stderr)
-	fs.String("config", "", "YAML config file; flags override its values")
+	path := fs.String("config", "", "YAML config file; flags override its values")
 	define(fs)
 	if code, ok := parseFlags(fs, args); !ok {
 		return daemon{}, code, false
 	}
 	if fs.NArg() > 0 {
 		return fail(fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+	}
+	if *path != "" {
+		if err := loadConfig(*path, cfg); err != nil {
+			return fail(err)
+		}
+		if code, ok := parseFlags(fs, args); !ok {
+			return daemon{}, code, false
+		}
+	}
+	if err := nonNegative(fs, *path != ""); err != nil {
+		return fail(err)
 	}
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {

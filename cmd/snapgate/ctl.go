@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/snapgate/snapgate/ctrl/admin"
@@ -29,7 +30,8 @@ commands:
   cluster put --id ID --endpoint HOST:PORT... [--connect-timeout-ms N] [--expected-version N]
   cluster put -f cluster.json [--expected-version N]
   cluster get ID | cluster list | cluster delete ID [--expected-version N]
-  consumer put --id ID [--group G]... [--expected-version N] | consumer put -f consumer.json [--expected-version N]
+  consumer put --id ID [--group G]... [--expected-version N]      (sets the groups, keeps the credentials)
+  consumer put -f consumer.json [--expected-version N]            (the whole document)
   consumer get ID | consumer list | consumer delete ID [--expected-version N]
   consumer add-key CONSUMER [--id KEYID] [--expected-version N]   (prints the new key once)
   consumer remove-key CONSUMER KEYID [--expected-version N]
@@ -44,6 +46,8 @@ commands:
   explain-health [CLUSTER/]HOST:PORT
   status
 
+A put replaces the whole document: fields its flags do not set go back to
+their defaults (use -f with the document from get -o json to change one).
 --expected-version N makes a write conditional: it succeeds only if the
 document's current version is N (0: it must not exist yet).
 --socket, -o and --timeout may also follow the command (ctl route list -o json).
@@ -65,12 +69,15 @@ type ctlGlobals struct {
 	socket  string
 	output  string
 	timeout time.Duration
+	// complete, when a command sets it, finishes the request from what
+	// ctrl stores before it is sent (see keepStored).
+	complete func(ctx context.Context, cl *admin.Client, req *admin.Request) error
 }
 
 // register adds the global flags to fs, bound to g so that a later parse (the
 // subcommand's) overrides an earlier one (before the subcommand).
 func (g *ctlGlobals) register(fs *flag.FlagSet) {
-	fs.StringVar(&g.socket, "socket", g.socket, "ctrl's admin socket (default from $SNAPGATE_SOCKET)")
+	fs.StringVar(&g.socket, "socket", g.socket, "ctrl's admin socket, its --admin-socket ($SNAPGATE_SOCKET sets the default)")
 	fs.StringVar(&g.output, "o", g.output, "output: text or json")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "give up on ctrl after this long")
 }
@@ -103,17 +110,33 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "snapgate ctl: -o %q: want text or json\n", g.output)
 		return 2
 	}
+	if g.timeout <= 0 {
+		fmt.Fprintf(stderr, "snapgate ctl: --timeout %v: want a positive duration such as 10s\n", g.timeout)
+		return 2
+	}
+	// ctrl would refuse a malformed request (an invalid id, say) too; it is
+	// the command line's fault, so it exits 2 without needing ctrl.
+	if err := admin.CheckRequest(req); err != nil {
+		fmt.Fprintln(stderr, "snapgate ctl:", err)
+		return 2
+	}
 	ctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
 	cl, err := admin.DialContext(ctx, g.socket)
 	if err != nil {
-		fmt.Fprintf(stderr, "snapgate ctl: cannot reach ctrl: %v\n", err)
+		fmt.Fprintf(stderr, "snapgate ctl: cannot reach ctrl: %v%s\n", err, dialHint(err))
 		return 1
 	}
 	defer cl.Close()
+	if g.complete != nil {
+		if err := g.complete(ctx, cl, &req); err != nil {
+			fmt.Fprintln(stderr, "snapgate ctl:", err)
+			return 1
+		}
+	}
 	reply, err := cl.Call(ctx, req)
 	if err != nil {
-		fmt.Fprintln(stderr, "snapgate ctl:", err)
+		fmt.Fprintf(stderr, "snapgate ctl: %v%s\n", err, callHint(err, req, g.timeout))
 		return 1
 	}
 	if !reply.OK {
@@ -140,6 +163,41 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// dialHint says what usually causes a failed connect to the admin socket.
+func dialHint(err error) string {
+	switch {
+	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
+		return "\n  is ctrl running? ctl's --socket (or $SNAPGATE_SOCKET) must name ctrl's --admin-socket"
+	case errors.Is(err, syscall.EACCES):
+		return "\n  the socket is mode 0600: run ctl as the user ctrl runs as"
+	}
+	return ""
+}
+
+// callHint explains a call that failed after the request was sent: a write
+// may have been committed before ctrl's reply was lost, so retrying it
+// blindly is not safe.
+func callHint(err error, req admin.Request, timeout time.Duration) string {
+	var hint string
+	if errors.Is(err, context.DeadlineExceeded) {
+		hint = fmt.Sprintf("\n  ctrl did not answer within %v (--timeout)", timeout)
+	}
+	if !readOnly(req.Cmd) {
+		hint += "\n  the change may or may not have been applied: check with get (or health) before retrying"
+	}
+	return hint
+}
+
+// readOnly reports whether an admin command changes nothing.
+func readOnly(cmd string) bool {
+	switch cmd {
+	case admin.CmdStatus, admin.CmdHealthStatus, admin.CmdHealthExplain:
+		return true
+	}
+	_, verb, _ := strings.Cut(cmd, ".")
+	return verb == "get" || verb == "list"
+}
+
 // noun is a document kind as ctl names it.
 type noun struct {
 	kind string // the admin command prefix and reply kind
@@ -148,6 +206,9 @@ type noun struct {
 	docFlags func(fs *flag.FlagSet) func(req *admin.Request, id string)
 	// decode strictly decodes put -f's document into the request.
 	decode func(data []byte, req *admin.Request) error
+	// keep copies from the stored document into a put made from flags what
+	// the flags cannot express; nil: such a put replaces the whole document.
+	keep func(stored admin.Result, req *admin.Request)
 	// verbs are the noun's commands beyond put, get, list and delete.
 	verbs map[string]func(req *admin.Request, args []string, g *ctlGlobals, stderr io.Writer) (admin.Request, error)
 }
@@ -159,7 +220,12 @@ var nouns = map[string]noun{
 		decode: into(model.DecodeCluster, func(r *admin.Request, d *model.Cluster) { r.Cluster = d })},
 	"consumer": {kind: model.KindConsumer, docFlags: consumerFlags,
 		decode: into(model.DecodeConsumer, func(r *admin.Request, d *model.Consumer) { r.Consumer = d }),
-		verbs:  map[string]func(*admin.Request, []string, *ctlGlobals, io.Writer) (admin.Request, error){"add-key": addKeyRequest, "remove-key": removeKeyRequest, "set-password": setPasswordRequest}},
+		keep: func(stored admin.Result, req *admin.Request) {
+			if stored.Consumer != nil {
+				req.Consumer.Credentials = stored.Consumer.Credentials
+			}
+		},
+		verbs: map[string]func(*admin.Request, []string, *ctlGlobals, io.Writer) (admin.Request, error){"add-key": addKeyRequest, "remove-key": removeKeyRequest, "set-password": setPasswordRequest}},
 	"issuer": {kind: model.KindJWTIssuer,
 		decode: into(model.DecodeJWTIssuer, func(r *admin.Request, d *model.JWTIssuer) { r.JWTIssuer = d })},
 	"policy": {kind: model.KindPolicy,
@@ -368,6 +434,11 @@ func putRequest(req admin.Request, name string, n noun, args []string, g *ctlGlo
 			return req, usagef("%s put: -f FILE is required: the document is JSON (docs/auth.md)", name)
 		}
 		build(&req, *id)
+		if n.keep != nil && *id != "" {
+			g.complete = func(ctx context.Context, cl *admin.Client, req *admin.Request) error {
+				return keepStored(ctx, cl, n, *id, req)
+			}
+		}
 		return req, nil
 	}
 	set := 0
@@ -387,6 +458,34 @@ func putRequest(req admin.Request, name string, n noun, args []string, g *ctlGlo
 		return req, fmt.Errorf("%s: %w", *file, err)
 	}
 	return req, nil
+}
+
+// keepStored completes a put made from flags with what the stored document
+// has and the flags cannot say (a consumer's credentials: its API keys are
+// shown once and cannot be put back). Without --expected-version the put
+// is made conditional on the version read, so a change in between is a
+// conflict rather than lost.
+func keepStored(ctx context.Context, cl *admin.Client, n noun, id string, req *admin.Request) error {
+	rep, err := cl.Call(ctx, admin.Request{Cmd: n.kind + ".get", ID: id})
+	if err != nil {
+		return err
+	}
+	var version uint64 // 0: must not exist yet
+	switch {
+	case rep.OK:
+		var stored admin.Result
+		if err := json.Unmarshal(rep.Result, &stored); err != nil {
+			return fmt.Errorf("ctrl sent a malformed %s: %w", nounOf(n.kind), err)
+		}
+		n.keep(stored, req)
+		version = stored.Version
+	case rep.Error == nil || rep.Error.Code != admin.CodeNotFound:
+		return fmt.Errorf("reading the stored %s %q: %v", nounOf(n.kind), id, rep.Error)
+	}
+	if req.ExpectedVersion == nil {
+		req.ExpectedVersion = &version
+	}
+	return nil
 }
 
 func routeFlags(fs *flag.FlagSet) func(*admin.Request, string) {
@@ -416,8 +515,8 @@ func clusterFlags(fs *flag.FlagSet) func(*admin.Request, string) {
 	}
 }
 
-// consumerFlags make a consumer without credentials; add them with
-// add-key and set-password.
+// consumerFlags make a consumer's groups; its credentials are managed by
+// add-key, remove-key and set-password, and a put from flags keeps them.
 func consumerFlags(fs *flag.FlagSet) func(*admin.Request, string) {
 	var groups multiFlag
 	fs.Var(&groups, "group", "group the consumer belongs to, for policy ACLs (repeat for several)")

@@ -104,16 +104,25 @@ func TestCtlAuthCommands(t *testing.T) {
 	if !strings.Contains(out, "sha256:") || !strings.Contains(out, "basic") || !strings.Contains(out, "staff") {
 		t.Fatalf("consumer get:\n%s", out)
 	}
-	g.wantCtl(0, "1 consumers at revision", "consumer", "list")
+	g.wantCtl(0, "1 consumer at revision", "consumer", "list")
 	g.wantCtl(0, "laptop=sha256:", "consumer", "list")
 	g.wantCtl(0, `consumer "alice" stored: version 5`, "consumer", "remove-key", "alice", "key-1")
 	g.wantCtl(1, `has no API key "key-1"`, "consumer", "remove-key", "alice", "key-1")
+
+	// A put from flags sets the groups and keeps the credentials (a lost
+	// API key cannot be put back); it is conditional on the version it read.
+	g.wantCtl(0, `consumer "alice" stored: version 6`, "consumer", "put", "--id", "alice", "--group", "admin")
+	out = g.wantCtl(0, "api_key laptop", "consumer", "get", "alice")
+	if !strings.Contains(out, "basic") || !strings.Contains(out, "admin") || strings.Contains(out, "staff") {
+		t.Fatalf("consumer get after a put of its groups: want the new group, the key and the password kept:\n%s", out)
+	}
+	g.wantCtl(1, "is at version 6, expected 5", "consumer", "put", "--id", "alice", "--group", "x", "--expected-version", "5")
 
 	out = g.wantCtl(0, "kid h1, oct HS256", "issuer", "get", "idp")
 	if strings.Contains(out, hmac) || strings.Contains(g.mustCtl("issuer", "list", "-o", "json"), hmac) {
 		t.Fatalf("issuer get/list shows the HMAC key:\n%s", out)
 	}
-	g.wantCtl(0, "1 issuers at revision", "issuer", "list")
+	g.wantCtl(0, "1 issuer at revision", "issuer", "list")
 
 	g.wantCtl(0, `policy "api-auth" stored: version 1`, "policy", "put", "-f", policy, "--expected-version", "0")
 	g.wantCtl(1, "conflict: expected_version", "policy", "put", "-f", policy, "--expected-version", "0")
@@ -123,7 +132,7 @@ func TestCtlAuthCommands(t *testing.T) {
 	g.wantCtl(1, `jwt_issuer "idp" is used by policy "api-auth"`, "issuer", "delete", "idp")
 	g.wantCtl(1, `route "api" is used by policy "api-auth"`, "route", "delete", "api")
 
-	out = g.wantCtl(0, "1 consumers, 1 jwt issuers, 1 policies", "status")
+	out = g.wantCtl(0, "1 consumer, 1 jwt issuer, 1 policy", "status")
 	if !strings.Contains(out, "1 edges share cluster-scope rate limits") {
 		t.Fatalf("status without edges should show the fleet size floor of 1:\n%s", out)
 	}

@@ -111,12 +111,24 @@ func printDoc(w io.Writer, r admin.Result) {
 		if rt.Retry != nil {
 			fmt.Fprintf(tw, "retry\t%s\n", compact(rt.Retry))
 		}
+		if rt.MaxStalenessMs != 0 {
+			fmt.Fprintf(tw, "max_staleness_ms\t%d\non_stale\t%s\n", rt.MaxStalenessMs, orDefault(rt.OnStale, model.OnStaleServe))
+		}
+		if rt.StaleHeader {
+			fmt.Fprintf(tw, "stale_header\ttrue\n")
+		}
 	}
 	if c := r.Cluster; c != nil {
 		for i, e := range c.Endpoints {
-			fmt.Fprintf(tw, "endpoint[%d]\t%s\n", i, e.Address)
+			fmt.Fprintf(tw, "endpoint[%d]\t%s\n", i, endpoint(e))
 		}
-		fmt.Fprintf(tw, "connect_timeout_ms\t%s\n", msOrDefault(c.ConnectTimeoutMs))
+		fmt.Fprintf(tw, "connect_timeout_ms\t%s\nlb\t%s\n", msOrDefault(c.ConnectTimeoutMs), orDefault(c.LB, model.LBRoundRobin))
+		if c.HashOn != nil {
+			fmt.Fprintf(tw, "hash_on\t%s\n", compact(c.HashOn))
+		}
+		if c.Health != nil {
+			fmt.Fprintf(tw, "health\t%s\n", compact(c.Health))
+		}
 	}
 	if c := r.Consumer; c != nil {
 		fmt.Fprintf(tw, "groups\t%s\n", orNone(strings.Join(c.Groups, ",")))
@@ -166,14 +178,14 @@ func printList(w io.Writer, kind string, l admin.List) {
 			}
 		}
 	case model.KindCluster:
-		fmt.Fprintln(tw, "ID\tENDPOINTS\tCONNECT_TIMEOUT_MS\tVERSION")
+		fmt.Fprintln(tw, "ID\tENDPOINTS\tLB\tCONNECT_TIMEOUT_MS\tVERSION")
 		for _, it := range l.Items {
 			if c := it.Cluster; c != nil {
 				addrs := make([]string, len(c.Endpoints))
 				for i, e := range c.Endpoints {
-					addrs[i] = e.Address
+					addrs[i] = endpoint(e)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", it.ID, strings.Join(addrs, ","), msOrDefault(c.ConnectTimeoutMs), it.Version)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", it.ID, strings.Join(addrs, ","), orDefault(c.LB, model.LBRoundRobin), msOrDefault(c.ConnectTimeoutMs), it.Version)
 			}
 		}
 	case model.KindConsumer:
@@ -220,7 +232,7 @@ func printList(w io.Writer, kind string, l admin.List) {
 		}
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "%d %s at revision %d\n", len(l.Items), plural(nounOf(kind)), l.Revision)
+	fmt.Fprintf(w, "%s at revision %d\n", count(len(l.Items), nounOf(kind)), l.Revision)
 }
 
 func printStatus(w io.Writer, s admin.Status) {
@@ -233,8 +245,8 @@ func printStatus(w io.Writer, s admin.Status) {
 		fleet = strconv.FormatUint(uint64(s.FleetSize), 10) + " edges share cluster-scope rate limits"
 	}
 	fmt.Fprintf(w, "snapshot  version %d (parent %d), %d bytes, built %s\n", s.SnapshotVersion, s.SnapshotParent, s.SnapshotBytes, built)
-	fmt.Fprintf(w, "store     revision %d (configuration %d), %d routes, %d clusters\n", s.StoreRevision, s.ConfigRevision, s.Routes, s.Clusters)
-	fmt.Fprintf(w, "auth      %d consumers, %d jwt issuers, %d policies\n", s.Consumers, s.JWTIssuers, s.Policies)
+	fmt.Fprintf(w, "store     revision %d (configuration %d), %s, %s\n", s.StoreRevision, s.ConfigRevision, count(s.Routes, "route"), count(s.Clusters, "cluster"))
+	fmt.Fprintf(w, "auth      %s, %s, %s\n", count(s.Consumers, "consumer"), count(s.JWTIssuers, "jwt issuer"), count(s.Policies, "policy"))
 	fmt.Fprintf(w, "fleet     %s\n\n", fleet)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "EDGE\tADDRESS\tSTATE\tAPPLIED\tLAG\tLAG_MS\tLAST_ACK\tLAST_NACK")
@@ -287,7 +299,24 @@ func compact(v any) string {
 	return string(b)
 }
 
+// endpoint shows an endpoint's address, with its weight when it has one
+// ("10.0.0.1:80 weight 3").
+func endpoint(e model.Endpoint) string {
+	if e.Weight == 0 {
+		return e.Address
+	}
+	return e.Address + " weight " + strconv.Itoa(int(e.Weight))
+}
+
 func list(ss []string) string { return orNone(strings.Join(ss, ",")) }
+
+// orDefault shows an optional setting: s, or the default it stands for.
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
 
 func orNone(s string) string {
 	if s == "" {
@@ -296,11 +325,16 @@ func orNone(s string) string {
 	return s
 }
 
-func plural(noun string) string {
-	if s, ok := strings.CutSuffix(noun, "y"); ok {
-		return s + "ies"
+// count says "1 route", "2 routes", "0 policies".
+func count(n int, noun string) string {
+	if n != 1 {
+		if s, ok := strings.CutSuffix(noun, "y"); ok {
+			noun = s + "ies"
+		} else {
+			noun += "s"
+		}
 	}
-	return noun + "s"
+	return strconv.Itoa(n) + " " + noun
 }
 
 func msOrDefault(ms uint32) string {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"time"
 
@@ -54,7 +55,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	d, code, ok := parseDaemon("edge", args, stderr, &cfg, &cfg.LogLevel, &cfg.StreamSecretFile, func(fs *flag.FlagSet) {
 		fs.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "name this edge reports to ctrl (default: the hostname)")
 		fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "HTTP address clients connect to")
-		fs.StringVar(&cfg.Ctrl, "ctrl", cfg.Ctrl, "ctrl's snapshot stream address")
+		fs.StringVar(&cfg.Ctrl, "ctrl", cfg.Ctrl, "host:port of ctrl's snapshot stream (its --stream-listen)")
 		fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of applied snapshots (the edge boots from the newest good one)")
 		fs.StringVar(&cfg.StreamSecretFile, "stream-secret-file", cfg.StreamSecretFile, "file (mode 0600) with the secret shared with ctrl's stream")
 		fs.BoolVar(&cfg.InsecureStream, "insecure-stream", cfg.InsecureStream, "connect to ctrl without a stream secret (only with a ctrl started the same way)")
@@ -70,6 +71,10 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	})
 	if !ok {
 		return code
+	}
+	if err := checkDialAddr(cfg.Ctrl); err != nil {
+		fmt.Fprintf(stderr, "snapgate edge: --ctrl %q: %v\n", cfg.Ctrl, err)
+		return 2
 	}
 	log, secret := d.log, d.secret
 	node, err := edge.New(edge.Config{
@@ -98,4 +103,19 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// checkDialAddr checks the shape of ctrl's address without resolving it:
+// the edge must boot from its snapshot files even when DNS is down, but a
+// malformed address would only show as reconnect warnings forever.
+func checkDialAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want host:port, ctrl's --stream-listen: %w", err)
+	}
+	// A number or a service name: /etc/services, never DNS.
+	if n, err := net.LookupPort("tcp", port); err != nil || n == 0 {
+		return fmt.Errorf("port %q: want a number from 1 to 65535", port)
+	}
+	return nil
 }

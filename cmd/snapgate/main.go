@@ -25,7 +25,7 @@ func commands() []command {
 	return []command{
 		{"ctrl", "run the control plane: store, admin socket, snapshot stream", runCtrl},
 		{"edge", "run an edge: the HTTP proxy fed by ctrl's snapshots", runEdge},
-		{"ctl", "operate ctrl through its admin socket (routes, clusters, consumers, issuers, policies, status)", runCtl},
+		{"ctl", "operate ctrl through its admin socket (routes, clusters, consumers, issuers, policies, health, status)", runCtl},
 		{"load", "drive HTTP load at a fixed rate and report latency percentiles", runLoad},
 		{"bench", "run the SLO benchmarks against real processes and write a report", runBench},
 		{"demo", "start ctrl, an edge and two sample backends on 127.0.0.1", runDemo},

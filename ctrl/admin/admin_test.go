@@ -189,6 +189,22 @@ func TestSocketMode(t *testing.T) {
 	}
 }
 
+// TestListenCreatesSocketDir: the README starts ctrl with
+// --admin-socket /run/snapgate/ctrl.sock, a directory that usually does not
+// exist yet; ctrl creates it, private, as it does its data dir.
+func TestListenCreatesSocketDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run", "snapgate")
+	s, err := Listen(Config{Path: filepath.Join(dir, "ctrl.sock"), Handler: newMem()})
+	if err != nil {
+		t.Fatalf("Listen in a missing directory: %v", err)
+	}
+	defer s.Close()
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("socket directory: %v, %v; want it created with mode 0700", fi, err)
+	}
+}
+
 func TestSeveralRequestsPerConnection(t *testing.T) {
 	s := start(t, newMem(), 0)
 	rc := dialRaw(t, s.Path())

@@ -68,7 +68,8 @@ type Handler interface {
 // Config configures a Server.
 type Config struct {
 	// Path of the unix socket. Required. The socket is created with mode
-	// 0600: whoever can connect can rewrite the gateway's routing.
+	// 0600: whoever can connect can rewrite the gateway's routing. A missing
+	// directory is created with mode 0700, as ctrl does for its data dir.
 	Path    string
 	Handler Handler // required
 	Logger  *slog.Logger
@@ -146,6 +147,9 @@ func Listen(cfg Config) (*Server, error) {
 func createSocket(path string) (*net.UnixListener, os.FileInfo, error) {
 	if err := clearStale(path); err != nil {
 		return nil, nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, nil, fmt.Errorf("admin: socket %s: creating its directory: %w", path, err)
 	}
 	dir, err := os.MkdirTemp(filepath.Dir(path), ".admin")
 	if err != nil {
