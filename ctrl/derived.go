@@ -18,19 +18,18 @@ import (
 // model's small indexes at build time (fbsState).
 //
 // Routes are kept in step lazily. The kinds' hooks (below) only mark a
-// route id dirty; fbsState converts the dirty routes from the model, under
-// wmu, and hands the slice to the build, which reads it after wmu is
-// released. Writers never touch the slice, and builds run one at a time
-// (the recompute loop; startSnapshot before it), so the next fbsState
-// cannot change it under a running build, and no copy is needed. (Writers
-// updating the slice themselves would need a 20 MB copy per version at
-// 100,000 routes, which measured ~80 ms inside a put.)
+// route id dirty; fbsState converts the dirty routes from the model into
+// the route table, under wmu, and hands the table to the build, which
+// reads it after wmu is released. Writers never touch the table, and
+// builds run one at a time (the recompute loop; startSnapshot before it),
+// so the next fbsState cannot change it under a running build, and no
+// copy is needed. (Writers updating a route slice themselves would need a
+// 20 MB copy per version at 100,000 routes, which measured ~80 ms inside
+// a put.) The table tells the Builder which routes changed since its last
+// build, so the Builder validates, places and digests only those.
 type derived struct {
-	// routes holds one entry per route, in no particular order (fbs
-	// sorts); routeAt is each route id's position. Only fbsState changes
-	// them.
-	routes  []fbs.Route
-	routeAt map[string]int
+	// routes holds one entry per route; only fbsState changes it.
+	routes *fbs.RouteTable
 	// dirty holds the ids of routes put or deleted, or whose route policy
 	// changed, since the last fbsState.
 	dirty map[string]struct{}
@@ -43,7 +42,7 @@ type derived struct {
 
 func newDerived() derived {
 	return derived{
-		routeAt:   make(map[string]int),
+		routes:    fbs.NewRouteTable(),
 		dirty:     make(map[string]struct{}),
 		consumers: make(map[string]fbs.Consumer),
 		issuers:   make(map[string]fbs.Issuer),
@@ -57,35 +56,14 @@ func (m *state) syncRoutes() {
 	for id := range d.dirty {
 		v, ok := m.routes[id]
 		if !ok {
-			d.deleteRoute(id)
+			d.routes.Delete(id)
 			continue
 		}
 		r := fbsRoute(&v.doc)
 		r.Policy = m.byScope[scopeRoute+id]
-		if i, ok := d.routeAt[id]; ok {
-			d.routes[i] = r
-		} else {
-			d.routeAt[id] = len(d.routes)
-			d.routes = append(d.routes, r)
-		}
+		d.routes.Put(r)
 	}
 	clear(d.dirty)
-}
-
-// deleteRoute removes route id, moving the last route into its place.
-func (d *derived) deleteRoute(id string) {
-	i, ok := d.routeAt[id]
-	if !ok {
-		return
-	}
-	last := len(d.routes) - 1
-	if i != last {
-		d.routes[i] = d.routes[last]
-		d.routeAt[d.routes[i].ID] = i
-	}
-	d.routes[last] = fbs.Route{} // do not pin the removed route's strings
-	d.routes = d.routes[:last]
-	delete(d.routeAt, id)
 }
 
 // Hooks of the kinds (documents.go, auth.go): what a put or delete of each
@@ -119,11 +97,11 @@ func (m *state) unindexPolicy(p *model.Policy) {
 	}
 }
 
-// fbsState returns the builder's input at version: the derived routes and
-// auth documents, the clusters already converted (clusterCache.convert adds
-// their health) and the policy references of the root and the clusters.
-// The caller holds wmu. The routes stay valid, and unchanged, until the
-// next fbsState: the build that uses them must end before it (see derived).
+// fbsState returns the builder's input at version: the derived route table
+// and auth documents, the clusters already converted (clusterCache.convert
+// adds their health) and the policy references of the root and the
+// clusters. The caller holds wmu. The table stays unchanged until the next
+// fbsState: the build that uses it must end before it (see derived).
 // fbs.Build sorts, so map iteration order does not reach the bytes.
 func (m *state) fbsState(version, parent uint64, shards int, clusters []fbs.Cluster) fbs.State {
 	m.syncRoutes()
@@ -131,7 +109,7 @@ func (m *state) fbsState(version, parent uint64, shards int, clusters []fbs.Clus
 	st := fbs.State{
 		Version:       version,
 		ParentVersion: parent,
-		Routes:        d.routes,
+		Table:         d.routes,
 		Clusters:      clusters,
 		Shards:        shards,
 		Auth: fbs.Auth{

@@ -231,16 +231,16 @@ func fullsSent(s *Server) uint64 {
 // seedStore writes the clusters and routes straight into a fresh store, in
 // large batches: a put per route through the admin socket would fsync
 // 100,000 times before the benchmark starts.
-func seedStore(b *testing.B, dir string, routes int) {
+func seedStore(tb testing.TB, dir string, routes int) {
 	st, err := store.OpenPebble(dir, store.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer st.Close()
 	var muts []store.Mutation
 	flush := func() {
 		if _, _, err := st.Apply(muts...); err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		muts = muts[:0]
 	}

@@ -162,6 +162,7 @@ func (s *Server) build() error {
 	took := time.Since(start)
 	s.metrics.built(st.Version, took, len(data))
 	if err := s.store.PutSnapshot(st.Version, data, s.cfg.KeepSnapshots); err != nil {
+		s.builder.Recycle(data)
 		s.restorePending(committed)
 		return fmt.Errorf("ctrl: storing snapshot %d: %w", st.Version, err)
 	}
@@ -169,11 +170,11 @@ func (s *Server) build() error {
 	if committed != 0 {
 		committedAt = time.Unix(0, committed)
 	}
-	s.pub.PublishSnapshot(snap, committedAt)
+	s.pub.PublishSnapshot(snap, committedAt) // recycles data when no session reads it any more
 	s.setSnap(snapInfo{version: st.Version, parent: st.ParentVersion, builtAt: time.Now(), bytes: len(data)})
 	s.builtModel, s.clusters = model, next
 	s.log.Info("snapshot built", "version", st.Version, "parent", st.ParentVersion,
-		"routes", len(st.Routes), "clusters", len(st.Clusters), "bytes", len(data), "build_time", took,
+		"routes", st.Table.Len(), "clusters", len(st.Clusters), "bytes", len(data), "build_time", took,
 		"health_only", healthOnly)
 	return nil
 }

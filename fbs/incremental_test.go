@@ -328,6 +328,28 @@ func BenchmarkOneRouteChange(b *testing.B) {
 				i++
 			}
 		})
+		// ctrl's way: the routes in a RouteTable, the files recycled as
+		// its publisher does once no session reads them.
+		b.Run(fmt.Sprintf("routes=%d/BuilderTable", n), func(b *testing.B) {
+			st, tbl := inTable(base)
+			var bld Builder
+			prev, err := bld.Build(st)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			i := 1
+			for b.Loop() {
+				tbl.Put(states[i&1].Routes[n/2])
+				file, err := bld.Build(st)
+				if err != nil {
+					b.Fatal(err)
+				}
+				bld.Recycle(prev)
+				prev = file
+				i++
+			}
+		})
 	}
 }
 
@@ -381,7 +403,7 @@ func TestEncodeRootGrows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := encodeRoot(64, s.Version(), s.ParentVersion(), s.ContentHash(), shardBytes, clusters, &policyRefs{clusters: make([]uint32, len(clusters))})
+	got := encodeRoot(nil, 64, s.Version(), s.ParentVersion(), s.ContentHash(), shardBytes, clusters, &policyRefs{clusters: make([]uint32, len(clusters))})
 	if !bytes.Equal(got, want) {
 		t.Fatal("encodeRoot with a short size estimate differs from Build")
 	}

@@ -46,6 +46,13 @@ type Config struct {
 	// KeepBases is how many recently published snapshots stay in memory as
 	// delta bases (each is a whole snapshot). Default 4.
 	KeepBases int
+	// Recycle, if set, gets back each published snapshot's file once
+	// nothing in the Server can read it any more: it has left the
+	// KeepBases delta bases and no session is still encoding a FULL or a
+	// DELTA from it (or PublishSnapshot refused it). ctrl hands it to its
+	// fbs.Builder, which writes a later version into that memory instead
+	// of fresh pages. Nil leaves the files to the garbage collector.
+	Recycle func(file []byte)
 	// Metrics receives the publisher's metrics; nil keeps a private set.
 	Metrics *metrics.Set
 
@@ -95,6 +102,53 @@ type EdgeStatus struct {
 	DeltasSent     uint64    // DELTA frames sent to this edge since ctrl started
 }
 
+// acquire takes a reference to p's bytes, or reports false if the last
+// one is gone (the file may already hold another version).
+func (p *published) acquire() bool {
+	for {
+		n := p.refs.Load()
+		if n == 0 {
+			return false
+		}
+		if p.refs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// release drops a reference to p's bytes; the last one recycles the file.
+func (s *Server) release(p *published) {
+	if p.refs.Add(-1) == 0 && s.cfg.Recycle != nil {
+		s.cfg.Recycle(p.snap.Bytes())
+	}
+}
+
+// acquireLatest returns the latest snapshot with a reference taken, or nil
+// if there is none. A latest snapshot whose references are gone has been
+// replaced already: PublishSnapshot releases evicted snapshots only after
+// storing the newer latest.
+func (s *Server) acquireLatest() *published {
+	for {
+		p := s.latest.Load()
+		if p == nil || p.acquire() {
+			return p
+		}
+	}
+}
+
+// acquireRecent returns the snapshot of version v held as a delta base,
+// with a reference taken, or nil.
+func (s *Server) acquireRecent(v uint64) *published {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.recent {
+		if p.version == v && p.acquire() {
+			return p
+		}
+	}
+	return nil
+}
+
 // ErrClosed is returned by Serve once the Server has been closed.
 var ErrClosed = errors.New("publish: server closed")
 
@@ -106,6 +160,11 @@ type published struct {
 	snap        *fbs.Snapshot
 	hash        uint64 // file trailer
 	committedAt time.Time
+
+	// refs counts who may read snap's bytes: the recent list while it
+	// lists p, and each session encoding from it. The last release hands
+	// the file to Config.Recycle; at 0, acquire fails.
+	refs atomic.Int32
 
 	dmu     sync.Mutex
 	full    []byte             // FULL payload, nil until a session needs it
@@ -266,7 +325,7 @@ func (s *Server) isClosed() bool {
 // propagation lag from it. It never waits on an edge: each session's writer
 // picks up the newest snapshot when it is free, skipping any it never got
 // to send. The Server keeps a reference to snapshot; the caller must not
-// modify it afterwards.
+// modify it afterwards (Config.Recycle says when it may).
 func (s *Server) Publish(version uint64, snapshot []byte, committedAt time.Time) {
 	// The delta encoder needs the shard layout; opening also makes sure
 	// ctrl never streams bytes an edge would refuse.
@@ -282,20 +341,30 @@ func (s *Server) Publish(version uint64, snapshot []byte, committedAt time.Time)
 // result, or fbs.Builder.BuildSnapshot's, which runs Open's checks and
 // walks only the shards it has not verified before. ctrl publishes what
 // its Builder returns, so a 100,000-route version is not walked twice.
+// The Server owns the file from here on (see Config.Recycle), also when it
+// refuses it.
 func (s *Server) PublishSnapshot(snap *fbs.Snapshot, committedAt time.Time) {
 	version, snapshot := snap.Version(), snap.Bytes()
 	s.publishMu.Lock()
 	defer s.publishMu.Unlock()
+	refuse := func() {
+		if s.cfg.Recycle != nil {
+			s.cfg.Recycle(snapshot)
+		}
+	}
 	if s.isClosed() {
 		s.log.Warn("publish: server closed, dropping snapshot", "version", version)
+		refuse()
 		return
 	}
 	if cur := s.latest.Load(); cur != nil && version <= cur.version {
 		s.log.Debug("publish: ignoring snapshot not newer than the latest", "version", version, "latest", cur.version)
+		refuse()
 		return
 	}
 	if version == 0 || uint64(len(snapshot)) > 0xFFFFFFFF {
 		s.log.Error("publish: refusing unpublishable snapshot", "version", version, "bytes", len(snapshot))
+		refuse()
 		return
 	}
 	// The FULL is compressed on first need (fullPayload), not here: at
@@ -303,13 +372,20 @@ func (s *Server) PublishSnapshot(snap *fbs.Snapshot, committedAt time.Time) {
 	// while edges that keep up only ever get DELTAs.
 	p := &published{version: version, snap: snap, hash: wire.FileHash(snapshot),
 		committedAt: committedAt, deltas: make(map[baseKey][]byte)}
+	p.refs.Store(1) // the recent list's
 	s.mu.Lock()
 	s.recent = append(s.recent, p)
-	if len(s.recent) > s.cfg.KeepBases {
-		s.recent = slices.Delete(s.recent, 0, len(s.recent)-s.cfg.KeepBases)
+	var evicted []*published
+	if n := len(s.recent) - s.cfg.KeepBases; n > 0 {
+		evicted = slices.Clone(s.recent[:n])
+		s.recent = slices.Delete(s.recent, 0, n)
 	}
 	s.mu.Unlock()
 	s.latest.Store(p)
+	// After the Store, so that acquireLatest never finds a released latest.
+	for _, old := range evicted {
+		s.release(old)
+	}
 	s.log.Info("publish: new snapshot", "version", version, "bytes", len(snapshot))
 
 	s.mu.Lock()
@@ -319,19 +395,8 @@ func (s *Server) PublishSnapshot(snap *fbs.Snapshot, committedAt time.Time) {
 	s.mu.Unlock()
 }
 
-// recentByVersion returns a published snapshot still held in memory.
-func (s *Server) recentByVersion(v uint64) *published {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, p := range s.recent {
-		if p.version == v {
-			return p
-		}
-	}
-	return nil
-}
-
 // fullPayload returns p's FULL payload, encoding it on the first call.
+// The caller holds a reference to p.
 func (s *Server) fullPayload(p *published) []byte {
 	p.dmu.Lock()
 	defer p.dmu.Unlock()
@@ -360,7 +425,8 @@ const deltaCheckDiv = 16
 // delta returns the DELTA payload from base (version, file hash) to p, or
 // nil when there is none to send: ctrl no longer has that base, its hash
 // differs from the edge's, or a FULL would be smaller. Each (p, base) pair
-// is encoded once however many edges ask.
+// is encoded once however many edges ask. The caller holds a reference to
+// p; delta takes one to the base while it encodes.
 func (s *Server) delta(p *published, baseVer, baseHash uint64) []byte {
 	if s.denc == nil || baseVer == 0 || baseVer >= p.version || baseHash == 0 {
 		return nil
@@ -372,7 +438,8 @@ func (s *Server) delta(p *published, baseVer, baseHash uint64) []byte {
 		return d
 	}
 	var base *fbs.Snapshot
-	if b := s.recentByVersion(baseVer); b != nil {
+	if b := s.acquireRecent(baseVer); b != nil {
+		defer s.release(b)
 		base = b.snap
 	} else if s.cfg.Lookup != nil {
 		data, err := s.cfg.Lookup(baseVer)
@@ -403,6 +470,7 @@ func (s *Server) delta(p *published, baseVer, baseHash uint64) []byte {
 }
 
 // replacePayload returns p's FULL with the replace flag, encoded once.
+// The caller holds a reference to p.
 func (s *Server) replacePayload(p *published) ([]byte, error) {
 	p.dmu.Lock()
 	defer p.dmu.Unlock()
@@ -436,6 +504,10 @@ func (s *Server) diverged(h wire.Hello) (bool, string) {
 	}
 	return false, ""
 }
+
+// KeepBases is how many published snapshots the Server holds as delta
+// bases (Config.KeepBases with its default applied).
+func (s *Server) KeepBases() int { return s.cfg.KeepBases }
 
 // LatestVersion returns the latest published version, 0 if none.
 func (s *Server) LatestVersion() uint64 {

@@ -336,53 +336,9 @@ func (ss *session) writeLoop() {
 		case <-ss.done:
 			return
 		case <-ss.wake:
-			p := ss.srv.latest.Load()
-			if p == nil {
-				continue
-			}
-			if ss.diverged.Load() {
-				if p.version == ss.replaceSent.Load() {
-					continue // sent; a NACK is not answered by the same bytes again
-				}
-				payload, err := ss.srv.replacePayload(p)
-				if err != nil {
-					ss.log.Error("publish: cannot build replace FULL", "version", p.version, "err", err)
-					continue
-				}
-				ss.noteSent(p.version, p.hash, wire.TypeFull)
-				ss.replaceSent.Store(p.version)
-				ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.DeadAfter))
-				if err := w.WriteFrame(wire.TypeFull, payload); err != nil {
-					ss.log.Warn("publish: sending replace FULL failed", "version", p.version, "err", err)
-					ss.conn.Close()
-					return
-				}
-				offered = p.version
-				ss.srv.recordSent(ss.nodeID, wire.TypeFull, len(payload))
-				ss.log.Warn("publish: sent replace FULL to diverged edge", "version", p.version, "payload_bytes", len(payload))
-				continue
-			}
-			if p.version <= ss.edgeVersion.Load() {
-				continue
-			}
-			send, b := ss.nextFrame(p.version, offered)
-			if !send {
-				continue
-			}
-			t, payload := wire.TypeDelta, ss.srv.delta(p, b.version, b.hash)
-			if payload == nil {
-				t, payload = wire.TypeFull, ss.srv.fullPayload(p)
-			}
-			ss.noteSent(p.version, p.hash, t)
-			ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.DeadAfter))
-			if err := w.WriteFrame(t, payload); err != nil {
-				ss.log.Warn("publish: sending snapshot failed", "type", t, "version", p.version, "err", err)
-				ss.conn.Close()
+			if !ss.offerLatest(w, &offered) {
 				return
 			}
-			offered = p.version
-			ss.srv.recordSent(ss.nodeID, t, len(payload))
-			ss.log.Debug("publish: sent snapshot", "type", t, "version", p.version, "payload_bytes", len(payload))
 		case now := <-tick.C:
 			var latest wire.Heartbeat
 			if p := ss.srv.latest.Load(); p != nil {
@@ -398,4 +354,68 @@ func (ss *session) writeLoop() {
 			}
 		}
 	}
+}
+
+// offerLatest sends the latest snapshot if the edge needs it, having
+// offered versions up to *offered. It reports false when the connection
+// failed (and is closed).
+func (ss *session) offerLatest(w *wire.Writer, offered *uint64) bool {
+	// The reference keeps the file's memory from being recycled while
+	// this session encodes from it. Payloads are encoded copies, so it is
+	// dropped before the write: a slow edge does not hold the memory.
+	p := ss.srv.acquireLatest()
+	if p == nil {
+		return true
+	}
+	t, payload, replace := ss.frame(p, *offered)
+	ss.srv.release(p)
+	if payload == nil {
+		return true
+	}
+	ss.noteSent(p.version, p.hash, t)
+	if replace {
+		ss.replaceSent.Store(p.version)
+	}
+	ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.DeadAfter))
+	if err := w.WriteFrame(t, payload); err != nil {
+		ss.log.Warn("publish: sending snapshot failed", "type", t, "version", p.version, "replace", replace, "err", err)
+		ss.conn.Close()
+		return false
+	}
+	*offered = p.version
+	ss.srv.recordSent(ss.nodeID, t, len(payload))
+	if replace {
+		ss.log.Warn("publish: sent replace FULL to diverged edge", "version", p.version, "payload_bytes", len(payload))
+	} else {
+		ss.log.Debug("publish: sent snapshot", "type", t, "version", p.version, "payload_bytes", len(payload))
+	}
+	return true
+}
+
+// frame returns the frame that brings the edge to p, with replace set for
+// a replace FULL, or a nil payload when the edge needs none. The caller
+// holds a reference to p.
+func (ss *session) frame(p *published, offered uint64) (t wire.Type, payload []byte, replace bool) {
+	if ss.diverged.Load() {
+		if p.version == ss.replaceSent.Load() {
+			return 0, nil, false // sent; a NACK is not answered by the same bytes again
+		}
+		payload, err := ss.srv.replacePayload(p)
+		if err != nil {
+			ss.log.Error("publish: cannot build replace FULL", "version", p.version, "err", err)
+			return 0, nil, false
+		}
+		return wire.TypeFull, payload, true
+	}
+	if p.version <= ss.edgeVersion.Load() {
+		return 0, nil, false
+	}
+	send, b := ss.nextFrame(p.version, offered)
+	if !send {
+		return 0, nil, false
+	}
+	if d := ss.srv.delta(p, b.version, b.hash); d != nil {
+		return wire.TypeDelta, d, false
+	}
+	return wire.TypeFull, ss.srv.fullPayload(p), false
 }
