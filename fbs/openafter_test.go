@@ -22,7 +22,7 @@ func spliced(t testing.TB, st State, shards [][]byte) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return assemble(st.Version, st.ParentVersion, shards, clusters, refs)
+	return assemble(nil, st.Version, st.ParentVersion, shards, clusters, refs)
 }
 
 func shardsOf(s *Snapshot) [][]byte {
