@@ -9,6 +9,7 @@ import (
 
 	"github.com/snapgate/snapgate/ctrl/admin"
 	"github.com/snapgate/snapgate/ctrl/model"
+	"github.com/snapgate/snapgate/ctrl/publish"
 	"github.com/snapgate/snapgate/store"
 )
 
@@ -196,32 +197,69 @@ func (h handler) Status(ctx context.Context) (admin.Status, error) {
 	edges := s.pub.Status()
 	st.Edges = make([]admin.EdgeStatus, len(edges))
 	for i, e := range edges {
-		st.Edges[i] = admin.EdgeStatus{
-			NodeID:         e.NodeID,
-			RemoteAddr:     e.RemoteAddr,
-			Connected:      e.Connected,
-			ConnectedSince: e.ConnectedSince,
-			AppliedVersion: e.AppliedVersion,
-			LastAck:        e.LastAck,
-			LastNack:       e.LastNack,
-			FullsSent:      e.FullsSent,
-			DeltasSent:     e.DeltasSent,
-		}
-		st.Edges[i].Diverged = e.Diverged
-		switch {
-		case e.Diverged:
-			// The edge holds none of ctrl's versions: it lacks all of them,
-			// and has since the oldest one ctrl remembers.
-			st.Edges[i].Lag = max(latest, 1)
-			if at := s.firstBuiltAfter(0); !at.IsZero() {
-				st.Edges[i].LagMs = time.Since(at).Milliseconds()
-			}
-		case e.AppliedVersion < latest:
-			st.Edges[i].Lag = latest - e.AppliedVersion
-			if at := s.firstBuiltAfter(e.AppliedVersion); !at.IsZero() {
-				st.Edges[i].LagMs = time.Since(at).Milliseconds()
-			}
-		}
+		st.Edges[i] = s.edgeReply(e, latest)
 	}
 	return st, nil
+}
+
+// edgeReply is an edge's line in status, lag included, as of latest.
+func (s *Server) edgeReply(e publish.EdgeStatus, latest uint64) admin.EdgeStatus {
+	out := admin.EdgeStatus{
+		NodeID:         e.NodeID,
+		RemoteAddr:     e.RemoteAddr,
+		Connected:      e.Connected,
+		ConnectedSince: e.ConnectedSince,
+		AppliedVersion: e.AppliedVersion,
+		Diverged:       e.Diverged,
+		LastAck:        e.LastAck,
+		LastNack:       e.LastNack,
+		FullsSent:      e.FullsSent,
+		DeltasSent:     e.DeltasSent,
+	}
+	switch {
+	case e.Diverged:
+		// The edge holds none of ctrl's versions: it lacks all of them,
+		// and has since the oldest one ctrl remembers.
+		out.Lag = max(latest, 1)
+		if at := s.firstBuiltAfter(0); !at.IsZero() {
+			out.LagMs = time.Since(at).Milliseconds()
+		}
+	case e.AppliedVersion < latest:
+		out.Lag = latest - e.AppliedVersion
+		if at := s.firstBuiltAfter(e.AppliedVersion); !at.IsZero() {
+			out.LagMs = time.Since(at).Milliseconds()
+		}
+	}
+	return out
+}
+
+// ForgetEdge has the publisher drop the edge, which also deletes its
+// stored record (rememberEdges), and replies with the edge's last line in
+// status.
+func (h handler) ForgetEdge(_ context.Context, nodeID string) (admin.EdgeStatus, error) {
+	s := h.s
+	reply := s.edgeReply(s.edgeStatus(nodeID), s.pub.LatestVersion())
+	err := s.pub.Forget(nodeID)
+	switch {
+	case errors.Is(err, publish.ErrUnknownEdge):
+		return admin.EdgeStatus{}, admin.Errorf(admin.CodeNotFound, "node_id", "no edge %q is listed (ctl status lists every edge ctrl knows)", nodeID)
+	case errors.Is(err, publish.ErrEdgeConnected):
+		// Read again: the edge may have connected since reply was taken.
+		e := s.edgeStatus(nodeID)
+		return admin.EdgeStatus{}, admin.Errorf(admin.CodeConflict, "node_id", "edge %q is connected from %s since %s; stop it first (a connected edge would be listed again at once)",
+			nodeID, e.RemoteAddr, e.ConnectedSince.Format(time.RFC3339))
+	case err != nil:
+		return admin.EdgeStatus{}, err
+	}
+	return reply, nil
+}
+
+// edgeStatus returns the publisher's entry for nodeID, zero if it has none.
+func (s *Server) edgeStatus(nodeID string) publish.EdgeStatus {
+	for _, e := range s.pub.Status() {
+		if e.NodeID == nodeID {
+			return e
+		}
+	}
+	return publish.EdgeStatus{}
 }

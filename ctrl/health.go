@@ -137,12 +137,10 @@ func (s *Server) advanceRevision(generation uint64) (uint64, error) {
 	return rev, nil
 }
 
-// healthError maps tracker errors onto admin errors naming field.
+// healthError maps the tracker's ErrInvalid onto an invalid admin error
+// naming field.
 func healthError(field string, err error) error {
-	switch {
-	case errors.Is(err, health.ErrUnknownEndpoint):
-		return admin.Errorf(admin.CodeNotFound, field, "%v", err)
-	case errors.Is(err, health.ErrInvalid):
+	if errors.Is(err, health.ErrInvalid) {
 		return admin.Errorf(admin.CodeInvalid, field, "%v", err)
 	}
 	return err
@@ -158,14 +156,8 @@ func (h handler) ReportHealth(ctx context.Context, r admin.HealthReport) (admin.
 	if err != nil {
 		return admin.HealthReportResult{}, healthError("report.source", err)
 	}
-	s.mu.RLock()
-	c, ok := s.model.clusters[r.Cluster]
-	s.mu.RUnlock()
-	if !ok {
-		return admin.HealthReportResult{}, admin.Errorf(admin.CodeNotFound, "report.cluster", "cluster %q does not exist", r.Cluster)
-	}
-	if !hasEndpoint(&c.doc, r.Endpoint) {
-		return admin.HealthReportResult{}, admin.Errorf(admin.CodeNotFound, "report.endpoint", "cluster %q has no endpoint %q", r.Cluster, r.Endpoint)
+	if err := s.healthTarget("report.cluster", "report.endpoint", r.Cluster, r.Endpoint); err != nil {
+		return admin.HealthReportResult{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
 	defer cancel()
@@ -173,6 +165,10 @@ func (h handler) ReportHealth(ctx context.Context, r admin.HealthReport) (admin.
 		Cluster: r.Cluster, Endpoint: r.Endpoint, OK: r.State == admin.StateHealthy,
 		Source: src, Revision: r.Revision, Detail: r.Detail,
 	})
+	if errors.Is(err, health.ErrUnknownEndpoint) {
+		// The cluster changed since the check above.
+		return admin.HealthReportResult{}, s.healthNotFound("report.cluster", "report.endpoint", r.Cluster, r.Endpoint)
+	}
 	if err != nil {
 		// Source and revision were checked above; the report's remaining
 		// free-form field is the detail.
@@ -206,6 +202,33 @@ func (s *Server) observeEdge(nodeID string, obs []wire.Observation) {
 	}
 }
 
+// healthTarget says, as not_found naming clusterField or endpointField,
+// that the model has no cluster id, or that it lacks endpoint ("" checks
+// the cluster alone); nil when both exist.
+func (s *Server) healthTarget(clusterField, endpointField, id, endpoint string) error {
+	s.mu.RLock()
+	c, ok := s.model.clusters[id]
+	s.mu.RUnlock()
+	switch {
+	case !ok:
+		return admin.Errorf(admin.CodeNotFound, clusterField, "cluster %q does not exist", id)
+	case endpoint != "" && !hasEndpoint(&c.doc, endpoint):
+		return admin.Errorf(admin.CodeNotFound, endpointField, "cluster %q has no endpoint %q", id, endpoint)
+	}
+	return nil
+}
+
+// healthNotFound explains the tracker's ErrUnknownEndpoint for cluster id
+// (and endpoint, unless ""): the model lacks them, or the tracker does not
+// follow the cluster because its stored document no longer validates
+// (syncHealth leaves such a cluster out).
+func (s *Server) healthNotFound(clusterField, endpointField, id, endpoint string) error {
+	if err := s.healthTarget(clusterField, endpointField, id, endpoint); err != nil {
+		return err
+	}
+	return admin.Errorf(admin.CodeNotFound, clusterField, "cluster %q exists but its health is not tracked: its stored document no longer validates (ctrl logged why at start; put it again to fix it)", id)
+}
+
 func hasEndpoint(c *model.Cluster, addr string) bool {
 	for _, e := range c.Endpoints {
 		if e.Address == addr {
@@ -217,8 +240,11 @@ func hasEndpoint(c *model.Cluster, addr string) bool {
 
 func (h handler) HealthStatus(_ context.Context, cluster string) (admin.HealthStatus, error) {
 	all, err := h.s.health.Status(cluster)
+	if errors.Is(err, health.ErrUnknownEndpoint) {
+		return admin.HealthStatus{}, h.s.healthNotFound("id", "", cluster, "")
+	}
 	if err != nil {
-		return admin.HealthStatus{}, healthError("id", err)
+		return admin.HealthStatus{}, err
 	}
 	st := admin.HealthStatus{Clusters: make([]admin.ClusterHealth, len(all))}
 	for i, cs := range all {
@@ -268,19 +294,13 @@ func probeSummary(hc *model.HealthCheck) string {
 
 func (h handler) ExplainHealth(_ context.Context, cluster, endpoint string) (admin.HealthExplanation, error) {
 	text, err := h.s.health.Explain(cluster, endpoint)
-	if err != nil {
-		field := "endpoint"
-		if cluster != "" && !h.s.hasCluster(cluster) {
-			field = "id"
-		}
-		return admin.HealthExplanation{}, healthError(field, err)
+	switch {
+	case errors.Is(err, health.ErrUnknownEndpoint) && cluster == "":
+		return admin.HealthExplanation{}, admin.Errorf(admin.CodeNotFound, "endpoint", "no cluster has endpoint %q", endpoint)
+	case errors.Is(err, health.ErrUnknownEndpoint):
+		return admin.HealthExplanation{}, h.s.healthNotFound("id", "endpoint", cluster, endpoint)
+	case err != nil:
+		return admin.HealthExplanation{}, err
 	}
 	return admin.HealthExplanation{Text: text}, nil
-}
-
-func (s *Server) hasCluster(id string) bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	_, ok := s.model.clusters[id]
-	return ok
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/snapgate/snapgate/ctrl/health"
 	"github.com/snapgate/snapgate/ctrl/model"
 	"github.com/snapgate/snapgate/fbs"
+	"github.com/snapgate/snapgate/store"
 )
 
 // healthBackend is a real HTTP server on 127.0.0.1 whose /healthz answers
@@ -192,11 +194,26 @@ func TestReportHealthOrderedAndDurable(t *testing.T) {
 	wantAdminErr(t, err, admin.CodeInvalid, "report.source", "visible ASCII")
 	_, err = h2.c.ReportHealth(cx, admin.HealthReport{Cluster: "api", Endpoint: "10.0.0.1:80", State: admin.StateHealthy, Revision: 9, Detail: "a\nb"})
 	wantAdminErr(t, err, admin.CodeInvalid, "report.detail", "control character")
-	_, err = h2.c.HealthStatus(cx, "web")
-	wantAdminErr(t, err, admin.CodeNotFound, "id", `no cluster "web"`)
-	_, err = h2.c.ExplainHealth(cx, "api", "10.9.9.9:80")
-	wantAdminErr(t, err, admin.CodeNotFound, "endpoint", "no endpoint")
+	// Queries about what does not exist say so in the operator's terms,
+	// without the tracker's wording ("unknown endpoint" for a cluster).
+	for _, c := range []struct {
+		err          error
+		field, whole string
+	}{
+		{second(h2.c.HealthStatus(cx, "web")), "id", `cluster "web" does not exist`},
+		{second(h2.c.ExplainHealth(cx, "web", "10.0.0.1:80")), "id", `cluster "web" does not exist`},
+		{second(h2.c.ExplainHealth(cx, "api", "10.9.9.9:80")), "endpoint", `cluster "api" has no endpoint "10.9.9.9:80"`},
+		{second(h2.c.ExplainHealth(cx, "", "10.9.9.9:80")), "endpoint", `no cluster has endpoint "10.9.9.9:80"`},
+	} {
+		wantAdminErr(t, c.err, admin.CodeNotFound, c.field, c.whole)
+		if msg := c.err.(*admin.Error).Message; msg != c.whole {
+			t.Errorf("message %q, want exactly %q", msg, c.whole)
+		}
+	}
 }
+
+// second returns the error of a two-result call.
+func second[T any](_ T, err error) error { return err }
 
 // TestHealthOnlyChangeGetsItsOwnRevision drives the case the health marker
 // exists for: the flush of a health change precedes a build that does not
@@ -381,4 +398,32 @@ func BenchmarkHealthOnlyBuild(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestHealthOfClusterThatNoLongerValidates: a stored cluster that breaks
+// today's rules is kept, but health does not track it; asking about it
+// says so, rather than that it does not exist.
+func TestHealthOfClusterThatNoLongerValidates(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.OpenPebble(filepath.Join(dir, "store"), store.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.Apply(store.Mutation{Kind: kindCluster, ID: "old", Body: []byte(`{"id":"old","endpoints":[{"address":"10.0.0.1"}]}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h := startCtrl(t, dir, nil)
+	cx := context.Background()
+	if _, err := h.c.GetCluster(cx, "old"); err != nil {
+		t.Fatalf("the stored cluster was not loaded: %v", err)
+	}
+	_, err = h.c.HealthStatus(cx, "old")
+	wantAdminErr(t, err, admin.CodeNotFound, "id", `cluster "old" exists but its health is not tracked: its stored document no longer validates`)
+	_, err = h.c.ExplainHealth(cx, "old", "10.0.0.1")
+	wantAdminErr(t, err, admin.CodeNotFound, "id", `cluster "old" exists but its health is not tracked`)
+	_, err = h.c.ExplainHealth(cx, "old", "10.0.0.2:80")
+	wantAdminErr(t, err, admin.CodeNotFound, "endpoint", `cluster "old" has no endpoint "10.0.0.2:80"`)
 }

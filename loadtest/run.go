@@ -47,7 +47,7 @@ type Config struct {
 	// Body is sent with every request, with a Content-Length.
 	Body []byte
 	// Conns is the number of keep-alive connections, one worker each.
-	// Default: 1, at most 10000. Each worker keeps its own HDR histograms,
+	// Default: 1, at most MaxConns. Each worker keeps its own HDR histograms,
 	// about 160 KB for a run of a minute or less.
 	Conns int
 	// Schedule is when requests are sent (ParseSchedule). Required.
@@ -86,9 +86,11 @@ type Progress struct {
 	Backlog int64
 }
 
+// MaxConns bounds Config.Conns.
+const MaxConns = 10000
+
 const (
 	defaultTimeout = 5 * time.Second
-	maxConns       = 10000
 	// dialBackoff keeps a closed-loop worker whose connects fail from
 	// spinning; open-loop workers are paced by the schedule instead.
 	dialBackoff = 10 * time.Millisecond
@@ -126,8 +128,8 @@ func (c *Config) withDefaults() (Config, error) {
 	if d.Conns == 0 {
 		d.Conns = 1
 	}
-	if d.Conns < 0 || d.Conns > maxConns {
-		return d, fmt.Errorf("config: conns %d: want 1 to %d", d.Conns, maxConns)
+	if d.Conns < 0 || d.Conns > MaxConns {
+		return d, fmt.Errorf("config: conns %d: want 1 to %d", d.Conns, MaxConns)
 	}
 	if d.Timeout == 0 {
 		d.Timeout = defaultTimeout

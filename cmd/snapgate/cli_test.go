@@ -125,6 +125,13 @@ func TestUsageExitCodes(t *testing.T) {
 		{[]string{"ctrl", "--debounce", "-5ms"}, 2, "--debounce is -5ms: must not be negative"},
 		{[]string{"edge", "--listen", "", "--insecure-stream", "--header-timeout", "-1s"}, 2, "--header-timeout is -1s: must not be negative"},
 		{[]string{"edge", "--listen", "", "--insecure-stream", "--keep-snapshots", "-1"}, 2, "--keep-snapshots is -1"},
+		{[]string{"ctl", "--socket", missing, "edge"}, 2, "edge: missing verb (forget)"},
+		{[]string{"ctl", "--socket", missing, "edge", "list"}, 2, `edge: unknown verb "list": want forget`},
+		{[]string{"ctl", "--socket", missing, "edge", "forget"}, 2, "usage: edge forget NODE_ID"},
+		{[]string{"ctl", "--socket", missing, "edge", "forget", "a", "b"}, 2, "usage: edge forget NODE_ID"},
+		{[]string{"ctl", "--socket", missing, "edge", "forget", "edge one"}, 2, `"edge one" is not a valid node id`},
+		{[]string{"ctl", "--socket", missing, "edge", "forget", "Edge-1"}, 1, "cannot reach ctrl"},
+		{[]string{"ctl", "edge", "forget", "--help"}, 0, "stop it first"},
 		// A malformed ctrl address would only show as reconnect warnings.
 		{[]string{"edge", "--listen", "", "--insecure-stream", "--ctrl", "ctrl.internal"}, 2, `--ctrl "ctrl.internal": want host:port`},
 		{[]string{"edge", "--listen", "", "--insecure-stream", "--ctrl", "10.0.0.1:99999"}, 2, `port "99999": want a number`},
@@ -135,6 +142,29 @@ func TestUsageExitCodes(t *testing.T) {
 		all := out.String() + errb.String()
 		if code != c.code || !strings.Contains(all, c.says) {
 			t.Errorf("snapgate %v: exit %d, output %q; want exit %d and %q", c.args, code, all, c.code, c.says)
+		}
+	}
+}
+
+// TestFlagErrorPrintedOnce: a bad flag is reported once, followed by where
+// the usage is, not by the usage itself (and, for ctl, the error again).
+func TestFlagErrorPrintedOnce(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "none.sock")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"ctl", "--bogus", "status"}, "snapgate ctl: flag provided but not defined: -bogus\nRun 'snapgate ctl --help' for usage.\n"},
+		{[]string{"ctl", "--socket", missing, "route", "list", "--bogus"}, "snapgate ctl: flag provided but not defined: -bogus\nRun 'snapgate ctl route list --help' for usage.\n"},
+		{[]string{"ctl", "--socket", missing, "consumer", "add-key", "a", "--expected-version", "x"}, "snapgate ctl: invalid value \"x\" for flag -expected-version: want a version number, got \"x\"\nRun 'snapgate ctl consumer add-key --help' for usage.\n"},
+		{[]string{"ctl", "--socket", missing, "edge", "forget", "e1", "-o"}, "snapgate ctl: flag needs an argument: -o\nRun 'snapgate ctl edge forget --help' for usage.\n"},
+		{[]string{"ctrl", "--bogus"}, "snapgate ctrl: flag provided but not defined: -bogus\nRun 'snapgate ctrl --help' for usage.\n"},
+		{[]string{"load", "--conns", "many"}, "snapgate load: invalid value \"many\" for flag -conns: parse error\nRun 'snapgate load --help' for usage.\n"},
+	} {
+		var out, errb bytes.Buffer
+		code := dispatch(context.Background(), c.args, &out, &errb)
+		if code != 2 || out.Len() != 0 || errb.String() != c.want {
+			t.Errorf("snapgate %q: exit %d, stdout %q, stderr %q; want exit 2 and stderr %q", c.args, code, out.String(), errb.String(), c.want)
 		}
 	}
 }

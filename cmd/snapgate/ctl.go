@@ -44,7 +44,8 @@ commands:
                                    (an external checker's verdict; returns once ctrl stored it)
   health [CLUSTER]                 (every endpoint's state, since when, routable, panic, last observations)
   explain-health [CLUSTER/]HOST:PORT
-  status
+  status                           (the snapshot, document counts and every edge ctrl knows)
+  edge forget NODE_ID              (drops a stopped edge from status and ctrl's store)
 
 A put replaces the whole document: fields its flags do not set go back to
 their defaults (use -f with the document from get -o json to change one).
@@ -183,7 +184,7 @@ func callHint(err error, req admin.Request, timeout time.Duration) string {
 		hint = fmt.Sprintf("\n  ctrl did not answer within %v (--timeout)", timeout)
 	}
 	if !readOnly(req.Cmd) {
-		hint += "\n  the change may or may not have been applied: check with get (or health) before retrying"
+		hint += "\n  the change may or may not have been applied: check with get, health or status before retrying"
 	}
 	return hint
 }
@@ -257,7 +258,7 @@ func into[T any](decode func([]byte) (T, error), set func(*admin.Request, *T)) f
 // request; global flags may also follow the subcommand and update g.
 func ctlRequest(args []string, g *ctlGlobals, stderr io.Writer) (admin.Request, error) {
 	if len(args) == 0 {
-		return admin.Request{}, usagef("missing command (route, cluster, consumer, issuer, policy, health, report-health, explain-health or status); see --help")
+		return admin.Request{}, usagef("missing command (route, cluster, consumer, issuer, policy, health, report-health, explain-health, status or edge); see --help")
 	}
 	if build, ok := healthCommands[args[0]]; ok {
 		return build(args[1:], g, stderr)
@@ -273,10 +274,13 @@ func ctlRequest(args []string, g *ctlGlobals, stderr io.Writer) (admin.Request, 
 		}
 		return admin.Request{Cmd: admin.CmdStatus}, nil
 	}
+	if args[0] == "edge" {
+		return edgeRequest(args[1:], g, stderr)
+	}
 	name := args[0]
 	n, ok := nouns[name]
 	if !ok {
-		return admin.Request{}, usagef("unknown command %q: want route, cluster, consumer, issuer, policy, health, report-health, explain-health or status", name)
+		return admin.Request{}, usagef("unknown command %q: want route, cluster, consumer, issuer, policy, health, report-health, explain-health, status or edge", name)
 	}
 	verbs := "put, get, list or delete"
 	if len(n.verbs) > 0 {
@@ -322,6 +326,34 @@ func ctlRequest(args []string, g *ctlGlobals, stderr io.Writer) (admin.Request, 
 		return v(&req, rest, g, stderr)
 	}
 	return req, usagef("%s: unknown verb %q: want %s", name, verb, verbs)
+}
+
+const edgeForgetSynopsis = `ctl edge forget NODE_ID [-o text|json]
+
+Removes a stopped edge, by its --node-id, from ctl status and from ctrl's
+store: a decommissioned edge stays listed as down until it is forgotten.
+A connected edge is refused (conflict): stop it first. An edge that
+connects after it was forgotten is listed again, as new.
+
+flags:`
+
+// edgeRequest builds "edge forget NODE_ID", the one edge command.
+func edgeRequest(args []string, g *ctlGlobals, stderr io.Writer) (admin.Request, error) {
+	switch {
+	case len(args) == 0:
+		return admin.Request{}, usagef("edge: missing verb (forget)")
+	case args[0] != "forget":
+		return admin.Request{}, usagef("edge: unknown verb %q: want forget", args[0])
+	}
+	fs := newFlagSet("ctl edge forget", edgeForgetSynopsis, stderr)
+	g.register(fs)
+	if err := parseInterleaved(fs, args[1:]); err != nil {
+		return admin.Request{}, err
+	}
+	if fs.NArg() != 1 {
+		return admin.Request{}, usagef("usage: edge forget NODE_ID")
+	}
+	return admin.Request{Cmd: admin.CmdEdgeForget, NodeID: fs.Arg(0)}, nil
 }
 
 // writeArgs parses a write command that takes want positional arguments
@@ -530,11 +562,11 @@ func consumerFlags(fs *flag.FlagSet) func(*admin.Request, string) {
 func parseInterleaved(fs *flag.FlagSet, args []string) error {
 	var positional []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := parseQuiet(fs, args); err != nil {
 			if err == flag.ErrHelp {
 				return err // usage already printed; the caller exits 0
 			}
-			return usagef("%v", err)
+			return usagef("%v\n%s", err, helpHint(fs))
 		}
 		if fs.NArg() == 0 {
 			break

@@ -35,6 +35,12 @@ func printText(w io.Writer, req admin.Request, raw json.RawMessage) error {
 			return fmt.Errorf("ctrl sent a malformed health status: %w", err)
 		}
 		printHealth(w, st)
+	case req.Cmd == admin.CmdEdgeForget:
+		var e admin.EdgeStatus
+		if err := json.Unmarshal(raw, &e); err != nil {
+			return fmt.Errorf("ctrl sent a malformed edge: %w", err)
+		}
+		fmt.Fprintf(w, "edge %q forgotten (last connected from %s, applied version %d); it is listed again if it reconnects\n", e.NodeID, orNone(e.RemoteAddr), e.AppliedVersion)
 	case req.Cmd == admin.CmdHealthExplain:
 		var ex admin.HealthExplanation
 		if err := json.Unmarshal(raw, &ex); err != nil {
@@ -271,7 +277,7 @@ func printStatus(w io.Writer, s admin.Status) {
 	}
 	tw.Flush()
 	if len(s.Edges) == 0 {
-		fmt.Fprintln(w, "(no edge has connected yet)")
+		fmt.Fprintln(w, "(no edges: none has connected, or all were forgotten)")
 	}
 }
 

@@ -68,6 +68,20 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *target == "" {
 		return usageErr("--target is required (host:port)")
 	}
+	// loadtest.Config takes a zero for its default; on the command line a
+	// zero or negative value is a mistake to point out, not to replace.
+	switch {
+	case *conns < 1 || *conns > loadtest.MaxConns:
+		return usageErr("--conns %d: want 1 to %d connections", *conns, loadtest.MaxConns)
+	case *timeout <= 0:
+		return usageErr("--timeout %v: want a positive duration, each request's limit", *timeout)
+	case *duration < 0:
+		return usageErr("--duration %v: must not be negative (0: the schedule's own length, else %v)", *duration, defaultLoadDuration)
+	case *warmup < 0:
+		return usageErr("--warmup %v: must not be negative", *warmup)
+	case *method == "":
+		return usageErr("--method is empty: want a request method such as GET")
+	}
 	if *output != "text" && *output != "json" {
 		return usageErr("-o %q: want text or json", *output)
 	}

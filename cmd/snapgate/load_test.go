@@ -27,6 +27,15 @@ func TestLoadUsage(t *testing.T) {
 		{[]string{"--target", "127.0.0.1:1", "extra"}, `unexpected argument "extra"`},
 		{[]string{"--target", "127.0.0.1:1", "--body", "a", "--body-file", "b"}, "exclusive"},
 		{[]string{"--nope"}, "flag provided but not defined"},
+		// Zero would silently take loadtest's default; say so instead.
+		{[]string{"--target", "127.0.0.1:1", "--conns", "0"}, "--conns 0: want 1 to 10000 connections"},
+		{[]string{"--target", "127.0.0.1:1", "--conns", "-3"}, "--conns -3: want 1 to 10000"},
+		{[]string{"--target", "127.0.0.1:1", "--conns", "10001"}, "--conns 10001: want 1 to 10000"},
+		{[]string{"--target", "127.0.0.1:1", "--timeout", "0s"}, "--timeout 0s: want a positive duration"},
+		{[]string{"--target", "127.0.0.1:1", "--timeout", "-1s"}, "--timeout -1s: want a positive duration"},
+		{[]string{"--target", "127.0.0.1:1", "--duration", "-1s"}, "--duration -1s: must not be negative"},
+		{[]string{"--target", "127.0.0.1:1", "--warmup", "-1s"}, "--warmup -1s: must not be negative"},
+		{[]string{"--target", "127.0.0.1:1", "--method", ""}, "--method is empty"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := runLoad(context.Background(), tc.args, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), tc.want) {

@@ -25,7 +25,7 @@ func commands() []command {
 	return []command{
 		{"ctrl", "run the control plane: store, admin socket, snapshot stream", runCtrl},
 		{"edge", "run an edge: the HTTP proxy fed by ctrl's snapshots", runEdge},
-		{"ctl", "operate ctrl through its admin socket (routes, clusters, consumers, issuers, policies, health, status)", runCtl},
+		{"ctl", "operate ctrl through its admin socket (routes, clusters, consumers, issuers, policies, health, status, edges)", runCtl},
 		{"load", "drive HTTP load at a fixed rate and report latency percentiles", runLoad},
 		{"bench", "run the SLO benchmarks against real processes and write a report", runBench},
 		{"demo", "start ctrl, an edge and two sample backends on 127.0.0.1", runDemo},
@@ -69,15 +69,38 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 }
 
 // parseFlags parses args into fs and maps -h/--help to exit code 0 and a flag
-// error to 2, the conventions of the flag package.
+// error to 2, the conventions of the flag package. The error is printed once,
+// with a pointer to the usage.
 func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
-	err := fs.Parse(args)
+	err := parseQuiet(fs, args)
 	switch {
 	case err == nil:
 		return 0, true
 	case errors.Is(err, flag.ErrHelp):
 		return 0, false
-	default:
-		return 2, false
 	}
+	fmt.Fprintf(fs.Output(), "%s: %v\n%s\n", fs.Name(), err, helpHint(fs))
+	return 2, false
+}
+
+// parseQuiet is fs.Parse without the flag package's own report of a bad
+// flag: the error followed by the whole usage, a page of flags that scrolls
+// the error out of sight. The caller reports the error; -h and --help still
+// print the usage.
+func parseQuiet(fs *flag.FlagSet, args []string) error {
+	usage, out := fs.Usage, fs.Output()
+	fs.Usage = func() {}
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.Usage = usage
+	fs.SetOutput(out)
+	if errors.Is(err, flag.ErrHelp) {
+		usage()
+	}
+	return err
+}
+
+// helpHint follows a flag error: where the usage is.
+func helpHint(fs *flag.FlagSet) string {
+	return "Run '" + fs.Name() + " --help' for usage."
 }

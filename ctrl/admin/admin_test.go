@@ -99,6 +99,13 @@ func (h *memHandler) Status(ctx context.Context) (Status, error) {
 	return Status{SnapshotVersion: 7, StoreRevision: 7, Edges: []EdgeStatus{{NodeID: "e1", Connected: true, AppliedVersion: 6, Lag: 1}}}, nil
 }
 
+func (h *memHandler) ForgetEdge(_ context.Context, nodeID string) (EdgeStatus, error) {
+	if nodeID != "e1" {
+		return EdgeStatus{}, Errorf(CodeNotFound, "node_id", "no edge %q is listed", nodeID)
+	}
+	return EdgeStatus{NodeID: nodeID, RemoteAddr: "10.0.0.1:5000", AppliedVersion: 6}, nil
+}
+
 // start runs a server on a socket in a fresh temp dir and stops it at cleanup.
 func start(t *testing.T, h Handler, maxLine int) *Server {
 	t.Helper()
@@ -265,6 +272,13 @@ func TestBadRequestsKeepConnection(t *testing.T) {
 		{`{"cmd":"health.explain","id":"c"}`, CodeBadRequest, "endpoint", "required by health.explain"},
 		{`{"cmd":"health.status","endpoint":"a:1"}`, CodeBadRequest, "endpoint", "not used by health.status"},
 		{`{"cmd":"health.status","id":"A"}`, CodeBadRequest, "id", "not a valid id"},
+		{`{"cmd":"edge.forget"}`, CodeBadRequest, "node_id", "required by edge.forget"},
+		{`{"cmd":"edge.forget","id":"e1"}`, CodeBadRequest, "id", "not used by edge.forget (an edge is named by node_id)"},
+		{`{"cmd":"edge.forget","node_id":"e 1"}`, CodeBadRequest, "node_id", `"e 1" is not a valid node id`},
+		{`{"cmd":"edge.forget","node_id":"` + strings.Repeat("e", 129) + `"}`, CodeBadRequest, "node_id", "1 to 128 bytes of visible ASCII"},
+		{`{"cmd":"edge.forget","node_id":"e\u00e9"}`, CodeBadRequest, "node_id", "not a valid node id"},
+		{`{"cmd":"status","node_id":"e1"}`, CodeBadRequest, "node_id", "not used by status"},
+		{`{"cmd":"edge.forget","node_id":"Edge-9"}`, CodeNotFound, "node_id", `no edge "Edge-9"`},
 		{`{"cmd":"consumer.get","id":"a"}`, CodeInternal, "", "see the ctrl log"},
 		{`{"cmd":"cluster.put","cluster":{"id":"c","endpoints":[]}}`, CodeInternal, "", "see the ctrl log"},
 	}
@@ -374,6 +388,16 @@ func TestClientTypedHelpers(t *testing.T) {
 	if err != nil || st.Edges[0].NodeID != "e1" || st.Edges[0].Lag != 1 {
 		t.Fatalf("Status = %+v, %v", st, err)
 	}
+	// Node ids are not document ids: upper case and ':' are fine.
+	if _, err := c.ForgetEdge(ctx, "Edge:9"); !IsCode(err, CodeNotFound) {
+		t.Fatalf("ForgetEdge of an unknown edge: %v, want not_found", err)
+	}
+	if e, err := c.ForgetEdge(ctx, "e1"); err != nil || e.NodeID != "e1" || e.RemoteAddr != "10.0.0.1:5000" || e.AppliedVersion != 6 {
+		t.Fatalf("ForgetEdge = %+v, %v", e, err)
+	}
+	if _, err := c.ForgetEdge(ctx, ""); !IsCode(err, CodeBadRequest) {
+		t.Fatalf("ForgetEdge without a node id: %v, want bad_request", err)
+	}
 	// Client-side shape check: refused without a round trip.
 	if _, err := c.Call(ctx, Request{Cmd: "nope"}); !IsCode(err, CodeBadRequest) {
 		t.Fatalf("Call with unknown cmd: %v", err)
@@ -428,6 +452,7 @@ func FuzzRequest(f *testing.F) {
 		`{"cmd":"health.report","report":{"cluster":"api","endpoint":"[::1]:80","state":"healthy","revision":18446744073709551615}}`,
 		`{"cmd":"health.status"}`, `{"cmd":"health.status","id":"api"}`,
 		`{"cmd":"health.explain","endpoint":"10.0.0.1:80"}`, `{"cmd":"health.explain","id":"api","endpoint":"10.0.0.1:80"}`,
+		`{"cmd":"edge.forget","node_id":"Edge-1:eu/west"}`, `{"cmd":"edge.forget","node_id":"e 1"}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -272,6 +272,14 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return st, err
 }
 
+// ForgetEdge removes the disconnected edge nodeID from ctrl's status and
+// store, and returns it as it was last listed.
+func (c *Client) ForgetEdge(ctx context.Context, nodeID string) (EdgeStatus, error) {
+	var e EdgeStatus
+	err := c.do(ctx, Request{Cmd: CmdEdgeForget, NodeID: nodeID}, &e)
+	return e, err
+}
+
 // ReportHealth sends an external checker's report; it returns once ctrl
 // has made the endpoint's state durable, or with ctx's error.
 func (c *Client) ReportHealth(ctx context.Context, r HealthReport) (HealthReportResult, error) {

@@ -47,6 +47,9 @@ const (
 	CmdHealthExplain = "health.explain" // why endpoint is in its state, in one cluster (id) or all
 
 	CmdStatus = "status"
+	// CmdEdgeForget drops a disconnected edge (node_id) from status and
+	// from ctrl's store, for an edge that was decommissioned.
+	CmdEdgeForget = "edge.forget"
 )
 
 // Endpoint states in a HealthReport.
@@ -58,8 +61,8 @@ const (
 // Error codes.
 const (
 	CodeInvalid    = "invalid"     // the document breaks a validation or cross-document rule
-	CodeConflict   = "conflict"    // expected_version does not match, or the (host, prefix) is taken
-	CodeNotFound   = "not_found"   // no document with that id
+	CodeConflict   = "conflict"    // expected_version does not match, the (host, prefix) is taken, or the edge to forget is connected
+	CodeNotFound   = "not_found"   // no document (or edge) with that id
 	CodeBadRequest = "bad_request" // the request line itself is malformed
 	CodeInternal   = "internal"    // ctrl failed; the write did not happen
 )
@@ -91,6 +94,9 @@ type Request struct {
 	Report *HealthReport `json:"report,omitempty"`
 	// Endpoint is the address health.explain explains (host:port).
 	Endpoint string `json:"endpoint,omitempty"`
+	// NodeID names an edge by its --node-id, for edge.forget: 1 to
+	// wire.MaxNodeID bytes of visible ASCII, a wider set than document ids.
+	NodeID string `json:"node_id,omitempty"`
 }
 
 // HealthReport is one external checker's verdict on one endpoint

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/snapgate/snapgate/ctrl/model"
+	"github.com/snapgate/snapgate/wire"
 )
 
 // arg is one optional member of a Request besides cmd.
@@ -24,6 +25,7 @@ const (
 	argExpected
 	argReport
 	argEndpoint
+	argNodeID
 )
 
 // members lists the arguments in the order CheckRequest reports them, with
@@ -45,6 +47,7 @@ var members = []struct {
 	{argExpected, "expected_version", func(r *Request) bool { return r.ExpectedVersion != nil }},
 	{argReport, "report", func(r *Request) bool { return r.Report != nil }},
 	{argEndpoint, "endpoint", func(r *Request) bool { return r.Endpoint != "" }},
+	{argNodeID, "node_id", func(r *Request) bool { return r.NodeID != "" }},
 }
 
 // shape is what one command takes: required and optional arguments.
@@ -81,6 +84,7 @@ var commands = map[string]shape{
 	CmdHealthStatus:        {optional: argID},
 	CmdHealthExplain:       {required: argEndpoint, optional: argID},
 	CmdStatus:              {},
+	CmdEdgeForget:          {required: argNodeID},
 }
 
 // knownCommands is the list an unknown command's error shows.
@@ -133,6 +137,9 @@ func CheckRequest(req Request) *Error {
 			return Errorf(CodeBadRequest, id.field, "%q is not a valid id: use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters", id.value)
 		}
 	}
+	if req.NodeID != "" && wire.ValidNodeID(req.NodeID) != nil {
+		return Errorf(CodeBadRequest, "node_id", "%.40q is not a valid node id: an edge's --node-id is 1 to %d bytes of visible ASCII", req.NodeID, wire.MaxNodeID)
+	}
 	if r := req.Report; r != nil {
 		return r.check()
 	}
@@ -155,10 +162,14 @@ func (r *HealthReport) check() *Error {
 	return nil
 }
 
-// idHint says where a put's id lives instead: the document carries it.
+// idHint says where the id lives instead: a put's document carries it, an
+// edge is named by node_id.
 func idHint(cmd string) string {
 	if kind, ok := strings.CutSuffix(cmd, ".put"); ok {
 		return " (the id is " + kind + ".id)"
+	}
+	if cmd == CmdEdgeForget {
+		return " (an edge is named by node_id)"
 	}
 	return ""
 }

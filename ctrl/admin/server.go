@@ -63,6 +63,10 @@ type Handler interface {
 	ExplainHealth(ctx context.Context, cluster, endpoint string) (HealthExplanation, error)
 
 	Status(ctx context.Context) (Status, error)
+	// ForgetEdge removes a disconnected edge from Status and from ctrl's
+	// store, and returns it as it was last listed: not_found for an edge
+	// ctrl does not list, conflict for a connected one.
+	ForgetEdge(ctx context.Context, nodeID string) (EdgeStatus, error)
 }
 
 // Config configures a Server.
@@ -469,6 +473,8 @@ func (s *Server) dispatch(req Request) (res any, err error) {
 		return h.ExplainHealth(ctx, req.ID, req.Endpoint)
 	case CmdStatus:
 		return h.Status(ctx)
+	case CmdEdgeForget:
+		return h.ForgetEdge(ctx, req.NodeID)
 	}
 	return nil, Errorf(CodeBadRequest, "cmd", "unknown command %q", req.Cmd)
 }

@@ -178,7 +178,7 @@ func (t *Tracker) Status(id string) ([]ClusterStatus, error) {
 	if id != "" {
 		c := t.clusters[id]
 		if c == nil {
-			return nil, fmt.Errorf("health: status: no cluster %q: %w", id, ErrUnknownEndpoint)
+			return nil, fmt.Errorf("health: cluster %q is not tracked: %w", id, ErrUnknownEndpoint)
 		}
 		return []ClusterStatus{t.clusterStatusLocked(c)}, nil
 	}
@@ -244,9 +244,9 @@ func (t *Tracker) Explain(cluster, addr string) (string, error) {
 	}
 	if b.Len() == 0 {
 		if cluster == "" {
-			return "", fmt.Errorf("health: explain: no cluster has endpoint %q: %w", addr, ErrUnknownEndpoint)
+			return "", fmt.Errorf("health: no tracked cluster has endpoint %q: %w", addr, ErrUnknownEndpoint)
 		}
-		return "", fmt.Errorf("health: explain: cluster %q has no endpoint %q: %w", cluster, addr, ErrUnknownEndpoint)
+		return "", fmt.Errorf("health: cluster %q has no endpoint %q: %w", cluster, addr, ErrUnknownEndpoint)
 	}
 	return b.String(), nil
 }
