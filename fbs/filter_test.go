@@ -48,8 +48,10 @@ func TestOpenRejectsBadFilter(t *testing.T) {
 	st.Shards = 4
 	good := mustBuild(t, st)
 	s := mustOpen(t, good)
-	f := s.shards[1].filter
-	off := cap(good) - cap(f)
+	sh := &s.shards[1]
+	// The filter reaches to the end of the shard's capacity.
+	off := sh.off + cap(sh.buf) - cap(sh.filter)
+	f := sh.filter
 
 	b := append([]byte(nil), good...)
 	clear(b[off : off+len(f)])

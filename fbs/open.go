@@ -37,7 +37,8 @@ const routeShardFilterSlot = 8
 // snapshot bytes. It is computed once at Open so that Match needs no vtable
 // lookups per shard and reads the index with encoding/binary.
 type shardIndex struct {
-	buf  []byte               // the nested RouteShard buffer (aliases the file)
+	buf  []byte               // the nested RouteShard buffer (aliases the file; capacity cut to its length)
+	off  int                  // buf's position in the file
 	vec  flatbuffers.UOffsetT // position of routes[0]'s uoffset in buf
 	n    int                  // number of routes
 	base int                  // dense ordinal of routes[0] over all shards
@@ -76,10 +77,12 @@ func (sh *shardIndex) routeAt(r *snapfb.Route, j int) {
 // host+"\x00"+prefix and strictly increasing within its shard, every route
 // sits in the shard its hash names and references an existing cluster, the
 // hash index finds every key and the bloom filter passes it, and the content
-// hash recomputes. Any other inconsistency the FlatBuffers
-// accessors trip over (offsets out of range) is recovered and reported; Open
-// never panics. After Open succeeds, every accessor and Match only read
-// positions the walk has read, so they cannot panic either.
+// hash recomputes. Every read of a shard stays inside it, and every read
+// stays before the trailer, whatever capacity b has. Any other
+// inconsistency the FlatBuffers accessors trip over (offsets out of range)
+// is recovered and reported; Open never panics. After Open succeeds, every
+// accessor and Match only read positions the walk has read, so they cannot
+// panic either.
 func Open(b []byte) (*Snapshot, error) {
 	return verify(b, nil, nil)
 }
@@ -119,7 +122,10 @@ func verify(b []byte, prev *Snapshot, cache *shardCache) (*Snapshot, error) {
 	if len(b) < minFileSize {
 		return nil, fmt.Errorf("%w: %d bytes is shorter than the minimum %d", ErrCorrupt, len(b), minFileSize)
 	}
-	body := b[:len(b)-TrailerSize]
+	// Capacity cut to the content: FlatBuffers' ByteVector slices up to
+	// capacity, so a string running past the end would otherwise read the
+	// trailer or whatever the caller's buffer holds beyond b.
+	body := b[: len(b)-TrailerSize : len(b)-TrailerSize]
 	if want, got := binary.LittleEndian.Uint64(b[len(body):]), xxhash.Sum64(body); want != got {
 		return nil, fmt.Errorf("%w: trailer hash %016x does not match content %016x (truncated or altered)", ErrCorrupt, want, got)
 	}
@@ -138,16 +144,15 @@ func verify(b []byte, prev *Snapshot, cache *shardCache) (*Snapshot, error) {
 func (s *Snapshot) rebase(b []byte) *Snapshot {
 	n := *s
 	n.b = b
-	body := b[:len(b)-TrailerSize]
+	body := b[: len(b)-TrailerSize : len(b)-TrailerSize]
 	n.root.Init(body, flatbuffers.GetUOffsetT(body))
 	n.shards = make([]shardIndex, len(s.shards))
 	for i := range s.shards {
 		sh := &s.shards[i]
-		// sh.buf is a two-index sub-slice of s.b (ShardRange).
-		off := cap(s.b) - cap(sh.buf)
+		end := sh.off + len(sh.buf)
 		l := layoutOf(sh)
-		n.shards[i] = l.at(b[off : off+len(sh.buf)])
-		n.shards[i].base = sh.base
+		n.shards[i] = l.at(b[sh.off:end:end])
+		n.shards[i].off, n.shards[i].base = sh.off, sh.base
 	}
 	return &n
 }
@@ -298,6 +303,13 @@ func (w *walker) walk(body []byte) error {
 		if len(data) < flatbuffers.SizeUOffsetT {
 			return fmt.Errorf("%w: shard %d: %d data bytes", ErrCorrupt, i, len(data))
 		}
+		// DataBytes slices body up to its capacity, so the capacity
+		// difference is the shard's position. The shard is then cut to its
+		// length: a string running past it is corrupt, and its checks read
+		// its bytes only, which is what lets OpenAfter and the cache reuse
+		// them.
+		off := len(body) - cap(data)
+		data = data[:len(data):len(data)]
 		hash.Write(data)
 		idx := &s.shards[i]
 		sum := w.reuse(i, data, idx)
@@ -316,6 +328,7 @@ func (w *walker) walk(body []byte) error {
 		}
 		s.sums[i] = sum
 		s.routeSummary.merge(sum)
+		idx.off = off
 		idx.base = s.numRoutes
 		s.numRoutes += idx.n
 	}
@@ -359,9 +372,10 @@ func (w *walker) walk(body []byte) error {
 	return nil
 }
 
-// reuse fills idx (except base) for shard i, whose bytes are data, from an
-// earlier walk of equal bytes in this file's context: prev's shard i, else
-// the cache's. It returns that walk's route summary, nil if there is none.
+// reuse fills idx (except off and base) for shard i, whose bytes are data,
+// from an earlier walk of equal bytes in this file's context: prev's shard
+// i, else the cache's. It returns that walk's route summary, nil if there
+// is none.
 func (w *walker) reuse(i int, data []byte, idx *shardIndex) *routeSummary {
 	if p := w.prev; p != nil && p.ctx == w.s.ctx && i < len(p.shards) && bytes.Equal(p.shards[i].buf, data) {
 		l := layoutOf(&p.shards[i])
@@ -376,7 +390,8 @@ func (w *walker) reuse(i int, data []byte, idx *shardIndex) *routeSummary {
 
 // walkShard verifies shard i of nShards, whose bytes are data: its routes
 // vector, hash index and filter, and every route (checkStoredRoute, in key
-// and match order). It fills idx, except base, and adds the routes to sum.
+// and match order). It fills idx, except off and base, and adds the routes
+// to sum.
 func (w *walker) walkShard(i, nShards int, data []byte, idx *shardIndex, sum *routeSummary) error {
 	var rs snapfb.RouteShard
 	var r snapfb.Route

@@ -2,6 +2,7 @@ package fbs
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -230,10 +231,22 @@ func FuzzOpenAfter(f *testing.F) {
 		}
 		f.Add(uint8(i), b)
 	}
+	st := reachingState()
+	_, past := reaching(f, st, len(mustBuild(f, st))+3)
+	f.Add(uint8(0), past)
 	f.Fuzz(func(t *testing.T, sel uint8, b []byte) {
 		b = fixTrailer(bytes.Clone(b))
+		b = b[:len(b):len(b)]
 		if s := sameVerdict(t, "fuzz input", prevs[int(sel)%len(prevs)], b); s != nil {
 			exercise(s)
+		}
+		// The verdict does not depend on the memory after b: the feed
+		// verifies in recycled buffers.
+		roomy := append(bytes.Repeat([]byte{0xff}, len(b)+64)[:0], b...)
+		_, exactErr := Open(b)
+		_, roomyErr := Open(roomy)
+		if fmt.Sprint(exactErr) != fmt.Sprint(roomyErr) {
+			t.Fatalf("Open says %v, with spare capacity %v", exactErr, roomyErr)
 		}
 	})
 }
@@ -257,4 +270,96 @@ func BenchmarkOpenAfter(b *testing.B) {
 			}
 		})
 	}
+}
+
+// reaching returns the shards of Build(st) with one route's id string
+// lengthened to end end bytes after the start of the file (its length
+// prefix stays where it is), and the file made of them: a file with a
+// correct content hash and trailer whose shard reads bytes outside itself,
+// or outside the file.
+func reaching(t testing.TB, st State, end int) ([][]byte, []byte) {
+	t.Helper()
+	s := mustOpen(t, mustBuild(t, st))
+	shards := shardsOf(s)
+	for k, sh := range shards {
+		// The ids "g00".."g39" of contextFamily: 3 bytes, a "g" first.
+		p := bytes.Index(sh, []byte("\x03\x00\x00\x00g"))
+		if p < 0 {
+			continue
+		}
+		off, _ := s.ShardRange(k)
+		binary.LittleEndian.PutUint32(sh[p:], uint32(end-(off+p+4)))
+		return shards, spliced(t, st, shards)
+	}
+	t.Fatal("no route id to lengthen")
+	return nil, nil
+}
+
+// reachingState is contextFamily's first state with a long endpoint
+// address, so that a shorter one shortens the file (TestShardReadsStayInTheShard).
+func reachingState() State {
+	st := contextFamily()[0]
+	st.Clusters = slices.Clone(st.Clusters)
+	st.Clusters[0].Endpoints = []Endpoint{{Address: "a-backend-with-a-rather-long-host-name.example:8080"}}
+	return st
+}
+
+// openAfterSafely is OpenAfter turning a panic into a test failure.
+func openAfterSafely(t *testing.T, prev *Snapshot, b []byte) (s *Snapshot, err error) {
+	t.Helper()
+	defer func() {
+		if r := recover(); r != nil {
+			t.Fatalf("OpenAfter panicked: %v", r)
+		}
+	}()
+	return OpenAfter(prev, b)
+}
+
+// TestShardReadsStayInTheShard: a shard's checks must read its bytes and
+// its context only, which is what lets OpenAfter reuse them. A string that
+// leaves its shard would make the verdict depend on whatever follows: the
+// next bytes of the file, or, past the file's end, the spare capacity of
+// the caller's buffer (the feed rebuilds into recycled memory, which holds
+// an earlier snapshot's bytes). Such a file is corrupt whatever the memory
+// around it, and OpenAfter says so too, without panicking.
+func TestShardReadsStayInTheShard(t *testing.T) {
+	st := reachingState()
+	size := len(mustBuild(t, st))
+
+	t.Run("past the file", func(t *testing.T) {
+		_, f := reaching(t, st, size+3)
+		exact := f[:len(f):len(f)]
+		roomy := append(make([]byte, 0, len(f)+64), f...)
+		_, exactErr := Open(exact)
+		prev, roomyErr := Open(roomy)
+		if exactErr == nil || roomyErr == nil {
+			t.Errorf("Open says %v with an exact buffer, %v with spare capacity; want both to refuse", exactErr, roomyErr)
+		}
+		if s, err := openAfterSafely(t, prev, exact); err == nil {
+			// As a mapping of the file would: its accessors now fault.
+			defer func() {
+				t.Fatalf("OpenAfter accepted a file whose shard reads past its end; exercising it: %v", recover())
+			}()
+			exercise(s)
+		}
+	})
+	t.Run("into the next bytes", func(t *testing.T) {
+		// Two files with identical shards and context; the second has
+		// fewer bytes after the shards (a shorter endpoint address), so the
+		// id that ends inside the first one's content ends past the second.
+		shards, first := reaching(t, st, size-TrailerSize-1)
+		shorter := st
+		shorter.Clusters = slices.Clone(st.Clusters)
+		shorter.Clusters[0].Endpoints = []Endpoint{{Address: "h:1"}}
+		second := spliced(t, shorter, shards)
+		_, openErr := Open(second)
+		if openErr == nil {
+			t.Fatal("Open accepted a shard whose route id runs past the end of the file")
+		}
+		if prev, err := Open(first); err == nil {
+			_, afterErr := openAfterSafely(t, prev, second)
+			t.Fatalf("Open accepted a shard whose route id runs into the bytes after the shard; "+
+				"after it, OpenAfter says %v to a file with the same shards that Open refuses (%v)", afterErr, openErr)
+		}
+	})
 }

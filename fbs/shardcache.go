@@ -38,8 +38,7 @@ type shardLayout struct {
 // layoutOf returns idx's layout relative to idx.buf.
 func layoutOf(idx *shardIndex) shardLayout {
 	// idx.idx and idx.filter are sub-slices of idx.buf reaching to its end
-	// of capacity, so the capacity difference is their offset (as
-	// ShardRange).
+	// of capacity, so the capacity difference is their offset.
 	l := shardLayout{vec: idx.vec, n: idx.n, idxOff: cap(idx.buf) - cap(idx.idx), idxLen: len(idx.idx), mask: idx.mask, fmask: idx.fmask}
 	if idx.filter != nil {
 		l.filterOff, l.filterLen = cap(idx.buf)-cap(idx.filter), len(idx.filter)
@@ -47,7 +46,8 @@ func layoutOf(idx *shardIndex) shardLayout {
 	return l
 }
 
-// at returns the shardIndex (except base) of the layout over data.
+// at returns the shardIndex (except off and base) of the layout over data,
+// a shard's bytes with capacity cut to their length.
 func (l *shardLayout) at(data []byte) shardIndex {
 	idx := shardIndex{buf: data, vec: l.vec, n: l.n, idx: data[l.idxOff : l.idxOff+l.idxLen], mask: l.mask, fmask: l.fmask}
 	if l.filterLen > 0 {
@@ -75,7 +75,7 @@ type verifiedShard struct {
 	sum    *routeSummary // shared with the snapshots that reuse it; never modified
 }
 
-// reuse fills idx (except base) for shard i with bytes data from an
+// reuse fills idx (except off and base) for shard i with bytes data from an
 // earlier walk and returns that walk's route summary, or nil if there is
 // none for these bytes in this context.
 func (c *shardCache) reuse(i int, data []byte, ctx shardContext, idx *shardIndex) *routeSummary {

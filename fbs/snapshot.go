@@ -126,10 +126,8 @@ func (s *Snapshot) ShardRange(i int) (off, n int) {
 	if i < 0 || i >= len(s.shards) {
 		return 0, 0
 	}
-	sh := s.shards[i].buf
-	// sh is a two-index sub-slice of s.b (FlatBuffers' ByteVector), so it
-	// shares s.b's end of capacity and the capacity difference is its offset.
-	return cap(s.b) - cap(sh), len(sh)
+	sh := &s.shards[i]
+	return sh.off, len(sh.buf)
 }
 
 // NumRoutes is the number of routes over all shards.
