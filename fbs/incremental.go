@@ -186,7 +186,8 @@ func (b *Builder) BuildSnapshot(s State) (*Snapshot, error) {
 // Build or BuildSnapshot's Bytes), for a later build to write the next
 // file into. The caller promises that nothing reads the file any more, nor
 // will: the next build overwrites it. Files the Builder did not return or
-// got back already are ignored, as are files older than its last 16.
+// got back already are ignored, as are files older than its last 16 plus
+// Reserve's count.
 func (b *Builder) Recycle(file []byte) {
 	if cap(file) == 0 {
 		return
@@ -419,14 +420,15 @@ func (b *Builder) encodeShards(routes []Route, placed []placement, shards int) (
 // taken: two builds writing one buffer would corrupt the first file under
 // its reader.
 type fileRecycler struct {
-	lent []weak.Pointer[byte] // newest last, at most maxLentFiles
+	lent []weak.Pointer[byte] // newest last, at most maxLentFiles + keep
 	free [][]byte             // whole buffers, at most max(maxFreeFiles, keep)
 	keep int                  // Reserve's count
 	last int                  // length of the latest file lent
 }
 
-// maxLentFiles bounds how many files back a Recycle may come from; ctrl
-// holds at most its publisher's delta bases and the version in flight.
+// maxLentFiles bounds how many files back a Recycle may come from, besides
+// Reserve's count: ctrl hands a file back once its publisher's delta bases
+// (the count it reserves for) and the version in flight are newer.
 // maxFreeFiles bounds the memory kept for reuse in steady state, where
 // each build takes one buffer and a Recycle gives one back.
 const maxLentFiles, maxFreeFiles = 16, 2
@@ -443,7 +445,7 @@ func (f *fileRecycler) take() []byte {
 }
 
 func (f *fileRecycler) lend(file []byte) {
-	if len(f.lent) == maxLentFiles {
+	if len(f.lent) >= maxLentFiles+f.keep {
 		f.lent = slices.Delete(f.lent, 0, 1)
 	}
 	f.lent = append(f.lent, weak.Make(&file[0]))

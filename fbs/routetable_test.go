@@ -288,3 +288,145 @@ func TestBuilderRecycle(t *testing.T) {
 		t.Fatal("a file never handed back was written over")
 	}
 }
+
+// TestRouteTableConflictsMatchBuild drives a table with a tiny key space,
+// so that routes of one key (and conflicts between them) are common, over
+// one or two shards, with a Builder that also builds other inputs in
+// between: State.Routes and a second table. Every build must give Build's
+// bytes or Build's error.
+func TestRouteTableConflictsMatchBuild(t *testing.T) {
+	var failed, succeeded int
+	for seed := range uint64(40) {
+		rng := rand.New(rand.NewPCG(seed, 0xc0f1))
+		st := State{Version: 1, Clusters: []Cluster{{Name: "c1"}, {Name: "c2"}}}
+		st.Auth.Policies = []Policy{{ID: "p1"}}
+		st, tbl := inTable(st)
+		other := NewRouteTable()
+		var b, b2 Builder
+		route := func(id string) Route {
+			r := Route{ID: id, Host: []string{"a", "b", "c"}[rng.IntN(3)], Prefix: []string{"/", "/x", "/y"}[rng.IntN(3)],
+				Cluster: []string{"c1", "c2", "c2", "c2", "c3"}[rng.IntN(5)], Priority: uint32(rng.IntN(2)), Exact: rng.IntN(4) == 0}
+			if rng.IntN(2) == 0 {
+				r.Methods = []string{"GET"}
+			}
+			if rng.IntN(2) == 0 {
+				r.Headers = []HeaderMatch{{Name: "h", Present: true}}
+			}
+			if rng.IntN(4) == 0 {
+				r.Policy = "p1"
+			}
+			return r
+		}
+		for step := range 300 {
+			st.Version++
+			for range 1 + rng.IntN(3) {
+				id := fmt.Sprintf("r%d", rng.IntN(12))
+				switch k := rng.IntN(20); {
+				case k < 10:
+					tbl.Put(route(id))
+				case k < 15:
+					tbl.Delete(id)
+				case k < 16:
+					if i, ok := tbl.at[id]; ok {
+						tbl.Put(tbl.routes[i])
+					}
+				case k < 17:
+					st.Shards = rng.IntN(3)
+				case k < 18:
+					if len(st.Clusters) == 2 {
+						st.Clusters = []Cluster{{Name: "c1"}, {Name: "c2"}, {Name: "c3"}}
+					} else {
+						st.Clusters = []Cluster{{Name: "c1"}, {Name: "c2"}}
+					}
+				default:
+					other.Put(route(id))
+				}
+			}
+			want, wantErr := Build(st)
+			bb := &b
+			if rng.IntN(10) == 0 {
+				bb = &b2 // another Builder on the same table
+			}
+			var got []byte
+			var gotErr error
+			if rng.IntN(2) == 0 {
+				got, gotErr = bb.Build(st)
+			} else if snap, err := bb.BuildSnapshot(st); err != nil {
+				gotErr = err
+			} else {
+				got = snap.Bytes()
+			}
+			if wantErr != nil {
+				failed++
+			} else {
+				succeeded++
+			}
+			if !sameResult(got, gotErr, want, wantErr) {
+				t.Fatalf("seed %d step %d: Builder: %d bytes, error %v; Build: %d bytes, error %v", seed, step, len(got), gotErr, len(want), wantErr)
+			}
+			if got != nil && rng.IntN(2) == 0 {
+				mem := got[:cap(got)]
+				for i := range mem {
+					mem[i] = 0x5a
+				}
+				bb.Recycle(got)
+			}
+			switch rng.IntN(8) {
+			case 0: // the same Builder builds something else in between
+				o := st
+				o.Table, o.Routes = other, nil
+				b.Build(o)
+			case 1:
+				o := st
+				o.Table, o.Routes = nil, slices.Clone(other.routes)
+				b.Build(o)
+			}
+		}
+	}
+	if failed < 1000 || succeeded < 1000 {
+		t.Fatalf("the sequence exercised too little: %d failed builds, %d succeeded", failed, succeeded)
+	}
+}
+
+// TestBuilderRecycleAfterReserveWindow plays a publisher that keeps n
+// files as delta bases (ctrl: Reserve(KeepBases)) and hands each back once
+// n newer ones are out: the file must go back into use however large n
+// is, not only while it is among the last 16 files built.
+func TestBuilderRecycleAfterReserveWindow(t *testing.T) {
+	// Few clusters: the root size estimate's slack, which each reuse of a
+	// buffer loses, stays well inside the file's headroom.
+	st := genState(3000, 5)
+	st.Clusters = st.Clusters[:2]
+	for i := range st.Routes {
+		st.Routes[i].Cluster = st.Clusters[i%2].Name
+	}
+	var b Builder
+	build := func() []byte {
+		t.Helper()
+		st.Version++
+		st.Routes = slices.Clone(st.Routes)
+		st.Routes[int(st.Version)%len(st.Routes)].TimeoutMs++
+		got, err := b.Build(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	const keep = 20
+	sameMemory := func(a, b []byte) bool { return &a[:cap(a)][cap(a)-1] == &b[:cap(b)][cap(b)-1] }
+	recent := [][]byte{build()}
+	b.Reserve(keep)
+	var recycled []byte
+	for range 3 * keep {
+		next := build()
+		if recycled != nil && !sameMemory(next, recycled) {
+			t.Fatalf("a file handed back %d builds after it was lent went unused", keep+1)
+		}
+		recent = append(recent, next) // published
+		if len(recent) > keep {
+			recycled = recent[0] // left the delta bases
+			recent = recent[1:]
+			b.Recycle(recycled)
+		}
+	}
+}
