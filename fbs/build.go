@@ -497,10 +497,10 @@ func encodeRoot(mem []byte, size int, version, parent, contentHash uint64, shard
 }
 
 // fileCap is the capacity of fresh memory for a file of n bytes. The
-// headroom is for a Builder's later files in the same memory (Recycle):
-// they grow with the config, and each loses the bytes before its start,
-// the root size estimate's slack (at 100k routes ~10 KB of 1.5 MB).
-// Untouched, it costs no page faults.
+// headroom is for a Builder's later files in the same memory (Recycle),
+// which grow with the config; a file starts after the root size
+// estimate's slack, which Recycle gives back with the buffer. Untouched,
+// the headroom costs no page faults.
 func fileCap(n int) int { return n + n/8 }
 
 // sortedClusters validates the clusters and returns a copy sorted by name.

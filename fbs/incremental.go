@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"unsafe"
 	"weak"
 
 	"github.com/cespare/xxhash/v2"
@@ -262,7 +263,7 @@ func (b *Builder) build(s State) ([]byte, error) {
 	}
 	mem := b.files.take()
 	file := assemble(mem, s.Version, s.ParentVersion, shardBytes, clusters, refs)
-	b.files.lend(file)
+	b.files.lend(file, mem)
 	return file, nil
 }
 
@@ -420,10 +421,22 @@ func (b *Builder) encodeShards(routes []Route, placed []placement, shards int) (
 // taken: two builds writing one buffer would corrupt the first file under
 // its reader.
 type fileRecycler struct {
-	lent []weak.Pointer[byte] // newest last, at most maxLentFiles + keep
-	free [][]byte             // whole buffers, at most max(maxFreeFiles, keep)
-	keep int                  // Reserve's count
-	last int                  // length of the latest file lent
+	lent []lentFile // newest last, at most maxLentFiles + keep
+	free [][]byte   // whole buffers, at most max(maxFreeFiles, keep)
+	keep int        // Reserve's count
+	last int        // length of the latest file lent
+}
+
+// lentFile is a file handed out and, when it was written into a buffer
+// the recycler gave (the usual case), that whole buffer. A file starts
+// after the slack of the root size estimate, which grows with the
+// clusters (tens of KB at thousands of clusters); handing back only the
+// file would lose that slack at every reuse until the buffer no longer
+// fits, so Recycle restores the buffer from its start.
+type lentFile struct {
+	file weak.Pointer[byte] // the file's first byte
+	buf  weak.Pointer[byte] // the buffer's first byte; zero when unknown
+	size int                // the buffer's capacity
 }
 
 // maxLentFiles bounds how many files back a Recycle may come from, besides
@@ -444,25 +457,47 @@ func (f *fileRecycler) take() []byte {
 	return mem
 }
 
-func (f *fileRecycler) lend(file []byte) {
+// lend records file, written into mem (a buffer from take, or nil).
+func (f *fileRecycler) lend(file, mem []byte) {
 	if len(f.lent) >= maxLentFiles+f.keep {
 		f.lent = slices.Delete(f.lent, 0, 1)
 	}
-	f.lent = append(f.lent, weak.Make(&file[0]))
+	l := lentFile{file: weak.Make(&file[0])}
+	if within(file, mem) {
+		l.buf, l.size = weak.Make(&mem[:1][0]), cap(mem)
+	}
+	f.lent = append(f.lent, l)
 	f.last = len(file)
 }
 
 func (f *fileRecycler) recycle(file []byte) {
-	i := slices.Index(f.lent, weak.Make(&file[:1][0]))
+	p := weak.Make(&file[:1][0])
+	i := slices.IndexFunc(f.lent, func(l lentFile) bool { return l.file == p })
 	if i < 0 {
 		return
 	}
+	l := f.lent[i]
 	f.lent = slices.Delete(f.lent, i, i+1)
-	if len(f.free) < max(maxFreeFiles, f.keep) {
-		// The whole array from the file's start: the part before it, which
-		// the root builder did not reach, is lost to this buffer.
-		f.free = append(f.free, file[:cap(file)])
+	if len(f.free) >= max(maxFreeFiles, f.keep) {
+		return
 	}
+	mem := file[:cap(file)]
+	// The buffer outlives the file only as its allocation: file keeps it
+	// reachable, so buf resolves and the slice stays inside it.
+	if start := l.buf.Value(); start != nil {
+		mem = unsafe.Slice(start, l.size)
+	}
+	f.free = append(f.free, mem)
+}
+
+// within reports whether file lies in mem's memory.
+func within(file, mem []byte) bool {
+	if cap(mem) == 0 {
+		return false
+	}
+	lo := uintptr(unsafe.Pointer(unsafe.SliceData(mem)))
+	at := uintptr(unsafe.Pointer(unsafe.SliceData(file)))
+	return at >= lo && at-lo < uintptr(cap(mem))
 }
 
 // reserve fills the free list up to n buffers for files like the latest,

@@ -430,3 +430,30 @@ func TestBuilderRecycleAfterReserveWindow(t *testing.T) {
 		}
 	}
 }
+
+// TestBuilderRecycleKeepsWholeBuffer hands every file back at once over
+// many builds of a config with thousands of clusters, whose root size
+// estimate leaves tens of KB of slack before each file: every build must
+// still write into the one recycled buffer. Handing back only the file's
+// part of it lost that slack per reuse, and after a few builds the buffer
+// no longer fit and every build took fresh memory.
+func TestBuilderRecycleKeepsWholeBuffer(t *testing.T) {
+	st := genState(20_000, 6) // 1,251 clusters of 1-3 endpoints
+	var b Builder
+	sameMemory := func(a, b []byte) bool { return &a[:cap(a)][cap(a)-1] == &b[:cap(b)][cap(b)-1] }
+	var prev []byte
+	for i := range 40 {
+		st.Version++
+		st.Routes = slices.Clone(st.Routes)
+		st.Routes[i].TimeoutMs++
+		file, err := b.Build(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prev != nil && !sameMemory(file, prev) {
+			t.Fatalf("build %d: the recycled buffer went unused (file %d bytes, buffer %d)", i, len(file), cap(prev))
+		}
+		b.Recycle(file)
+		prev = file
+	}
+}
