@@ -442,6 +442,54 @@ func TestRestartKeepsVersions(t *testing.T) {
 	}
 }
 
+// A version is published before it is stored (recompute.go), so a crash
+// can lose the latest version that edges already have. The restart rebuilds
+// it from the same durable revision on the same (stored) parent: with the
+// model unchanged, byte for byte what the edges hold, so none diverges.
+func TestPublishedVersionLostToCrashComesBack(t *testing.T) {
+	dir := t.TempDir()
+	h := startCtrl(t, dir, nil)
+	cx := ctx(t)
+	if _, err := h.c.PutCluster(cx, cluster("c", "10.0.0.1:80"), nil); err != nil {
+		t.Fatal(err)
+	}
+	h.settled() // the endpoint's first health writes are done
+	res, err := h.c.PutRoute(cx, model.Route{ID: "r", Host: "*", Prefix: "/", Cluster: "c"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := h.waitSnapshot(res.Revision)
+	lostBytes := bytes.Clone(lost.Bytes())
+	if rev := h.settled(); lost.Version() != res.Revision || rev != res.Revision {
+		t.Fatalf("route put at revision %d built v%d, store at %d: the write was not the last", res.Revision, lost.Version(), rev)
+	}
+	h.stop()
+
+	// What a kill -9 between publishing and storing leaves: the version's
+	// file only as the staged temp file, the earlier versions stored.
+	snapDir := filepath.Join(dir, "store-snapshots")
+	files, err := filepath.Glob(filepath.Join(snapDir, fmt.Sprintf("snap-%020d-*.sgs", lost.Version())))
+	if err != nil || len(files) != 1 {
+		t.Fatalf("stored file of v%d: %v, %v", lost.Version(), files, err)
+	}
+	if err := os.Rename(files[0], filepath.Join(snapDir, "snap-12345.tmp")); err != nil {
+		t.Fatal(err)
+	}
+
+	h2 := startCtrl(t, dir, nil)
+	again := h2.waitSnapshot(lost.Version())
+	if again.Version() != lost.Version() || again.ParentVersion() != lost.ParentVersion() || !bytes.Equal(again.Bytes(), lostBytes) {
+		t.Fatalf("restart built v%d (parent %d, hash %x), edges hold v%d (parent %d, hash %x)",
+			again.Version(), again.ParentVersion(), again.ContentHash(), lost.Version(), lost.ParentVersion(), lost.ContentHash())
+	}
+	if n := h2.builds.Load(); n != 1 {
+		t.Fatalf("restart built %d snapshots, want 1 (the lost version)", n)
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(snapDir, "*.tmp")); len(leftovers) != 0 {
+		t.Fatalf("temp files after restart: %v", leftovers)
+	}
+}
+
 func TestRestartBuildsWhenSnapshotIsBehind(t *testing.T) {
 	dir := t.TempDir()
 	h := startCtrl(t, dir, nil)

@@ -34,7 +34,7 @@ func TestFailedBuildKeepsPendingSince(t *testing.T) {
 	if first == 0 {
 		t.Fatal("write opened no pending window")
 	}
-	s.cfg.KeepSnapshots = 0 // PutSnapshot refuses keep < 1: the build fails after the swap
+	s.cfg.KeepSnapshots = 0 // StageSnapshot refuses keep < 1: the build fails after the swap, before publishing
 	if err := s.build(); err == nil {
 		t.Fatal("build with keep 0 succeeded")
 	}
@@ -70,5 +70,32 @@ func TestFirstBuiltAfter(t *testing.T) {
 		if got := s.firstBuiltAfter(c.applied); !got.Equal(c.want) {
 			t.Errorf("firstBuiltAfter(%d) = %v, want %v", c.applied, got, c.want)
 		}
+	}
+}
+
+// A health publication that changes nothing edges see builds nothing and
+// must not leave its pending window open: the next write's propagation lag
+// would run from it (7.8 s right after a start, whose stored health the
+// tracker publishes at once).
+func TestEmptyHealthBuildClosesPendingWindow(t *testing.T) {
+	s := newIdle(t)
+	// What the recompute loop does on a health publication.
+	s.pendingSince.CompareAndSwap(0, time.Now().Add(-10*time.Second).UnixNano())
+	before := s.lastSnap().version
+	if err := s.build(); err != nil {
+		t.Fatal(err)
+	}
+	if v := s.lastSnap().version; v != before {
+		t.Fatalf("health that changed nothing built version %d", v)
+	}
+	if got := s.pendingSince.Load(); got != 0 {
+		t.Fatalf("pendingSince after a build of nothing = %v ago, want 0", time.Since(time.Unix(0, got)))
+	}
+	put := time.Now()
+	if _, err := (handler{s}).PutCluster(context.Background(), cluster("c", "10.0.0.1:80"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := time.Unix(0, s.pendingSince.Load()); got.Before(put) {
+		t.Fatalf("the write's pending window starts %v before its commit", put.Sub(got))
 	}
 }

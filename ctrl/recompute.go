@@ -112,8 +112,8 @@ func (s *Server) restorePending(committed int64) {
 	}
 }
 
-// build snapshots the current model with the published health, stores it
-// and publishes it, unless neither the model nor any cluster's published
+// build snapshots the current model with the published health, publishes
+// it and stores it, unless neither the model nor any cluster's published
 // health changed since the latest snapshot.
 //
 // The version is the store revision, read under wmu: no commit is then
@@ -128,6 +128,10 @@ func (s *Server) build() error {
 	r := s.health.Routing()
 	healthOnly := s.model.revision == s.builtModel
 	if healthOnly && !s.clusters.healthChanged(&s.model, r) {
+		// Nothing to publish closes the pending window (a health change
+		// that edges do not see); under wmu, a write not in the model yet
+		// opens a new one when it commits.
+		s.pendingSince.Store(0)
 		s.wmu.Unlock()
 		return nil
 	}
@@ -161,17 +165,34 @@ func (s *Server) build() error {
 	data := snap.Bytes()
 	took := time.Since(start)
 	s.metrics.built(st.Version, took, len(data))
-	if err := s.store.PutSnapshot(st.Version, data, s.cfg.KeepSnapshots); err != nil {
+	// Staging copies the file into the store's page cache; its fsyncs wait
+	// until the version is out (Commit below), off the path from a write
+	// to its first frame. The next build starts only after that Commit, so
+	// a crash loses at most this one version, published but not stored;
+	// the restart builds it again from the same durable revision on the
+	// same parent (docs/internals.md, "Snapshot versions").
+	staged, err := s.store.StageSnapshot(st.Version, data, s.cfg.KeepSnapshots)
+	if err != nil {
 		s.builder.Recycle(data)
 		s.restorePending(committed)
-		return fmt.Errorf("ctrl: storing snapshot %d: %w", st.Version, err)
+		return fmt.Errorf("ctrl: staging snapshot %d: %w", st.Version, err)
 	}
 	var committedAt time.Time
 	if committed != 0 {
 		committedAt = time.Unix(0, committed)
 	}
 	s.pub.PublishSnapshot(snap, committedAt) // recycles data when no session reads it any more
-	s.setSnap(snapInfo{version: st.Version, parent: st.ParentVersion, builtAt: time.Now(), bytes: len(data)})
+	published := time.Now()
+	if err := staged.Commit(); err != nil {
+		// Edges have it and the next version chains onto it; only the
+		// history lacks it (a DELTA from it needs a FULL once it leaves
+		// the publisher's bases, and a restart before a later version is
+		// stored rebuilds it).
+		s.log.Error("snapshot published but not stored", "version", st.Version, "err", err)
+	}
+	// After the commit: a version seen here can be read from the store
+	// (unless its commit failed).
+	s.setSnap(snapInfo{version: st.Version, parent: st.ParentVersion, builtAt: published, bytes: len(data)})
 	s.builtModel, s.clusters = model, next
 	s.log.Info("snapshot built", "version", st.Version, "parent", st.ParentVersion,
 		"routes", st.Table.Len(), "clusters", len(st.Clusters), "bytes", len(data), "build_time", took,

@@ -3,7 +3,7 @@
 // against an in-memory model, commits them to the store, and a recompute
 // loop turns each burst of writes, and each change of the published
 // endpoint health (health.go), into one FlatBuffers snapshot that is
-// stored and published to every edge.
+// published to every edge and stored.
 package ctrl
 
 import (

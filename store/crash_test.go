@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(snapCrashChildEnv); dir != "" {
 		os.Exit(runSnapCrashChild(dir))
 	}
+	if dir := os.Getenv(stageCrashChildEnv); dir != "" {
+		os.Exit(runStageCrashChild(dir))
+	}
 	os.Exit(m.Run())
 }
 
@@ -319,5 +322,56 @@ func TestCrashSnapshotFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("round %d: killed after v%d acknowledged; recovered %v", round, acked, stored)
+	}
+}
+
+// stageCrashChildEnv makes the test binary stage a snapshot and wait to be
+// killed before committing it.
+const stageCrashChildEnv = "SNAPGATE_STORE_STAGECRASH_DIR"
+
+// runStageCrashChild stores versions 1-3, stages version 4 and prints
+// "staged 4", then waits without committing it.
+func runStageCrashChild(dir string) int {
+	s, err := OpenPebble(dir, Options{Logger: quietLogger()})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child open:", err)
+		return 2
+	}
+	for v := uint64(1); v <= 3; v++ {
+		if err := s.PutSnapshot(v, snapContent(v, snapCrashSize), snapCrashKeep); err != nil {
+			fmt.Fprintln(os.Stderr, "child put snapshot:", err)
+			return 2
+		}
+	}
+	if _, err := s.StageSnapshot(4, snapContent(4, snapCrashSize), snapCrashKeep); err != nil {
+		fmt.Fprintln(os.Stderr, "child stage snapshot:", err)
+		return 2
+	}
+	fmt.Fprintln(os.Stdout, "staged 4")
+	time.Sleep(crashChildLife)
+	return 0
+}
+
+// TestCrashStagedSnapshot kills a process holding a staged, uncommitted
+// version: the next open removes its temp file and the stored history is
+// what was committed.
+func TestCrashStagedSnapshot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a child process")
+	}
+	dir := t.TempDir()
+	if lines := killChildAfter(t, stageCrashChildEnv, dir, 1); len(lines) != 1 || lines[0] != "staged 4" {
+		t.Fatalf("child wrote %q", lines)
+	}
+	s, logs := openLogged(t, dir)
+	wantSnapshots(t, s, 1, 2, 3)
+	for v := uint64(1); v <= 3; v++ {
+		wantContent(t, s, v, snapCrashSize)
+	}
+	if got := snapDirNames(t, s); len(got) != 3 {
+		t.Fatalf("files after the crash: %v; want only the three stored versions", got)
+	}
+	if out := logs.String(); !strings.Contains(out, "removed snapshot file without a record") || !strings.Contains(out, snapTempSuffix) {
+		t.Fatalf("open did not report removing the staged temp file:\n%s", out)
 	}
 }

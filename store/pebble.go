@@ -38,11 +38,12 @@ type Pebble struct {
 
 	// snapDir holds the snapshot files (snapshots.go).
 	snapDir string
-	// snapWrite serializes PutSnapshot, from choosing what to prune to
-	// removing the pruned files, so no put removes a file another writes.
+	// snapWrite serializes snapshot commits, from choosing what to prune to
+	// removing the pruned files, so no commit removes a file another writes.
+	// Staging takes no lock: each staged version has a temp file of its own.
 	snapWrite sync.Mutex
 	// snapIdx guards snaps, the stored versions ascending. Readers open a
-	// file under the read lock; PutSnapshot drops versions from snaps under
+	// file under the read lock; a commit drops versions from snaps under
 	// the write lock before removing their files, so a file is never
 	// removed between a reader's lookup and its open (an open file stays
 	// readable after removal).

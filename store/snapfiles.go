@@ -66,6 +66,13 @@ func writeSnapFile(dir, name string, data []byte) error {
 	return durable.WriteFile(dir, name, snapFilePrefix, snapTempSuffix, data)
 }
 
+// stageSnapFile writes data to a temp file in dir, not yet durable; its
+// name matches isSnapTempName, so one a crash leaves behind is removed at
+// the next open.
+func stageSnapFile(dir string, data []byte) (*durable.Temp, error) {
+	return durable.Stage(dir, snapFilePrefix, snapTempSuffix, data)
+}
+
 // readSnapFile reads an open snapshot file and checks it against its
 // record, so a short or altered file is an error, never data.
 func readSnapFile(f *os.File, rec snapRecord) ([]byte, error) {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/snapgate/snapgate/store/durable"
 )
 
 // snapEntry is one stored snapshot version and its record.
@@ -21,59 +24,104 @@ func (e snapEntry) fileName() string { return snapFileName(e.version, e.rec.hash
 
 func (p *Pebble) snapPath(e snapEntry) string { return filepath.Join(p.snapDir, e.fileName()) }
 
-// PutSnapshot implements Store. The file is durable before the record that
-// names it commits, and the same fsynced batch drops the records of pruned
-// versions; their files are removed after it. A crash anywhere leaves
-// either the old set of versions or the new one, plus at most some files
-// without a record, which the next open removes. A version older than the
-// `keep` newest ones is pruned at once: no file is written for it.
+// PutSnapshot implements Store: StageSnapshot, then Commit.
 func (p *Pebble) PutSnapshot(version uint64, data []byte, keep int) error {
+	st, err := p.StageSnapshot(version, data, keep)
+	if err != nil {
+		return err
+	}
+	return st.Commit()
+}
+
+// StageSnapshot implements Store. The bytes go to a temp file in the
+// snapshot directory, unsynced, and are hashed; nothing else changes until
+// Commit. A crash before Commit leaves only that temp file, which the next
+// open removes.
+func (p *Pebble) StageSnapshot(version uint64, data []byte, keep int) (StagedSnapshot, error) {
 	if keep < 1 {
-		return fmt.Errorf("store: put snapshot %d: keep is %d, must be at least 1: %w", version, keep, ErrInvalid)
+		return nil, fmt.Errorf("store: stage snapshot %d: keep is %d, must be at least 1: %w", version, keep, ErrInvalid)
 	}
 	if len(data) == 0 {
-		return fmt.Errorf("store: put snapshot %d: data is empty: %w", version, ErrInvalid)
+		return nil, fmt.Errorf("store: stage snapshot %d: data is empty: %w", version, ErrInvalid)
 	}
-	if err := p.enter("put snapshot"); err != nil {
-		return err
+	if err := p.enter("stage snapshot"); err != nil {
+		return nil, err
+	}
+	defer p.life.RUnlock()
+	tmp, err := stageSnapFile(p.snapDir, data)
+	if err != nil {
+		return nil, fmt.Errorf("store: stage snapshot %d: %w", version, err)
+	}
+	return &stagedSnapshot{p: p, tmp: tmp, keep: keep,
+		put: snapEntry{version, snapRecord{size: uint64(len(data)), hash: xxhash.Sum64(data)}}}, nil
+}
+
+// stagedSnapshot is a Pebble snapshot version between StageSnapshot and
+// Commit or Abort.
+type stagedSnapshot struct {
+	p    *Pebble
+	tmp  *durable.Temp // nil once committed or aborted
+	put  snapEntry
+	keep int
+}
+
+// Commit implements StagedSnapshot. The file is durable before the record
+// that names it commits, and the same fsynced batch drops the records of
+// pruned versions; their files are removed after it. A crash anywhere
+// leaves either the old set of versions or the new one, plus at most some
+// files without a record, which the next open removes. A version older
+// than the `keep` newest ones is pruned at once: its temp file is removed
+// and nothing is recorded.
+func (s *stagedSnapshot) Commit() error {
+	put := s.put
+	if s.tmp == nil {
+		return fmt.Errorf("store: commit snapshot %d: already committed or aborted: %w", put.version, ErrInvalid)
+	}
+	tmp := s.tmp
+	s.tmp = nil
+	p := s.p
+	if err := p.enter("commit snapshot"); err != nil {
+		return errors.Join(err, tmp.Abort())
 	}
 	defer p.life.RUnlock()
 	p.snapWrite.Lock()
 	defer p.snapWrite.Unlock()
 
-	// Only PutSnapshot changes p.snaps, and snapWrite is held: no lock
-	// needed to read it.
+	// Only Commit changes p.snaps, and snapWrite is held: no lock needed
+	// to read it.
 	old := p.snaps
-	put := snapEntry{version, snapRecord{size: uint64(len(data)), hash: xxhash.Sum64(data)}}
 	next := slices.Clone(old)
-	i, found := slices.BinarySearchFunc(next, version, cmpEntryVersion)
+	i, found := slices.BinarySearchFunc(next, put.version, cmpEntryVersion)
 	if found {
 		next[i] = put
 	} else {
 		next = slices.Insert(next, i, put)
 	}
-	kept := next[max(0, len(next)-keep):]
+	kept := next[max(0, len(next)-s.keep):]
 
 	b := p.db.NewBatch()
 	defer b.Close()
 	if slices.Contains(kept, put) && !slices.Contains(old, put) {
-		if err := writeSnapFile(p.snapDir, put.fileName(), data); err != nil {
-			return fmt.Errorf("store: put snapshot %d: %w", version, err)
+		if err := tmp.Commit(put.fileName()); err != nil {
+			return fmt.Errorf("store: commit snapshot %d: %w", put.version, err)
 		}
-		if err := b.Set(snapRecordKey(version), encodeSnapRecord(put.rec), nil); err != nil {
-			return fmt.Errorf("store: put snapshot %d: batch put: %w", version, err)
+		if err := b.Set(snapRecordKey(put.version), encodeSnapRecord(put.rec), nil); err != nil {
+			return fmt.Errorf("store: commit snapshot %d: batch put: %w", put.version, err)
 		}
+	} else if err := tmp.Abort(); err != nil {
+		// Pruned at once, or these bytes are already stored.
+		p.log.Warn("store: removing an unneeded staged snapshot file failed; the next open retries", "version", put.version, "err", err)
 	}
 	for _, e := range old {
 		if _, stays := slices.BinarySearchFunc(kept, e.version, cmpEntryVersion); !stays {
 			if err := b.Delete(snapRecordKey(e.version), nil); err != nil {
-				return fmt.Errorf("store: put snapshot %d: batch prune %d: %w", version, e.version, err)
+				return fmt.Errorf("store: commit snapshot %d: batch prune %d: %w", put.version, e.version, err)
 			}
 		}
 	}
 	if !b.Empty() {
 		if err := b.Commit(pebble.Sync); err != nil {
-			return fmt.Errorf("store: put snapshot %d: commit: %w", version, err)
+			return fmt.Errorf("store: commit snapshot %d: pebble commit: %w", put.version, err)
 		}
 	}
 	p.snapIdx.Lock()
@@ -87,6 +135,19 @@ func (p *Pebble) PutSnapshot(version uint64, data []byte, keep int) error {
 				p.log.Warn("store: removing a pruned snapshot file failed; the next open retries", "version", e.version, "err", err)
 			}
 		}
+	}
+	return nil
+}
+
+// Abort implements StagedSnapshot.
+func (s *stagedSnapshot) Abort() error {
+	if s.tmp == nil {
+		return nil
+	}
+	tmp := s.tmp
+	s.tmp = nil
+	if err := tmp.Abort(); err != nil {
+		return fmt.Errorf("store: abort snapshot %d: %w", s.put.version, err)
 	}
 	return nil
 }

@@ -281,3 +281,116 @@ func TestSnapshotReadersDuringPrune(t *testing.T) {
 	wg.Wait()
 	wantSnapshots(t, s, puts-1, puts)
 }
+
+// TestStagedSnapshot: staging copies the bytes and changes nothing readers
+// see; Commit stores them as PutSnapshot would, Abort leaves nothing.
+func TestStagedSnapshot(t *testing.T) {
+	const size = 4096
+	s := openTemp(t)
+	for v := uint64(1); v <= 2; v++ {
+		if err := s.PutSnapshot(v, snapContent(v, size), 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := snapContent(3, size)
+	st, err := s.StageSnapshot(3, buf, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The caller may reuse its buffer once StageSnapshot returns.
+	clear(buf)
+	if _, err := s.Snapshot(3); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("staged version readable before commit: %v", err)
+	}
+	if v, _, err := s.LatestSnapshot(); err != nil || v != 2 {
+		t.Fatalf("LatestSnapshot while v3 is staged = %d, %v; want 2", v, err)
+	}
+	if got := snapDirNames(t, s); len(got) != 3 || !isSnapTempName(got[2]) {
+		t.Fatalf("files while v3 is staged: %v; want v1, v2 and a temp file", got)
+	}
+	if err := st.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	wantSnapshots(t, s, 2, 3)
+	wantContent(t, s, 3, size)
+	if err := st.Commit(); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("second Commit = %v, want ErrInvalid", err)
+	}
+	if err := st.Abort(); err != nil {
+		t.Fatalf("Abort after Commit = %v, want nil", err)
+	}
+
+	// Abort: nothing stored, no file left.
+	st, err = s.StageSnapshot(4, snapContent(4, size), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Commit(); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Commit after Abort = %v, want ErrInvalid", err)
+	}
+	wantSnapshots(t, s, 2, 3)
+	if got := snapDirNames(t, s); len(got) != 2 {
+		t.Fatalf("files after Abort: %v", got)
+	}
+
+	// A version older than the kept ones is pruned at once, and bytes
+	// already stored are not written again: neither leaves a file.
+	for _, c := range []struct {
+		v    uint64
+		data []byte
+	}{{1, snapContent(1, size)}, {3, snapContent(3, size)}} {
+		st, err := s.StageSnapshot(c.v, c.data, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		wantSnapshots(t, s, 2, 3)
+		if got := snapDirNames(t, s); len(got) != 2 {
+			t.Fatalf("files after committing v%d again: %v", c.v, got)
+		}
+	}
+
+	// Bad arguments fail at staging, before a caller publishes anything.
+	for _, c := range []struct {
+		data []byte
+		keep int
+	}{{[]byte("x"), 0}, {nil, 2}, {[]byte{}, 2}} {
+		if _, err := s.StageSnapshot(5, c.data, c.keep); !errors.Is(err, ErrInvalid) {
+			t.Errorf("StageSnapshot(5, %d bytes, keep %d) = %v, want ErrInvalid", len(c.data), c.keep, err)
+		}
+	}
+}
+
+// A version staged when the store closes is not stored: Commit fails with
+// ErrClosed and removes its temp file; the store reopens without it.
+func TestStagedSnapshotAfterClose(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	if err := s.PutSnapshot(1, []byte("one"), 3); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.StageSnapshot(2, []byte("two"), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.StageSnapshot(3, []byte("three"), 3); !errors.Is(err, ErrClosed) {
+		t.Fatalf("StageSnapshot after Close = %v, want ErrClosed", err)
+	}
+	if err := st.Commit(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Commit after Close = %v, want ErrClosed", err)
+	}
+	s = openTest(t, dir)
+	defer s.Close()
+	wantSnapshots(t, s, 1)
+	if got := snapDirNames(t, s); len(got) != 1 {
+		t.Fatalf("files after reopening: %v", got)
+	}
+}

@@ -100,8 +100,15 @@ type Store interface {
 	// Revision is the revision of the last committed Apply (0 for an empty store).
 	Revision() uint64
 	// PutSnapshot stores a snapshot durably and then keeps only the `keep`
-	// newest versions (keep must be at least 1).
+	// newest versions (keep must be at least 1): StageSnapshot, then Commit.
 	PutSnapshot(version uint64, data []byte, keep int) error
+	// StageSnapshot is the first half of PutSnapshot: it validates the
+	// arguments and copies data into the store, but makes nothing durable
+	// and changes nothing readers see. data is not referenced after it
+	// returns. The version is stored only by the StagedSnapshot's Commit; a
+	// crash before that loses it, and whatever staging left behind is
+	// removed when the store next opens.
+	StageSnapshot(version uint64, data []byte, keep int) (StagedSnapshot, error)
 	// Snapshot returns the bytes of one stored version or an error wrapping ErrNotFound.
 	Snapshot(version uint64) ([]byte, error)
 	// LatestSnapshot returns the newest stored snapshot or an error wrapping ErrNotFound.
@@ -111,7 +118,7 @@ type Store interface {
 	// Metadata is outside the revisions: it changes neither Revision nor
 	// anything Load returns. A write is atomic but not fsynced: it becomes
 	// durable with the next fsynced write of any kind (every Apply and
-	// PutSnapshot) or Close, and a crash before that may lose it. Meant for
+	// snapshot commit) or Close, and a crash before that may lose it. Meant for
 	// state that is cheap to lose a second of, such as edge status.
 	PutMeta(key string, value []byte) error
 	// GetMeta returns one metadata value or an error wrapping ErrNotFound.
@@ -125,4 +132,16 @@ type Store interface {
 
 	// Close releases the store; later calls return ErrClosed.
 	Close() error
+}
+
+// StagedSnapshot is a snapshot version staged by Store.StageSnapshot. Call
+// Commit or Abort once; it is not safe for concurrent use.
+type StagedSnapshot interface {
+	// Commit stores the version durably and then keeps only the newest
+	// versions, as PutSnapshot does. If it returns an error (ErrClosed
+	// after Close) the version is not stored, what was stored stays, and
+	// the staged bytes are gone: a second Commit fails.
+	Commit() error
+	// Abort discards the staged version; after Commit it does nothing.
+	Abort() error
 }

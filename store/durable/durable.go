@@ -5,6 +5,7 @@
 package durable
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,31 +15,70 @@ import (
 // temporary file is named prefix+"<random>"+tmpSuffix, so the caller can
 // recognise (and remove) one a crash left behind. On error nothing is left
 // under name that was not there before, and the temporary file is removed.
-func WriteFile(dir, name, prefix, tmpSuffix string, data []byte) (err error) {
+func WriteFile(dir, name, prefix, tmpSuffix string, data []byte) error {
+	t, err := Stage(dir, prefix, tmpSuffix, data)
+	if err != nil {
+		return err
+	}
+	return t.Commit(name)
+}
+
+// Temp is data written to a temporary file in dir but not yet durable: it
+// sits in the page cache, so writing it costs a copy, not a disk flush.
+// Commit or Abort it exactly once.
+type Temp struct {
+	f   *os.File
+	dir string
+}
+
+// Stage writes data to a new temporary file in dir, named as WriteFile
+// names it, without fsyncing it; data is not referenced after Stage
+// returns. On error the temporary file is removed.
+func Stage(dir, prefix, tmpSuffix string, data []byte) (*Temp, error) {
 	f, err := os.CreateTemp(dir, prefix+"*"+tmpSuffix)
 	if err != nil {
-		return fmt.Errorf("create temp file in %s: %w", dir, err)
+		return nil, fmt.Errorf("create temp file in %s: %w", dir, err)
 	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
+	t := &Temp{f: f, dir: dir}
+	if _, err := f.Write(data); err != nil {
+		return nil, errors.Join(fmt.Errorf("write %s: %w", f.Name(), err), t.Abort())
 	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", tmp, err)
+	return t, nil
+}
+
+// Commit makes dir/name hold the staged data durably: fsync, rename over
+// name, fsync of the directory. On error nothing is left under name that
+// was not there before, unless only the directory fsync failed (then the
+// rename may or may not survive a crash), and the temporary file is removed.
+func (t *Temp) Commit(name string) error {
+	tmp := t.f.Name()
+	if err := t.f.Sync(); err != nil {
+		return errors.Join(fmt.Errorf("fsync %s: %w", tmp, err), t.Abort())
 	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
+	err := t.f.Close()
+	t.f = nil
+	if err != nil {
+		return errors.Join(fmt.Errorf("close %s: %w", tmp, err), removeTemp(tmp))
 	}
-	if err = os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", tmp, name, err)
+	if err := os.Rename(tmp, filepath.Join(t.dir, name)); err != nil {
+		return errors.Join(fmt.Errorf("rename %s to %s: %w", tmp, name, err), removeTemp(tmp))
 	}
-	return SyncDir(dir)
+	return SyncDir(t.dir)
+}
+
+// Abort closes and removes the temporary file.
+func (t *Temp) Abort() error {
+	tmp := t.f.Name()
+	t.f.Close()
+	t.f = nil
+	return removeTemp(tmp)
+}
+
+func removeTemp(path string) error {
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove temp file: %w", err)
+	}
+	return nil
 }
 
 // SyncDir fsyncs a directory, making renames and removals in it durable.

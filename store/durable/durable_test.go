@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -40,5 +41,39 @@ func TestWriteFile(t *testing.T) {
 	}
 	if err := WriteFile(filepath.Join(dir, "missing"), "f", "snap-", ".tmp", nil); err == nil {
 		t.Fatal("writing into a missing directory succeeded")
+	}
+}
+
+func TestStageCommitAbort(t *testing.T) {
+	dir := t.TempDir()
+	data := []byte("staged")
+	tmp, err := Stage(dir, "snap-", ".tmp", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stage copied the bytes: the caller may reuse its buffer.
+	copy(data, "xxxxxx")
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 || !strings.HasPrefix(ents[0].Name(), "snap-") || !strings.HasSuffix(ents[0].Name(), ".tmp") {
+		t.Fatalf("after Stage the directory holds %v, want one snap-*.tmp", ents)
+	}
+	if err := tmp.Commit("snap-1.sgs"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "snap-1.sgs")); err != nil || string(got) != "staged" {
+		t.Fatalf("committed file holds %q, %v", got, err)
+	}
+	tmp, err = Stage(dir, "snap-", ".tmp", []byte("dropped"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tmp.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 || ents[0].Name() != "snap-1.sgs" {
+		t.Fatalf("after Abort the directory holds %v, want only snap-1.sgs", ents)
+	}
+	if _, err := Stage(filepath.Join(dir, "missing"), "snap-", ".tmp", data); err == nil {
+		t.Fatal("staging into a missing directory succeeded")
 	}
 }
