@@ -203,24 +203,49 @@ func dialAdmin(ctx context.Context, socket string) (*admin.Client, error) {
 	}
 }
 
-// waitServing polls the edge until the sample routes answer, i.e. the snapshot
-// carrying them reached the edge.
+// waitServing polls the edge until every sample route answers, i.e. the
+// snapshot carrying the last of them reached the edge (routes are put one
+// by one, so an earlier version may serve some and not others).
 func waitServing(ctx context.Context, addr string) error {
 	client := &http.Client{Timeout: time.Second}
+	probes := []struct{ host, path string }{{"", "/api/ready"}, {"shop.example", "/cart"}, {"", "/anything"}}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := client.Get("http://" + addr + "/api/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
+		var err error
+		for _, p := range probes {
+			if err = probeOK(client, addr, p.host, p.path); err != nil {
+				break
 			}
+		}
+		if err == nil {
+			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return fmt.Errorf("edge %s did not serve the sample routes within 10s (last: %v)", addr, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// probeOK GETs path from the edge at addr, with Host host if not empty,
+// and wants a 200.
+func probeOK(client *http.Client, addr, host, path string) error {
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return err
+	}
+	if host != "" {
+		req.Host = host
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s (host %q): %s", path, req.Host, resp.Status)
+	}
+	return nil
 }
 
 func printDemoHelp(w io.Writer, cfg demoConfig, socket string) {
