@@ -183,6 +183,11 @@ func (s *Server) build() error {
 	}
 	s.pub.PublishSnapshot(snap, committedAt) // recycles data when no session reads it any more
 	published := time.Now()
+	// Logged as it goes out, before the commit's variable fsync time, so
+	// the log's times are the publications the health cap spaces.
+	s.log.Info("snapshot built", "version", st.Version, "parent", st.ParentVersion,
+		"routes", st.Table.Len(), "clusters", len(st.Clusters), "bytes", len(data), "build_time", took,
+		"health_only", healthOnly)
 	if err := staged.Commit(); err != nil {
 		// Edges have it and the next version chains onto it; only the
 		// history lacks it (a DELTA from it needs a FULL once it leaves
@@ -194,8 +199,5 @@ func (s *Server) build() error {
 	// (unless its commit failed).
 	s.setSnap(snapInfo{version: st.Version, parent: st.ParentVersion, builtAt: published, bytes: len(data)})
 	s.builtModel, s.clusters = model, next
-	s.log.Info("snapshot built", "version", st.Version, "parent", st.ParentVersion,
-		"routes", st.Table.Len(), "clusters", len(st.Clusters), "bytes", len(data), "build_time", took,
-		"health_only", healthOnly)
 	return nil
 }

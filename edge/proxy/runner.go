@@ -20,6 +20,8 @@ type taskRunner struct {
 	// finishes exits instead, so a burst's workers do not linger.
 	idle    atomic.Int64
 	maxIdle atomic.Int64
+	// started counts workers ever started: how well tasks reuse them.
+	started atomic.Int64
 }
 
 func newTaskRunner(maxIdle int) *taskRunner {
@@ -34,6 +36,7 @@ func (r *taskRunner) run(_ context.Context, f func()) {
 	select {
 	case r.tasks <- f:
 	default:
+		r.started.Add(1)
 		go r.work(f)
 	}
 }
