@@ -120,10 +120,7 @@ func TestHealthBuilderMatchesBuild(t *testing.T) {
 	if _, err := b.Build(st); err != nil {
 		t.Fatal(err)
 	}
-	before := make([]*byte, len(b.cache))
-	for i, c := range b.cache {
-		before[i] = &c.data[0]
-	}
+	before := shardMemory(&b)
 	for step := range 5 {
 		st.Clusters = slices.Clone(st.Clusters)
 		c := &st.Clusters[step*7%len(st.Clusters)]

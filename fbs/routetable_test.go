@@ -186,10 +186,7 @@ func TestRouteTableIncrementalPlacesChangedOnly(t *testing.T) {
 	if _, err := b.Build(st); err != nil {
 		t.Fatal(err)
 	}
-	before := make([]*byte, len(b.cache))
-	for i, c := range b.cache {
-		before[i] = &c.data[0]
-	}
+	before := shardMemory(&b)
 	r := tbl.routes[1234]
 	r.TimeoutMs += 7
 	tbl.Put(r)
@@ -254,18 +251,7 @@ func TestStateRoutesAndTable(t *testing.T) {
 func TestBuilderRecycle(t *testing.T) {
 	st := genState(500, 3)
 	var b Builder
-	build := func() []byte {
-		t.Helper()
-		st.Version++
-		st.Routes = slices.Clone(st.Routes)
-		st.Routes[int(st.Version)%len(st.Routes)].TimeoutMs++
-		got, err := b.Build(st)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return got
-	}
-	sameMemory := func(a, b []byte) bool { return &a[:cap(a)][cap(a)-1] == &b[:cap(b)][cap(b)-1] }
+	build := func() []byte { return buildNext(t, &b, &st) }
 
 	held := build()
 	heldCopy := bytes.Clone(held)
@@ -401,19 +387,8 @@ func TestBuilderRecycleAfterReserveWindow(t *testing.T) {
 		st.Routes[i].Cluster = st.Clusters[i%2].Name
 	}
 	var b Builder
-	build := func() []byte {
-		t.Helper()
-		st.Version++
-		st.Routes = slices.Clone(st.Routes)
-		st.Routes[int(st.Version)%len(st.Routes)].TimeoutMs++
-		got, err := b.Build(st)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return got
-	}
+	build := func() []byte { return buildNext(t, &b, &st) }
 	const keep = 20
-	sameMemory := func(a, b []byte) bool { return &a[:cap(a)][cap(a)-1] == &b[:cap(b)][cap(b)-1] }
 	recent := [][]byte{build()}
 	b.Reserve(keep)
 	var recycled []byte
@@ -440,20 +415,40 @@ func TestBuilderRecycleAfterReserveWindow(t *testing.T) {
 func TestBuilderRecycleKeepsWholeBuffer(t *testing.T) {
 	st := genState(20_000, 6) // 1,251 clusters of 1-3 endpoints
 	var b Builder
-	sameMemory := func(a, b []byte) bool { return &a[:cap(a)][cap(a)-1] == &b[:cap(b)][cap(b)-1] }
 	var prev []byte
 	for i := range 40 {
-		st.Version++
-		st.Routes = slices.Clone(st.Routes)
-		st.Routes[i].TimeoutMs++
-		file, err := b.Build(st)
-		if err != nil {
-			t.Fatal(err)
-		}
+		file := buildNext(t, &b, &st)
 		if prev != nil && !sameMemory(file, prev) {
 			t.Fatalf("build %d: the recycled buffer went unused (file %d bytes, buffer %d)", i, len(file), cap(prev))
 		}
 		b.Recycle(file)
 		prev = file
 	}
+}
+
+// buildNext changes one route of st (its timeout), moves st to the next
+// version and builds it with b.
+func buildNext(t *testing.T, b *Builder, st *State) []byte {
+	t.Helper()
+	st.Version++
+	st.Routes = slices.Clone(st.Routes)
+	st.Routes[int(st.Version)%len(st.Routes)].TimeoutMs++
+	file, err := b.Build(*st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// sameMemory reports whether two files were written into one buffer.
+func sameMemory(a, b []byte) bool { return &a[:cap(a)][cap(a)-1] == &b[:cap(b)][cap(b)-1] }
+
+// shardMemory is where b's cached shards are: a shard re-encoded since
+// moves.
+func shardMemory(b *Builder) []*byte {
+	at := make([]*byte, len(b.cache))
+	for i, c := range b.cache {
+		at[i] = &c.data[0]
+	}
+	return at
 }
