@@ -49,30 +49,44 @@ func TestCommitFailureKeepsPublishedVersion(t *testing.T) {
 	}
 	defer s.Close()
 	h := handler{s}
-	if _, err := h.PutCluster(context.Background(), cluster("c", "10.0.0.1:80"), nil); err != nil {
-		t.Fatal(err)
-	}
-	// The bytes build will produce (fbs.Build is the from-scratch
-	// reference of the Builder), hence the file name Commit will rename to.
-	s.wmu.Lock()
-	prev := s.lastSnap().version
-	version := s.store.Revision()
-	cs, _ := s.clusters.convert(&s.model, s.health.Routing())
-	want, err := fbs.Build(s.model.fbsState(version, prev, s.cfg.Shards, cs))
-	s.wmu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocker := filepath.Join(dir, "store-snapshots", fmt.Sprintf("snap-%020d-%016x.sgs", version, xxhash.Sum64(want)), "x")
-	if err := os.MkdirAll(blocker, 0o700); err != nil {
-		t.Fatal(err)
-	}
-
-	if err := s.build(); err != nil {
-		t.Fatalf("build with a failing commit = %v, want nil (the version is out)", err)
-	}
-	if got := s.lastSnap(); got.version != version || got.parent != prev {
-		t.Fatalf("latest snapshot v%d (parent %d), want v%d (parent %d)", got.version, got.parent, version, prev)
+	// The file name Commit will rename to comes from the bytes the build
+	// will produce (fbs.Build is the Builder's from-scratch reference) at
+	// the store revision; a health write landing between the prediction
+	// and the build moves that revision, so try again with another change.
+	var prev, version uint64
+	for attempt := 0; ; attempt++ {
+		if _, err := h.PutCluster(context.Background(), cluster(fmt.Sprintf("c%d", attempt), "10.0.0.1:80"), nil); err != nil {
+			t.Fatal(err)
+		}
+		s.wmu.Lock()
+		prev = s.lastSnap().version
+		version = s.store.Revision()
+		cs, _ := s.clusters.convert(&s.model, s.health.Routing())
+		want, err := fbs.Build(s.model.fbsState(version, prev, s.cfg.Shards, cs))
+		s.wmu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocker := filepath.Join(dir, "store-snapshots", fmt.Sprintf("snap-%020d-%016x.sgs", version, xxhash.Sum64(want)))
+		if err := os.MkdirAll(filepath.Join(blocker, "x"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.build(); err != nil {
+			t.Fatalf("build with a failing commit = %v, want nil (the version is out)", err)
+		}
+		got := s.lastSnap()
+		if got.version == version {
+			if got.parent != prev {
+				t.Fatalf("latest snapshot v%d (parent %d), want parent %d", got.version, got.parent, prev)
+			}
+			break
+		}
+		if attempt == 4 {
+			t.Fatalf("the store revision moved under the prediction 5 times (latest v%d, predicted v%d)", got.version, version)
+		}
+		if err := os.RemoveAll(blocker); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if got := s.pub.LatestVersion(); got != version {
 		t.Fatalf("publisher latest v%d, want v%d", got, version)
