@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"io"
 	"net"
 	"net/http"
@@ -103,14 +104,25 @@ func (p *proc) kill(sig syscall.Signal) {
 }
 
 // freeAddr returns a 127.0.0.1 address that was free a moment ago.
+//
+// The port comes from below the kernel's ephemeral range (32768 and up
+// by default): the processes bind it only later, and a port from that
+// range could meanwhile go to any socket on the machine, e.g. an outgoing
+// connection of a test running in parallel (CI saw "address already in
+// use"). Below it, only explicit binds compete.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12768))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return addr
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free port in 20000-32767 after 100 tries")
+	return ""
 }
 
 // backend is a sample HTTP server that answers with its name.
