@@ -372,6 +372,20 @@ func (s *Server) startSnapshot() error {
 	same := cur.ContentHash() == snap.ContentHash()
 	s.builder.Recycle(cur.Bytes())
 	if !same {
+		if ver < rev {
+			// A version above ver may have been published and lost to a
+			// crash before its commit (recompute.go), built with health
+			// the tracker had not published yet then but restores now: a
+			// rebuild at rev could give that number other bytes and mark
+			// every edge holding it diverged. A revision of its own puts
+			// the rebuild above anything published.
+			s.wmu.Lock()
+			_, err := s.advanceRevision(s.health.Routing().Generation)
+			s.wmu.Unlock()
+			if err != nil {
+				return err
+			}
+		}
 		return s.build()
 	}
 	s.builtModel, s.clusters = s.model.revision, next
