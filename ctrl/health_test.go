@@ -224,25 +224,7 @@ func second[T any](_ T, err error) error { return err }
 // version still grows.
 func TestHealthOnlyChangeGetsItsOwnRevision(t *testing.T) {
 	dir := t.TempDir()
-	s := newIdleWith(t, dir, func(c *Config) { c.Health.MaxVersionsPerSecond = 1 })
-	hd := handler{s}
-	cx := context.Background()
-	c := cluster("api", "10.0.0.1:80", "10.0.0.2:80")
-	c.Health = &model.HealthCheck{UnhealthyThreshold: 1, HealthyThreshold: 1}
-	if _, err := hd.PutCluster(cx, c, nil); err != nil {
-		t.Fatal(err)
-	}
-	// The cluster write published (and fired the one-per-second gate).
-	drain(s.health.Changes())
-	if _, err := hd.ReportHealth(cx, admin.HealthReport{Cluster: "api", Endpoint: "10.0.0.1:80", State: admin.StateUnhealthy, Revision: 1}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := hd.PutRoute(cx, model.Route{ID: "r", Host: "*", Prefix: "/", Cluster: "api"}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.build(); err != nil {
-		t.Fatal(err)
-	}
+	s := buildWithHeldBackHealth(t, dir)
 	first := s.lastSnap().version
 	if first != s.store.Revision() {
 		t.Fatalf("build took version %d, store at %d", first, s.store.Revision())
@@ -437,24 +419,7 @@ func TestHealthOfClusterThatNoLongerValidates(t *testing.T) {
 // they diverged. The restart builds on a revision of its own instead.
 func TestLostVersionNotReusedWithOtherHealth(t *testing.T) {
 	dir := t.TempDir()
-	s := newIdleWith(t, dir, func(c *Config) { c.Health.MaxVersionsPerSecond = 1 })
-	hd := handler{s}
-	cx := context.Background()
-	c := cluster("api", "10.0.0.1:80", "10.0.0.2:80")
-	c.Health = &model.HealthCheck{UnhealthyThreshold: 1, HealthyThreshold: 1}
-	if _, err := hd.PutCluster(cx, c, nil); err != nil {
-		t.Fatal(err)
-	}
-	drain(s.health.Changes())
-	if _, err := hd.ReportHealth(cx, admin.HealthReport{Cluster: "api", Endpoint: "10.0.0.1:80", State: admin.StateUnhealthy, Revision: 1}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := hd.PutRoute(cx, model.Route{ID: "r", Host: "*", Prefix: "/", Cluster: "api"}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.build(); err != nil {
-		t.Fatal(err)
-	}
+	s := buildWithHeldBackHealth(t, dir)
 	lost := openLatest(t, s)
 	if endpointUnhealthy(t, lost, "api", "10.0.0.1:80") {
 		t.Skip("the publication cap did not hold the change back (a slow machine); nothing to test")
@@ -489,4 +454,33 @@ func TestLostVersionNotReusedWithOtherHealth(t *testing.T) {
 	if got.version < lost.Version() {
 		t.Fatalf("restart published v%d, below the lost v%d edges may hold", got.version, lost.Version())
 	}
+}
+
+// buildWithHeldBackHealth starts an idle ctrl in dir whose health cap is
+// one version a second, puts cluster "api" (health-checked, two endpoints),
+// reports 10.0.0.1:80 unhealthy right after the cluster's publication
+// fired the cap, puts a route and builds: the build carries the route
+// while the cap usually still holds the health change back.
+func buildWithHeldBackHealth(t *testing.T, dir string) *Server {
+	t.Helper()
+	s := newIdleWith(t, dir, func(c *Config) { c.Health.MaxVersionsPerSecond = 1 })
+	hd := handler{s}
+	cx := context.Background()
+	c := cluster("api", "10.0.0.1:80", "10.0.0.2:80")
+	c.Health = &model.HealthCheck{UnhealthyThreshold: 1, HealthyThreshold: 1}
+	if _, err := hd.PutCluster(cx, c, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The cluster write published (and fired the one-per-second gate).
+	drain(s.health.Changes())
+	if _, err := hd.ReportHealth(cx, admin.HealthReport{Cluster: "api", Endpoint: "10.0.0.1:80", State: admin.StateUnhealthy, Revision: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hd.PutRoute(cx, model.Route{ID: "r", Host: "*", Prefix: "/", Cluster: "api"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.build(); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
