@@ -184,7 +184,7 @@ func TestDerivedStateMatchesScratch(t *testing.T) {
 			if rng.IntN(2) == 0 {
 				c.Credentials.APIKeys = []model.APIKeyCredential{{ID: "k", Hash: model.HashAPIKey(c.ID + pick("key", 3))}}
 			}
-			_, err = hd.PutConsumer(cx, c, nil)
+			_, err = hd.PutConsumer(cx, c, nil, false)
 		case 12:
 			if rng.IntN(2) == 0 {
 				_, err = hd.DeleteConsumer(cx, pick("u", nConsumers), nil)

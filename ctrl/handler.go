@@ -120,8 +120,16 @@ func (h handler) DeleteCluster(_ context.Context, id string, expected *uint64) (
 	return deleteDoc(h.s, &clusters, id, expected)
 }
 
-func (h handler) PutConsumer(_ context.Context, c model.Consumer, expected *uint64) (admin.Result, error) {
-	return putDoc(h.s, &consumers, c, expected)
+func (h handler) PutConsumer(_ context.Context, c model.Consumer, expected *uint64, keepCredentials bool) (admin.Result, error) {
+	if !keepCredentials {
+		return putDoc(h.s, &consumers, c, expected)
+	}
+	return write(h.s, &consumers, c.ID, expected, func(stored *model.Consumer) (model.Consumer, error) {
+		if stored != nil {
+			c.Credentials = stored.Credentials
+		}
+		return c, nil
+	})
 }
 
 func (h handler) GetConsumer(_ context.Context, id string) (admin.Result, error) {

@@ -64,6 +64,14 @@ func TestConfigFileUnknownKey(t *testing.T) {
 // when ctrl cannot be reached.
 func TestUsageExitCodes(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "none.sock")
+	// A negative value is blamed on the config file only if it came from it.
+	emptyConfig, negativeConfig := filepath.Join(t.TempDir(), "empty.yaml"), filepath.Join(t.TempDir(), "negative.yaml")
+	if err := os.WriteFile(emptyConfig, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(negativeConfig, []byte("debounce: -2s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		args []string
 		code int
@@ -123,6 +131,8 @@ func TestUsageExitCodes(t *testing.T) {
 		// Negative durations and counts name the flag instead of falling
 		// back to the default (--listen "" makes a missed check fail fast).
 		{[]string{"ctrl", "--debounce", "-5ms"}, 2, "--debounce is -5ms: must not be negative"},
+		{[]string{"ctrl", "--config", emptyConfig, "--debounce", "-5ms"}, 2, "snapgate ctrl: --debounce is -5ms: must not be negative"},
+		{[]string{"ctrl", "--config", negativeConfig}, 2, "--debounce (config key debounce) is -2s: must not be negative"},
 		{[]string{"edge", "--listen", "", "--insecure-stream", "--header-timeout", "-1s"}, 2, "--header-timeout is -1s: must not be negative"},
 		{[]string{"edge", "--listen", "", "--insecure-stream", "--keep-snapshots", "-1"}, 2, "--keep-snapshots is -1"},
 		{[]string{"ctl", "--socket", missing, "edge"}, 2, "edge: missing verb (forget)"},

@@ -55,6 +55,8 @@ func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 // command line or the config file. The daemons would otherwise take their
 // default for it, as they do for 0, and a typo would go unnoticed.
 func nonNegative(fs *flag.FlagSet, fromFile bool) error {
+	onCommandLine := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		g, ok := f.Value.(flag.Getter)
@@ -72,7 +74,7 @@ func nonNegative(fs *flag.FlagSet, fromFile bool) error {
 		}
 		if neg {
 			name := "--" + f.Name
-			if fromFile {
+			if fromFile && !onCommandLine[f.Name] {
 				name += " (config key " + strings.ReplaceAll(f.Name, "-", "_") + ")"
 			}
 			err = fmt.Errorf("%s is %s: must not be negative (0 takes the default)", name, f.Value)

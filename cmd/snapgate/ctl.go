@@ -70,9 +70,6 @@ type ctlGlobals struct {
 	socket  string
 	output  string
 	timeout time.Duration
-	// complete, when a command sets it, finishes the request from what
-	// ctrl stores before it is sent (see keepStored).
-	complete func(ctx context.Context, cl *admin.Client, req *admin.Request) error
 }
 
 // register adds the global flags to fs, bound to g so that a later parse (the
@@ -129,12 +126,6 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer cl.Close()
-	if g.complete != nil {
-		if err := g.complete(ctx, cl, &req); err != nil {
-			fmt.Fprintln(stderr, "snapgate ctl:", err)
-			return 1
-		}
-	}
 	reply, err := cl.Call(ctx, req)
 	if err != nil {
 		fmt.Fprintf(stderr, "snapgate ctl: %v%s\n", err, callHint(err, req, g.timeout))
@@ -207,9 +198,6 @@ type noun struct {
 	docFlags func(fs *flag.FlagSet) func(req *admin.Request, id string)
 	// decode strictly decodes put -f's document into the request.
 	decode func(data []byte, req *admin.Request) error
-	// keep copies from the stored document into a put made from flags what
-	// the flags cannot express; nil: such a put replaces the whole document.
-	keep func(stored admin.Result, req *admin.Request)
 	// verbs are the noun's commands beyond put, get, list and delete.
 	verbs map[string]func(req *admin.Request, args []string, g *ctlGlobals, stderr io.Writer) (admin.Request, error)
 }
@@ -221,12 +209,7 @@ var nouns = map[string]noun{
 		decode: into(model.DecodeCluster, func(r *admin.Request, d *model.Cluster) { r.Cluster = d })},
 	"consumer": {kind: model.KindConsumer, docFlags: consumerFlags,
 		decode: into(model.DecodeConsumer, func(r *admin.Request, d *model.Consumer) { r.Consumer = d }),
-		keep: func(stored admin.Result, req *admin.Request) {
-			if stored.Consumer != nil {
-				req.Consumer.Credentials = stored.Consumer.Credentials
-			}
-		},
-		verbs: map[string]func(*admin.Request, []string, *ctlGlobals, io.Writer) (admin.Request, error){"add-key": addKeyRequest, "remove-key": removeKeyRequest, "set-password": setPasswordRequest}},
+		verbs:  map[string]func(*admin.Request, []string, *ctlGlobals, io.Writer) (admin.Request, error){"add-key": addKeyRequest, "remove-key": removeKeyRequest, "set-password": setPasswordRequest}},
 	"issuer": {kind: model.KindJWTIssuer,
 		decode: into(model.DecodeJWTIssuer, func(r *admin.Request, d *model.JWTIssuer) { r.JWTIssuer = d })},
 	"policy": {kind: model.KindPolicy,
@@ -466,11 +449,6 @@ func putRequest(req admin.Request, name string, n noun, args []string, g *ctlGlo
 			return req, usagef("%s put: -f FILE is required: the document is JSON (docs/auth.md)", name)
 		}
 		build(&req, *id)
-		if n.keep != nil && *id != "" {
-			g.complete = func(ctx context.Context, cl *admin.Client, req *admin.Request) error {
-				return keepStored(ctx, cl, n, *id, req)
-			}
-		}
 		return req, nil
 	}
 	set := 0
@@ -490,34 +468,6 @@ func putRequest(req admin.Request, name string, n noun, args []string, g *ctlGlo
 		return req, fmt.Errorf("%s: %w", *file, err)
 	}
 	return req, nil
-}
-
-// keepStored completes a put made from flags with what the stored document
-// has and the flags cannot say (a consumer's credentials: its API keys are
-// shown once and cannot be put back). Without --expected-version the put
-// is made conditional on the version read, so a change in between is a
-// conflict rather than lost.
-func keepStored(ctx context.Context, cl *admin.Client, n noun, id string, req *admin.Request) error {
-	rep, err := cl.Call(ctx, admin.Request{Cmd: n.kind + ".get", ID: id})
-	if err != nil {
-		return err
-	}
-	var version uint64 // 0: must not exist yet
-	switch {
-	case rep.OK:
-		var stored admin.Result
-		if err := json.Unmarshal(rep.Result, &stored); err != nil {
-			return fmt.Errorf("ctrl sent a malformed %s: %w", nounOf(n.kind), err)
-		}
-		n.keep(stored, req)
-		version = stored.Version
-	case rep.Error == nil || rep.Error.Code != admin.CodeNotFound:
-		return fmt.Errorf("reading the stored %s %q: %v", nounOf(n.kind), id, rep.Error)
-	}
-	if req.ExpectedVersion == nil {
-		req.ExpectedVersion = &version
-	}
-	return nil
 }
 
 func routeFlags(fs *flag.FlagSet) func(*admin.Request, string) {
@@ -548,12 +498,15 @@ func clusterFlags(fs *flag.FlagSet) func(*admin.Request, string) {
 }
 
 // consumerFlags make a consumer's groups; its credentials are managed by
-// add-key, remove-key and set-password, and a put from flags keeps them.
+// add-key, remove-key and set-password, and a put from flags keeps them:
+// ctrl copies the stored ones as it writes, so no change made since ctl
+// could have read them is undone.
 func consumerFlags(fs *flag.FlagSet) func(*admin.Request, string) {
 	var groups multiFlag
 	fs.Var(&groups, "group", "group the consumer belongs to, for policy ACLs (repeat for several)")
 	return func(req *admin.Request, id string) {
 		req.Consumer = &model.Consumer{ID: id, Groups: groups}
+		req.KeepCredentials = true
 	}
 }
 

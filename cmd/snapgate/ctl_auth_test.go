@@ -3,14 +3,17 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/snapgate/snapgate/ctrl/admin"
+	"github.com/snapgate/snapgate/ctrl/model"
 )
 
 // ctlWithStdin runs 'snapgate ctl' with stdin and returns its exit code
@@ -110,7 +113,7 @@ func TestCtlAuthCommands(t *testing.T) {
 	g.wantCtl(1, `has no API key "key-1"`, "consumer", "remove-key", "alice", "key-1")
 
 	// A put from flags sets the groups and keeps the credentials (a lost
-	// API key cannot be put back); it is conditional on the version it read.
+	// API key cannot be put back).
 	g.wantCtl(0, `consumer "alice" stored: version 6`, "consumer", "put", "--id", "alice", "--group", "admin")
 	out = g.wantCtl(0, "api_key laptop", "consumer", "get", "alice")
 	if !strings.Contains(out, "basic") || !strings.Contains(out, "admin") || strings.Contains(out, "staff") {
@@ -161,5 +164,54 @@ func TestReadPassword(t *testing.T) {
 		if got != c.want || (c.err == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), c.err) {
 			t.Errorf("readPassword(%.20q) = %q, %v; want %q, %q", c.in, got, err, c.want, c.err)
 		}
+	}
+}
+
+// TestCtlConsumerPutKeepsCurrentCredentials: the credentials a put from
+// flags keeps are the ones stored when ctrl writes it. Here the consumer is
+// revoked (deleted) and created again, with a new key, after ctl built its
+// put; the version restarts, so a put conditional on a version read before
+// would have brought back the revoked key and dropped the new one.
+func TestCtlConsumerPutKeepsCurrentCredentials(t *testing.T) {
+	g := newGateway(t)
+	g.startCtrl()
+	g.mustCtl("consumer", "put", "--id", "alice")
+	g.mustCtl("consumer", "add-key", "alice", "--id", "revoked")
+
+	var globals ctlGlobals
+	req, err := ctlRequest([]string{"consumer", "put", "--id", "alice", "--group", "staff"}, &globals, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.mustCtl("consumer", "delete", "alice")
+	g.mustCtl("consumer", "put", "--id", "alice")
+	g.mustCtl("consumer", "add-key", "alice", "--id", "fresh")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := admin.DialContext(ctx, g.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if rep, err := cl.Call(ctx, req); err != nil || !rep.OK {
+		t.Fatalf("the put built before the re-create: %+v, %v", rep, err)
+	}
+	got, err := cl.GetConsumer(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := got.Consumer.Credentials.APIKeys
+	if len(keys) != 1 || keys[0].ID != "fresh" || !slices.Equal(got.Consumer.Groups, []string{"staff"}) {
+		t.Fatalf("alice after the put: groups %v, keys %+v; want [staff] and the key \"fresh\" alone", got.Consumer.Groups, keys)
+	}
+
+	// A new consumer gets no credentials; credentials sent along with
+	// keep_credentials are refused, not merged.
+	g.wantCtl(0, `consumer "bob" stored: version 1`, "consumer", "put", "--id", "bob", "--group", "staff")
+	_, err = cl.Call(ctx, admin.Request{Cmd: admin.CmdConsumerPut, KeepCredentials: true, Consumer: &model.Consumer{ID: "bob",
+		Credentials: model.Credentials{APIKeys: []model.APIKeyCredential{{ID: "k", Hash: model.HashAPIKey("sg_x")}}}}})
+	if ae, ok := err.(*admin.Error); !ok || ae.Code != admin.CodeBadRequest || ae.Field != "consumer.credentials" {
+		t.Fatalf("keep_credentials with credentials: %v; want bad_request on consumer.credentials", err)
 	}
 }

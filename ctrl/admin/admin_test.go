@@ -279,6 +279,8 @@ func TestBadRequestsKeepConnection(t *testing.T) {
 		{`{"cmd":"edge.forget","node_id":"e\u00e9"}`, CodeBadRequest, "node_id", "not a valid node id"},
 		{`{"cmd":"status","node_id":"e1"}`, CodeBadRequest, "node_id", "not used by status"},
 		{`{"cmd":"edge.forget","node_id":"Edge-9"}`, CodeNotFound, "node_id", `no edge "Edge-9"`},
+		{`{"cmd":"consumer.delete","id":"a","keep_credentials":true}`, CodeBadRequest, "keep_credentials", "not used by consumer.delete"},
+		{`{"cmd":"consumer.put","consumer":{"id":"a","credentials":{"jwt":[{"issuer":"i"}]}},"keep_credentials":true}`, CodeBadRequest, "consumer.credentials", "must be empty with keep_credentials"},
 		{`{"cmd":"consumer.get","id":"a"}`, CodeInternal, "", "see the ctrl log"},
 		{`{"cmd":"cluster.put","cluster":{"id":"c","endpoints":[]}}`, CodeInternal, "", "see the ctrl log"},
 	}
@@ -452,6 +454,7 @@ func FuzzRequest(f *testing.F) {
 		`{"cmd":"health.report","report":{"cluster":"api","endpoint":"[::1]:80","state":"healthy","revision":18446744073709551615}}`,
 		`{"cmd":"health.status"}`, `{"cmd":"health.status","id":"api"}`,
 		`{"cmd":"health.explain","endpoint":"10.0.0.1:80"}`, `{"cmd":"health.explain","id":"api","endpoint":"10.0.0.1:80"}`,
+		`{"cmd":"consumer.put","consumer":{"id":"a","groups":["g"]},"keep_credentials":true}`,
 		`{"cmd":"edge.forget","node_id":"Edge-1:eu/west"}`, `{"cmd":"edge.forget","node_id":"e 1"}`,
 	} {
 		f.Add([]byte(s))

@@ -90,6 +90,12 @@ type Request struct {
 	Username        string  `json:"username,omitempty"`
 	PasswordHash    string  `json:"password_hash,omitempty"`
 	ExpectedVersion *uint64 `json:"expected_version,omitempty"`
+	// KeepCredentials makes consumer.put keep the stored consumer's
+	// credentials (none for a new one) in place of the request's, which
+	// must be empty. ctrl copies them under its write lock: a put that read
+	// them first could restore revoked keys after a delete and re-create,
+	// which restarts the version.
+	KeepCredentials bool `json:"keep_credentials,omitempty"`
 	// Report is health.report's observation.
 	Report *HealthReport `json:"report,omitempty"`
 	// Endpoint is the address health.explain explains (host:port).

@@ -26,6 +26,7 @@ const (
 	argReport
 	argEndpoint
 	argNodeID
+	argKeepCredentials
 )
 
 // members lists the arguments in the order CheckRequest reports them, with
@@ -48,6 +49,7 @@ var members = []struct {
 	{argReport, "report", func(r *Request) bool { return r.Report != nil }},
 	{argEndpoint, "endpoint", func(r *Request) bool { return r.Endpoint != "" }},
 	{argNodeID, "node_id", func(r *Request) bool { return r.NodeID != "" }},
+	{argKeepCredentials, "keep_credentials", func(r *Request) bool { return r.KeepCredentials }},
 }
 
 // shape is what one command takes: required and optional arguments.
@@ -65,7 +67,7 @@ var commands = map[string]shape{
 	CmdClusterGet:          {required: argID},
 	CmdClusterList:         {},
 	CmdClusterDelete:       {required: argID, optional: argExpected},
-	CmdConsumerPut:         {required: argConsumer, optional: argExpected},
+	CmdConsumerPut:         {required: argConsumer, optional: argExpected | argKeepCredentials},
 	CmdConsumerGet:         {required: argID},
 	CmdConsumerList:        {},
 	CmdConsumerDelete:      {required: argID, optional: argExpected},
@@ -139,6 +141,11 @@ func CheckRequest(req Request) *Error {
 	}
 	if req.NodeID != "" && wire.ValidNodeID(req.NodeID) != nil {
 		return Errorf(CodeBadRequest, "node_id", "%.40q is not a valid node id: an edge's --node-id is 1 to %d bytes of visible ASCII", req.NodeID, wire.MaxNodeID)
+	}
+	if req.KeepCredentials {
+		if c := req.Consumer.Credentials; len(c.APIKeys)+len(c.JWT)+len(c.Basic) > 0 {
+			return Errorf(CodeBadRequest, "consumer.credentials", "must be empty with keep_credentials, which keeps the stored ones")
+		}
 	}
 	if r := req.Report; r != nil {
 		return r.check()

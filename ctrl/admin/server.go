@@ -33,7 +33,9 @@ type Handler interface {
 	ListClusters(ctx context.Context) (List, error)
 	DeleteCluster(ctx context.Context, id string, expected *uint64) (Result, error)
 
-	PutConsumer(ctx context.Context, c model.Consumer, expected *uint64) (Result, error)
+	// PutConsumer with keepCredentials takes the stored consumer's
+	// credentials (Request.KeepCredentials).
+	PutConsumer(ctx context.Context, c model.Consumer, expected *uint64, keepCredentials bool) (Result, error)
 	GetConsumer(ctx context.Context, id string) (Result, error)
 	ListConsumers(ctx context.Context) (List, error)
 	DeleteConsumer(ctx context.Context, id string, expected *uint64) (Result, error)
@@ -436,7 +438,7 @@ func (s *Server) dispatch(req Request) (res any, err error) {
 	case CmdClusterDelete:
 		return h.DeleteCluster(ctx, req.ID, req.ExpectedVersion)
 	case CmdConsumerPut:
-		return h.PutConsumer(ctx, *req.Consumer, req.ExpectedVersion)
+		return h.PutConsumer(ctx, *req.Consumer, req.ExpectedVersion, req.KeepCredentials)
 	case CmdConsumerGet:
 		return h.GetConsumer(ctx, req.ID)
 	case CmdConsumerList:
