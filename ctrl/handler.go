@@ -246,28 +246,17 @@ func (s *Server) edgeReply(e publish.EdgeStatus, latest uint64) admin.EdgeStatus
 // status.
 func (h handler) ForgetEdge(_ context.Context, nodeID string) (admin.EdgeStatus, error) {
 	s := h.s
-	reply := s.edgeReply(s.edgeStatus(nodeID), s.pub.LatestVersion())
-	err := s.pub.Forget(nodeID)
+	// The entry as Forget found it: a status read before or after could
+	// describe another connection of the same node id.
+	e, err := s.pub.Forget(nodeID)
 	switch {
 	case errors.Is(err, publish.ErrUnknownEdge):
 		return admin.EdgeStatus{}, admin.Errorf(admin.CodeNotFound, "node_id", "no edge %q is listed (ctl status lists every edge ctrl knows)", nodeID)
 	case errors.Is(err, publish.ErrEdgeConnected):
-		// Read again: the edge may have connected since reply was taken.
-		e := s.edgeStatus(nodeID)
 		return admin.EdgeStatus{}, admin.Errorf(admin.CodeConflict, "node_id", "edge %q is connected from %s since %s; stop it first (a connected edge would be listed again at once)",
 			nodeID, e.RemoteAddr, e.ConnectedSince.Format(time.RFC3339))
 	case err != nil:
 		return admin.EdgeStatus{}, err
 	}
-	return reply, nil
-}
-
-// edgeStatus returns the publisher's entry for nodeID, zero if it has none.
-func (s *Server) edgeStatus(nodeID string) publish.EdgeStatus {
-	for _, e := range s.pub.Status() {
-		if e.NodeID == nodeID {
-			return e
-		}
-	}
-	return publish.EdgeStatus{}
+	return s.edgeReply(e, s.pub.LatestVersion()), nil
 }

@@ -112,20 +112,20 @@ func (s *Server) pokeSaver() {
 	}
 }
 
-// Forget removes a disconnected edge from Status and reports it to
-// OnEdgeChange with a nil record. It returns an error wrapping
-// ErrUnknownEdge or ErrEdgeConnected (a connected edge would be listed
-// again at its next frame; stop it first). An edge that connects later is
-// listed again as new.
-func (s *Server) Forget(nodeID string) error {
+// Forget removes a disconnected edge from Status, reports it to
+// OnEdgeChange with a nil record, and returns its last status. It returns
+// an error wrapping ErrUnknownEdge, or ErrEdgeConnected with the connected
+// edge's status (a connected edge would be listed again at its next frame;
+// stop it first). An edge that connects later is listed again as new.
+func (s *Server) Forget(nodeID string) (EdgeStatus, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.edges[nodeID]
 	switch {
 	case e == nil:
-		return fmt.Errorf("publish: forget %q: %w", nodeID, ErrUnknownEdge)
+		return EdgeStatus{}, fmt.Errorf("publish: forget %q: %w", nodeID, ErrUnknownEdge)
 	case e.Connected:
-		return fmt.Errorf("publish: forget %q: %w (from %s since %s); stop it first",
+		return e.EdgeStatus, fmt.Errorf("publish: forget %q: %w (from %s since %s); stop it first",
 			nodeID, ErrEdgeConnected, e.RemoteAddr, e.ConnectedSince.Format(time.RFC3339))
 	}
 	delete(s.edges, nodeID)
@@ -134,7 +134,7 @@ func (s *Server) Forget(nodeID string) error {
 		s.pokeSaver()
 	}
 	s.log.Info("publish: forgot edge", "node", nodeID)
-	return nil
+	return e.EdgeStatus, nil
 }
 
 // saveLoop feeds OnEdgeChange until Close, then hands it every pending

@@ -161,20 +161,21 @@ func TestForget(t *testing.T) {
 		c.OnEdgeChange = h.hook
 		c.SaveInterval = time.Hour
 	})
-	if err := s.Forget("nobody"); !errors.Is(err, ErrUnknownEdge) {
+	if _, err := s.Forget("nobody"); !errors.Is(err, ErrUnknownEdge) {
 		t.Fatalf("Forget of an unknown edge: %v", err)
 	}
 	c, _, w := dial(t, addr, "e1", 0)
 	waitFor(t, "e1 listed", func() bool { e, _ := statusOf(s, "e1"); return e.Connected })
-	if err := s.Forget("e1"); !errors.Is(err, ErrEdgeConnected) || !strings.Contains(err.Error(), c.LocalAddr().String()) {
-		t.Fatalf("Forget of a connected edge: %v", err)
+	if e, err := s.Forget("e1"); !errors.Is(err, ErrEdgeConnected) || !strings.Contains(err.Error(), c.LocalAddr().String()) || e.RemoteAddr != c.LocalAddr().String() {
+		t.Fatalf("Forget of a connected edge: %v (status %+v)", err, e)
 	}
 	w.WriteFrame(wire.TypeNack, wire.AppendNack(nil, wire.Nack{Version: 1, Reason: "apply: test"}))
 	c.Close()
 	waitFor(t, "e1 disconnected", func() bool { e, _ := statusOf(s, "e1"); return !e.Connected })
 	for _, id := range []string{"e1", "old"} {
-		if err := s.Forget(id); err != nil {
-			t.Fatalf("Forget(%s): %v", id, err)
+		e, err := s.Forget(id)
+		if err != nil || e.NodeID != id || e.Connected {
+			t.Fatalf("Forget(%s) = %+v, %v; want its last status, disconnected", id, e, err)
 		}
 	}
 	if st := s.Status(); len(st) != 0 {
@@ -197,7 +198,7 @@ func TestForget(t *testing.T) {
 func TestForgetWithoutHook(t *testing.T) {
 	s := New(Config{Logger: slog.New(slog.DiscardHandler), Edges: []EdgeRecord{{NodeID: "a"}, {NodeID: "b"}}})
 	defer s.Close()
-	if err := s.Forget("a"); err != nil {
+	if _, err := s.Forget("a"); err != nil {
 		t.Fatal(err)
 	}
 	if st := s.Status(); len(st) != 1 || st[0].NodeID != "b" {
