@@ -52,7 +52,7 @@ func TestStageCommitAbort(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Stage copied the bytes: the caller may reuse its buffer.
-	copy(data, "xxxxxx")
+	copy(data, "reused")
 	ents, _ := os.ReadDir(dir)
 	if len(ents) != 1 || !strings.HasPrefix(ents[0].Name(), "snap-") || !strings.HasSuffix(ents[0].Name(), ".tmp") {
 		t.Fatalf("after Stage the directory holds %v, want one snap-*.tmp", ents)
