@@ -106,8 +106,16 @@ func updateDoc[T any](s *Server, k *kind[T], id string, expected *uint64, change
 // write is every put: under the writer lock, next derives the document
 // from the stored one (nil if none), then come validation, the rules across
 // documents and expected_version, and only then the commit, so a rejected
-// write changes nothing.
+// write changes nothing. The reply waits for the fsync outside the lock.
 func write[T any](s *Server, k *kind[T], id string, expected *uint64, next func(stored *T) (T, error)) (admin.Result, error) {
+	r, err := writeLocked(s, k, id, expected, next)
+	if err != nil {
+		return admin.Result{}, err
+	}
+	return r, s.durable(k.name, id, r.Revision)
+}
+
+func writeLocked[T any](s *Server, k *kind[T], id string, expected *uint64, next func(stored *T) (T, error)) (admin.Result, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	// The model only changes under wmu, so reading it without mu is safe here.
@@ -163,6 +171,14 @@ func write[T any](s *Server, k *kind[T], id string, expected *uint64, next func(
 
 // deleteDoc deletes a document nothing refers to.
 func deleteDoc[T any](s *Server, k *kind[T], id string, expected *uint64) (admin.Result, error) {
+	r, err := deleteLocked(s, k, id, expected)
+	if err != nil {
+		return admin.Result{}, err
+	}
+	return r, s.durable(k.name, id, r.Revision)
+}
+
+func deleteLocked[T any](s *Server, k *kind[T], id string, expected *uint64) (admin.Result, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	m := &s.model

@@ -45,13 +45,18 @@ func invalid(err error) *admin.Error {
 	return ae
 }
 
-// commit makes document changes durable in the store as one revision, then
-// applies them to the in-memory model (update gets the stored documents, in
-// the order of muts, and the new revision) and pokes the recompute loop.
-// The caller holds s.wmu, so the model cannot move between its checks and
-// this write.
+// commit stores document changes as one revision, then applies them to the
+// in-memory model (update gets the stored documents, in the order of muts,
+// and the new revision) and pokes the recompute loop. The caller holds
+// s.wmu, so the model cannot move between its checks and this write.
+//
+// The revision is not fsynced yet: holding wmu across an fsync would give
+// every write its own (~1-8 ms each, one at a time). A writer acknowledges
+// only after durable, outside wmu, where concurrent writers share one
+// fsync; the recompute loop syncs before it builds, so no edge ever holds a
+// revision the store could lose.
 func (s *Server) commit(muts []store.Mutation, update func(docs []store.Doc, rev uint64)) error {
-	rev, docs, err := s.store.Apply(muts...)
+	rev, docs, err := s.store.ApplyNoSync(muts...)
 	if err != nil {
 		return storeError(muts[0].Kind, muts[0].ID, err)
 	}
@@ -60,6 +65,16 @@ func (s *Server) commit(muts []store.Mutation, update func(docs []store.Doc, rev
 	s.model.revision = rev
 	s.mu.Unlock()
 	s.notify()
+	return nil
+}
+
+// durable waits until revision rev of a write to kind/id is on disk. The
+// write is in the model already, so a failed sync cannot be undone: the
+// reply says it may not survive a restart.
+func (s *Server) durable(kind, id string, rev uint64) error {
+	if err := s.store.Sync(); err != nil {
+		return fmt.Errorf("storing %s %q: revision %d is applied but may not survive a restart: %w", kind, id, rev, err)
+	}
 	return nil
 }
 

@@ -154,6 +154,12 @@ func (s *Server) build() error {
 	committed := s.pendingSince.Swap(0)
 	s.wmu.Unlock()
 
+	// Writers commit without an fsync (commit): everything st holds must be
+	// durable before any of it reaches an edge.
+	if err := s.store.Sync(); err != nil {
+		s.restorePending(committed)
+		return fmt.Errorf("ctrl: making revision %d durable before building it: %w", version, err)
+	}
 	start := time.Now()
 	// Same bytes as fbs.Build(st), re-encoding only the changed shards, and
 	// verified as fbs.Open would, walking only those shards.

@@ -47,7 +47,8 @@ func TestMain(m *testing.M) {
 // never touched again, so after a crash its presence and revision are exact
 // checks. Writer 0 also bumps a shared counter by CAS in the same Apply;
 // writer 1 puts a metadata entry (not fsynced) before each of its Applies,
-// which the Apply's fsync makes durable.
+// which the Apply's fsync makes durable; writer 2 uses ApplyNoSync and
+// acknowledges after a Sync, as ctrl does.
 func runCrashChild(dir string) int {
 	s, err := OpenPebble(dir, Options{Logger: quietLogger()})
 	if err != nil {
@@ -74,7 +75,16 @@ func runCrashChild(dir string) int {
 				if w == 0 {
 					muts = append(muts, put("counter", "c", strconv.Itoa(n), ver(counter)))
 				}
-				rev, _, err := s.Apply(muts...)
+				apply := s.Apply
+				if w == 2 {
+					// ctrl's pattern: commit, then a Sync outside any lock
+					// before the acknowledgement.
+					apply = s.ApplyNoSync
+				}
+				rev, _, err := apply(muts...)
+				if err == nil && w == 2 {
+					err = s.Sync()
+				}
 				if err != nil {
 					fmt.Fprintln(os.Stderr, "child apply:", err)
 					return

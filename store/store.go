@@ -7,7 +7,8 @@
 // Every document has a per-object Version (1 on create, +1 on every put) used
 // for compare-and-swap, and carries the global Revision of the commit that
 // wrote it. Each successful Apply produces exactly one new Revision, and the
-// whole Apply is durable (fsynced) before it returns.
+// whole Apply is durable (fsynced) before it returns; ApplyNoSync leaves the
+// fsync to a later Sync, so that concurrent writers can share it.
 //
 // Beside the documents the store holds a small side table of metadata
 // (PutMeta and friends) for operational records such as the last known
@@ -90,6 +91,18 @@ type Store interface {
 	// returns an error wrapping ErrNotFound. For puts the returned Doc is the
 	// new version; for deletes it has Version 0 and the new Revision.
 	Apply(muts ...Mutation) (rev uint64, docs []Doc, err error)
+	// ApplyNoSync is Apply returning before the revision is durable. The
+	// revision is committed in order: Get, List, Load, Revision and later
+	// Applies see it at once, and it becomes durable with the next Sync
+	// (or Apply, or snapshot commit). A crash before that loses it and
+	// every revision after it, never a revision without those before it.
+	// A caller acknowledges the write only after a Sync that started after
+	// ApplyNoSync returned; meanwhile it need hold no lock, which lets
+	// concurrent writers share one fsync.
+	ApplyNoSync(muts ...Mutation) (rev uint64, docs []Doc, err error)
+	// Sync makes every revision committed so far durable. Concurrent
+	// calls share fsyncs.
+	Sync() error
 	// Get returns one document or an error wrapping ErrNotFound.
 	Get(kind, id string) (Doc, error)
 	// List returns every document of one kind, sorted by ID.
