@@ -27,7 +27,7 @@ type Request struct {
 	ContentLength int64 // -1 when absent
 	Chunked       bool  // Transfer-Encoding present with chunked as final coding
 	KeepAlive     bool
-	Expect100     bool
+	Expect100     bool // Expect: 100-continue from an HTTP/1.1 client
 	Upgrade       bool // an Upgrade field was present (the proxy strips it)
 	// Connection is the Connection field value (nil when absent); the proxy
 	// removes the fields it names (RFC 9110 §7.6.1).
@@ -147,7 +147,9 @@ func ParseRequest(buf []byte, req *Request, lim Limits) (n int, err error) {
 				if !EqualFold(value, "100-continue") {
 					return 0, errExpectation
 				}
-				req.Expect100 = true
+				// RFC 9110 §10.1.1: an HTTP/1.0 client knows no 1xx, so
+				// its 100-continue is ignored.
+				req.Expect100 = req.Minor == 1
 			}
 		case 7:
 			if EqualFold(name, "upgrade") {

@@ -55,6 +55,14 @@ func TestParseRequestAccepts(t *testing.T) {
 	}
 }
 
+// RFC 9110 §10.1.1: an HTTP/1.0 client's 100-continue is ignored.
+func TestParseRequestExpectHTTP10(t *testing.T) {
+	r, _, err := parseReq(t, "PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+	if err != nil || r.Expect100 {
+		t.Fatalf("err=%v Expect100=%v", err, r.Expect100)
+	}
+}
+
 func TestParseRequestFraming(t *testing.T) {
 	tests := []struct {
 		name, raw string

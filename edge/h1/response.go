@@ -20,6 +20,7 @@ type Response struct {
 	NumHeaders int
 
 	ContentLength int64 // -1 when absent
+	TransferCoded bool  // a Transfer-Encoding field was present
 	Body          BodyKind
 	KeepAlive     bool   // the upstream allows reusing the connection
 	Connection    []byte // the Connection field value, nil when absent
@@ -35,7 +36,7 @@ func (r *Response) Fields() []Header { return r.Headers[:r.NumHeaders] }
 func ParseResponse(buf []byte, resp *Response, reqMethod []byte) (n int, err error) {
 	// Field-wise reset: assigning a fresh Response would copy the 6 KiB header array.
 	resp.Minor, resp.Status, resp.Reason, resp.NumHeaders = 0, 0, nil, 0
-	resp.ContentLength, resp.Body, resp.KeepAlive, resp.Connection = -1, BodyNone, false, nil
+	resp.ContentLength, resp.TransferCoded, resp.Body, resp.KeepAlive, resp.Connection = -1, false, BodyNone, false, nil
 	off, more, e := skipEmptyLines(buf)
 	if e != nil {
 		return 0, errStatusLine
@@ -141,6 +142,7 @@ func ParseResponse(buf []byte, resp *Response, reqMethod []byte) (n int, err err
 		}
 	}
 
+	resp.TransferCoded = teSeen
 	if resp.Minor == 1 {
 		resp.KeepAlive = !connClose
 	} else {

@@ -1,6 +1,9 @@
 package h1
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestParseResponse(t *testing.T) {
 	tests := []struct {
@@ -34,6 +37,9 @@ func TestParseResponse(t *testing.T) {
 			}
 			if r.Body != tc.body || r.ContentLength != tc.cl || r.KeepAlive != tc.keepAlive || r.Status != tc.status {
 				t.Fatalf("body=%d cl=%d ka=%v status=%d", r.Body, r.ContentLength, r.KeepAlive, r.Status)
+			}
+			if coded := strings.Contains(tc.raw, "Transfer-Encoding"); r.TransferCoded != coded {
+				t.Fatalf("TransferCoded=%v, want %v", r.TransferCoded, coded)
 			}
 		})
 	}

@@ -45,15 +45,15 @@ func namedByConnection(conn, name []byte) bool {
 }
 
 func protectedField(name []byte) bool {
-	switch len(name) {
-	case 4:
-		return h1.EqualFold(name, "host")
-	case 14:
-		return h1.EqualFold(name, "content-length")
-	case 17:
-		return h1.EqualFold(name, "transfer-encoding")
-	}
-	return false
+	return (len(name) == 4 && h1.EqualFold(name, "host")) || isContentLength(name) || isTransferEncoding(name)
+}
+
+func isContentLength(name []byte) bool {
+	return len(name) == 14 && h1.EqualFold(name, "content-length")
+}
+
+func isTransferEncoding(name []byte) bool {
+	return len(name) == 17 && h1.EqualFold(name, "transfer-encoding")
 }
 
 func equalFoldBytes(a, b []byte) bool {
@@ -94,6 +94,11 @@ func setByProxy(name []byte) bool {
 
 func isXFF(name []byte) bool { return len(name) == 15 && h1.EqualFold(name, "x-forwarded-for") }
 
+// forwardsField reports whether a client field goes upstream as received.
+func forwardsField(st *connState, name []byte) bool {
+	return !hopByHop(name) && !setByProxy(name) && !namedByConnection(st.req.Connection, name) && !st.pol.stripsField(name)
+}
+
 // appendRequestHead appends the upstream request head to w: the request line in
 // origin-form with the normalised (and possibly rewritten) path, so the
 // backend sees the path routing saw; the end-to-end fields;
@@ -115,10 +120,13 @@ func appendRequestHead(st *connState, w []byte) []byte {
 		w = append(w, " HTTP/1.1\r\n"...)
 	}
 
+	// The client IP goes behind the last X-Forwarded-For that is itself
+	// forwarded: one the client named in Connection is dropped, and the
+	// edge's own entry must not be dropped with it.
 	lastXFF := -1
 	fields := req.Fields()
 	for i := range fields {
-		if isXFF(fields[i].Name) {
+		if isXFF(fields[i].Name) && forwardsField(st, fields[i].Name) {
 			lastXFF = i
 		}
 	}
@@ -128,7 +136,7 @@ func appendRequestHead(st *connState, w []byte) []byte {
 		if st.upgrade && upgrade == nil && len(f.Name) == 7 && h1.EqualFold(f.Name, "upgrade") {
 			upgrade = f.Value
 		}
-		if hopByHop(f.Name) || setByProxy(f.Name) || namedByConnection(req.Connection, f.Name) || st.pol.stripsField(f.Name) {
+		if !forwardsField(st, f.Name) {
 			continue
 		}
 		if len(f.Name) == 4 && h1.EqualFold(f.Name, "host") {
@@ -181,6 +189,19 @@ func appendRequestHead(st *connState, w []byte) []byte {
 	return w
 }
 
+// upgradesToH2C reports an upgrade to cleartext HTTP/2, which is not
+// passed on: after the 101 the backend would serve HTTP/2 requests for any
+// path on the tunnel, past the routing and policy this edge applied to the
+// first request ("h2c smuggling"); RFC 9113 §3.1 deprecates that upgrade
+// anyway. The request itself goes upstream without Upgrade. Only the first
+// Upgrade field counts: it is the one forwarded.
+func upgradesToH2C(st *connState) bool {
+	v, _ := st.Header(upgradeName)
+	return h1.HasToken(v, "h2c")
+}
+
+var upgradeName = []byte("upgrade")
+
 // writeResponseHead relays the upstream response head to the client
 // without hop-by-hop fields, adding our own Connection field and the
 // request id (replacing the upstream's, so the client sees one id). A 101
@@ -192,12 +213,20 @@ func (s *Server) writeResponseHead(st *connState, w netpoll.Writer, closeClient,
 	w.WriteByte(' ')
 	w.WriteBinary(resp.Reason)
 	w.WriteString("\r\n")
+	// RFC 9110 §8.6 and RFC 9112 §6.1: no Content-Length or
+	// Transfer-Encoding on a 1xx or 204, and no Transfer-Encoding to an
+	// HTTP/1.0 client (only bodiless responses carrying one get here). A
+	// backend that sends them anyway must not make a downstream parser wait
+	// for a body that never comes.
+	noLength := resp.Status < 200 || resp.Status == 204
+	noCoding := noLength || st.req.Minor == 0
 	var upgrade []byte
 	for _, f := range resp.Fields() {
 		if resp.Status == 101 && upgrade == nil && len(f.Name) == 7 && h1.EqualFold(f.Name, "upgrade") {
 			upgrade = f.Value
 		}
-		if hopByHop(f.Name) || isRequestID(f.Name) || isStalenessField(f.Name) || namedByConnection(resp.Connection, f.Name) {
+		if hopByHop(f.Name) || isRequestID(f.Name) || isStalenessField(f.Name) || namedByConnection(resp.Connection, f.Name) ||
+			(noLength && isContentLength(f.Name)) || (noCoding && isTransferEncoding(f.Name)) {
 			continue
 		}
 		w.WriteBinary(f.Name)

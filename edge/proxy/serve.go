@@ -91,8 +91,7 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 		st.pathBuf = out
 		st.upPath = out
 	}
-	st.upgrade = req.Upgrade && req.Minor == 1 && h1.HasToken(req.Connection, "upgrade")
-	st.headLen = hn
+	st.upgrade = req.Upgrade && req.Minor == 1 && h1.HasToken(req.Connection, "upgrade") && !upgradesToH2C(st)
 	// Everything read from the request head is taken now: the head's
 	// slices alias netpoll's buffer, and a later Peek that spans buffer
 	// nodes (readBody) may reuse the memory they point into.
@@ -362,7 +361,7 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 			pool.Discard(u)
 			*keepOut = keep && !st.bodyUnread && st.resp.Body != h1.BodyClose
 		case exchangeUpgraded:
-			s.tunnel(st, u)
+			s.tunnel(st, u, max(total, 0))
 			pool.Discard(u)
 		case exchangeRetryStatus:
 			pool.Discard(u)
@@ -384,7 +383,10 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 			} else if !reused {
 				pool.ReportFailure(upstream.FailReset)
 			}
-			s.writeError(st, telemetry.CauseUpstreamClosed, 502, "upstream connection closed", true)
+			// A buffered request was read whole: the client connection is
+			// still in step and may carry the next request.
+			s.writeError(st, telemetry.CauseUpstreamClosed, 502, "upstream connection closed", !keep || total < 0)
+			*keepOut = keep && total >= 0
 		case exchangeTimeout:
 			pool.Discard(u)
 			pool.ReportFailure(upstream.FailTimeout)
@@ -507,8 +509,10 @@ func (s *Server) exchange(st *connState, u *upstream.Conn, hn, total int, timeou
 					u.Consume(rn)
 					return exchangeUpgraded
 				}
-				if st.req.Minor == 0 && resp.Body == h1.BodyChunked {
-					return exchangeBadResponse // chunked cannot reach an HTTP/1.0 client
+				if st.req.Minor == 0 && resp.TransferCoded && resp.Body != h1.BodyNone {
+					// A transfer-coded body cannot reach an HTTP/1.0 client
+					// (RFC 9112 §6.1), and we forward codings as received.
+					return exchangeBadResponse
 				}
 				if resp.Status >= 200 {
 					u.Consume(rn)
@@ -721,7 +725,10 @@ func (s *Server) relayBody(st *connState, u *upstream.Conn, cw netpoll.Writer, t
 // stays silent for IdleTimeout. The upstream-to-client half runs on its own
 // goroutine (an upgrade is rare; the allocation is fine); each half closes
 // the other side when it ends, which unblocks the other half's read.
-func (s *Server) tunnel(st *connState, u *upstream.Conn) {
+// request is how many client bytes the request still holds in the reader
+// (its head and buffered body, already sent upstream): the tunnel starts
+// after them, so the body does not reach the backend twice.
+func (s *Server) tunnel(st *connState, u *upstream.Conn, request int) {
 	c := st.conn
 	cw := c.Writer()
 	// Bytes the upstream sent right behind its 101 go first.
@@ -733,7 +740,7 @@ func (s *Server) tunnel(st *connState, u *upstream.Conn) {
 		return
 	}
 	r := c.Reader()
-	if err := r.Skip(st.headLen); err != nil {
+	if err := r.Skip(request); err != nil {
 		return
 	}
 	r.Release()

@@ -341,7 +341,6 @@ type connState struct {
 	upPath  []byte // the path sent upstream: req.Path or its rewrite in pathBuf
 	pathBuf []byte // grows to the longest rewrite on the connection, then reused
 	upgrade bool   // the client asked for a protocol switch we forward
-	headLen int
 	// bodyUnread: the upstream answered before taking the whole streamed
 	// body, so the client connection's framing is lost.
 	bodyUnread bool
