@@ -21,9 +21,12 @@ import (
 // faultProxy relays TCP between the edge and ctrl and injects faults into
 // the ctrl→edge direction, frame by frame: delay, blackhole (read and drop
 // both ways without closing, so only the dead-stream timers notice), cut
-// (close every connection), and corrupt (flip one payload byte of the next
+// (close every connection), corrupt (flip one payload byte of the next
 // snapshot frames, with the frame checksum recomputed so the damage reaches
-// the snapshot checks, or left stale so the frame check catches it).
+// the snapshot checks, or left stale so the frame check catches it), trickle
+// (relay each frame's payload in chunks, with a pause after each: a slow
+// link, which ctrl's writes wait for as well) and cutMid (close the
+// connection halfway through the next snapshot frames).
 type faultProxy struct {
 	ln        net.Listener
 	target    string
@@ -32,6 +35,10 @@ type faultProxy struct {
 	corrupt   atomic.Int32 // snapshot frames (FULL/DELTA) still to corrupt
 	fixCRC    atomic.Bool
 	corrupted atomic.Int32
+	chunk     atomic.Int32 // > 0: relay ctrl→edge payloads in chunks of this many bytes
+	chunkGap  atomic.Int64 // pause after each chunk, nanoseconds
+	cutMid    atomic.Int32 // snapshot frames still to cut halfway through
+	cutDone   atomic.Int32
 	wg        sync.WaitGroup
 	mu        sync.Mutex
 	conns     []net.Conn
@@ -80,6 +87,9 @@ func (p *faultProxy) accept() {
 			down.Close()
 			continue
 		}
+		// A small window, so that ctrl's writes wait for a trickle as they
+		// would for a slow link instead of filling the proxy's buffer.
+		up.(*net.TCPConn).SetReadBuffer(16 << 10)
 		p.mu.Lock()
 		p.conns = append(p.conns, down, up)
 		p.mu.Unlock()
@@ -110,7 +120,14 @@ func (p *faultProxy) relayDown(up, down net.Conn) {
 		if _, err := io.ReadFull(up, hdr[:]); err != nil {
 			return
 		}
-		payload := make([]byte, binary.BigEndian.Uint32(hdr[0:4]))
+		n := int(binary.BigEndian.Uint32(hdr[0:4]))
+		if c := int(p.chunk.Load()); c > 0 {
+			if !p.trickle(up, down, hdr[:], n, c) {
+				return
+			}
+			continue
+		}
+		payload := make([]byte, n)
 		if _, err := io.ReadFull(up, payload); err != nil {
 			return
 		}
@@ -130,10 +147,41 @@ func (p *faultProxy) relayDown(up, down net.Conn) {
 			}
 			p.corrupted.Add(1)
 		}
+		if (typ == wire.TypeFull || typ == wire.TypeDelta) && p.cutMid.Add(-1) >= 0 {
+			down.Write(append(hdr[:], payload[:len(payload)/2]...))
+			p.cutDone.Add(1)
+			return // the caller closes both ends
+		}
 		if _, err := down.Write(append(hdr[:], payload...)); err != nil {
 			return
 		}
 	}
+}
+
+// trickle relays one frame whose header is read: the header, then the n
+// payload bytes, in chunks of c, each payload chunk written as soon as
+// read, with the pause after each.
+func (p *faultProxy) trickle(up, down net.Conn, hdr []byte, n, c int) bool {
+	for len(hdr) > 0 {
+		k := min(len(hdr), c)
+		if _, err := down.Write(hdr[:k]); err != nil {
+			return false
+		}
+		hdr = hdr[k:]
+	}
+	buf := make([]byte, c)
+	for n > 0 {
+		k := min(n, c)
+		if _, err := io.ReadFull(up, buf[:k]); err != nil {
+			return false
+		}
+		if _, err := down.Write(buf[:k]); err != nil {
+			return false
+		}
+		n -= k
+		time.Sleep(time.Duration(p.chunkGap.Load()))
+	}
+	return true
 }
 
 // appliedIncreasing fails unless the edge applied strictly increasing versions.

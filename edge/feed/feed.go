@@ -46,8 +46,9 @@ type Config struct {
 
 	MinBackoff time.Duration // first reconnect delay bound, default 100ms
 	MaxBackoff time.Duration // largest reconnect delay bound, default 5s
-	// DeadAfter closes a session that received no frame from ctrl for this
-	// long; it also bounds each write. Default 5s.
+	// DeadAfter closes a session that received nothing from ctrl for this
+	// long (no byte: a large FULL on a slow link may take longer as a
+	// whole); it also bounds each write. Default 5s.
 	DeadAfter   time.Duration
 	DialTimeout time.Duration // default 5s
 	// HeartbeatInterval is how often the edge sends HEARTBEAT. Default 1s.
@@ -84,7 +85,7 @@ const downgradeFor = 10 * time.Minute
 type Status struct {
 	Connected     bool
 	LastContact   time.Time // last frame received from ctrl; zero if never
-	LatestVersion uint64    // newest version ctrl announced (FULL or HEARTBEAT)
+	LatestVersion uint64    // newest version ctrl announced (FULL, DELTA or HEARTBEAT), or the version of a replace FULL
 	LastError     string    // why the last snapshot was refused or the last session ended
 }
 
@@ -280,7 +281,7 @@ func (c *Client) session(ctx context.Context, dec *wire.Decompressor, ddec *wire
 	if time.Now().Before(c.downUntil) {
 		s.w.SetVersion(c.downTo) // handshake set it in range, cannot fail
 	}
-	r := wire.NewReader(conn, c.cfg.MaxSnapshot)
+	r := wire.NewReader(idleReader{conn, c.cfg.DeadAfter}, c.cfg.MaxSnapshot)
 	if err := s.handshake(r); err != nil {
 		return false, err
 	}
@@ -301,18 +302,13 @@ func (c *Client) session(ctx context.Context, dec *wire.Decompressor, ddec *wire
 	}()
 
 	for {
-		conn.SetReadDeadline(time.Now().Add(c.cfg.DeadAfter))
 		t, p, err := r.Next()
 		if err != nil {
 			if ctx.Err() != nil {
 				return healthy, ctx.Err()
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				return healthy, fmt.Errorf("feed: no frame from ctrl for %s", c.cfg.DeadAfter)
-			}
-			if errors.Is(err, io.EOF) {
-				return healthy, fmt.Errorf("feed: ctrl closed the stream")
+			if !badFrame(err) {
+				return healthy, c.lost(err)
 			}
 			c.log.Error("feed: bad frame from ctrl, reconnecting", "err", err)
 			return healthy, fmt.Errorf("%w: read frame: %w", errProtocol, err)
@@ -327,6 +323,9 @@ func (c *Client) session(ctx context.Context, dec *wire.Decompressor, ddec *wire
 				return healthy, fmt.Errorf("%w: %w", errProtocol, err)
 			}
 			c.noteLatest(hb.LatestVersion)
+			if err := s.retryUnsaved(now); err != nil {
+				return healthy, err
+			}
 			// Confirm content, not a number: a v6 from another ctrl history
 			// is not ctrl's v6.
 			if cur := c.cfg.Current(); cur != 0 && hb.LatestVersion == cur && hb.Hash == c.hashInService(cur) {
@@ -346,6 +345,52 @@ func (c *Client) session(ctx context.Context, dec *wire.Decompressor, ddec *wire
 	}
 }
 
+// idleReader sets the read deadline afresh before every read, so the
+// deadline bounds the time without a byte from ctrl, not the time a frame
+// takes: a FULL of several megabytes on a slow link is a live stream, and
+// with a deadline per frame the edge would drop it at every attempt and
+// never converge.
+type idleReader struct {
+	conn net.Conn
+	idle time.Duration
+}
+
+func (r idleReader) Read(b []byte) (int, error) {
+	r.conn.SetReadDeadline(time.Now().Add(r.idle))
+	return r.conn.Read(b)
+}
+
+// frameErrors are the frame checks a Reader fails a frame with; any other
+// read error is the connection failing under the stream.
+var frameErrors = [...]error{wire.ErrBadVersion, wire.ErrBadChecksum, wire.ErrTooLarge, wire.ErrUnknownType, wire.ErrBadFlags}
+
+// badFrame reports whether err is ctrl sending a frame that fails the
+// frame checks.
+func badFrame(err error) bool {
+	for _, fe := range frameErrors {
+		if errors.Is(err, fe) {
+			return true
+		}
+	}
+	return false
+}
+
+// lost describes a session whose connection failed: ctrl silent, ctrl
+// closing between frames, or the connection ending inside a frame (nothing
+// of that frame is applied).
+func (c *Client) lost(err error) error {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return fmt.Errorf("feed: nothing from ctrl for %s", c.cfg.DeadAfter)
+	case errors.Is(err, io.EOF):
+		return errors.New("feed: ctrl closed the stream")
+	case errors.Is(err, wire.ErrTruncated):
+		return fmt.Errorf("feed: connection lost in the middle of a frame: %w", err)
+	}
+	return fmt.Errorf("feed: connection lost: %w", err)
+}
+
 func (c *Client) noteLatest(v uint64) {
 	c.update(func(st *Status) { st.LatestVersion = max(st.LatestVersion, v) })
 }
@@ -360,7 +405,24 @@ type stream struct {
 	wmu sync.Mutex // the reader (ACK/NACK) and the heartbeat goroutine both write
 	w   *wire.Writer
 	out []byte
+
+	// unsaved is a verified snapshot that was NACKed because it could not
+	// be saved or mapped (data dir full, read-only or failing). ctrl does
+	// not resend a refused FULL and may publish nothing newer for a long
+	// time, so the edge tries again at ctrl's heartbeats from retryAt, the
+	// wait doubling from unsavedRetryMin to unsavedRetryMax, until it goes
+	// into service or a newer snapshot supersedes it. Reader goroutine only.
+	unsaved        *fbs.Snapshot
+	unsavedReplace bool // it came in a replace FULL
+	retryAt        time.Time
+	retryGap       time.Duration
 }
+
+// The wait before the first retry of an unsaved snapshot, and the longest.
+const (
+	unsavedRetryMin = time.Second
+	unsavedRetryMax = 30 * time.Second
+)
 
 func (s *stream) send(t wire.Type, payload []byte) error {
 	s.wmu.Lock()
@@ -427,7 +489,6 @@ func (s *stream) handshake(r *wire.Reader) error {
 	if err := s.send(wire.TypeHello, buf); err != nil {
 		return err
 	}
-	s.conn.SetReadDeadline(time.Now().Add(s.c.cfg.DeadAfter))
 	t, p, err := r.Next()
 	if v := s.w.Version(); errors.Is(err, io.EOF) && v > wire.MinProtocolVersion {
 		s.c.downTo, s.c.downUntil = v-1, time.Now().Add(downgradeFor)
@@ -559,7 +620,7 @@ func (s *stream) handleDelta(p []byte) error {
 		s.c.recycle(dst)
 		return s.nack(h.Version, err)
 	}
-	return s.take(h.Version, out)
+	return s.take(h.Version, out, false)
 }
 
 func (s *stream) nack(v uint64, reason error) error {
@@ -593,13 +654,11 @@ func (s *stream) handleFull(p []byte) error {
 	if h.Version <= cur {
 		return s.replace(h.Version, cur, data)
 	}
-	return s.take(h.Version, data)
+	return s.take(h.Version, data, false)
 }
 
-// replace installs ctrl's v in place of the diverged cur (v <= cur). The
-// files of versions above v are ctrl-unknown history: they are removed
-// before v is saved, so neither the store's pruning (newest first) nor a
-// restart brings that history back.
+// replace installs ctrl's v in place of the diverged cur (v <= cur); the
+// files of versions above v go first (persist).
 func (s *stream) replace(v, cur uint64, data []byte) error {
 	c := s.c
 	if c.cfg.Replace == nil {
@@ -608,35 +667,7 @@ func (s *stream) replace(v, cur uint64, data []byte) error {
 	}
 	c.log.Error("feed: ctrl says the snapshot in service is not from its history (ctrl data lost or restored from a backup?); replacing it with ctrl's",
 		"in_service", cur, "ctrl_version", v)
-	snap, err := s.verify(v, data)
-	if err != nil {
-		return s.nack(v, err)
-	}
-	for _, old := range c.cfg.Store.Versions() {
-		if old <= v {
-			continue
-		}
-		if err := os.Remove(c.cfg.Store.Path(old)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			c.recycle(data)
-			return s.nack(v, fmt.Errorf("removing diverged snapshot file: %w", err))
-		}
-		c.log.Warn("feed: removed diverged snapshot file", "version", old)
-	}
-	m, err := s.persist(snap)
-	if err != nil {
-		return s.nack(v, err)
-	}
-	if err := c.cfg.Replace(m); err != nil {
-		s.refused(snap, m)
-		return s.nack(v, fmt.Errorf("replace: %w", err))
-	}
-	c.log.Warn("feed: replaced diverged snapshot", "version", v, "previous", cur, "bytes", len(data))
-	c.installed(snap)
-	if err := s.ack(v); err != nil {
-		return err
-	}
-	c.confirm(v, time.Now())
-	return nil
+	return s.take(v, data, true)
 }
 
 // installed makes snap the next delta base and the version whose hash the
@@ -646,28 +677,83 @@ func (c *Client) installed(snap *fbs.Snapshot) {
 	c.held.Store(&heldHash{snap.Version(), wire.FileHash(snap.Bytes())})
 }
 
-// take verifies, persists, maps and applies one rebuilt snapshot, then ACKs
-// it (or NACKs it and keeps the one in service).
-func (s *stream) take(v uint64, data []byte) error {
+// take verifies one rebuilt snapshot and installs it, in place of the one
+// in service whatever its version if replace is set; it supersedes an
+// unsaved one.
+func (s *stream) take(v uint64, data []byte, replace bool) error {
+	s.dropUnsaved()
 	snap, err := s.verify(v, data)
 	if err != nil {
 		return s.nack(v, err)
 	}
-	m, err := s.persist(snap)
+	applied, err := s.install(snap, replace)
+	if applied {
+		// ctrl sent it as its latest, so it was current a moment ago.
+		s.c.confirm(v, time.Now())
+	}
+	return err
+}
+
+// install persists, maps and swaps in (Apply, or Replace if replace) a
+// verified snapshot, then ACKs it, or NACKs it and keeps the one in
+// service. One that could not be persisted is kept to retry (unsaved).
+// applied reports whether it went into service.
+func (s *stream) install(snap *fbs.Snapshot, replace bool) (applied bool, err error) {
+	c := s.c
+	v := snap.Version()
+	m, err := s.persist(snap, replace)
 	if err != nil {
-		return s.nack(v, err)
+		s.keepUnsaved(snap, replace)
+		return false, s.nack(v, fmt.Errorf("%w (kept in memory, retried in %s)", err, s.retryGap))
 	}
-	if err := s.c.cfg.Apply(m); err != nil {
+	swap, what := c.cfg.Apply, "apply"
+	if replace {
+		swap, what = c.cfg.Replace, "replace"
+	}
+	prev := c.cfg.Current()
+	if err := swap(m); err != nil {
 		s.refused(snap, m)
-		return s.nack(v, fmt.Errorf("apply: %w", err))
+		return false, s.nack(v, fmt.Errorf("%s: %w", what, err))
 	}
-	s.c.log.Info("feed: applied snapshot", "version", v, "bytes", len(data))
-	s.c.installed(snap)
-	if err := s.ack(v); err != nil {
-		return err
+	c.installed(snap)
+	if replace {
+		c.log.Warn("feed: replaced diverged snapshot", "version", v, "previous", prev, "bytes", len(snap.Bytes()))
+		// The numbers of the lost history say nothing about ctrl's.
+		c.update(func(st *Status) { st.LatestVersion = v })
+	} else {
+		c.log.Info("feed: applied snapshot", "version", v, "bytes", len(snap.Bytes()))
 	}
-	s.c.confirm(v, time.Now())
-	return nil
+	s.retryGap = 0
+	return true, s.ack(v)
+}
+
+// keepUnsaved keeps snap, which could not be persisted, for retryUnsaved.
+func (s *stream) keepUnsaved(snap *fbs.Snapshot, replace bool) {
+	s.retryGap = min(max(2*s.retryGap, unsavedRetryMin), unsavedRetryMax)
+	s.retryAt = time.Now().Add(s.retryGap)
+	s.unsaved, s.unsavedReplace = snap, replace
+}
+
+// dropUnsaved gives up the unsaved snapshot, if any: a newer one arrived.
+func (s *stream) dropUnsaved() {
+	if s.unsaved != nil {
+		s.c.recycle(s.unsaved.Bytes())
+		s.unsaved = nil
+	}
+}
+
+// retryUnsaved installs the unsaved snapshot again once its wait is over.
+// Its ACK, if it goes into service now, tells ctrl the edge holds it;
+// ctrl's next heartbeat confirms it if it is still the latest.
+func (s *stream) retryUnsaved(now time.Time) error {
+	snap := s.unsaved
+	if snap == nil || now.Before(s.retryAt) {
+		return nil
+	}
+	s.unsaved = nil
+	s.c.log.Info("feed: retrying snapshot that could not be saved", "version", snap.Version())
+	_, err := s.install(snap, s.unsavedReplace)
+	return err
 }
 
 // verify checks the received bytes of version v before they touch the
@@ -689,20 +775,24 @@ func (s *stream) verify(v uint64, data []byte) (*fbs.Snapshot, error) {
 // persist saves a verified snapshot and maps the file; the mapping is
 // verified again (against snap, so a compare unless the bytes differ), so
 // what goes into service is exactly what is on disk. snap's bytes must not
-// be reused while it is kept as the next delta base; on error they are
-// recycled.
-func (s *stream) persist(snap *fbs.Snapshot) (*snapstore.Mapping, error) {
+// be reused while it is kept as the next delta base, nor on error, which
+// leaves them to the caller. A replacing snapshot's version is below the
+// diverged history's files, which are removed first (Store.RemoveAbove).
+func (s *stream) persist(snap *fbs.Snapshot, replace bool) (*snapstore.Mapping, error) {
 	v := snap.Version()
+	if replace {
+		removed, err := s.c.cfg.Store.RemoveAbove(v)
+		for _, old := range removed {
+			s.c.log.Warn("feed: removed diverged snapshot file", "version", old)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("removing diverged snapshot files: %w", err)
+		}
+	}
 	if err := s.c.cfg.Store.Save(v, snap.Bytes()); err != nil {
-		s.c.recycle(snap.Bytes())
 		return nil, err
 	}
-	m, err := s.c.cfg.Store.MapAfter(v, snap)
-	if err != nil {
-		s.c.recycle(snap.Bytes())
-		return nil, err
-	}
-	return m, nil
+	return s.c.cfg.Store.MapAfter(v, snap)
 }
 
 // refused undoes persist for a snapshot that Apply or Replace refused.

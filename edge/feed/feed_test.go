@@ -146,6 +146,11 @@ type ctrlSide struct {
 
 func startCtrl(t *testing.T, addr string) *ctrlSide {
 	t.Helper()
+	return startCtrlWith(t, addr, nil)
+}
+
+func startCtrlWith(t *testing.T, addr string, edit func(*publish.Config)) *ctrlSide {
+	t.Helper()
 	var ln net.Listener
 	var err error
 	// Rebinding the address of a just-closed server can race its teardown.
@@ -159,7 +164,11 @@ func startCtrl(t *testing.T, addr string) *ctrlSide {
 		t.Fatal(err)
 	}
 	c := &ctrlSide{logs: &syncBuf{}, done: make(chan error, 1), addr: ln.Addr().String()}
-	c.srv = publish.New(publish.Config{Logger: c.logs.logger(), HeartbeatInterval: 50 * time.Millisecond, DeadAfter: 2 * time.Second, Secret: testSecret})
+	cfg := publish.Config{Logger: c.logs.logger(), HeartbeatInterval: 50 * time.Millisecond, DeadAfter: 2 * time.Second, Secret: testSecret}
+	if edit != nil {
+		edit(&cfg)
+	}
+	c.srv = publish.New(cfg)
 	go func() { c.done <- c.srv.Serve(ln) }()
 	t.Cleanup(c.stop)
 	return c

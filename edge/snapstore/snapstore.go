@@ -144,11 +144,13 @@ func (s *Store) listVersions(extra string) ([]uint64, error) {
 }
 
 // Save writes data as version's file: temp file, fsync, rename, fsync of the
-// dir, so a crash leaves either the old set of files or the new one. It then
-// prunes to the newest keep files. An existing file of the same version is
-// replaced by the rename, never written in place: it may be mapped, and the
-// old inode lives on for its readers, whereas an in-place write would SIGBUS
-// them.
+// dir, so a crash leaves either the old set of files or the new one, and a
+// failed Save removes its temp file. It then prunes to the newest keep
+// files; a prune failure is logged, not returned: the new file is durable,
+// and refusing it would hold the edge on an older snapshot for a file it no
+// longer needs. An existing file of the same version is replaced by the
+// rename, never written in place: it may be mapped, and the old inode lives
+// on for its readers, whereas an in-place write would SIGBUS them.
 func (s *Store) Save(version uint64, data []byte) error {
 	if version == 0 {
 		return fmt.Errorf("snapstore: save: version 0 is not a snapshot version")
@@ -158,7 +160,36 @@ func (s *Store) Save(version uint64, data []byte) error {
 	if err := durable.WriteFile(s.dir, FileName(version), prefix, tmpSuffix, data); err != nil {
 		return fmt.Errorf("snapstore: save v%d: %w", version, err)
 	}
-	return s.pruneLocked()
+	if err := s.pruneLocked(); err != nil {
+		s.log.Error("snapstore: pruning old snapshot files failed; the data dir keeps more than its limit", "keep", s.keep, "err", err)
+	}
+	return nil
+}
+
+// RemoveAbove removes the files of the versions above v and returns those
+// versions. The edge calls it before it saves a snapshot that replaces a
+// diverged history (docs/stream.md), so that neither pruning (newest first)
+// nor a restart brings that history back; the Save that follows fsyncs the
+// dir, which makes the removals durable too.
+func (s *Store) RemoveAbove(v uint64) ([]uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	vs, err := s.versions()
+	if err != nil {
+		return nil, err
+	}
+	var removed []uint64
+	for _, old := range vs {
+		if old <= v {
+			continue
+		}
+		p := s.Path(old)
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return removed, fmt.Errorf("snapstore: remove %s: %w", p, err)
+		}
+		removed = append(removed, old)
+	}
+	return removed, nil
 }
 
 // pruneLocked unlinks all but the newest keep snapshot files. Unlinking a

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -434,5 +435,110 @@ func TestMapAfter(t *testing.T) {
 	_, errMap := s.Map(5)
 	if !errors.Is(errAfter, errCorrupt) || errMap == nil || errAfter.Error() != errMap.Error() {
 		t.Fatalf("altered file: MapAfter %v, Map %v", errAfter, errMap)
+	}
+}
+
+// immutable sets or clears the immutable attribute of path with chattr, the
+// one way to make a file undeletable for root; the test is skipped where
+// chattr or the filesystem does not allow it.
+func immutable(t *testing.T, path string, on bool) {
+	t.Helper()
+	flag := "-i"
+	if on {
+		flag = "+i"
+	}
+	if out, err := exec.Command("chattr", flag, path).CombinedOutput(); err != nil {
+		if on {
+			t.Skipf("cannot make %s immutable here: %v %s", path, err, out)
+		}
+		t.Fatalf("chattr -i %s: %v %s", path, err, out)
+	}
+}
+
+// A file that pruning cannot remove must not fail the Save of a newer
+// one: the new file is durable, and the edge NACKing it would hold every
+// later version back for a file it no longer needs. The failure is logged.
+func TestSavePruneFailureLogged(t *testing.T) {
+	dir := t.TempDir()
+	var lb logBuf
+	s, err := Open(dir, 1, lb.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(1, build(t, 1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	immutable(t, s.Path(1), true)
+	defer immutable(t, s.Path(1), false)
+	if err := s.Save(2, build(t, 2, 2)); err != nil {
+		t.Fatalf("Save v2 failed for the prune of v1: %v", err)
+	}
+	m, err := s.Map(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Unmap()
+	if !strings.Contains(lb.String(), "prune") || !strings.Contains(lb.String(), FileName(1)) {
+		t.Fatalf("prune failure not logged:\n%s", lb.String())
+	}
+}
+
+// A Save into a data dir that cannot take files (here an immutable dir;
+// ENOSPC or EROFS refuse it the same way) fails with the reason and
+// leaves the files already saved as they were, and no temp file.
+func TestSaveFailureKeepsLastGood(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, 3, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := build(t, 1, 2)
+	if err := s.Save(1, good); err != nil {
+		t.Fatal(err)
+	}
+	immutable(t, dir, true)
+	err = s.Save(2, build(t, 2, 2))
+	immutable(t, dir, false)
+	if err == nil || !strings.Contains(err.Error(), "save v2") {
+		t.Fatalf("Save into a read-only dir: %v", err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Name() != FileName(1) {
+		t.Fatalf("data dir after the failed save: %v", entries)
+	}
+	if got, err := os.ReadFile(s.Path(1)); err != nil || !bytes.Equal(got, good) {
+		t.Fatalf("last good file changed: %v", err)
+	}
+}
+
+func TestRemoveAbove(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, 5, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for v := uint64(1); v <= 4; v++ {
+		if err := s.Save(v, build(t, v, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removed, err := s.RemoveAbove(2)
+	if err != nil || !slices.Equal(removed, []uint64{3, 4}) {
+		t.Fatalf("RemoveAbove(2) = %v, %v; want [3 4]", removed, err)
+	}
+	if got := s.Versions(); !slices.Equal(got, []uint64{1, 2}) {
+		t.Fatalf("versions left: %v", got)
+	}
+	if removed, err := s.RemoveAbove(2); err != nil || len(removed) != 0 {
+		t.Fatalf("second RemoveAbove(2) = %v, %v", removed, err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RemoveAbove(0); err == nil || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("RemoveAbove on a missing dir: %v", err)
 	}
 }
