@@ -249,12 +249,37 @@ func (ss *session) readLoop(r *wire.Reader) error {
 	}
 }
 
-// writer returns a frame writer in the edge's protocol version.
+// writer returns a frame writer in the edge's protocol version. Its writes
+// fail after DeadAfter without progress (idleWriter).
 func (ss *session) writer() *wire.Writer {
-	w := wire.NewWriter(ss.conn)
+	w := wire.NewWriter(idleWriter{ss.conn, ss.srv.cfg.DeadAfter})
 	// The reader accepted the HELLO's version, so SetVersion cannot fail.
 	_ = w.SetVersion(ss.version)
 	return w
+}
+
+// idleWriter bounds the time a write makes no progress, not the time it
+// takes: it writes in pieces of idleWriteChunk, each with its own
+// deadline, so a FULL of megabytes to an edge on a slow link keeps going
+// while an edge that stopped reading is still dropped after idle.
+type idleWriter struct {
+	conn net.Conn
+	idle time.Duration
+}
+
+const idleWriteChunk = 16 << 10
+
+func (w idleWriter) Write(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		w.conn.SetWriteDeadline(time.Now().Add(w.idle))
+		k, err := w.conn.Write(b[n:min(len(b), n+idleWriteChunk)])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 func (ss *session) setEdgeVersion(v uint64) {
@@ -346,7 +371,6 @@ func (ss *session) writeLoop() {
 			}
 			latest.UnixNano = now.UnixNano()
 			hb = wire.AppendHeartbeat(hb[:0], latest)
-			ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.DeadAfter))
 			if err := w.WriteFrame(wire.TypeHeartbeat, hb); err != nil {
 				ss.log.Warn("publish: sending HEARTBEAT failed", "err", err)
 				ss.conn.Close()
@@ -376,7 +400,6 @@ func (ss *session) offerLatest(w *wire.Writer, offered *uint64) bool {
 	if replace {
 		ss.replaceSent.Store(p.version)
 	}
-	ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.DeadAfter))
 	if err := w.WriteFrame(t, payload); err != nil {
 		ss.log.Warn("publish: sending snapshot failed", "type", t, "version", p.version, "replace", replace, "err", err)
 		ss.conn.Close()
