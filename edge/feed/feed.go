@@ -686,25 +686,22 @@ func (s *stream) take(v uint64, data []byte, replace bool) error {
 	if err != nil {
 		return s.nack(v, err)
 	}
-	applied, err := s.install(snap, replace)
-	if applied {
-		// ctrl sent it as its latest, so it was current a moment ago.
-		s.c.confirm(v, time.Now())
-	}
-	return err
+	// ctrl sent it as its latest, so it was current a moment ago.
+	return s.install(snap, replace, true)
 }
 
 // install persists, maps and swaps in (Apply, or Replace if replace) a
 // verified snapshot, then ACKs it, or NACKs it and keeps the one in
 // service. One that could not be persisted is kept to retry (unsaved).
-// applied reports whether it went into service.
-func (s *stream) install(snap *fbs.Snapshot, replace bool) (applied bool, err error) {
+// confirm marks it current as of now, before the ACK: once ctrl counts
+// the ACK, the edge's freshness already reflects it.
+func (s *stream) install(snap *fbs.Snapshot, replace, confirm bool) error {
 	c := s.c
 	v := snap.Version()
 	m, err := s.persist(snap, replace)
 	if err != nil {
 		s.keepUnsaved(snap, replace)
-		return false, s.nack(v, fmt.Errorf("%w (kept in memory, retried in %s)", err, s.retryGap))
+		return s.nack(v, fmt.Errorf("%w (kept in memory, retried in %s)", err, s.retryGap))
 	}
 	swap, what := c.cfg.Apply, "apply"
 	if replace {
@@ -713,7 +710,7 @@ func (s *stream) install(snap *fbs.Snapshot, replace bool) (applied bool, err er
 	prev := c.cfg.Current()
 	if err := swap(m); err != nil {
 		s.refused(snap, m)
-		return false, s.nack(v, fmt.Errorf("%s: %w", what, err))
+		return s.nack(v, fmt.Errorf("%s: %w", what, err))
 	}
 	c.installed(snap)
 	if replace {
@@ -724,7 +721,10 @@ func (s *stream) install(snap *fbs.Snapshot, replace bool) (applied bool, err er
 		c.log.Info("feed: applied snapshot", "version", v, "bytes", len(snap.Bytes()))
 	}
 	s.retryGap = 0
-	return true, s.ack(v)
+	if confirm {
+		c.confirm(v, time.Now())
+	}
+	return s.ack(v)
 }
 
 // keepUnsaved keeps snap, which could not be persisted, for retryUnsaved.
@@ -752,8 +752,7 @@ func (s *stream) retryUnsaved(now time.Time) error {
 	}
 	s.unsaved = nil
 	s.c.log.Info("feed: retrying snapshot that could not be saved", "version", snap.Version())
-	_, err := s.install(snap, s.unsavedReplace)
-	return err
+	return s.install(snap, s.unsavedReplace, false)
 }
 
 // verify checks the received bytes of version v before they touch the
