@@ -55,6 +55,7 @@ type session struct {
 	// and only the ACK of that version clears it: an edge ACKing its own
 	// version is not current.
 	diverged    atomic.Bool
+	heldEmpty   atomic.Bool   // a replace was held back: ctrl's latest has no routes (logged once)
 	replaceSent atomic.Uint64 // version last sent as a replace FULL
 
 	// version is the protocol version of the edge's HELLO: ctrl frames in
@@ -422,6 +423,18 @@ func (ss *session) frame(p *published, offered uint64) (t wire.Type, payload []b
 	if ss.diverged.Load() {
 		if p.version == ss.replaceSent.Load() {
 			return 0, nil, false // sent; a NACK is not answered by the same bytes again
+		}
+		if p.snap.NumRoutes() == 0 {
+			// A ctrl with no routes meeting an edge from another history
+			// is the mark of a ctrl started on a wrong or fresh data dir;
+			// replacing would take down every route of the fleet. The
+			// edge keeps its snapshot (diverged in status) until ctrl has
+			// routes.
+			if ss.heldEmpty.CompareAndSwap(false, true) {
+				ss.log.Error("publish: not replacing a diverged edge's snapshot with a configuration that has no routes (is ctrl's --data-dir the right one?); it keeps serving its own until ctrl has routes",
+					"version", p.version)
+			}
+			return 0, nil, false
 		}
 		payload, err := ss.srv.replacePayload(p)
 		if err != nil {

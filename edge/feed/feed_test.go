@@ -684,3 +684,39 @@ func TestPublisherRestartConverges(t *testing.T) {
 		t.Fatal("reconnect not logged")
 	}
 }
+
+// A ctrl whose configuration has no routes does not replace a diverged
+// edge's snapshot (a ctrl started on a wrong or fresh data dir would take
+// every route down); once it has routes, it does.
+func TestDivergedEdgeNotReplacedByEmptyConfig(t *testing.T) {
+	ca := startCtrl(t, "127.0.0.1:0")
+	ca.srv.Publish(5, snapshotGen(t, 5, "a"), time.Now())
+	e := startEdge(t, ca.addr, t.TempDir())
+	waitFor(t, "edge on v5", func() bool { return e.sim.Current() == 5 })
+	ca.stop()
+	waitFor(t, "feed notices", func() bool { return !e.client.Status().Connected })
+
+	cb := startCtrl(t, ca.addr)
+	empty, err := fbs.Build(fbs.State{Version: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb.srv.Publish(1, empty, time.Now())
+	waitFor(t, "held back and logged", func() bool {
+		st := edgeStatus(cb)
+		return st.Connected && st.Diverged && strings.Contains(cb.logs.String(), "configuration that has no routes")
+	})
+	// Heartbeats flow for a while; nothing replaces the edge's snapshot.
+	contact := e.client.Status().LastContact
+	waitFor(t, "heartbeats", func() bool { return e.client.Status().LastContact.Sub(contact) > 300*time.Millisecond })
+	if e.sim.Current() != 5 || edgeStatus(cb).FullsSent != 0 {
+		t.Fatalf("edge at v%d after %d FULLs; want its own v5 and none", e.sim.Current(), edgeStatus(cb).FullsSent)
+	}
+
+	b2 := snapshotGen(t, 2, "b")
+	cb.srv.Publish(2, b2, time.Now())
+	waitFor(t, "replaced once ctrl has routes", func() bool {
+		st := edgeStatus(cb)
+		return e.sim.Hash() == wire.FileHash(b2) && !st.Diverged && st.AppliedVersion == 2
+	})
+}
