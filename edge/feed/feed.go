@@ -682,6 +682,11 @@ func (c *Client) installed(snap *fbs.Snapshot) {
 // unsaved one.
 func (s *stream) take(v uint64, data []byte, replace bool) error {
 	s.dropUnsaved()
+	if replace {
+		// ctrl's latest is v: the numbers of the lost history say nothing
+		// about ctrl's. Set before the swap, which a status reader may see.
+		s.c.update(func(st *Status) { st.LatestVersion = v })
+	}
 	snap, err := s.verify(v, data)
 	if err != nil {
 		return s.nack(v, err)
@@ -715,8 +720,6 @@ func (s *stream) install(snap *fbs.Snapshot, replace, confirm bool) error {
 	c.installed(snap)
 	if replace {
 		c.log.Warn("feed: replaced diverged snapshot", "version", v, "previous", prev, "bytes", len(snap.Bytes()))
-		// The numbers of the lost history say nothing about ctrl's.
-		c.update(func(st *Status) { st.LatestVersion = v })
 	} else {
 		c.log.Info("feed: applied snapshot", "version", v, "bytes", len(snap.Bytes()))
 	}
