@@ -706,3 +706,51 @@ func TestRestartRemembersEdges(t *testing.T) {
 		t.Fatalf("after restart the edges are %+v; want edge-gone, disconnected, at v%d", st.Edges, applied)
 	}
 }
+
+// Admin writes commit without an fsync and share one after releasing the
+// writer lock; every reply must still come after the state it shows is
+// durable: an acknowledged write, a get or list that shows a write still
+// waiting for its fsync, and a write refused because of such a write.
+// Builds are held off (long debounce) so that none syncs on their behalf.
+func TestRepliesWaitForDurability(t *testing.T) {
+	h := startCtrl(t, t.TempDir(), func(c *Config) { c.Debounce, c.MaxDelay = 10*time.Second, 20*time.Second })
+	st := h.s.store
+	cx := ctx(t)
+	r, err := h.c.PutCluster(cx, cluster("c", "10.0.0.1:80"), u64(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := st.Durable(); d < r.Revision {
+		t.Fatalf("put acknowledged at revision %d, durable only up to %d", r.Revision, d)
+	}
+
+	// A write between its commit and its fsync, as a concurrent writer
+	// would leave it while another command runs.
+	unsynced := func(addr string) uint64 {
+		t.Helper()
+		res, err := writeLocked(h.s, &clusters, "c", nil, func(*model.Cluster) (model.Cluster, error) {
+			return cluster("c", addr), nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := st.Durable(); d >= res.Revision {
+			t.Fatalf("setup: revision %d already durable (%d)", res.Revision, d)
+		}
+		return res.Revision
+	}
+	rev := unsynced("10.0.0.2:80")
+	if got, err := h.c.GetCluster(cx, "c"); err != nil || got.Cluster.Endpoints[0].Address != "10.0.0.2:80" {
+		t.Fatalf("GetCluster = %+v, %v", got, err)
+	}
+	if d := st.Durable(); d < rev {
+		t.Fatalf("get replied with revision %d, durable only up to %d", rev, d)
+	}
+	rev = unsynced("10.0.0.3:80")
+	if _, err := h.c.PutCluster(cx, cluster("c", "10.0.0.4:80"), u64(0)); err == nil {
+		t.Fatal("create of an existing cluster succeeded")
+	}
+	if d := st.Durable(); d < rev {
+		t.Fatalf("a write refused because of revision %d was answered with it durable only up to %d", rev, d)
+	}
+}

@@ -110,7 +110,7 @@ func updateDoc[T any](s *Server, k *kind[T], id string, expected *uint64, change
 func write[T any](s *Server, k *kind[T], id string, expected *uint64, next func(stored *T) (T, error)) (admin.Result, error) {
 	r, err := writeLocked(s, k, id, expected, next)
 	if err != nil {
-		return admin.Result{}, err
+		return admin.Result{}, s.answer(err)
 	}
 	return r, s.durable(k.name, id, r.Revision)
 }
@@ -173,7 +173,7 @@ func writeLocked[T any](s *Server, k *kind[T], id string, expected *uint64, next
 func deleteDoc[T any](s *Server, k *kind[T], id string, expected *uint64) (admin.Result, error) {
 	r, err := deleteLocked(s, k, id, expected)
 	if err != nil {
-		return admin.Result{}, err
+		return admin.Result{}, s.answer(err)
 	}
 	return r, s.durable(k.name, id, r.Revision)
 }
@@ -213,9 +213,9 @@ func getDoc[T any](s *Server, k *kind[T], id string) (admin.Result, error) {
 	v, ok := k.table(&s.model)[id]
 	s.mu.RUnlock()
 	if !ok {
-		return admin.Result{}, admin.Errorf(admin.CodeNotFound, "id", "%s %q does not exist", k.name, id)
+		return admin.Result{}, s.answer(admin.Errorf(admin.CodeNotFound, "id", "%s %q does not exist", k.name, id))
 	}
-	return k.result(v), nil
+	return k.result(v), s.answer(nil)
 }
 
 func listDocs[T any](s *Server, k *kind[T]) (admin.List, error) {
@@ -227,7 +227,7 @@ func listDocs[T any](s *Server, k *kind[T]) (admin.List, error) {
 	}
 	s.mu.RUnlock()
 	slices.SortFunc(l.Items, func(a, b admin.Result) int { return strings.Compare(a.ID, b.ID) })
-	return l, nil
+	return l, s.answer(nil)
 }
 
 // usedBy refuses deleting kind id while the groups of documents in users

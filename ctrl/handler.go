@@ -78,6 +78,18 @@ func (s *Server) durable(kind, id string, rev uint64) error {
 	return nil
 }
 
+// answer returns err once everything the model holds is durable: a reply
+// built from the model (a read, or a write refused because of what it
+// holds) must not show a write that a crash could still take away, or a
+// client could act on a version number that comes back with other content.
+// It costs nothing when no write is waiting for its fsync.
+func (s *Server) answer(err error) error {
+	if serr := s.store.Sync(); serr != nil {
+		return fmt.Errorf("ctrl: the state this reply depends on may not survive a restart: %w", serr)
+	}
+	return err
+}
+
 // storeError maps a failed Apply onto an admin error.
 func storeError(kind, id string, err error) error {
 	var ce *store.ConflictError

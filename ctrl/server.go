@@ -454,10 +454,11 @@ func (s *Server) Run(ctx context.Context) error {
 // call it directly only when Run was never started. It is idempotent.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
-		// Admin first: no new writes can arrive while the store closes.
+		// Admin first: it returns once no command runs, so no write is
+		// between its commit and its fsync while the store closes.
 		errs := []error{s.adm.Close(), s.pub.Close(), s.closeMetrics()}
-		// Wait for a writer still inside a command before closing the
-		// store; the tracker writes its last state first.
+		// wmu: a fleet record or build still under it finishes first; the
+		// tracker writes its last state before the store closes.
 		s.wmu.Lock()
 		errs = append(errs, s.health.Close(), s.store.Close())
 		s.wmu.Unlock()

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Options configures OpenPebble. The zero value is ready to use.
@@ -32,6 +34,10 @@ type Options struct {
 	// removed on open. Default: the Pebble directory's path with
 	// "-snapshots" appended (a sibling, so Pebble never sees the files).
 	SnapshotDir string
+
+	// fs replaces the filesystem Pebble writes to (default: the OS's); the
+	// power-loss tests give it one that drops what was never fsynced.
+	fs vfs.FS
 }
 
 const (

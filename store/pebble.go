@@ -19,22 +19,24 @@ import (
 // Pebble is the embedded Store on a local Pebble database.
 //
 // Pebble has no transactions, so one mutex (mu) serializes every
-// read-check-write. mu is held across the fsync of each commit. Pebble makes a
-// commit visible to readers before its WAL fsync finishes (deps.md §3), so
-// every read also starts under mu (a point read, or taking a pebble snapshot
-// that is then iterated without the lock): a reader never observes a write
-// that a crash could still take away, and ctrl never builds a snapshot
-// version from a revision that might vanish.
+// read-check-write. The commit is not fsynced under mu: the WAL fsync comes
+// after (syncTo), so that concurrent writers share it. Pebble makes a commit
+// visible to readers before its WAL is synced (deps.md §3), so every read
+// takes its read point under mu (a point read, or a pebble snapshot then
+// iterated without the lock) with the revision at that point, and waits until
+// that revision is durable before it returns: a reader never observes a
+// write that a crash could still take away.
 type Pebble struct {
 	// life is read-held for the duration of every operation and write-held by
 	// Close, so the database is never closed under a running iterator.
 	life   sync.RWMutex
 	closed bool // guarded by life
 
-	mu  sync.Mutex // serializes writers; readers take it to get a durable read point
-	db  *pebble.DB
-	rev atomic.Uint64 // last durable revision; stored only after the commit's fsync
-	log *slog.Logger
+	mu     sync.Mutex // serializes writers; readers take it to get a durable read point
+	db     *pebble.DB
+	rev    atomic.Uint64 // last committed revision (maybe not yet durable); stored under mu
+	synced atomic.Uint64 // every revision up to it is durable
+	log    *slog.Logger
 
 	// snapDir holds the snapshot files (snapshots.go).
 	snapDir string
@@ -67,6 +69,7 @@ func OpenPebble(dir string, opts Options) (*Pebble, error) {
 		CacheSize:          opts.CacheSize,
 		MemTableSize:       opts.MemTableSize,
 		FormatMajorVersion: pebble.FormatNewest,
+		FS:                 opts.fs,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: open pebble in %s: %w", dir, err)
@@ -84,6 +87,7 @@ func OpenPebble(dir string, opts Options) (*Pebble, error) {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	p.rev.Store(rev)
+	p.synced.Store(rev) // what open found counts as durable: nothing of it is waiting for our fsync
 	p.log.Debug("store opened", "dir", dir, "snapshot_dir", p.snapDir, "revision", rev, "snapshots", len(p.snaps))
 	return p, nil
 }
@@ -136,32 +140,30 @@ func (p *Pebble) currentVersion(key []byte) (uint64, error) {
 	return ver, nil
 }
 
-// Apply implements Store: ApplyNoSync, then Sync. The commit holds the
-// store's lock, the fsync does not, so concurrent Applies share fsyncs.
+// Apply implements Store: the commit holds mu, the fsync does not, so
+// concurrent Applies share fsyncs. One operation from commit to fsync, so
+// Close cannot fall between them.
 func (p *Pebble) Apply(muts ...Mutation) (uint64, []Doc, error) {
-	rev, docs, err := p.ApplyNoSync(muts...)
+	if err := validateMutations(muts); err != nil {
+		return 0, nil, err
+	}
+	if err := p.enter("apply"); err != nil {
+		return 0, nil, err
+	}
+	defer p.life.RUnlock()
+	rev, docs, err := p.commit(muts)
 	if err != nil {
 		return 0, nil, err
 	}
-	if err := p.Sync(); err != nil {
+	if err := p.syncTo(rev); err != nil {
 		return 0, nil, fmt.Errorf("store: apply: revision %d committed but not made durable: %w", rev, err)
 	}
 	return rev, docs, nil
 }
 
-// Sync implements Store. A synced WAL record makes every record before it
-// durable, and Pebble's commit pipeline gives concurrent synced commits one
-// fsync.
-func (p *Pebble) Sync() error {
-	if err := p.enter("sync"); err != nil {
-		return err
-	}
-	defer p.life.RUnlock()
-	if err := p.db.LogData(nil, pebble.Sync); err != nil {
-		return fmt.Errorf("store: sync: %w", err)
-	}
-	return nil
-}
+// Durable is the newest revision known to be on disk. Revision is ahead of
+// it while writes committed with ApplyNoSync wait for a Sync.
+func (p *Pebble) Durable() uint64 { return p.synced.Load() }
 
 // ApplyNoSync implements Store.
 func (p *Pebble) ApplyNoSync(muts ...Mutation) (uint64, []Doc, error) {
@@ -172,6 +174,42 @@ func (p *Pebble) ApplyNoSync(muts ...Mutation) (uint64, []Doc, error) {
 		return 0, nil, err
 	}
 	defer p.life.RUnlock()
+	return p.commit(muts)
+}
+
+// Sync implements Store. It costs nothing when every committed revision is
+// durable already.
+func (p *Pebble) Sync() error {
+	if err := p.enter("sync"); err != nil {
+		return err
+	}
+	defer p.life.RUnlock()
+	return p.syncTo(p.rev.Load())
+}
+
+// syncTo makes every revision up to rev, a committed one, durable. A synced
+// WAL record makes every record before it durable, including across WAL
+// rotations (a rotated WAL is fsynced when it closes), and Pebble's commit
+// pipeline gives concurrent synced commits one fsync. The caller is inside
+// an operation (enter).
+func (p *Pebble) syncTo(rev uint64) error {
+	if p.synced.Load() >= rev {
+		return nil
+	}
+	if err := p.db.LogData(nil, pebble.Sync); err != nil {
+		return fmt.Errorf("store: sync: %w", err)
+	}
+	for {
+		cur := p.synced.Load()
+		if cur >= rev || p.synced.CompareAndSwap(cur, rev) {
+			return nil
+		}
+	}
+}
+
+// commit is ApplyNoSync inside an operation: the checks and one commit
+// without an fsync, under mu.
+func (p *Pebble) commit(muts []Mutation) (uint64, []Doc, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 
@@ -232,7 +270,14 @@ func (p *Pebble) Get(kind, id string) (Doc, error) {
 	key := docKey(kind, id)
 	p.mu.Lock()
 	v, closer, err := p.db.Get(key)
+	at := p.rev.Load()
 	p.mu.Unlock()
+	if serr := p.syncTo(at); serr != nil {
+		if err == nil {
+			closer.Close()
+		}
+		return Doc{}, fmt.Errorf("store: get %s %q: %w", kind, id, serr)
+	}
 	if errors.Is(err, pebble.ErrNotFound) {
 		return Doc{}, fmt.Errorf("store: get %s %q: %w", kind, id, ErrNotFound)
 	}
@@ -247,12 +292,17 @@ func (p *Pebble) Get(kind, id string) (Doc, error) {
 	return Doc{Kind: kind, ID: id, Version: ver, Revision: rev, Body: bytes.Clone(body)}, nil
 }
 
-// durableSnapshot returns a pebble snapshot taken under mu, so it holds only
-// fsynced commits. The caller closes it.
-func (p *Pebble) durableSnapshot() *pebble.Snapshot {
+// durableSnapshot returns a pebble snapshot taken under mu once every
+// revision it holds is durable. The caller closes it.
+func (p *Pebble) durableSnapshot() (*pebble.Snapshot, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.db.NewSnapshot()
+	snap, at := p.db.NewSnapshot(), p.rev.Load()
+	p.mu.Unlock()
+	if err := p.syncTo(at); err != nil {
+		snap.Close()
+		return nil, err
+	}
+	return snap, nil
 }
 
 // List implements Store.
@@ -264,7 +314,10 @@ func (p *Pebble) List(kind string) ([]Doc, error) {
 		return nil, err
 	}
 	defer p.life.RUnlock()
-	snap := p.durableSnapshot()
+	snap, err := p.durableSnapshot()
+	if err != nil {
+		return nil, fmt.Errorf("store: list %s: %w", kind, err)
+	}
 	defer snap.Close()
 	docs, err := scanDocs(snap, kindPrefix(kind))
 	if err != nil {
@@ -279,7 +332,10 @@ func (p *Pebble) Load() (uint64, []Doc, error) {
 		return 0, nil, err
 	}
 	defer p.life.RUnlock()
-	snap := p.durableSnapshot()
+	snap, err := p.durableSnapshot()
+	if err != nil {
+		return 0, nil, fmt.Errorf("store: load: %w", err)
+	}
 	defer snap.Close()
 	rev, err := readRevision(snap)
 	if err != nil {
