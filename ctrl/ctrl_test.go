@@ -18,6 +18,7 @@ import (
 	"github.com/snapgate/snapgate/ctrl/health"
 	"github.com/snapgate/snapgate/ctrl/model"
 	"github.com/snapgate/snapgate/fbs"
+	"github.com/snapgate/snapgate/store"
 )
 
 // buildCounter is a slog handler that counts "snapshot built" records, so
@@ -564,9 +565,9 @@ func TestConfigErrors(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{AdminSocket: "x", PublishAddr: "y"}, "DataDir is required"},
-		{Config{DataDir: dir, PublishAddr: "y"}, "AdminSocket is required"},
-		{Config{DataDir: dir, AdminSocket: "x"}, "PublishAddr is required"},
+		{Config{AdminSocket: "x", PublishAddr: "y"}, "config: DataDir (--data-dir) is empty"},
+		{Config{DataDir: dir, PublishAddr: "y"}, "config: AdminSocket (--admin-socket) is empty"},
+		{Config{DataDir: dir, AdminSocket: "x"}, "config: PublishAddr (--stream-listen) is empty"},
 		{Config{DataDir: dir, AdminSocket: "x", PublishAddr: "y", Debounce: -1}, "must not be negative"},
 		{Config{DataDir: dir, AdminSocket: "x", PublishAddr: "y", Shards: -1, InsecureStream: true}, "Shards -1"},
 		{Config{DataDir: dir, AdminSocket: "x", PublishAddr: "y"}, "no stream secret"},
@@ -752,5 +753,26 @@ func TestRepliesWaitForDurability(t *testing.T) {
 	}
 	if d := st.Durable(); d < rev {
 		t.Fatalf("a write refused because of revision %d was answered with it durable only up to %d", rev, d)
+	}
+}
+
+// ForgetEdge replies only once the edge's stored record is gone: the store
+// no longer holds it when the reply arrives, with nothing left to wait for.
+func TestForgetEdgeDeletesRecordBeforeReply(t *testing.T) {
+	h := startCtrl(t, t.TempDir(), nil)
+	stop := streamEdge(t, h.s.PublishAddr(), "edge-gone")
+	h.waitEdges(1)
+	stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := h.c.ForgetEdge(ctx(t), "edge-gone"); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("forgetting the stopped edge: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond) // until ctrl has seen the disconnect
+	}
+	if v, err := h.s.store.GetMeta(edgeMetaPrefix + "edge-gone"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the reply came before the record was deleted: %q, %v", v, err)
 	}
 }

@@ -72,7 +72,7 @@ func (k *kind[T]) result(v versioned[T]) admin.Result {
 func (k *kind[T]) load(s *Server, m *state, d store.Doc) error {
 	doc, err := k.decode(d.Body)
 	if err != nil {
-		return fmt.Errorf("ctrl: stored %s %q (version %d) cannot be decoded: %w", k.name, d.ID, d.Version, err)
+		return fmt.Errorf("stored %s %q (version %d) cannot be decoded: %w", k.name, d.ID, d.Version, err)
 	}
 	if err := k.validate(&doc); err != nil {
 		s.log.Warn("stored document no longer validates", "kind", k.name, "id", d.ID, "err", err)

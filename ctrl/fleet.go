@@ -33,7 +33,7 @@ func (m *state) loadMeta(d store.Doc) error {
 	}
 	var f fleetDoc
 	if err := model.DecodeStrict(d.Body, &f); err != nil {
-		return fmt.Errorf("ctrl: stored meta %q (version %d) cannot be decoded: %w", d.ID, d.Version, err)
+		return fmt.Errorf("stored meta %q (version %d) cannot be decoded: %w", d.ID, d.Version, err)
 	}
 	m.fleet = versioned[uint32]{doc: f.Edges, version: d.Version, revision: d.Revision}
 	return nil

@@ -132,7 +132,7 @@ func (s *Server) advanceRevision(generation uint64) (uint64, error) {
 	}{generation}) // a struct of one integer cannot fail
 	rev, _, err := s.store.Apply(store.Mutation{Kind: kindMeta, ID: healthMarkerID, Body: body})
 	if err != nil {
-		return 0, fmt.Errorf("ctrl: recording a health-only snapshot revision: %w", err)
+		return 0, fmt.Errorf("recording a health-only snapshot revision: %w", err)
 	}
 	return rev, nil
 }

@@ -3,7 +3,6 @@ package ctrl
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"time"
 
@@ -42,9 +41,9 @@ func (s *Server) listenMetrics(addr string) error {
 	if addr == "" {
 		return nil
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listenTCP("metrics listener", addr)
 	if err != nil {
-		return fmt.Errorf("ctrl: metrics listener on %s: %w", addr, err)
+		return err
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
@@ -62,7 +61,7 @@ func (s *Server) serveMetrics() error {
 		return nil
 	}
 	if err := s.metricsSrv.Serve(s.metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("ctrl: metrics on %s: %w", s.metricsLn.Addr(), err)
+		return fmt.Errorf("metrics listener %s: %w", s.metricsLn.Addr(), err)
 	}
 	return nil
 }

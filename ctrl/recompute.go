@@ -166,7 +166,7 @@ func (s *Server) build() error {
 	snap, err := s.builder.BuildSnapshot(st)
 	if err != nil {
 		s.restorePending(committed)
-		return fmt.Errorf("ctrl: building snapshot %d: %w", st.Version, err)
+		return fmt.Errorf("building snapshot %d: %w", st.Version, err)
 	}
 	data := snap.Bytes()
 	took := time.Since(start)
@@ -181,7 +181,7 @@ func (s *Server) build() error {
 	if err != nil {
 		s.builder.Recycle(data)
 		s.restorePending(committed)
-		return fmt.Errorf("ctrl: staging snapshot %d: %w", st.Version, err)
+		return fmt.Errorf("staging snapshot %d: %w", st.Version, err)
 	}
 	var committedAt time.Time
 	if committed != 0 {

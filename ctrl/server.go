@@ -77,17 +77,17 @@ type Config struct {
 func (c *Config) setDefaults() error {
 	switch {
 	case c.DataDir == "":
-		return errors.New("ctrl: config: DataDir is required")
+		return errors.New("config: DataDir (--data-dir) is empty")
 	case c.AdminSocket == "":
-		return errors.New("ctrl: config: AdminSocket is required")
+		return errors.New("config: AdminSocket (--admin-socket) is empty")
 	case c.PublishAddr == "":
-		return errors.New("ctrl: config: PublishAddr is required")
+		return errors.New("config: PublishAddr (--stream-listen) is empty")
 	case c.Debounce < 0 || c.MaxDelay < 0 || c.FleetDebounce < 0 || c.KeepSnapshots < 0:
-		return fmt.Errorf("ctrl: config: Debounce (%v), MaxDelay (%v), FleetDebounce (%v) and KeepSnapshots (%d) must not be negative", c.Debounce, c.MaxDelay, c.FleetDebounce, c.KeepSnapshots)
+		return fmt.Errorf("config: Debounce (%v), MaxDelay (%v), FleetDebounce (%v) and KeepSnapshots (%d) must not be negative", c.Debounce, c.MaxDelay, c.FleetDebounce, c.KeepSnapshots)
 	case len(c.Publish.Secret) == 0 && !c.InsecureStream:
-		return errors.New("ctrl: config: no stream secret; set one (--stream-secret-file) or allow an unauthenticated stream explicitly (--insecure-stream)")
+		return errors.New("config: no stream secret; set one (--stream-secret-file) or allow an unauthenticated stream explicitly (--insecure-stream)")
 	case c.Shards < 0 || c.Shards > fbs.MaxShards:
-		return fmt.Errorf("ctrl: config: Shards %d is outside 0..%d", c.Shards, fbs.MaxShards)
+		return fmt.Errorf("config: Shards %d is outside 0..%d", c.Shards, fbs.MaxShards)
 	}
 	if c.Debounce == 0 {
 		c.Debounce = 20 * time.Millisecond
@@ -176,37 +176,96 @@ type snapInfo struct {
 	bytes           int
 }
 
-// New opens the store, loads every document into the in-memory model,
-// prepares the snapshot to publish first and binds the admin socket and the
-// publish listener, so that a second ctrl or a busy port fails here rather
-// than in Run. Call Run to serve, or Close to release everything.
+// New binds the admin socket, the publish listener and the metrics
+// listener, then opens the store, loads every document into the in-memory
+// model and prepares the snapshot to publish first, so that a bad address
+// or socket path, a busy port or a second ctrl fails here rather than in
+// Run, and before the data dir is created or its store locked. Call Run to
+// serve, or Close to release everything. A failed New releases all it took.
+//
+// Errors say what failed and where ("admin socket PATH: ..."), not that
+// it was ctrl: the caller names the program.
 func New(cfg Config) (*Server, error) {
 	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:  cfg,
+		log:  cfg.Logger.With("component", "ctrl"),
+		poke: make(chan struct{}, 1),
+	}
+	if err := s.bind(); err != nil {
+		s.abort()
 		return nil, err
 	}
 	// Snapshots in the store may carry HMAC secrets (docs/auth.md): a new
 	// data directory is the snapgate user's only.
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("ctrl: data dir: %w", err)
+		s.abort()
+		return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
 	}
 	st, err := store.OpenPebble(filepath.Join(cfg.DataDir, "store"), store.Options{Logger: cfg.Logger})
 	if err != nil {
-		return nil, fmt.Errorf("ctrl: opening store in %s: %w", cfg.DataDir, err)
+		s.abort()
+		return nil, err
 	}
-	s := &Server{
-		cfg:   cfg,
-		log:   cfg.Logger.With("component", "ctrl"),
-		store: st,
-		poke:  make(chan struct{}, 1),
-	}
+	s.store = st
 	if err := s.init(); err != nil {
-		if s.health != nil {
-			s.health.Close()
-		}
-		st.Close()
+		s.abort()
 		return nil, err
 	}
 	return s, nil
+}
+
+// bind takes every address and path the configuration names. Binding is
+// the cheapest complete check of them, and nothing is served before Run:
+// an early edge or ctl waits in the listen backlog. The admin socket goes
+// first: when ctrl is already running, it is what says so.
+func (s *Server) bind() error {
+	adm, err := admin.Listen(admin.Config{Path: s.cfg.AdminSocket, Handler: handler{s}, Logger: s.cfg.Logger})
+	if err != nil {
+		return err
+	}
+	s.adm = adm
+	ln, err := listenTCP("stream listener", s.cfg.PublishAddr)
+	if err != nil {
+		return err
+	}
+	s.pubLn = ln
+	return s.listenMetrics(s.cfg.MetricsAddr)
+}
+
+// abort releases what a failed New took, the admin socket first and the
+// store (and its lock) last, so a corrected start can follow at once.
+func (s *Server) abort() {
+	if s.adm != nil {
+		s.adm.Close()
+	}
+	s.closeListeners()
+	if s.pub != nil {
+		s.pub.Close()
+	}
+	if s.health != nil {
+		s.health.Close()
+	}
+	if s.store != nil {
+		s.store.Close()
+	}
+}
+
+// closeListeners closes the stream and metrics listeners: Run's servers
+// close them only once they serve them.
+func (s *Server) closeListeners() error {
+	var errs []error
+	for _, ln := range []net.Listener{s.pubLn, s.metricsLn} {
+		if ln == nil {
+			continue
+		}
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, fmt.Errorf("listener %s: %w", ln.Addr(), err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (s *Server) init() error {
@@ -233,7 +292,7 @@ func (s *Server) init() error {
 	}
 	tr, err := health.Open(hcfg)
 	if err != nil {
-		return fmt.Errorf("ctrl: %w", err)
+		return err
 	}
 	s.health = tr
 	// Before the first snapshot and the first observation: the tracker
@@ -248,30 +307,11 @@ func (s *Server) init() error {
 	s.cfg.Publish.Recycle = s.builder.Recycle
 	s.pub = publish.New(s.cfg.Publish)
 	if err := s.startSnapshot(); err != nil {
-		s.pub.Close()
 		return err
 	}
 	// The publisher hands files back only once it holds more than its
 	// delta bases: until then each build needs memory of its own.
 	s.builder.Reserve(s.pub.KeepBases())
-	ln, err := net.Listen("tcp", s.cfg.PublishAddr)
-	if err != nil {
-		s.pub.Close()
-		return fmt.Errorf("ctrl: publish listener on %s: %w", s.cfg.PublishAddr, err)
-	}
-	if err := s.listenMetrics(s.cfg.MetricsAddr); err != nil {
-		ln.Close()
-		s.pub.Close()
-		return err
-	}
-	adm, err := admin.Listen(admin.Config{Path: s.cfg.AdminSocket, Handler: handler{s}, Logger: s.cfg.Logger})
-	if err != nil {
-		ln.Close()
-		s.closeMetrics()
-		s.pub.Close()
-		return fmt.Errorf("ctrl: %w", err)
-	}
-	s.pubLn, s.adm = ln, adm
 	return nil
 }
 
@@ -287,7 +327,7 @@ func (s *Server) ensureInitialized() error {
 	zero := uint64(0)
 	_, _, err := s.store.Apply(store.Mutation{Kind: kindMeta, ID: "init", Body: []byte(`{"format":1}`), Expected: &zero})
 	if err != nil {
-		return fmt.Errorf("ctrl: initialising store: %w", err)
+		return fmt.Errorf("initialising store: %w", err)
 	}
 	return nil
 }
@@ -296,7 +336,7 @@ func (s *Server) ensureInitialized() error {
 func (s *Server) load() error {
 	rev, docs, err := s.store.Load()
 	if err != nil {
-		return fmt.Errorf("ctrl: loading documents: %w", err)
+		return fmt.Errorf("loading documents: %w", err)
 	}
 	m := newState(rev)
 	if err := s.loadDocs(&m, docs); err != nil {
@@ -344,9 +384,9 @@ func (s *Server) startSnapshot() error {
 	case errors.Is(err, store.ErrNotFound):
 		return s.build()
 	case err != nil:
-		return fmt.Errorf("ctrl: reading latest snapshot: %w", err)
+		return fmt.Errorf("reading latest snapshot: %w", err)
 	case ver > rev:
-		return fmt.Errorf("ctrl: latest stored snapshot has version %d but the store is at revision %d; refusing to publish versions that go backwards", ver, rev)
+		return fmt.Errorf("latest stored snapshot has version %d but the store is at revision %d; refusing to publish versions that go backwards", ver, rev)
 	}
 	snap, oerr := fbs.Open(data)
 	if oerr == nil && snap.Version() != ver {
@@ -367,7 +407,7 @@ func (s *Server) startSnapshot() error {
 	cs, next := s.clusters.convert(&s.model, s.health.Routing())
 	cur, err := s.builder.BuildSnapshot(s.model.fbsState(ver, snap.ParentVersion(), s.cfg.Shards, cs))
 	if err != nil {
-		return fmt.Errorf("ctrl: rebuilding snapshot %d to compare: %w", ver, err)
+		return fmt.Errorf("rebuilding snapshot %d to compare: %w", ver, err)
 	}
 	same := cur.ContentHash() == snap.ContentHash()
 	s.builder.Recycle(cur.Bytes())
@@ -428,7 +468,7 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		if err := s.pub.Serve(s.pubLn); err != nil && !errors.Is(err, publish.ErrClosed) {
-			errc <- fmt.Errorf("ctrl: publish on %s: %w", s.PublishAddr(), err)
+			errc <- fmt.Errorf("stream listener %s: %w", s.PublishAddr(), err)
 			cancel()
 		}
 	}()
@@ -456,7 +496,7 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		// Admin first: it returns once no command runs, so no write is
 		// between its commit and its fsync while the store closes.
-		errs := []error{s.adm.Close(), s.pub.Close(), s.closeMetrics()}
+		errs := []error{s.adm.Close(), s.pub.Close(), s.closeMetrics(), s.closeListeners()}
 		// wmu: a fleet record or build still under it finishes first; the
 		// tracker writes its last state before the store closes.
 		s.wmu.Lock()
@@ -464,7 +504,7 @@ func (s *Server) Close() error {
 		s.wmu.Unlock()
 		s.closeErr = errors.Join(errs...)
 		if s.closeErr != nil {
-			s.closeErr = fmt.Errorf("ctrl: close: %w", s.closeErr)
+			s.closeErr = fmt.Errorf("close: %w", s.closeErr)
 		}
 	})
 	return s.closeErr
@@ -511,7 +551,7 @@ const edgeMetaPrefix = "edge/"
 func (s *Server) rememberEdges() error {
 	metas, err := s.store.ListMeta(edgeMetaPrefix)
 	if err != nil {
-		return fmt.Errorf("ctrl: loading remembered edges: %w", err)
+		return fmt.Errorf("loading remembered edges: %w", err)
 	}
 	for _, m := range metas {
 		rec, err := publish.DecodeEdgeRecord(m.Value)
@@ -524,16 +564,13 @@ func (s *Server) rememberEdges() error {
 		}
 		s.cfg.Publish.Edges = append(s.cfg.Publish.Edges, rec)
 	}
-	s.cfg.Publish.OnEdgeChange = func(nodeID string, rec *publish.EdgeRecord) {
-		var err error
+	// A forget's delete is fsynced before ctl gets its reply (DeleteMeta);
+	// status updates are not (PutMeta).
+	s.cfg.Publish.OnEdgeChange = func(nodeID string, rec *publish.EdgeRecord) error {
 		if rec == nil {
-			err = s.store.DeleteMeta(edgeMetaPrefix + nodeID)
-		} else {
-			err = s.store.PutMeta(edgeMetaPrefix+nodeID, rec.Encode())
+			return s.store.DeleteMeta(edgeMetaPrefix + nodeID)
 		}
-		if err != nil {
-			s.log.Warn("saving edge status failed", "node", nodeID, "err", err)
-		}
+		return s.store.PutMeta(edgeMetaPrefix+nodeID, rec.Encode())
 	}
 	return nil
 }

@@ -32,10 +32,12 @@ func ValidateMetaKey(key string) error {
 	return nil
 }
 
-// Metadata writes skip the fsync (pebble.NoSync) and take no revision: they
+// Metadata puts skip the fsync (pebble.NoSync) and take no revision: they
 // need no ordering against Apply, so they take neither mu nor revKey, and
 // they never wait behind a document commit's fsync. The WAL is one ordered
 // log, so the next fsynced commit of any kind makes them durable too.
+// Deletes are rare operator actions and are fsynced (Store.DeleteMeta);
+// pebble group-commits that fsync with any concurrent one.
 
 // PutMeta implements Store.
 func (p *Pebble) PutMeta(key string, value []byte) error {
@@ -113,7 +115,7 @@ func (p *Pebble) DeleteMeta(key string) error {
 		return err
 	}
 	defer p.life.RUnlock()
-	if err := p.db.Delete(metaKey(key), pebble.NoSync); err != nil {
+	if err := p.db.Delete(metaKey(key), pebble.Sync); err != nil {
 		return fmt.Errorf("store: delete meta %q: %w", key, err)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -71,8 +72,12 @@ func OpenPebble(dir string, opts Options) (*Pebble, error) {
 		FormatMajorVersion: pebble.FormatNewest,
 		FS:                 opts.fs,
 	})
+	if errors.Is(err, syscall.EAGAIN) {
+		// pebble's LOCK file: flock(2) found it held.
+		return nil, fmt.Errorf("store %s: locked by another process (is another ctrl running on this data dir?): %w", dir, err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("store: open pebble in %s: %w", dir, err)
+		return nil, fmt.Errorf("store %s: opening pebble: %w", dir, err)
 	}
 	p := &Pebble{db: db, log: opts.Logger, snapDir: opts.SnapshotDir}
 	if p.snapDir == "" {
@@ -84,7 +89,7 @@ func OpenPebble(dir string, opts Options) (*Pebble, error) {
 	}
 	if err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+		return nil, fmt.Errorf("store %s: %w", dir, err)
 	}
 	p.rev.Store(rev)
 	p.synced.Store(rev) // what open found counts as durable: nothing of it is waiting for our fsync

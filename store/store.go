@@ -139,8 +139,10 @@ type Store interface {
 	// ListMeta returns every metadata entry whose key starts with prefix
 	// (all of them for ""), sorted by key.
 	ListMeta(prefix string) ([]Meta, error)
-	// DeleteMeta removes a metadata entry, with PutMeta's durability.
-	// Deleting a missing key is not an error.
+	// DeleteMeta removes a metadata entry durably: unlike PutMeta it is
+	// fsynced before it returns (with every metadata write before it), as
+	// a deletion is an operator's decision (forgetting an edge) that a
+	// crash must not undo. Deleting a missing key is not an error.
 	DeleteMeta(key string) error
 
 	// Close releases the store; later calls return ErrClosed.

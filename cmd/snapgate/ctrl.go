@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"path/filepath"
 	"time"
 
 	"github.com/snapgate/snapgate/ctrl"
@@ -71,7 +70,7 @@ func runCtrl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	srv, err := ctrl.New(ctrl.Config{
 		InsecureStream: cfg.InsecureStream,
 		Publish:        publish.Config{Secret: secret},
-		DataDir:        filepath.Clean(cfg.DataDir),
+		DataDir:        cfg.DataDir,
 		AdminSocket:    cfg.AdminSocket,
 		PublishAddr:    cfg.StreamListen,
 		MetricsAddr:    cfg.MetricsListen,

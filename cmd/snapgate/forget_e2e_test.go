@@ -98,3 +98,23 @@ func TestCtlEdgeForget(t *testing.T) {
 	g.startEdge()
 	g.waitEdge("e2e-edge", true)
 }
+
+// TestCtlEdgeForgetSurvivesKill: the removal is durable before ctl prints
+// its reply, so a ctrl killed with SIGKILL right after it does not bring
+// the edge back at its next start.
+func TestCtlEdgeForgetSurvivesKill(t *testing.T) {
+	g := newGateway(t)
+	ctrl := g.startCtrl()
+	e := g.startEdge()
+	g.waitEdge("e2e-edge", true)
+	e.kill(syscall.SIGTERM)
+	g.waitEdge("e2e-edge", false)
+	if out := g.mustCtl("edge", "forget", "e2e-edge"); !strings.Contains(out, `edge "e2e-edge" forgotten`) {
+		t.Fatalf("ctl edge forget: %q", out)
+	}
+	ctrl.kill(syscall.SIGKILL)
+	g.startCtrl()
+	if e, ok := g.edges()["e2e-edge"]; ok {
+		t.Fatalf("the forgotten edge is back after a kill -9 right after the reply: %+v", e)
+	}
+}

@@ -42,7 +42,7 @@ func DialContext(ctx context.Context, path string) (*Client, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
-		return nil, fmt.Errorf("admin: connecting to ctrl at %s: %w", path, err)
+		return nil, fmt.Errorf("admin socket %s: %w", path, unwrapPath(err))
 	}
 	return &Client{path: path, conn: c, r: bufio.NewReaderSize(c, 64<<10)}, nil
 }

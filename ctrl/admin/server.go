@@ -109,12 +109,17 @@ type Server struct {
 // unixPathMax is sizeof(sockaddr_un.sun_path) minus the terminating NUL on Linux.
 const unixPathMax = 107
 
+// bindOverhead is what createSocket's temporary name adds to the socket's
+// directory: "/.admin", up to 10 digits from os.MkdirTemp, "/s".
+const bindOverhead = len("/.admin") + 10 + len("/s")
+
 // Listen creates the socket at cfg.Path. A socket file left by a crashed
 // ctrl is removed; if something is listening on it, or the path exists and
 // is not a socket, Listen refuses rather than hijacking or deleting it.
+// Errors begin with "admin socket PATH:".
 func Listen(cfg Config) (*Server, error) {
 	if cfg.Path == "" {
-		return nil, errors.New("admin: socket path is empty")
+		return nil, errors.New("admin socket: path is empty")
 	}
 	if cfg.Handler == nil {
 		return nil, errors.New("admin: Handler is nil")
@@ -130,7 +135,7 @@ func Listen(cfg Config) (*Server, error) {
 	}
 	ln, fi, err := createSocket(cfg.Path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("admin socket %s: %w", cfg.Path, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
@@ -149,26 +154,30 @@ func Listen(cfg Config) (*Server, error) {
 // chmod-ing afterwards would leave a window in which the socket carries the
 // umask's (often world-connectable) mode; changing the umask instead would
 // affect every goroutine in the process. link(2) also fails if path exists,
-// so two racing ctrls cannot both take it.
+// so two racing ctrls cannot both take it. Its errors do not repeat path.
 func createSocket(path string) (*net.UnixListener, os.FileInfo, error) {
+	// Checked before anything is created: the bound name must fit, and
+	// so must path, which clients connect to.
+	if n := max(len(path), len(filepath.Dir(path))+bindOverhead); n > unixPathMax {
+		return nil, nil, fmt.Errorf("path too long: a unix socket path holds at most %d bytes, and this one needs %d (the path, or its directory plus %d for a temporary name)", unixPathMax, n, bindOverhead)
+	}
+	// Before looking at path: a parent that is a file is then reported
+	// by name ("mkdir /x/f: not a directory"), not as path's lstat error.
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, nil, err
+	}
 	if err := clearStale(path); err != nil {
 		return nil, nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, nil, fmt.Errorf("admin: socket %s: creating its directory: %w", path, err)
-	}
 	dir, err := os.MkdirTemp(filepath.Dir(path), ".admin")
 	if err != nil {
-		return nil, nil, fmt.Errorf("admin: socket %s: creating private directory: %w", path, err)
+		return nil, nil, fmt.Errorf("creating private directory: %w", err)
 	}
 	defer os.RemoveAll(dir)
 	tmp := filepath.Join(dir, "s")
-	if len(tmp) > unixPathMax {
-		return nil, nil, fmt.Errorf("admin: socket %s: path too long (unix socket paths are limited to %d bytes, and %d more are needed while creating it)", path, unixPathMax, len(tmp)-len(path))
-	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {
-		return nil, nil, fmt.Errorf("admin: socket %s: %w", path, err)
+		return nil, nil, err
 	}
 	ln.SetUnlinkOnClose(false) // the temp name goes away with dir; path is removed by Close
 	fail := func(err error) (*net.UnixListener, os.FileInfo, error) {
@@ -176,18 +185,18 @@ func createSocket(path string) (*net.UnixListener, os.FileInfo, error) {
 		return nil, nil, err
 	}
 	if err := os.Chmod(tmp, 0o600); err != nil {
-		return fail(fmt.Errorf("admin: socket %s: chmod 0600: %w", path, err))
+		return fail(fmt.Errorf("chmod 0600: %w", err))
 	}
 	if err := os.Link(tmp, path); err != nil {
 		if errors.Is(err, os.ErrExist) {
-			return fail(fmt.Errorf("admin: socket %s: created by another process while starting (is another ctrl starting?)", path))
+			return fail(errors.New("created by another process while starting (is another ctrl starting?)"))
 		}
-		return fail(fmt.Errorf("admin: socket %s: %w", path, err))
+		return fail(fmt.Errorf("link: %w", unwrapPath(err)))
 	}
 	fi, err := os.Lstat(path)
 	if err != nil {
 		os.Remove(path)
-		return fail(fmt.Errorf("admin: socket %s: %w", path, err))
+		return fail(unwrapPath(err))
 	}
 	return ln, fi, nil
 }
@@ -199,23 +208,58 @@ func clearStale(path string) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("admin: socket %s: %w", path, err)
+		return unwrapPath(err)
 	}
 	if fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("admin: socket %s: path exists and is not a socket (%s); refusing to replace it", path, fi.Mode().Type())
+		return fmt.Errorf("path exists and is %s, not a socket; refusing to replace it", fileKind(fi.Mode()))
 	}
 	c, err := net.DialTimeout("unix", path, time.Second)
 	if err == nil {
 		c.Close()
-		return fmt.Errorf("admin: socket %s: another process is listening on it (is ctrl already running?)", path)
+		return errors.New("another process is listening on it (is ctrl already running?)")
 	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("admin: socket %s: cannot tell whether it is in use: %w", path, err)
+		return fmt.Errorf("cannot tell whether it is in use: %w", unwrapPath(err))
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("admin: socket %s: removing stale socket: %w", path, err)
+		return fmt.Errorf("removing stale socket: %w", unwrapPath(err))
 	}
 	return nil
+}
+
+// unwrapPath drops the path from an *os.PathError, *os.LinkError or
+// *net.OpError (whose inner error names the system call, "connect: ..."):
+// the caller's context names the socket already.
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	var le *os.LinkError
+	var oe *net.OpError
+	switch {
+	case errors.As(err, &pe):
+		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
+	case errors.As(err, &le):
+		return le.Err
+	case errors.As(err, &oe):
+		return oe.Err
+	}
+	return err
+}
+
+// fileKind names a file type for an operator.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m.IsRegular():
+		return "a regular file"
+	case m&os.ModeSymlink != 0:
+		return "a symbolic link"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	}
+	return "a file of type " + m.Type().String()
 }
 
 // Path returns the socket path.
@@ -238,7 +282,7 @@ func (s *Server) Serve() error {
 				time.Sleep(backoff)
 				continue
 			}
-			return fmt.Errorf("admin: accept on %s: %w", s.cfg.Path, err)
+			return fmt.Errorf("admin socket %s: accept: %w", s.cfg.Path, err)
 		}
 		backoff = 0
 		if !s.track(c) {
@@ -300,7 +344,7 @@ func (s *Server) Close() error {
 			}
 		}
 		if err != nil {
-			s.closeErr = fmt.Errorf("admin: closing %s: %w", s.cfg.Path, err)
+			s.closeErr = fmt.Errorf("admin socket %s: close: %w", s.cfg.Path, err)
 		}
 	})
 	return s.closeErr

@@ -61,12 +61,13 @@ type Config struct {
 	// reconnect. Records with an invalid node id are logged and skipped.
 	Edges []EdgeRecord
 	// OnEdgeChange, if set, is called when an edge's EdgeRecord changes,
-	// with the new record, or with nil once Forget removed the edge. A
-	// connect, a disconnect and a Forget are reported at once; ACKs and
-	// NACKs at most once per SaveInterval per edge, with the latest state.
-	// Calls come from one goroutine, in order; Close makes the calls still
-	// pending before it returns.
-	OnEdgeChange func(nodeID string, rec *EdgeRecord)
+	// with the new record, or with nil when Forget removes the edge. A
+	// connect and a disconnect are reported at once, a Forget before Forget
+	// returns (its error fails the Forget); ACKs and NACKs at most once per
+	// SaveInterval per edge, with the latest state, and their errors are
+	// logged. Calls never overlap and come in order; Close makes the calls
+	// still pending before it returns.
+	OnEdgeChange func(nodeID string, rec *EdgeRecord) error
 	// SaveInterval bounds how often OnEdgeChange reports one edge's ACKs
 	// and NACKs: an edge at 50 versions a second would otherwise mean 50
 	// store writes a second. Default 1s.
@@ -192,8 +193,12 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
 	edges     map[string]*edge
-	forgotten []string   // node ids Forget removed, not yet given to OnEdgeChange
 	publishMu sync.Mutex // orders Publish calls so versions only move forward
+	// saveMu orders OnEdgeChange calls: held by save from collecting the
+	// changed records to the last call, and by Forget from removing the
+	// edge to its call, so a record collected before a Forget is never
+	// written after it.
+	saveMu sync.Mutex
 
 	wg sync.WaitGroup
 

@@ -13,8 +13,9 @@ import (
 // Edge status outlives ctrl: Config.Edges seeds the edges ctrl knew before
 // a restart, and Config.OnEdgeChange reports every change to what a restart
 // should bring back, so ctrl can keep it in its store. Calls to the hook
-// come from one goroutine (saveLoop), so the hook sees each edge's changes
-// in order, a Forget included, and a slow hook never holds up a session.
+// come from saveLoop, or from Forget, one at a time (saveMu), so the hook
+// sees each edge's changes in order, a Forget included, and a slow hook
+// never holds up a session.
 
 // EdgeRecord is the part of an edge's status that outlives a ctrl restart.
 // Its JSON form (Encode, DecodeEdgeRecord) is what ctrl stores.
@@ -113,25 +114,38 @@ func (s *Server) pokeSaver() {
 }
 
 // Forget removes a disconnected edge from Status, reports it to
-// OnEdgeChange with a nil record, and returns its last status. It returns
-// an error wrapping ErrUnknownEdge, or ErrEdgeConnected with the connected
-// edge's status (a connected edge would be listed again at its next frame;
-// stop it first). An edge that connects later is listed again as new.
+// OnEdgeChange with a nil record before it returns, and returns its last
+// status. It returns an error wrapping ErrUnknownEdge, or ErrEdgeConnected
+// with the connected edge's status (a connected edge would be listed again
+// at its next frame; stop it first). If the hook fails, the edge stays
+// listed, so that the Forget can be retried. An edge that connects later
+// is listed again as new.
 func (s *Server) Forget(nodeID string) (EdgeStatus, error) {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	e := s.edges[nodeID]
 	switch {
 	case e == nil:
+		s.mu.Unlock()
 		return EdgeStatus{}, fmt.Errorf("publish: forget %q: %w", nodeID, ErrUnknownEdge)
 	case e.Connected:
+		s.mu.Unlock()
 		return e.EdgeStatus, fmt.Errorf("publish: forget %q: %w (from %s since %s); stop it first",
 			nodeID, ErrEdgeConnected, e.RemoteAddr, e.ConnectedSince.Format(time.RFC3339))
 	}
 	delete(s.edges, nodeID)
+	s.mu.Unlock()
+	// Outside mu: the hook may wait for a disk, and sessions must not.
 	if s.cfg.OnEdgeChange != nil {
-		s.forgotten = append(s.forgotten, nodeID)
-		s.pokeSaver()
+		if err := s.cfg.OnEdgeChange(nodeID, nil); err != nil {
+			s.mu.Lock()
+			if _, back := s.edges[nodeID]; !back { // unless it reconnected meanwhile
+				s.edges[nodeID] = e
+			}
+			s.mu.Unlock()
+			return e.EdgeStatus, fmt.Errorf("publish: forget %q: removing its record: %w", nodeID, err)
+		}
 	}
 	s.log.Info("publish: forgot edge", "node", nodeID)
 	return e.EdgeStatus, nil
@@ -156,15 +170,13 @@ func (s *Server) saveLoop() {
 	}
 }
 
-// save calls the hook for forgotten edges first, so that an edge forgotten
-// and then reconnected is deleted before it is saved again, then for every
-// changed edge that is urgent or last saved SaveInterval ago (all of them
-// when final).
+// save calls the hook for every changed edge that is urgent or last saved
+// SaveInterval ago (all of them when final).
 func (s *Server) save(final bool) {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
 	now := time.Now()
 	s.mu.Lock()
-	forgotten := s.forgotten
-	s.forgotten = nil
 	var recs []EdgeRecord
 	for _, e := range s.edges {
 		if e.dirty && (final || e.urgent || now.Sub(e.savedAt) >= s.cfg.SaveInterval) {
@@ -173,10 +185,9 @@ func (s *Server) save(final bool) {
 		}
 	}
 	s.mu.Unlock()
-	for _, id := range forgotten {
-		s.cfg.OnEdgeChange(id, nil)
-	}
 	for i := range recs {
-		s.cfg.OnEdgeChange(recs[i].NodeID, &recs[i])
+		if err := s.cfg.OnEdgeChange(recs[i].NodeID, &recs[i]); err != nil {
+			s.log.Warn("publish: saving edge status failed", "node", recs[i].NodeID, "err", err)
+		}
 	}
 }

@@ -18,9 +18,17 @@ type hookLog struct {
 	mu    sync.Mutex
 	calls []*EdgeRecord // nil: forgotten
 	ids   []string
+	fail  error // returned by every call (after recording it)
 }
 
-func (h *hookLog) hook(id string, rec *EdgeRecord) {
+// failWith makes later calls return err.
+func (h *hookLog) failWith(err error) {
+	h.mu.Lock()
+	h.fail = err
+	h.mu.Unlock()
+}
+
+func (h *hookLog) hook(id string, rec *EdgeRecord) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if rec != nil {
@@ -29,6 +37,7 @@ func (h *hookLog) hook(id string, rec *EdgeRecord) {
 	}
 	h.ids = append(h.ids, id)
 	h.calls = append(h.calls, rec)
+	return h.fail
 }
 
 // last returns the most recent call for id and how many calls id got.
@@ -181,8 +190,11 @@ func TestForget(t *testing.T) {
 	if st := s.Status(); len(st) != 0 {
 		t.Fatalf("status after Forget: %+v", st)
 	}
-	waitFor(t, "forgets reported", func() bool { r, _, ok := h.last("old"); return ok && r == nil })
-	waitFor(t, "e1 forget reported", func() bool { r, n, _ := h.last("e1"); return n == 3 && r == nil })
+	// Reported before Forget returned, not later.
+	if r, _, ok := h.last("old"); !ok || r != nil {
+		t.Fatalf("Forget(old) returned before the hook saw it: %s", h.summary("old"))
+	}
+	waitFor(t, "e1 disconnect and forget reported", func() bool { r, n, _ := h.last("e1"); return n == 3 && r == nil })
 
 	// Coming back, e1 is a new edge: nothing of its old status returns.
 	dial(t, addr, "e1", 0)
@@ -192,6 +204,81 @@ func TestForget(t *testing.T) {
 	}
 	if got := h.summary("e1"); got != "connected v0, disconnected v0, gone, connected v0" {
 		t.Fatalf("e1 hook calls: %s", got)
+	}
+}
+
+// A Forget whose record could not be removed fails, and the edge stays
+// listed so that the Forget can be retried.
+func TestForgetHookFails(t *testing.T) {
+	var h hookLog
+	s := New(Config{Logger: slog.New(slog.DiscardHandler), OnEdgeChange: h.hook, SaveInterval: time.Hour,
+		Edges: []EdgeRecord{{NodeID: "old", RemoteAddr: "10.0.0.1:4100", AppliedVersion: 2}}})
+	defer s.Close()
+	disk := errors.New("disk on fire")
+	h.failWith(disk)
+	e, err := s.Forget("old")
+	if !errors.Is(err, disk) || err.Error() != `publish: forget "old": removing its record: disk on fire` || e.RemoteAddr != "10.0.0.1:4100" {
+		t.Fatalf("Forget with a failing hook = %+v, %v", e, err)
+	}
+	if e, ok := statusOf(s, "old"); !ok || e.AppliedVersion != 2 {
+		t.Fatalf("after a failed Forget the edge is not listed as before: %+v (listed %v)", e, ok)
+	}
+	h.failWith(nil)
+	if _, err := s.Forget("old"); err != nil {
+		t.Fatalf("retried Forget: %v", err)
+	}
+	if _, ok := statusOf(s, "old"); ok {
+		t.Fatal("retried Forget left the edge listed")
+	}
+	if got := h.summary("old"); got != "gone, gone" {
+		t.Fatalf("hook calls: %s", got)
+	}
+}
+
+// A Forget waits for a save in progress, so a record that save collected
+// before the Forget is written before the Forget's delete, never after it
+// (a stale write after the delete would bring the edge back).
+func TestForgetWaitsForSaveInProgress(t *testing.T) {
+	var h hookLog
+	saving, release := make(chan struct{}), make(chan struct{})
+	var block, unblock sync.Once
+	s, addr, _ := startWith(t, func(c *Config) {
+		c.OnEdgeChange = func(id string, rec *EdgeRecord) error {
+			if rec != nil && !rec.Connected {
+				block.Do(func() { close(saving); <-release })
+			}
+			return h.hook(id, rec)
+		}
+		c.SaveInterval = time.Hour
+	})
+	// Registered after startWith's, so it runs before Close waits for the hook.
+	t.Cleanup(func() { unblock.Do(func() { close(release) }) })
+	c, _, _ := dial(t, addr, "e1", 0)
+	waitFor(t, "e1 connect reported", func() bool { _, n, _ := h.last("e1"); return n == 1 })
+	c.Close()
+	select {
+	case <-saving:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the disconnect was never saved")
+	}
+	done := make(chan error, 1)
+	go func() { _, err := s.Forget("e1"); done <- err }()
+	select {
+	case err := <-done:
+		t.Fatalf("Forget returned (%v) while a save of the same edge was still writing", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	unblock.Do(func() { close(release) })
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Forget did not return after the save finished")
+	}
+	if got := h.summary("e1"); got != "connected v0, disconnected v0, gone" {
+		t.Fatalf("hook calls: %s", got)
 	}
 }
 
