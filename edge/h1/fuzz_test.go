@@ -11,6 +11,7 @@ var fuzzRequestSeeds = []string{
 	"PUT http://h.example/p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nConnection: close, x\r\n\r\nabc",
 	"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
 	"OPTIONS * HTTP/1.1\r\nHost: [::1]:8080\r\nExpect: 100-continue\r\n\r\n",
+	"PUT / HTTP/1.0\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\nx",
 	"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
 	"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
 	"\r\nGET /a/%2e%2E/b HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -41,6 +42,9 @@ func FuzzParseRequest(f *testing.F) {
 		if r.Chunked && r.ContentLength >= 0 {
 			t.Fatal("both chunked and Content-Length")
 		}
+		if r.Expect100 && r.Minor != 1 {
+			t.Fatal("100-continue expected by an HTTP/1.0 client")
+		}
 		if !bytes.Equal(r.Host, bytes.ToLower(r.Host)) || bytes.IndexByte(r.Host, ':') >= 0 && r.Host[0] != '[' {
 			t.Fatalf("host not normalized: %q", r.Host)
 		}
@@ -67,6 +71,8 @@ func FuzzParseResponse(f *testing.F) {
 		"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
 		"HTTP/1.1 301\r\nLocation: /x\r\n\r\n",
 		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+		"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\nContent-Length: 7\r\n\r\n",
+		"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
 	} {
 		f.Add([]byte(s), false)
 	}
@@ -92,8 +98,11 @@ func FuzzParseResponse(f *testing.F) {
 		if r.Status < 100 || r.Status > 999 {
 			t.Fatalf("status %d", r.Status)
 		}
-		if r.Body == BodyLength && r.ContentLength < 0 {
-			t.Fatal("BodyLength without length")
+		if r.Body == BodyLength && (r.ContentLength < 0 || r.TransferCoded) {
+			t.Fatalf("BodyLength with length %d, transfer-coded %v", r.ContentLength, r.TransferCoded)
+		}
+		if r.Body == BodyChunked && !r.TransferCoded {
+			t.Fatal("BodyChunked without Transfer-Encoding")
 		}
 		if r.Body == BodyClose && r.KeepAlive {
 			t.Fatal("close-delimited body with keep-alive")

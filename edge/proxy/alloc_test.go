@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/snapgate/snapgate/edge/h1"
 	"github.com/snapgate/snapgate/fbs"
 )
 
@@ -144,4 +145,33 @@ func edgeAllocs() edgeAllocStats {
 		}
 	}
 	return st
+}
+
+// TestUpgradeCheckAllocs: deciding an upgrade, recording the offer in the
+// upstream head and holding a 101 against it cost no allocation (the
+// tunnel after it does, by design: a goroutine per upgrade).
+func TestUpgradeCheckAllocs(t *testing.T) {
+	s := &Server{cfg: Config{BufferBodyBytes: 64 << 10}}
+	st := &connState{upHead: make([]byte, 0, 4<<10)}
+	req := []byte("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: irc/6.9\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	resp := []byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n")
+	if _, err := h1.ParseRequest(req, &st.req, h1.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h1.ParseResponse(resp, &st.resp, st.req.Method); err != nil {
+		t.Fatal(err)
+	}
+	st.upPath = st.req.Path
+	accepted := true
+	allocs := testing.AllocsPerRun(200, func() {
+		st.upgrade = s.upgradeRequested(st)
+		st.upHead = appendRequestHead(st, st.upHead[:0])
+		accepted = accepted && switchAccepted(st)
+	})
+	if !accepted {
+		t.Fatalf("101 refused; upstream head %q", st.upHead)
+	}
+	if allocs != 0 {
+		t.Fatalf("%v allocations per upgrade check", allocs)
+	}
 }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/snapgate/snapgate/fbs"
 )
 
 // scriptedBackend is a raw TCP backend: for the n-th request (from 0) on a
@@ -23,6 +25,16 @@ type scriptedBackend struct {
 }
 
 func newScriptedBackend(t *testing.T, answer func(r *http.Request, n int) string) *scriptedBackend {
+	t.Helper()
+	return newHangupBackend(t, func(r *http.Request, n int) (string, bool) {
+		raw := answer(r, n)
+		return raw, raw == ""
+	})
+}
+
+// newHangupBackend is newScriptedBackend whose answer also says whether to
+// close the connection right after writing its bytes.
+func newHangupBackend(t *testing.T, answer func(r *http.Request, n int) (raw string, hangUp bool)) *scriptedBackend {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -54,11 +66,8 @@ func newScriptedBackend(t *testing.T, answer func(r *http.Request, n int) string
 					b.mu.Lock()
 					b.seen = append(b.seen, r)
 					b.mu.Unlock()
-					raw := answer(r, n)
-					if raw == "" {
-						return
-					}
-					if _, err := io.WriteString(c, raw); err != nil {
+					raw, hangUp := answer(r, n)
+					if _, err := io.WriteString(c, raw); err != nil || hangUp {
 						return
 					}
 				}
@@ -135,21 +144,62 @@ func TestKeepAliveAfterUpstreamClosed(t *testing.T) {
 }
 
 // RFC 9110 §10.1.1: a 100-continue from an HTTP/1.0 client is ignored; it
-// would not understand a 1xx.
+// would not understand a 1xx. The body streams (BufferBodyBytes 1), so the
+// edge sends the head upstream only after it decided about a 100; the
+// client sends its body once the backend has the head, and what it reads
+// first is then fixed. The HTTP/1.1 case shows a 100 would be seen.
 func TestHTTP10ExpectIgnored(t *testing.T) {
-	f := newFixture(t, nil)
-	c := f.dial()
-	c.send("PUT /api/e HTTP/1.0\r\nHost: a.example\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
-	time.Sleep(50 * time.Millisecond) // a 100 would be on its way by now
-	c.send("data")
-	line, err := c.br.ReadString('\n')
-	if err != nil || line != "HTTP/1.1 200 OK\r\n" {
-		t.Fatalf("first line %q (%v), want the final response", line, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	headSeen := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			if r, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+				headSeen <- struct{}{}
+				body, _ := io.ReadAll(r.Body)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n"+string(body))
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	addr, _ := startProxy(t, oneRoute(ln.Addr().String()), func(c *Config) { c.BufferBodyBytes = 1 })
+	for _, tc := range []struct{ version, want string }{
+		{"1.0", "HTTP/1.1 200 OK\r\n"},
+		{"1.1", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"},
+	} {
+		c := rawConn(t, addr)
+		io.WriteString(c, "PUT /e HTTP/"+tc.version+"\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+		select {
+		case <-headSeen:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("HTTP/%s: the request head did not reach the backend", tc.version)
+		}
+		io.WriteString(c, "data")
+		all, _ := io.ReadAll(c) // the edge closes after a streamed body
+		if !strings.HasPrefix(string(all), tc.want) || !strings.HasSuffix(string(all), "\r\n\r\ndata") {
+			t.Fatalf("HTTP/%s client got %q, want it to start %q", tc.version, all, tc.want)
+		}
 	}
 }
 
 // An h2c upgrade is not passed on: a backend switching to HTTP/2 would
 // serve any path on the tunnel, past this edge's routing and policies.
+// h2c anywhere in the offer, in any Upgrade field and any case, drops the
+// whole offer: the request goes upstream as a plain one.
 func TestH2CUpgradeNotForwarded(t *testing.T) {
 	be := newScriptedBackend(t, func(r *http.Request, n int) string {
 		if r.Header.Get("Upgrade") != "" {
@@ -159,20 +209,28 @@ func TestH2CUpgradeNotForwarded(t *testing.T) {
 	})
 	addr, _ := startProxy(t, oneRoute(be.addr()), nil)
 	c := dialProxy(t, addr)
-	r := c.do("GET /admin HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
-	if r.status != 200 || r.body != "ok" {
-		t.Fatalf("client got %d %q", r.status, r.body)
+	for _, fields := range []string{
+		"Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n",
+		"Upgrade: websocket, H2C\r\nConnection: Upgrade\r\n",
+		"Upgrade: websocket\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n",
+	} {
+		r := c.do("GET /admin HTTP/1.1\r\nHost: x\r\n" + fields + "\r\n")
+		if r.status != 200 || r.body != "ok" {
+			t.Fatalf("%q: client got %d %q", fields, r.status, r.body)
+		}
 	}
-	reqs := be.requests()
-	if len(reqs) != 1 || reqs[0].Header.Get("Upgrade") != "" || reqs[0].Header.Get("Http2-Settings") != "" {
-		t.Fatalf("backend saw %v", reqs[0].Header)
+	for _, r := range be.requests() {
+		if r.Header.Get("Upgrade") != "" || r.Header.Get("Connection") != "" || r.Header.Get("Http2-Settings") != "" {
+			t.Fatalf("backend saw %v", r.Header)
+		}
 	}
 }
 
 // Framing fields that do not apply downstream are not relayed: none on a
 // 1xx or 204 (RFC 9110 §8.6, RFC 9112 §6.1), no Transfer-Encoding to an
-// HTTP/1.0 client, and a transfer-coded body for an HTTP/1.0 client is a
-// 502 as chunked already was. Each answer keeps the client connection.
+// HTTP/1.0 client, no Content-Length next to Transfer-Encoding, and a
+// transfer-coded body for an HTTP/1.0 client is a 502 as chunked already
+// was. Each answer keeps the client connection.
 func TestBodilessFramingNotRelayed(t *testing.T) {
 	be := newScriptedBackend(t, func(r *http.Request, n int) string {
 		switch r.URL.Path {
@@ -185,6 +243,10 @@ func TestBodilessFramingNotRelayed(t *testing.T) {
 				"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 		case "/gzip":
 			return "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"
+		case "/304both":
+			return "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\nContent-Length: 7\r\n\r\n"
+		case "/both":
+			return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n"
 		}
 		// HEAD answers for a chunked resource.
 		return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -196,6 +258,11 @@ func TestBodilessFramingNotRelayed(t *testing.T) {
 		{"GET /204cl HTTP/1.1\r\nHost: x\r\n\r\n", "204", "Content-Length"},
 		{"GET /103 HTTP/1.1\r\nHost: x\r\n\r\n", "103", "Content-Length"},
 		{"HEAD /chunked HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n", "200", "Transfer-Encoding"},
+		// Both framings on a bodiless answer: Transfer-Encoding overrides
+		// Content-Length, which a forwarder removes (RFC 9112 §6.3).
+		{"GET /304both HTTP/1.1\r\nHost: x\r\n\r\n", "304", "Content-Length"},
+		{"HEAD /both HTTP/1.1\r\nHost: x\r\n\r\n", "200", "Content-Length"},
+		{"HEAD /both HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n", "200", "Content-Length"},
 	} {
 		c.send(tc.req)
 		head := readHead(t, c.br)
@@ -255,4 +322,190 @@ func TestUpgradeBodyNotRepeated(t *testing.T) {
 	if g := <-got; g != "body=hello tunnel=frame" {
 		t.Fatalf("backend got %q", g)
 	}
+}
+
+// switchingBackend accepts one connection, reads one request with its
+// body, writes answer and then reports the request's Upgrade offer, its
+// body and every byte that followed on the connection until the edge
+// closed it.
+func switchingBackend(t *testing.T, answer string) (addr string, got <-chan string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan string, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			ch <- err.Error()
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(c)
+		r, err := http.ReadRequest(br)
+		if err != nil {
+			ch <- err.Error()
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		io.WriteString(c, answer)
+		rest, _ := io.ReadAll(br)
+		ch <- "upgrade=" + strings.Join(r.Header.Values("Upgrade"), "|") + " body=" + string(body) + " then=" + string(rest)
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+	})
+	return ln.Addr().String(), ch
+}
+
+// RFC 9110 §7.8: a server must not switch to a protocol the client did
+// not offer, and a 101 must carry Upgrade. A 101 that breaks either is a
+// 502 and no tunnel; the client connection stays in step. Protocol names
+// compare ignoring case, and several Upgrade fields are one list.
+func TestSwitchOnlyToOfferedProtocol(t *testing.T) {
+	const ws = "GET /up HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+	for _, tc := range []struct {
+		name, req, answer string
+		switched          bool
+		offer             string // the Upgrade the backend saw
+	}{
+		{"not offered", ws, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n", false, "websocket"},
+		{"one of two not offered", ws, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket, irc\r\nConnection: Upgrade\r\n\r\n", false, "websocket"},
+		{"second field not offered", ws, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nUpgrade: irc\r\nConnection: Upgrade\r\n\r\n", false, "websocket"},
+		{"no Upgrade", ws, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n", false, "websocket"},
+		{"empty Upgrade", ws, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: \r\nConnection: Upgrade\r\n\r\n", false, "websocket"},
+		{"case differs", ws, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n", true, "websocket"},
+		{"offer of two fields", "GET /up HTTP/1.1\r\nHost: x\r\nUpgrade: irc/6.9\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+			"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", true, "irc/6.9, websocket"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be, got := switchingBackend(t, tc.answer)
+			addr, _ := startProxy(t, oneRoute(be), nil)
+			c := rawConn(t, addr)
+			br := bufio.NewReader(c)
+			io.WriteString(c, tc.req)
+			resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.switched {
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != 502 || string(body) != "bad upstream response\n" || resp.Close {
+					t.Fatalf("client got %d %q close=%v, want a 502 on a kept connection", resp.StatusCode, body, resp.Close)
+				}
+				c.(*net.TCPConn).CloseWrite()
+				if g, want := <-got, "upgrade="+tc.offer+" body= then="; g != want {
+					t.Fatalf("backend: %q, want %q", g, want)
+				}
+				return
+			}
+			if resp.StatusCode != 101 || resp.Header.Get("Upgrade") != strings.TrimPrefix(strings.Split(tc.answer, "\r\n")[1], "Upgrade: ") {
+				t.Fatalf("client got %d %v, want the backend's 101", resp.StatusCode, resp.Header)
+			}
+			io.WriteString(c, "frame")
+			c.(*net.TCPConn).CloseWrite()
+			if g, want := <-got, "upgrade="+tc.offer+" body= then=frame"; g != want {
+				t.Fatalf("backend: %q, want %q", g, want)
+			}
+		})
+	}
+}
+
+// An upgrade request whose body may stream (chunked, or a Content-Length
+// above BufferBodyBytes) goes upstream without Upgrade, whether or not its
+// body arrived with the head: a 101 could not be tunnelled after it, and
+// the rule must not depend on TCP timing. A small body keeps the offer.
+func TestUpgradeNotOfferedWhenBodyMayStream(t *testing.T) {
+	be := newScriptedBackend(t, func(r *http.Request, n int) string {
+		if r.Header.Get("Upgrade") != "" || r.Header.Get("Connection") != "" {
+			return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain"
+	})
+	addr, _ := startProxy(t, oneRoute(be.addr()), func(c *Config) { c.BufferBodyBytes = 8 })
+	const up = "POST /up HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+	c := dialProxy(t, addr)
+	for _, req := range []string{
+		up + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", // complete with the head: buffered, yet no offer
+		up + "Content-Length: 9\r\n\r\n123456789",                        // the same for one byte above the limit
+	} {
+		if r := c.do(req); r.status != 200 || r.body != "plain" || r.close {
+			t.Fatalf("%q: client got %d %q close=%v", req, r.status, r.body, r.close)
+		}
+	}
+	r := c.do(up + "Content-Length: 8\r\n\r\n12345678")
+	if r.status != 101 {
+		t.Fatalf("a body within BufferBodyBytes: client got %d, want the 101", r.status)
+	}
+	if n := len(be.requests()); n != 3 {
+		t.Fatalf("backend saw %d requests", n)
+	}
+}
+
+// A 1xx relayed to the client is part of the response: a backend that then
+// closes is not a stale keep-alive connection to retry (the backend had the
+// request), nor is a retry status after it retried. The client gets the
+// 1xx and one final answer; the request reaches the backend once.
+func TestNoRetryAfterInterim(t *testing.T) {
+	t.Run("close", func(t *testing.T) {
+		be := newHangupBackend(t, func(r *http.Request, n int) (string, bool) {
+			if n == 0 {
+				return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+			}
+			return "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n", true
+		})
+		st := oneRoute(be.addr())
+		st.Routes[0].RetryAttempts, st.Routes[0].RetryOn = 2, fbs.RetryOnReset
+		addr, _ := startProxy(t, st, nil)
+		c := dialProxy(t, addr)
+		if r := c.do("GET /warm HTTP/1.1\r\nHost: x\r\n\r\n"); r.status != 200 {
+			t.Fatalf("warm-up: %d", r.status)
+		}
+		// The PUT is idempotent with a buffered body and goes on the reused
+		// connection: before the 103 it would be retried.
+		c.send("PUT /p HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
+		if head := readHead(t, c.br); !strings.HasPrefix(head, "HTTP/1.1 103 ") {
+			t.Fatalf("first: %q", head)
+		}
+		if r := c.read("PUT"); r.status != 502 || r.body != "bad upstream response\n" || r.close {
+			t.Fatalf("after the 103: %d %q close=%v", r.status, r.body, r.close)
+		}
+		if r := c.do("GET /next HTTP/1.1\r\nHost: x\r\n\r\n"); r.status != 200 {
+			t.Fatalf("next request: %d", r.status)
+		}
+		puts := 0
+		for _, r := range be.requests() {
+			if r.Method == "PUT" {
+				puts++
+			}
+		}
+		if puts != 1 {
+			t.Fatalf("backend saw the PUT %d times", puts)
+		}
+	})
+	t.Run("retry status", func(t *testing.T) {
+		answer := func(r *http.Request, n int) string {
+			return "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy"
+		}
+		a, b := newScriptedBackend(t, answer), newScriptedBackend(t, answer)
+		st := oneRoute(a.addr(), b.addr())
+		st.Routes[0].RetryAttempts, st.Routes[0].RetryStatuses = 1, []uint16{503}
+		addr, _ := startProxy(t, st, nil)
+		c := dialProxy(t, addr)
+		c.send("GET /p HTTP/1.1\r\nHost: x\r\n\r\n")
+		if head := readHead(t, c.br); !strings.HasPrefix(head, "HTTP/1.1 103 ") {
+			t.Fatalf("first: %q", head)
+		}
+		if r := c.read("GET"); r.status != 503 || r.body != "busy" {
+			t.Fatalf("after the 103: %d %q", r.status, r.body)
+		}
+		if n := len(a.requests()) + len(b.requests()); n != 1 {
+			t.Fatalf("backends saw %d requests", n)
+		}
+	})
 }

@@ -207,9 +207,8 @@ func (s *Server) finishDetached(st *connState, nc net.Conn, left []byte) {
 	}()
 	st.cr = newBlockingReader(nc, left, s.cfg.HeaderTimeout)
 	st.cw = &connWriter{LinkBuffer: netpoll.NewLinkBuffer(), nc: nc, timeout: s.cfg.WriteTimeout}
-	// No tunnel on this path: a 101 to a request with a streamed body is
-	// answered 502 (exchange rejects a 101 nobody asked for).
-	st.upgrade = false
+	// No tunnel on this path: a request whose body may stream never goes
+	// upstream with an Upgrade offer (upgradeRequested), so a 101 is a 502.
 	s.forward(st, dx.tab, 0, -1, false, dx.key)
 }
 

@@ -104,7 +104,7 @@ func forwardsField(st *connState, name []byte) bool {
 // backend sees the path routing saw; the end-to-end fields;
 // X-Forwarded-For/-Proto/-Host and X-Request-Id. HTTP/1.0 clients are
 // forwarded as HTTP/1.0 so the upstream never answers them with chunked
-// framing. An upgrade request keeps its Upgrade field.
+// framing. An upgrade request (upgradeRequested) keeps its Upgrade offer.
 func appendRequestHead(st *connState, w []byte) []byte {
 	req := &st.req
 	w = append(w, req.Method...)
@@ -130,12 +130,9 @@ func appendRequestHead(st *connState, w []byte) []byte {
 			lastXFF = i
 		}
 	}
-	var hostValue, upgrade []byte
+	var hostValue []byte
 	for i := range fields {
 		f := &fields[i]
-		if st.upgrade && upgrade == nil && len(f.Name) == 7 && h1.EqualFold(f.Name, "upgrade") {
-			upgrade = f.Value
-		}
 		if !forwardsField(st, f.Name) {
 			continue
 		}
@@ -177,10 +174,8 @@ func appendRequestHead(st *connState, w []byte) []byte {
 	w = append(w, "\r\n"...)
 	w = st.pol.appendConsumer(w)
 	switch {
-	case upgrade != nil:
-		w = append(w, "Upgrade: "...)
-		w = append(w, upgrade...)
-		w = append(w, "\r\nConnection: Upgrade\r\n"...)
+	case st.upgrade:
+		w = appendUpgradeOffer(st, w)
 	case req.Minor == 0:
 		// Keep the pooled upstream connection alive for 1.0 clients too.
 		w = append(w, "Connection: keep-alive\r\n"...)
@@ -189,23 +184,10 @@ func appendRequestHead(st *connState, w []byte) []byte {
 	return w
 }
 
-// upgradesToH2C reports an upgrade to cleartext HTTP/2, which is not
-// passed on: after the 101 the backend would serve HTTP/2 requests for any
-// path on the tunnel, past the routing and policy this edge applied to the
-// first request ("h2c smuggling"); RFC 9113 §3.1 deprecates that upgrade
-// anyway. The request itself goes upstream without Upgrade. Only the first
-// Upgrade field counts: it is the one forwarded.
-func upgradesToH2C(st *connState) bool {
-	v, _ := st.Header(upgradeName)
-	return h1.HasToken(v, "h2c")
-}
-
-var upgradeName = []byte("upgrade")
-
 // writeResponseHead relays the upstream response head to the client
 // without hop-by-hop fields, adding our own Connection field and the
 // request id (replacing the upstream's, so the client sees one id). A 101
-// keeps its Upgrade field.
+// keeps its Upgrade fields, which switchAccepted checked.
 func (s *Server) writeResponseHead(st *connState, w netpoll.Writer, closeClient, interim bool) {
 	resp := &st.resp
 	w.WriteString("HTTP/1.1 ")
@@ -217,16 +199,20 @@ func (s *Server) writeResponseHead(st *connState, w netpoll.Writer, closeClient,
 	// Transfer-Encoding on a 1xx or 204, and no Transfer-Encoding to an
 	// HTTP/1.0 client (only bodiless responses carrying one get here). A
 	// backend that sends them anyway must not make a downstream parser wait
-	// for a body that never comes.
-	noLength := resp.Status < 200 || resp.Status == 204
-	noCoding := noLength || st.req.Minor == 0
-	var upgrade []byte
+	// for a body that never comes. A bodiless answer (HEAD, 304) with both
+	// loses its Content-Length: Transfer-Encoding overrides it and a
+	// forwarder must remove it (RFC 9112 §6.3 rule 3), and a downstream
+	// parser that does not know the message is bodiless must not see both
+	// (with a body, both is a 502 in ParseResponse).
+	noLength := resp.Status < 200 || resp.Status == 204 || resp.TransferCoded
+	noCoding := resp.Status < 200 || resp.Status == 204 || st.req.Minor == 0
+	switched := resp.Status == 101
 	for _, f := range resp.Fields() {
-		if resp.Status == 101 && upgrade == nil && len(f.Name) == 7 && h1.EqualFold(f.Name, "upgrade") {
-			upgrade = f.Value
-		}
-		if hopByHop(f.Name) || isRequestID(f.Name) || isStalenessField(f.Name) || namedByConnection(resp.Connection, f.Name) ||
-			(noLength && isContentLength(f.Name)) || (noCoding && isTransferEncoding(f.Name)) {
+		// A 101's Upgrade is relayed as received: the tunnel speaks what
+		// the backend named.
+		relay := switched && isUpgradeField(f.Name)
+		if !relay && (hopByHop(f.Name) || isRequestID(f.Name) || isStalenessField(f.Name) || namedByConnection(resp.Connection, f.Name) ||
+			(noLength && isContentLength(f.Name)) || (noCoding && isTransferEncoding(f.Name))) {
 			continue
 		}
 		w.WriteBinary(f.Name)
@@ -234,17 +220,15 @@ func (s *Server) writeResponseHead(st *connState, w netpoll.Writer, closeClient,
 		w.WriteBinary(f.Value)
 		w.WriteString("\r\n")
 	}
-	if resp.Status >= 200 || resp.Status == 101 {
+	if resp.Status >= 200 || switched {
 		w.WriteString("X-Request-Id: ")
 		w.WriteBinary(st.requestID())
 		w.WriteString("\r\n")
 		s.writeStaleness(st, w)
 	}
 	switch {
-	case resp.Status == 101:
-		w.WriteString("Upgrade: ")
-		w.WriteBinary(upgrade)
-		w.WriteString("\r\nConnection: Upgrade\r\n")
+	case switched:
+		w.WriteString("Connection: Upgrade\r\n")
 	case interim:
 	case closeClient:
 		w.WriteString("Connection: close\r\n")

@@ -91,7 +91,7 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 		st.pathBuf = out
 		st.upPath = out
 	}
-	st.upgrade = req.Upgrade && req.Minor == 1 && h1.HasToken(req.Connection, "upgrade") && !upgradesToH2C(st)
+	st.upgrade = s.upgradeRequested(st)
 	// Everything read from the request head is taken now: the head's
 	// slices alias netpoll's buffer, and a later Peek that spans buffer
 	// nodes (readBody) may reuse the memory they point into.
@@ -446,7 +446,7 @@ const (
 	exchangeRetryStatus                        // a retryable status; nothing sent to the client
 	exchangeStale                              // failed before any response byte
 	exchangeTimeout                            // no response head in time
-	exchangeBadResponse                        // response head unparsable
+	exchangeBadResponse                        // response head unparsable or not allowed, or cut off after a 1xx
 	exchangeClientFailed                       // the client body failed mid-stream; answered if possible
 	exchangeAborted                            // failed mid-response; close the client
 )
@@ -457,6 +457,7 @@ func (s *Server) exchange(st *connState, u *upstream.Conn, hn, total int, timeou
 	wt := s.cfg.WriteTimeout
 	st.upHead = st.upHead[:st.upHeadLen] // a retry drops the small body appended below
 	early := false                       // the upstream stopped taking the body; only an early answer may follow
+	interim := false                     // a 1xx reached the client: no retry from here on
 	if total < 0 {
 		if err := u.Write(st.upHead, wt); err != nil {
 			return exchangeStale
@@ -500,8 +501,8 @@ func (s *Server) exchange(st *connState, u *upstream.Conn, hn, total int, timeou
 			if rn > 0 {
 				resp := &st.resp
 				if resp.Status == 101 {
-					if !st.upgrade || early {
-						return exchangeBadResponse // we did not ask to switch
+					if !switchAccepted(st) {
+						return exchangeBadResponse // not a switch the client offered
 					}
 					s.metrics.ObserveUpstream(time.Since(sent))
 					st.rc.Observe(101)
@@ -523,6 +524,7 @@ func (s *Server) exchange(st *connState, u *upstream.Conn, hn, total int, timeou
 				// is flushed before Consume: its fields alias u.Buf.
 				if resp.Status != 100 && st.req.Minor == 1 {
 					s.writeResponseHead(st, st.cw, false, true)
+					interim = true
 				}
 				u.Consume(rn)
 				continue
@@ -534,14 +536,16 @@ func (s *Server) exchange(st *connState, u *upstream.Conn, hn, total int, timeou
 				return exchangeStale
 			case upstream.IsTimeout(err):
 				return exchangeTimeout
-			case u.Buffered() == 0:
+			case u.Buffered() == 0 && !interim:
 				return exchangeStale
 			}
+			// A close inside a head, or after a relayed 1xx: the backend
+			// had the request and broke off its answer.
 			return exchangeBadResponse
 		}
 	}
 	s.metrics.ObserveUpstream(time.Since(sent))
-	if mayRetry && !early && st.match.RetryOn(st.resp.Status) {
+	if mayRetry && !early && !interim && st.match.RetryOn(st.resp.Status) {
 		return exchangeRetryStatus
 	}
 	st.rc.Observe(st.resp.Status)
@@ -719,73 +723,4 @@ func (s *Server) relayBody(st *connState, u *upstream.Conn, cw netpoll.Writer, t
 		}
 	}
 	return true
-}
-
-// tunnel relays bytes both ways after a 101 until either side closes or
-// stays silent for IdleTimeout. The upstream-to-client half runs on its own
-// goroutine (an upgrade is rare; the allocation is fine); each half closes
-// the other side when it ends, which unblocks the other half's read.
-// request is how many client bytes the request still holds in the reader
-// (its head and buffered body, already sent upstream): the tunnel starts
-// after them, so the body does not reach the backend twice.
-func (s *Server) tunnel(st *connState, u *upstream.Conn, request int) {
-	c := st.conn
-	cw := c.Writer()
-	// Bytes the upstream sent right behind its 101 go first.
-	if n := u.Buffered(); n > 0 {
-		cw.WriteBinary(u.Buf[u.Start:u.End])
-		u.Consume(n)
-	}
-	if err := cw.Flush(); err != nil {
-		return
-	}
-	r := c.Reader()
-	if err := r.Skip(request); err != nil {
-		return
-	}
-	r.Release()
-	// A tunnel carries any amount either way: off netpoll, the upstream is
-	// read only as fast as the client takes it.
-	if u.Stream() != nil {
-		return
-	}
-	idle := s.cfg.IdleTimeout
-	c.SetReadTimeout(idle)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			n, err := u.Read(u.Buf, idle)
-			if n > 0 {
-				cw.WriteBinary(u.Buf[:n])
-				if cw.Flush() != nil {
-					break
-				}
-			}
-			if err != nil {
-				break
-			}
-		}
-		c.Close()
-	}()
-	for {
-		n := r.Len()
-		if n == 0 {
-			if _, err := r.Peek(1); err != nil {
-				break
-			}
-			n = r.Len()
-		}
-		p, err := r.Next(n)
-		if err != nil {
-			break
-		}
-		err = u.Write(p, s.cfg.WriteTimeout)
-		r.Release()
-		if err != nil {
-			break
-		}
-	}
-	u.Close()
-	<-done
 }

@@ -340,7 +340,9 @@ type connState struct {
 
 	upPath  []byte // the path sent upstream: req.Path or its rewrite in pathBuf
 	pathBuf []byte // grows to the longest rewrite on the connection, then reused
-	upgrade bool   // the client asked for a protocol switch we forward
+	upgrade bool   // the request goes upstream with its Upgrade offer (upgradeRequested)
+	// Where that offer sits in upHead: the protocols a 101 may name.
+	offerStart, offerEnd int
 	// bodyUnread: the upstream answered before taking the whole streamed
 	// body, so the client connection's framing is lost.
 	bodyUnread bool
