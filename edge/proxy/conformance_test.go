@@ -285,32 +285,8 @@ func TestBodilessFramingNotRelayed(t *testing.T) {
 // An upgrade request with a body: the body goes upstream once, as the
 // HTTP/1.1 request's content; the tunnel starts after it.
 func TestUpgradeBodyNotRepeated(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	got := make(chan string, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- err.Error()
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		br := bufio.NewReader(c)
-		r, err := http.ReadRequest(br)
-		if err != nil {
-			got <- err.Error()
-			return
-		}
-		body, _ := io.ReadAll(r.Body)
-		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		tunnel, _ := io.ReadAll(br) // until the edge closes the tunnel
-		got <- "body=" + string(body) + " tunnel=" + string(tunnel)
-	}()
-	addr, _ := startProxy(t, oneRoute(ln.Addr().String()), nil)
+	backend, got := switchingBackend(t, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	addr, _ := startProxy(t, oneRoute(backend), nil)
 	c := rawConn(t, addr)
 	io.WriteString(c, "POST /up HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 5\r\n\r\nhello")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -319,7 +295,7 @@ func TestUpgradeBodyNotRepeated(t *testing.T) {
 	}
 	io.WriteString(c, "frame")
 	c.(*net.TCPConn).CloseWrite()
-	if g := <-got; g != "body=hello tunnel=frame" {
+	if g := <-got; g != "upgrade=websocket body=hello then=frame" {
 		t.Fatalf("backend got %q", g)
 	}
 }
