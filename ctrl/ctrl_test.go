@@ -468,16 +468,7 @@ func TestPublishedVersionLostToCrashIsSuperseded(t *testing.T) {
 	}
 	h.stop()
 
-	// What a kill -9 between publishing and storing leaves: the version's
-	// file only as the staged temp file, the earlier versions stored.
-	snapDir := filepath.Join(dir, "store-snapshots")
-	files, err := filepath.Glob(filepath.Join(snapDir, fmt.Sprintf("snap-%020d-*.sgs", lost.Version())))
-	if err != nil || len(files) != 1 {
-		t.Fatalf("stored file of v%d: %v, %v", lost.Version(), files, err)
-	}
-	if err := os.Rename(files[0], filepath.Join(snapDir, "snap-12345.tmp")); err != nil {
-		t.Fatal(err)
-	}
+	snapDir := unstore(t, dir, lost.Version())
 
 	h2 := startCtrl(t, dir, nil)
 	again := h2.waitSnapshot(lost.Version())
@@ -775,4 +766,21 @@ func TestForgetEdgeDeletesRecordBeforeReply(t *testing.T) {
 	if v, err := h.s.store.GetMeta(edgeMetaPrefix + "edge-gone"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the reply came before the record was deleted: %q, %v", v, err)
 	}
+}
+
+// unstore leaves ctrl's data dir in dir as a kill -9 between publishing
+// version v and committing it would: v's file only as a staged temp file
+// (the store's open then drops its record), the earlier versions stored.
+// It returns the snapshot directory.
+func unstore(t *testing.T, dir string, v uint64) string {
+	t.Helper()
+	snapDir := filepath.Join(dir, "store-snapshots")
+	files, err := filepath.Glob(filepath.Join(snapDir, fmt.Sprintf("snap-%020d-*.sgs", v)))
+	if err != nil || len(files) != 1 {
+		t.Fatalf("stored file of v%d: %v, %v", v, files, err)
+	}
+	if err := os.Rename(files[0], filepath.Join(snapDir, "snap-12345.tmp")); err != nil {
+		t.Fatal(err)
+	}
+	return snapDir
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -428,16 +427,7 @@ func TestLostVersionNotReusedWithOtherHealth(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	// What a kill -9 between publishing and committing leaves: the file
-	// only as a staged temp file (the open then drops its record).
-	snapDir := filepath.Join(dir, "store-snapshots")
-	files, err := filepath.Glob(filepath.Join(snapDir, fmt.Sprintf("snap-%020d-*.sgs", lost.Version())))
-	if err != nil || len(files) != 1 {
-		t.Fatalf("stored file of v%d: %v, %v", lost.Version(), files, err)
-	}
-	if err := os.Rename(files[0], filepath.Join(snapDir, "snap-12345.tmp")); err != nil {
-		t.Fatal(err)
-	}
+	unstore(t, dir, lost.Version())
 
 	s2 := newIdleWith(t, dir, func(c *Config) { c.Health.MaxVersionsPerSecond = 1 })
 	got := s2.lastSnap()
