@@ -234,7 +234,7 @@ func (h handler) Status(ctx context.Context) (admin.Status, error) {
 	for i, e := range edges {
 		st.Edges[i] = s.edgeReply(e, latest)
 	}
-	return st, nil
+	return st, s.answer(nil) // the revisions shown must not be ones a crash could reuse
 }
 
 // edgeReply is an edge's line in status, lag included, as of latest.

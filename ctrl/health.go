@@ -209,11 +209,12 @@ func (s *Server) healthTarget(clusterField, endpointField, id, endpoint string) 
 	s.mu.RLock()
 	c, ok := s.model.clusters[id]
 	s.mu.RUnlock()
+	// A refusal may rest on a delete still waiting for its fsync (answer).
 	switch {
 	case !ok:
-		return admin.Errorf(admin.CodeNotFound, clusterField, "cluster %q does not exist", id)
+		return s.answer(admin.Errorf(admin.CodeNotFound, clusterField, "cluster %q does not exist", id))
 	case endpoint != "" && !hasEndpoint(&c.doc, endpoint):
-		return admin.Errorf(admin.CodeNotFound, endpointField, "cluster %q has no endpoint %q", id, endpoint)
+		return s.answer(admin.Errorf(admin.CodeNotFound, endpointField, "cluster %q has no endpoint %q", id, endpoint))
 	}
 	return nil
 }

@@ -189,10 +189,14 @@ func TestSocketMode(t *testing.T) {
 	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket mode = %v, want a socket with 0600", fi.Mode())
 	}
-	// Only the socket is left in the directory: the private temp dir is gone.
+	// Only the socket and its lock file are left in the directory: the
+	// private temp dir is gone.
 	ents, err := os.ReadDir(filepath.Dir(s.Path()))
-	if err != nil || len(ents) != 1 {
-		t.Fatalf("dir entries = %v, %v; want only the socket", ents, err)
+	if err != nil || len(ents) != 2 || ents[1].Name() != filepath.Base(s.Path())+".lock" {
+		t.Fatalf("dir entries = %v, %v; want the socket and its lock file", ents, err)
+	}
+	if li, err := os.Stat(s.Path() + ".lock"); err != nil || li.Mode().Perm() != 0o600 {
+		t.Fatalf("lock file: %v, %v; want mode 0600", li, err)
 	}
 }
 
@@ -485,6 +489,56 @@ func BenchmarkDecodeRequest(b *testing.B) {
 	for b.Loop() {
 		if _, err := DecodeRequest(line); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// Two ctrls starting at once over a stale socket: exactly one gets it, and
+// the path is that one's live socket. Without the lock both could succeed,
+// one of them after removing the other's socket (a running ctrl no client
+// can reach).
+func TestStaleSocketRaceHasOneWinner(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a.sock")
+	for i := 0; i < 300; i++ {
+		stale, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stale.SetUnlinkOnClose(false)
+		stale.Close()
+		var wg sync.WaitGroup
+		var srv [2]*Server
+		var errs [2]error
+		for j := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				srv[j], errs[j] = Listen(Config{Path: path, Handler: newMem()})
+			}()
+		}
+		wg.Wait()
+		won := 0
+		for j, s := range srv {
+			if s != nil {
+				won++
+				c, err := net.Dial("unix", path)
+				if err != nil {
+					t.Fatalf("race %d: the winner's socket is not reachable: %v", i, err)
+				}
+				c.Close()
+				continue
+			}
+			if !strings.Contains(errs[j].Error(), "another process is listening on it") {
+				t.Fatalf("race %d: loser's error %q does not say another ctrl has it", i, errs[j])
+			}
+		}
+		if won != 1 {
+			t.Fatalf("race %d: %d starts got the socket (errors %v)", i, won, errs)
+		}
+		for _, s := range srv {
+			if s != nil {
+				s.Close()
+			}
 		}
 	}
 }

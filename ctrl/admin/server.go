@@ -94,6 +94,7 @@ type Server struct {
 	log    *slog.Logger
 	ln     *net.UnixListener
 	inode  os.FileInfo // the socket file we created; removed on Close only if still ours
+	lock   *os.File    // flock'd path+".lock", held until Close (createSocket)
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -133,7 +134,7 @@ func Listen(cfg Config) (*Server, error) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
 	}
-	ln, fi, err := createSocket(cfg.Path)
+	ln, fi, lock, err := createSocket(cfg.Path)
 	if err != nil {
 		return nil, fmt.Errorf("admin socket %s: %w", cfg.Path, err)
 	}
@@ -143,6 +144,7 @@ func Listen(cfg Config) (*Server, error) {
 		log:    cfg.Logger.With("component", "admin", "socket", cfg.Path),
 		ln:     ln,
 		inode:  fi,
+		lock:   lock,
 		ctx:    ctx,
 		cancel: cancel,
 		conns:  make(map[net.Conn]struct{}),
@@ -154,35 +156,45 @@ func Listen(cfg Config) (*Server, error) {
 // chmod-ing afterwards would leave a window in which the socket carries the
 // umask's (often world-connectable) mode; changing the umask instead would
 // affect every goroutine in the process. link(2) also fails if path exists,
-// so two racing ctrls cannot both take it. Its errors do not repeat path.
-func createSocket(path string) (*net.UnixListener, os.FileInfo, error) {
+// so two racing ctrls cannot both take it; the lock (lockSocket), held
+// from before the stale check until Close, keeps one from removing the
+// other's. Its errors do not repeat path.
+func createSocket(path string) (_ *net.UnixListener, _ os.FileInfo, lock *os.File, err error) {
 	// Checked before anything is created: the bound name must fit, and
 	// so must path, which clients connect to.
 	if n := max(len(path), len(filepath.Dir(path))+bindOverhead); n > unixPathMax {
-		return nil, nil, fmt.Errorf("path too long: a unix socket path holds at most %d bytes, and this one needs %d (the path, or its directory plus %d for a temporary name)", unixPathMax, n, bindOverhead)
+		return nil, nil, nil, fmt.Errorf("path too long: a unix socket path holds at most %d bytes, and this one needs %d (the path, or its directory plus %d for a temporary name)", unixPathMax, n, bindOverhead)
 	}
 	// Before looking at path: a parent that is a file is then reported
 	// by name ("mkdir /x/f: not a directory"), not as path's lstat error.
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
+	if lock, err = lockSocket(path); err != nil {
+		return nil, nil, nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.Close()
+		}
+	}()
 	if err := clearStale(path); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	dir, err := os.MkdirTemp(filepath.Dir(path), ".admin")
 	if err != nil {
-		return nil, nil, fmt.Errorf("creating private directory: %w", err)
+		return nil, nil, nil, fmt.Errorf("creating private directory: %w", err)
 	}
 	defer os.RemoveAll(dir)
 	tmp := filepath.Join(dir, "s")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	ln.SetUnlinkOnClose(false) // the temp name goes away with dir; path is removed by Close
-	fail := func(err error) (*net.UnixListener, os.FileInfo, error) {
+	fail := func(e error) (*net.UnixListener, os.FileInfo, *os.File, error) {
 		ln.Close()
-		return nil, nil, err
+		return nil, nil, nil, e
 	}
 	if err := os.Chmod(tmp, 0o600); err != nil {
 		return fail(fmt.Errorf("chmod 0600: %w", err))
@@ -198,7 +210,29 @@ func createSocket(path string) (*net.UnixListener, os.FileInfo, error) {
 		os.Remove(path)
 		return fail(unwrapPath(err))
 	}
-	return ln, fi, nil
+	return ln, fi, lock, nil
+}
+
+// lockSocket takes an exclusive flock on path+".lock" (created 0600 beside
+// the socket, never removed: removing a lock file races its next taker).
+// Whoever holds it owns path: clearStale's check-then-remove and the link
+// are otherwise a race between two ctrls starting at once over a stale
+// socket, in which one could remove the other's live socket and both
+// start, one listening on a name nobody can reach.
+func lockSocket(path string) (*os.File, error) {
+	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock file: %w", unwrapPath(err))
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			// The holder is listening, or about to: it is past this point.
+			return nil, errors.New("another process is listening on it (is ctrl already running?)")
+		}
+		return nil, fmt.Errorf("lock file: flock: %w", err)
+	}
+	return f, nil
 }
 
 // clearStale removes path if it is a socket nobody listens on.
@@ -343,6 +377,7 @@ func (s *Server) Close() error {
 				err = rerr
 			}
 		}
+		s.lock.Close() // after the path is gone: the next taker finds it free
 		if err != nil {
 			s.closeErr = fmt.Errorf("admin socket %s: close: %w", s.cfg.Path, err)
 		}
