@@ -779,19 +779,18 @@ func (s *stream) verify(v uint64, data []byte) (*fbs.Snapshot, error) {
 // what goes into service is exactly what is on disk. snap's bytes must not
 // be reused while it is kept as the next delta base, nor on error, which
 // leaves them to the caller. A replacing snapshot's version is below the
-// diverged history's files, which are removed first (Store.RemoveAbove).
+// diverged history's files, which go once it is saved (Store.SaveReplacing).
 func (s *stream) persist(snap *fbs.Snapshot, replace bool) (*snapstore.Mapping, error) {
 	v := snap.Version()
 	if replace {
-		removed, err := s.c.cfg.Store.RemoveAbove(v)
+		removed, err := s.c.cfg.Store.SaveReplacing(v, snap.Bytes())
 		for _, old := range removed {
 			s.c.log.Warn("feed: removed diverged snapshot file", "version", old)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("removing diverged snapshot files: %w", err)
+			return nil, err
 		}
-	}
-	if err := s.c.cfg.Store.Save(v, snap.Bytes()); err != nil {
+	} else if err := s.c.cfg.Store.Save(v, snap.Bytes()); err != nil {
 		return nil, err
 	}
 	return s.c.cfg.Store.MapAfter(v, snap)

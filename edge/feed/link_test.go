@@ -280,3 +280,39 @@ func TestSaveFailureReplaceRetried(t *testing.T) {
 		t.Fatalf("data dir holds %v, want ctrl's v3 only", got)
 	}
 }
+
+// A replace FULL whose save fails leaves the data dir as it was: the file
+// of the snapshot in service stays, so a restart meanwhile boots it, not an
+// older one or nothing (the diverged files used to go before the save).
+func TestReplaceSaveFailureKeepsInServiceFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	st, err := snapstore.Open(dir, 5, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []uint64{2, 4, 5} {
+		if err := st.Save(v, snapshotGen(t, v, "a")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := startCtrl(t, "127.0.0.1:0")
+	e := startEdge(t, c.addr, dir)
+	waitFor(t, "ctrl to see the diverged edge", func() bool { s := edgeStatus(c); return s.Connected && s.Diverged })
+	block := st.Path(3) // the save of v3 fails at the rename
+	if err := os.MkdirAll(filepath.Join(block, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c.srv.Publish(3, snapshotGen(t, 3, "b"), time.Now())
+	waitFor(t, "NACK of the replace FULL", func() bool { return strings.HasPrefix(edgeStatus(c).LastNack, "v3:") })
+	if e.sim.Current() != 5 {
+		t.Fatalf("edge serves v%d, want its own v5", e.sim.Current())
+	}
+	if _, err := os.Stat(st.Path(5)); err != nil {
+		t.Fatalf("file of the snapshot in service gone while the replacement is unsaved: %v", err)
+	}
+	m, err := st.LoadNewest()
+	if err != nil || m.Version() != 5 {
+		t.Fatalf("a restart now would boot %v, %v; want v5", m, err)
+	}
+	m.Unmap()
+}

@@ -166,21 +166,31 @@ func (s *Store) Save(version uint64, data []byte) error {
 	return nil
 }
 
-// RemoveAbove removes the files of the versions above v and returns those
-// versions. The edge calls it before it saves a snapshot that replaces a
-// diverged history (docs/stream.md), so that neither pruning (newest first)
-// nor a restart brings that history back; the Save that follows fsyncs the
-// dir, which makes the removals durable too.
-func (s *Store) RemoveAbove(v uint64) ([]uint64, error) {
+// SaveReplacing saves a snapshot that replaces a diverged history
+// (docs/stream.md) and removes the files of the versions above it, returning
+// those versions, so that neither pruning (newest first) nor a restart
+// brings that history back. The new file is durable before anything is
+// removed, so a save that fails (disk full, I/O error) leaves the data dir
+// as it was, the file of the snapshot in service included; pruning runs
+// last, when no file above version is left to outrank it. If only a
+// removal fails, version is saved and the error says which file is left: a
+// restart would boot that one, and ctrl would replace it again.
+func (s *Store) SaveReplacing(version uint64, data []byte) ([]uint64, error) {
+	if version == 0 {
+		return nil, fmt.Errorf("snapstore: save: version 0 is not a snapshot version")
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := durable.WriteFile(s.dir, FileName(version), prefix, tmpSuffix, data); err != nil {
+		return nil, fmt.Errorf("snapstore: save v%d: %w", version, err)
+	}
 	vs, err := s.versions()
 	if err != nil {
 		return nil, err
 	}
 	var removed []uint64
 	for _, old := range vs {
-		if old <= v {
+		if old <= version {
 			continue
 		}
 		p := s.Path(old)
@@ -188,6 +198,12 @@ func (s *Store) RemoveAbove(v uint64) ([]uint64, error) {
 			return removed, fmt.Errorf("snapstore: remove %s: %w", p, err)
 		}
 		removed = append(removed, old)
+	}
+	if err := durable.SyncDir(s.dir); err != nil {
+		return removed, fmt.Errorf("snapstore: %w", err)
+	}
+	if err := s.pruneLocked(); err != nil {
+		s.log.Error("snapstore: pruning old snapshot files failed; the data dir keeps more than its limit", "keep", s.keep, "err", err)
 	}
 	return removed, nil
 }

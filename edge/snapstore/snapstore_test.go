@@ -514,31 +514,44 @@ func TestSaveFailureKeepsLastGood(t *testing.T) {
 	}
 }
 
-func TestRemoveAbove(t *testing.T) {
+// SaveReplacing saves the replacing version, then removes the diverged
+// files above it, then prunes; a save that fails removes nothing, so the
+// file of the snapshot in service stays.
+func TestSaveReplacing(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir, 5, quiet())
+	s, err := Open(dir, 3, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for v := uint64(1); v <= 4; v++ {
+	for _, v := range []uint64{1, 4, 5, 6} {
 		if err := s.Save(v, build(t, v, 1)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	removed, err := s.RemoveAbove(2)
-	if err != nil || !slices.Equal(removed, []uint64{3, 4}) {
-		t.Fatalf("RemoveAbove(2) = %v, %v; want [3 4]", removed, err)
-	}
-	if got := s.Versions(); !slices.Equal(got, []uint64{1, 2}) {
-		t.Fatalf("versions left: %v", got)
-	}
-	if removed, err := s.RemoveAbove(2); err != nil || len(removed) != 0 {
-		t.Fatalf("second RemoveAbove(2) = %v, %v", removed, err)
-	}
-	if err := os.RemoveAll(dir); err != nil {
+	// The save fails (a directory where the file goes): nothing removed.
+	block := s.Path(2)
+	if err := os.MkdirAll(filepath.Join(block, "x"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.RemoveAbove(0); err == nil || !strings.Contains(err.Error(), dir) {
-		t.Fatalf("RemoveAbove on a missing dir: %v", err)
+	if removed, err := s.SaveReplacing(2, build(t, 2, 1)); err == nil || len(removed) != 0 {
+		t.Fatalf("SaveReplacing onto a blocked name = %v, %v; want an error and nothing removed", removed, err)
+	}
+	if got := s.Versions(); !slices.Equal(got, []uint64{4, 5, 6}) {
+		t.Fatalf("versions after the failed save: %v, want [4 5 6] (keep 3)", got)
+	}
+	if err := os.RemoveAll(block); err != nil {
+		t.Fatal(err)
+	}
+	// Three diverged files above it and keep 3: saved first, then the
+	// history removed, so pruning cannot drop the new version.
+	removed, err := s.SaveReplacing(2, build(t, 2, 1))
+	if err != nil || !slices.Equal(removed, []uint64{4, 5, 6}) {
+		t.Fatalf("SaveReplacing(2) = %v, %v; want [4 5 6]", removed, err)
+	}
+	if got := s.Versions(); !slices.Equal(got, []uint64{2}) {
+		t.Fatalf("versions left: %v, want [2]", got)
+	}
+	if _, err := s.SaveReplacing(0, nil); err == nil {
+		t.Fatal("SaveReplacing of version 0 succeeded")
 	}
 }
