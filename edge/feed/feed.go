@@ -281,10 +281,14 @@ func (c *Client) session(ctx context.Context, dec *wire.Decompressor, ddec *wire
 	if time.Now().Before(c.downUntil) {
 		s.w.SetVersion(c.downTo) // handshake set it in range, cannot fail
 	}
-	r := wire.NewReader(idleReader{conn, c.cfg.DeadAfter}, c.cfg.MaxSnapshot)
+	// Until ctrl has proved the secret, DeadAfter bounds the handshake as a
+	// whole: a peer trickling bytes must not hold the edge away from ctrl.
+	ir := &idleReader{conn: conn, idle: c.cfg.DeadAfter, until: time.Now().Add(c.cfg.DeadAfter)}
+	r := wire.NewReader(ir, c.cfg.MaxSnapshot)
 	if err := s.handshake(r); err != nil {
 		return false, err
 	}
+	ir.until = time.Time{}
 	reports := r.Version() >= 3 && c.cfg.ClustersOf != nil
 	c.update(func(st *Status) { st.Connected = true })
 	c.log.Info("feed: connected to ctrl", "have_version", c.cfg.Current(), "protocol", r.Version())
@@ -349,14 +353,20 @@ func (c *Client) session(ctx context.Context, dec *wire.Decompressor, ddec *wire
 // deadline bounds the time without a byte from ctrl, not the time a frame
 // takes: a FULL of several megabytes on a slow link is a live stream, and
 // with a deadline per frame the edge would drop it at every attempt and
-// never converge.
+// never converge. A non-zero until caps the deadline (the handshake's).
+// Used by the session's reader goroutine only.
 type idleReader struct {
-	conn net.Conn
-	idle time.Duration
+	conn  net.Conn
+	idle  time.Duration
+	until time.Time
 }
 
-func (r idleReader) Read(b []byte) (int, error) {
-	r.conn.SetReadDeadline(time.Now().Add(r.idle))
+func (r *idleReader) Read(b []byte) (int, error) {
+	d := time.Now().Add(r.idle)
+	if !r.until.IsZero() && r.until.Before(d) {
+		d = r.until
+	}
+	r.conn.SetReadDeadline(d)
 	return r.conn.Read(b)
 }
 

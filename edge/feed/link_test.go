@@ -2,13 +2,17 @@ package feed_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -315,4 +319,58 @@ func TestReplaceSaveFailureKeepsInServiceFile(t *testing.T) {
 		t.Fatalf("a restart now would boot %v, %v; want v5", m, err)
 	}
 	m.Unmap()
+}
+
+// Before ctrl has proved the secret, DeadAfter bounds the handshake as a
+// whole: a peer at ctrl's address that announces a large CHALLENGE and
+// trickles it a byte at a time does not hold the edge on one connection
+// (with only the per-byte timer, it held it forever).
+func TestTricklingHandshakeTimesOut(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepts atomic.Int32
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() {
+		close(stop)
+		ln.Close()
+		wg.Wait()
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepts.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				var h [wire.HeaderSize]byte
+				binary.BigEndian.PutUint32(h[0:4], 1<<20)
+				h[4] = wire.ProtocolVersion
+				h[5] = byte(wire.TypeChallenge)
+				if _, err := c.Write(h[:]); err != nil {
+					return
+				}
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(100 * time.Millisecond):
+					}
+					if _, err := c.Write([]byte{0}); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	startEdgeWith(t, ln.Addr().String(), t.TempDir(), func(cfg *feed.Config) { cfg.DeadAfter = 300 * time.Millisecond })
+	waitFor(t, "the edge to give up the trickling handshake and dial again", func() bool { return accepts.Load() >= 3 })
 }
