@@ -130,11 +130,13 @@ func (s *Server) Forget(nodeID string) (EdgeStatus, error) {
 		s.mu.Unlock()
 		return EdgeStatus{}, fmt.Errorf("publish: forget %q: %w", nodeID, ErrUnknownEdge)
 	case e.Connected:
+		st := e.EdgeStatus // a copy under mu: the session updates e
 		s.mu.Unlock()
-		return e.EdgeStatus, fmt.Errorf("publish: forget %q: %w (from %s since %s); stop it first",
-			nodeID, ErrEdgeConnected, e.RemoteAddr, e.ConnectedSince.Format(time.RFC3339))
+		return st, fmt.Errorf("publish: forget %q: %w (from %s since %s); stop it first",
+			nodeID, ErrEdgeConnected, st.RemoteAddr, st.ConnectedSince.Format(time.RFC3339))
 	}
 	delete(s.edges, nodeID)
+	last := e.EdgeStatus // a copy under mu: e is read outside it no more
 	s.mu.Unlock()
 	// Outside mu: the hook may wait for a disk, and sessions must not.
 	if s.cfg.OnEdgeChange != nil {
@@ -144,11 +146,11 @@ func (s *Server) Forget(nodeID string) (EdgeStatus, error) {
 				s.edges[nodeID] = e
 			}
 			s.mu.Unlock()
-			return e.EdgeStatus, fmt.Errorf("publish: forget %q: removing its record: %w", nodeID, err)
+			return last, fmt.Errorf("publish: forget %q: removing its record: %w", nodeID, err)
 		}
 	}
 	s.log.Info("publish: forgot edge", "node", nodeID)
-	return e.EdgeStatus, nil
+	return last, nil
 }
 
 // saveLoop feeds OnEdgeChange until Close, then hands it every pending
