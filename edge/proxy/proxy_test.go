@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -487,5 +488,44 @@ func TestIdleTimeoutAndShutdown(t *testing.T) {
 	if c3, err := net.DialTimeout("tcp", f.srv.Addr().String(), time.Second); err == nil {
 		c3.Close()
 		t.Fatal("still accepting after shutdown")
+	}
+}
+
+// TestShutdownRacingServe: a Shutdown that lands while Serve is still
+// handing its listener to netpoll stops it all the same. netpoll's own
+// Shutdown returns at once when the loop has no server yet, after which
+// Serve used to start one and wait forever (found as a hung CI run of the
+// edge node, whose stream client failed during start-up).
+func TestShutdownRacingServe(t *testing.T) {
+	var h routing.Holder
+	defer h.Close()
+	for i := range 200 {
+		srv, err := New(Config{Addr: "127.0.0.1:0", Tables: &h})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- srv.Serve() }()
+		if i%2 == 1 {
+			runtime.Gosched()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		serr := srv.Shutdown(ctx)
+		cancel()
+		if serr != nil {
+			t.Fatalf("round %d: Shutdown = %v", i, serr)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("round %d: Serve = %v, want nil after Shutdown", i, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: Serve still running 5s after Shutdown returned", i)
+		}
+		if c, err := net.DialTimeout("tcp", srv.Addr().String(), time.Second); err == nil {
+			c.Close()
+			t.Fatalf("round %d: still accepting after Shutdown", i)
+		}
 	}
 }

@@ -134,6 +134,7 @@ type Server struct {
 	shutdown bool
 	stop     chan struct{}
 	reaped   chan struct{}
+	served   chan struct{} // closed when Serve returns, after serving began
 
 	draining atomic.Bool
 
@@ -210,6 +211,7 @@ func New(cfg Config) (*Server, error) {
 		detachedConns: make(map[net.Conn]struct{}),
 		stop:          make(chan struct{}),
 		reaped:        make(chan struct{}),
+		served:        make(chan struct{}),
 	}
 	s.initRequestIDs()
 	s.loop, err = netpoll.NewEventLoop(s.onRequest,
@@ -241,6 +243,7 @@ func (s *Server) Serve() error {
 	s.serving = true
 	s.mu.Unlock()
 	go s.reapIdle()
+	defer close(s.served)
 	err := s.loop.Serve(s.ln)
 	if s.draining.Load() {
 		return nil
@@ -265,7 +268,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if !serving {
 		return s.ln.Close()
 	}
+	// netpoll's Shutdown does nothing until Serve has handed the loop its
+	// listener, after which Serve would wait forever; so it is repeated
+	// until Serve has returned.
 	err := s.loop.Shutdown(ctx)
+	for waiting := true; waiting; {
+		select {
+		case <-s.served:
+			waiting = false
+		case <-time.After(time.Millisecond):
+			if e := s.loop.Shutdown(ctx); e != nil {
+				err = e
+			}
+		}
+	}
 	<-s.reaped
 	if derr := s.waitDetached(ctx); err == nil {
 		err = derr
