@@ -28,6 +28,13 @@ const ProofSize = sha256.Size
 // the secret is random, which ReadSecretFile cannot check, only encourage.
 const MinSecret = 16
 
+// MaxHandshakePayload is the largest payload a frame may carry before the
+// peer has proved the secret: the longest of HELLO (with a MaxNodeID id),
+// CHALLENGE and PROOF. Both ends read the handshake with it
+// (Reader.SetMaxPayload), so a peer that never authenticates cannot make
+// the other side read, or allocate for, a snapshot-sized frame.
+const MaxHandshakePayload = max(helloFixed+MaxNodeID, NonceSize+ProofSize, ProofSize)
+
 // ErrAuth is wrapped by every handshake failure.
 var ErrAuth = errors.New("wire: stream authentication failed")
 

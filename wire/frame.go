@@ -134,6 +134,13 @@ func AppendFrame(dst []byte, t Type, payload []byte) []byte {
 // straight into the payload buffer, so a snapshot is not copied twice.
 const readAhead = 4 << 10
 
+// firstGrowth is the most the payload buffer grows by before any of the
+// payload has arrived. The declared length is the peer's word: allocating it
+// up front let a 12-byte header cost the other side up to the limit (64 MiB
+// and more) per connection. Growing from here by doubling keeps the memory
+// within about twice the bytes received, for one copy of the payload in all.
+const firstGrowth = 64 << 10
+
 // Reader reads frames from a stream. It reads ahead, so the stream must not
 // be read other than through it. It is not safe for concurrent use.
 type Reader struct {
@@ -147,16 +154,28 @@ type Reader struct {
 // NewReader returns a Reader that refuses payloads above maxPayload bytes
 // (DefaultMaxPayload if maxPayload <= 0).
 func NewReader(r io.Reader, maxPayload int) *Reader {
+	rd := &Reader{r: bufio.NewReaderSize(r, readAhead)}
+	rd.SetMaxPayload(maxPayload)
+	return rd
+}
+
+// SetMaxPayload changes the largest payload the following frames may carry
+// (DefaultMaxPayload if maxPayload <= 0). Both ends of the stream read the
+// handshake with MaxHandshakePayload, then raise the limit once the peer
+// has proved the secret.
+func (r *Reader) SetMaxPayload(maxPayload int) {
 	if maxPayload <= 0 {
 		maxPayload = DefaultMaxPayload
 	}
-	return &Reader{r: bufio.NewReaderSize(r, readAhead), max: maxPayload}
+	r.max = maxPayload
 }
 
 // Next reads the next frame. The payload aliases an internal buffer that is
 // reused, so it is valid only until the following call. A stream that ends
-// cleanly between frames returns io.EOF; every header check runs before the
-// payload buffer is grown, so a hostile length never causes an allocation.
+// cleanly between frames returns io.EOF. Every header check runs before the
+// payload is read, and the buffer grows only as payload bytes arrive
+// (firstGrowth), so neither a hostile length nor a peer that stalls after
+// the header costs more memory than the bytes it sent.
 func (r *Reader) Next() (Type, []byte, error) {
 	if _, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
 		if err == io.EOF {
@@ -183,11 +202,8 @@ func (r *Reader) Next() (Type, []byte, error) {
 	if uint64(n) > uint64(r.max) {
 		return 0, nil, fmt.Errorf("%w: %s frame declares %d bytes, limit %d", ErrTooLarge, t, n, r.max)
 	}
-	if cap(r.buf) < int(n) {
-		r.buf = make([]byte, n)
-	}
-	p := r.buf[:n]
-	if _, err := io.ReadFull(r.r, p); err != nil {
+	p, err := r.payload(int(n))
+	if err != nil {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			return 0, nil, fmt.Errorf("%w: %s payload of %d bytes: %w", ErrTruncated, t, n, io.ErrUnexpectedEOF)
 		}
@@ -199,6 +215,32 @@ func (r *Reader) Next() (Type, []byte, error) {
 		return 0, nil, fmt.Errorf("%w: %s frame of %d bytes: computed %#08x, header says %#08x", ErrBadChecksum, t, n, crc, want)
 	}
 	return t, p, nil
+}
+
+// payload reads n payload bytes into the reused buffer, filling the memory
+// it has first and growing it only when that is full: by firstGrowth, then
+// doubling, capped at n.
+func (r *Reader) payload(n int) ([]byte, error) {
+	if n <= cap(r.buf) {
+		p := r.buf[:n]
+		_, err := io.ReadFull(r.r, p)
+		return p, err
+	}
+	p := r.buf[:cap(r.buf)]
+	got := 0
+	for {
+		k, err := io.ReadFull(r.r, p[got:])
+		got += k
+		if err != nil {
+			return nil, err
+		}
+		if got == n {
+			return p, nil
+		}
+		grown := make([]byte, min(n, max(2*got, firstGrowth)))
+		copy(grown, p[:got])
+		p, r.buf = grown, grown
+	}
 }
 
 // Version is the protocol version of the last frame Next returned.

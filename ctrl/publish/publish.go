@@ -29,11 +29,14 @@ type Config struct {
 	// Default 1s.
 	HeartbeatInterval time.Duration
 	// DeadAfter closes a session that has received no frame from its edge for
-	// this long; it also bounds the wait for HELLO and for each write, so an
-	// edge that stops reading cannot hold a session forever. Default 5s.
+	// this long; it also bounds the handshake as a whole, and how long a
+	// write may go without the kernel taking a byte of it, so an edge that
+	// stops reading cannot hold a session forever while one on a slow link
+	// still gets a large FULL (docs/stream.md, "Failure modes"). Default 5s.
 	DeadAfter time.Duration
-	// MaxFrame is the largest frame payload accepted from an edge. Edges only
-	// send small messages, so anything bigger is a protocol error. Default 64 KiB.
+	// MaxFrame is the largest frame payload accepted from an edge once it
+	// has authenticated (before, wire.MaxHandshakePayload). Edges only send
+	// small messages, so anything bigger is a protocol error. Default 64 KiB.
 	MaxFrame int
 	// Secret is the shared stream secret both sides prove in the handshake.
 	// Empty means an empty HMAC key: the handshake still runs, but anyone

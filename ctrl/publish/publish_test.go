@@ -3,6 +3,7 @@ package publish
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -543,6 +544,29 @@ func TestAuthFailuresGetNothing(t *testing.T) {
 	expectNoSnapshot(r2)
 	for _, e := range s.Status() {
 		t.Fatalf("unauthenticated peer listed in status: %+v", e)
+	}
+}
+
+// Before the edge has proved the secret ctrl reads only handshake-sized
+// frames: a peer declaring a larger one is refused at its header, naming
+// the frame and its size, instead of ctrl waiting for (and buffering) the
+// payload up to MaxFrame.
+func TestOversizedHandshakeFrameRefused(t *testing.T) {
+	_, addr, logs := start(t)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	h := wire.AppendFrame(nil, wire.TypeHello, make([]byte, 60000))
+	if _, err := c.Write(h[:wire.HeaderSize]); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("HELLO frame declares 60000 bytes, limit %d", wire.MaxHandshakePayload)
+	waitFor(t, "the oversized HELLO refused", func() bool { return strings.Contains(logs.String(), want) })
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("ctrl answered an oversized HELLO")
 	}
 }
 

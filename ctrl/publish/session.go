@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,7 +89,9 @@ func (ss *session) poke() {
 
 func (ss *session) run() {
 	defer ss.conn.Close()
-	r := wire.NewReader(ss.conn, ss.srv.cfg.MaxFrame)
+	// Anyone who reaches the port can send a frame header: until the edge
+	// has proved the secret, only handshake-sized frames are read.
+	r := wire.NewReader(ss.conn, wire.MaxHandshakePayload)
 
 	h, err := ss.handshake(r)
 	if err != nil {
@@ -97,6 +100,7 @@ func (ss *session) run() {
 		ss.srv.detach(ss)
 		return
 	}
+	r.SetMaxPayload(ss.srv.cfg.MaxFrame)
 	ss.log = ss.log.With("node", h.NodeID)
 	ss.edgeVersion.Store(h.HaveVersion)
 	ss.base = baseKey{h.HaveVersion, h.HaveHash}
@@ -251,7 +255,7 @@ func (ss *session) readLoop(r *wire.Reader) error {
 }
 
 // writer returns a frame writer in the edge's protocol version. Its writes
-// fail after DeadAfter without progress (idleWriter).
+// fail once the edge has taken no byte for DeadAfter (idleWriter).
 func (ss *session) writer() *wire.Writer {
 	w := wire.NewWriter(idleWriter{ss.conn, ss.srv.cfg.DeadAfter})
 	// The reader accepted the HELLO's version, so SetVersion cannot fail.
@@ -259,28 +263,43 @@ func (ss *session) writer() *wire.Writer {
 	return w
 }
 
-// idleWriter bounds the time a write makes no progress, not the time it
-// takes: it writes in pieces of idleWriteChunk, each with its own
-// deadline, so a FULL of megabytes to an edge on a slow link keeps going
-// while an edge that stopped reading is still dropped after idle.
+// idleWriter fails a write once the kernel has accepted none of its bytes
+// for idle, however long the write takes as a whole: a FULL of megabytes to
+// an edge on a slow link keeps going while bytes move, and an edge that
+// stopped reading is dropped. It is the edge's idleReader seen from the
+// sending side. (Writing in pieces with a deadline each, as before, made
+// idle a minimum rate instead: one piece per idle, 3.3 KB/s for 16 KiB
+// pieces at 5 s, below which a FULL was cut at every attempt.)
+//
+// A write reports what it wrote only when it returns, so it runs with a
+// deadline of idle/idleChecks and is resumed while bytes go out; a stall
+// is noticed between idle and idle·(1+2/idleChecks) after the last byte.
 type idleWriter struct {
 	conn net.Conn
 	idle time.Duration
 }
 
-const idleWriteChunk = 16 << 10
+// idleChecks is how many times per idle a stalled write wakes up to look
+// for progress: the timer's precision against wakeups of a blocked writer.
+const idleChecks = 4
 
 func (w idleWriter) Write(b []byte) (int, error) {
 	n := 0
-	for n < len(b) {
-		w.conn.SetWriteDeadline(time.Now().Add(w.idle))
-		k, err := w.conn.Write(b[n:min(len(b), n+idleWriteChunk)])
+	progress := time.Now()
+	for {
+		w.conn.SetWriteDeadline(time.Now().Add(w.idle / idleChecks))
+		k, err := w.conn.Write(b[n:])
 		n += k
-		if err != nil {
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return n, err
 		}
+		now := time.Now()
+		if k > 0 {
+			progress = now
+		} else if now.Sub(progress) >= w.idle {
+			return n, fmt.Errorf("edge took no byte for %s (%d of %d written): %w", w.idle, n, len(b), err)
+		}
 	}
-	return n, nil
 }
 
 func (ss *session) setEdgeVersion(v uint64) {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,8 +26,10 @@ import (
 // snapshot frames, with the frame checksum recomputed so the damage reaches
 // the snapshot checks, or left stale so the frame check catches it), trickle
 // (relay each frame's payload in chunks, with a pause after each: a slow
-// link, which ctrl's writes wait for as well) and cutMid (close the
-// connection halfway through the next snapshot frames).
+// link, which ctrl's writes wait for as well), cutMid (close the
+// connection halfway through the next snapshot frames) and stall (stop
+// reading from ctrl, so its writes make no progress, while the edge's
+// frames still reach it).
 type faultProxy struct {
 	ln        net.Listener
 	target    string
@@ -39,6 +42,8 @@ type faultProxy struct {
 	chunkGap  atomic.Int64 // pause after each chunk, nanoseconds
 	cutMid    atomic.Int32 // snapshot frames still to cut halfway through
 	cutDone   atomic.Int32
+	stall     atomic.Bool
+	window    atomic.Int32 // receive buffer of the connections to ctrl dialed from now on; 0: 16 KiB
 	wg        sync.WaitGroup
 	mu        sync.Mutex
 	conns     []net.Conn
@@ -57,6 +62,7 @@ func startFaultProxy(t *testing.T, target string) *faultProxy {
 	go p.accept()
 	t.Cleanup(func() {
 		ln.Close()
+		p.stall.Store(false)
 		p.cut()
 		p.wg.Wait()
 	})
@@ -82,14 +88,11 @@ func (p *faultProxy) accept() {
 		if err != nil {
 			return
 		}
-		up, err := net.Dial("tcp", p.target)
+		up, err := p.dial()
 		if err != nil {
 			down.Close()
 			continue
 		}
-		// A small window, so that ctrl's writes wait for a trickle as they
-		// would for a slow link instead of filling the proxy's buffer.
-		up.(*net.TCPConn).SetReadBuffer(16 << 10)
 		p.mu.Lock()
 		p.conns = append(p.conns, down, up)
 		p.mu.Unlock()
@@ -97,6 +100,28 @@ func (p *faultProxy) accept() {
 		go func() { defer p.wg.Done(); p.relayUp(down, up); up.Close(); down.Close() }()
 		go func() { defer p.wg.Done(); p.relayDown(up, down); down.Close(); up.Close() }()
 	}
+}
+
+// dial connects to ctrl with a small receive buffer (window, default 16
+// KiB), so that ctrl's writes wait for a trickle as they would for a slow
+// link instead of filling the proxy's buffer. It is set before connecting:
+// set after, the window already advertised stays open, and the kernel then
+// takes ctrl's bytes in gulps of 64 KB seconds apart on a slow trickle.
+func (p *faultProxy) dial() (net.Conn, error) {
+	size := int(p.window.Load())
+	if size <= 0 {
+		size = 16 << 10
+	}
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, size)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	return d.Dial("tcp", p.target)
 }
 
 func (p *faultProxy) relayUp(down, up net.Conn) {
@@ -117,6 +142,7 @@ func (p *faultProxy) relayUp(down, up net.Conn) {
 func (p *faultProxy) relayDown(up, down net.Conn) {
 	var hdr [wire.HeaderSize]byte
 	for {
+		p.holdWhileStalled()
 		if _, err := io.ReadFull(up, hdr[:]); err != nil {
 			return
 		}
@@ -171,6 +197,7 @@ func (p *faultProxy) trickle(up, down net.Conn, hdr []byte, n, c int) bool {
 	}
 	buf := make([]byte, c)
 	for n > 0 {
+		p.holdWhileStalled()
 		k := min(n, c)
 		if _, err := io.ReadFull(up, buf[:k]); err != nil {
 			return false
@@ -182,6 +209,13 @@ func (p *faultProxy) trickle(up, down net.Conn, hdr []byte, n, c int) bool {
 		time.Sleep(time.Duration(p.chunkGap.Load()))
 	}
 	return true
+}
+
+// holdWhileStalled waits while stall is set; the proxy's cleanup clears it.
+func (p *faultProxy) holdWhileStalled() {
+	for p.stall.Load() {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // appliedIncreasing fails unless the edge applied strictly increasing versions.

@@ -54,7 +54,8 @@ type Config struct {
 	// HeartbeatInterval is how often the edge sends HEARTBEAT. Default 1s.
 	HeartbeatInterval time.Duration
 	// MaxSnapshot bounds a FULL frame and the decoded snapshot. Default
-	// wire.DefaultMaxPayload.
+	// wire.DefaultMaxPayload. Until ctrl has proved the secret, frames are
+	// bounded by wire.MaxHandshakePayload instead.
 	MaxSnapshot int
 	// Secret is the stream secret shared with ctrl (wire.ReadSecretFile).
 	// Run refuses an empty one unless Insecure is set.
@@ -283,12 +284,15 @@ func (c *Client) session(ctx context.Context, dec *wire.Decompressor, ddec *wire
 	}
 	// Until ctrl has proved the secret, DeadAfter bounds the handshake as a
 	// whole: a peer trickling bytes must not hold the edge away from ctrl.
+	// Likewise only a CHALLENGE-sized frame is read from it: the address
+	// may not be ctrl's, and a FULL's limit is snapshot-sized.
 	ir := &idleReader{conn: conn, idle: c.cfg.DeadAfter, until: time.Now().Add(c.cfg.DeadAfter)}
-	r := wire.NewReader(ir, c.cfg.MaxSnapshot)
+	r := wire.NewReader(ir, wire.MaxHandshakePayload)
 	if err := s.handshake(r); err != nil {
 		return false, err
 	}
 	ir.until = time.Time{}
+	r.SetMaxPayload(c.cfg.MaxSnapshot)
 	reports := r.Version() >= 3 && c.cfg.ClustersOf != nil
 	c.update(func(st *Status) { st.Connected = true })
 	c.log.Info("feed: connected to ctrl", "have_version", c.cfg.Current(), "protocol", r.Version())

@@ -47,8 +47,8 @@ func build(t testing.TB, st fbs.State) []byte {
 
 // A FULL that takes longer than DeadAfter to cross a slow link, while bytes
 // keep arriving, is a live stream: the edge must take it, not declare ctrl
-// dead at every attempt and never converge. ctrl's DeadAfter is long here:
-// ctrl bounds each frame's write by it (docs/stream.md, "Failure modes").
+// dead at every attempt and never converge. ctrl's DeadAfter is long here,
+// so only the edge's timer is tested (ctrl's: ctrl_slowlink_test.go).
 func TestSlowLinkLargeFullArrives(t *testing.T) {
 	c := startCtrlWith(t, "127.0.0.1:0", func(cfg *publish.Config) { cfg.DeadAfter = 30 * time.Second })
 	c.srv.Publish(1, snapshot(t, 1), time.Now())
@@ -321,56 +321,86 @@ func TestReplaceSaveFailureKeepsInServiceFile(t *testing.T) {
 	m.Unmap()
 }
 
-// Before ctrl has proved the secret, DeadAfter bounds the handshake as a
-// whole: a peer at ctrl's address that announces a large CHALLENGE and
-// trickles it a byte at a time does not hold the edge on one connection
-// (with only the per-byte timer, it held it forever).
-func TestTricklingHandshakeTimesOut(t *testing.T) {
+// fakeCtrl accepts connections at a new address and runs serve on each
+// until stop is closed; it counts the accepted connections. Everything it
+// starts ends with the test.
+func fakeCtrl(t *testing.T, serve func(c net.Conn, stop <-chan struct{})) (addr string, accepts *atomic.Int32) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var accepts atomic.Int32
+	accepts = new(atomic.Int32)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	defer func() {
+	t.Cleanup(func() {
 		close(stop)
 		ln.Close()
 		wg.Wait()
-	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	})
+	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
 			accepts.Add(1)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				defer c.Close()
-				var h [wire.HeaderSize]byte
-				binary.BigEndian.PutUint32(h[0:4], 1<<20)
-				h[4] = wire.ProtocolVersion
-				h[5] = byte(wire.TypeChallenge)
-				if _, err := c.Write(h[:]); err != nil {
-					return
-				}
-				for {
-					select {
-					case <-stop:
-						return
-					case <-time.After(100 * time.Millisecond):
-					}
-					if _, err := c.Write([]byte{0}); err != nil {
-						return
-					}
-				}
-			}()
+				serve(c, stop)
+			})
 		}
-	}()
-	startEdgeWith(t, ln.Addr().String(), t.TempDir(), func(cfg *feed.Config) { cfg.DeadAfter = 300 * time.Millisecond })
+	})
+	return ln.Addr().String(), accepts
+}
+
+// frameHeader is a header announcing a frame of type t with n payload
+// bytes (its checksum is not checked before the payload arrives).
+func frameHeader(t wire.Type, n int) []byte {
+	var h [wire.HeaderSize]byte
+	binary.BigEndian.PutUint32(h[0:4], uint32(n))
+	h[4] = wire.ProtocolVersion
+	h[5] = byte(t)
+	return h[:]
+}
+
+// Before ctrl has proved the secret, DeadAfter bounds the handshake as a
+// whole: a peer at ctrl's address that announces a CHALLENGE and trickles
+// it a byte at a time does not hold the edge on one connection (with only
+// the per-byte timer, it held it forever).
+func TestTricklingHandshakeTimesOut(t *testing.T) {
+	addr, accepts := fakeCtrl(t, func(c net.Conn, stop <-chan struct{}) {
+		if _, err := c.Write(frameHeader(wire.TypeChallenge, wire.NonceSize+wire.ProofSize)); err != nil {
+			return
+		}
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if _, err := c.Write([]byte{0}); err != nil {
+				return
+			}
+		}
+	})
+	startEdgeWith(t, addr, t.TempDir(), func(cfg *feed.Config) { cfg.DeadAfter = 300 * time.Millisecond })
 	waitFor(t, "the edge to give up the trickling handshake and dial again", func() bool { return accepts.Load() >= 3 })
+}
+
+// Before ctrl has proved the secret the edge reads only handshake-sized
+// frames: a peer at ctrl's address that announces a FULL gets it refused at
+// the header, naming the frame and its size, rather than the edge reading
+// (and buffering) a snapshot-sized payload from it.
+func TestOversizedHandshakeFrameRefused(t *testing.T) {
+	addr, _ := fakeCtrl(t, func(c net.Conn, stop <-chan struct{}) {
+		if _, err := c.Write(frameHeader(wire.TypeFull, 50<<20)); err != nil {
+			return
+		}
+		<-stop
+	})
+	// A dead timer longer than the wait: the refusal must not come from it.
+	e := startEdgeWith(t, addr, t.TempDir(), func(cfg *feed.Config) { cfg.DeadAfter = time.Minute })
+	want := fmt.Sprintf("FULL frame declares %d bytes, limit %d", 50<<20, wire.MaxHandshakePayload)
+	waitFor(t, "the oversized frame refused", func() bool { return strings.Contains(e.client.Status().LastError, want) })
 }
