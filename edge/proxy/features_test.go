@@ -33,21 +33,28 @@ func startProxy(t *testing.T, st fbs.State, mod func(*Config)) (string, *telemet
 // startProxyPools is startProxy with upstream pools configured by opts.
 func startProxyPools(t *testing.T, st fbs.State, opts upstream.Options, mod func(*Config)) (string, *telemetry.Metrics) {
 	t.Helper()
-	b, err := fbs.Build(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap, err := fbs.Open(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := upstream.NewRegistry(opts)
-	h := &routing.Holder{}
-	if _, err := h.Swap(routing.NewTable(snap, nil, reg)); err != nil {
-		t.Fatal(err)
-	}
-	m := telemetry.New()
-	cfg := Config{Addr: "127.0.0.1:0", Tables: h, Metrics: m, HeaderTimeout: 5 * time.Second}
+	g := startGateway(t, st, opts, mod)
+	return g.addr, g.metrics
+}
+
+// gateway is a running proxy with the routing state behind it, for tests
+// that swap snapshots or look at the endpoints' pools.
+type gateway struct {
+	t       *testing.T
+	srv     *Server
+	addr    string
+	metrics *telemetry.Metrics
+	tables  *routing.Holder
+	reg     *upstream.Registry
+}
+
+// startGateway runs a proxy over st with pools configured by opts.
+func startGateway(t *testing.T, st fbs.State, opts upstream.Options, mod func(*Config)) *gateway {
+	t.Helper()
+	g := &gateway{t: t, metrics: telemetry.New(), tables: &routing.Holder{}, reg: upstream.NewRegistry(opts)}
+	g.metrics.SetEjections(g.reg.Ejections) // as edge.Node does
+	g.swap(st)
+	cfg := Config{Addr: "127.0.0.1:0", Tables: g.tables, Metrics: g.metrics, HeaderTimeout: 5 * time.Second}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -55,6 +62,7 @@ func startProxyPools(t *testing.T, st fbs.State, opts upstream.Options, mod func
 	if err != nil {
 		t.Fatal(err)
 	}
+	g.srv, g.addr = srv, srv.Addr().String()
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve() }()
 	t.Cleanup(func() {
@@ -62,10 +70,50 @@ func startProxyPools(t *testing.T, st fbs.State, opts upstream.Options, mod func
 		defer cancel()
 		srv.Shutdown(ctx)
 		<-done
-		h.Close()
-		reg.Close()
+		g.tables.Close()
+		g.reg.Close()
 	})
-	return srv.Addr().String(), m
+	return g
+}
+
+// swap puts st in service.
+func (g *gateway) swap(st fbs.State) {
+	g.t.Helper()
+	if err := g.trySwap(st); err != nil {
+		g.t.Fatal(err)
+	}
+}
+
+// trySwap is swap for goroutines other than the test's.
+func (g *gateway) trySwap(st fbs.State) error {
+	t, err := g.build(st)
+	if err != nil {
+		return err
+	}
+	_, err = g.tables.Swap(t)
+	return err
+}
+
+// table builds the routing table of st.
+func (g *gateway) table(st fbs.State) *routing.Table {
+	g.t.Helper()
+	t, err := g.build(st)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	return t
+}
+
+func (g *gateway) build(st fbs.State) (*routing.Table, error) {
+	b, err := fbs.Build(st)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := fbs.Open(b)
+	if err != nil {
+		return nil, err
+	}
+	return routing.NewTable(snap, nil, g.reg), nil
 }
 
 func oneRoute(addrs ...string) fbs.State {

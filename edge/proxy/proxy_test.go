@@ -126,22 +126,17 @@ func (f *fixture) install(st fbs.State) {
 
 func newFixture(t *testing.T, mod func(*Config)) *fixture {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
 	f := &fixture{
 		t: t, tables: &routing.Holder{}, reg: upstream.NewRegistry(upstream.Options{}),
 		api1: newTestBackend(t, "api1"), api2: newTestBackend(t, "api2"), web: newTestBackend(t, "web"),
-		deadAddr: dead,
+		deadAddr: deadAddr(t),
 	}
 	f.install(f.state(1, "api"))
 	cfg := Config{Addr: "127.0.0.1:0", Tables: f.tables, HeaderTimeout: 2 * time.Second}
 	if mod != nil {
 		mod(&cfg)
 	}
+	var err error
 	f.srv, err = New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -272,7 +272,7 @@ func (s *Server) clientReadFailed(st *connState, err error) {
 // per the route's policy. It reports whether the client connection may
 // serve another request.
 //
-// Retries go to the next endpoint of the cluster and only happen while
+// Retries go to another endpoint of the cluster and only happen while
 // nothing of the response reached the client and the request can be sent
 // again: an idempotent method whose body is still buffered (total >= 0).
 // Independently of the policy, a reused keep-alive connection that the
@@ -288,35 +288,59 @@ func (s *Server) forward(st *connState, tab *routing.Table, hn, total int, keep 
 	if timeout <= 0 {
 		timeout = s.cfg.UpstreamTimeout
 	}
-	retries := 0
+	st.retry = retryPlan{tab: tab, cluster: ci, key: key}
+	defer func() { st.retry = retryPlan{} }()
 	if total >= 0 && idempotent(st.method()) {
-		retries = st.match.RetryAttempts()
+		st.retry.left = st.match.RetryAttempts()
+	}
+	pool, ok := tab.Balance(ci, key, nil)
+	if !ok {
+		if total < 0 {
+			keep = false
+		}
+		s.writeError(st, telemetry.CauseNoEndpoint, 503, "no endpoints", !keep)
+		return keep
 	}
 	staleRetried := false
-	var pool, failed *upstream.Pool
-	for {
-		if pool == nil {
-			var ok bool
-			if pool, ok = tab.Balance(ci, key, failed); !ok {
-				if total < 0 {
-					keep = false
-				}
-				s.writeError(st, telemetry.CauseNoEndpoint, 503, "no endpoints", !keep)
-				return keep
-			}
-		}
-		if !s.attempt(st, pool, connectTimeout, hn, total, timeout, keep, &retries, &staleRetried, &keep) {
-			return keep
-		}
-		failed, pool = pool, nil
+	for s.attempt(st, pool, connectTimeout, hn, total, timeout, keep, &staleRetried, &keep) {
+		pool = st.retry.next
 	}
+	return keep
+}
+
+// retryPlan is what a request may still retry: attempts left, and where
+// the next one goes.
+type retryPlan struct {
+	tab     *routing.Table
+	cluster int
+	key     routing.PickKey
+	left    int
+	next    *upstream.Pool // set by take
+}
+
+// take reports whether the request is retried after failing on pool: an
+// attempt is left and the cluster has another usable endpoint, which
+// becomes next. Without one the failed attempt's own answer stands (a
+// 502, 504, or the backend's retryable status) rather than a 503 "no
+// endpoints" that would hide what happened.
+func (p *retryPlan) take(pool *upstream.Pool) bool {
+	if p.left <= 0 {
+		return false
+	}
+	next, ok := p.tab.Balance(p.cluster, p.key, pool)
+	if !ok {
+		return false
+	}
+	p.left--
+	p.next = next
+	return true
 }
 
 // attempt makes one try on pool. It returns true when the caller should
-// retry on another endpoint; otherwise *keepOut says whether the client
+// retry on st.retry.next; otherwise *keepOut says whether the client
 // connection stays open. The pool's in-flight count (least-request) and
 // its health (local ejection, 5xx streak) are updated here.
-func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time.Duration, hn, total int, timeout time.Duration, keep bool, retries *int, staleRetried *bool, keepOut *bool) (retry bool) {
+func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time.Duration, hn, total int, timeout time.Duration, keep bool, staleRetried *bool, keepOut *bool) (retry bool) {
 	pool.Begin()
 	defer pool.End()
 	for {
@@ -329,8 +353,7 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 			} else {
 				pool.ReportFailure(upstream.FailConnect)
 			}
-			if *retries > 0 && st.match.RetryOnConnectFailure() {
-				*retries--
+			if st.match.RetryOnConnectFailure() && st.retry.take(pool) {
 				return true
 			}
 			if timedOut {
@@ -342,7 +365,7 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 			*keepOut = keep && total >= 0
 			return false
 		}
-		res := s.exchange(st, u, hn, total, timeout, keep, *retries > 0)
+		res := s.exchange(st, pool, u, hn, total, timeout, keep)
 		switch res {
 		case exchangeStale, exchangeTimeout, exchangeClientFailed:
 			// No answer to judge the endpoint by; a failure of its own is
@@ -365,7 +388,6 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 			pool.Discard(u)
 		case exchangeRetryStatus:
 			pool.Discard(u)
-			*retries--
 			return true
 		case exchangeStale:
 			pool.Discard(u)
@@ -376,8 +398,7 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 					continue
 				}
 				pool.ReportFailure(upstream.FailReset)
-				if *retries > 0 && st.match.RetryOnReset() {
-					*retries--
+				if st.match.RetryOnReset() && st.retry.take(pool) {
 					return true
 				}
 			} else if !reused {
@@ -451,9 +472,11 @@ const (
 	exchangeAborted                            // failed mid-response; close the client
 )
 
-// exchange writes the request on u, reads the response head and relays
-// the response to the client. total < 0 streams the request body.
-func (s *Server) exchange(st *connState, u *upstream.Conn, hn, total int, timeout time.Duration, keep, mayRetry bool) exchangeResult {
+// exchange writes the request on u, a connection of pool, reads the
+// response head and relays the response to the client, unless its status
+// is one the route retries and st.retry has somewhere to retry it.
+// total < 0 streams the request body.
+func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, hn, total int, timeout time.Duration, keep bool) exchangeResult {
 	wt := s.cfg.WriteTimeout
 	st.upHead = st.upHead[:st.upHeadLen] // a retry drops the small body appended below
 	early := false                       // the upstream stopped taking the body; only an early answer may follow
@@ -545,7 +568,7 @@ func (s *Server) exchange(st *connState, u *upstream.Conn, hn, total int, timeou
 		}
 	}
 	s.metrics.ObserveUpstream(time.Since(sent))
-	if mayRetry && !early && !interim && st.match.RetryOn(st.resp.Status) {
+	if !early && !interim && st.match.RetryOn(st.resp.Status) && st.retry.take(pool) {
 		return exchangeRetryStatus
 	}
 	st.rc.Observe(st.resp.Status)

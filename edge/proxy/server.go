@@ -169,9 +169,12 @@ type routeIndex struct {
 func (s *Server) routeCounters(tab *routing.Table, m *fbs.Match) *telemetry.RouteCounters {
 	ri := s.routeIdx.Load()
 	if ri == nil || ri.tab != tab {
-		// Requests still finishing on an older table take the slow path
-		// rather than replacing the newer table's index.
-		if ri != nil && ri.tab != nil && ri.tab.Snapshot().Version() > tab.Snapshot().Version() {
+		// Requests still finishing on a table no longer in service take
+		// the slow path rather than replacing the index of the one in
+		// service. Not decided by version: a Replace (a diverged edge)
+		// puts a lower version in service, which would then never get an
+		// index of its own and send every request down the lookup by name.
+		if !s.cfg.Tables.InService(tab) {
 			return s.metrics.Route(m.ID())
 		}
 		ri = &routeIndex{tab: tab, rcs: make([]atomic.Pointer[telemetry.RouteCounters], tab.Snapshot().NumRoutes())}
@@ -330,6 +333,7 @@ type connState struct {
 	match    fbs.Match
 	chunks   h1.ChunkedScanner
 	rc       *telemetry.RouteCounters // the current request's route series
+	retry    retryPlan                // the current request's retries (forward)
 	// The route's staleness header (staleness.go), and the Retry-After
 	// seconds of an error answer; 0 = none.
 	staleHeader bool

@@ -11,15 +11,20 @@ import (
 )
 
 // TestHotPathAllocs pins RouteRequest, Balance for every policy (also
-// with unhealthy and slow-starting endpoints), the in-flight counters and
-// success reports to zero allocations.
+// weighted round robin on its stride, and with unhealthy and
+// slow-starting endpoints), the in-flight counters and success reports
+// to zero allocations.
 func TestHotPathAllocs(t *testing.T) {
 	reg := upstream.NewRegistry(upstream.Options{})
 	defer reg.Close()
 	eps := endpoints(5)
 	eps[1].Weight = 4
+	large := endpoints(300) // beyond maxOrderWork: the stride path
+	for j := range large {
+		large[j].Weight = uint16(1 + j*7%1000)
+	}
 	for _, c := range []fbs.Cluster{
-		{Endpoints: endpoints(5)}, {Endpoints: eps, LB: fbs.LBWeightedRoundRobin},
+		{Endpoints: endpoints(5)}, {Endpoints: eps, LB: fbs.LBWeightedRoundRobin}, {Endpoints: large, LB: fbs.LBWeightedRoundRobin},
 		{Endpoints: endpoints(5), LB: fbs.LBLeastRequest}, {Endpoints: endpoints(5), LB: fbs.LBHash, HashOn: fbs.HashOnHeader, HashOnName: "x-user"},
 		healthy(fbs.LBRoundRobin), healthy(fbs.LBWeightedRoundRobin), healthy(fbs.LBLeastRequest), healthy(fbs.LBHash),
 	} {

@@ -33,36 +33,82 @@ type HashOn struct {
 // balancer is the per-cluster endpoint choice. Its state is atomics only:
 // the request path takes no lock.
 type balancer struct {
-	lb      uint8
-	hashOn  HashOn
-	weights []uint32 // cumulative weights, for weighted round robin
-	total   uint64   // sum of weights
-	stride  uint64   // coprime with total, about total/phi
+	lb     uint8
+	hashOn HashOn
+	// Weighted round robin: turn c is order[c mod total], one cycle of
+	// the smooth order listed at swap; for clusters too large to list,
+	// the endpoint whose cumulative weight range holds position
+	// c·stride mod cycle.
+	order   []uint16
+	weights []uint32 // cumulative weights, without order
+	total   uint64   // sum of weights (divided by their gcd)
+	cycle   uint64   // counter values per cycle: total, or the prime at or above it
+	stride  uint64   // about cycle/phi
 	ring    []uint16 // Maglev lookup table, for hash
 }
 
-// goldenRatio is 1/phi; a stride of total/phi spreads consecutive counter
-// values evenly over the weight space (the three-distance theorem), which
-// is what makes the weighted order smooth.
+// goldenRatio is 1/phi; a stride of cycle/phi spreads consecutive counter
+// values evenly over the weight space (the three-distance theorem).
 const goldenRatio = 0.6180339887498949
+
+// maxOrderWork bounds the steps of listing a smooth order at swap
+// (endpoints × weight sum): about a millisecond, like a Maglev table.
+const maxOrderWork = 1 << 20
 
 func newBalancer(cv fbs.ClusterView) balancer {
 	b := balancer{lb: cv.LB(), hashOn: HashOn{Kind: cv.HashOn(), Name: cv.HashOnName()}}
 	n := cv.NumEndpoints()
 	switch b.lb {
 	case fbs.LBWeightedRoundRobin:
+		ws := make([]uint64, n)
+		var g uint64
+		for j := range ws {
+			ws[j] = uint64(cv.EndpointWeight(j))
+			g = gcd(g, ws[j])
+		}
+		for j := range ws {
+			ws[j] /= g
+			b.total += ws[j]
+		}
+		if b.total*uint64(n) <= maxOrderWork {
+			b.order = smoothOrder(ws, b.total)
+			b.cycle = b.total
+			break
+		}
 		b.weights = make([]uint32, n)
 		var sum uint64
-		for j := range n {
-			sum += uint64(cv.EndpointWeight(j))
+		for j, w := range ws {
+			sum += w
 			b.weights[j] = uint32(sum)
 		}
-		b.total = sum
-		b.stride = coprimeNear(sum, uint64(float64(sum)*goldenRatio))
+		b.cycle = primeAtLeast(b.total)
+		b.stride = min(max(uint64(float64(b.cycle)*goldenRatio+0.5), 1), b.cycle-1)
 	case fbs.LBHash:
 		b.ring = maglev(cv)
 	}
 	return b
+}
+
+// smoothOrder lists one cycle of nginx's smooth weighted round robin: on
+// every turn each endpoint's credit grows by its weight, and the endpoint
+// with the most credit (the first on a tie) takes the turn and pays the
+// weight sum. Each endpoint gets exactly its weight per cycle, spread
+// out: equal weights alternate, and 5:1:1 goes AABACAA.
+func smoothOrder(ws []uint64, total uint64) []uint16 {
+	order := make([]uint16, total)
+	credit := make([]int64, len(ws))
+	for t := range order {
+		best := 0
+		for j, w := range ws {
+			credit[j] += int64(w)
+			if credit[j] > credit[best] {
+				best = j
+			}
+		}
+		credit[best] -= int64(total)
+		order[t] = uint16(best)
+	}
+	return order
 }
 
 func gcd(a, b uint64) uint64 {
@@ -72,18 +118,26 @@ func gcd(a, b uint64) uint64 {
 	return a
 }
 
-// coprimeNear returns the value at or above want (at least 1) that is
-// coprime with n, so that c*stride mod n visits every residue once per
-// cycle of n.
-func coprimeNear(n, want uint64) uint64 {
-	if n <= 1 {
-		return 1
+// primeAtLeast returns the smallest prime at or above n (at least 2).
+// Without a listed order, positions are taken modulo it rather than
+// modulo the weight sum: a prime is coprime with every stride, so the
+// stride can be the golden one, where a sum may have no coprime stride
+// near it (6 has only 1 and 5: weights 3:3 went AAABBB). The positions
+// from the sum up to the prime are gaps, turns nobody takes. Called at
+// swap; sums are at most 1024 × 1000, where primes are at most 114 apart.
+func primeAtLeast(n uint64) uint64 {
+	for p := max(n, 2); ; p++ {
+		prime := true
+		for d := uint64(2); d*d <= p; d++ {
+			if p%d == 0 {
+				prime = false
+				break
+			}
+		}
+		if prime {
+			return p
+		}
 	}
-	s := max(want, 1)
-	for gcd(s, n) != 1 {
-		s++
-	}
-	return s
 }
 
 // maglevSizes are primes; the table is the first at least 1000 times the
@@ -204,11 +258,14 @@ func (cs *clusterState) pick(key PickKey, avoid *upstream.Pool) (*upstream.Pool,
 func (cs *clusterState) roundRobin(avoid *upstream.Pool, ramp *slowStart, now int64) (*upstream.Pool, bool) {
 	draws := uint64(len(cs.pools))
 	if cs.bal.lb == fbs.LBWeightedRoundRobin {
-		draws = cs.bal.total
+		draws = cs.bal.cycle
 	}
 	first := -1
 	for range min(draws, maxTurnDraws) {
 		k := cs.turn(cs.next.Add(1) - 1)
+		if k < 0 {
+			continue
+		}
 		if first < 0 {
 			first = k
 		}
@@ -216,7 +273,7 @@ func (cs *clusterState) roundRobin(avoid *upstream.Pool, ramp *slowStart, now in
 			return cs.pools[k], true
 		}
 	}
-	return cs.firstUsable(first, avoid, ramp, now)
+	return cs.firstUsable(max(first, 0), avoid, ramp, now)
 }
 
 // maxTurnDraws bounds the atomic counter steps one pick may take when many
@@ -224,14 +281,22 @@ func (cs *clusterState) roundRobin(avoid *upstream.Pool, ramp *slowStart, now in
 const maxTurnDraws = 64
 
 // turn is the endpoint whose turn counter value c is: c mod n, or for
-// weighted round robin the endpoint whose cumulative weight range holds
-// c's position on the golden-ratio stride.
+// weighted round robin its place in the smooth order, or the endpoint
+// whose cumulative weight range holds c's position on the golden-ratio
+// stride; -1 for a position in the gap between the weight sum and the
+// cycle.
 func (cs *clusterState) turn(c uint64) int {
 	b := &cs.bal
 	if b.lb != fbs.LBWeightedRoundRobin {
 		return int(c % uint64(len(cs.pools)))
 	}
-	pos := (c % b.total) * b.stride % b.total
+	if b.order != nil {
+		return int(b.order[c%b.total])
+	}
+	pos := (c % b.cycle) * b.stride % b.cycle
+	if pos >= b.total {
+		return -1
+	}
 	// A loop, not sort.Search, whose closure could escape.
 	lo, hi := 0, len(cs.pools)-1
 	for lo < hi {

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"testing"
@@ -53,6 +54,103 @@ func TestWeightedRoundRobinExactAndSmooth(t *testing.T) {
 				t.Fatalf("cycle %d: not smooth: %v", cycle, seq)
 			}
 		}
+	}
+}
+
+// TestWeightedRoundRobinSmoothAnyWeights: weighted round robin follows
+// nginx's smooth order. Positions used to be taken modulo the weight sum
+// on a stride coprime with it, and small sums have no good stride:
+// weights 3:3 went AAABBB, 4:2 ABBAAAA. For many weight sets, every run
+// of as many picks as the weight sum gives each endpoint exactly its
+// weight, and no endpoint takes more turns in a row than 2·ceil(w / (sum -
+// w)), twice what its share needs; a cluster too large to list its order
+// (endpoints × sum above maxOrderWork) keeps the exact shares.
+func TestWeightedRoundRobinSmoothAnyWeights(t *testing.T) {
+	reg := upstream.NewRegistry(upstream.Options{})
+	defer reg.Close()
+	picks := func(ws []uint16, k int) (seq []int, sum int) {
+		eps := endpoints(len(ws))
+		for i, w := range ws {
+			eps[i].Weight = w
+			sum += max(int(w), 1)
+		}
+		tab := lbTable(t, reg, fbs.Cluster{Endpoints: eps, LB: fbs.LBWeightedRoundRobin})
+		defer tab.Release()
+		idx := map[string]int{}
+		for i, e := range eps {
+			idx[e.Address] = i
+		}
+		seq = make([]int, k*sum)
+		for i := range seq {
+			p, ok := tab.Balance(0, PickKey{}, nil)
+			if !ok {
+				t.Fatal("no pick")
+			}
+			seq[i] = idx[p.Addr()]
+		}
+		return seq, sum
+	}
+	exact := func(ws []uint16, seq []int, sum, start int) {
+		t.Helper()
+		counts := make([]int, len(ws))
+		for _, j := range seq[start : start+sum] {
+			counts[j]++
+		}
+		for j, w := range ws {
+			if counts[j] != max(int(w), 1) {
+				t.Fatalf("weights %v: picks %d..%d give endpoint %d %d turns, want %d", ws, start, start+sum, j, counts[j], max(int(w), 1))
+			}
+		}
+	}
+	for _, tc := range []struct {
+		ws   []uint16
+		want string
+	}{
+		{[]uint16{3, 3}, "ABABAB"}, {[]uint16{2, 2, 2}, "ABCABC"}, {[]uint16{4, 2}, "ABAABA"},
+		{[]uint16{5, 1, 1}, "AABACAA"}, {[]uint16{0, 1}, "ABAB"}, {[]uint16{1, 1, 2}, "CABC"},
+	} {
+		seq, _ := picks(tc.ws, 2)
+		got := make([]byte, len(tc.want))
+		for i := range got {
+			got[i] = byte('A' + seq[i])
+		}
+		if string(got) != tc.want {
+			t.Errorf("weights %v: order %s, want %s", tc.ws, got, tc.want)
+		}
+	}
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 200 {
+		ws := make([]uint16, 2+rng.IntN(10))
+		for j := range ws {
+			ws[j] = uint16(1 + rng.IntN([]int{3, 12, 100, 1000}[i%4]))
+		}
+		seq, sum := picks(ws, 3)
+		for _, start := range []int{0, 1, sum / 3, sum} {
+			exact(ws, seq, sum, start)
+		}
+		for i, run := 0, 1; i+1 < len(seq); i++ {
+			if seq[i+1] != seq[i] {
+				run = 1
+				continue
+			}
+			run++
+			if w := int(ws[seq[i]]); run > 2*((w+sum-w-1)/(sum-w)) {
+				t.Fatalf("weights %v: endpoint %d took %d turns in a row", ws, seq[i], run)
+			}
+		}
+	}
+
+	large := make([]uint16, 300)
+	for j := range large {
+		large[j] = uint16(1 + rng.IntN(1000))
+	}
+	seq, sum := picks(large, 2)
+	if sum*len(large) <= maxOrderWork {
+		t.Fatalf("%d × %d is not above maxOrderWork", sum, len(large))
+	}
+	for _, start := range []int{0, 7, sum} {
+		exact(large, seq, sum, start)
 	}
 }
 
@@ -286,4 +384,136 @@ func FuzzCookieValue(f *testing.F) {
 			t.Fatal("value without ok")
 		}
 	})
+}
+
+// TestConsistentHashStability: removing an endpoint from the middle of the
+// list (which renumbers the ones after it) moves only its own keys, and
+// about as many land on each survivor; adding it back restores the old
+// mapping. A key whose endpoint is ejected moves, spread over the others,
+// and returns when the ejection ends; keys of other endpoints stay.
+func TestConsistentHashStability(t *testing.T) {
+	reg := upstream.NewRegistry(upstream.Options{})
+	defer reg.Close()
+	const n, keys = 8, 16000
+	eps := endpoints(n)
+	c := fbs.Cluster{Endpoints: eps, LB: fbs.LBHash, HashOn: fbs.HashOnHeader, HashOnName: "x-user"}
+	mapping := func(tab *Table) []string {
+		out := make([]string, keys)
+		for k := range out {
+			p, ok := tab.Balance(0, KeyOf([]byte("user-"+strconv.Itoa(k))), nil)
+			if !ok {
+				t.Fatal("no pick")
+			}
+			out[k] = p.Addr()
+		}
+		return out
+	}
+	tab := lbTable(t, reg, c)
+	defer tab.Release()
+	before := mapping(tab)
+
+	const gone = 3
+	c.Endpoints = append(append([]fbs.Endpoint(nil), eps[:gone]...), eps[gone+1:]...)
+	less := lbTable(t, reg, c)
+	after := mapping(less)
+	less.Release()
+	// Maglev trades a little stability for balance: a few slots of
+	// surviving endpoints change hands too.
+	landed, strays := map[string]int{}, 0
+	for k := range keys {
+		switch {
+		case before[k] != eps[gone].Address && after[k] != before[k]:
+			strays++
+		case before[k] == eps[gone].Address:
+			landed[after[k]]++
+		}
+	}
+	if strays > keys/100 {
+		t.Errorf("%d keys of surviving endpoints moved, want under 1%%", strays)
+	}
+	moved := 0
+	for _, m := range landed {
+		moved += m
+	}
+	if ideal := keys / n; moved < ideal*8/10 || moved > ideal*12/10 || len(landed) != n-1 {
+		t.Fatalf("%d keys moved to %d endpoints removing 1 of %d, want about %d over all %d", moved, len(landed), n, ideal, n-1)
+	}
+	for addr, m := range landed {
+		if fair := moved / (n - 1); m < fair/2 || m > fair*2 {
+			t.Errorf("%s took %d of the %d moved keys, want about %d", addr, m, moved, fair)
+		}
+	}
+
+	c.Endpoints = eps
+	again := lbTable(t, reg, c)
+	restored := mapping(again)
+	again.Release()
+	for k := range keys {
+		if restored[k] != before[k] {
+			t.Fatalf("key %d on %s after the endpoint came back, was on %s", k, restored[k], before[k])
+		}
+	}
+
+	victim := reg.Acquire(eps[gone].Address)
+	defer reg.Release(victim)
+	victim.ReportFailure(upstream.FailConnect)
+	ejected := mapping(tab)
+	spread := map[string]bool{}
+	for k := range keys {
+		switch {
+		case before[k] != eps[gone].Address && ejected[k] != before[k]:
+			t.Fatalf("key %d of a healthy endpoint moved while another was ejected", k)
+		case before[k] == eps[gone].Address:
+			if ejected[k] == eps[gone].Address {
+				t.Fatalf("key %d still on the ejected endpoint", k)
+			}
+			spread[ejected[k]] = true
+		}
+	}
+	if len(spread) < n/2 {
+		t.Errorf("the ejected endpoint's keys went to %d endpoints, want them spread", len(spread))
+	}
+	victim.ReportSuccess()
+	for k, addr := range mapping(tab) {
+		if addr != before[k] {
+			t.Fatalf("key %d did not return after the ejection ended", k)
+		}
+	}
+}
+
+// BenchmarkBalancePolicies measures one pick per policy; weighted-large
+// is a cluster beyond maxOrderWork, picked on the golden-ratio stride.
+func BenchmarkBalancePolicies(b *testing.B) {
+	reg := upstream.NewRegistry(upstream.Options{})
+	defer reg.Close()
+	weighted := endpoints(5)
+	for j := range weighted {
+		weighted[j].Weight = uint16(j + 1)
+	}
+	large := endpoints(300)
+	for j := range large {
+		large[j].Weight = uint16(1 + j*7%1000)
+	}
+	key := KeyOf([]byte("user-1"))
+	for _, bc := range []struct {
+		name string
+		c    fbs.Cluster
+	}{
+		{"round-robin", fbs.Cluster{Endpoints: endpoints(5)}},
+		{"weighted", fbs.Cluster{Endpoints: weighted, LB: fbs.LBWeightedRoundRobin}},
+		{"weighted-large", fbs.Cluster{Endpoints: large, LB: fbs.LBWeightedRoundRobin}},
+		{"least-request", fbs.Cluster{Endpoints: endpoints(5), LB: fbs.LBLeastRequest}},
+		{"hash", fbs.Cluster{Endpoints: endpoints(5), LB: fbs.LBHash, HashOn: fbs.HashOnHeader, HashOnName: "x-user"}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			tab := lbTable(b, reg, bc.c)
+			defer tab.Release()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok := tab.Balance(0, key, nil); !ok {
+					b.Fatal("no pick")
+				}
+			}
+		})
+	}
 }

@@ -73,12 +73,20 @@ func (h *Holder) install(t *Table, anyVersion bool) (old *Table, err error) {
 	if old != nil && !anyVersion && t.Version() <= old.Version() {
 		return nil, &StaleVersionError{Current: old.Version(), Offered: t.Version()}
 	}
+	if old != nil {
+		t.continueTurns(old)
+	}
 	h.cur.Store(t)
 	if old != nil {
 		old.Release()
 	}
 	return old, nil
 }
+
+// InService reports whether t is the table in service. Lock-free, for
+// per-table caches that must follow the holder's order of tables, which
+// their versions do not show after a Replace.
+func (h *Holder) InService(t *Table) bool { return h.cur.Load() == t }
 
 // Version is the version in service, 0 when none.
 func (h *Holder) Version() uint64 {

@@ -142,6 +142,20 @@ func (t *Table) ConnectTimeout(clusterIndex int) time.Duration {
 	return t.clusters[clusterIndex].connectTimeout
 }
 
+// continueTurns starts each cluster's round-robin cursor where the same
+// cluster's cursor in old stands. A fresh table's cursors start at 0, so
+// without this every swap would send the next turns to the first endpoints
+// again: with swaps coming faster than a cycle of requests (health changes
+// publish up to 10 per second), those endpoints would take most of the
+// traffic. Runs at swap, before t serves.
+func (t *Table) continueTurns(old *Table) {
+	for i := range t.clusters {
+		if j := old.snap.ClusterIndex(t.snap.ClusterAt(i).Name()); j >= 0 && j < len(old.clusters) {
+			t.clusters[i].next.Store(old.clusters[j].next.Load())
+		}
+	}
+}
+
 // tryRef takes a reference unless the table already retired. A plain Add
 // could resurrect a table from 0 and run release twice; the CAS cannot.
 func (t *Table) tryRef() bool {
