@@ -300,6 +300,43 @@ func TestUpgradeBodyNotRepeated(t *testing.T) {
 	}
 }
 
+// A client may send the new protocol's bytes right behind its request and
+// shut down its side before the 101 is back (netpoll then refuses writes to
+// it): those bytes still reach the backend, once, after the request.
+func TestTunnelPassesBytesSentBeforeClientFIN(t *testing.T) {
+	backend, got := switchingBackend(t, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	addr, _ := startProxy(t, oneRoute(backend), nil)
+	c := rawConn(t, addr)
+	io.WriteString(c, "POST /up HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 5\r\n\r\nhelloframe")
+	c.(*net.TCPConn).CloseWrite()
+	if g := <-got; g != "upgrade=websocket body=hello then=frame" {
+		t.Fatalf("backend got %q", g)
+	}
+}
+
+// A client that sends its request and shuts down its side at once (a
+// script piping into nc, a health checker) still has the request
+// proxied: the FIN may arrive before the edge has set the connection up,
+// and the input must not be dropped with it.
+func TestRequestRightBeforeFINIsProxied(t *testing.T) {
+	b := newTestBackend(t, "a")
+	addr, _ := startProxy(t, oneRoute(b.addr()), nil)
+	const n = 300
+	for i := range n {
+		c := rawConn(t, addr)
+		io.WriteString(c, "GET /fin HTTP/1.1\r\nHost: x\r\n\r\n")
+		c.(*net.TCPConn).CloseWrite()
+		// The edge closes the connection once it is done with it.
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		c.Close()
+	}
+	if got := b.hits.Load(); got != n {
+		t.Fatalf("backend saw %d of %d requests", got, n)
+	}
+}
+
 // switchingBackend accepts one connection, reads one request with its
 // body, writes answer and then reports the request's Upgrade offer, its
 // body and every byte that followed on the connection until the edge

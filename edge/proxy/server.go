@@ -218,7 +218,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.initRequestIDs()
 	s.loop, err = netpoll.NewEventLoop(s.onRequest,
-		netpoll.WithOnConnect(s.onConnect),
+		netpoll.WithOnPrepare(s.onPrepare),
 		netpoll.WithReadTimeout(cfg.HeaderTimeout),
 		netpoll.WithWriteTimeout(cfg.WriteTimeout),
 	)
@@ -395,7 +395,13 @@ func (st *connState) setMethod(m []byte) {
 
 func (st *connState) method() []byte { return st.methodBuf[:st.methodLen] }
 
-func (s *Server) onConnect(ctx context.Context, c netpoll.Connection) context.Context {
+// onPrepare sets up a new client connection. It runs on accept, before the
+// connection is registered with a poller, rather than as OnConnect: netpoll
+// runs OnConnect as a task, and a client that sent its request and its FIN
+// before that task started was closed on the FIN with the request unread.
+// Without OnConnect the first input starts OnRequest at once, and the
+// close waits for it.
+func (s *Server) onPrepare(c netpoll.Connection) context.Context {
 	st := &connState{conn: c, cr: c.Reader(), cw: c.Writer()}
 	st.clientIP = appendIP(st.ipBuf[:0], c.RemoteAddr())
 	st.lastActive.Store(time.Now().UnixNano())
@@ -415,7 +421,7 @@ func (s *Server) onConnect(ctx context.Context, c netpoll.Connection) context.Co
 		s.metrics.ConnClosed()
 		return nil
 	})
-	return context.WithValue(ctx, ctxKey{}, st)
+	return context.WithValue(context.Background(), ctxKey{}, st)
 }
 
 func appendIP(dst []byte, a net.Addr) []byte {

@@ -129,17 +129,22 @@ func isUpgradeField(name []byte) bool { return len(name) == 7 && h1.EqualFold(na
 // request is how many client bytes the request still holds in the reader
 // (its head and buffered body, already sent upstream): the tunnel starts
 // after them, so the body does not reach the backend twice.
+//
+// A client that shut down its sending side may already be closed for
+// netpoll (it takes a FIN for a close, and refuses writes after it), even
+// before the 101 went out: the bytes it sent before its FIN still go to
+// the upstream, and only then does the tunnel close both connections.
 func (s *Server) tunnel(st *connState, u *upstream.Conn, request int) {
 	c := st.conn
 	cw := c.Writer()
-	// Bytes the upstream sent right behind its 101 go first.
+	// Bytes the upstream sent right behind its 101 go first. A failed
+	// flush ends only the upstream-to-client half (below, on its first
+	// write): the client's own bytes are still passed on.
 	if n := u.Buffered(); n > 0 {
 		cw.WriteBinary(u.Buf[u.Start:u.End])
 		u.Consume(n)
 	}
-	if err := cw.Flush(); err != nil {
-		return
-	}
+	cw.Flush()
 	r := c.Reader()
 	if err := r.Skip(request); err != nil {
 		return

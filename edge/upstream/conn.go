@@ -231,14 +231,6 @@ func (c *Conn) Stream() error {
 	return nil
 }
 
-// CloseWrite half-closes the connection (tunnels pass a client's FIN on).
-func (c *Conn) CloseWrite() error {
-	if c.np != nil {
-		return syscall.Shutdown(c.fd, syscall.SHUT_WR)
-	}
-	return c.nc.CloseWrite()
-}
-
 // Close closes the connection; only the first call counts.
 func (c *Conn) Close() error {
 	if !c.markClosed() {
