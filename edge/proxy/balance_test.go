@@ -305,6 +305,80 @@ func TestRetryWithoutAnotherEndpoint(t *testing.T) {
 	}
 }
 
+// A request retried after a retryable status leaves the client
+// connection as open as any other answer: the failed attempt's verdict on
+// the connection must not carry over to the retry. It did, and every
+// retried answer went out with Connection: close.
+func TestRetryKeepsClientConnection(t *testing.T) {
+	busy := newScriptedBackend(t, func(*http.Request, int) string {
+		return "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\nbusy\n"
+	})
+	ok := newTestBackend(t, "ok")
+	st := oneRoute(busy.addr(), ok.addr())
+	st.Routes[0].RetryAttempts, st.Routes[0].RetryStatuses = 1, []uint16{503}
+	addr, _ := startProxy(t, st, nil)
+	c := dialProxy(t, addr)
+	for i := range 4 {
+		r := c.do(get("x.example", "/"))
+		if r.status != 200 || r.close {
+			t.Fatalf("request %d: status %d close=%v, want 200 on a kept connection", i, r.status, r.close)
+		}
+	}
+	if len(busy.requests()) == 0 {
+		t.Fatal("no request went to the busy endpoint first: the retry was not exercised")
+	}
+}
+
+// The keep-alive race (a pooled connection the backend closes as the
+// request arrives) is redone once on a fresh connection per endpoint, not
+// once per request: after a redo on the first endpoint and a retryable
+// status from it, the same race on the retry's endpoint is redone too,
+// rather than ejecting a healthy endpoint and answering 502.
+func TestKeepAliveRaceOnRetryEndpoint(t *testing.T) {
+	// Both backends answer the warm-up request on a connection and then
+	// close it when the next request arrives; a fresh connection's first
+	// request gets 503 from a and 200 from b.
+	script := func(status string) func(r *http.Request, n int) string {
+		return func(r *http.Request, n int) string {
+			switch {
+			case strings.HasSuffix(r.URL.Path, "/warm"):
+				return "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nwarm"
+			case n > 0:
+				return "" // hang up without an answer
+			}
+			return "HTTP/1.1 " + status + "\r\nContent-Length: 2\r\n\r\nab"
+		}
+	}
+	a, b := newScriptedBackend(t, script("503 Busy")), newScriptedBackend(t, script("200 OK"))
+	st := fbs.State{Version: 1,
+		Clusters: []fbs.Cluster{
+			{Name: "a", Endpoints: []fbs.Endpoint{{Address: a.addr()}}},
+			{Name: "b", Endpoints: []fbs.Endpoint{{Address: b.addr()}}},
+			// a's weight makes it the first pick.
+			{Name: "ab", Endpoints: []fbs.Endpoint{{Address: a.addr(), Weight: fbs.MaxWeight}, {Address: b.addr(), Weight: 1}}},
+		},
+		Routes: []fbs.Route{
+			{ID: "a", Host: "*", Prefix: "/a", Cluster: "a"},
+			{ID: "b", Host: "*", Prefix: "/b", Cluster: "b"},
+			{ID: "ab", Host: "*", Prefix: "/ab", Cluster: "ab", RetryAttempts: 1, RetryStatuses: []uint16{503}},
+		},
+	}
+	g := startGateway(t, st, upstream.Options{}, nil)
+	c := dialProxy(t, g.addr)
+	for _, path := range []string{"/a/warm", "/b/warm"} {
+		if r := c.do(get("x.example", path)); r.status != 200 {
+			t.Fatalf("%s: status %d", path, r.status)
+		}
+	}
+	if r := c.do(get("x.example", "/ab/x")); r.status != 200 || r.body != "ab" {
+		t.Fatalf("status %d %q, want b's 200", r.status, r.body)
+	}
+	if n, m := len(a.requests()), len(b.requests()); n != 3 || m != 3 {
+		t.Fatalf("a saw %d requests and b %d, want 3 each (warm-up, the race, the redo)", n, m)
+	}
+	hasSample(t, g.metrics, `snapgate_edge_errors_total{cause="upstream_closed"} 0`)
+}
+
 // TestRouteIndexFollowsReplace: after a diverged edge's Replace puts a
 // lower version in service, its requests still find their route counters
 // by index. The index was kept for the higher version that left, so

@@ -277,7 +277,7 @@ func (s *Server) clientReadFailed(st *connState, err error) {
 // again: an idempotent method whose body is still buffered (total >= 0).
 // Independently of the policy, a reused keep-alive connection that the
 // backend closed just before our write is retried once on a fresh
-// connection, as browsers and Go's transport do.
+// connection to the same endpoint, as browsers and Go's transport do.
 func (s *Server) forward(st *connState, tab *routing.Table, hn, total int, keep bool, key routing.PickKey) bool {
 	ci := st.match.ClusterIndex()
 	connectTimeout := tab.ConnectTimeout(ci)
@@ -301,11 +301,11 @@ func (s *Server) forward(st *connState, tab *routing.Table, hn, total int, keep 
 		s.writeError(st, telemetry.CauseNoEndpoint, 503, "no endpoints", !keep)
 		return keep
 	}
-	staleRetried := false
-	for s.attempt(st, pool, connectTimeout, hn, total, timeout, keep, &staleRetried, &keep) {
+	kept := false
+	for s.attempt(st, pool, connectTimeout, hn, total, timeout, keep, &kept) {
 		pool = st.retry.next
 	}
-	return keep
+	return kept
 }
 
 // retryPlan is what a request may still retry: attempts left, and where
@@ -337,12 +337,16 @@ func (p *retryPlan) take(pool *upstream.Pool) bool {
 }
 
 // attempt makes one try on pool. It returns true when the caller should
-// retry on st.retry.next; otherwise *keepOut says whether the client
-// connection stays open. The pool's in-flight count (least-request) and
-// its health (local ejection, 5xx streak) are updated here.
-func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time.Duration, hn, total int, timeout time.Duration, keep bool, staleRetried *bool, keepOut *bool) (retry bool) {
+// retry on st.retry.next; otherwise *kept says whether the client
+// connection stays open (keep is whether it may). The pool's in-flight
+// count (least-request) and its health (local ejection, 5xx streak) are
+// updated here. A pooled connection the backend closed as the request
+// arrived is redone once on a fresh one, per endpoint: each endpoint may
+// lose that race.
+func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time.Duration, hn, total int, timeout time.Duration, keep bool, kept *bool) (retry bool) {
 	pool.Begin()
 	defer pool.End()
+	staleRetried := false
 	for {
 		u, reused, err := pool.Get(connectTimeout)
 		if err != nil {
@@ -362,7 +366,7 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 				s.writeError(st, telemetry.CauseConnectFailed, 502, "upstream connect failed", !keep || total < 0)
 			}
 			s.cfg.Logger.Warn("upstream connect failed", "addr", pool.Addr(), "err", err)
-			*keepOut = keep && total >= 0
+			*kept = keep && total >= 0
 			return false
 		}
 		res := s.exchange(st, pool, u, hn, total, timeout, keep)
@@ -375,14 +379,14 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 		default: // a parsed response head, even if relaying it failed
 			pool.ReportResponse(st.resp.Status) // a 5xx streak is reported, not ejected
 		}
-		*keepOut = false
+		*kept = false
 		switch res {
 		case exchangeOK:
 			pool.Put(u)
-			*keepOut = keep
+			*kept = keep
 		case exchangeOKClose:
 			pool.Discard(u)
-			*keepOut = keep && !st.bodyUnread && st.resp.Body != h1.BodyClose
+			*kept = keep && !st.bodyUnread && st.resp.Body != h1.BodyClose
 		case exchangeUpgraded:
 			s.tunnel(st, u, max(total, 0))
 			pool.Discard(u)
@@ -392,9 +396,9 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 		case exchangeStale:
 			pool.Discard(u)
 			if total >= 0 && idempotent(st.method()) {
-				if reused && !*staleRetried {
+				if reused && !staleRetried {
 					// A keep-alive race, not an endpoint failure.
-					*staleRetried = true
+					staleRetried = true
 					continue
 				}
 				pool.ReportFailure(upstream.FailReset)
@@ -407,16 +411,16 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 			// A buffered request was read whole: the client connection is
 			// still in step and may carry the next request.
 			s.writeError(st, telemetry.CauseUpstreamClosed, 502, "upstream connection closed", !keep || total < 0)
-			*keepOut = keep && total >= 0
+			*kept = keep && total >= 0
 		case exchangeTimeout:
 			pool.Discard(u)
 			pool.ReportFailure(upstream.FailTimeout)
 			s.writeError(st, telemetry.CauseUpstreamTimeout, 504, "upstream timeout", !keep || total < 0)
-			*keepOut = keep && total >= 0
+			*kept = keep && total >= 0
 		case exchangeBadResponse:
 			pool.Discard(u)
 			s.writeError(st, telemetry.CauseBadResponse, 502, "bad upstream response", !keep || total < 0)
-			*keepOut = keep && total >= 0
+			*kept = keep && total >= 0
 		case exchangeClientFailed:
 			pool.Discard(u)
 		default: // exchangeAborted: the client already has part of a response
