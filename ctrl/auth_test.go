@@ -280,6 +280,13 @@ func TestAuthStaleExpectedVersionChangesNothing(t *testing.T) {
 	wantAdminErr(t, err, admin.CodeConflict, "expected_version", "already exists")
 	_, err = h.c.PutJWTIssuer(cx, issuer("idp", "https://other.example"), u64(3))
 	wantAdminErr(t, err, admin.CodeConflict, "expected_version", `jwt_issuer "idp" is at version 1, expected 3`)
+	// A stale write is a conflict whatever it carries: the writer must
+	// re-read before anything it sent is worth judging.
+	bad := model.Policy{ID: "v1-basic", Scope: model.PolicyScope{Route: "no-such-route"}, Auth: &model.PolicyAuth{Methods: []string{"jwt"}}}
+	_, err = h.c.PutPolicy(cx, bad, u64(7))
+	wantAdminErr(t, err, admin.CodeConflict, "expected_version", `policy "v1-basic" is at version 1, expected 7`)
+	_, err = h.c.AddConsumerKey(cx, "nobody", "", u64(4))
+	wantAdminErr(t, err, admin.CodeConflict, "expected_version", `consumer "nobody"`)
 
 	if rev := h.s.store.Revision(); rev != base {
 		t.Fatalf("store revision moved from %d to %d on rejected writes", base, rev)

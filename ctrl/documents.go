@@ -103,10 +103,11 @@ func updateDoc[T any](s *Server, k *kind[T], id string, expected *uint64, change
 	})
 }
 
-// write is every put: under the writer lock, next derives the document
-// from the stored one (nil if none), then come validation, the rules across
-// documents and expected_version, and only then the commit, so a rejected
-// write changes nothing. The reply waits for the fsync outside the lock.
+// write is every put: under the writer lock, expected_version is checked
+// first (a stale write is a conflict whatever it carries: its writer must
+// re-read), then next derives the document from the stored one (nil if
+// none), then come validation and the rules across documents, and only
+// then the commit, so a rejected write changes nothing. The reply waits for the fsync outside the lock.
 func write[T any](s *Server, k *kind[T], id string, expected *uint64, next func(stored *T) (T, error)) (admin.Result, error) {
 	r, err := writeLocked(s, k, id, expected, next)
 	if err != nil {
@@ -121,6 +122,9 @@ func writeLocked[T any](s *Server, k *kind[T], id string, expected *uint64, next
 	// The model only changes under wmu, so reading it without mu is safe here.
 	m := &s.model
 	cur, exists := k.table(m)[id]
+	if err := checkExpected(k.name, id, expected, cur.version); err != nil {
+		return admin.Result{}, err
+	}
 	var stored *T
 	if exists {
 		stored = &cur.doc
@@ -136,9 +140,6 @@ func writeLocked[T any](s *Server, k *kind[T], id string, expected *uint64, next
 		if err := k.check(m, &doc); err != nil {
 			return admin.Result{}, err
 		}
-	}
-	if err := checkExpected(k.name, id, expected, cur.version); err != nil {
-		return admin.Result{}, err
 	}
 	body, err := json.Marshal(doc)
 	if err != nil {
