@@ -44,6 +44,11 @@ const (
 // big enough for a compressed snapshot of several hundred thousand routes.
 const DefaultMaxPayload = 64 << 20
 
+// MaxEdgePayload bounds every frame payload an edge sends once it has
+// authenticated; ctrl refuses larger ones. Edges send small messages, and
+// split a long REPORT to fit (FitReport).
+const MaxEdgePayload = 64 << 10
+
 // Type is a frame's message type.
 type Type uint8
 

@@ -103,6 +103,23 @@ func (o *Observation) ValidateIn(v uint8) error {
 // the two name length bytes.
 const obsFixed = 8 + 8 + 1 + 1 + 1 + 1
 
+// A REPORT of one observation with the longest names fits an edge frame,
+// so FitReport always takes at least one.
+const _ = uint(MaxEdgePayload - (2 + obsFixed + 2*MaxReportName))
+
+// FitReport returns how many of obs, from the first, one REPORT payload of
+// at most maxPayload bytes carries: no more than MaxReportObservations.
+func FitReport(obs []Observation, maxPayload int) int {
+	size := 2
+	for i, o := range obs {
+		size += obsFixed + len(o.Cluster) + len(o.Endpoint)
+		if i == MaxReportObservations || size > maxPayload {
+			return i
+		}
+	}
+	return len(obs)
+}
+
 // AppendReport appends the REPORT payload: count (u16), then per
 // observation revision (u64), unix nanos (i64), ok (u8, 0 or 1), cause
 // (u8), cluster length (u8), cluster, endpoint length (u8), endpoint. It

@@ -27,6 +27,51 @@ func TestReportRoundTrip(t *testing.T) {
 	}
 }
 
+// FitReport takes the longest run of observations whose REPORT is within
+// the limit: the encoded payload fits, one more would not, and the count
+// stops at MaxReportObservations.
+func TestFitReport(t *testing.T) {
+	var obs []Observation
+	for i := range 3000 {
+		obs = append(obs, Observation{Cluster: strings.Repeat("c", 1+i%MaxReportName), Endpoint: strings.Repeat("e", 1+(i*7)%MaxReportName),
+			Cause: CauseReset, Revision: uint64(i + 1)})
+	}
+	size := func(o []Observation) int {
+		p, err := AppendReport(nil, Report{Observations: o})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(p)
+	}
+	for _, limit := range []int{2 + obsFixed + 2*MaxReportName, 4096, 10000, MaxEdgePayload} {
+		sent := 0
+		for rest := obs; len(rest) > 0; {
+			n := FitReport(rest, limit)
+			if n == 0 {
+				t.Fatalf("limit %d: no observation fits", limit)
+			}
+			if got := size(rest[:n]); got > limit {
+				t.Fatalf("limit %d: %d observations encode to %d bytes", limit, n, got)
+			}
+			if n < len(rest) && n < MaxReportObservations && size(rest[:n+1]) <= limit {
+				t.Fatalf("limit %d: took %d observations, %d fit", limit, n, n+1)
+			}
+			sent += n
+			rest = rest[n:]
+		}
+		if sent != len(obs) {
+			t.Fatalf("limit %d: %d of %d observations sent", limit, sent, len(obs))
+		}
+	}
+	short := make([]Observation, 2*MaxReportObservations)
+	for i := range short {
+		short[i] = Observation{Cluster: "a", Endpoint: "b", Cause: CauseReset, Revision: 1}
+	}
+	if n := FitReport(short, DefaultMaxPayload); n != MaxReportObservations {
+		t.Fatalf("took %d short observations, want the cap %d", n, MaxReportObservations)
+	}
+}
+
 func TestReportRefusals(t *testing.T) {
 	ok := Observation{Cluster: "c", Endpoint: "e:1", Cause: CauseConnect, Revision: 1}
 	with := func(f func(o *Observation)) Report {

@@ -34,10 +34,6 @@ type Config struct {
 	// stops reading cannot hold a session forever while one on a slow link
 	// still gets a large FULL (docs/stream.md, "Failure modes"). Default 5s.
 	DeadAfter time.Duration
-	// MaxFrame is the largest frame payload accepted from an edge once it
-	// has authenticated (before, wire.MaxHandshakePayload). Edges only send
-	// small messages, so anything bigger is a protocol error. Default 64 KiB.
-	MaxFrame int
 	// Secret is the shared stream secret both sides prove in the handshake.
 	// Empty means an empty HMAC key: the handshake still runs, but anyone
 	// can complete it. ctrl refuses that unless told --insecure-stream.
@@ -221,9 +217,6 @@ func New(cfg Config) *Server {
 	}
 	if cfg.DeadAfter <= 0 {
 		cfg.DeadAfter = 5 * time.Second
-	}
-	if cfg.MaxFrame <= 0 {
-		cfg.MaxFrame = 64 << 10
 	}
 	if cfg.KeepBases <= 0 {
 		cfg.KeepBases = 4

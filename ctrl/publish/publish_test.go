@@ -550,7 +550,7 @@ func TestAuthFailuresGetNothing(t *testing.T) {
 // Before the edge has proved the secret ctrl reads only handshake-sized
 // frames: a peer declaring a larger one is refused at its header, naming
 // the frame and its size, instead of ctrl waiting for (and buffering) the
-// payload up to MaxFrame.
+// payload up to wire.MaxEdgePayload.
 func TestOversizedHandshakeFrameRefused(t *testing.T) {
 	_, addr, logs := start(t)
 	c, err := net.Dial("tcp", addr)

@@ -100,7 +100,8 @@ func (ss *session) run() {
 		ss.srv.detach(ss)
 		return
 	}
-	r.SetMaxPayload(ss.srv.cfg.MaxFrame)
+	// Edges split what they send to fit; a larger frame is a protocol error.
+	r.SetMaxPayload(wire.MaxEdgePayload)
 	ss.log = ss.log.With("node", h.NodeID)
 	ss.edgeVersion.Store(h.HaveVersion)
 	ss.base = baseKey{h.HaveVersion, h.HaveHash}

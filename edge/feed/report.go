@@ -109,15 +109,21 @@ func (s *stream) reportLoop(done <-chan struct{}) {
 			if len(obs) == 0 {
 				continue
 			}
-			var err error
-			// Every queued observation passed Validate, so this cannot fail.
-			if buf, err = wire.AppendReport(buf[:0], wire.Report{Observations: obs}); err != nil {
-				s.c.log.Error("feed: encoding health report", "err", err)
-				continue
-			}
-			if err := s.send(wire.TypeReport, buf); err != nil {
-				s.conn.Close() // the reader sees it and reconnects
-				return
+			// ctrl takes at most wire.MaxEdgePayload in a frame: a batch
+			// with long names goes as several REPORTs.
+			for rest := obs; len(rest) > 0; {
+				n := wire.FitReport(rest, wire.MaxEdgePayload)
+				var err error
+				// Every queued observation passed Validate, so this cannot fail.
+				if buf, err = wire.AppendReport(buf[:0], wire.Report{Observations: rest[:n]}); err != nil {
+					s.c.log.Error("feed: encoding health report", "err", err)
+					break
+				}
+				if err := s.send(wire.TypeReport, buf); err != nil {
+					s.conn.Close() // the reader sees it and reconnects
+					return
+				}
+				rest = rest[n:]
 			}
 		}
 	}

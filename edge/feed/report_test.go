@@ -1,6 +1,7 @@
 package feed_test
 
 import (
+	"fmt"
 	"net"
 	"slices"
 	"strings"
@@ -190,5 +191,55 @@ func TestEdgeDrops5xxReportsBelowVersionFour(t *testing.T) {
 	}
 	if l := e.logs.String(); strings.Count(l, "cannot carry some health reports") != 1 {
 		t.Fatalf("drop not logged exactly once:\n%s", l)
+	}
+}
+
+// A burst of observations with long names is more than ctrl takes in one
+// frame (wire.MaxEdgePayload): the edge splits it into REPORTs that fit,
+// and every observation reaches ctrl, in order, on one stream. One REPORT
+// used to carry the whole batch; ctrl refused the frame and dropped the
+// stream, and the batch was lost with it.
+func TestLargeReportBurstSplitIntoFittingFrames(t *testing.T) {
+	var mu sync.Mutex
+	var got []wire.Observation
+	frames := 0
+	c := startCtrlWith(t, "127.0.0.1:0", func(cfg *publish.Config) {
+		cfg.OnReport = func(_ string, obs []wire.Observation) {
+			mu.Lock()
+			got = append(got, obs...)
+			frames++
+			mu.Unlock()
+		}
+	})
+	long := strings.Repeat("c", wire.MaxReportName-1)
+	clusters := []string{long + "1", long + "2", long + "3", long + "4"}
+	const endpoints = wire.MaxReportObservations / 4
+	e := startEdgeWith(t, c.addr, t.TempDir(), func(cfg *feed.Config) {
+		cfg.ClustersOf = func(_ string, dst []string) []string { return append(dst, clusters...) }
+		cfg.ReportInterval = 20 * time.Millisecond
+		cfg.MaxQueuedReports = wire.MaxReportObservations
+	})
+	waitFor(t, "the edge's session at ctrl", func() bool { return len(c.srv.Status()) == 1 })
+	for i := range endpoints {
+		e.client.ObserveEndpoint(fmt.Sprintf("endpoint-%04d.%s:8080", i, strings.Repeat("e", 40)), false, wire.CauseTimeout)
+	}
+	const want = endpoints * 4
+	waitFor(t, "every observation at ctrl", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= want })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != want {
+		t.Fatalf("ctrl got %d observations, want %d", len(got), want)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i].Revision <= got[i-1].Revision {
+			t.Fatalf("observation %d has revision %d after %d", i, got[i].Revision, got[i-1].Revision)
+		}
+	}
+	// About 320 bytes each: at least 5 frames of at most 64 KiB.
+	if frames < 5 {
+		t.Fatalf("%d REPORT frames carried %d observations", frames, len(got))
+	}
+	if n := strings.Count(e.logs.String(), "connected to ctrl"); n != 1 {
+		t.Fatalf("the edge connected %d times, want 1:\n%s", n, e.logs.String())
 	}
 }
