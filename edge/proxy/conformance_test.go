@@ -315,25 +315,62 @@ func TestTunnelPassesBytesSentBeforeClientFIN(t *testing.T) {
 }
 
 // A client that sends its request and shuts down its side at once (a
-// script piping into nc, a health checker) still has the request
-// proxied: the FIN may arrive before the edge has set the connection up,
-// and the input must not be dropped with it.
-func TestRequestRightBeforeFINIsProxied(t *testing.T) {
+// script piping into nc -N, a health checker) has the request proxied
+// and gets the answer, as from nginx or HAProxy, and then the edge closes
+// the connection. The FIN may arrive before the edge has set the
+// connection up, or while the request is upstream: netpoll then counts
+// the connection closed, and neither the request nor the answer may be
+// dropped with it.
+func TestHalfClosedClientIsAnswered(t *testing.T) {
 	b := newTestBackend(t, "a")
 	addr, _ := startProxy(t, oneRoute(b.addr()), nil)
-	const n = 300
+	const n = 200
 	for i := range n {
 		c := rawConn(t, addr)
 		io.WriteString(c, "GET /fin HTTP/1.1\r\nHost: x\r\n\r\n")
 		c.(*net.TCPConn).CloseWrite()
-		// The edge closes the connection once it is done with it.
-		if _, err := io.Copy(io.Discard, c); err != nil {
+		r, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
 			t.Fatalf("connection %d: %v", i, err)
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil || r.StatusCode != 200 || !strings.HasPrefix(string(body), "backend=a method=GET uri=/fin") {
+			t.Fatalf("connection %d: %d %q %v", i, r.StatusCode, body, err)
 		}
 		c.Close()
 	}
 	if got := b.hits.Load(); got != n {
 		t.Fatalf("backend saw %d of %d requests", got, n)
+	}
+}
+
+// Everything a half-closed client asked for is answered: pipelined
+// requests in order, a body larger than the socket buffers, and an
+// answer of the edge's own; then the connection closes.
+func TestHalfClosedClientPipelineAndLargeBody(t *testing.T) {
+	b := newTestBackend(t, "a")
+	addr, _ := startProxy(t, oneRoute(b.addr()), nil)
+	c := rawConn(t, addr)
+	io.WriteString(c, "GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /big HTTP/1.1\r\nHost: x\r\n\r\n"+
+		"GET /bad%zz HTTP/1.1\r\nHost: x\r\n\r\n")
+	c.(*net.TCPConn).CloseWrite()
+	time.Sleep(50 * time.Millisecond) // let the FIN reach the edge before it answers
+	br := bufio.NewReader(c)
+	for _, want := range []struct {
+		status int
+		body   string
+	}{{200, "backend=a method=GET uri=/one"}, {200, string(bigBody)}, {400, "bad percent-encoding in path\n"}} {
+		r, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("reading the answer with %q: %v", want.body[:min(len(want.body), 40)], err)
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil || r.StatusCode != want.status || !strings.HasPrefix(string(body), want.body) {
+			t.Fatalf("got %d (%d bytes, %v), want %d %q", r.StatusCode, len(body), err, want.status, want.body[:min(len(want.body), 40)])
+		}
+	}
+	if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("after the answers: %d bytes, %v; want the connection closed", n, err)
 	}
 }
 

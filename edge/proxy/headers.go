@@ -237,7 +237,7 @@ func (s *Server) writeResponseHead(st *connState, w netpoll.Writer, closeClient,
 	}
 	w.WriteString("\r\n")
 	if interim {
-		w.Flush()
+		s.flush(st, w)
 	}
 }
 
@@ -287,13 +287,13 @@ func (s *Server) writeError(st *connState, cause telemetry.Cause, status int, re
 		w.WriteString(reason)
 		w.WriteByte('\n')
 	}
-	w.Flush()
+	s.flush(st, w)
 }
 
 func (s *Server) writeContinue(st *connState) {
 	w := st.cw
 	w.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-	w.Flush()
+	s.flush(st, w)
 }
 
 func statusText(code int) string {

@@ -30,17 +30,19 @@ func (s *Server) onRequest(ctx context.Context, c netpoll.Connection) error {
 		return nil
 	}
 	st.busy.Store(true)
-	for c.Reader().Len() > 0 {
-		if !s.serveOne(st) {
-			if st.detached != nil {
-				// The exchange continues in resumeDetached, run by
-				// netpoll's close callback once this handler returned.
-				c.(detacher).Detach()
-				return nil
-			}
-			c.Close()
-			break
+	keep := true
+	for keep && c.Reader().Len() > 0 {
+		keep = s.serveOne(st)
+	}
+	st.closeFIN()
+	if !keep {
+		if st.detached != nil {
+			// The exchange continues in resumeDetached, run by
+			// netpoll's close callback once this handler returned.
+			c.(detacher).Detach()
+			return nil
 		}
+		c.Close()
 	}
 	st.lastActive.Store(time.Now().UnixNano())
 	st.busy.Store(false)
@@ -587,7 +589,7 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 		return exchangeAborted
 	}
 	// The one flush of a small response: head and body in one write.
-	if err := cw.Flush(); err != nil {
+	if err := s.flush(st, cw); err != nil {
 		return exchangeAborted
 	}
 	if st.resp.KeepAlive && !early && u.Buffered() == 0 {
@@ -686,7 +688,7 @@ func (s *Server) relayBody(st *connState, u *upstream.Conn, cw netpoll.Writer, t
 				return err
 			}
 		}
-		if err := cw.Flush(); err != nil {
+		if err := s.flush(st, cw); err != nil {
 			return err
 		}
 		_, err := u.Fill(timeout)

@@ -327,6 +327,7 @@ type connState struct {
 	cr       clientReader
 	cw       netpoll.Writer
 	detached *detachedExchange // set when serveOne detaches the connection
+	fin      net.Conn          // the client's fd off netpoll, after its FIN (halfclose.go)
 	req      h1.Request
 	resp     h1.Response
 	matchReq fbs.Request

@@ -1,0 +1,116 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"os"
+	"reflect"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/cloudwego/netpoll"
+)
+
+// Half-closed clients. netpoll takes a client's FIN for a hang-up: once its
+// poller has seen it, the connection reports closed and its writer refuses
+// to flush, although the socket can still send (the client only shut down
+// its sending side, as `nc -N` or a script piping a request does). The
+// requests that came before the FIN are still served: OnRequest runs while
+// input is buffered, and netpoll closes the fd only after it returns. Their
+// answers go out on a duplicate of the fd, off netpoll, taking what
+// netpoll's writer holds; the connection closes once they are written, as
+// nginx and HAProxy do.
+
+// flush writes what w holds to the client.
+func (s *Server) flush(st *connState, w netpoll.Writer) error {
+	err := w.Flush()
+	if err != nil && st.detached == nil {
+		err = st.flushAfterFIN(err, s.cfg.WriteTimeout)
+	}
+	return err
+}
+
+// flushAfterFIN writes what netpoll's writer holds on the client's fd if
+// the flush failed because the client shut down its sending side, and
+// returns err unchanged otherwise.
+func (st *connState) flushAfterFIN(err error, timeout time.Duration) error {
+	if !errors.Is(err, netpoll.ErrConnClosed) {
+		return err
+	}
+	out := outputBuffer(st.conn)
+	if out == nil {
+		return err
+	}
+	if st.fin == nil {
+		nc, ok := afterFIN(st.conn)
+		if !ok {
+			return err
+		}
+		st.fin = nc
+	}
+	out.Flush()
+	n := out.Len()
+	if n == 0 {
+		return nil
+	}
+	p, err := out.Next(n)
+	if err != nil {
+		return err
+	}
+	if err := st.fin.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	_, err = st.fin.Write(p)
+	out.Release()
+	return err
+}
+
+// closeFIN closes the duplicate fd of a half-closed client, if any; the
+// socket closes with netpoll's own fd after OnRequest returns.
+func (st *connState) closeFIN() {
+	if st.fin != nil {
+		st.fin.Close()
+		st.fin = nil
+	}
+}
+
+// afterFIN returns a blocking connection on a duplicate of c's fd if the
+// peer's side has ended in an orderly FIN (a peek reads 0 bytes); not if
+// it reset the connection or this edge closed it (the peek would wait).
+func afterFIN(c netpoll.Connection) (net.Conn, bool) {
+	fc, ok := c.(interface{ Fd() int })
+	if !ok {
+		return nil, false
+	}
+	fd := fc.Fd()
+	var b [1]byte
+	if n, _, err := syscall.Recvfrom(fd, b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT); n != 0 || err != nil {
+		return nil, false
+	}
+	dup, err := syscall.Dup(fd)
+	if err != nil {
+		return nil, false
+	}
+	f := os.NewFile(uintptr(dup), "client")
+	nc, err := net.FileConn(f) // takes a duplicate of its own
+	f.Close()
+	if err != nil {
+		return nil, false
+	}
+	return nc, true
+}
+
+// outputBuffer is netpoll's write buffer of c, which its Connection
+// interface does not expose; nil if the layout is not the expected one.
+func outputBuffer(c netpoll.Connection) *netpoll.LinkBuffer {
+	t := reflect.TypeOf(c)
+	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+		return nil
+	}
+	f, ok := t.Elem().FieldByName("outputBuffer")
+	if !ok || f.Type != reflect.TypeOf((*netpoll.LinkBuffer)(nil)) {
+		return nil
+	}
+	return *(**netpoll.LinkBuffer)(unsafe.Add(reflect.ValueOf(c).UnsafePointer(), f.Offset))
+}
