@@ -314,6 +314,46 @@ func TestTunnelPassesBytesSentBeforeClientFIN(t *testing.T) {
 	}
 }
 
+// A client's FIN inside a tunnel is passed on as a FIN to the backend,
+// and what the backend sends after it still reaches the client: the
+// tunnel ends when the backend closes too.
+func TestTunnelPassesClientFINOn(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		rest, _ := io.ReadAll(br) // until the client's FIN, passed on
+		io.WriteString(c, "bye:"+string(rest))
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	addr, _ := startProxy(t, oneRoute(ln.Addr().String()), nil)
+	c := rawConn(t, addr)
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nping")
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, body, _ := strings.Cut(string(got), "\r\n\r\n")
+	if !strings.HasPrefix(head, "HTTP/1.1 101 ") || body != "bye:ping" {
+		t.Fatalf("client got %q", got)
+	}
+}
+
 // A client that sends its request and shuts down its side at once (a
 // script piping into nc -N, a health checker) has the request proxied
 // and gets the answer, as from nginx or HAProxy, and then the edge closes

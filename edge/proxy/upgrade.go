@@ -1,6 +1,10 @@
 package proxy
 
 import (
+	"errors"
+
+	"github.com/cloudwego/netpoll"
+
 	"github.com/snapgate/snapgate/edge/h1"
 	"github.com/snapgate/snapgate/edge/upstream"
 )
@@ -130,10 +134,10 @@ func isUpgradeField(name []byte) bool { return len(name) == 7 && h1.EqualFold(na
 // (its head and buffered body, already sent upstream): the tunnel starts
 // after them, so the body does not reach the backend twice.
 //
-// A client that shut down its sending side may already be closed for
-// netpoll (it takes a FIN for a close, and refuses writes after it), even
-// before the 101 went out: the bytes it sent before its FIN still go to
-// the upstream, and only then does the tunnel close both connections.
+// A client's FIN is passed on: the upstream's sending side is shut down
+// and what it still sends reaches the client (halfclose.go) until it
+// closes or goes idle. netpoll may take the FIN for a close before the 101
+// went out; the client's bytes still go upstream first.
 func (s *Server) tunnel(st *connState, u *upstream.Conn, request int) {
 	c := st.conn
 	cw := c.Writer()
@@ -144,7 +148,7 @@ func (s *Server) tunnel(st *connState, u *upstream.Conn, request int) {
 		cw.WriteBinary(u.Buf[u.Start:u.End])
 		u.Consume(n)
 	}
-	cw.Flush()
+	s.flush(st, cw)
 	r := c.Reader()
 	if err := r.Skip(request); err != nil {
 		return
@@ -164,7 +168,7 @@ func (s *Server) tunnel(st *connState, u *upstream.Conn, request int) {
 			n, err := u.Read(u.Buf, idle)
 			if n > 0 {
 				cw.WriteBinary(u.Buf[:n])
-				if cw.Flush() != nil {
+				if s.flush(st, cw) != nil {
 					break
 				}
 			}
@@ -174,16 +178,17 @@ func (s *Server) tunnel(st *connState, u *upstream.Conn, request int) {
 		}
 		c.Close()
 	}()
+	var err error
 	for {
 		n := r.Len()
 		if n == 0 {
-			if _, err := r.Peek(1); err != nil {
+			if _, err = r.Peek(1); err != nil {
 				break
 			}
 			n = r.Len()
 		}
-		p, err := r.Next(n)
-		if err != nil {
+		var p []byte
+		if p, err = r.Next(n); err != nil {
 			break
 		}
 		err = u.Write(p, s.cfg.WriteTimeout)
@@ -191,6 +196,9 @@ func (s *Server) tunnel(st *connState, u *upstream.Conn, request int) {
 		if err != nil {
 			break
 		}
+	}
+	if errors.Is(err, netpoll.ErrEOF) && u.CloseWrite() == nil {
+		<-done // the upstream's answer to the FIN, until it closes or idles
 	}
 	u.Close()
 	<-done

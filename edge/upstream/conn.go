@@ -231,6 +231,15 @@ func (c *Conn) Stream() error {
 	return nil
 }
 
+// CloseWrite shuts down the sending side of a streaming connection (a
+// tunnel passes a client's FIN on).
+func (c *Conn) CloseWrite() error {
+	if c.nc == nil {
+		return errors.New("upstream: CloseWrite on a connection that is not streaming")
+	}
+	return c.nc.CloseWrite()
+}
+
 // Close closes the connection; only the first call counts.
 func (c *Conn) Close() error {
 	if !c.markClosed() {
