@@ -318,6 +318,28 @@ func TestTunnelPassesBytesSentBeforeClientFIN(t *testing.T) {
 // and what the backend sends after it still reaches the client: the
 // tunnel ends when the backend closes too.
 func TestTunnelPassesClientFINOn(t *testing.T) {
+	backend := upgradedBackend(t, func(c *net.TCPConn, br *bufio.Reader) {
+		rest, _ := io.ReadAll(br) // until the client's FIN, passed on
+		io.WriteString(c, "bye:"+string(rest))
+	})
+	addr, _ := startProxy(t, oneRoute(backend), nil)
+	c := rawConn(t, addr)
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nping")
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, body, _ := strings.Cut(string(got), "\r\n\r\n")
+	if !strings.HasPrefix(head, "HTTP/1.1 101 ") || body != "bye:ping" {
+		t.Fatalf("client got %q", got)
+	}
+}
+
+// upgradedBackend accepts one connection, answers its request with a 101
+// and hands the connection, past the request, to talk.
+func upgradedBackend(t *testing.T, talk func(c *net.TCPConn, br *bufio.Reader)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -330,28 +352,116 @@ func TestTunnelPassesClientFINOn(t *testing.T) {
 			return
 		}
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.SetDeadline(time.Now().Add(10 * time.Second))
 		br := bufio.NewReader(c)
 		if _, err := http.ReadRequest(br); err != nil {
 			return
 		}
 		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		rest, _ := io.ReadAll(br) // until the client's FIN, passed on
-		io.WriteString(c, "bye:"+string(rest))
+		talk(c.(*net.TCPConn), br)
 	}()
 	t.Cleanup(func() { ln.Close(); <-done })
-	addr, _ := startProxy(t, oneRoute(ln.Addr().String()), nil)
+	return ln.Addr().String()
+}
+
+// openTunnel sends an upgrade request through the edge at addr and reads
+// the 101.
+func openTunnel(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
 	c := rawConn(t, addr)
-	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nping")
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	br := bufio.NewReader(c)
+	if head := readHead(t, br); !strings.HasPrefix(head, "HTTP/1.1 101 ") {
+		t.Fatalf("got %q", head)
+	}
+	return c, br
+}
+
+// The idle timeout of a tunnel counts silence in both directions: a
+// backend pushing to a client that sends nothing keeps the tunnel open
+// well past it, and once both are silent it closes.
+func TestTunnelIdleCountsBothDirections(t *testing.T) {
+	addr := upgradedBackend(t, func(c *net.TCPConn, _ *bufio.Reader) {
+		for range 10 {
+			time.Sleep(100 * time.Millisecond)
+			if _, err := c.Write([]byte("x")); err != nil {
+				return
+			}
+		}
+		io.Copy(io.Discard, c) // until the edge closes the idle tunnel
+	})
+	proxy, _ := startProxy(t, oneRoute(addr), func(c *Config) { c.IdleTimeout = 300 * time.Millisecond })
+	c, br := openTunnel(t, proxy)
+	got, err := io.ReadAll(br)
+	if err != nil || string(got) != "xxxxxxxxxx" {
+		t.Fatalf("client got %q, %v; want 10 bytes pushed over 1 s, then the idle tunnel closed", got, err)
+	}
+	c.Close()
+}
+
+// A backend's FIN is passed on to the client, which may still send: its
+// bytes reach the backend until its own FIN.
+func TestTunnelPassesBackendFINOn(t *testing.T) {
+	got := make(chan string, 1)
+	addr := upgradedBackend(t, func(c *net.TCPConn, br *bufio.Reader) {
+		io.WriteString(c, "done")
+		c.CloseWrite()
+		rest, _ := io.ReadAll(br)
+		got <- string(rest)
+	})
+	proxy, _ := startProxy(t, oneRoute(addr), nil)
+	c, br := openTunnel(t, proxy)
+	if b, err := io.ReadAll(br); err != nil || string(b) != "done" {
+		t.Fatalf("client got %q, %v; want the backend's bytes, then its FIN", b, err)
+	}
+	io.WriteString(c, "late")
 	c.(*net.TCPConn).CloseWrite()
-	got, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatal(err)
+	if g := <-got; g != "late" {
+		t.Fatalf("backend got %q after its FIN", g)
 	}
-	head, body, _ := strings.Cut(string(got), "\r\n\r\n")
-	if !strings.HasPrefix(head, "HTTP/1.1 101 ") || body != "bye:ping" {
-		t.Fatalf("client got %q", got)
+}
+
+// A tunnel holds back a client that sends faster than the backend reads:
+// with the backend not reading at all, the client can only fill the
+// socket buffers on the way, not the edge's memory. netpoll alone reads a
+// client's input eagerly, and the client could push all 256 MiB.
+// Everything the client got in then reaches the backend, and the
+// client's FIN ends it.
+func TestTunnelHoldsBackFastClient(t *testing.T) {
+	stalled := make(chan struct{})
+	received := make(chan int64, 1)
+	backend := upgradedBackend(t, func(c *net.TCPConn, br *bufio.Reader) {
+		<-stalled // read nothing until the client is held back
+		n, _ := io.Copy(io.Discard, br)
+		received <- n
+	})
+	addr, _ := startProxy(t, oneRoute(backend), nil)
+	c, _ := openTunnel(t, addr)
+	chunk := make([]byte, 1<<20)
+	var sent int64
+	for sent < 256<<20 {
+		c.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+		n, err := c.Write(chunk)
+		sent += int64(n)
+		if err != nil {
+			break // held back
+		}
 	}
+	close(stalled)
+	if sent >= 64<<20 {
+		t.Fatalf("the client pushed %d MiB into a tunnel whose backend reads nothing", sent>>20)
+	}
+	c.SetWriteDeadline(time.Time{})
+	c.(*net.TCPConn).CloseWrite()
+	select {
+	case n := <-received:
+		if n != sent {
+			t.Fatalf("backend received %d bytes, the client sent %d", n, sent)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the backend never saw the client's FIN")
+	}
+	t.Logf("held back after %.1f MiB", float64(sent)/(1<<20))
 }
 
 // A client that sends its request and shuts down its side at once (a

@@ -15,6 +15,7 @@ import (
 	"github.com/cloudwego/netpoll"
 
 	"github.com/snapgate/snapgate/edge/routing"
+	"github.com/snapgate/snapgate/edge/upstream"
 )
 
 // Large uploads leave netpoll. netpoll reads a connection's input eagerly
@@ -132,10 +133,11 @@ func quiesce(c netpoll.Connection) error {
 }
 
 // detachedExchange is what a detached connection carries into its own
-// goroutine.
+// goroutine: a streamed-body exchange to forward, or a tunnel.
 type detachedExchange struct {
-	tab *routing.Table
-	key routing.PickKey
+	tab    *routing.Table
+	key    routing.PickKey
+	tunnel *upstream.Conn // the upstream side of a relayed 101
 }
 
 // resumeDetached runs in the close callback of a connection Detach'ed in
@@ -205,6 +207,10 @@ func (s *Server) finishDetached(st *connState, nc net.Conn, left []byte) {
 		s.metrics.ConnClosed()
 		s.detachWG.Done()
 	}()
+	if dx.tunnel != nil {
+		s.tunnel(nc, left, dx.tunnel)
+		return
+	}
 	st.cr = newBlockingReader(nc, left, s.cfg.HeaderTimeout)
 	st.cw = &connWriter{LinkBuffer: netpoll.NewLinkBuffer(), nc: nc, timeout: s.cfg.WriteTimeout}
 	// No tunnel on this path: a request whose body may stream never goes

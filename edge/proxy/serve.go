@@ -93,7 +93,7 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 		st.pathBuf = out
 		st.upPath = out
 	}
-	st.upgrade = s.upgradeRequested(st)
+	st.upgrade = s.upgradeRequested(st) && detachSupported(st.conn)
 	// Everything read from the request head is taken now: the head's
 	// slices alias netpoll's buffer, and a later Peek that spans buffer
 	// nodes (readBody) may reuse the memory they point into.
@@ -105,11 +105,19 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 	if !ok {
 		return false
 	}
-	if total < 0 && s.detach(st, tab, hn, key) {
+	if total < 0 && s.detach(st, tab, hn, &detachedExchange{key: key}) {
 		return false
 	}
 	keep = req.KeepAlive && !s.draining.Load()
 	if !s.forward(st, tab, hn, total, keep, key) {
+		if u := st.switched; u != nil {
+			// A 101 went out: the tunnel runs off netpoll once this
+			// handler returns (tunnel), or not at all while shutting down.
+			st.switched = nil
+			if !s.detach(st, tab, total, &detachedExchange{tunnel: u}) {
+				u.Close()
+			}
+		}
 		return false
 	}
 	if total > 0 {
@@ -120,13 +128,14 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 	return keep
 }
 
-// detach prepares to finish a streamed-body exchange off netpoll
-// (detach.go) and reports whether it will: the client's head is consumed
-// now (serveOne already built the upstream head); the caller then returns
-// false and onRequest detaches the connection.
-// Without detach support, or during shutdown, the body streams through
-// netpoll's buffer as before.
-func (s *Server) detach(st *connState, tab *routing.Table, hn int, key routing.PickKey) bool {
+// detach prepares to finish an exchange off netpoll (detach.go) and
+// reports whether it will: the client's first consumed bytes are taken
+// now (the request head of a streamed-body exchange, which serveOne has
+// already built the upstream head from; the whole request before a
+// tunnel); the caller then returns false and onRequest detaches the
+// connection. Without detach support, or during shutdown, it does not: a
+// body then streams through netpoll's buffer as before.
+func (s *Server) detach(st *connState, tab *routing.Table, consumed int, dx *detachedExchange) bool {
 	if !detachSupported(st.conn) {
 		return false
 	}
@@ -138,12 +147,13 @@ func (s *Server) detach(st *connState, tab *routing.Table, hn int, key routing.P
 	s.detachWG.Add(1)
 	s.mu.Unlock()
 	r := st.conn.Reader()
-	if err := r.Skip(hn); err != nil {
+	if err := r.Skip(consumed); err != nil {
 		s.detachWG.Done()
 		return false
 	}
 	r.Release()
-	st.detached = &detachedExchange{tab: tab, key: key}
+	dx.tab = tab
+	st.detached = dx
 	return true
 }
 
@@ -390,8 +400,7 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 			pool.Discard(u)
 			*kept = keep && !st.bodyUnread && st.resp.Body != h1.BodyClose
 		case exchangeUpgraded:
-			s.tunnel(st, u, max(total, 0))
-			pool.Discard(u)
+			st.switched = u // serveOne hands it to the tunnel
 		case exchangeRetryStatus:
 			pool.Discard(u)
 			return true

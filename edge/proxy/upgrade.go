@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"errors"
-
-	"github.com/cloudwego/netpoll"
+	"io"
+	"net"
+	"sync/atomic"
+	"time"
 
 	"github.com/snapgate/snapgate/edge/h1"
 	"github.com/snapgate/snapgate/edge/upstream"
@@ -31,6 +33,9 @@ import (
 //     offer is dropped rather than filtered: no real client offers h2c next
 //     to another protocol, and one that does is probing;
 //   - the offer must name at least one protocol.
+//
+// serveOne also requires that the client connection can leave netpoll
+// (detach.go), where the tunnel runs.
 //
 // A request that fails these goes upstream as a plain request, and a 101
 // to it is a 502.
@@ -126,80 +131,116 @@ func inList(list, elem []byte) bool {
 
 func isUpgradeField(name []byte) bool { return len(name) == 7 && h1.EqualFold(name, "upgrade") }
 
-// tunnel relays bytes both ways after a 101 until either side closes or
-// stays silent for IdleTimeout. The upstream-to-client half runs on its own
-// goroutine (an upgrade is rare; the allocation is fine); each half closes
-// the other side when it ends, which unblocks the other half's read.
-// request is how many client bytes the request still holds in the reader
-// (its head and buffered body, already sent upstream): the tunnel starts
-// after them, so the body does not reach the backend twice.
-//
-// A client's FIN is passed on: the upstream's sending side is shut down
-// and what it still sends reaches the client (halfclose.go) until it
-// closes or goes idle. netpoll may take the FIN for a close before the 101
-// went out; the client's bytes still go upstream first.
-func (s *Server) tunnel(st *connState, u *upstream.Conn, request int) {
-	c := st.conn
-	cw := c.Writer()
-	// Bytes the upstream sent right behind its 101 go first. A failed
-	// flush ends only the upstream-to-client half (below, on its first
-	// write): the client's own bytes are still passed on.
-	if n := u.Buffered(); n > 0 {
-		cw.WriteBinary(u.Buf[u.Start:u.End])
-		u.Consume(n)
-	}
-	s.flush(st, cw)
-	r := c.Reader()
-	if err := r.Skip(request); err != nil {
-		return
-	}
-	r.Release()
-	// A tunnel carries any amount either way: off netpoll, the upstream is
-	// read only as fast as the client takes it.
+// tunnel relays bytes both ways after a 101, between the client's
+// connection detached from netpoll (detach.go) and the upstream one, also
+// off netpoll: reads happen only as fast as the other side takes the
+// bytes, so TCP flow control holds back a side that sends faster, and a
+// tunnel holds one buffer per direction. left is what the client sent
+// behind its request. A FIN from either side is passed on to the other;
+// the tunnel ends when both sides have finished, when either fails, or
+// when nothing moved either way for IdleTimeout.
+func (s *Server) tunnel(nc net.Conn, left []byte, u *upstream.Conn) {
+	defer u.Close()
 	if u.Stream() != nil {
 		return
 	}
-	idle := s.cfg.IdleTimeout
-	c.SetReadTimeout(idle)
+	t := &tunnelState{nc: nc, u: u, idle: s.cfg.IdleTimeout, wt: s.cfg.WriteTimeout}
+	t.moved()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for {
-			n, err := u.Read(u.Buf, idle)
-			if n > 0 {
-				cw.WriteBinary(u.Buf[:n])
-				if s.flush(st, cw) != nil {
-					break
-				}
-			}
-			if err != nil {
-				break
-			}
-		}
-		c.Close()
+		t.toClient()
 	}()
-	var err error
-	for {
-		n := r.Len()
-		if n == 0 {
-			if _, err = r.Peek(1); err != nil {
-				break
-			}
-			n = r.Len()
-		}
-		var p []byte
-		if p, err = r.Next(n); err != nil {
-			break
-		}
-		err = u.Write(p, s.cfg.WriteTimeout)
-		r.Release()
-		if err != nil {
-			break
-		}
-	}
-	if errors.Is(err, netpoll.ErrEOF) && u.CloseWrite() == nil {
-		<-done // the upstream's answer to the FIN, until it closes or idles
-	}
-	u.Close()
+	t.toUpstream(left)
 	<-done
+}
+
+type tunnelState struct {
+	nc       net.Conn
+	u        *upstream.Conn
+	idle, wt time.Duration
+	last     atomic.Int64 // unix nanos of the last byte moved either way
+}
+
+func (t *tunnelState) moved() { t.last.Store(time.Now().UnixNano()) }
+
+// quiet reports whether nothing moved either way for the idle timeout: a
+// read timing out in one direction is no reason to end a tunnel whose
+// other direction is busy.
+func (t *tunnelState) quiet() bool {
+	return time.Since(time.Unix(0, t.last.Load())) >= t.idle
+}
+
+// fail ends both directions: each one's blocked read or write returns.
+func (t *tunnelState) fail() {
+	t.u.Close()
+	t.nc.Close()
+}
+
+// toUpstream relays the client's bytes, left first, until its FIN, which
+// goes on as the upstream connection's.
+func (t *tunnelState) toUpstream(left []byte) {
+	buf, n := left[:cap(left)], len(left)
+	if len(buf) == 0 {
+		buf = make([]byte, detachedBufSize)
+	}
+	for {
+		if n > 0 {
+			if err := t.u.Write(buf[:n], t.wt); err != nil {
+				t.fail()
+				return
+			}
+			t.moved()
+		}
+		t.nc.SetReadDeadline(time.Now().Add(t.idle))
+		var err error
+		n, err = t.nc.Read(buf)
+		switch {
+		case n > 0:
+		case errors.Is(err, io.EOF):
+			if t.u.CloseWrite() != nil {
+				t.fail()
+			}
+			return
+		case upstream.IsTimeout(err) && !t.quiet():
+		case err != nil:
+			t.fail()
+			return
+		}
+	}
+}
+
+// toClient relays the upstream's bytes, those read behind its 101 first,
+// until its FIN, which goes on as the client connection's.
+func (t *tunnelState) toClient() {
+	u := t.u
+	n := u.Buffered()
+	if n > 0 {
+		copy(u.Buf, u.Buf[u.Start:u.End])
+		u.Consume(n)
+	}
+	for {
+		if n > 0 {
+			t.nc.SetWriteDeadline(time.Now().Add(t.wt))
+			if _, err := t.nc.Write(u.Buf[:n]); err != nil {
+				t.fail()
+				return
+			}
+			t.moved()
+		}
+		var err error
+		n, err = u.Read(u.Buf, t.idle)
+		switch {
+		case n > 0:
+		case errors.Is(err, io.EOF):
+			if cw, ok := t.nc.(interface{ CloseWrite() error }); !ok || cw.CloseWrite() != nil {
+				t.fail()
+			}
+			return
+		case upstream.IsTimeout(err) && !t.quiet():
+		case err != nil:
+			t.fail()
+			return
+		}
+	}
 }
