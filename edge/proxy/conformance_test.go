@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapgate/snapgate/edge/upstream"
 	"github.com/snapgate/snapgate/fbs"
 )
 
@@ -390,12 +391,23 @@ func TestTunnelIdleCountsBothDirections(t *testing.T) {
 		}
 		io.Copy(io.Discard, c) // until the edge closes the idle tunnel
 	})
-	proxy, _ := startProxy(t, oneRoute(addr), func(c *Config) { c.IdleTimeout = 300 * time.Millisecond })
-	c, br := openTunnel(t, proxy)
-	got, err := io.ReadAll(br)
-	if err != nil || string(got) != "xxxxxxxxxx" {
+	g := startGateway(t, oneRoute(addr), upstream.Options{}, func(c *Config) { c.IdleTimeout = 300 * time.Millisecond })
+	pool := g.reg.Acquire(addr)
+	defer g.reg.Release(pool)
+	c, br := openTunnel(t, g.addr)
+	first, err := br.ReadByte()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An open tunnel counts as a request in flight (least-request).
+	if n := pool.InFlight(); n != 1 {
+		t.Fatalf("%d requests in flight during the tunnel, want 1", n)
+	}
+	rest, err := io.ReadAll(br)
+	if got := string(first) + string(rest); err != nil || got != "xxxxxxxxxx" {
 		t.Fatalf("client got %q, %v; want 10 bytes pushed over 1 s, then the idle tunnel closed", got, err)
 	}
+	waitUntil(t, "the closed tunnel's count to end", func() bool { return pool.InFlight() == 0 })
 	c.Close()
 }
 

@@ -138,6 +138,13 @@ type detachedExchange struct {
 	tab    *routing.Table
 	key    routing.PickKey
 	tunnel *upstream.Conn // the upstream side of a relayed 101
+	pool   *upstream.Pool // tunnel's, where it counts as in flight
+}
+
+// endTunnel closes the upstream side of a tunnel and ends its count.
+func (dx *detachedExchange) endTunnel() {
+	dx.tunnel.Close()
+	dx.pool.End()
 }
 
 // resumeDetached runs in the close callback of a connection Detach'ed in
@@ -145,14 +152,20 @@ type detachedExchange struct {
 // finishes the exchange on a new goroutine.
 func (s *Server) resumeDetached(st *connState, c netpoll.Connection) {
 	dx := st.detached
-	fail := func(err error) {
+	abandon := func(err error) {
 		s.cfg.Logger.Warn("detaching client connection failed", "client", string(st.clientIP), "err", err)
-		if fc, ok := c.(interface{ Fd() int }); ok {
-			syscall.Close(fc.Fd())
+		if dx.tunnel != nil {
+			dx.endTunnel()
 		}
 		dx.tab.Release()
 		s.metrics.ConnClosed()
 		s.detachWG.Done()
+	}
+	fail := func(err error) {
+		if fc, ok := c.(interface{ Fd() int }); ok {
+			syscall.Close(fc.Fd())
+		}
+		abandon(err)
 	}
 	if err := quiesce(c); err != nil {
 		fail(err)
@@ -180,10 +193,7 @@ func (s *Server) resumeDetached(st *connState, c netpoll.Connection) {
 	nc, err := net.FileConn(f)
 	f.Close()
 	if err != nil {
-		s.cfg.Logger.Warn("detaching client connection failed", "client", string(st.clientIP), "err", err)
-		dx.tab.Release()
-		s.metrics.ConnClosed()
-		s.detachWG.Done()
+		abandon(err) // f.Close closed the fd
 		return
 	}
 	s.mu.Lock()
@@ -209,6 +219,7 @@ func (s *Server) finishDetached(st *connState, nc net.Conn, left []byte) {
 	}()
 	if dx.tunnel != nil {
 		s.tunnel(nc, left, dx.tunnel)
+		dx.endTunnel()
 		return
 	}
 	st.cr = newBlockingReader(nc, left, s.cfg.HeaderTimeout)

@@ -110,12 +110,12 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 	}
 	keep = req.KeepAlive && !s.draining.Load()
 	if !s.forward(st, tab, hn, total, keep, key) {
-		if u := st.switched; u != nil {
+		if dx := st.switched; dx != nil {
 			// A 101 went out: the tunnel runs off netpoll once this
 			// handler returns (tunnel), or not at all while shutting down.
 			st.switched = nil
-			if !s.detach(st, tab, total, &detachedExchange{tunnel: u}) {
-				u.Close()
+			if !s.detach(st, tab, total, dx) {
+				dx.endTunnel()
 			}
 		}
 		return false
@@ -400,7 +400,10 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 			pool.Discard(u)
 			*kept = keep && !st.bodyUnread && st.resp.Body != h1.BodyClose
 		case exchangeUpgraded:
-			st.switched = u // serveOne hands it to the tunnel
+			// serveOne hands it to the tunnel, which counts as in flight
+			// on pool until it closes (least-request).
+			pool.Begin()
+			st.switched = &detachedExchange{tunnel: u, pool: pool}
 		case exchangeRetryStatus:
 			pool.Discard(u)
 			return true

@@ -27,7 +27,6 @@ import (
 	"github.com/snapgate/snapgate/edge/ratelimit"
 	"github.com/snapgate/snapgate/edge/routing"
 	"github.com/snapgate/snapgate/edge/telemetry"
-	"github.com/snapgate/snapgate/edge/upstream"
 	"github.com/snapgate/snapgate/fbs"
 )
 
@@ -329,7 +328,7 @@ type connState struct {
 	cw       netpoll.Writer
 	detached *detachedExchange // set when serveOne detaches the connection
 	fin      net.Conn          // the client's fd off netpoll, after its FIN (halfclose.go)
-	switched *upstream.Conn    // the upstream of a relayed 101, until serveOne detaches for the tunnel
+	switched *detachedExchange // the tunnel after a relayed 101, until serveOne detaches for it
 	req      h1.Request
 	resp     h1.Response
 	matchReq fbs.Request

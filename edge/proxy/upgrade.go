@@ -138,9 +138,8 @@ func isUpgradeField(name []byte) bool { return len(name) == 7 && h1.EqualFold(na
 // tunnel holds one buffer per direction. left is what the client sent
 // behind its request. A FIN from either side is passed on to the other;
 // the tunnel ends when both sides have finished, when either fails, or
-// when nothing moved either way for IdleTimeout.
+// when nothing moved either way for IdleTimeout. The caller closes u.
 func (s *Server) tunnel(nc net.Conn, left []byte, u *upstream.Conn) {
-	defer u.Close()
 	if u.Stream() != nil {
 		return
 	}
