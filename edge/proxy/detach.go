@@ -198,6 +198,9 @@ func (s *Server) resumeDetached(st *connState, c netpoll.Connection) {
 	}
 	s.mu.Lock()
 	s.detachedConns[nc] = struct{}{}
+	if s.cutOff {
+		nc.Close()
+	}
 	s.mu.Unlock()
 	go s.finishDetached(st, nc, left)
 }

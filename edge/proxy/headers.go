@@ -187,8 +187,9 @@ func appendRequestHead(st *connState, w []byte) []byte {
 // writeResponseHead relays the upstream response head to the client
 // without hop-by-hop fields, adding our own Connection field and the
 // request id (replacing the upstream's, so the client sees one id). A 101
-// keeps its Upgrade fields, which switchAccepted checked.
-func (s *Server) writeResponseHead(st *connState, w netpoll.Writer, closeClient, interim bool) {
+// keeps its Upgrade fields, which switchAccepted checked. An interim (1xx)
+// head is flushed at once; the error is that flush's.
+func (s *Server) writeResponseHead(st *connState, w netpoll.Writer, closeClient, interim bool) error {
 	resp := &st.resp
 	w.WriteString("HTTP/1.1 ")
 	w.WriteBinary(strconv.AppendInt(st.num[:0], int64(resp.Status), 10))
@@ -237,8 +238,9 @@ func (s *Server) writeResponseHead(st *connState, w netpoll.Writer, closeClient,
 	}
 	w.WriteString("\r\n")
 	if interim {
-		s.flush(st, w)
+		return s.flush(st, w)
 	}
+	return nil
 }
 
 // writeError answers the client with a short plain-text body (a JSON one

@@ -115,6 +115,7 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 			// handler returns (tunnel), or not at all while shutting down.
 			st.switched = nil
 			if !s.detach(st, tab, total, dx) {
+				s.detachWG.Done()
 				dx.endTunnel()
 			}
 		}
@@ -139,13 +140,9 @@ func (s *Server) detach(st *connState, tab *routing.Table, consumed int, dx *det
 	if !detachSupported(st.conn) {
 		return false
 	}
-	s.mu.Lock()
-	if s.shutdown {
-		s.mu.Unlock()
+	if dx.tunnel == nil && !s.reserveDetach() { // a tunnel's was taken before its 101
 		return false
 	}
-	s.detachWG.Add(1)
-	s.mu.Unlock()
 	r := st.conn.Reader()
 	if err := r.Skip(consumed); err != nil {
 		s.detachWG.Done()
@@ -154,6 +151,16 @@ func (s *Server) detach(st *connState, tab *routing.Table, consumed int, dx *det
 	r.Release()
 	dx.tab = tab
 	st.detached = dx
+	return true
+}
+
+func (s *Server) reserveDetach() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		return false
+	}
+	s.detachWG.Add(1)
 	return true
 }
 
@@ -437,6 +444,9 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 			*kept = keep && total >= 0
 		case exchangeClientFailed:
 			pool.Discard(u)
+		case exchangeShuttingDown:
+			pool.Discard(u)
+			s.writeError(st, telemetry.CauseShuttingDown, 503, "shutting down", true)
 		default: // exchangeAborted: the client already has part of a response
 			pool.Discard(u)
 			s.metrics.Error(telemetry.CauseAborted)
@@ -488,6 +498,7 @@ const (
 	exchangeBadResponse                        // response head unparsable or not allowed, or cut off after a 1xx
 	exchangeClientFailed                       // the client body failed mid-stream; answered if possible
 	exchangeAborted                            // failed mid-response; close the client
+	exchangeShuttingDown                       // a 101 arrived during shutdown: no tunnel, nothing sent to the client
 )
 
 // exchange writes the request on u, a connection of pool, reads the
@@ -545,9 +556,18 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 					if !switchAccepted(st) {
 						return exchangeBadResponse // not a switch the client offered
 					}
+					// The tunnel's place among detached exchanges is
+					// taken before the client sees the switch: during
+					// shutdown there is none, and no 101 goes out.
+					if !s.reserveDetach() {
+						return exchangeShuttingDown
+					}
 					s.metrics.ObserveUpstream(time.Since(sent))
 					st.rc.Observe(101)
-					s.writeResponseHead(st, st.cw, false, true)
+					if s.writeResponseHead(st, st.cw, false, true) != nil {
+						s.detachWG.Done()
+						return exchangeAborted // the client never got the 101
+					}
 					u.Consume(rn)
 					return exchangeUpgraded
 				}
@@ -564,7 +584,9 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 				// forwarded to HTTP/1.1 clients (RFC 9110 §15.2). The head
 				// is flushed before Consume: its fields alias u.Buf.
 				if resp.Status != 100 && st.req.Minor == 1 {
-					s.writeResponseHead(st, st.cw, false, true)
+					if s.writeResponseHead(st, st.cw, false, true) != nil {
+						return exchangeAborted // the client is not taking bytes
+					}
 					interim = true
 				}
 				u.Consume(rn)

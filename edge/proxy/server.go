@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -141,10 +142,12 @@ type Server struct {
 	// staleRetryAfter is Config.StaleRetryAfter in whole seconds.
 	staleRetryAfter int64
 
-	// Connections detached from netpoll for a streamed upload
-	// (detach.go): counted for Shutdown, listed so it can cut them off.
+	// Exchanges detached from netpoll, streamed uploads and tunnels
+	// (detach.go): counted for Shutdown, their connections and tunnels
+	// listed so it can cut them off.
 	detachWG      sync.WaitGroup
-	detachedConns map[net.Conn]struct{}
+	detachedConns map[io.Closer]struct{}
+	cutOff        bool // waitDetached gave up: detached exchanges end at once
 
 	// limits holds every rate limit's buckets, across swaps; policyIdx
 	// the decision counters of the table in service (policy.go).
@@ -211,7 +214,7 @@ func New(cfg Config) (*Server, error) {
 
 		staleRetryAfter: int64((cfg.StaleRetryAfter + time.Second - 1) / time.Second),
 
-		detachedConns: make(map[net.Conn]struct{}),
+		detachedConns: make(map[io.Closer]struct{}),
 		stop:          make(chan struct{}),
 		reaped:        make(chan struct{}),
 		served:        make(chan struct{}),
@@ -306,6 +309,7 @@ func (s *Server) waitDetached(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.mu.Lock()
+	s.cutOff = true
 	for nc := range s.detachedConns {
 		nc.Close()
 	}

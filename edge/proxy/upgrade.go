@@ -145,6 +145,17 @@ func (s *Server) tunnel(nc net.Conn, left []byte, u *upstream.Conn) {
 	}
 	t := &tunnelState{nc: nc, u: u, idle: s.cfg.IdleTimeout, wt: s.cfg.WriteTimeout}
 	t.moved()
+	s.mu.Lock()
+	s.detachedConns[t] = struct{}{}
+	if s.cutOff {
+		t.fail()
+	}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.detachedConns, t)
+		s.mu.Unlock()
+	}()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -161,6 +172,9 @@ type tunnelState struct {
 	last     atomic.Int64 // unix nanos of the last byte moved either way
 }
 
+// Close cuts the tunnel off (Shutdown).
+func (t *tunnelState) Close() error { t.fail(); return nil }
+
 func (t *tunnelState) moved() { t.last.Store(time.Now().UnixNano()) }
 
 // quiet reports whether nothing moved either way for the idle timeout: a
@@ -168,6 +182,12 @@ func (t *tunnelState) moved() { t.last.Store(time.Now().UnixNano()) }
 // other direction is busy.
 func (t *tunnelState) quiet() bool {
 	return time.Since(time.Unix(0, t.last.Load())) >= t.idle
+}
+
+// idleLeft is how long a read may still wait: the idle timeout counts
+// from the last byte moved either way.
+func (t *tunnelState) idleLeft() time.Duration {
+	return max(t.idle-time.Since(time.Unix(0, t.last.Load())), time.Millisecond)
 }
 
 // fail ends both directions: each one's blocked read or write returns.
@@ -191,7 +211,7 @@ func (t *tunnelState) toUpstream(left []byte) {
 			}
 			t.moved()
 		}
-		t.nc.SetReadDeadline(time.Now().Add(t.idle))
+		t.nc.SetReadDeadline(time.Now().Add(t.idleLeft()))
 		var err error
 		n, err = t.nc.Read(buf)
 		switch {
@@ -228,7 +248,7 @@ func (t *tunnelState) toClient() {
 			t.moved()
 		}
 		var err error
-		n, err = u.Read(u.Buf, t.idle)
+		n, err = u.Read(u.Buf, t.idleLeft())
 		switch {
 		case n > 0:
 		case errors.Is(err, io.EOF):

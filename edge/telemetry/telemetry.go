@@ -45,6 +45,7 @@ const (
 	CauseUnauthorized                 // 401: a policy found no valid credentials
 	CauseForbidden                    // 403: a policy's ACL refused the consumer
 	CauseRateLimited                  // 429: a policy's rate limit is exhausted
+	CauseShuttingDown                 // 503: a backend's 101 while the edge shuts down (no tunnel starts)
 	numCauses
 )
 
@@ -52,7 +53,7 @@ var causeNames = [numCauses]string{
 	"bad_request", "client_timeout", "no_table", "no_route", "no_endpoint",
 	"connect_failed", "connect_timeout", "upstream_timeout", "upstream_closed",
 	"bad_response", "aborted", "stale_snapshot", "unauthorized", "forbidden",
-	"rate_limited",
+	"rate_limited", "shutting_down",
 }
 
 func (c Cause) String() string {

@@ -1,0 +1,272 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/snapgate/snapgate/edge/upstream"
+)
+
+// Tunnels against shutdown, a client that takes no bytes, and idleness.
+
+// Shutdown(ctx) cuts a tunnel off once ctx ends. Closing only the client
+// side did not: a tunnel whose client already sent its FIN has only the
+// upstream-to-client direction left, blocked reading the upstream.
+func TestShutdownCutsOffHalfClosedTunnel(t *testing.T) {
+	release := make(chan struct{})
+	addr := upgradedBackend(t, func(c *net.TCPConn, br *bufio.Reader) {
+		io.Copy(io.Discard, br) // until the client's FIN, passed on
+		<-release               // then silent, with the connection open
+	})
+	defer close(release)
+	g := startGateway(t, oneRoute(addr), upstream.Options{}, func(c *Config) { c.IdleTimeout = 5 * time.Second })
+	c, _ := openTunnel(t, g.addr)
+	defer c.Close()
+	io.WriteString(c, "ping")
+	c.(*net.TCPConn).CloseWrite()
+	time.Sleep(100 * time.Millisecond) // the FIN goes through to the backend
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := g.srv.Shutdown(ctx)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Shutdown with a 200ms context took %v (err %v): the half-closed tunnel was not cut off", d.Round(time.Millisecond), err)
+	}
+}
+
+// The same with both directions blocked on the upstream: the backend
+// reads nothing (a write upstream waits for WriteTimeout) and sends
+// nothing (a read waits for IdleTimeout).
+func TestShutdownCutsOffTunnelStuckOnUpstream(t *testing.T) {
+	release := make(chan struct{})
+	addr := upgradedBackend(t, func(c *net.TCPConn, br *bufio.Reader) { <-release })
+	defer close(release)
+	g := startGateway(t, oneRoute(addr), upstream.Options{}, func(c *Config) {
+		c.IdleTimeout, c.WriteTimeout = 5*time.Second, 5*time.Second
+	})
+	c, _ := openTunnel(t, g.addr)
+	defer c.Close()
+	chunk := make([]byte, 1<<20)
+	for {
+		c.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := c.Write(chunk); err != nil {
+			break // held back: the edge is blocked writing upstream
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := g.srv.Shutdown(ctx)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Shutdown with a 200ms context took %v (err %v): the tunnel was not cut off", d.Round(time.Millisecond), err)
+	}
+}
+
+// A 101 that arrives while the edge shuts down is not relayed: no tunnel
+// can start, and a client that got the switch would see its connection
+// dropped at once. It gets a 503 instead.
+func TestNoSwitchDuringShutdown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	requested, answer := make(chan struct{}), make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		close(requested)
+		<-answer
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		io.Copy(c, br) // echo
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+
+	g := startGateway(t, oneRoute(ln.Addr().String()), upstream.Options{}, nil)
+	c := rawConn(t, g.addr)
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	<-requested
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		shut <- g.srv.Shutdown(ctx)
+	}()
+	waitUntil(t, "shutdown to start", func() bool {
+		g.srv.mu.Lock()
+		defer g.srv.mu.Unlock()
+		return g.srv.shutdown
+	})
+	close(answer)
+	r, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(r.Body)
+	if r.StatusCode != 503 || string(body) != "shutting down\n" {
+		t.Fatalf("a switch answered during shutdown: %d %q, want 503 shutting down (no 101 the edge cannot tunnel)", r.StatusCode, body)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	hasSample(t, g.metrics, `snapgate_edge_errors_total{cause="shutting_down"} 1`)
+}
+
+// A 101 head whose flush to the client fails (write timeout: a client not
+// reading) is left in netpoll's output buffer, which the detach then
+// frees; the tunnel starts anyway and the client gets tunnel bytes with no
+// (or a truncated) 101 before them. The old tunnel returned on a failed
+// Flush. Backend: many 103 heads fill the client's buffers, then a 101,
+// then an echo.
+func TestNoTunnelAfterUnflushed101(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		hint := "HTTP/1.1 103 Early Hints\r\nLink: " + strings.Repeat("x", 3000) + "\r\n\r\n"
+		bw := bufio.NewWriter(c)
+		for range 40 {
+			bw.WriteString(hint)
+		}
+		bw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		bw.Flush()
+		io.Copy(c, br) // echo
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+
+	g := startGateway(t, oneRoute(ln.Addr().String()), upstream.Options{}, func(c *Config) {
+		c.WriteTimeout, c.IdleTimeout = 20*time.Millisecond, 10*time.Second
+	})
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return nil
+	}}
+	c, err := d.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	limitPeerSndbuf(t, c, 8192)
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	// Read nothing until the edge has started the tunnel or given up on
+	// the client (its connection closed).
+	tunnel := false
+	waitUntil(t, "a tunnel, or the client connection closed", func() bool {
+		g.srv.mu.Lock()
+		tunnel = len(g.srv.detachedConns) > 0
+		g.srv.mu.Unlock()
+		return tunnel || strings.Contains("\n"+scrape(g.metrics), "\nsnapgate_edge_client_connections 0\n")
+	})
+	var got bytes.Buffer
+	c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	io.Copy(&got, c) // drain what the client's buffers held
+	io.WriteString(c, "ping")
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	io.Copy(&got, c)
+	s := got.String()
+	t.Logf("tunnel %v; client got %d bytes: %d 103s, %d 101s", tunnel, len(s), strings.Count(s, "HTTP/1.1 103 "), strings.Count(s, "HTTP/1.1 101 "))
+	i := strings.Index(s, "ping")
+	if i < 0 {
+		if tunnel && strings.Contains(s, "HTTP/1.1 101 ") {
+			t.Fatal("the tunnel started after a whole 101, but carried no bytes")
+		}
+		return // no switch reached the client, and no tunnel bytes either
+	}
+	if !strings.Contains(s[:i], "HTTP/1.1 101 ") {
+		tail := s[max(0, i-200):min(len(s), i+4)]
+		t.Fatalf("tunnel bytes reached the client without the 101 head before them (%d bytes of 103s first); the bytes before the echo end %q", i, tail)
+	}
+}
+
+// A tunnel closes once nothing moved either way for IdleTimeout, counted
+// from the last byte: a read that began before it waits only what is left
+// (it waited a whole new IdleTimeout, up to twice the timeout in all).
+func TestTunnelIdleCountsFromLastByte(t *testing.T) {
+	release := make(chan struct{})
+	addr := upgradedBackend(t, func(c *net.TCPConn, br *bufio.Reader) {
+		io.Copy(io.Discard, br) // takes the client's bytes, sends nothing
+		<-release
+	})
+	defer close(release)
+	const idle = time.Second
+	g := startGateway(t, oneRoute(addr), upstream.Options{}, func(c *Config) { c.IdleTimeout = idle })
+	c, br := openTunnel(t, g.addr)
+	time.Sleep(100 * time.Millisecond)
+	io.WriteString(c, "ping") // the last byte to move
+	last := time.Now()
+	c.(*net.TCPConn).CloseWrite()
+	io.ReadAll(br) // until the edge closes the idle tunnel
+	if d := time.Since(last); d > idle+idle/2 {
+		t.Fatalf("tunnel closed %v after the last byte moved, IdleTimeout %v", d.Round(time.Millisecond), idle)
+	}
+}
+
+// limitPeerSndbuf sets SO_SNDBUF on the edge's end of c (this process),
+// which stops its autotuning.
+func limitPeerSndbuf(t *testing.T, c net.Conn, n int) {
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		if trySndbuf(c, n) {
+			return
+		}
+	}
+	t.Fatal("edge's socket not found")
+}
+
+func trySndbuf(c net.Conn, n int) bool {
+	want := c.LocalAddr().(*net.TCPAddr)
+	ents, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		sa, err := syscall.Getpeername(fd)
+		if err != nil {
+			continue
+		}
+		in4, ok := sa.(*syscall.SockaddrInet4)
+		if !ok || in4.Port != want.Port {
+			continue
+		}
+		if la, err := syscall.Getsockname(fd); err == nil {
+			if l4, ok := la.(*syscall.SockaddrInet4); ok && l4.Port == want.Port {
+				continue // the client's own end
+			}
+		}
+		return syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, n) == nil
+	}
+	return false
+}
