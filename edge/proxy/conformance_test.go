@@ -337,9 +337,9 @@ func TestTunnelPassesClientFINOn(t *testing.T) {
 	}
 }
 
-// upgradedBackend accepts one connection, answers its request with a 101
-// and hands the connection, past the request, to talk.
-func upgradedBackend(t *testing.T, talk func(c *net.TCPConn, br *bufio.Reader)) string {
+// oneRequestBackend accepts one connection, reads one request from it and
+// hands the connection, past the request, to serve. It stops with the test.
+func oneRequestBackend(t *testing.T, serve func(c *net.TCPConn, br *bufio.Reader)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -358,11 +358,20 @@ func upgradedBackend(t *testing.T, talk func(c *net.TCPConn, br *bufio.Reader)) 
 		if _, err := http.ReadRequest(br); err != nil {
 			return
 		}
-		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		talk(c.(*net.TCPConn), br)
+		serve(c.(*net.TCPConn), br)
 	}()
 	t.Cleanup(func() { ln.Close(); <-done })
 	return ln.Addr().String()
+}
+
+// upgradedBackend is a oneRequestBackend that answers with a 101 and then
+// hands the connection to talk.
+func upgradedBackend(t *testing.T, talk func(c *net.TCPConn, br *bufio.Reader)) string {
+	t.Helper()
+	return oneRequestBackend(t, func(c *net.TCPConn, br *bufio.Reader) {
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		talk(c, br)
+	})
 }
 
 // openTunnel sends an upgrade request through the edge at addr and reads

@@ -135,32 +135,15 @@ func scrape(m interface{ WritePrometheus(io.Writer) }) string {
 // head and hangs up while the client is still sending. The client must
 // get the backend's answer and a closed connection, not a 502.
 func TestUpstreamAnswersEarly(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	beDone := make(chan struct{})
-	go func() {
-		defer close(beDone)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		br := bufio.NewReader(c)
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
+	backend := oneRequestBackend(t, func(c *net.TCPConn, br *bufio.Reader) {
 		io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large")
 		// Half-close, then drain briefly as servers do (a lingering
 		// close), so the answer is not lost to a reset.
-		c.(*net.TCPConn).CloseWrite()
+		c.CloseWrite()
 		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 		io.Copy(io.Discard, br)
-	}()
-	addr, _ := startProxy(t, oneRoute(ln.Addr().String()), nil)
+	})
+	addr, _ := startProxy(t, oneRoute(backend), nil)
 	c := rawConn(t, addr)
 	const size = 64 << 20
 	io.WriteString(c, "PUT /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 67108864\r\n\r\n")
@@ -184,5 +167,4 @@ func TestUpstreamAnswersEarly(t *testing.T) {
 	}
 	c.Close()
 	<-sendDone
-	<-beDone
 }

@@ -19,6 +19,20 @@ import (
 
 // Tunnels against shutdown, a client that takes no bytes, and idleness.
 
+// shutdownCutsOff shuts g down with a 200 ms context while a tunnel is
+// open: it must return about then, not after the tunnel's own 5 s
+// timeouts.
+func shutdownCutsOff(t *testing.T, g *gateway) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := g.srv.Shutdown(ctx)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Shutdown with a 200ms context took %v (err %v): the tunnel was not cut off", d.Round(time.Millisecond), err)
+	}
+}
+
 // Shutdown(ctx) cuts a tunnel off once ctx ends. Closing only the client
 // side did not: a tunnel whose client already sent its FIN has only the
 // upstream-to-client direction left, blocked reading the upstream.
@@ -36,13 +50,7 @@ func TestShutdownCutsOffHalfClosedTunnel(t *testing.T) {
 	c.(*net.TCPConn).CloseWrite()
 	time.Sleep(100 * time.Millisecond) // the FIN goes through to the backend
 
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	err := g.srv.Shutdown(ctx)
-	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("Shutdown with a 200ms context took %v (err %v): the half-closed tunnel was not cut off", d.Round(time.Millisecond), err)
-	}
+	shutdownCutsOff(t, g)
 }
 
 // The same with both directions blocked on the upstream: the backend
@@ -64,45 +72,25 @@ func TestShutdownCutsOffTunnelStuckOnUpstream(t *testing.T) {
 			break // held back: the edge is blocked writing upstream
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	err := g.srv.Shutdown(ctx)
-	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("Shutdown with a 200ms context took %v (err %v): the tunnel was not cut off", d.Round(time.Millisecond), err)
-	}
+	shutdownCutsOff(t, g)
 }
 
 // A 101 that arrives while the edge shuts down is not relayed: no tunnel
 // can start, and a client that got the switch would see its connection
 // dropped at once. It gets a 503 instead.
 func TestNoSwitchDuringShutdown(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	requested, answer := make(chan struct{}), make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		br := bufio.NewReader(c)
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
+	backend := oneRequestBackend(t, func(c *net.TCPConn, br *bufio.Reader) {
 		close(requested)
-		<-answer
+		select {
+		case <-answer:
+		case <-time.After(5 * time.Second):
+			return
+		}
 		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 		io.Copy(c, br) // echo
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-
-	g := startGateway(t, oneRoute(ln.Addr().String()), upstream.Options{}, nil)
+	})
+	g := startGateway(t, oneRoute(backend), upstream.Options{}, nil)
 	c := rawConn(t, g.addr)
 	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 	<-requested
@@ -139,23 +127,7 @@ func TestNoSwitchDuringShutdown(t *testing.T) {
 // Flush. Backend: many 103 heads fill the client's buffers, then a 101,
 // then an echo.
 func TestNoTunnelAfterUnflushed101(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(30 * time.Second))
-		br := bufio.NewReader(c)
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
+	backend := oneRequestBackend(t, func(c *net.TCPConn, br *bufio.Reader) {
 		hint := "HTTP/1.1 103 Early Hints\r\nLink: " + strings.Repeat("x", 3000) + "\r\n\r\n"
 		bw := bufio.NewWriter(c)
 		for range 40 {
@@ -164,10 +136,8 @@ func TestNoTunnelAfterUnflushed101(t *testing.T) {
 		bw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 		bw.Flush()
 		io.Copy(c, br) // echo
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-
-	g := startGateway(t, oneRoute(ln.Addr().String()), upstream.Options{}, func(c *Config) {
+	})
+	g := startGateway(t, oneRoute(backend), upstream.Options{}, func(c *Config) {
 		c.WriteTimeout, c.IdleTimeout = 20*time.Millisecond, 10*time.Second
 	})
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {

@@ -199,34 +199,17 @@ func (t *tunnelState) fail() {
 // toUpstream relays the client's bytes, left first, until its FIN, which
 // goes on as the upstream connection's.
 func (t *tunnelState) toUpstream(left []byte) {
-	buf, n := left[:cap(left)], len(left)
+	buf := left[:cap(left)]
 	if len(buf) == 0 {
 		buf = make([]byte, detachedBufSize)
 	}
-	for {
-		if n > 0 {
-			if err := t.u.Write(buf[:n], t.wt); err != nil {
-				t.fail()
-				return
-			}
-			t.moved()
-		}
-		t.nc.SetReadDeadline(time.Now().Add(t.idleLeft()))
-		var err error
-		n, err = t.nc.Read(buf)
-		switch {
-		case n > 0:
-		case errors.Is(err, io.EOF):
-			if t.u.CloseWrite() != nil {
-				t.fail()
-			}
-			return
-		case upstream.IsTimeout(err) && !t.quiet():
-		case err != nil:
-			t.fail()
-			return
-		}
-	}
+	t.relay(buf, len(left),
+		func(p []byte) error { return t.u.Write(p, t.wt) },
+		func(p []byte) (int, error) {
+			t.nc.SetReadDeadline(time.Now().Add(t.idleLeft()))
+			return t.nc.Read(p)
+		},
+		t.u.CloseWrite)
 }
 
 // toClient relays the upstream's bytes, those read behind its 101 first,
@@ -238,21 +221,41 @@ func (t *tunnelState) toClient() {
 		copy(u.Buf, u.Buf[u.Start:u.End])
 		u.Consume(n)
 	}
+	t.relay(u.Buf, n,
+		func(p []byte) error {
+			t.nc.SetWriteDeadline(time.Now().Add(t.wt))
+			_, err := t.nc.Write(p)
+			return err
+		},
+		func(p []byte) (int, error) { return u.Read(p, t.idleLeft()) },
+		func() error {
+			cw, ok := t.nc.(interface{ CloseWrite() error })
+			if !ok {
+				return errors.New("proxy: client connection cannot half-close")
+			}
+			return cw.CloseWrite()
+		})
+}
+
+// relay moves one direction: it writes the first n bytes of buf, then
+// reads into buf and writes again, until the reading side's FIN, which
+// goes on through closeWrite. A read timing out ends it only once the
+// whole tunnel is quiet; any other failure ends both directions.
+func (t *tunnelState) relay(buf []byte, n int, write func([]byte) error, read func([]byte) (int, error), closeWrite func() error) {
 	for {
 		if n > 0 {
-			t.nc.SetWriteDeadline(time.Now().Add(t.wt))
-			if _, err := t.nc.Write(u.Buf[:n]); err != nil {
+			if write(buf[:n]) != nil {
 				t.fail()
 				return
 			}
 			t.moved()
 		}
 		var err error
-		n, err = u.Read(u.Buf, t.idleLeft())
+		n, err = read(buf)
 		switch {
 		case n > 0:
 		case errors.Is(err, io.EOF):
-			if cw, ok := t.nc.(interface{ CloseWrite() error }); !ok || cw.CloseWrite() != nil {
+			if closeWrite() != nil {
 				t.fail()
 			}
 			return
