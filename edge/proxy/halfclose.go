@@ -76,8 +76,9 @@ func (st *connState) closeFIN() {
 }
 
 // afterFIN returns a blocking connection on a duplicate of c's fd if the
-// peer's side has ended in an orderly FIN (a peek reads 0 bytes); not if
-// it reset the connection or this edge closed it (the peek would wait).
+// peer's side has ended: a peek reads 0 bytes after its FIN, and after a
+// reset netpoll's own read already took (the write then fails, EPIPE).
+// Not if this edge closed the connection: the peek would have to wait.
 func afterFIN(c netpoll.Connection) (net.Conn, bool) {
 	fc, ok := c.(interface{ Fd() int })
 	if !ok {
