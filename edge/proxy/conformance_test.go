@@ -394,7 +394,7 @@ func TestTunnelIdleCountsBothDirections(t *testing.T) {
 	addr := upgradedBackend(t, func(c *net.TCPConn, _ *bufio.Reader) {
 		for range 10 {
 			time.Sleep(100 * time.Millisecond)
-			if _, err := c.Write([]byte("x")); err != nil {
+			if _, err := c.Write([]byte("p")); err != nil {
 				return
 			}
 		}
@@ -413,7 +413,7 @@ func TestTunnelIdleCountsBothDirections(t *testing.T) {
 		t.Fatalf("%d requests in flight during the tunnel, want 1", n)
 	}
 	rest, err := io.ReadAll(br)
-	if got := string(first) + string(rest); err != nil || got != "xxxxxxxxxx" {
+	if got := string(first) + string(rest); err != nil || got != "pppppppppp" {
 		t.Fatalf("client got %q, %v; want 10 bytes pushed over 1 s, then the idle tunnel closed", got, err)
 	}
 	waitUntil(t, "the closed tunnel's count to end", func() bool { return pool.InFlight() == 0 })
