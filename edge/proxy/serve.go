@@ -105,8 +105,11 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 	if !ok {
 		return false
 	}
-	if total < 0 && s.detach(st, tab, hn, &detachedExchange{key: key}) {
-		return false
+	if total < 0 && s.reserveDetach() {
+		if s.detach(st, tab, hn, &detachedExchange{key: key}) {
+			return false
+		}
+		s.detachWG.Done()
 	}
 	keep = req.KeepAlive && !s.draining.Load()
 	if !s.forward(st, tab, hn, total, keep, key) {
@@ -134,18 +137,15 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 // now (the request head of a streamed-body exchange, which serveOne has
 // already built the upstream head from; the whole request before a
 // tunnel); the caller then returns false and onRequest detaches the
-// connection. Without detach support, or during shutdown, it does not: a
-// body then streams through netpoll's buffer as before.
+// connection. The caller holds a reservation (reserveDetach), which the
+// exchange keeps; on false, it is still the caller's. Without detach
+// support it does not: a body then streams through netpoll's buffer.
 func (s *Server) detach(st *connState, tab *routing.Table, consumed int, dx *detachedExchange) bool {
 	if !detachSupported(st.conn) {
 		return false
 	}
-	if dx.tunnel == nil && !s.reserveDetach() { // a tunnel's was taken before its 101
-		return false
-	}
 	r := st.conn.Reader()
 	if err := r.Skip(consumed); err != nil {
-		s.detachWG.Done()
 		return false
 	}
 	r.Release()
@@ -154,6 +154,9 @@ func (s *Server) detach(st *connState, tab *routing.Table, consumed int, dx *det
 	return true
 }
 
+// reserveDetach counts one more detached exchange for Shutdown to wait for
+// (detachWG); false once the edge is shutting down. A tunnel reserves
+// before its 101 goes out, so that no switch is relayed that cannot run.
 func (s *Server) reserveDetach() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
