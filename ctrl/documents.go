@@ -107,7 +107,8 @@ func updateDoc[T any](s *Server, k *kind[T], id string, expected *uint64, change
 // first (a stale write is a conflict whatever it carries: its writer must
 // re-read), then next derives the document from the stored one (nil if
 // none), then come validation and the rules across documents, and only
-// then the commit, so a rejected write changes nothing. The reply waits for the fsync outside the lock.
+// then the commit, so a rejected write changes nothing. The reply waits
+// for the fsync outside the lock.
 func write[T any](s *Server, k *kind[T], id string, expected *uint64, next func(stored *T) (T, error)) (admin.Result, error) {
 	r, err := writeLocked(s, k, id, expected, next)
 	if err != nil {

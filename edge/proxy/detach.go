@@ -36,9 +36,10 @@ import (
 // takes the fd operator away from the poller (the same CAS 1→0 of its
 // state that netpoll's own operator.Free does, which makes the poller's
 // do() fail), then copies what is still buffered, and only then starts
-// reading the fd itself. The operator's state is not exported, so its
-// location is found once by reflection; if the layout is not the expected
-// one, detaching is disabled and uploads stay buffered as before.
+// reading the fd itself. The operator and its state are not exported, so
+// they are found by reflection (connField); if the layout is not the
+// expected one, detaching is disabled: uploads stay buffered as before,
+// and no Upgrade offer goes upstream.
 
 // clientReader is what the streaming body path needs from the client
 // side: netpoll.Reader satisfies it, and so does blockingReader.
@@ -50,44 +51,32 @@ type clientReader interface {
 	Release() error
 }
 
-// opLayout locates netpoll's per-connection FDOperator state.
-var opLayout = findOpLayout()
+// opState is the offset of netpoll's FDOperator.state, and whether it is
+// there with the expected type.
+var opStateOffset, opStateOK = func() (uintptr, bool) {
+	f, ok := reflect.TypeOf(netpoll.FDOperator{}).FieldByName("state")
+	return f.Offset, ok && f.Type.Kind() == reflect.Int32
+}()
 
-type operatorLayout struct {
-	ok          bool
-	hasState    bool
-	connType    reflect.Type // *netpoll.connection
-	opField     uintptr      // offset of connection.operator
-	stateOffset uintptr      // offset of FDOperator.state
-}
+var (
+	operatorType   = reflect.TypeOf((*netpoll.FDOperator)(nil))
+	linkBufferType = reflect.TypeOf((*netpoll.LinkBuffer)(nil))
+)
 
-func findOpLayout() operatorLayout {
-	var l operatorLayout
-	sf, ok := reflect.TypeOf(netpoll.FDOperator{}).FieldByName("state")
-	if !ok || sf.Type.Kind() != reflect.Int32 {
-		return l
-	}
-	l.hasState, l.stateOffset = true, sf.Offset
-	return l
-}
-
-// bindConnType finishes the layout from the first real connection: the
-// connection type is unexported, so it is only reachable through a value.
-func bindConnType(c netpoll.Connection) (operatorLayout, bool) {
-	l := opLayout
-	if !l.hasState {
-		return l, false
-	}
+// connField points at the field name of the netpoll connection behind c
+// if it has type typ, else nil. Its Connection interface exposes neither
+// the fd operator nor the write buffer, and the connection type is
+// unexported, so the field is found through the value.
+func connField(c netpoll.Connection, name string, typ reflect.Type) unsafe.Pointer {
 	t := reflect.TypeOf(c)
 	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
-		return l, false
+		return nil
 	}
-	f, ok := t.Elem().FieldByName("operator")
-	if !ok || f.Type != reflect.TypeOf((*netpoll.FDOperator)(nil)) {
-		return l, false
+	f, ok := t.Elem().FieldByName(name)
+	if !ok || f.Type != typ {
+		return nil
 	}
-	l.ok, l.connType, l.opField = true, t, f.Offset
-	return l, true
+	return unsafe.Add(reflect.ValueOf(c).UnsafePointer(), f.Offset)
 }
 
 // detacher is netpoll's connection type's Detach, which its Connection
@@ -102,23 +91,22 @@ func detachSupported(c netpoll.Connection) bool {
 	if _, ok := c.(interface{ Fd() int }); !ok {
 		return false
 	}
-	_, ok := bindConnType(c)
-	return ok
+	return opStateOK && connField(c, "operator", operatorType) != nil
 }
 
 // quiesce stops netpoll's poller from touching c's input buffer again. It
 // must run after the fd left epoll (in a close callback after Detach), so
 // that the only poller work left is an event already fetched.
 func quiesce(c netpoll.Connection) error {
-	l, ok := bindConnType(c)
-	if !ok {
+	p := connField(c, "operator", operatorType)
+	if p == nil || !opStateOK {
 		return errors.New("netpoll connection layout not recognised")
 	}
-	op := *(**netpoll.FDOperator)(unsafe.Add(reflect.ValueOf(c).UnsafePointer(), l.opField))
+	op := *(**netpoll.FDOperator)(p)
 	if op == nil {
 		return errors.New("netpoll connection has no fd operator")
 	}
-	state := (*int32)(unsafe.Add(unsafe.Pointer(op), l.stateOffset))
+	state := (*int32)(unsafe.Add(unsafe.Pointer(op), opStateOffset))
 	// 1 = idle, 2 = a poller or Release is using it, 0 = unused. A poller
 	// holds it for one non-blocking readv, so this spins briefly.
 	for i := 0; ; i++ {

@@ -4,10 +4,8 @@ import (
 	"errors"
 	"net"
 	"os"
-	"reflect"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/cloudwego/netpoll"
 )
@@ -105,13 +103,9 @@ func afterFIN(c netpoll.Connection) (net.Conn, bool) {
 // outputBuffer is netpoll's write buffer of c, which its Connection
 // interface does not expose; nil if the layout is not the expected one.
 func outputBuffer(c netpoll.Connection) *netpoll.LinkBuffer {
-	t := reflect.TypeOf(c)
-	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+	p := connField(c, "outputBuffer", linkBufferType)
+	if p == nil {
 		return nil
 	}
-	f, ok := t.Elem().FieldByName("outputBuffer")
-	if !ok || f.Type != reflect.TypeOf((*netpoll.LinkBuffer)(nil)) {
-		return nil
-	}
-	return *(**netpoll.LinkBuffer)(unsafe.Add(reflect.ValueOf(c).UnsafePointer(), f.Offset))
+	return *(**netpoll.LinkBuffer)(p)
 }
