@@ -14,6 +14,7 @@ import (
 
 	"github.com/cloudwego/netpoll"
 
+	"github.com/snapgate/snapgate/edge/netpollx"
 	"github.com/snapgate/snapgate/edge/routing"
 	"github.com/snapgate/snapgate/edge/upstream"
 )
@@ -37,7 +38,7 @@ import (
 // state that netpoll's own operator.Free does, which makes the poller's
 // do() fail), then copies what is still buffered, and only then starts
 // reading the fd itself. The operator and its state are not exported, so
-// they are found by reflection (connField); if the layout is not the
+// they are found by reflection (netpollx); if the layout is not the
 // expected one, detaching is disabled: uploads stay buffered as before,
 // and no Upgrade offer goes upstream.
 
@@ -58,27 +59,6 @@ var opStateOffset, opStateOK = func() (uintptr, bool) {
 	return f.Offset, ok && f.Type.Kind() == reflect.Int32
 }()
 
-var (
-	operatorType   = reflect.TypeOf((*netpoll.FDOperator)(nil))
-	linkBufferType = reflect.TypeOf((*netpoll.LinkBuffer)(nil))
-)
-
-// connField points at the field name of the netpoll connection behind c
-// if it has type typ, else nil. Its Connection interface exposes neither
-// the fd operator nor the write buffer, and the connection type is
-// unexported, so the field is found through the value.
-func connField(c netpoll.Connection, name string, typ reflect.Type) unsafe.Pointer {
-	t := reflect.TypeOf(c)
-	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
-		return nil
-	}
-	f, ok := t.Elem().FieldByName(name)
-	if !ok || f.Type != typ {
-		return nil
-	}
-	return unsafe.Add(reflect.ValueOf(c).UnsafePointer(), f.Offset)
-}
-
 // detacher is netpoll's connection type's Detach, which its Connection
 // interface does not list.
 type detacher interface{ Detach() error }
@@ -91,20 +71,16 @@ func detachSupported(c netpoll.Connection) bool {
 	if _, ok := c.(interface{ Fd() int }); !ok {
 		return false
 	}
-	return opStateOK && connField(c, "operator", operatorType) != nil
+	return opStateOK && netpollx.Operator(c) != nil
 }
 
 // quiesce stops netpoll's poller from touching c's input buffer again. It
 // must run after the fd left epoll (in a close callback after Detach), so
 // that the only poller work left is an event already fetched.
 func quiesce(c netpoll.Connection) error {
-	p := connField(c, "operator", operatorType)
-	if p == nil || !opStateOK {
+	op := netpollx.Operator(c)
+	if op == nil || !opStateOK {
 		return errors.New("netpoll connection layout not recognised")
-	}
-	op := *(**netpoll.FDOperator)(p)
-	if op == nil {
-		return errors.New("netpoll connection has no fd operator")
 	}
 	state := (*int32)(unsafe.Add(unsafe.Pointer(op), opStateOffset))
 	// 1 = idle, 2 = a poller or Release is using it, 0 = unused. A poller

@@ -4,10 +4,13 @@ import (
 	"errors"
 	"net"
 	"os"
+	"reflect"
 	"syscall"
 	"time"
 
 	"github.com/cloudwego/netpoll"
+
+	"github.com/snapgate/snapgate/edge/netpollx"
 )
 
 // Half-closed clients. netpoll takes a client's FIN for a hang-up: once its
@@ -103,7 +106,7 @@ func afterFIN(c netpoll.Connection) (net.Conn, bool) {
 // outputBuffer is netpoll's write buffer of c, which its Connection
 // interface does not expose; nil if the layout is not the expected one.
 func outputBuffer(c netpoll.Connection) *netpoll.LinkBuffer {
-	p := connField(c, "outputBuffer", linkBufferType)
+	p := netpollx.Field(c, "outputBuffer", reflect.TypeOf((*netpoll.LinkBuffer)(nil)))
 	if p == nil {
 		return nil
 	}

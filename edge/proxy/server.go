@@ -25,6 +25,7 @@ import (
 
 	"github.com/snapgate/snapgate/edge/auth"
 	"github.com/snapgate/snapgate/edge/h1"
+	"github.com/snapgate/snapgate/edge/netpollx"
 	"github.com/snapgate/snapgate/edge/ratelimit"
 	"github.com/snapgate/snapgate/edge/routing"
 	"github.com/snapgate/snapgate/edge/telemetry"
@@ -408,6 +409,7 @@ func (st *connState) method() []byte { return st.methodBuf[:st.methodLen] }
 // Without OnConnect the first input starts OnRequest at once, and the
 // close waits for it.
 func (s *Server) onPrepare(c netpoll.Connection) context.Context {
+	netpollx.AdoptPoller(c)
 	st := &connState{conn: c, cr: c.Reader(), cw: c.Writer()}
 	st.clientIP = appendIP(st.ipBuf[:0], c.RemoteAddr())
 	st.lastActive.Store(time.Now().UnixNano())

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/cloudwego/netpoll"
+
+	"github.com/snapgate/snapgate/edge/netpollx"
 )
 
 // ReadBufferSize is each upstream connection's read buffer: it holds a
@@ -83,6 +85,7 @@ func dial(addr string, timeout time.Duration, p *Pool) (*Conn, error) {
 		c.Close()
 		return nil, err
 	}
+	netpollx.AdoptPoller(c)
 	return conn, nil
 }
 
