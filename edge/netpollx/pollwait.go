@@ -28,9 +28,10 @@ import (
 // itself pollable), and only then returns to netpoll's loop, whose next
 // non-blocking epoll_wait finds them. An idle poller then holds no thread
 // and no P; the scheduler's own wait in the runtime poller is the only
-// one. netpoll's loop is unchanged: should a wait end without events (it
-// cannot with the readiness check below, but nothing depends on it), the
-// loop falls back to its own blocking epoll_wait for that round.
+// one. netpoll's loop is unchanged: should a wait end without events (an
+// fd that was ready left epoll between the readiness check below and
+// netpoll's epoll_wait), the loop falls back to its own blocking
+// epoll_wait for that round.
 //
 // netpoll exposes neither its pollers nor their handler, so the handler
 // field is found by reflection on the poller (reached through a
@@ -63,7 +64,7 @@ func AdoptPoller(c netpoll.Connection) {
 	if _, done := adoptedPolls.LoadOrStore(p, struct{}{}); done {
 		return
 	}
-	if err := onPollerGoroutine(p, installPollWait); err != nil {
+	if _, err := onPollerGoroutine(p, installPollWait); err != nil {
 		slog.Warn("netpoll poller keeps its blocking wait", "err", err)
 	}
 }
@@ -78,14 +79,21 @@ func connPoll(c netpoll.Connection) netpoll.Poll {
 	return *(*netpoll.Poll)(unsafe.Add(unsafe.Pointer(op), operatorPollOffset))
 }
 
+// pendingCalls holds each operator onPollerGoroutine registered until its
+// callback has run. In netpoll's default build the epoll event carries the
+// operator's address in a byte array the garbage collector does not scan
+// (netpoll keeps its own operators in a cache), so without this an
+// operator could be collected while the kernel still names it.
+var pendingCalls sync.Map // *netpoll.FDOperator → struct{}
+
 // onPollerGoroutine runs fn on p's poller goroutine, in its event handler:
 // a one-shot eventfd is registered with p and signalled; its OnRead
-// callback removes it again and calls fn. It returns once that is set up,
-// not once fn ran.
-func onPollerGoroutine(p netpoll.Poll, fn func(netpoll.Poll) error) error {
+// callback removes it again and calls fn. It returns the eventfd's
+// operator once that is set up, not once fn ran.
+func onPollerGoroutine(p netpoll.Poll, fn func(netpoll.Poll) error) (*netpoll.FDOperator, error) {
 	efd, _, errno := syscall.Syscall(syscall.SYS_EVENTFD2, 0, syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
 	if errno != 0 {
-		return fmt.Errorf("eventfd: %w", errno)
+		return nil, fmt.Errorf("eventfd: %w", errno)
 	}
 	op := &netpoll.FDOperator{FD: int(efd)}
 	// netpoll detaches an operator through its poll field when the fd
@@ -95,26 +103,31 @@ func onPollerGoroutine(p netpoll.Poll, fn func(netpoll.Poll) error) error {
 		var b [8]byte
 		syscall.Read(op.FD, b[:])
 		// netpoll reads no field of the operator but its state after
-		// OnRead, so the fd can go now.
+		// OnRead (the handler's own reference keeps it alive), so the fd
+		// can go now.
 		p.Control(op, netpoll.PollDetach)
 		syscall.Close(op.FD)
+		pendingCalls.Delete(op)
 		if err := fn(p); err != nil {
 			slog.Warn("netpoll poller keeps its blocking wait", "err", err)
 		}
 		return nil
 	}
+	pendingCalls.Store(op, struct{}{})
 	if err := p.Control(op, netpoll.PollReadable); err != nil {
+		pendingCalls.Delete(op)
 		syscall.Close(int(efd))
-		return fmt.Errorf("register eventfd with poller: %w", err)
+		return nil, fmt.Errorf("register eventfd with poller: %w", err)
 	}
 	one := [8]byte{7: 1}
 	if n, err := syscall.Write(int(efd), one[:]); n != 8 {
 		// The callback cannot run: take the eventfd back.
 		p.Control(op, netpoll.PollDetach)
+		pendingCalls.Delete(op)
 		syscall.Close(int(efd))
-		return fmt.Errorf("signal eventfd: %d bytes, %v", n, err)
+		return nil, fmt.Errorf("signal eventfd: %d bytes, %v", n, err)
 	}
-	return nil
+	return op, nil
 }
 
 // pollHandler is the shape of netpoll's poller handler,
@@ -164,11 +177,13 @@ func installPollWait(p netpoll.Poll) error {
 		return errors.New("netpoll poller has no handler yet")
 	}
 
-	dup, err := syscall.Dup(epfd)
-	if err != nil {
-		return fmt.Errorf("dup epoll fd %d: %w", epfd, err)
+	// F_DUPFD_CLOEXEC: a fork between a dup and a CloseOnExec would
+	// inherit the fd.
+	d, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(epfd), syscall.F_DUPFD_CLOEXEC, 0)
+	if errno != 0 {
+		return fmt.Errorf("dup epoll fd %d: %w", epfd, errno)
 	}
-	syscall.CloseOnExec(dup)
+	dup := int(d)
 	// O_NONBLOCK (shared with netpoll's fd) is what makes os.NewFile put
 	// the fd on the runtime poller; epoll_wait does not look at it.
 	if err := syscall.SetNonblock(dup, true); err != nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/cloudwego/netpoll"
 )
@@ -159,4 +160,58 @@ func TestUnknownLayoutKeepsNetpollWait(t *testing.T) {
 		t.Errorf("connPoll(nil) = %v", p)
 	}
 	AdoptPoller(nil) // must not panic
+}
+
+// TestPendingCallStaysReachable: an operator onPollerGoroutine registered
+// survives garbage collection until its callback ran. netpoll's default
+// build keeps the operator's address only in the kernel's epoll data, so
+// a collected operator would leave the poller calling freed memory.
+func TestPendingCallStaysReachable(t *testing.T) {
+	up, err := netpoll.DialConnection("tcp", echoServer(t), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	p := connPoll(up)
+	if p == nil {
+		t.Fatal("no poller found for a netpoll connection")
+	}
+	// Hold the poller inside its handler, so the next call stays pending.
+	blocked, release := make(chan struct{}), make(chan struct{})
+	if _, err := onPollerGoroutine(p, func(netpoll.Poll) error {
+		close(blocked)
+		<-release
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-blocked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the poller never ran the first call")
+	}
+	ran := make(chan struct{})
+	op, err := onPollerGoroutine(p, func(netpoll.Poll) error {
+		close(ran)
+		return nil
+	})
+	if err != nil {
+		close(release)
+		t.Fatal(err)
+	}
+	w := weak.Make(op)
+	op = nil
+	for range 3 {
+		runtime.GC()
+	}
+	collected := w.Value() == nil
+	close(release)
+	if collected {
+		t.Error("a registered operator was collected before its callback ran")
+	}
+	select {
+	case <-ran:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the pending call never ran")
+	}
 }
