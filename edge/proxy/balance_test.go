@@ -379,6 +379,43 @@ func TestKeepAliveRaceOnRetryEndpoint(t *testing.T) {
 	hasSample(t, g.metrics, `snapgate_edge_errors_total{cause="upstream_closed"} 0`)
 }
 
+// The redo after a keep-alive race dials: when every idle connection to
+// an endpoint is stale (the backend restarted, a middlebox dropped them),
+// taking the next idle one only meets the same hang-up, and the request
+// answered 502 and ejected a healthy endpoint.
+func TestStaleRedoDials(t *testing.T) {
+	be := newScriptedBackend(t, func(r *http.Request, n int) string {
+		if strings.HasSuffix(r.URL.Path, "/warm") {
+			time.Sleep(200 * time.Millisecond) // both warm-ups overlap: two connections
+			return "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nwarm"
+		}
+		if n > 0 {
+			return "" // a reused connection: hang up
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	})
+	g := startGateway(t, oneRoute(be.addr()), upstream.Options{}, nil)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := dialProxy(t, g.addr)
+			if r := c.do(get("x.example", "/warm")); r.status != 200 {
+				t.Errorf("warm-up: status %d", r.status)
+			}
+		}()
+	}
+	wg.Wait()
+	c := dialProxy(t, g.addr)
+	if r := c.do(get("x.example", "/x")); r.status != 200 || r.body != "ok" {
+		t.Fatalf("status %d %q, want 200 from a new connection", r.status, r.body)
+	}
+	if ej := g.reg.Ejections(); len(ej) != 0 {
+		t.Fatalf("a keep-alive race ejected the endpoint: %+v", ej)
+	}
+}
+
 // TestRouteIndexFollowsReplace: after a diverged edge's Replace puts a
 // lower version in service, its requests still find their route counters
 // by index. The index was kept for the higher version that left, so

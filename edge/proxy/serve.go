@@ -363,14 +363,28 @@ func (p *retryPlan) take(pool *upstream.Pool) bool {
 // connection stays open (keep is whether it may). The pool's in-flight
 // count (least-request) and its health (local ejection, 5xx streak) are
 // updated here. A pooled connection the backend closed as the request
-// arrived is redone once on a fresh one, per endpoint: each endpoint may
-// lose that race.
+// arrived is redone once on a newly dialed one, per endpoint: each
+// endpoint may lose that race.
 func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time.Duration, hn, total int, timeout time.Duration, keep bool, kept *bool) (retry bool) {
 	pool.Begin()
 	defer pool.End()
 	staleRetried := false
+	// A request that cannot be sent again checks an idle connection in
+	// the kernel before using it; others find a stale one by the exchange.
+	retryable := total >= 0 && idempotent(st.method())
 	for {
-		u, reused, err := pool.Get(connectTimeout)
+		var u *upstream.Conn
+		var reused bool
+		var err error
+		switch {
+		case staleRetried:
+			// The idle connections are as old as the stale one.
+			u, err = pool.Dial(connectTimeout)
+		case retryable:
+			u, reused, err = pool.Get(connectTimeout)
+		default:
+			u, reused, err = pool.GetChecked(connectTimeout)
+		}
 		if err != nil {
 			var de *upstream.DialError
 			timedOut := errors.As(err, &de) && de.Timeout()
@@ -419,7 +433,7 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 			return true
 		case exchangeStale:
 			pool.Discard(u)
-			if total >= 0 && idempotent(st.method()) {
+			if retryable {
 				if reused && !staleRetried {
 					// A keep-alive race, not an endpoint failure.
 					staleRetried = true

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/cloudwego/netpoll"
 
@@ -50,6 +51,7 @@ type Conn struct {
 	Start, End int
 
 	closed atomic.Bool
+	peek   [1]byte // Quiet's buffer, so that it allocates nothing
 }
 
 // netpollConn is what Conn needs from netpoll's connection type beyond
@@ -273,6 +275,19 @@ func (c *Conn) markClosed() bool {
 func (c *Conn) IsActive() bool {
 	return !c.closed.Load() && c.Buffered() == 0 && c.np != nil &&
 		c.np.IsActive() && c.np.Reader().Len() == 0
+}
+
+// Quiet reports whether the socket has neither a FIN nor bytes waiting in
+// the kernel: a one-byte recv with MSG_PEEK|MSG_DONTWAIT would block. It
+// sees what netpoll's poller may not have read yet. A raw system call:
+// the runtime's entersyscall would wake a sleeping sysmon.
+func (c *Conn) Quiet() bool {
+	if c.closed.Load() {
+		return false
+	}
+	_, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(&c.peek[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	return errno == syscall.EAGAIN
 }
 
 // RemoteAddr is the endpoint's address.

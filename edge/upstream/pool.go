@@ -324,17 +324,40 @@ func (p *Pool) Idle() int { return len(p.idle) }
 // Get returns a connection to the endpoint: a live idle one if there is
 // one, else a new one dialed within timeout (0 = the pool default). reused
 // tells the caller whether a failure may be a stale keep-alive race.
+// "Live" is what netpoll's poller has seen, which costs no system call:
+// a hang-up the poller has not yet read is found by the exchange, which a
+// caller that can send the request again redoes (Dial).
 func (p *Pool) Get(timeout time.Duration) (c *Conn, reused bool, err error) {
+	return p.get(timeout, false)
+}
+
+// GetChecked is Get for a request that cannot be sent again (a streamed
+// or non-idempotent body): an idle connection must also be quiet in the
+// kernel (Conn.Quiet, one system call), so that a backend's close that
+// netpoll's poller has not read yet does not swallow the request.
+func (p *Pool) GetChecked(timeout time.Duration) (c *Conn, reused bool, err error) {
+	return p.get(timeout, true)
+}
+
+// Dial returns a new connection, never an idle one: the redo of a request
+// that met a stale keep-alive connection, whose idle siblings are as old.
+func (p *Pool) Dial(timeout time.Duration) (*Conn, error) {
+	if p.closed.Load() {
+		return nil, ErrPoolClosed
+	}
+	return p.dial(timeout)
+}
+
+func (p *Pool) get(timeout time.Duration, checked bool) (c *Conn, reused bool, err error) {
 	if p.closed.Load() {
 		return nil, false, ErrPoolClosed
 	}
 	for {
 		select {
 		case c = <-p.idle:
-			// IsActive costs no syscall: netpoll's poller has already seen
-			// a peer's hang-up. A conn with unread bytes got an unsolicited
-			// response (a 408, garbage) that would desync the next exchange.
-			if c.IsActive() {
+			// A conn with unread bytes got an unsolicited response (a
+			// 408, garbage) that would desync the next exchange.
+			if c.IsActive() && (!checked || c.Quiet()) {
 				p.reuses.Add(1)
 				return c, true, nil
 			}
@@ -344,16 +367,21 @@ func (p *Pool) Get(timeout time.Duration) (c *Conn, reused bool, err error) {
 		}
 		break
 	}
+	c, err = p.dial(timeout)
+	return c, false, err
+}
+
+func (p *Pool) dial(timeout time.Duration) (*Conn, error) {
 	if timeout <= 0 {
 		timeout = p.opts.ConnectTimeout
 	}
-	c, err = dial(p.addr, timeout, p)
+	c, err := dial(p.addr, timeout, p)
 	if err != nil {
-		return nil, false, &DialError{Addr: p.addr, Err: err, timeout: IsTimeout(err)}
+		return nil, &DialError{Addr: p.addr, Err: err, timeout: IsTimeout(err)}
 	}
 	p.dials.Add(1)
 	p.open.Add(1)
-	return c, false, nil
+	return c, nil
 }
 
 // Put returns c to the pool for reuse, or closes it when the pool is full

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -126,6 +127,44 @@ func TestPoolDropsPeerClosed(t *testing.T) {
 		t.Fatalf("Get after hang-up: reused=%v err=%v", reused, err)
 	}
 	p.Discard(c2)
+}
+
+// TestGetCheckedSeesUnreadHangUp: a backend's FIN that netpoll's poller
+// has not read yet (with one P, it cannot run while this goroutine does)
+// leaves the idle connection looking live to Get; GetChecked asks the
+// kernel and dials instead, and Quiet tells the two apart. Dial never
+// takes an idle connection.
+func TestGetCheckedSeesUnreadHangUp(t *testing.T) {
+	b := newBackend(t)
+	reg := NewRegistry(Options{MaxIdle: 4})
+	defer reg.Close()
+	p := reg.Acquire(b.addr())
+	defer reg.Release(p)
+	c, _, err := p.Get(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "accept", func() bool { return b.accepted.Load() == 1 })
+	if !c.Quiet() {
+		t.Fatal("an open connection with nothing to read is not Quiet")
+	}
+	p.Put(c)
+	fresh, err := p.Dial(0)
+	if err != nil || fresh == c || p.Idle() != 1 {
+		t.Fatalf("Dial: same=%v idle=%d err=%v; want a new connection and the idle one left", fresh == c, p.Idle(), err)
+	}
+	p.Discard(fresh)
+
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	b.hangUp() // loopback delivers the FIN before close returns
+	if c.Quiet() {
+		t.Fatal("Quiet after the peer's FIN reached the socket")
+	}
+	got, reused, err := p.GetChecked(0)
+	if err != nil || reused || got == c {
+		t.Fatalf("GetChecked after an unread hang-up: reused=%v same=%v err=%v", reused, got == c, err)
+	}
+	p.Discard(got)
 }
 
 func TestPoolDialErrors(t *testing.T) {
