@@ -7,6 +7,7 @@ import (
 	"os"
 	"reflect"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -103,6 +104,39 @@ type detachedExchange struct {
 	key    routing.PickKey
 	tunnel *upstream.Conn // the upstream side of a relayed 101
 	pool   *upstream.Pool // tunnel's, where it counts as in flight
+
+	// What Shutdown closes to cut the exchange off (Close): the client
+	// connection, and the upstream connection an upload's exchange is
+	// using, whose waits (for a response head, for a backend to take the
+	// body) closing the client alone would not end.
+	mu  sync.Mutex
+	nc  net.Conn
+	up  *upstream.Conn
+	cut bool
+}
+
+// Close cuts the exchange off: Shutdown's context ended.
+func (dx *detachedExchange) Close() error {
+	dx.mu.Lock()
+	dx.cut = true
+	up := dx.up
+	dx.mu.Unlock()
+	if up != nil {
+		up.Close()
+	}
+	return dx.nc.Close()
+}
+
+// using records the upstream connection the exchange uses now (nil:
+// none); one that arrives after a cut-off is closed at once.
+func (dx *detachedExchange) using(u *upstream.Conn) {
+	dx.mu.Lock()
+	dx.up = u
+	cut := dx.cut
+	dx.mu.Unlock()
+	if cut && u != nil {
+		u.Close()
+	}
 }
 
 // endTunnel closes the upstream side of a tunnel and ends its count.
@@ -160,10 +194,11 @@ func (s *Server) resumeDetached(st *connState, c netpoll.Connection) {
 		abandon(err) // f.Close closed the fd
 		return
 	}
+	dx.nc = nc
 	s.mu.Lock()
-	s.detachedConns[nc] = struct{}{}
+	s.detachedConns[dx] = struct{}{}
 	if s.cutOff {
-		nc.Close()
+		dx.Close()
 	}
 	s.mu.Unlock()
 	go s.finishDetached(st, nc, left)
@@ -178,7 +213,7 @@ func (s *Server) finishDetached(st *connState, nc net.Conn, left []byte) {
 	defer func() {
 		nc.Close()
 		s.mu.Lock()
-		delete(s.detachedConns, nc)
+		delete(s.detachedConns, dx)
 		s.mu.Unlock()
 		dx.tab.Release()
 		s.metrics.ConnClosed()

@@ -90,11 +90,12 @@ func afterFIN(c netpoll.Connection) (net.Conn, bool) {
 	if n, _, err := syscall.Recvfrom(fd, b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT); n != 0 || err != nil {
 		return nil, false
 	}
-	dup, err := syscall.Dup(fd)
-	if err != nil {
+	// F_DUPFD_CLOEXEC: a fork before a CloseOnExec would inherit it.
+	dup, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_DUPFD_CLOEXEC, 0)
+	if errno != 0 {
 		return nil, false
 	}
-	f := os.NewFile(uintptr(dup), "client")
+	f := os.NewFile(dup, "client")
 	nc, err := net.FileConn(f) // takes a duplicate of its own
 	f.Close()
 	if err != nil {

@@ -405,7 +405,13 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 			*kept = keep && total >= 0
 			return false
 		}
+		if dx := st.detached; dx != nil {
+			dx.using(u) // Shutdown can cut the upload off
+		}
 		res := s.exchange(st, pool, u, hn, total, timeout, keep)
+		if dx := st.detached; dx != nil {
+			dx.using(nil)
+		}
 		switch res {
 		case exchangeStale, exchangeTimeout, exchangeClientFailed:
 			// No answer to judge the endpoint by; a failure of its own is

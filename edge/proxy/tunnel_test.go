@@ -19,9 +19,9 @@ import (
 
 // Tunnels against shutdown, a client that takes no bytes, and idleness.
 
-// shutdownCutsOff shuts g down with a 200 ms context while a tunnel is
-// open: it must return about then, not after the tunnel's own 5 s
-// timeouts.
+// shutdownCutsOff shuts g down with a 200 ms context while a tunnel or an
+// upload is open: it must return about then, not after the exchange's own
+// 5 s timeouts.
 func shutdownCutsOff(t *testing.T, g *gateway) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -29,7 +29,7 @@ func shutdownCutsOff(t *testing.T, g *gateway) {
 	start := time.Now()
 	err := g.srv.Shutdown(ctx)
 	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("Shutdown with a 200ms context took %v (err %v): the tunnel was not cut off", d.Round(time.Millisecond), err)
+		t.Fatalf("Shutdown with a 200ms context took %v (err %v): the exchange was not cut off", d.Round(time.Millisecond), err)
 	}
 }
 
@@ -71,6 +71,31 @@ func TestShutdownCutsOffTunnelStuckOnUpstream(t *testing.T) {
 		if _, err := c.Write(chunk); err != nil {
 			break // held back: the edge is blocked writing upstream
 		}
+	}
+	shutdownCutsOff(t, g)
+}
+
+// A detached upload is cut off too: its exchange waits on the upstream
+// (here for a response head the backend never sends), which closing the
+// client connection alone did not end; Shutdown waited UpstreamTimeout.
+func TestShutdownCutsOffUploadWaitingOnUpstream(t *testing.T) {
+	gotBody, release := make(chan struct{}), make(chan struct{})
+	addr := oneRequestBackend(t, func(c *net.TCPConn, br *bufio.Reader) {
+		io.CopyN(io.Discard, br, 200<<10)
+		close(gotBody)
+		<-release // no answer
+	})
+	defer close(release)
+	g := startGateway(t, oneRoute(addr), upstream.Options{}, func(c *Config) { c.UpstreamTimeout = 5 * time.Second })
+	c := rawConn(t, g.addr)
+	defer c.Close()
+	io.WriteString(c, "POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: "+strconv.Itoa(200<<10)+"\r\n\r\n")
+	time.Sleep(50 * time.Millisecond) // the head alone: the body streams
+	io.WriteString(c, strings.Repeat("x", 200<<10))
+	select {
+	case <-gotBody:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the body did not reach the backend")
 	}
 	shutdownCutsOff(t, g)
 }
