@@ -5,8 +5,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -197,6 +199,56 @@ func TestHTTP10ExpectIgnored(t *testing.T) {
 		if !strings.HasPrefix(string(all), tc.want) || !strings.HasSuffix(string(all), "\r\n\r\ndata") {
 			t.Fatalf("HTTP/%s client got %q, want it to start %q", tc.version, all, tc.want)
 		}
+	}
+}
+
+// A backend may answer an upload before taking its body (413) while the
+// client keeps sending. The edge relays the answer and closes, but not with
+// the client's bytes unread: that made the kernel reset the connection, and
+// the client lost the end of the answer (3970 of 262144 bytes here). It
+// sends a FIN and drains the client first (lingerClose).
+func TestEarlyAnswerSurvivesClose(t *testing.T) {
+	big := strings.Repeat("e", 256<<10)
+	addr := oneRequestBackend(t, func(c *net.TCPConn, br *bufio.Reader) {
+		io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: "+strconv.Itoa(len(big))+"\r\nConnection: close\r\n\r\n"+big)
+		c.CloseWrite()
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		io.Copy(io.Discard, br)
+	})
+	proxy, _ := startProxy(t, oneRoute(addr), nil)
+	// A small receive buffer keeps most of the answer in the edge's send
+	// queue, where a reset would drop it.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	nc, err := d.Dial("tcp", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := nc.(*net.TCPConn)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "PUT /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 67108864\r\n\r\n")
+	sending := make(chan struct{})
+	go func() {
+		defer close(sending)
+		chunk := make([]byte, 16<<10)
+		for {
+			c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() { c.Close(); <-sending }()
+	time.Sleep(500 * time.Millisecond) // the answer is relayed while the body still flows
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 413 || len(b) != len(big) {
+		t.Fatalf("got %d with %d of %d body bytes (%v)", resp.StatusCode, len(b), len(big), err)
 	}
 }
 

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"reflect"
@@ -211,7 +212,11 @@ const detachedBufSize = 64 << 10
 func (s *Server) finishDetached(st *connState, nc net.Conn, left []byte) {
 	dx := st.detached
 	defer func() {
-		nc.Close()
+		if dx.tunnel != nil {
+			nc.Close() // both directions are finished or failed
+		} else {
+			lingerClose(nc)
+		}
 		s.mu.Lock()
 		delete(s.detachedConns, dx)
 		s.mu.Unlock()
@@ -229,6 +234,29 @@ func (s *Server) finishDetached(st *connState, nc net.Conn, left []byte) {
 	// No tunnel on this path: a request whose body may stream never goes
 	// upstream with an Upgrade offer (upgradeRequested), so a 101 is a 502.
 	s.forward(st, dx.tab, 0, -1, false, dx.key)
+}
+
+// lingerTime bounds lingerClose: how long a client that keeps sending
+// after its response may hold the connection.
+const lingerTime = 2 * time.Second
+
+// lingerClose closes a client connection whose response is out, as
+// nginx's lingering close does: a FIN first, then what the client still
+// sends is read and dropped until it closes too or lingerTime passes.
+// Closing with unread bytes makes the kernel answer with a reset, which
+// can destroy the end of the response before the client read it: a
+// client still sending a body the backend answered early (413), or a
+// request pipelined behind an upload. Shutdown's cut-off closes nc and
+// ends the wait.
+func lingerClose(nc net.Conn) {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok || tc.CloseWrite() != nil {
+		nc.Close()
+		return
+	}
+	tc.SetReadDeadline(time.Now().Add(lingerTime))
+	io.Copy(io.Discard, tc)
+	tc.Close()
 }
 
 // blockingReader reads a detached client connection through one buffer
