@@ -416,6 +416,34 @@ func TestStaleRedoDials(t *testing.T) {
 	}
 }
 
+// A request in flight when its endpoint is ejected does not end the
+// ejection by succeeding afterwards (TestOldAnswerDoesNotEndEjection end
+// to end): a route's timeout ejects the endpoint while a slower route's
+// request to it is still running.
+func TestInFlightAnswerKeepsEjection(t *testing.T) {
+	be := newTestBackend(t, "b")
+	st := fbs.State{Version: 1,
+		Clusters: []fbs.Cluster{{Name: "c", Endpoints: []fbs.Endpoint{{Address: be.addr()}}}},
+		Routes: []fbs.Route{
+			{ID: "long", Host: "long", Prefix: "/", Cluster: "c"},
+			{ID: "short", Host: "short", Prefix: "/", Cluster: "c", TimeoutMs: 100},
+		},
+	}
+	g := startGateway(t, st, upstream.Options{EjectBase: 5 * time.Second, EjectMax: 30 * time.Second}, nil)
+	done := make(chan result, 1)
+	go func() { done <- dialProxy(t, g.addr).do(get("long", "/slow")) }()
+	time.Sleep(50 * time.Millisecond) // the long request is in flight
+	if r := dialProxy(t, g.addr).do(get("short", "/slow")); r.status != 504 {
+		t.Fatalf("short route: status %d, want 504", r.status)
+	}
+	if r := <-done; r.status != 200 {
+		t.Fatalf("long route: status %d, want 200", r.status)
+	}
+	if ej := g.reg.Ejections(); len(ej) != 1 {
+		t.Fatalf("ejections %+v after the in-flight answer, want the 5 s one still running", ej)
+	}
+}
+
 // TestRouteIndexFollowsReplace: after a diverged edge's Replace puts a
 // lower version in service, its requests still find their route counters
 // by index. The index was kept for the higher version that left, so

@@ -366,7 +366,7 @@ func (p *retryPlan) take(pool *upstream.Pool) bool {
 // arrived is redone once on a newly dialed one, per endpoint: each
 // endpoint may lose that race.
 func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time.Duration, hn, total int, timeout time.Duration, keep bool, kept *bool) (retry bool) {
-	pool.Begin()
+	epoch := pool.Begin()
 	defer pool.End()
 	staleRetried := false
 	// A request that cannot be sent again checks an idle connection in
@@ -417,9 +417,9 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 			// No answer to judge the endpoint by; a failure of its own is
 			// reported below.
 		case exchangeBadResponse:
-			pool.ReportSuccess()
+			pool.ReportSuccessSince(epoch)
 		default: // a parsed response head, even if relaying it failed
-			pool.ReportResponse(st.resp.Status) // a 5xx streak is reported, not ejected
+			pool.ReportResponseSince(st.resp.Status, epoch) // a 5xx streak is reported, not ejected
 		}
 		*kept = false
 		switch res {

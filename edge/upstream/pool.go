@@ -116,6 +116,10 @@ type Pool struct {
 	// while it is 0. lastKind is the failure that ejected it.
 	ejectUntil atomic.Int64
 	lastKind   atomic.Uint32
+	// ejectSeq counts ejections ever started. Begin hands it out, so that
+	// an answer to a request sent before the latest ejection began (one in
+	// flight when it started) does not end it: that is old news.
+	ejectSeq atomic.Uint64
 	// trouble is what went wrong since the last success: ejections in the
 	// low 32 bits (they set the next duration), consecutive 5xx answers in
 	// the high 32. One word, so a success checks both with one load and
@@ -171,7 +175,12 @@ func (k FailureKind) String() string {
 }
 
 // Begin counts a request in flight to this endpoint; pair it with End.
-func (p *Pool) Begin() { p.inflight.Add(1) }
+// It returns the request's epoch for ReportSuccessSince and
+// ReportResponseSince.
+func (p *Pool) Begin() (epoch uint64) {
+	p.inflight.Add(1)
+	return p.ejectSeq.Load()
+}
 
 // End ends a request counted by Begin.
 func (p *Pool) End() { p.inflight.Add(-1) }
@@ -209,6 +218,7 @@ func (p *Pool) ReportFailure(kind FailureKind) {
 			d = p.opts.EjectMax
 		}
 		if p.ejectUntil.CompareAndSwap(u, now+int64(d)) {
+			p.ejectSeq.Add(1)
 			p.trouble.Add(1)
 			p.lastKind.Store(uint32(kind))
 			p.opts.Logger.Warn("upstream endpoint ejected", "addr", p.addr, "cause", kind.String(),
@@ -230,9 +240,13 @@ func (p *Pool) ReportFailure(kind FailureKind) {
 // ReportSuccess records a completed exchange that did not answer 5xx: it
 // ends any ejection and any 5xx streak. It is one atomic load when the
 // endpoint is healthy: an ejection always raises the trouble word too.
-func (p *Pool) ReportSuccess() {
+func (p *Pool) ReportSuccess() { p.ReportSuccessSince(p.ejectSeq.Load()) }
+
+// ReportSuccessSince is ReportSuccess for an exchange Begin gave epoch:
+// if an ejection began after it was sent, it changes nothing.
+func (p *Pool) ReportSuccessSince(epoch uint64) {
 	if p.trouble.Load() != 0 {
-		p.recovered()
+		p.recovered(epoch)
 	}
 }
 
@@ -240,17 +254,20 @@ func (p *Pool) ReportSuccess() {
 // extends the endpoint's 5xx streak (Options.Report5xxAfter), anything
 // else is a ReportSuccess. A 5xx neither ejects nor ends an ejection.
 // A non-5xx answer on a healthy endpoint is a compare and one atomic load.
-func (p *Pool) ReportResponse(status int) {
+func (p *Pool) ReportResponse(status int) { p.ReportResponseSince(status, p.ejectSeq.Load()) }
+
+// ReportResponseSince is ReportResponse for an exchange Begin gave epoch.
+func (p *Pool) ReportResponseSince(status int, epoch uint64) {
 	if is5xx(status) || p.trouble.Load() != 0 {
-		p.response(status)
+		p.response(status, epoch)
 	}
 }
 
 func is5xx(status int) bool { return uint(status-500) < 100 }
 
-func (p *Pool) response(status int) {
+func (p *Pool) response(status int, epoch uint64) {
 	if !is5xx(status) {
-		p.recovered()
+		p.recovered(epoch)
 		return
 	}
 	n := p.trouble.Add(one5xx) >> 32
@@ -276,11 +293,15 @@ func (p *Pool) response(status int) {
 }
 
 // recovered ends an ejection and a 5xx streak, and reports the recovery
-// if a failure of this episode was reported. The swap comes before
-// clearing the ejection, so an ejection racing with it is either ended
-// here or keeps its count for the next success to end: never left
-// running with a zero word.
-func (p *Pool) recovered() {
+// if a failure of this episode was reported; unless an ejection began
+// after the exchange of epoch was sent. The swap comes before clearing
+// the ejection, so an ejection racing with it is either ended here or
+// keeps its count for the next success to end: never left running with a
+// zero word.
+func (p *Pool) recovered(epoch uint64) {
+	if epoch != p.ejectSeq.Load() {
+		return
+	}
 	p.reportMu.Lock()
 	defer p.reportMu.Unlock()
 	p.trouble.Swap(0)

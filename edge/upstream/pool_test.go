@@ -328,6 +328,31 @@ func healthPool(t *testing.T, opts Options) (*Pool, func() []healthEvent) {
 	}
 }
 
+// An answer to a request sent before an ejection began does not end it:
+// under load, requests in flight when an endpoint was ejected kept ending
+// its ejections at once, so the period never grew and ctrl got a failure
+// and a recovery for each. A request sent after it began does end it.
+func TestOldAnswerDoesNotEndEjection(t *testing.T) {
+	p, events := healthPool(t, Options{EjectBase: time.Hour, EjectMax: time.Hour})
+	before := p.Begin()
+	p.ReportFailure(FailTimeout)
+	p.ReportSuccessSince(before)
+	p.ReportResponseSince(200, before)
+	p.End()
+	if p.Healthy() {
+		t.Fatal("an answer sent before the ejection ended it")
+	}
+	after := p.Begin()
+	p.ReportResponseSince(200, after)
+	p.End()
+	if !p.Healthy() || p.registryEjections() != 0 {
+		t.Fatalf("an answer sent after the ejection began did not end it: healthy=%v ejections=%d", p.Healthy(), p.registryEjections())
+	}
+	if got := events(); len(got) != 2 || got[0].ok || !got[1].ok {
+		t.Fatalf("reports %+v, want one failure then one recovery", got)
+	}
+}
+
 func respond(p *Pool, status, times int) {
 	for range times {
 		p.ReportResponse(status)
