@@ -444,6 +444,39 @@ func TestInFlightAnswerKeepsEjection(t *testing.T) {
 	}
 }
 
+// Each retry goes to an endpoint the request has not failed on yet: with
+// consistent hashing the walk for a key went A → B → A, since only the
+// last failed endpoint was avoided.
+func TestRetriesVisitDistinctEndpoints(t *testing.T) {
+	var bs []*scriptedBackend
+	var eps []fbs.Endpoint
+	for range 3 {
+		b := newScriptedBackend(t, func(*http.Request, int) string {
+			return "HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy"
+		})
+		bs = append(bs, b)
+		eps = append(eps, fbs.Endpoint{Address: b.addr()})
+	}
+	st := fbs.State{Version: 1,
+		Clusters: []fbs.Cluster{{Name: "c", Endpoints: eps, LB: fbs.LBHash, HashOn: fbs.HashOnHeader, HashOnName: "x-user"}},
+		Routes:   []fbs.Route{{ID: "r", Host: "*", Prefix: "/", Cluster: "c", RetryAttempts: 3, RetryStatuses: []uint16{503}}},
+	}
+	g := startGateway(t, st, upstream.Options{}, nil)
+	for _, user := range []string{"u1", "u2", "u3"} {
+		r := dialProxy(t, g.addr).do("GET / HTTP/1.1\r\nHost: x\r\nX-User: " + user + "\r\n\r\n")
+		if r.status != 503 {
+			t.Fatalf("%s: status %d, want the last endpoint's 503", user, r.status)
+		}
+	}
+	// Three requests, each on all three endpoints once; the fourth attempt
+	// the route allows finds no endpoint left and is not made.
+	for i, b := range bs {
+		if n := len(b.requests()); n != 3 {
+			t.Fatalf("endpoint %d got %d attempts, want 3 (one per request)", i, n)
+		}
+	}
+}
+
 // TestRouteIndexFollowsReplace: after a diverged edge's Replace puts a
 // lower version in service, its requests still find their route counters
 // by index. The index was kept for the higher version that left, so

@@ -337,19 +337,21 @@ type retryPlan struct {
 	cluster int
 	key     routing.PickKey
 	left    int
+	tried   routing.Tried  // the endpoints attempts failed on
 	next    *upstream.Pool // set by take
 }
 
 // take reports whether the request is retried after failing on pool: an
-// attempt is left and the cluster has another usable endpoint, which
-// becomes next. Without one the failed attempt's own answer stands (a
-// 502, 504, or the backend's retryable status) rather than a 503 "no
-// endpoints" that would hide what happened.
+// attempt is left and the cluster has a usable endpoint the request has
+// not failed on yet, which becomes next. Without one the failed attempt's
+// own answer stands (a 502, 504, or the backend's retryable status)
+// rather than a 503 "no endpoints" that would hide what happened.
 func (p *retryPlan) take(pool *upstream.Pool) bool {
 	if p.left <= 0 {
 		return false
 	}
-	next, ok := p.tab.Balance(p.cluster, p.key, pool)
+	p.tried.Add(pool)
+	next, ok := p.tab.Balance(p.cluster, p.key, &p.tried)
 	if !ok {
 		return false
 	}

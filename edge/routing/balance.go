@@ -187,12 +187,12 @@ func maglev(cv fbs.ClusterView) []uint16 {
 	return table
 }
 
-// pick chooses an endpoint of cs other than avoid (nil for none) that is
+// pick chooses an endpoint of cs not in avoid (nil for none) that is
 // neither marked unhealthy by ctrl (outside panic) nor ejected locally;
 // false when every candidate is excluded. Endpoints in slow start may be
 // passed over for others (slowStart.admit), except by consistent hashing,
 // which keeps a key on its endpoint.
-func (cs *clusterState) pick(key PickKey, avoid *upstream.Pool) (*upstream.Pool, bool) {
+func (cs *clusterState) pick(key PickKey, avoid *Tried) (*upstream.Pool, bool) {
 	pools := cs.pools
 	n := len(pools)
 	if n == 0 {
@@ -255,7 +255,7 @@ func (cs *clusterState) pick(key PickKey, avoid *upstream.Pool) (*upstream.Pool,
 // weights, instead of an excluded endpoint's share all going to its
 // neighbour in list order. After a cycle's worth of draws (at most
 // maxTurnDraws) it falls back to a scan.
-func (cs *clusterState) roundRobin(avoid *upstream.Pool, ramp *slowStart, now int64) (*upstream.Pool, bool) {
+func (cs *clusterState) roundRobin(avoid *Tried, ramp *slowStart, now int64) (*upstream.Pool, bool) {
 	draws := uint64(len(cs.pools))
 	if cs.bal.lb == fbs.LBWeightedRoundRobin {
 		draws = cs.bal.cycle
@@ -312,15 +312,44 @@ func (cs *clusterState) turn(c uint64) int {
 
 // usable reports whether endpoint j may take a request: not avoided, not
 // down by ctrl's verdict, not ejected locally.
-func (cs *clusterState) usable(j int, avoid *upstream.Pool) bool {
+func (cs *clusterState) usable(j int, avoid *Tried) bool {
 	p := cs.pools[j]
-	return p != avoid && (cs.down == nil || !cs.down[j]) && p.Healthy()
+	return !avoid.has(p) && (cs.down == nil || !cs.down[j]) && p.Healthy()
+}
+
+// Tried is the set of endpoints a request already failed on, which its
+// retries skip (Balance). It holds as many as a request makes attempts.
+type Tried struct {
+	pools [fbs.MaxRetryAttempts + 1]*upstream.Pool
+	n     int
+}
+
+// Add records p; past capacity (more attempts than a route may make) it
+// is dropped.
+func (t *Tried) Add(p *upstream.Pool) {
+	if t.n < len(t.pools) {
+		t.pools[t.n] = p
+		t.n++
+	}
+}
+
+// has reports whether p was tried; a nil *Tried holds nothing.
+func (t *Tried) has(p *upstream.Pool) bool {
+	if t == nil {
+		return false
+	}
+	for _, q := range t.pools[:t.n] {
+		if q == p {
+			return true
+		}
+	}
+	return false
 }
 
 // firstUsable returns the first usable endpoint from index j on
 // (wrapping) that ramp admits; if ramp refuses every usable one, the
 // first of those, since a ramping endpoint beats none.
-func (cs *clusterState) firstUsable(j int, avoid *upstream.Pool, ramp *slowStart, now int64) (*upstream.Pool, bool) {
+func (cs *clusterState) firstUsable(j int, avoid *Tried, ramp *slowStart, now int64) (*upstream.Pool, bool) {
 	n := len(cs.pools)
 	refused := -1
 	for i := range n {
@@ -341,7 +370,7 @@ func (cs *clusterState) firstUsable(j int, avoid *upstream.Pool, ramp *slowStart
 	return nil, false
 }
 
-func (cs *clusterState) anyUsable(avoid *upstream.Pool) bool {
+func (cs *clusterState) anyUsable(avoid *Tried) bool {
 	for j := range cs.pools {
 		if cs.usable(j, avoid) {
 			return true
@@ -352,7 +381,7 @@ func (cs *clusterState) anyUsable(avoid *upstream.Pool) bool {
 
 // leastLoaded scans for the usable endpoint with the fewest requests in
 // flight; the fallback when both power-of-two choices are unusable.
-func (cs *clusterState) leastLoaded(avoid *upstream.Pool) (*upstream.Pool, bool) {
+func (cs *clusterState) leastLoaded(avoid *Tried) (*upstream.Pool, bool) {
 	var best *upstream.Pool
 	for j, p := range cs.pools {
 		if cs.usable(j, avoid) && (best == nil || p.InFlight() < best.InFlight()) {

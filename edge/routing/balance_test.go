@@ -279,8 +279,14 @@ func TestEjectionSkipsAndExpires(t *testing.T) {
 			if !ok || p == bad {
 				t.Fatalf("lb %d: picked the ejected endpoint", lb)
 			}
-			if p2, ok := tab.Balance(0, KeyOf([]byte(strconv.Itoa(i))), p); !ok || p2 == p || p2 == bad {
+			if p2, ok := tab.Balance(0, KeyOf([]byte(strconv.Itoa(i))), triedOf(p)); !ok || p2 == p || p2 == bad {
 				t.Fatalf("lb %d: avoid ignored", lb)
+			}
+			// Three endpoints, one ejected, one tried: only one is left.
+			if p2, ok := tab.Balance(0, KeyOf([]byte(strconv.Itoa(i))), triedOf(p)); ok {
+				if p3, ok := tab.Balance(0, KeyOf([]byte(strconv.Itoa(i))), triedOf(p, p2)); ok {
+					t.Fatalf("lb %d: with every endpoint tried or ejected, Balance gave %s", lb, p3.Addr())
+				}
 			}
 		}
 		if ej := reg.Ejections(); len(ej) != 1 || ej[0].Addr != bad.Addr() || ej[0].Cause != upstream.FailConnect {
@@ -515,5 +521,50 @@ func BenchmarkBalancePolicies(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// triedOf is a Tried holding ps.
+func triedOf(ps ...*upstream.Pool) *Tried {
+	var t Tried
+	for _, p := range ps {
+		t.Add(p)
+	}
+	return &t
+}
+
+// Every policy skips all the endpoints in avoid, not only the last one: a
+// retry after two failures must not go back to the first (a hash walk
+// revisited it, A → B → A).
+func TestBalanceSkipsAllTried(t *testing.T) {
+	for _, lb := range []uint8{fbs.LBRoundRobin, fbs.LBWeightedRoundRobin, fbs.LBLeastRequest, fbs.LBHash} {
+		reg := upstream.NewRegistry(upstream.Options{})
+		c := fbs.Cluster{Endpoints: endpoints(4), LB: lb}
+		if lb == fbs.LBHash {
+			c.HashOn = fbs.HashOnHeader
+			c.HashOnName = "x-user"
+		}
+		tab := lbTable(t, reg, c)
+		for i := range 100 {
+			key := KeyOf([]byte(strconv.Itoa(i)))
+			var tried Tried
+			seen := map[*upstream.Pool]bool{}
+			for range 4 {
+				p, ok := tab.Balance(0, key, &tried)
+				if !ok {
+					t.Fatalf("lb %d key %d: no endpoint after %d of 4 tried", lb, i, len(seen))
+				}
+				if seen[p] {
+					t.Fatalf("lb %d key %d: %s picked again after it was tried", lb, i, p.Addr())
+				}
+				seen[p] = true
+				tried.Add(p)
+			}
+			if p, ok := tab.Balance(0, key, &tried); ok {
+				t.Fatalf("lb %d key %d: all 4 tried, Balance still gave %s", lb, i, p.Addr())
+			}
+		}
+		tab.Release()
+		reg.Close()
 	}
 }

@@ -42,7 +42,7 @@ func TestUnhealthySkipped(t *testing.T) {
 			t.Fatalf("lb %d: picks %v, want only %s and %s", lb, seen, eps[0].Address, eps[2].Address)
 		}
 		p, _ := tab.Balance(0, PickKey{}, nil)
-		if q, ok := tab.Balance(0, PickKey{}, p); !ok || q == p {
+		if q, ok := tab.Balance(0, PickKey{}, triedOf(p)); !ok || q == p {
 			t.Fatalf("lb %d: avoiding one of two healthy endpoints gave %v %v", lb, q, ok)
 		}
 		tab.Release()
