@@ -252,6 +252,42 @@ func TestEarlyAnswerSurvivesClose(t *testing.T) {
 	}
 }
 
+// A body over MaxBodyBytes is refused with 413 before any of it goes
+// upstream, and the edge then closes lingering: the client, still sending
+// its body, can go on writing for a while instead of having its connection
+// reset at its next segment (which over a real network can destroy the 413
+// before it is read).
+func TestBodyTooLargeLingers(t *testing.T) {
+	be := newTestBackend(t, "b")
+	addr, _ := startProxy(t, oneRoute(be.addr()), func(c *Config) { c.MaxBodyBytes = 1 << 20 })
+	c := rawConn(t, addr).(*net.TCPConn)
+	defer c.Close()
+	io.WriteString(c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n\r\n")
+	br := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(resp.Body); err != nil || resp.StatusCode != 413 || !resp.Close {
+		t.Fatalf("status %d close=%v (%v), want 413 and close", resp.StatusCode, resp.Close, err)
+	}
+	if n, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after the 413: %v %v, want the edge's FIN", n, err)
+	}
+	chunk := make([]byte, 16<<10)
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+		c.SetWriteDeadline(time.Now().Add(time.Second))
+		if _, err := c.Write(chunk); err != nil {
+			t.Fatalf("the body's rest was refused at once (%v): the edge closed without lingering", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := be.hits.Load(); n != 0 {
+		t.Fatalf("the backend saw %d requests", n)
+	}
+}
+
 // An h2c upgrade is not passed on: a backend switching to HTTP/2 would
 // serve any path on the tunnel, past this edge's routing and policies.
 // h2c anywhere in the offer, in any Upgrade field and any case, drops the

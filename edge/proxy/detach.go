@@ -105,6 +105,8 @@ type detachedExchange struct {
 	key    routing.PickKey
 	tunnel *upstream.Conn // the upstream side of a relayed 101
 	pool   *upstream.Pool // tunnel's, where it counts as in flight
+	// linger: the answer (a 413) is out; only the lingering close is left.
+	linger bool
 
 	// What Shutdown closes to cut the exchange off (Close): the client
 	// connection, and the upstream connection an upload's exchange is
@@ -227,6 +229,9 @@ func (s *Server) finishDetached(st *connState, nc net.Conn, left []byte) {
 	if dx.tunnel != nil {
 		s.tunnel(nc, left, dx.tunnel)
 		dx.endTunnel()
+		return
+	}
+	if dx.linger {
 		return
 	}
 	st.cr = newBlockingReader(nc, left, s.cfg.HeaderTimeout)

@@ -57,7 +57,7 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 	// the client has been flushed.
 	defer r.Release()
 
-	st.rc, st.ridLen, st.isHead, st.bodyUnread = s.metrics.Route(nil), 0, false, false
+	st.rc, st.ridLen, st.isHead, st.bodyUnread, st.lingerAfter = s.metrics.Route(nil), 0, false, false, false
 	st.staleHeader, st.retryAfter, st.pol = false, 0, requestPolicy{}
 	hn, ok := s.readHead(st)
 	if !ok {
@@ -103,6 +103,9 @@ func (s *Server) serveOne(st *connState) (keep bool) {
 
 	total, ok := s.readBody(st, hn)
 	if !ok {
+		if st.lingerAfter && s.reserveDetach() && !s.detach(st, tab, hn, &detachedExchange{linger: true}) {
+			s.detachWG.Done()
+		}
 		return false
 	}
 	if total < 0 && s.reserveDetach() {
@@ -259,6 +262,9 @@ func (s *Server) readBody(st *connState, hn int) (int, bool) {
 	case req.ContentLength > 0:
 		if s.cfg.MaxBodyBytes > 0 && req.ContentLength > s.cfg.MaxBodyBytes {
 			s.writeError(st, telemetry.CauseBadRequest, 413, "request body too large", true)
+			// The client is likely still sending the body: closing on it
+			// would reset the connection and could destroy the 413.
+			st.lingerAfter = true
 			return 0, false
 		}
 		total := int64(hn) + req.ContentLength

@@ -373,6 +373,9 @@ type connState struct {
 	// bodyUnread: the upstream answered before taking the whole streamed
 	// body, so the client connection's framing is lost.
 	bodyUnread bool
+	// lingerAfter: the request was refused with its body on the way, so
+	// the connection closes lingering (off netpoll, lingerClose).
+	lingerAfter bool
 	upHead     []byte // the upstream request head (and a small body), reused
 	upHeadLen  int    // length of the head in upHead, before any body bytes
 
