@@ -376,8 +376,8 @@ type connState struct {
 	// lingerAfter: the request was refused with its body on the way, so
 	// the connection closes lingering (off netpoll, lingerClose).
 	lingerAfter bool
-	upHead     []byte // the upstream request head (and a small body), reused
-	upHeadLen  int    // length of the head in upHead, before any body bytes
+	upHead      []byte // the upstream request head (and a small body), reused
+	upHeadLen   int    // length of the head in upHead, before any body bytes
 
 	busy       atomic.Bool
 	lastActive atomic.Int64 // unix nanos
