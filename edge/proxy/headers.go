@@ -73,23 +73,61 @@ func equalFoldBytes(a, b []byte) bool {
 }
 
 // Fields the proxy sets itself; a client's own copies are dropped so they
-// cannot be spoofed. Expect is dropped because the proxy answers
-// 100-continue itself. X-Request-Id is re-added with the id we kept or
-// generated, X-Consumer-Id by a policy that authenticated the request.
+// cannot be spoofed, in any spelling a backend takes for them (nameIs).
+// Expect is dropped because the proxy answers 100-continue itself.
+// X-Request-Id is re-added with the id we kept or generated, X-Consumer-Id
+// by a policy that authenticated the request. Forwarded (RFC 7239) is the
+// standard spelling of what X-Forwarded-* carry, which frameworks prefer
+// when present: only the edge may say where a request came from. The
+// client's X-Forwarded-For is kept (the edge appends to it) in its own
+// spelling only: another would reach a CGI backend as the whole chain.
 func setByProxy(name []byte) bool {
 	switch len(name) {
 	case 6:
-		return h1.EqualFold(name, "expect")
+		return nameIs(name, "expect")
+	case 9:
+		return nameIs(name, "forwarded")
 	case 12:
-		return h1.EqualFold(name, "x-request-id")
+		return nameIs(name, "x-request-id")
 	case 13:
 		return isConsumerIDField(name)
+	case 15:
+		return nameIs(name, "x-forwarded-for") && !isXFF(name)
 	case 16:
-		return h1.EqualFold(name, "x-forwarded-host")
+		return nameIs(name, "x-forwarded-host")
 	case 17:
-		return h1.EqualFold(name, "x-forwarded-proto")
+		return nameIs(name, "x-forwarded-proto")
 	}
 	return false
+}
+
+// nameIs reports whether the field name is want (lowercase, '-'
+// separated) for a backend: ASCII case is ignored and '_' is taken for
+// '-', since CGI-style backends (Rack, WSGI, PHP) map X_Consumer_Id and
+// X-Consumer-Id to the same variable.
+func nameIs[T ~string | ~[]byte](name []byte, want T) bool {
+	if len(name) != len(want) {
+		return false
+	}
+	for i, c := range name {
+		switch {
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		case c == '_':
+			c = '-'
+		}
+		w := want[i]
+		switch {
+		case 'A' <= w && w <= 'Z':
+			w += 'a' - 'A'
+		case w == '_':
+			w = '-'
+		}
+		if c != w {
+			return false
+		}
+	}
+	return true
 }
 
 func isXFF(name []byte) bool { return len(name) == 15 && h1.EqualFold(name, "x-forwarded-for") }

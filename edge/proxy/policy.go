@@ -169,7 +169,7 @@ func (c *credentialFields) Header(name []byte) ([]byte, bool) {
 	var v []byte
 	found := false
 	for _, f := range c.req.Fields() {
-		if sameField(f.Name, name) {
+		if nameIs(f.Name, name) {
 			if found {
 				return nil, true
 			}
@@ -179,18 +179,16 @@ func (c *credentialFields) Header(name []byte) ([]byte, bool) {
 	return v, found
 }
 
-func sameField(a, b []byte) bool { return len(a) == len(b) && equalFoldBytes(a, b) }
-
 // stripsField reports whether a client field must not go upstream: any
 // policy's consumer header (only the edge sets them) and, under the
 // request's policy, the credential field unless kept.
 func (rp *requestPolicy) stripsField(name []byte) bool {
 	for _, h := range rp.consumerHeaders {
-		if sameField(name, h) {
+		if nameIs(name, h) {
 			return true
 		}
 	}
-	return rp.credential != nil && sameField(name, rp.credential)
+	return rp.credential != nil && nameIs(name, rp.credential)
 }
 
 // appendConsumer adds the consumer header to an upstream head.
@@ -208,10 +206,8 @@ func (rp *requestPolicy) appendConsumer(w []byte) []byte {
 // may send upstream even on routes without a policy: a backend behind
 // protected and open routes alike must be able to trust it.
 func isConsumerIDField(name []byte) bool {
-	return len(name) == len(routing.DefaultConsumerHeader) && equalFoldBytes(name, consumerIDLower)
+	return nameIs(name, routing.DefaultConsumerHeader)
 }
-
-var consumerIDLower = []byte("x-consumer-id")
 
 // refusalBody is the content type and length of the error body: the
 // JSON {"error":<code>,"reason":<reason>} for policy refusals (codes and

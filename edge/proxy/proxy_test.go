@@ -273,6 +273,49 @@ func TestForwardedHeadersAndHopByHop(t *testing.T) {
 	}
 }
 
+// The fields the edge controls cannot be spoofed in another spelling: a
+// CGI-style backend (Rack, WSGI, PHP) reads X_Consumer_Id as X-Consumer-Id,
+// so the client's underscore copies went upstream and stood in for the
+// edge's. Forwarded, the standard form of X-Forwarded-*, is dropped too.
+func TestEdgeFieldsNotSpoofedBySpelling(t *testing.T) {
+	be := newScriptedBackend(t, func(*http.Request, int) string {
+		return "HTTP/1.1 204 No Content\r\n\r\n"
+	})
+	addr, _ := startProxy(t, oneRoute(be.addr()), nil)
+	c := dialProxy(t, addr)
+	if r := c.do("GET /x HTTP/1.1\r\nHost: a\r\nX_Consumer_Id: admin\r\nX_Forwarded_Proto: https\r\n" +
+		"X_Forwarded_Host: evil.test\r\nX_Forwarded_For: 6.6.6.6\r\nx-request_id: forged\r\n" +
+		"Forwarded: for=6.6.6.6;proto=https\r\nX-Keep_Me: yes\r\n\r\n"); r.status != 204 {
+		t.Fatalf("status %d", r.status)
+	}
+	reqs := be.requests()
+	if len(reqs) != 1 {
+		t.Fatalf("backend saw %d requests", len(reqs))
+	}
+	// What a CGI backend sees: names upper-cased, '-' as '_'.
+	cgi := map[string][]string{}
+	for k, vs := range reqs[0].Header {
+		k = "HTTP_" + strings.ToUpper(strings.ReplaceAll(k, "-", "_"))
+		cgi[k] = append(cgi[k], vs...)
+	}
+	for k, spoofed := range map[string]string{
+		"HTTP_X_CONSUMER_ID": "admin", "HTTP_X_FORWARDED_PROTO": "https", "HTTP_X_FORWARDED_HOST": "evil.test",
+		"HTTP_X_FORWARDED_FOR": "6.6.6.6", "HTTP_X_REQUEST_ID": "forged", "HTTP_FORWARDED": "for=6.6.6.6;proto=https",
+	} {
+		for _, v := range cgi[k] {
+			if strings.Contains(v, spoofed) {
+				t.Errorf("%s carries the client's %q: %v", k, spoofed, cgi[k])
+			}
+		}
+	}
+	if got := cgi["HTTP_X_KEEP_ME"]; len(got) != 1 || got[0] != "yes" {
+		t.Errorf("an ordinary underscore field was not forwarded: %v", got)
+	}
+	if got := cgi["HTTP_X_FORWARDED_FOR"]; len(got) != 1 || got[0] != "127.0.0.1" {
+		t.Errorf("X-Forwarded-For upstream %v, want the edge's entry only", got)
+	}
+}
+
 // bigBody is a response several times upstream.ReadBufferSize.
 var bigBody = func() []byte {
 	b := make([]byte, 1<<20+123)
