@@ -6,7 +6,13 @@ var (
 	tcharTab  [256]bool // RFC 9110 §5.6.2 tchar
 	vcharTab  [256]bool // field-vchar plus SP and HTAB (RFC 9110 §5.5), obs-text included
 	targetTab [256]bool // bytes allowed in a request-target
-	hostTab   [256]bool // reg-name / IPv4 bytes (RFC 3986 unreserved, pct-encoded, sub-delims)
+	// hostTab holds the bytes of a host name or IPv4 address: letters,
+	// digits, '-', '.' and '_'. RFC 3986's reg-name also allows
+	// sub-delims and percent-encoding, which no DNS name has and which
+	// backends read differently: "evil.test,a.example.com" matches a
+	// "*.example.com" route, and frameworks take its first element as the
+	// host (X-Forwarded-Host poisoning).
+	hostTab [256]bool
 	hexVal    [256]int8 // hex digit value, -1 otherwise
 )
 
@@ -43,7 +49,7 @@ func init() {
 		hostTab[c] = true
 		hostTab[c-'a'+'A'] = true
 	}
-	for _, c := range []byte("-._~%!$&'()*+,;=") {
+	for _, c := range []byte("-._") {
 		hostTab[c] = true
 	}
 	for i := range hexVal {

@@ -108,10 +108,13 @@ func TestParseRequestNormalizesPath(t *testing.T) {
 
 func TestParseRequestHostTrailingDot(t *testing.T) {
 	for raw, want := range map[string]string{
-		"Example.COM.":      "example.com",
-		"example.com.:8080": "example.com",
-		"a":                 "a",
-		"[::1]:80":          "[::1]",
+		"Example.COM.":       "example.com",
+		"example.com.:8080":  "example.com",
+		"a":                  "a",
+		"[::1]:80":           "[::1]",
+		"[::ffff:192.0.2.1]": "[::ffff:192.0.2.1]",
+		"192.0.2.1:8080":     "192.0.2.1",
+		"svc_a.internal":     "svc_a.internal",
 	} {
 		r, _, err := parseReq(t, "GET / HTTP/1.1\r\nHost: "+raw+"\r\n\r\n")
 		if err != nil || string(r.Host) != want {

@@ -509,11 +509,13 @@ func splitHostPort(v []byte) (host []byte, ok bool) {
 	i := 0
 	if v[0] == '[' {
 		colons := 0
+		// An IPv6 literal: hex digits, colons, and dots of an embedded
+		// IPv4 address; no zone (RFC 6874 zones are not for Host).
 		for i = 1; i < len(v) && v[i] != ']'; i++ {
 			c := v[i]
 			if c == ':' {
 				colons++
-			} else if !hostTab[c] {
+			} else if hexVal[c] < 0 && c != '.' {
 				return nil, false
 			}
 		}

@@ -141,6 +141,17 @@ func TestParseRequestRejects(t *testing.T) {
 		{"Host with userinfo", "GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", 400},
 		{"Host bad port", "GET / HTTP/1.1\r\nHost: a:99999\r\n\r\n", 400},
 		{"Host empty port", "GET / HTTP/1.1\r\nHost: a:\r\n\r\n", 400},
+		// Sub-delims and escapes in a host: a list, or a name that is one
+		// thing to the edge and another to the backend.
+		{"Host comma list", "GET / HTTP/1.1\r\nHost: evil.test,x.example.com\r\n\r\n", 400},
+		{"Host semicolon", "GET / HTTP/1.1\r\nHost: a;b\r\n\r\n", 400},
+		{"Host percent", "GET / HTTP/1.1\r\nHost: a%00b\r\n\r\n", 400},
+		{"Host escaped slash", "GET / HTTP/1.1\r\nHost: a.example%2fadmin\r\n\r\n", 400},
+		{"Host sub-delims", "GET / HTTP/1.1\r\nHost: a!$&'()*+=b\r\n\r\n", 400},
+		{"Host tilde", "GET / HTTP/1.1\r\nHost: ~a\r\n\r\n", 400},
+		{"Host name in brackets", "GET / HTTP/1.1\r\nHost: [:a.example:]\r\n\r\n", 400},
+		{"Host IPv6 zone", "GET / HTTP/1.1\r\nHost: [fe80::1%25eth0]\r\n\r\n", 400},
+		{"absolute-form comma host", "GET http://evil.test,a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400},
 		{"invalid method char", "GE(T / HTTP/1.1\r\nHost: a\r\n\r\n", 400},
 		{"unknown method", "MKCOLA / HTTP/1.1\r\nHost: a\r\n\r\n", 501},
 		{"lowercase method", "get / HTTP/1.1\r\nHost: a\r\n\r\n", 501},
