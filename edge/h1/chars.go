@@ -13,7 +13,7 @@ var (
 	// "*.example.com" route, and frameworks take its first element as the
 	// host (X-Forwarded-Host poisoning).
 	hostTab [256]bool
-	hexVal    [256]int8 // hex digit value, -1 otherwise
+	hexVal  [256]int8 // hex digit value, -1 otherwise
 )
 
 func init() {

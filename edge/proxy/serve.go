@@ -657,10 +657,19 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 	if err := s.flush(st, cw); err != nil {
 		return exchangeAborted
 	}
-	if st.resp.KeepAlive && !early && u.Buffered() == 0 {
+	if st.resp.KeepAlive && !early && u.Buffered() == 0 && !framedButBodiless(&st.resp) {
 		return exchangeOK
 	}
 	return exchangeOKClose
+}
+
+// framedButBodiless reports an answer without a body (to HEAD, or 1xx,
+// 204, 304) whose framing fields describe one. A backend that writes that
+// body anyway, after the head, leaves it on the connection, where the next
+// request (another client's) would read it as its response; so such a
+// connection is not reused.
+func framedButBodiless(resp *h1.Response) bool {
+	return resp.Body == h1.BodyNone && (resp.ContentLength > 0 || resp.TransferCoded)
 }
 
 // smallBody is the largest buffered request body copied behind the head
