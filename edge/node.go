@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -257,6 +258,7 @@ func (n *Node) install(m *snapstore.Mapping, swap func(*routing.Table) (*routing
 			// of the count that pruning keeps, or a run of refused
 			// versions would prune the last good file.
 			n.store.Quarantine(m.Version())
+			n.keepInServiceFile()
 		}
 		return err
 	}
@@ -268,6 +270,28 @@ func (n *Node) install(m *snapstore.Mapping, swap func(*routing.Table) (*routing
 	n.log.Info(msg, "version", m.Version(), "previous", from,
 		"routes", m.Snapshot().NumRoutes(), "clusters", m.Snapshot().NumClusters(), "policies", m.Snapshot().PolicyCount())
 	return nil
+}
+
+// keepInServiceFile writes the snapshot in service back to the data dir
+// when a refused one displaced its file: saving the refused one pruned it
+// (keep 1), or, for a replacement of the same version, took its name
+// before Quarantine set it aside. A restart with ctrl down must boot what
+// the edge serves, and its bytes are still mapped.
+func (n *Node) keepInServiceFile() {
+	t := n.tables.Acquire()
+	if t == nil {
+		return
+	}
+	defer t.Release()
+	v := t.Version()
+	if _, err := os.Stat(n.store.Path(v)); !errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	if err := n.store.Save(v, t.Snapshot().Bytes()); err != nil {
+		n.log.Error("restoring the file of the snapshot in service failed: a restart without ctrl would boot an older one", "version", v, "err", err)
+		return
+	}
+	n.log.Warn("restored the file of the snapshot in service, displaced by a refused one", "version", v)
 }
 
 // Addr is the bound HTTP address.

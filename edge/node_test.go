@@ -314,6 +314,14 @@ func policySnapshot(t *testing.T, v uint64, endpoint, keySet string) []byte {
 // when a refused file is newer on disk (the edge stopped before setting it
 // aside).
 func TestUnenforceablePolicyNacked(t *testing.T) {
+	// With one file kept, saving the refused v2 prunes v1's file before the
+	// refusal: the edge writes it back from the mapping in service.
+	for _, kept := range []int{2, 1} {
+		t.Run(fmt.Sprintf("keep=%d", kept), func(t *testing.T) { testUnenforceablePolicyNacked(t, kept) })
+	}
+}
+
+func testUnenforceablePolicyNacked(t *testing.T, snapshotsKept int) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
 	defer backend.Close()
 	secret := []byte("node-test-secret-0123456789")
@@ -333,7 +341,6 @@ func TestUnenforceablePolicyNacked(t *testing.T) {
 
 	dir := filepath.Join(t.TempDir(), "edge")
 	logs := &syncBuf{}
-	const snapshotsKept = 2
 	cfg := Config{NodeID: "edge-1", Listen: "127.0.0.1:0", CtrlAddr: ln.Addr().String(), DataDir: dir,
 		StreamSecret: secret, Logger: logs.logger(), KeepSnapshots: snapshotsKept}
 	n, err := New(cfg)
@@ -380,7 +387,7 @@ func TestUnenforceablePolicyNacked(t *testing.T) {
 	}
 	check(n)
 	// More refused versions than the data dir keeps files.
-	for v := uint64(3); v <= 3+snapshotsKept; v++ {
+	for v := uint64(3); v <= 3+uint64(snapshotsKept); v++ {
 		ctrl.Publish(v, policySnapshot(t, v, backend.Listener.Addr().String(), badKeys), time.Now())
 		waitUntil(t, fmt.Sprintf("a NACK for v%d", v), func() bool {
 			for _, s := range ctrl.Status() {
@@ -397,7 +404,7 @@ func TestUnenforceablePolicyNacked(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, snapstore.FileName(1))); err != nil {
 		t.Fatalf("refused versions pruned the good v1: %v", err)
 	}
-	for v := uint64(2); v <= 3+snapshotsKept; v++ {
+	for v := uint64(2); v <= 3+uint64(snapshotsKept); v++ {
 		if _, err := os.Stat(filepath.Join(dir, snapstore.FileName(v))); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("refused v%d is still a snapshot file: %v", v, err)
 		}
@@ -405,7 +412,7 @@ func TestUnenforceablePolicyNacked(t *testing.T) {
 
 	// An edge stopped between saving the newest and refusing it: the file
 	// is back under its snapshot name, and the boot must set it aside.
-	bad := filepath.Join(dir, snapstore.FileName(3+snapshotsKept))
+	bad := filepath.Join(dir, snapstore.FileName(3+uint64(snapshotsKept)))
 	if err := os.Rename(bad+".bad", bad); err != nil {
 		t.Fatalf("the newest refused version was not set aside as .bad: %v", err)
 	}
@@ -432,4 +439,76 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		}
 	}
 	t.Fatalf("timed out waiting for %s", what)
+}
+
+// A ctrl restored from another history replaces the edge's v1 with its own,
+// which this edge refuses: the replacement had taken v1's file name before
+// the refusal set it aside, and nothing of the v1 in service was left on
+// disk, so a restart with ctrl down served nothing. The edge writes the
+// file of the snapshot in service back.
+func TestRefusedReplaceKeepsInServiceFile(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
+	defer backend.Close()
+	secret := []byte("node-test-secret-0123456789")
+	goodKeys := `{"keys":[{"kty":"oct","alg":"HS256","kid":"k","k":"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}]}`
+	badKeys := `{"keys":[{"kty":"oct","alg":"HS256","kid":"k","k":"c2hvcnQ"}]}` // 40 bits: too short for HS256
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	c1 := publish.New(publish.Config{Secret: secret, HeartbeatInterval: 50 * time.Millisecond, DeadAfter: 2 * time.Second, Logger: quiet})
+	s1 := make(chan error, 1)
+	go func() { s1 <- c1.Serve(ln) }()
+	c1.Publish(1, policySnapshot(t, 1, backend.Listener.Addr().String(), goodKeys), time.Now())
+	dir := filepath.Join(t.TempDir(), "edge")
+	logs := &syncBuf{}
+	cfg := Config{NodeID: "edge-1", Listen: "127.0.0.1:0", CtrlAddr: addr, DataDir: dir, StreamSecret: secret, Logger: logs.logger()}
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	waitUntil(t, "v1 in service", func() bool { return n.Version() == 1 })
+	c1.Close()
+	<-s1
+
+	ln2, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2 := publish.New(publish.Config{Secret: secret, HeartbeatInterval: 50 * time.Millisecond, DeadAfter: 2 * time.Second, Logger: quiet})
+	s2 := make(chan error, 1)
+	go func() { s2 <- c2.Serve(ln2) }()
+	c2.Publish(1, policySnapshot(t, 1, backend.Listener.Addr().String(), badKeys), time.Now())
+	waitUntil(t, "the replacement NACKed", func() bool {
+		for _, s := range c2.Status() {
+			if s.LastNack != "" {
+				return true
+			}
+		}
+		return false
+	})
+	c2.Close()
+	<-s2
+	if n.Version() != 1 {
+		t.Fatalf("version %d in service after the refused replacement, want 1", n.Version())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.CtrlAddr = closedAddr(t)
+	n2, err := New(cfg)
+	if err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	runNode(t, n2)
+	if n2.Version() != 1 {
+		t.Fatalf("the edge served v1; restarted with ctrl down it serves v%d", n2.Version())
+	}
 }
