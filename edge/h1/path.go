@@ -25,6 +25,9 @@ import "unicode/utf8"
 //     climb above the root is rejected rather than clamped, because a client
 //     that sends it is probing, not browsing.
 //  6. ';' is an ordinary character: /a;b is the segment "a;b" for routing.
+//     But a dot segment with parameters ("..;", ".;x") is rejected: Java
+//     servlet containers drop the parameters and then resolve the dots, so
+//     /public/..;/admin, routed as a /public path, is /admin to them.
 //
 // Errors are preallocated like every other parse error.
 var (
@@ -34,6 +37,7 @@ var (
 	errPathNUL       = &Error{400, "encoded NUL in path"}
 	errPathUTF8      = &Error{400, "invalid UTF-8 in path"}
 	errPathAboveRoot = &Error{400, "path climbs above root"}
+	errPathDotParams = &Error{400, "dot segment with parameters in path"}
 )
 
 func unreserved(c byte) bool {
@@ -57,12 +61,13 @@ func pathIsNormal(p []byte) bool {
 				case '/':
 					return false
 				case '.':
-					// "/." or "/.." as a whole segment needs work; "/.well-known" does not.
+					// "/." or "/.." as a whole segment, or with ';' parameters,
+					// needs work; "/.well-known" does not.
 					j := i + 2
 					if j < len(p) && p[j] == '.' {
 						j++
 					}
-					if j == len(p) || p[j] == '/' {
+					if j == len(p) || p[j] == '/' || p[j] == ';' {
 						return false
 					}
 				}
@@ -105,6 +110,8 @@ func NormalizePath(dst, p []byte) ([]byte, *Error) {
 		}
 		last := i == len(p)
 		switch seg := out[segStart+1:]; {
+		case dotWithParams(seg):
+			return nil, errPathDotParams
 		case len(seg) == 1 && seg[0] == '.':
 			out = out[:segStart]
 		case len(seg) == 2 && seg[0] == '.' && seg[1] == '.':
@@ -128,6 +135,15 @@ func NormalizePath(dst, p []byte) ([]byte, *Error) {
 		out = append(out, '/')
 	}
 	return out, nil
+}
+
+// dotWithParams reports a segment "." or ".." followed by ';' parameters.
+func dotWithParams(seg []byte) bool {
+	n := 0
+	for n < len(seg) && n < 2 && seg[n] == '.' {
+		n++
+	}
+	return n > 0 && n < len(seg) && seg[n] == ';'
 }
 
 // appendEscape handles the escape at p[i] == '%' and returns the new

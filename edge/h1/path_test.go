@@ -35,7 +35,8 @@ func TestNormalizePath(t *testing.T) {
 		{"/%252e%252e/x", "/%252e%252e/x"}, // decoded once only
 		{"/%25", "/%25"},
 		{"/a;b/c;d=1", "/a;b/c;d=1"},
-		{"/a/..;/b", "/a/..;/b"}, // ';' is literal: "..;" is not a dot segment
+		{"/a/..x;/b", "/a/..x;/b"}, // not a dot segment
+		{"/a/b;..", "/a/b;.."},
 		{"/caf%c3%a9", "/caf%C3%A9"},
 		{"/%e2%82%ac", "/%E2%82%AC"},
 		{"/%f0%9f%98%80", "/%F0%9F%98%80"},
@@ -74,6 +75,13 @@ func TestNormalizePath(t *testing.T) {
 		{"/%c3%41", "invalid UTF-8 in path"},         // bad continuation
 		{"/%ed%a0%80", "invalid UTF-8 in path"},      // surrogate
 		{"/%ff", "invalid UTF-8 in path"},
+		// Servlet containers resolve "..;" as "..": /public/..;/admin
+		// would be /admin behind a /public route.
+		{"/public/..;/admin", "dot segment with parameters in path"},
+		{"/public/..;jsessionid=1/admin", "dot segment with parameters in path"},
+		{"/public/.;/admin", "dot segment with parameters in path"},
+		{"/public/%2e%2e;/admin", "dot segment with parameters in path"},
+		{"/a/..;", "dot segment with parameters in path"},
 	}
 	for _, tc := range bad {
 		got, err := NormalizePath(buf, []byte(tc.in))
