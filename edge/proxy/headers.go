@@ -301,10 +301,11 @@ func (s *Server) writeError(st *connState, cause telemetry.Cause, status int, re
 	w.WriteString(contentType)
 	w.WriteString("\r\nContent-Length: ")
 	w.WriteBinary(strconv.AppendInt(st.num[:0], int64(n), 10))
-	if st.ridLen > 0 {
-		w.WriteString("\r\nX-Request-Id: ")
-		w.WriteBinary(st.requestID())
+	if st.ridLen == 0 {
+		s.newRequestID(st) // refused before the head parsed
 	}
+	w.WriteString("\r\nX-Request-Id: ")
+	w.WriteBinary(st.requestID())
 	if st.retryAfter > 0 {
 		w.WriteString("\r\nRetry-After: ")
 		w.WriteBinary(strconv.AppendInt(st.num[:0], st.retryAfter, 10))

@@ -442,6 +442,10 @@ func TestStrictRejects(t *testing.T) {
 		if r.status != 400 || !r.close {
 			t.Errorf("%q: %d close=%v %q", raw, r.status, r.close, r.body)
 		}
+		// Refused before its head parsed, it still gets an id to quote.
+		if r.header.Get("X-Request-Id") == "" {
+			t.Errorf("%q: no X-Request-Id on the 400", raw)
+		}
 		if _, err := c.br.ReadByte(); err != io.EOF {
 			t.Errorf("%q: connection not closed (%v)", raw, err)
 		}

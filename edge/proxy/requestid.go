@@ -59,6 +59,12 @@ func (s *Server) setRequestID(st *connState) {
 			break
 		}
 	}
+	s.newRequestID(st)
+}
+
+// newRequestID gives the request a generated id: one that sent none (or
+// an invalid one), or one refused before its head parsed.
+func (s *Server) newRequestID(st *connState) {
 	const hexDigits = "0123456789abcdef"
 	n := copy(st.rid[:], s.ridPfx[:])
 	st.rid[n] = '-'
