@@ -157,8 +157,8 @@ func (s *Store) Save(version uint64, data []byte) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := durable.WriteFile(s.dir, FileName(version), prefix, tmpSuffix, data); err != nil {
-		return fmt.Errorf("snapstore: save v%d: %w", version, err)
+	if err := s.writeLocked(version, data); err != nil {
+		return err
 	}
 	if err := s.pruneLocked(); err != nil {
 		s.log.Error("snapstore: pruning old snapshot files failed; the data dir keeps more than its limit", "keep", s.keep, "err", err)
@@ -181,8 +181,8 @@ func (s *Store) SaveReplacing(version uint64, data []byte) ([]uint64, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := durable.WriteFile(s.dir, FileName(version), prefix, tmpSuffix, data); err != nil {
-		return nil, fmt.Errorf("snapstore: save v%d: %w", version, err)
+	if err := s.writeLocked(version, data); err != nil {
+		return nil, err
 	}
 	vs, err := s.versions()
 	if err != nil {
@@ -206,6 +206,19 @@ func (s *Store) SaveReplacing(version uint64, data []byte) ([]uint64, error) {
 		s.log.Error("snapstore: pruning old snapshot files failed; the data dir keeps more than its limit", "keep", s.keep, "err", err)
 	}
 	return removed, nil
+}
+
+// writeLocked writes the file of version durably. A data dir removed
+// while the edge runs (an operator forcing a fresh FULL without stopping
+// it) is created again, or every later version would fail to save.
+func (s *Store) writeLocked(version uint64, data []byte) error {
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return fmt.Errorf("snapstore: save v%d: create data dir: %w", version, err)
+	}
+	if err := durable.WriteFile(s.dir, FileName(version), prefix, tmpSuffix, data); err != nil {
+		return fmt.Errorf("snapstore: save v%d: %w", version, err)
+	}
+	return nil
 }
 
 // pruneLocked unlinks all but the newest keep snapshot files. Unlinking a

@@ -117,6 +117,34 @@ func TestSaveReplacesSameVersion(t *testing.T) {
 	}
 }
 
+// A data dir removed while the edge runs is created again by the next
+// save: every later version failed to save (and was NACKed) until someone
+// recreated it or restarted the edge.
+func TestSaveRecreatesRemovedDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "edge")
+	s, err := Open(dir, 3, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(1, build(t, 1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(2, build(t, 2, 1)); err != nil {
+		t.Fatalf("save after the data dir was removed: %v", err)
+	}
+	if _, err := s.SaveReplacing(3, build(t, 3, 1)); err != nil {
+		t.Fatalf("replace after: %v", err)
+	}
+	m, err := s.LoadNewest()
+	if err != nil || m.Version() != 3 {
+		t.Fatalf("LoadNewest: %v, %v", m, err)
+	}
+	m.Unmap()
+}
+
 func TestMapRejectsCorruptAndMisnamed(t *testing.T) {
 	s, err := Open(t.TempDir(), 5, quiet())
 	if err != nil {
