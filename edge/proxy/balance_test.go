@@ -183,19 +183,22 @@ func deadAddr(t *testing.T) string {
 
 // TestEjectionEndToEnd: a refused endpoint is ejected on its first failure
 // and gets no requests while ejected, which the admin metrics show; a
-// cluster whose endpoints are all ejected answers 503; the next failure
-// after an ejection ended ejects for twice as long; one success ends it.
+// cluster whose endpoints are all ejected answers 503, except that a
+// cluster's only endpoint is still tried; the next failure after an
+// ejection ended ejects for twice as long; one success ends it.
 func TestEjectionEndToEnd(t *testing.T) {
 	live := newTestBackend(t, "live")
-	dead := deadAddr(t)
+	dead, dead2 := deadAddr(t), deadAddr(t)
 	st := fbs.State{Version: 1,
 		Clusters: []fbs.Cluster{
 			{Name: "pair", Endpoints: []fbs.Endpoint{{Address: dead}, {Address: live.addr()}}},
 			{Name: "lone", Endpoints: []fbs.Endpoint{{Address: dead}}},
+			{Name: "gone", Endpoints: []fbs.Endpoint{{Address: dead}, {Address: dead2}}},
 		},
 		Routes: []fbs.Route{
 			{ID: "pair", Host: "*", Prefix: "/", Cluster: "pair"},
 			{ID: "lone", Host: "*", Prefix: "/lone", Cluster: "lone"},
+			{ID: "gone", Host: "*", Prefix: "/gone", Cluster: "gone"},
 		},
 	}
 	const base = time.Second // long enough that the 10 requests below fit in it, loaded or not
@@ -216,8 +219,17 @@ func TestEjectionEndToEnd(t *testing.T) {
 	} {
 		hasSample(t, g.metrics, want)
 	}
-	if r := c.do(get("x.example", "/lone")); r.status != 503 || r.body != "no endpoints\n" {
+	// dead is ejected; dead2 fails and is ejected too; then nothing is left.
+	if r := c.do(get("x.example", "/gone")); r.status != 502 {
+		t.Fatalf("the second endpoint: %d, want 502", r.status)
+	}
+	if r := c.do(get("x.example", "/gone")); r.status != 503 || r.body != "no endpoints\n" {
 		t.Fatalf("every endpoint ejected: %d %q, want 503 no endpoints", r.status, r.body)
+	}
+	// The only endpoint of a cluster is tried although ejected: the
+	// failure does not extend its ejection.
+	if r := c.do(get("x.example", "/lone")); r.status != 502 {
+		t.Fatalf("the ejected only endpoint: %d %q, want 502 (tried anyway)", r.status, r.body)
 	}
 
 	// Once the ejection has ended the endpoint is tried again; failing
@@ -228,11 +240,11 @@ func TestEjectionEndToEnd(t *testing.T) {
 	if r := c.do(get("x.example", "/lone")); r.status != 502 {
 		t.Fatalf("after the ejection: %d, want 502", r.status)
 	}
-	ej := g.reg.Ejections()
-	if len(ej) != 1 || ej[0].Ejections != 2 {
-		t.Fatalf("ejections %+v, want the second of %s", ej, dead)
+	ej, ok := ejectionOf(g.reg, dead)
+	if !ok || ej.Ejections != 2 {
+		t.Fatalf("ejections %+v, want the second of %s", g.reg.Ejections(), dead)
 	}
-	if d := time.Until(ej[0].Until); d <= base || d > 2*base {
+	if d := time.Until(ej.Until); d <= base || d > 2*base {
 		t.Fatalf("second ejection lasts %v, want about %v", d, 2*base)
 	}
 
@@ -248,16 +260,26 @@ func TestEjectionEndToEnd(t *testing.T) {
 	if r := c.do(get("x.example", "/lone")); r.status != 200 || r.body != "back" {
 		t.Fatalf("endpoint back: %d %q", r.status, r.body)
 	}
-	if ej := g.reg.Ejections(); len(ej) != 0 {
-		t.Fatalf("still ejected after a success: %+v", ej)
+	if _, ok := ejectionOf(g.reg, dead); ok {
+		t.Fatalf("still ejected after a success: %+v", g.reg.Ejections())
 	}
 	back.Close()
 	if r := c.do(get("x.example", "/lone")); r.status != 502 {
 		t.Fatalf("endpoint gone again: %d, want 502", r.status)
 	}
-	if ej := g.reg.Ejections(); len(ej) != 1 || ej[0].Ejections != 1 || time.Until(ej[0].Until) > base {
-		t.Fatalf("ejections after a success and a failure %+v, want a first one of %v", ej, base)
+	if ej, ok := ejectionOf(g.reg, dead); !ok || ej.Ejections != 1 || time.Until(ej.Until) > base {
+		t.Fatalf("ejections after a success and a failure %+v, want a first one of %v", g.reg.Ejections(), base)
 	}
+}
+
+// ejectionOf is addr's running ejection, if any.
+func ejectionOf(reg *upstream.Registry, addr string) (upstream.Ejection, bool) {
+	for _, e := range reg.Ejections() {
+		if e.Addr == addr {
+			return e, true
+		}
+	}
+	return upstream.Ejection{}, false
 }
 
 // TestRetryWithoutAnotherEndpoint: a request whose route may retry, on a

@@ -311,10 +311,14 @@ func (cs *clusterState) turn(c uint64) int {
 }
 
 // usable reports whether endpoint j may take a request: not avoided, not
-// down by ctrl's verdict, not ejected locally.
+// down by ctrl's verdict, not ejected locally. The only endpoint of a
+// cluster is never skipped for a local ejection, as nginx never marks the
+// only server of a group unavailable: there is nowhere else to send the
+// request, and one slow request on a short route timeout would otherwise
+// turn into a second of 503s for every route to it.
 func (cs *clusterState) usable(j int, avoid *Tried) bool {
 	p := cs.pools[j]
-	return !avoid.has(p) && (cs.down == nil || !cs.down[j]) && p.Healthy()
+	return !avoid.has(p) && (cs.down == nil || !cs.down[j]) && (len(cs.pools) == 1 || p.Healthy())
 }
 
 // Tried is the set of endpoints a request already failed on, which its

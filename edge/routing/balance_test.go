@@ -296,19 +296,29 @@ func TestEjectionSkipsAndExpires(t *testing.T) {
 		tab.Release()
 	}
 
-	tab := lbTable(t, reg, fbs.Cluster{Endpoints: endpoints(1)})
+	// Two endpoints, both ejected: no pick. The only endpoint of a
+	// cluster is picked even while ejected (nowhere else to go).
+	tab := lbTable(t, reg, fbs.Cluster{Endpoints: endpoints(2)})
 	defer tab.Release()
+	lone := lbTable(t, reg, fbs.Cluster{Endpoints: endpoints(1)})
+	defer lone.Release()
 	p, _ := tab.Pick(0)
+	q, _ := tab.Balance(0, PickKey{}, triedOf(p))
+	q.ReportFailure(upstream.FailConnect)
 	p.ReportFailure(upstream.FailTimeout)
-	if _, ok := tab.Pick(0); ok {
-		t.Fatal("all ejected but a pick succeeded")
+	if got, ok := tab.Pick(0); ok {
+		t.Fatalf("all ejected but a pick succeeded: %s", got.Addr())
 	}
+	if got, ok := lone.Pick(0); !ok || got != p {
+		t.Fatalf("the ejected only endpoint of a cluster was not picked: %v %v", got, ok)
+	}
+	q.ReportSuccess()
 	first := time.Until(reg.Ejections()[0].Until)
 	deadline := time.Now().Add(5 * time.Second)
 	for !p.Healthy() && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if _, ok := tab.Pick(0); !ok {
+	if got, ok := tab.Balance(0, PickKey{}, triedOf(q)); !ok || got != p {
 		t.Fatal("ejection did not expire")
 	}
 	p.ReportFailure(upstream.FailReset) // second ejection: doubled
