@@ -12,6 +12,10 @@ type ChunkedScanner struct {
 	lineLen   int    // bytes in the current chunk-size line
 	trailer   int    // bytes in the trailer section
 	broken    *Error // first error; sticky because the framing is untrusted from then on
+	// The current trailer field's name, lowercased with '_' read as '-',
+	// while it is short enough to be one of forbiddenTrailer's.
+	name    [maxForbiddenTrailer]byte
+	nameLen uint8
 }
 
 const (
@@ -135,6 +139,8 @@ func (s *ChunkedScanner) scan(p []byte, np *int) *Error {
 				s.state = csFinalLF
 			case tcharTab[c]:
 				s.state = csTrailerName
+				s.nameLen = 0
+				s.nameByte(c)
 			default:
 				return errTrailer // includes obs-fold and bare LF
 			}
@@ -233,7 +239,11 @@ func (s *ChunkedScanner) trailerByte(c byte) *Error {
 	case csTrailerName:
 		switch {
 		case tcharTab[c]:
+			s.nameByte(c)
 		case c == ':':
+			if forbiddenTrailer(s.name[:min(int(s.nameLen), len(s.name))], int(s.nameLen)) {
+				return errTrailerField
+			}
 			s.state = csTrailerValue
 		default:
 			return errTrailer
@@ -253,4 +263,42 @@ func (s *ChunkedScanner) trailerByte(c byte) *Error {
 		s.state = csTrailerStart
 	}
 	return nil
+}
+
+// nameByte adds c to the trailer name being read; past the longest
+// forbidden name only the length keeps counting.
+func (s *ChunkedScanner) nameByte(c byte) {
+	if int(s.nameLen) < len(s.name) {
+		c = lower(c)
+		if c == '_' {
+			c = '-'
+		}
+		s.name[s.nameLen] = c
+	}
+	if s.nameLen < 255 {
+		s.nameLen++
+	}
+}
+
+// maxForbiddenTrailer is the length of the longest forbiddenTrailer name.
+const maxForbiddenTrailer = len("proxy-authorization")
+
+// forbiddenTrailer reports a trailer field that must not follow a body
+// (RFC 9110 §6.5.1) because a recipient that merges trailers into the
+// header section (some do) would let it override what the edge checked or
+// set: framing, routing, connection control, credentials, and the fields
+// the edge sets. (Content metadata such as Content-Type is left alone:
+// llhttp's suite has it in a valid trailer, and it decides nothing here.)
+// name is lowercase with '_' as '-'; n is its full length.
+func forbiddenTrailer(name []byte, n int) bool {
+	if n != len(name) {
+		return false
+	}
+	switch string(name) {
+	case "content-length", "transfer-encoding", "host", "connection", "keep-alive", "te", "trailer",
+		"upgrade", "authorization", "proxy-authorization", "cookie", "forwarded", "x-forwarded-for",
+		"x-forwarded-host", "x-forwarded-proto", "x-request-id", "x-consumer-id":
+		return true
+	}
+	return false
 }

@@ -28,6 +28,8 @@ func TestChunkedScanner(t *testing.T) {
 		"5;a=b;c;d=\"x y\\\"z\"\r\nhello\r\n0\r\n\r\n",
 		"1\r\nx\r\n0\r\nVary: *\r\nX-T: \tv\r\n\r\n",
 		"0;last\r\n\r\n",
+		"0\r\nContent-Type: text/plain\r\nX-Forwarded-Fort: 1\r\nHost2: x\r\n\r\n",
+		"0\r\nX-Checksum-" + strings.Repeat("z", 40) + ": 1\r\n\r\n",
 	}
 	for _, body := range valid {
 		for _, step := range []int{1, 2, 3, 7, len(body)} {
@@ -61,6 +63,15 @@ func TestChunkedScanner(t *testing.T) {
 		"0\r\n\r\r",
 		"5;" + strings.Repeat("a", maxChunkLine) + "\r\n",
 		"0\r\n" + strings.Repeat("X: y\r\n", maxTrailerBytes/6+1) + "\r\n",
+		// Fields a backend merging trailers into the header section would
+		// take as framing, routing, credentials or the edge's own.
+		"0\r\nContent-Length: 5\r\n\r\n",
+		"0\r\ntransfer-encoding: chunked\r\n\r\n",
+		"0\r\nHost: evil\r\n\r\n",
+		"0\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n",
+		"0\r\nX_Consumer_Id: admin\r\n\r\n",
+		"0\r\nVary: *\r\nAuthorization: Bearer x\r\n\r\n",
+		"0\r\nPROXY-AUTHORIZATION: x\r\n\r\n",
 	}
 	for _, body := range invalid {
 		for _, step := range []int{1, len(body)} {

@@ -59,5 +59,6 @@ var (
 	errChunkCRLF       = &Error{400, "chunk not terminated by CRLF"}
 	errChunkLineLong   = &Error{400, "chunk header too long"}
 	errTrailer         = &Error{400, "bad trailer field"}
+	errTrailerField    = &Error{400, "field not allowed in trailer"}
 	errTrailerLarge    = &Error{431, "trailer section too large"}
 )
