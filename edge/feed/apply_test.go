@@ -115,6 +115,41 @@ func TestApplyRecyclesMemorySafely(t *testing.T) {
 	check("DELTA v11", 11)
 }
 
+// A snapshot delivered after ctrl announced a newer one (DELTAs queued
+// behind a slow link) is applied but not confirmed as current: routes with
+// a staleness bound kept serving it as fresh although ctrl had moved on.
+// The one ctrl announced as its latest is confirmed on delivery.
+func TestOlderDeliveryNotConfirmed(t *testing.T) {
+	s := newTestStream(t)
+	defer s.close()
+	st := fbs.State{Shards: 2, Clusters: []fbs.Cluster{{Name: "web", Endpoints: []fbs.Endpoint{{Address: "127.0.0.1:9000"}}}},
+		Routes: []fbs.Route{{ID: "r", Host: "*", Prefix: "/", Cluster: "web"}}}
+	full := func(v uint64) []byte {
+		st.Version = v
+		b, err := fbs.Build(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return wire.AppendFull(nil, wire.Full{Version: v, Snapshot: b})
+	}
+	s.c.noteLatest(20) // a heartbeat announced v20
+	if err := s.handleFull(full(11)); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.holder.Version(); got != 11 {
+		t.Fatalf("v%d in service, want v11", got)
+	}
+	if v, at := s.c.Freshness(); v == 11 && !at.IsZero() {
+		t.Fatal("v11 confirmed as current after ctrl announced v20")
+	}
+	if err := s.handleFull(full(20)); err != nil {
+		t.Fatal(err)
+	}
+	if v, at := s.c.Freshness(); v != 20 || at.IsZero() {
+		t.Fatalf("ctrl's latest, delivered: freshness v%d at %v, want v20 confirmed", v, at)
+	}
+}
+
 func mustOpenT(t *testing.T, b []byte) *fbs.Snapshot {
 	t.Helper()
 	s, err := fbs.Open(b)

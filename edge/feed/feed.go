@@ -705,8 +705,10 @@ func (s *stream) take(v uint64, data []byte, replace bool) error {
 	if err != nil {
 		return s.nack(v, err)
 	}
-	// ctrl sent it as its latest, so it was current a moment ago.
-	return s.install(snap, replace, true)
+	// ctrl sent it as its latest, so it was current a moment ago; unless
+	// ctrl announced a newer one since (frames queued behind a slow link):
+	// then a heartbeat naming it has to confirm it.
+	return s.install(snap, replace, replace || v >= s.c.Status().LatestVersion)
 }
 
 // install persists, maps and swaps in (Apply, or Replace if replace) a
