@@ -85,6 +85,25 @@ func testConfig(t *testing.T, dataDir string, log *slog.Logger) Config {
 		InsecureStream: true, Logger: log}
 }
 
+// startNode starts an edge with cfg; stop ends it and checks Run's result.
+func startNode(t *testing.T, cfg Config) (n *Node, stop func()) {
+	t.Helper()
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	return n, func() {
+		t.Helper()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // runNode runs n until the test ends and returns Run's result channel.
 func runNode(t *testing.T, n *Node) <-chan error {
 	t.Helper()
@@ -343,13 +362,7 @@ func testUnenforceablePolicyNacked(t *testing.T, snapshotsKept int) {
 	logs := &syncBuf{}
 	cfg := Config{NodeID: "edge-1", Listen: "127.0.0.1:0", CtrlAddr: ln.Addr().String(), DataDir: dir,
 		StreamSecret: secret, Logger: logs.logger(), KeepSnapshots: snapshotsKept}
-	n, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
+	n, stop := startNode(t, cfg)
 	waitUntil(t, "v1 in service", func() bool { return n.Version() == 1 })
 
 	ctrl.Publish(2, policySnapshot(t, 2, backend.Listener.Addr().String(), badKeys), time.Now())
@@ -397,10 +410,7 @@ func testUnenforceablePolicyNacked(t *testing.T, snapshotsKept int) {
 		})
 	}
 	check(n)
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 	if _, err := os.Stat(filepath.Join(dir, snapstore.FileName(1))); err != nil {
 		t.Fatalf("refused versions pruned the good v1: %v", err)
 	}
@@ -465,13 +475,7 @@ func TestRefusedReplaceKeepsInServiceFile(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "edge")
 	logs := &syncBuf{}
 	cfg := Config{NodeID: "edge-1", Listen: "127.0.0.1:0", CtrlAddr: addr, DataDir: dir, StreamSecret: secret, Logger: logs.logger()}
-	n, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
+	n, stop := startNode(t, cfg)
 	waitUntil(t, "v1 in service", func() bool { return n.Version() == 1 })
 	c1.Close()
 	<-s1
@@ -497,10 +501,7 @@ func TestRefusedReplaceKeepsInServiceFile(t *testing.T) {
 	if n.Version() != 1 {
 		t.Fatalf("version %d in service after the refused replacement, want 1", n.Version())
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 
 	cfg.CtrlAddr = closedAddr(t)
 	n2, err := New(cfg)
