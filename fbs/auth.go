@@ -108,14 +108,23 @@ var reservedHeaders = []string{
 // DefaultAPIKeyHeader is where API keys are read when a policy names none.
 const DefaultAPIKeyHeader = "x-api-key"
 
-// ReservedHeader reports whether name (any case) may not be a policy's
-// consumer header: a field the proxy sets or reads for framing, or the
-// policy's credential field (apiKeyHeader, "" = DefaultAPIKeyHeader).
+// ReservedHeader reports whether name may not be a policy's consumer
+// header: a field the proxy sets or reads for framing, or the policy's
+// credential field (apiKeyHeader, "" = DefaultAPIKeyHeader). Names are
+// compared as the edge strips them: any case, '_' taken for '-' (CGI-style
+// backends read both spellings as one field), so "Content_Length" is
+// Content-Length.
 func ReservedHeader(name, apiKeyHeader string) bool {
 	if apiKeyHeader == "" {
 		apiKeyHeader = DefaultAPIKeyHeader
 	}
-	return slices.Contains(reservedHeaders, strings.ToLower(name)) || strings.EqualFold(name, apiKeyHeader)
+	n := fieldKey(name)
+	return slices.Contains(reservedHeaders, n) || n == fieldKey(apiKeyHeader)
+}
+
+// fieldKey is name lowercased with '_' as '-'.
+func fieldKey(name string) string {
+	return strings.ReplaceAll(strings.ToLower(name), "_", "-")
 }
 
 // empty reports whether a holds nothing; such a snapshot has no auth buffer.

@@ -212,3 +212,27 @@ func TestOpenRejectsAuthDamage(t *testing.T) {
 		t.Fatalf("only %d of %d corruptions rejected", rejected, 3*len(ab))
 	}
 }
+
+// A consumer header may not be a reserved field in any spelling the edge
+// strips as that field: with '_' for '-' ("Content_Length"), the edge
+// removed every client's Content-Length upstream, on every route, and the
+// body became the backend's next request.
+func TestReservedHeaderSpellings(t *testing.T) {
+	for _, tc := range []struct {
+		name, apiKey string
+		want         bool
+	}{
+		{"Content-Length", "", true},
+		{"Content_Length", "", true},
+		{"x_forwarded_for", "", true},
+		{"X_Request_Id", "", true},
+		{"X_Api_Key", "", true},
+		{"x_key", "X-Key", true},
+		{"X-Tenant", "", false},
+		{"X_Consumer", "", false},
+	} {
+		if got := ReservedHeader(tc.name, tc.apiKey); got != tc.want {
+			t.Errorf("ReservedHeader(%q, %q) = %v, want %v", tc.name, tc.apiKey, got, tc.want)
+		}
+	}
+}

@@ -167,6 +167,12 @@ func TestAPIKeyAndACL(t *testing.T) {
 		{"basic wrong password", 0, headers{"authorization": "Basic YWxpY2U6d3Jvbmc="}, 401, ReasonBadBasic, ""},
 		{"basic unknown user", 0, headers{"authorization": "basic Ym9iOnMzY3JldA=="}, 401, ReasonBadBasic, ""},
 		{"basic not base64", 0, headers{"authorization": "Basic !!!"}, 401, ReasonBadBasic, ""},
+		// A key and an Authorization field where both are credentials:
+		// one would go upstream unverified.
+		{"key and bearer", 0, headers{"x-api-key": "key-alice", "authorization": "Bearer forged.token.x"}, 401, ReasonTwoCredentials, ""},
+		{"key and basic", 0, headers{"x-api-key": "key-alice", "authorization": "Basic YWxpY2U6czNjcmV0"}, 401, ReasonTwoCredentials, ""},
+		// Where only keys are credentials, Authorization is the backend's.
+		{"key and backend auth", 1, headers{"x-api-key": "key-guest", "authorization": "Bearer for-the-backend"}, 0, "", "guest"},
 	}
 	for _, tc := range cases {
 		tb.Authenticate(tc.pi, tc.h, t0, &d)

@@ -356,6 +356,10 @@ const (
 	ReasonDenied        = "consumer group denied"
 	ReasonNotAllowed    = "consumer not in an allowed group"
 	ReasonNoConsumer    = "token subject is not a known consumer"
+	// ReasonTwoCredentials: an API key and an Authorization field under a
+	// policy that accepts both. Only one would be verified, and the other
+	// would reach the backend looking checked (P1: refuse the ambiguity).
+	ReasonTwoCredentials = "more than one credential"
 	// ReasonPasswordChecks is a 429: the edge's budget of password checks
 	// is spent (kdf.go); Decision.RetryAfter says when one is due.
 	ReasonPasswordChecks = "too many password checks"
@@ -377,6 +381,12 @@ func (t *Table) Authenticate(pi int, hs HeaderSource, now time.Time, d *Decision
 		if p.methods&MethodAPIKey == 0 {
 			t.fail(d, p, 401, ReasonMethod, false)
 			return
+		}
+		if p.methods&(MethodJWT|MethodBasic) != 0 {
+			if _, both := hs.Header(hdrAuthorization); both {
+				t.fail(d, p, 401, ReasonTwoCredentials, false)
+				return
+			}
 		}
 		d.Credential = p.keyHeader
 		if cons = t.lookupKey(v); cons < 0 {

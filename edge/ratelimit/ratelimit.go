@@ -67,7 +67,10 @@ func NewLimit(name string, rate float64, burst int) *Limit {
 	}
 	rate = math.Min(rate, maxRate)
 	burst = max(1, min(burst, maxBurst))
-	iv := int64(math.Round(usPerSec / rate))
+	// Rounded up: the interval is whole microseconds, and a shorter one
+	// than 1/rate would admit more than the rate (Round turned 700k/s into
+	// a 1 µs interval, 1M/s).
+	iv := int64(math.Ceil(usPerSec / rate))
 	if iv < 1 {
 		iv = 1
 	}

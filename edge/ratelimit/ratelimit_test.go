@@ -38,6 +38,35 @@ func TestBurstThenRate(t *testing.T) {
 	}
 }
 
+// A limit never admits more than burst + rate·t, whatever the rate: the
+// interval is whole microseconds and must round up (700k/s was rounded to
+// 1 µs and admitted 1M/s).
+func TestRateNeverExceeded(t *testing.T) {
+	for _, rate := range []float64{3, 1.0 / 3, 7, 999, 300_000, 700_000, 1_000_000} {
+		tb := NewTable(64)
+		l := NewLimit("r", rate, 1)
+		t0 := time.Now()
+		// Requests every microsecond, the clock's resolution: as fast as
+		// any rate can admit.
+		const span = 5 * time.Millisecond
+		steps := int64(span / time.Microsecond)
+		admitted := 0
+		for i := int64(0); i <= steps; i++ {
+			now := t0.Add(time.Duration(i) * span / time.Duration(steps))
+			for {
+				ok, _, _ := tb.Allow(l, []byte("k"), now)
+				if !ok {
+					break
+				}
+				admitted++
+			}
+		}
+		if bound := 1 + rate*span.Seconds(); float64(admitted) > bound+1e-9 {
+			t.Errorf("rate %v: admitted %d in %v, bound %.1f", rate, admitted, span, bound)
+		}
+	}
+}
+
 // TestConcurrentExact: N goroutines hammer one key while a simulated clock
 // advances in steps; the admitted total must be exactly rate·t + burst.
 func TestConcurrentExact(t *testing.T) {
