@@ -132,9 +132,10 @@ func (s *Server) refusePolicy(st *connState, hn int) bool {
 // buffer, prefixed by its kind so a consumer id never shares a bucket
 // with an address or a header value of the same spelling. Anonymous
 // requests are keyed by client address for consumer limits, and so are
-// requests without the header of a header limit: one client leaving the
-// header out cannot exhaust a bucket every such client shares. The client
-// address is the TCP peer's; X-Forwarded-For is not trusted.
+// requests without the header of a header limit (or with it twice): one
+// client leaving the header out cannot exhaust a bucket every such client
+// shares. The client address is the TCP peer's; X-Forwarded-For is not
+// trusted.
 func limitKey(st *connState, l *routing.Limit) []byte {
 	b := st.limitBuf[:0]
 	switch l.Key {
@@ -147,7 +148,11 @@ func limitKey(st *connState, l *routing.Limit) []byte {
 	case fbs.LimitByRoute:
 		b = append(append(b, 'r'), st.match.ID()...)
 	case fbs.LimitByHeader:
-		if v, ok := st.Header(l.Header); ok {
+		// Read as auth reads credentials: in any spelling, and a header
+		// sent twice counts as not sent, since the backend may read the
+		// other copy (junk values then a victim's would each get a fresh
+		// bucket while the backend serves the victim).
+		if v, ok := (*credentialFields)(st).Header(l.Header); ok && v != nil {
 			b = append(append(b, 'h'), v...)
 			break
 		}

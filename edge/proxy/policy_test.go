@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -112,6 +113,7 @@ func policyGateway(t *testing.T) (addr string, secure, open *recorder, m *teleme
 				{ID: "p-optional", Methods: fbs.AuthAPIKey},
 				{ID: "p-limit", RateLimits: []fbs.RateLimit{{Key: fbs.LimitByIP, Rate: 1, Burst: 2}}},
 				{ID: "p-busy", RateLimits: []fbs.RateLimit{{Key: fbs.LimitByRoute, Rate: 100, Burst: 10}}},
+				{ID: "p-tenant", RateLimits: []fbs.RateLimit{{Key: fbs.LimitByHeader, Header: "x-tenant", Rate: 1, Burst: 1}}},
 			},
 		},
 		Clusters: []fbs.Cluster{
@@ -125,6 +127,7 @@ func policyGateway(t *testing.T) (addr string, secure, open *recorder, m *teleme
 			{ID: "optional", Host: "a.example", Prefix: "/optional", Cluster: "secure", Policy: "p-optional"},
 			{ID: "limited", Host: "a.example", Prefix: "/limited", Cluster: "secure", Policy: "p-limit"},
 			{ID: "busy", Host: "a.example", Prefix: "/busy", Cluster: "secure", Policy: "p-busy"},
+			{ID: "tenant", Host: "a.example", Prefix: "/tenant", Cluster: "secure", Policy: "p-tenant"},
 			{ID: "any", Host: "*", Prefix: "/", Cluster: "open"},
 		},
 	}
@@ -410,4 +413,31 @@ func TestRateLimitConcurrent(t *testing.T) {
 		t.Fatalf("admitted %d + limited %d != %d, backend saw %d", admitted.Load(), limited.Load(), workers*each, secure.hits.Load())
 	}
 	t.Logf("admitted %d, limited %d over %.2fs (bound %d)", admitted.Load(), limited.Load(), elapsed, bound)
+}
+
+// A header-keyed limit cannot be evaded by sending the header twice: keyed
+// by the first copy, fresh junk values each got a bucket of their own while
+// a backend reading the last copy served the victim tenant without limit.
+// A duplicated header counts as not sent (keyed by client address), and an
+// underscore spelling is the same header.
+func TestHeaderLimitNotEvadedByDuplicates(t *testing.T) {
+	addr, _, _, _ := policyGateway(t)
+	c := dialProxy(t, addr)
+	admitted := 0
+	for i := range 5 {
+		r := c.do("GET /tenant HTTP/1.1\r\nHost: a.example\r\nX-Tenant: junk" + strconv.Itoa(i) + "\r\nX-Tenant: victim\r\n\r\n")
+		if r.status == 200 {
+			admitted++
+		}
+	}
+	if admitted != 1 {
+		t.Fatalf("%d of 5 duplicated-header requests admitted at burst 1, want 1", admitted)
+	}
+	c2 := dialProxy(t, addr)
+	if r := c2.do("GET /tenant HTTP/1.1\r\nHost: a.example\r\nX-Tenant: t1\r\n\r\n"); r.status != 200 {
+		t.Fatalf("tenant t1's first request: %d", r.status)
+	}
+	if r := c2.do("GET /tenant HTTP/1.1\r\nHost: a.example\r\nX_Tenant: t1\r\n\r\n"); r.status != 429 {
+		t.Fatalf("t1 again, spelled X_Tenant: %d, want 429 (same bucket)", r.status)
+	}
 }
