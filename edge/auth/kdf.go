@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -50,7 +51,21 @@ func (b *kdfBudget) take(now int64) (bool, time.Duration) {
 	}
 }
 
-// dummyUser is checked for unknown usernames. Its hash matches no
-// password (random salt and hash are not needed: nothing can equal a
-// 32-byte zero hash except by a SHA-256 preimage).
-var dummyUser = basicUser{salt: make([]byte, 16), hash: make([]byte, 32), iterations: 600_000, consumer: -1}
+// dummyUser is what an unknown username is checked against. Its hash
+// matches no password (random salt and hash are not needed: nothing can
+// equal a 32-byte zero hash except by a SHA-256 preimage). It costs what
+// most stored hashes cost (the median iteration count; 600 000 without
+// any), so the time of a refusal tells little about whether the user
+// exists.
+func dummyUser(users map[string]basicUser) basicUser {
+	iters := make([]int, 0, len(users))
+	for _, u := range users {
+		iters = append(iters, u.iterations)
+	}
+	n := 600_000
+	if len(iters) > 0 {
+		slices.Sort(iters)
+		n = iters[len(iters)/2]
+	}
+	return basicUser{salt: make([]byte, 16), hash: make([]byte, 32), iterations: n, consumer: -1}
+}

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"encoding/base64"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -78,5 +79,46 @@ func TestKDFBudgetGCRA(t *testing.T) {
 	}
 	if admitted != 100 {
 		t.Fatalf("%d runs admitted over 10s at 10/s", admitted)
+	}
+}
+
+// Wrong passwords (each a budgeted check) cannot evict a verified Basic
+// credential from the cache: they did, in the same direct-mapped slots, and
+// the verified user then needed a check from a budget the flood kept spent
+// (429). Failures are cached apart.
+func TestWrongPasswordsKeepVerifiedCached(t *testing.T) {
+	cfg := testConfig(t, `{"keys":[`+jwkHS("h1")+`]}`)
+	cfg.PasswordChecksPerSecond = 20
+	cfg.CacheSize = 16 // small, so that a short flood covers every slot
+	tb, err := NewTable(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d Decision
+	now := t0
+	if tb.Authenticate(0, basicHeader("alice", "s3cret"), now, &d); d.Status != 0 {
+		t.Fatalf("alice: %+v", d)
+	}
+	for s := range 5 { // 20 wrong passwords a second for 5 seconds
+		now = t0.Add(time.Duration(s+1) * time.Second)
+		for i := range 20 {
+			tb.Authenticate(0, basicHeader("mallory", fmt.Sprint(s, "-", i)), now, &d)
+		}
+	}
+	if tb.Authenticate(0, basicHeader("alice", "s3cret"), now, &d); d.Status != 0 {
+		t.Fatalf("a verified credential stopped working after a flood of wrong ones: %d %s", d.Status, d.Reason)
+	}
+}
+
+// An unknown username is checked at the iteration count of the stored
+// hashes (their median), not a fixed 600 000: with stored hashes at 100 000,
+// a refusal took six times longer for a username that does not exist.
+func TestUnknownUserCostsLikeKnown(t *testing.T) {
+	tb := newTable(t, `{"keys":[`+jwkHS("h1")+`]}`)
+	if got := tb.dummy.iterations; got != MinPBKDF2Iterations {
+		t.Fatalf("unknown usernames cost %d iterations, stored hashes %d", got, MinPBKDF2Iterations)
+	}
+	if got := dummyUser(nil).iterations; got != 600_000 {
+		t.Fatalf("without stored hashes: %d iterations", got)
 	}
 }

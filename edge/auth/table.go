@@ -136,8 +136,17 @@ type Table struct {
 	issuerByIss map[string]int
 	policies    []policy
 	jwtCache    *verdictCache
-	basicCache  *verdictCache
-	kdf         *kdfBudget
+	basicCache  *verdictCache // verified Basic credentials
+	// basicFailed holds recently failed Basic credentials apart from
+	// basicCache, so that a stream of wrong passwords cannot evict the
+	// verified ones and send their users back to the password-check budget
+	// it keeps spending.
+	basicFailed *verdictCache
+	// dummy is checked for unknown usernames, at the iteration count of
+	// the stored hashes: a different count would tell by its time whether
+	// a username exists.
+	dummy basicUser
+	kdf   *kdfBudget
 }
 
 type consumer struct {
@@ -307,7 +316,8 @@ func NewTable(cfg Config) (*Table, error) {
 	if n <= 0 {
 		n = DefaultCacheSize
 	}
-	t.jwtCache, t.basicCache = newVerdictCache(n), newVerdictCache(n)
+	t.jwtCache, t.basicCache, t.basicFailed = newVerdictCache(n), newVerdictCache(n), newVerdictCache(n)
+	t.dummy = dummyUser(t.basic)
 	t.kdf = newKDFBudget(cfg.PasswordChecksPerSecond)
 	return t, nil
 }
@@ -520,7 +530,10 @@ func (t *Table) basicAuth(cred []byte, nowNs int64) (int32, time.Duration) {
 	plain := buf[:n]
 	h := digest(plain)
 	if c, ok := t.basicCache.get(&h, -1, nowNs); ok {
-		return c, 0 // -1 for a credential that failed within failedBasicTTL
+		return c, 0
+	}
+	if _, ok := t.basicFailed.get(&h, -1, nowNs); ok {
+		return -1, 0 // failed within failedBasicTTL
 	}
 	colon := -1
 	for i, b := range plain {
@@ -537,10 +550,10 @@ func (t *Table) basicAuth(cred []byte, nowNs int64) (int32, time.Duration) {
 	}
 	u, known := t.basic[string(plain[:colon])]
 	if !known {
-		u = dummyUser
+		u = t.dummy
 	}
 	if !u.check(plain[colon+1:]) || !known {
-		t.basicCache.put(&verdict{digest: h, policy: -1, consumer: -1, until: nowNs + int64(failedBasicTTL), notBefore: math.MinInt64})
+		t.basicFailed.put(&verdict{digest: h, policy: -1, consumer: -1, until: nowNs + int64(failedBasicTTL), notBefore: math.MinInt64})
 		return -1, 0
 	}
 	t.basicCache.put(&verdict{digest: h, policy: -1, consumer: u.consumer, until: math.MaxInt64, notBefore: math.MinInt64})
