@@ -436,7 +436,11 @@ func (e *env) measured(ctx context.Context, target, label string, cfg loadtest.C
 	if err != nil {
 		return nil, fmt.Errorf("%s: cpu before: %w", label, err)
 	}
+	busyBefore, busyErr := e.proxyCPUBusy()
+	start := time.Now()
 	res, err := loadtest.Run(ctx, cfg)
+	wall := time.Since(start)
+	busyAfter, busyErr2 := e.proxyCPUBusy()
 	after, uerr := ReadUsage(pid)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", label, err)
@@ -445,15 +449,34 @@ func (e *env) measured(ctx context.Context, target, label string, cfg loadtest.C
 		return nil, fmt.Errorf("%s: cpu after: %w", label, uerr)
 	}
 	r := &RunResult{Target: target, Label: label, Result: res, RSSBytes: after.RSSBytes,
-		CPUTicks: after.Ticks - before.Ticks, CPUPerReqUS: -1}
+		CPUTicks: after.Ticks - before.Ticks, CPUPerReqUS: -1, OtherLoadPct: -1}
 	if res.Completed > 0 {
 		tickUS := 1e6 / float64(e.ticks) / float64(res.Completed)
 		r.CPUPerReqUS = float64(r.CPUTicks) * tickUS
-		r.CPUResolutionUS = tickUS
+		r.CPUResolutionUS = 2 * tickUS
+	}
+	if busyErr == nil && busyErr2 == nil && wall > 0 {
+		// The direct row's target (the backend) does not run on the
+		// proxy's CPU: all of that CPU's busy time is other load then.
+		own := r.CPUTicks
+		if target == TargetDirect {
+			own = 0
+		}
+		other := float64(busyAfter-busyBefore) - float64(own)
+		r.OtherLoadPct = max(0, 100*other/(wall.Seconds()*float64(e.ticks)))
 	}
 	e.logf("%-28s %8.0f/s  p50 %-8v p99 %-8v errors %.3g%%  cpu %.1fµs/req", label, res.Rate,
 		res.Latency.P50, res.Latency.P99, res.ErrorRate*100, r.CPUPerReqUS)
 	return r, nil
+}
+
+// proxyCPUBusy reads the busy ticks of the CPU the proxy under test is
+// pinned to; an error when it is not pinned.
+func (e *env) proxyCPUBusy() (uint64, error) {
+	if !e.pin.Enabled {
+		return 0, errors.New("not pinned")
+	}
+	return CPUBusy(e.pin.ProxyCPU)
 }
 
 // targets lists what steady measures, in report order.

@@ -15,6 +15,10 @@ const peerKeepalive = 64
 
 // NginxConfig returns an nginx.conf for one worker in the foreground with
 // access logs off and keep-alive upstream connections, every path under dir.
+// It does the per-request work the edge does: X-Forwarded-For/-Proto/-Host
+// and a request id upstream and back. keepalive_requests is raised on both
+// sides: nginx's default closes connections every 1000 requests, which
+// neither the edge nor HAProxy does.
 // asRoot adds "user root" so a root-run nginx does not switch its worker to
 // nobody: the peers run as the current user, like the edge.
 func NginxConfig(dir, listen, backend string, asRoot bool) string {
@@ -25,21 +29,27 @@ func NginxConfig(dir, listen, backend string, asRoot bool) string {
 	}
 	fmt.Fprintf(&b, "pid %s;\nerror_log %s warn;\n", filepath.Join(dir, "nginx.pid"), filepath.Join(dir, "nginx-error.log"))
 	b.WriteString("events {\n    worker_connections 4096;\n}\n")
-	b.WriteString("http {\n    access_log off;\n")
+	b.WriteString("http {\n    access_log off;\n    keepalive_requests 1000000;\n")
 	for _, t := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
 		fmt.Fprintf(&b, "    %s_temp_path %s;\n", t, filepath.Join(dir, "nginx-"+t))
 	}
-	fmt.Fprintf(&b, "    upstream backend {\n        server %s;\n        keepalive %d;\n    }\n", backend, peerKeepalive)
+	fmt.Fprintf(&b, "    upstream backend {\n        server %s;\n        keepalive %d;\n        keepalive_requests 1000000;\n    }\n", backend, peerKeepalive)
 	fmt.Fprintf(&b, "    server {\n        listen %s;\n", listen)
 	b.WriteString("        location / {\n            proxy_pass http://backend;\n")
 	b.WriteString("            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n")
+	b.WriteString("            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n")
+	b.WriteString("            proxy_set_header X-Forwarded-Proto $scheme;\n")
+	b.WriteString("            proxy_set_header X-Forwarded-Host $host;\n")
+	b.WriteString("            proxy_set_header X-Request-Id $request_id;\n")
+	b.WriteString("            add_header X-Request-Id $request_id always;\n")
 	b.WriteString("        }\n    }\n}\n")
 	return b.String()
 }
 
 // HAProxyConfig returns a haproxy.cfg for one thread, no logging and
-// upstream connection reuse. It runs in the foreground (-db), so it needs no
-// pid file.
+// upstream connection reuse, doing the edge's per-request work as
+// NginxConfig does. It runs in the foreground (-db), so it needs no pid
+// file.
 func HAProxyConfig(listen, backend string) string {
 	return fmt.Sprintf(`global
     nbthread 1
@@ -55,6 +65,12 @@ defaults
 
 frontend bench
     bind %s
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %%[req.hdr(host)]
+    unique-id-format %%{+X}o\ %%ci:%%cp_%%fi:%%fp_%%Ts_%%rt:%%pid
+    unique-id-header X-Request-Id
+    http-response set-header X-Request-Id %%[unique-id]
     default_backend backend
 
 backend backend

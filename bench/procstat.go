@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 )
 
 // ProcStat is the part of /proc/<pid>/stat the harness uses (proc(5)).
@@ -134,4 +135,36 @@ func parseAuxvClkTck(b []byte, fallback int64) int64 {
 		}
 	}
 	return fallback
+}
+
+// CPUBusy returns how many clock ticks CPU cpu has spent not idle (all of
+// /proc/stat's cpuN fields but idle and iowait, steal included: time the
+// hypervisor gave to someone else is time the proxy could not run).
+func CPUBusy(cpu int) (uint64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	prefix := "cpu" + strconv.Itoa(cpu) + " "
+	for line := range strings.Lines(string(b)) {
+		rest, ok := strings.CutPrefix(line, prefix)
+		if !ok {
+			continue
+		}
+		var busy uint64
+		for i, f := range strings.Fields(rest) {
+			if i >= 8 { // guest time is already counted in user
+				break
+			}
+			v, err := strconv.ParseUint(f, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("/proc/stat %s: field %d: %w", strings.TrimSpace(prefix), i+1, err)
+			}
+			if i != 3 && i != 4 { // idle, iowait
+				busy += v
+			}
+		}
+		return busy, nil
+	}
+	return 0, fmt.Errorf("/proc/stat has no line for cpu%d", cpu)
 }

@@ -56,11 +56,17 @@ type RunResult struct {
 	// CPUPerReqUS that in µs per completed request, -1 when nothing completed.
 	CPUTicks    uint64  `json:"cpu_ticks"`
 	CPUPerReqUS float64 `json:"cpu_us_per_request"`
-	// CPUResolutionUS is one clock tick per completed request: the CPU
-	// figure is exact only to ± this much.
-	CPUResolutionUS float64          `json:"cpu_resolution_us"`
-	RSSBytes        int64            `json:"rss_bytes"`
-	Result          *loadtest.Result `json:"result"`
+	// CPUResolutionUS is two clock ticks per completed request: the kernel
+	// floors utime and stime to whole ticks separately, so their sum over a
+	// run is exact only to ± two.
+	CPUResolutionUS float64 `json:"cpu_resolution_us"`
+	// OtherLoadPct is the share of the measured run during which the
+	// proxy's CPU was busy with something other than the target (other
+	// processes, the hypervisor's steal), -1 when not pinned. Ratios from
+	// runs where it is high compare a proxy under contention.
+	OtherLoadPct float64          `json:"other_load_pct"`
+	RSSBytes     int64            `json:"rss_bytes"`
+	Result       *loadtest.Result `json:"result"`
 }
 
 // Fact is a named number of a scenario that is not a load run.
@@ -88,7 +94,8 @@ func (r *Report) Markdown() string {
 	fmt.Fprintf(&b, "- pinning: %s\n", r.Pinning)
 	fmt.Fprintf(&b, "- load: %d keep-alive connections, %s measured after %s warmup per run; 64-byte responses\n",
 		r.Conns, fmtSeconds(r.Duration), fmtSeconds(r.Warmup))
-	fmt.Fprintf(&b, "- CPU µs/req: utime+stime of the proxy process tree from /proc/<pid>/stat (%d ticks/s) over the measured run, divided by completed requests; direct rows charge the backend\n", r.ClockTicks)
+	fmt.Fprintf(&b, "- CPU µs/req: utime+stime of the proxy process tree from /proc/<pid>/stat (%d ticks/s) over the measured run, divided by completed requests, ± two ticks (utime and stime are each whole ticks); direct rows charge the backend\n", r.ClockTicks)
+	b.WriteString("- other load on its CPU: the share of the run the proxy's CPU spent on anything but the proxy (other processes, hypervisor steal), from /proc/stat; ratios from runs where it is high compare proxies under contention\n")
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "- note: %s\n", n)
 	}
@@ -100,8 +107,8 @@ func (r *Report) Markdown() string {
 }
 
 // tableHeader is the column set of every scenario table.
-const tableHeader = "| target | rate | achieved/s | p50 | p99 | p99.9 | max | errors | CPU µs/req | RSS | p50 ×direct | p99 ×direct | CPU ×direct | p99 ×nginx | CPU ×nginx |\n" +
-	"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+const tableHeader = "| target | rate | achieved/s | p50 | p99 | p99.9 | max | errors | CPU µs/req | other load on its CPU | RSS | p50 ×direct | p99 ×direct | CPU ×direct | p99 ×nginx | CPU ×nginx |\n" +
+	"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
 
 func (sc *Scenario) markdown(b *strings.Builder) {
 	fmt.Fprintf(b, "## %s\n\n", sc.Title)
@@ -149,9 +156,13 @@ func (r *RunResult) row(direct, nginx *RunResult) string {
 	p50 := func(x *RunResult) float64 { return float64(x.Result.Latency.P50) }
 	p99 := func(x *RunResult) float64 { return float64(x.Result.Latency.P99) }
 	cpuOf := func(x *RunResult) float64 { return x.CPUPerReqUS }
-	return fmt.Sprintf("| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+	other := "—"
+	if r.OtherLoadPct >= 0 {
+		other = strconv.FormatFloat(r.OtherLoadPct, 'f', 0, 64) + "%"
+	}
+	return fmt.Sprintf("| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 		r.Label, rate, res.Rate, fmtLatency(res.Latency.P50), fmtLatency(res.Latency.P99), fmtLatency(res.Latency.P999),
-		fmtLatency(res.Latency.Max), errs, cpu, fmtBytes(r.RSSBytes),
+		fmtLatency(res.Latency.Max), errs, cpu, other, fmtBytes(r.RSSBytes),
 		ratio(direct, p50), ratio(direct, p99), ratio(direct, cpuOf), ratio(nginx, p99), ratio(nginx, cpuOf))
 }
 
