@@ -62,8 +62,9 @@ type RunResult struct {
 	CPUResolutionUS float64 `json:"cpu_resolution_us"`
 	// OtherLoadPct is the share of the measured run during which the
 	// proxy's CPU was busy with something other than the target (other
-	// processes, the hypervisor's steal), -1 when not pinned. Ratios from
-	// runs where it is high compare a proxy under contention.
+	// processes, the hypervisor's steal, softirq time the kernel charges
+	// to the CPU), -1 when not pinned. Rows where it is high are not
+	// comparable.
 	OtherLoadPct float64          `json:"other_load_pct"`
 	RSSBytes     int64            `json:"rss_bytes"`
 	Result       *loadtest.Result `json:"result"`
@@ -95,7 +96,7 @@ func (r *Report) Markdown() string {
 	fmt.Fprintf(&b, "- load: %d keep-alive connections, %s measured after %s warmup per run; 64-byte responses\n",
 		r.Conns, fmtSeconds(r.Duration), fmtSeconds(r.Warmup))
 	fmt.Fprintf(&b, "- CPU µs/req: utime+stime of the proxy process tree from /proc/<pid>/stat (%d ticks/s) over the measured run, divided by completed requests, ± two ticks (utime and stime are each whole ticks); direct rows charge the backend\n", r.ClockTicks)
-	b.WriteString("- other load on its CPU: the share of the run the proxy's CPU spent on anything but the proxy (other processes, hypervisor steal), from /proc/stat; ratios from runs where it is high compare proxies under contention\n")
+	b.WriteString("- other load on its CPU: the share of the run the proxy's CPU spent on anything but the proxy (other processes, hypervisor steal, kernel softirq time charged to the CPU rather than a process), from /proc/stat; rows where it is high are not comparable\n")
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "- note: %s\n", n)
 	}
