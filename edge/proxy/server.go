@@ -275,25 +275,59 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if !serving {
 		return s.ln.Close()
 	}
+	// netpoll's Shutdown waits until every connection in its own map is
+	// closed. It stores an accepted connection there only after
+	// registering it with a poller, so one that is served and closed in
+	// between (a request refused at once) stays in the map for good, never
+	// idle, and the wait would last until ctx ends. So the wait also ends
+	// once every connection this server set up has closed (s.conns, kept
+	// by our close callbacks, registered before netpoll's).
+	lctx, stopWait := context.WithCancel(ctx)
+	defer stopWait()
+	go s.endWaitWhenClosed(lctx, stopWait)
 	// netpoll's Shutdown does nothing until Serve has handed the loop its
 	// listener, after which Serve would wait forever; so it is repeated
 	// until Serve has returned.
-	err := s.loop.Shutdown(ctx)
+	err := s.loop.Shutdown(lctx)
 	for waiting := true; waiting; {
 		select {
 		case <-s.served:
 			waiting = false
 		case <-time.After(time.Millisecond):
-			if e := s.loop.Shutdown(ctx); e != nil {
+			if e := s.loop.Shutdown(lctx); e != nil {
 				err = e
 			}
 		}
+	}
+	if err != nil && ctx.Err() == nil {
+		err = nil // every connection closed; netpoll's map held a stale one
 	}
 	<-s.reaped
 	if derr := s.waitDetached(ctx); err == nil {
 		err = derr
 	}
 	return err
+}
+
+// endWaitWhenClosed calls done once no connection of this server is open
+// any more, or returns when ctx ends.
+func (s *Server) endWaitWhenClosed(ctx context.Context, done func()) {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		open := len(s.conns)
+		s.mu.Unlock()
+		if open == 0 {
+			done()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // waitDetached waits for detached uploads to finish, cutting them off
@@ -412,6 +446,12 @@ func (st *connState) method() []byte { return st.methodBuf[:st.methodLen] }
 // Without OnConnect the first input starts OnRequest at once, and the
 // close waits for it.
 func (s *Server) onPrepare(c netpoll.Connection) context.Context {
+	if s.draining.Load() {
+		// Accepted as Shutdown began: refused here, before netpoll
+		// registers it, so Shutdown's wait never misses it.
+		c.Close()
+		return context.Background()
+	}
 	netpollx.AdoptPoller(c)
 	st := &connState{conn: c, cr: c.Reader(), cw: c.Writer()}
 	st.clientIP = appendIP(st.ipBuf[:0], c.RemoteAddr())

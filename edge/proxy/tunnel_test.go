@@ -8,11 +8,16 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
+
+	"github.com/cloudwego/netpoll"
 
 	"github.com/snapgate/snapgate/edge/upstream"
 )
@@ -264,4 +269,54 @@ func trySndbuf(c net.Conn, n int) bool {
 		return syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, n) == nil
 	}
 	return false
+}
+
+// netpoll stores an accepted connection in its own map only after
+// registering it, so one served and closed in between (a request refused
+// at once) stays there, never idle, and netpoll's Shutdown waited for it
+// until its context ended (seen in CI as "shutdown: context deadline
+// exceeded"). Shutdown also ends its wait once every connection the server
+// set up has closed. The stale entry is planted here: a closed netpoll
+// connection in netpoll's map.
+func TestShutdownIgnoresStaleNetpollEntry(t *testing.T) {
+	g := startGateway(t, oneRoute(deadAddr(t)), upstream.Options{}, nil)
+	c := rawConn(t, g.addr) // Serve has handed the loop its listener once this connects
+	c.Close()
+	stale, err := netpoll.DialConnection("tcp", g.addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.Close() // closed outside a handler: netpoll never counts it idle again
+	conns := netpollServerConns(t, g.srv.loop)
+	conns.Store(-1, stale)
+	waitUntil(t, "the test connections to close", func() bool {
+		g.srv.mu.Lock()
+		defer g.srv.mu.Unlock()
+		return len(g.srv.conns) == 0
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := g.srv.Shutdown(ctx); err != nil || time.Since(start) > 2*time.Second {
+		t.Fatalf("Shutdown: %v after %v; want nil at once", err, time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// netpollServerConns is netpoll's map of a serving event loop's
+// connections (eventLoop.svr.connections), found by reflection.
+func netpollServerConns(t *testing.T, loop netpoll.EventLoop) *sync.Map {
+	t.Helper()
+	v := reflect.ValueOf(loop)
+	if v.Kind() != reflect.Pointer {
+		t.Skipf("netpoll event loop %T is not a pointer", loop)
+	}
+	svr := v.Elem().FieldByName("svr")
+	if !svr.IsValid() || svr.Kind() != reflect.Pointer || svr.IsNil() {
+		t.Skip("netpoll event loop has no server field")
+	}
+	f := reflect.NewAt(svr.Type().Elem(), svr.UnsafePointer()).Elem().FieldByName("connections")
+	if !f.IsValid() || f.Type() != reflect.TypeOf(sync.Map{}) {
+		t.Skip("netpoll server has no connections map")
+	}
+	return (*sync.Map)(unsafe.Pointer(f.UnsafeAddr()))
 }
