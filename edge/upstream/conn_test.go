@@ -144,11 +144,7 @@ func TestConnStreamBackpressure(t *testing.T) {
 
 // A streamed connection is closed by Put, not parked.
 func TestPoolClosesStreamed(t *testing.T) {
-	b := newBackend(t)
-	reg := NewRegistry(Options{})
-	defer reg.Close()
-	p := reg.Acquire(b.addr())
-	defer reg.Release(p)
+	_, p := backendPool(t, Options{})
 	c, _, err := p.Get(0)
 	if err != nil {
 		t.Fatal(err)

@@ -54,6 +54,20 @@ func newBackend(t testing.TB) *backend {
 
 func (b *backend) addr() string { return b.ln.Addr().String() }
 
+// backendPool is a backend and the pool of a registry with opts for it,
+// both released when the test ends.
+func backendPool(t *testing.T, opts Options) (*backend, *Pool) {
+	t.Helper()
+	b := newBackend(t)
+	reg := NewRegistry(opts)
+	p := reg.Acquire(b.addr())
+	t.Cleanup(func() {
+		reg.Release(p)
+		reg.Close()
+	})
+	return b, p
+}
+
 func (b *backend) hangUp() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -75,11 +89,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestPoolReuse(t *testing.T) {
-	b := newBackend(t)
-	reg := NewRegistry(Options{MaxIdle: 2})
-	defer reg.Close()
-	p := reg.Acquire(b.addr())
-	defer reg.Release(p)
+	b, p := backendPool(t, Options{MaxIdle: 2})
 
 	c1, reused, err := p.Get(0)
 	if err != nil || reused {
@@ -108,11 +118,7 @@ func TestPoolReuse(t *testing.T) {
 }
 
 func TestPoolDropsPeerClosed(t *testing.T) {
-	b := newBackend(t)
-	reg := NewRegistry(Options{SweepInterval: 10 * time.Millisecond})
-	defer reg.Close()
-	p := reg.Acquire(b.addr())
-	defer reg.Release(p)
+	b, p := backendPool(t, Options{SweepInterval: 10 * time.Millisecond})
 	c, _, err := p.Get(0)
 	if err != nil {
 		t.Fatal(err)
@@ -135,11 +141,7 @@ func TestPoolDropsPeerClosed(t *testing.T) {
 // kernel and dials instead, and Quiet tells the two apart. Dial never
 // takes an idle connection.
 func TestGetCheckedSeesUnreadHangUp(t *testing.T) {
-	b := newBackend(t)
-	reg := NewRegistry(Options{MaxIdle: 4})
-	defer reg.Close()
-	p := reg.Acquire(b.addr())
-	defer reg.Release(p)
+	b, p := backendPool(t, Options{MaxIdle: 4})
 	c, _, err := p.Get(0)
 	if err != nil {
 		t.Fatal(err)
@@ -223,11 +225,7 @@ func TestRegistryRefcount(t *testing.T) {
 }
 
 func TestPoolConcurrent(t *testing.T) {
-	b := newBackend(t)
-	reg := NewRegistry(Options{MaxIdle: 4})
-	defer reg.Close()
-	p := reg.Acquire(b.addr())
-	defer reg.Release(p)
+	_, p := backendPool(t, Options{MaxIdle: 4})
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Add(1)
