@@ -29,8 +29,8 @@ import (
 // non-blocking epoll_wait finds them. An idle poller then holds no thread
 // and no P; the scheduler's own wait in the runtime poller is the only
 // one. netpoll's loop is unchanged: should a wait end without events (an
-// fd that was ready left epoll between the readiness check below and
-// netpoll's epoll_wait), the loop falls back to its own blocking
+// fd that became ready stopped being ready before netpoll's epoll_wait),
+// the loop falls back to its own blocking
 // epoll_wait for that round.
 //
 // netpoll exposes neither its pollers nor their handler, so the handler
@@ -142,6 +142,10 @@ type pollWait struct {
 	file    *os.File        // a duplicate of the poller's epoll fd, on the runtime poller
 	raw     syscall.RawConn // file's
 	ready   func(fd uintptr) bool
+	// checked is set once ready has checked the fd in the current wait: a
+	// second call comes only after the runtime poller saw the fd become
+	// readable, and needs no check.
+	checked bool
 	// ready's ppoll arguments, here so that they are not allocated per call
 	pfd  pollFd
 	zero syscall.Timespec
@@ -223,6 +227,7 @@ func (w *pollWait) handle(events []byte) bool {
 		w.file.Close()
 		return true
 	}
+	w.checked = false
 	_ = w.raw.Read(w.ready)
 	return false
 }
@@ -231,10 +236,18 @@ func (w *pollWait) handle(events []byte) bool {
 const pollIn = 0x1
 
 // epollReady reports whether the epoll fd has events, without waiting or
-// taking them (ppoll with a zero timeout). A raw system call: the
-// runtime's entersyscall would wake a sleeping sysmon. An error counts as
-// ready, so that netpoll's epoll_wait sees it.
+// taking them. RawRead calls it first right after the runtime's reset of
+// the fd's readiness, when only a check (ppoll with a zero timeout) can
+// tell whether events arrived before the reset; it calls it again only
+// after the runtime poller reported the fd readable, so that call answers
+// yes without a system call (one per request saved at a steady rate). A
+// raw system call: the runtime's entersyscall would wake a sleeping
+// sysmon. An error counts as ready, so that netpoll's epoll_wait sees it.
 func (w *pollWait) epollReady(fd uintptr) bool {
+	if w.checked {
+		return true
+	}
+	w.checked = true
 	w.pfd.fd, w.pfd.revents = int32(fd), 0
 	n, _, errno := syscall.RawSyscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&w.pfd)), 1,
 		uintptr(unsafe.Pointer(&w.zero)), 0, 0, 0)
