@@ -436,11 +436,11 @@ func (e *env) measured(ctx context.Context, target, label string, cfg loadtest.C
 	if err != nil {
 		return nil, fmt.Errorf("%s: cpu before: %w", label, err)
 	}
-	busyBefore, busyErr := e.proxyCPUBusy()
+	idleBefore, idleErr := e.proxyCPUIdle()
 	start := time.Now()
 	res, err := loadtest.Run(ctx, cfg)
 	wall := time.Since(start)
-	busyAfter, busyErr2 := e.proxyCPUBusy()
+	idleAfter, idleErr2 := e.proxyCPUIdle()
 	after, uerr := ReadUsage(pid)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", label, err)
@@ -449,34 +449,30 @@ func (e *env) measured(ctx context.Context, target, label string, cfg loadtest.C
 		return nil, fmt.Errorf("%s: cpu after: %w", label, uerr)
 	}
 	r := &RunResult{Target: target, Label: label, Result: res, RSSBytes: after.RSSBytes,
-		CPUTicks: after.Ticks - before.Ticks, CPUPerReqUS: -1, OtherLoadPct: -1}
+		CPUTicks: after.Ticks - before.Ticks, CPUPerReqUS: -1, CoreCPUPerReqUS: -1}
 	if res.Completed > 0 {
 		tickUS := 1e6 / float64(e.ticks) / float64(res.Completed)
 		r.CPUPerReqUS = float64(r.CPUTicks) * tickUS
 		r.CPUResolutionUS = 2 * tickUS
-	}
-	if busyErr == nil && busyErr2 == nil && wall > 0 {
 		// The direct row's target (the backend) does not run on the
-		// proxy's CPU: all of that CPU's busy time is other load then.
-		own := r.CPUTicks
-		if target == TargetDirect {
-			own = 0
+		// proxy's CPU.
+		if idleErr == nil && idleErr2 == nil && target != TargetDirect {
+			busy := wall.Seconds()*float64(e.ticks) - float64(idleAfter-idleBefore)
+			r.CoreCPUPerReqUS = max(0, busy) * tickUS
 		}
-		other := float64(busyAfter-busyBefore) - float64(own)
-		r.OtherLoadPct = max(0, 100*other/(wall.Seconds()*float64(e.ticks)))
 	}
-	e.logf("%-28s %8.0f/s  p50 %-8v p99 %-8v errors %.3g%%  cpu %.1fµs/req", label, res.Rate,
-		res.Latency.P50, res.Latency.P99, res.ErrorRate*100, r.CPUPerReqUS)
+	e.logf("%-28s %8.0f/s  p50 %-8v p99 %-8v errors %.3g%%  cpu %.1fµs/req  core %.1fµs/req", label, res.Rate,
+		res.Latency.P50, res.Latency.P99, res.ErrorRate*100, r.CPUPerReqUS, r.CoreCPUPerReqUS)
 	return r, nil
 }
 
-// proxyCPUBusy reads the busy ticks of the CPU the proxy under test is
+// proxyCPUIdle reads the idle ticks of the CPU the proxy under test is
 // pinned to; an error when it is not pinned.
-func (e *env) proxyCPUBusy() (uint64, error) {
+func (e *env) proxyCPUIdle() (uint64, error) {
 	if !e.pin.Enabled {
 		return 0, errors.New("not pinned")
 	}
-	return CPUBusy(e.pin.ProxyCPU)
+	return CPUIdle(e.pin.ProxyCPU)
 }
 
 // targets lists what steady measures, in report order.

@@ -326,9 +326,9 @@ func fixedResult(mode string, rate float64, p50, p99 time.Duration, completed in
 func fixedReport() *Report {
 	us := time.Microsecond
 	sc := &Scenario{Name: "steady-1000", Title: "Steady state at 1000 req/s", Runs: []*RunResult{
-		{Target: TargetDirect, Label: "direct", CPUPerReqUS: 10, CPUResolutionUS: 2, OtherLoadPct: 1.4, RSSBytes: 8 << 20, Result: fixedResult("open", 1000, 100*us, 400*us, 5000)},
-		{Target: TargetSnapgate, Label: "snapgate", CPUPerReqUS: 30, CPUResolutionUS: 2, OtherLoadPct: 37, RSSBytes: 20 << 20, Result: fixedResult("open", 1000, 200*us, 800*us, 5000)},
-		{Target: TargetNginx, Label: "nginx", CPUPerReqUS: 40, CPUResolutionUS: 2, OtherLoadPct: -1, RSSBytes: 12 << 20, Result: fixedResult("open", 1000, 250*us, 1600*us, 5000)},
+		{Target: TargetDirect, Label: "direct", CPUPerReqUS: 10, CPUResolutionUS: 2, CoreCPUPerReqUS: -1, RSSBytes: 8 << 20, Result: fixedResult("open", 1000, 100*us, 400*us, 5000)},
+		{Target: TargetSnapgate, Label: "snapgate", CPUPerReqUS: 30, CPUResolutionUS: 2, CoreCPUPerReqUS: 34.5, RSSBytes: 20 << 20, Result: fixedResult("open", 1000, 200*us, 800*us, 5000)},
+		{Target: TargetNginx, Label: "nginx", CPUPerReqUS: 40, CPUResolutionUS: 2, CoreCPUPerReqUS: 46, RSSBytes: 12 << 20, Result: fixedResult("open", 1000, 250*us, 1600*us, 5000)},
 	}, Facts: []Fact{{"a fact", "42"}}, Extra: []Series{{Label: "extra <line> & more", Points: []loadtest.Point{{Quantile: 0.5, Latency: time.Millisecond}}}}}
 	return &Report{Start: time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC), Mode: "quick", Machine: Machine{CPUs: 2, Model: "Test CPU", Kernel: "6.1", Go: "go1.26"},
 		Pinning: "off", ClockTicks: 100, Conns: 16, Duration: 5 * time.Second, Warmup: time.Second, Scenarios: []*Scenario{sc}}
@@ -339,9 +339,9 @@ func TestReportMarkdown(t *testing.T) {
 	for _, want := range []string{
 		"# snapgate bench, quick mode, 2026-01-02 03:04 UTC",
 		"- machine: 2 CPUs, Test CPU, Linux 6.1, go1.26",
-		"| direct | 1000 | 1000 | 100µs | 400µs | 800µs | 1.2ms | 0.04% (2) | 10.0 ±2.0 | 1% | 8.0 MiB | — | — | — | 0.25× | 0.25× |",
-		"| snapgate | 1000 | 1000 | 200µs | 800µs | 1.6ms | 2.4ms | 0.04% (2) | 30.0 ±2.0 | 37% | 20.0 MiB | 2.00× | 2.00× | 3.00× | 0.50× | 0.75× |",
-		"| nginx | 1000 | 1000 | 250µs | 1.6ms | 3.2ms | 4.8ms | 0.04% (2) | 40.0 ±2.0 | — | 12.0 MiB | 2.50× | 4.00× | 4.00× | — | — |",
+		"| direct | 1000 | 1000 | 100µs | 400µs | 800µs | 1.2ms | 0.04% (2) | 10.0 ±2.0 | — | 8.0 MiB | — | — | — | 0.25× | 0.25× | — |",
+		"| snapgate | 1000 | 1000 | 200µs | 800µs | 1.6ms | 2.4ms | 0.04% (2) | 30.0 ±2.0 | 34.5 | 20.0 MiB | 2.00× | 2.00× | 3.00× | 0.50× | 0.75× | 0.75× |",
+		"| nginx | 1000 | 1000 | 250µs | 1.6ms | 3.2ms | 4.8ms | 0.04% (2) | 40.0 ±2.0 | 46.0 | 12.0 MiB | 2.50× | 4.00× | 4.00× | — | — | — |",
 		"- a fact: 42",
 		"![steady-1000 latency percentiles](steady-1000.svg)",
 	} {
@@ -503,21 +503,26 @@ func TestFleetRateLimitAgainstRealProcesses(t *testing.T) {
 	assertStopped(t, rep.WorkDir)
 }
 
-// CPUBusy reads this machine's /proc/stat: a CPU's busy ticks exist and
-// never go down; a CPU that does not exist is an error.
-func TestCPUBusy(t *testing.T) {
-	a, err := CPUBusy(0)
+// CPUIdle reads this machine's /proc/stat: a CPU's idle ticks exist, never
+// go down and never grow faster than the wall clock; a CPU that does not
+// exist is an error.
+func TestCPUIdle(t *testing.T) {
+	a, err := CPUIdle(0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Millisecond)
-	for time.Now().Before(deadline) { // some work, on whichever CPU
-	}
-	b, err := CPUBusy(0)
+	start := time.Now()
+	time.Sleep(50 * time.Millisecond)
+	b, err := CPUIdle(0)
+	wall := time.Since(start)
 	if err != nil || b < a {
-		t.Fatalf("busy ticks %d then %d (%v)", a, b, err)
+		t.Fatalf("idle ticks %d then %d (%v)", a, b, err)
 	}
-	if _, err := CPUBusy(1 << 20); err == nil {
+	// ±1 tick for where each read falls in its tick.
+	if ticks := ClockTicks(); float64(b-a) > wall.Seconds()*float64(ticks)+2 {
+		t.Fatalf("%d idle ticks in %v at %d ticks/s", b-a, wall, ticks)
+	}
+	if _, err := CPUIdle(1 << 20); err == nil {
 		t.Fatal("no error for a CPU that does not exist")
 	}
 }

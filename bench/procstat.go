@@ -137,10 +137,14 @@ func parseAuxvClkTck(b []byte, fallback int64) int64 {
 	return fallback
 }
 
-// CPUBusy returns how many clock ticks CPU cpu has spent not idle (all of
-// /proc/stat's cpuN fields but idle and iowait, steal included: time the
-// hypervisor gave to someone else is time the proxy could not run).
-func CPUBusy(cpu int) (uint64, error) {
+// CPUIdle returns how many clock ticks CPU cpu has spent idle (/proc/stat's
+// idle and iowait fields). Unlike the busy fields, which the kernel fills by
+// sampling the tick, idle time on a tickless kernel is measured at every
+// idle entry and exit, so wall time minus idle is the CPU's exact busy time.
+// The sampled busy fields are not usable for that: on our VMs a 10 s window
+// of a proxy at 5000 req/s read 301-678 busy ticks against 238-281 measured,
+// and 67-538 ticks over identical runs.
+func CPUIdle(cpu int) (uint64, error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return 0, err
@@ -151,20 +155,19 @@ func CPUBusy(cpu int) (uint64, error) {
 		if !ok {
 			continue
 		}
-		var busy uint64
-		for i, f := range strings.Fields(rest) {
-			if i >= 8 { // guest time is already counted in user
-				break
-			}
-			v, err := strconv.ParseUint(f, 10, 64)
+		f := strings.Fields(rest)
+		if len(f) < 5 {
+			return 0, fmt.Errorf("/proc/stat %s: %d fields, want at least 5", strings.TrimSpace(prefix), len(f))
+		}
+		var idle uint64
+		for i := 3; i <= 4; i++ { // idle, iowait
+			v, err := strconv.ParseUint(f[i], 10, 64)
 			if err != nil {
 				return 0, fmt.Errorf("/proc/stat %s: field %d: %w", strings.TrimSpace(prefix), i+1, err)
 			}
-			if i != 3 && i != 4 { // idle, iowait
-				busy += v
-			}
+			idle += v
 		}
-		return busy, nil
+		return idle, nil
 	}
 	return 0, fmt.Errorf("/proc/stat has no line for cpu%d", cpu)
 }

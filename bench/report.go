@@ -60,14 +60,16 @@ type RunResult struct {
 	// floors utime and stime to whole ticks separately, so their sum over a
 	// run is exact only to ± two.
 	CPUResolutionUS float64 `json:"cpu_resolution_us"`
-	// OtherLoadPct is the share of the measured run during which the
-	// proxy's CPU was busy with something other than the target (other
-	// processes, the hypervisor's steal, softirq time the kernel charges
-	// to the CPU), -1 when not pinned. Rows where it is high are not
-	// comparable.
-	OtherLoadPct float64          `json:"other_load_pct"`
-	RSSBytes     int64            `json:"rss_bytes"`
-	Result       *loadtest.Result `json:"result"`
+	// CoreCPUPerReqUS is the busy time of the CPU the proxy is pinned to
+	// (wall time minus its measured idle time, CPUIdle) per completed
+	// request; -1 when not pinned and for direct rows, whose backend runs
+	// elsewhere. Besides the proxy's own time it holds what no process is
+	// charged for: interrupts and softirq work the CPU does while idle
+	// (each wake-up of the proxy is an interrupt there), and any other
+	// process on that CPU.
+	CoreCPUPerReqUS float64          `json:"core_cpu_us_per_request"`
+	RSSBytes        int64            `json:"rss_bytes"`
+	Result          *loadtest.Result `json:"result"`
 }
 
 // Fact is a named number of a scenario that is not a load run.
@@ -96,7 +98,7 @@ func (r *Report) Markdown() string {
 	fmt.Fprintf(&b, "- load: %d keep-alive connections, %s measured after %s warmup per run; 64-byte responses\n",
 		r.Conns, fmtSeconds(r.Duration), fmtSeconds(r.Warmup))
 	fmt.Fprintf(&b, "- CPU µs/req: utime+stime of the proxy process tree from /proc/<pid>/stat (%d ticks/s) over the measured run, divided by completed requests, ± two ticks (utime and stime are each whole ticks); direct rows charge the backend\n", r.ClockTicks)
-	b.WriteString("- other load on its CPU: the share of the run the proxy's CPU spent on anything but the proxy (other processes, hypervisor steal, kernel softirq time charged to the CPU rather than a process), from /proc/stat; rows where it is high are not comparable\n")
+	b.WriteString("- core µs/req: the busy time of the CPU the proxy is pinned to (wall time minus that CPU's idle time from /proc/stat, which a tickless kernel measures exactly) per completed request, ± one tick; it adds to CPU µs/req the interrupt work no process is charged for and anything else that ran there\n")
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "- note: %s\n", n)
 	}
@@ -108,8 +110,8 @@ func (r *Report) Markdown() string {
 }
 
 // tableHeader is the column set of every scenario table.
-const tableHeader = "| target | rate | achieved/s | p50 | p99 | p99.9 | max | errors | CPU µs/req | other load on its CPU | RSS | p50 ×direct | p99 ×direct | CPU ×direct | p99 ×nginx | CPU ×nginx |\n" +
-	"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+const tableHeader = "| target | rate | achieved/s | p50 | p99 | p99.9 | max | errors | CPU µs/req | core µs/req | RSS | p50 ×direct | p99 ×direct | CPU ×direct | p99 ×nginx | CPU ×nginx | core ×nginx |\n" +
+	"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
 
 func (sc *Scenario) markdown(b *strings.Builder) {
 	fmt.Fprintf(b, "## %s\n\n", sc.Title)
@@ -157,14 +159,15 @@ func (r *RunResult) row(direct, nginx *RunResult) string {
 	p50 := func(x *RunResult) float64 { return float64(x.Result.Latency.P50) }
 	p99 := func(x *RunResult) float64 { return float64(x.Result.Latency.P99) }
 	cpuOf := func(x *RunResult) float64 { return x.CPUPerReqUS }
-	other := "—"
-	if r.OtherLoadPct >= 0 {
-		other = strconv.FormatFloat(r.OtherLoadPct, 'f', 0, 64) + "%"
+	coreOf := func(x *RunResult) float64 { return x.CoreCPUPerReqUS }
+	core := "—"
+	if r.CoreCPUPerReqUS >= 0 {
+		core = strconv.FormatFloat(r.CoreCPUPerReqUS, 'f', 1, 64)
 	}
-	return fmt.Sprintf("| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+	return fmt.Sprintf("| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 		r.Label, rate, res.Rate, fmtLatency(res.Latency.P50), fmtLatency(res.Latency.P99), fmtLatency(res.Latency.P999),
-		fmtLatency(res.Latency.Max), errs, cpu, other, fmtBytes(r.RSSBytes),
-		ratio(direct, p50), ratio(direct, p99), ratio(direct, cpuOf), ratio(nginx, p99), ratio(nginx, cpuOf))
+		fmtLatency(res.Latency.Max), errs, cpu, core, fmtBytes(r.RSSBytes),
+		ratio(direct, p50), ratio(direct, p99), ratio(direct, cpuOf), ratio(nginx, p99), ratio(nginx, cpuOf), ratio(nginx, coreOf))
 }
 
 // errorCount is what Result.ErrorRate counts: failures, unsent and 5xx.
