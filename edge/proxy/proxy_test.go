@@ -472,6 +472,35 @@ func TestHeaderTimeout(t *testing.T) {
 	}
 }
 
+// HeaderTimeout bounds the whole head, not each wait for more of it: a
+// client dripping its head in pieces, each well inside the timeout, gets
+// 408.
+func TestHeaderTimeoutCoversDrippedHead(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.HeaderTimeout = 250 * time.Millisecond })
+	c := f.dial()
+	done := make(chan struct{})
+	dripped := make(chan struct{})
+	go func() {
+		defer close(dripped)
+		for _, p := range []string{"GET /api/drip HTTP/1.1\r\n", "Host: a.example\r\n", "X-A: 1\r\n", "X-B: 2\r\n",
+			"X-C: 3\r\n", "X-D: 4\r\n", "X-E: 5\r\n", "X-F: 6\r\n", "\r\n"} {
+			select {
+			case <-done:
+				return
+			case <-time.After(60 * time.Millisecond):
+			}
+			// Errors once the proxy closed are expected.
+			io.WriteString(c.c, p)
+		}
+	}()
+	r := c.read("GET")
+	close(done)
+	<-dripped
+	if r.status != 408 || !r.close {
+		t.Fatalf("dripped head: %d close=%v, want 408 and close", r.status, r.close)
+	}
+}
+
 func TestSwapChangesRouting(t *testing.T) {
 	f := newFixture(t, nil)
 	c := f.dial()

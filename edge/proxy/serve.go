@@ -44,7 +44,7 @@ func (s *Server) onRequest(ctx context.Context, c netpoll.Connection) error {
 		}
 		c.Close()
 	}
-	st.lastActive.Store(time.Now().UnixNano())
+	st.lastActive.Store(monoNow())
 	st.busy.Store(false)
 	return nil
 }
@@ -176,9 +176,15 @@ func (s *Server) reserveDetach() bool {
 func (s *Server) readHead(st *connState) (int, bool) {
 	c := st.conn
 	r := c.Reader()
-	c.SetReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
 	n := r.Len()
+	waits := false
 	for {
+		if n > r.Len() && !waits {
+			// Set only when the head is not all here: most requests
+			// arrive whole, and a deadline costs two clock reads.
+			c.SetReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
+			waits = true
+		}
 		buf, err := r.Peek(n)
 		if err != nil {
 			if upstream.IsTimeout(err) {
@@ -573,7 +579,7 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 			}
 		}
 	}
-	sent := time.Now()
+	sent := monoNow()
 
 	for {
 		if u.Buffered() > 0 {
@@ -593,7 +599,7 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 					if !s.reserveDetach() {
 						return exchangeShuttingDown
 					}
-					s.metrics.ObserveUpstream(time.Since(sent))
+					s.metrics.ObserveUpstream(time.Duration(monoNow() - sent))
 					st.rc.Observe(101)
 					if s.writeResponseHead(st, st.cw, false, true) != nil {
 						s.detachWG.Done()
@@ -638,7 +644,7 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 			return exchangeBadResponse
 		}
 	}
-	s.metrics.ObserveUpstream(time.Since(sent))
+	s.metrics.ObserveUpstream(time.Duration(monoNow() - sent))
 	if !early && !interim && st.match.RetryOn(st.resp.Status) && st.retry.take(pool) {
 		return exchangeRetryStatus
 	}

@@ -414,8 +414,16 @@ type connState struct {
 	upHeadLen   int    // length of the head in upHead, before any body bytes
 
 	busy       atomic.Bool
-	lastActive atomic.Int64 // unix nanos
+	lastActive atomic.Int64 // monoNow
 }
+
+// monoEpoch is where monoNow counts from.
+var monoEpoch = time.Now()
+
+// monoNow reads the monotonic clock, in nanoseconds since monoEpoch: one
+// clock read where time.Now makes two (wall and monotonic), for the
+// per-request timestamps that are only ever compared with each other.
+func monoNow() int64 { return int64(time.Since(monoEpoch)) }
 
 type ctxKey struct{}
 
@@ -455,7 +463,7 @@ func (s *Server) onPrepare(c netpoll.Connection) context.Context {
 	netpollx.AdoptPoller(c)
 	st := &connState{conn: c, cr: c.Reader(), cw: c.Writer()}
 	st.clientIP = appendIP(st.ipBuf[:0], c.RemoteAddr())
-	st.lastActive.Store(time.Now().UnixNano())
+	st.lastActive.Store(monoNow())
 	s.mu.Lock()
 	s.conns[st] = struct{}{}
 	s.mu.Unlock()
@@ -511,7 +519,7 @@ func (s *Server) reapIdle() {
 			return
 		case <-t.C:
 		}
-		cutoff := time.Now().Add(-s.cfg.IdleTimeout).UnixNano()
+		cutoff := monoNow() - int64(s.cfg.IdleTimeout)
 		idle = idle[:0]
 		s.mu.Lock()
 		for st := range s.conns {
