@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/snapgate/snapgate/ctrl/admin"
 	"github.com/snapgate/snapgate/ctrl/model"
 	"github.com/snapgate/snapgate/fbs"
+	"github.com/snapgate/snapgate/store"
 )
 
 const hsSecret = "-ebuDNsVZ2iJtoZ-akfXTSCt4UO2cruLCsbWlBinggE"
@@ -425,6 +427,46 @@ func TestRestartKeepsAuth(t *testing.T) {
 	wantAdminErr(t, err, admin.CodeInvalid, "id", "v1-basic")
 	if last.Revision >= key.Revision {
 		t.Fatalf("revisions did not advance: %d then %d", last.Revision, key.Revision)
+	}
+}
+
+// A store holding a document that validated when it was written but does
+// not build (here a policy whose API-key field is the consumer-id field,
+// which ctrl took before its validation caught it) must not keep ctrl from
+// starting: it serves the stored snapshot, and once the operator deletes
+// the document through the admin socket the next snapshot builds.
+func TestStartsWhenStoredDocumentsDoNotBuild(t *testing.T) {
+	dir := t.TempDir()
+	h := startCtrl(t, dir, nil)
+	res, err := h.c.PutCluster(ctx(t), cluster("api", "10.0.0.1:80"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := h.waitSnapshot(res.Revision).Version()
+	h.stop()
+
+	st, err := store.OpenPebble(filepath.Join(dir, "store"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := `{"id":"p","scope":{"global":true},"auth":{"methods":["api_key"],"api_key_header":"x-consumer-id"}}`
+	if _, _, err := st.Apply(store.Mutation{Kind: kindPolicy, ID: "p", Body: []byte(bad)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	h2 := startCtrl(t, dir, nil)
+	if v := h2.s.lastSnap().version; v != served {
+		t.Fatalf("in service after start: version %d, want the stored %d", v, served)
+	}
+	del, err := h2.c.DeletePolicy(ctx(t), "p", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap := h2.waitSnapshot(del.Revision); snap.NumClusters() != 1 {
+		t.Fatalf("snapshot %d after the fix: %d clusters", snap.Version(), snap.NumClusters())
 	}
 }
 

@@ -407,7 +407,14 @@ func (s *Server) startSnapshot() error {
 	cs, next := s.clusters.convert(&s.model, s.health.Routing())
 	cur, err := s.builder.BuildSnapshot(s.model.fbsState(ver, snap.ParentVersion(), s.cfg.Shards, cs))
 	if err != nil {
-		return fmt.Errorf("rebuilding snapshot %d to compare: %w", ver, err)
+		// The stored documents do not build (one stored before a rule that
+		// now refuses it, say). Refusing to start would leave the operator
+		// no admin socket to fix them with: serve the stored snapshot, and
+		// let the recompute loop retry, and log, until a write fixes them.
+		s.log.Error("the stored documents do not build; serving the stored snapshot until a write fixes them", "version", ver, "err", err)
+		s.publishStored(ver, snap, len(data), next)
+		s.notify()
+		return nil
 	}
 	same := cur.ContentHash() == snap.ContentHash()
 	s.builder.Recycle(cur.Bytes())
@@ -428,12 +435,18 @@ func (s *Server) startSnapshot() error {
 		}
 		return s.build()
 	}
-	s.builtModel, s.clusters = s.model.revision, next
-	s.metrics.snapshotBytes.Set(float64(len(data)))
+	s.publishStored(ver, snap, len(data), next)
+	s.builtModel = s.model.revision
+	return nil
+}
+
+// publishStored puts the stored latest snapshot into service at start.
+func (s *Server) publishStored(ver uint64, snap *fbs.Snapshot, size int, clusters clusterCache) {
+	s.clusters = clusters
+	s.metrics.snapshotBytes.Set(float64(size))
 	s.metrics.version.Set(float64(ver))
 	s.pub.PublishSnapshot(snap, time.Time{})
-	s.log.Info("publishing stored snapshot", "version", ver, "routes", snap.NumRoutes(), "clusters", snap.NumClusters(), "bytes", len(data))
-	return nil
+	s.log.Info("publishing stored snapshot", "version", ver, "routes", snap.NumRoutes(), "clusters", snap.NumClusters(), "bytes", size)
 }
 
 // AdminSocket returns the admin socket path.

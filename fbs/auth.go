@@ -118,9 +118,13 @@ func ReservedHeader(name, apiKeyHeader string) bool {
 	if apiKeyHeader == "" {
 		apiKeyHeader = DefaultAPIKeyHeader
 	}
-	n := fieldKey(name)
-	return slices.Contains(reservedHeaders, n) || n == fieldKey(apiKeyHeader)
+	return ProxyField(name) || fieldKey(name) == fieldKey(apiKeyHeader)
 }
+
+// ProxyField reports whether name is a field the proxy sets or reads for
+// framing, connection handling or forwarding (reservedHeaders), compared
+// as ReservedHeader compares.
+func ProxyField(name string) bool { return slices.Contains(reservedHeaders, fieldKey(name)) }
 
 // fieldKey is name lowercased with '_' as '-'.
 func fieldKey(name string) string {

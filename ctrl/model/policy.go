@@ -130,8 +130,13 @@ func (p *Policy) Validate() error {
 			seen[m] = true
 		}
 		if h := a.APIKeyHeader; h != "" {
-			if !isToken(h) || strings.ToLower(h) != h || h == "authorization" {
-				c.add("auth.api_key_header", "a lowercase header name other than authorization")
+			switch {
+			case !isToken(h) || strings.ToLower(h) != h:
+				c.add("auth.api_key_header", "a lowercase header name")
+			case fbs.ProxyField(h):
+				// The edge strips the credential field before forwarding:
+				// a framing or proxy field would go with it.
+				c.add("auth.api_key_header", fmt.Sprintf("%q is a field the proxy sets or reads; choose another name", h))
 			}
 		}
 	}
@@ -185,17 +190,21 @@ func (p *Policy) Validate() error {
 			c.add(f+".scope", `want "edge" or "cluster"`)
 		}
 	}
+	apiKeyHeader := ""
+	if p.Auth != nil {
+		apiKeyHeader = p.Auth.APIKeyHeader
+	}
 	if fw := p.Forward; fw != nil && fw.ConsumerHeader != "" {
-		apiKeyHeader := ""
-		if p.Auth != nil {
-			apiKeyHeader = p.Auth.APIKeyHeader
-		}
 		switch {
 		case !isToken(fw.ConsumerHeader):
 			c.add("forward.consumer_header", "not a valid header name")
 		case fbs.ReservedHeader(fw.ConsumerHeader, apiKeyHeader):
 			c.add("forward.consumer_header", fmt.Sprintf("%q is a field the proxy sets or reads, or the credential field; choose another name", fw.ConsumerHeader))
 		}
+	} else if fbs.ReservedHeader(DefaultConsumerHeader, apiKeyHeader) {
+		// The default consumer header is checked too: it is sent whether
+		// or not forward names one.
+		c.add("auth.api_key_header", fmt.Sprintf("%q is also where the consumer id goes upstream (forward.consumer_header, default %s); choose another name, or set forward.consumer_header", apiKeyHeader, DefaultConsumerHeader))
 	}
 	return c.err()
 }

@@ -134,6 +134,33 @@ func TestPolicy(t *testing.T) {
 			t.Errorf("%s: %v, want an error on %s", name, err, tc.field)
 		}
 	}
+	// The credential field may not be a proxy field, nor the field the
+	// consumer id goes upstream in, which is X-Consumer-Id unless forward
+	// names another: the edge strips the one and sets the other, and
+	// fbs.Build refuses such a policy (a policy ctrl stored but could not
+	// build stopped every later snapshot).
+	for _, tc := range []struct {
+		doc   string
+		field string // "" = valid
+	}{
+		{`{"id":"k","scope":{"global":true},"auth":{"methods":["api_key"],"api_key_header":"x-consumer-id"}}`, "auth.api_key_header"},
+		{`{"id":"k","scope":{"global":true},"auth":{"methods":["api_key"],"api_key_header":"x_consumer_id"}}`, "auth.api_key_header"},
+		{`{"id":"k","scope":{"global":true},"auth":{"methods":["api_key"],"api_key_header":"x-consumer-id"},"forward":{"consumer_header":"X-Consumer"}}`, ""},
+		{`{"id":"k","scope":{"global":true},"auth":{"methods":["api_key"],"api_key_header":"content-length"}}`, "auth.api_key_header"},
+		{`{"id":"k","scope":{"global":true},"auth":{"methods":["api_key"],"api_key_header":"transfer_encoding"}}`, "auth.api_key_header"},
+		{`{"id":"k","scope":{"global":true},"auth":{"methods":["api_key"],"api_key_header":"authorization"}}`, "auth.api_key_header"},
+		{`{"id":"k","scope":{"global":true},"auth":{"methods":["api_key"],"api_key_header":"x-tenant-key"}}`, ""},
+	} {
+		p, err := DecodePolicy([]byte(tc.doc))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.doc, err)
+		}
+		err = p.Validate()
+		if fe, ok := First(err); tc.field == "" && err != nil || tc.field != "" && (!ok || fe.Field != tc.field) {
+			t.Errorf("%s: %v, want an error on %q", tc.doc, err, tc.field)
+		}
+	}
+
 	no := func(string) bool { return false }
 	err = CheckPolicyRefs(&p, no, no, no)
 	if err == nil || !strings.Contains(err.Error(), `scope.route: route "api" does not exist`) ||
