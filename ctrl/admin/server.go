@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/snapgate/snapgate/ctrl/accept"
 	"github.com/snapgate/snapgate/ctrl/model"
 )
 
@@ -308,10 +309,8 @@ func (s *Server) Serve() error {
 			if s.isClosed() {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				// Out of descriptors: back off instead of spinning.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			if accept.Transient(err) {
+				backoff = accept.Backoff(backoff)
 				s.log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
 				time.Sleep(backoff)
 				continue

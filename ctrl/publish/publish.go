@@ -17,6 +17,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/snapgate/snapgate/ctrl/accept"
 	"github.com/snapgate/snapgate/fbs"
 	"github.com/snapgate/snapgate/wire"
 )
@@ -278,11 +279,8 @@ func (s *Server) Serve(ln net.Listener) error {
 			if s.isClosed() {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Transient (e.g. out of file descriptors surfaced as a timeout):
-				// back off like net/http rather than spin.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			if accept.Transient(err) {
+				backoff = accept.Backoff(backoff)
 				s.log.Warn("publish: accept failed, retrying", "addr", ln.Addr().String(), "err", err, "retry_in", backoff)
 				time.Sleep(backoff)
 				continue

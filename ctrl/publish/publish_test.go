@@ -7,10 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -703,5 +706,47 @@ func TestVersionTwoEdgeGetsVersionTwo(t *testing.T) {
 	typ, _, err = nextNonHeartbeat(t, r)
 	if err != nil || typ != wire.TypeFull || r.Version() != 2 {
 		t.Fatalf("got %s version %d err %v, want a version 2 FULL", typ, r.Version(), err)
+	}
+}
+
+// emfileOnce is a real listener whose first Accept fails as accept4 does
+// when the process is out of file descriptors.
+type emfileOnce struct {
+	net.Listener
+	failed atomic.Bool
+}
+
+func (l *emfileOnce) Accept() (net.Conn, error) {
+	if !l.failed.Swap(true) {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// Running out of file descriptors (a reconnect storm, or anyone opening
+// connections to the stream port without the secret) pauses accepting;
+// it used to end Serve, and with it the whole ctrl.
+func TestServeRidesOutFDExhaustion(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &emfileOnce{Listener: inner}
+	s := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Secret: testSecret})
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	defer func() {
+		s.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	s.Publish(1, snapOf(t, 1, 10, ""), time.Now())
+	_, r, _ := dial(t, inner.Addr().String(), "e1", 0)
+	if typ, _, err := nextNonHeartbeat(t, r); err != nil || typ != wire.TypeFull {
+		t.Fatalf("after an accept error: %s %v, want FULL", typ, err)
+	}
+	if !ln.failed.Load() {
+		t.Fatal("the listener never failed")
 	}
 }
