@@ -154,15 +154,16 @@ func equalPolicy(a, b fbs.Policy) bool {
 func TestAddKeyShowsTheKeyOnce(t *testing.T) {
 	h := startCtrl(t, t.TempDir(), nil)
 	cx := ctx(t)
-	if _, err := h.c.PutConsumer(cx, model.Consumer{ID: "bob"}, u64(0)); err != nil {
+	created, err := h.c.PutConsumer(cx, model.Consumer{ID: "bob"}, u64(0))
+	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := h.c.AddConsumerKey(cx, "bob", "", u64(1))
+	res, err := h.c.AddConsumerKey(cx, "bob", "", u64(created.Version))
 	if err != nil {
 		t.Fatal(err)
 	}
 	key := res.APIKey
-	if !strings.HasPrefix(key, "sg_") || res.Version != 2 || res.Consumer == nil || len(res.Consumer.Credentials.APIKeys) != 1 {
+	if !strings.HasPrefix(key, "sg_") || res.Version != created.Version+1 || res.Consumer == nil || len(res.Consumer.Credentials.APIKeys) != 1 {
 		t.Fatalf("AddConsumerKey = %+v", res)
 	}
 	if k := res.Consumer.Credentials.APIKeys[0]; k.ID != "key-1" || k.Hash != model.HashAPIKey(key) {
@@ -193,7 +194,7 @@ func TestAddKeyShowsTheKeyOnce(t *testing.T) {
 			t.Fatalf("get/list output %s: want the hash and never the key", out)
 		}
 	}
-	rm, err := h.c.RemoveConsumerKey(cx, "bob", "key-1", u64(3))
+	rm, err := h.c.RemoveConsumerKey(cx, "bob", "key-1", u64(res2.Version))
 	if err != nil || len(rm.Consumer.Credentials.APIKeys) != 1 || rm.Consumer.Credentials.APIKeys[0].ID != "ci" {
 		t.Fatalf("RemoveConsumerKey = %+v, %v", rm, err)
 	}
@@ -209,11 +210,12 @@ func TestSecretsStayInCtrl(t *testing.T) {
 	if _, err := h.c.PutJWTIssuer(cx, issuer("idp", "https://idp.example"), nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.c.PutConsumer(cx, model.Consumer{ID: "carol"}, nil); err != nil {
+	carol, err := h.c.PutConsumer(cx, model.Consumer{ID: "carol"}, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
 	ph := passwordHash(t, "correct horse")
-	res, err := h.c.SetConsumerPassword(cx, "carol", "carol", ph, u64(1))
+	res, err := h.c.SetConsumerPassword(cx, "carol", "carol", ph, u64(carol.Version))
 	if err != nil || len(res.Consumer.Credentials.Basic) != 1 || res.Consumer.Credentials.Basic[0].PasswordHash != "" {
 		t.Fatalf("SetConsumerPassword = %+v, %v; want the username without its hash", res, err)
 	}
@@ -269,24 +271,35 @@ func TestAuthStaleExpectedVersionChangesNothing(t *testing.T) {
 	base := h.settled()
 	cx := ctx(t)
 	builds := h.builds.Load()
+	// Versions start at the revision that created a document: read them.
+	version := func(get func() (admin.Result, error)) uint64 {
+		r, err := get()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Version
+	}
+	pv := version(func() (admin.Result, error) { return h.c.GetPolicy(cx, "v1-basic") })
+	cv := version(func() (admin.Result, error) { return h.c.GetConsumer(cx, "alice") })
+	iv := version(func() (admin.Result, error) { return h.c.GetJWTIssuer(cx, "idp") })
 	pol := model.Policy{ID: "v1-basic", Scope: model.PolicyScope{Route: "v1"}, Auth: &model.PolicyAuth{Methods: []string{"jwt"}}}
 	_, err := h.c.PutPolicy(cx, pol, u64(0))
-	wantAdminErr(t, err, admin.CodeConflict, "expected_version", `policy "v1-basic" already exists at version 1`)
-	_, err = h.c.PutPolicy(cx, pol, u64(7))
-	wantAdminErr(t, err, admin.CodeConflict, "expected_version", `policy "v1-basic" is at version 1, expected 7`)
-	_, err = h.c.DeletePolicy(cx, "v1-basic", u64(2))
-	wantAdminErr(t, err, admin.CodeConflict, "expected_version", "is at version 1, expected 2")
-	_, err = h.c.AddConsumerKey(cx, "alice", "", u64(5))
-	wantAdminErr(t, err, admin.CodeConflict, "expected_version", `consumer "alice" is at version 1, expected 5`)
+	wantAdminErr(t, err, admin.CodeConflict, "expected_version", fmt.Sprintf(`policy "v1-basic" already exists at version %d`, pv))
+	_, err = h.c.PutPolicy(cx, pol, u64(pv+7))
+	wantAdminErr(t, err, admin.CodeConflict, "expected_version", fmt.Sprintf(`policy "v1-basic" is at version %d, expected %d`, pv, pv+7))
+	_, err = h.c.DeletePolicy(cx, "v1-basic", u64(pv-1))
+	wantAdminErr(t, err, admin.CodeConflict, "expected_version", fmt.Sprintf("is at version %d, expected %d", pv, pv-1))
+	_, err = h.c.AddConsumerKey(cx, "alice", "", u64(cv+5))
+	wantAdminErr(t, err, admin.CodeConflict, "expected_version", fmt.Sprintf(`consumer "alice" is at version %d, expected %d`, cv, cv+5))
 	_, err = h.c.SetConsumerPassword(cx, "alice", "alice", passwordHash(t, "pw"), u64(0))
 	wantAdminErr(t, err, admin.CodeConflict, "expected_version", "already exists")
-	_, err = h.c.PutJWTIssuer(cx, issuer("idp", "https://other.example"), u64(3))
-	wantAdminErr(t, err, admin.CodeConflict, "expected_version", `jwt_issuer "idp" is at version 1, expected 3`)
+	_, err = h.c.PutJWTIssuer(cx, issuer("idp", "https://other.example"), u64(iv+3))
+	wantAdminErr(t, err, admin.CodeConflict, "expected_version", fmt.Sprintf(`jwt_issuer "idp" is at version %d, expected %d`, iv, iv+3))
 	// A stale write is a conflict whatever it carries: the writer must
 	// re-read before anything it sent is worth judging.
 	bad := model.Policy{ID: "v1-basic", Scope: model.PolicyScope{Route: "no-such-route"}, Auth: &model.PolicyAuth{Methods: []string{"jwt"}}}
-	_, err = h.c.PutPolicy(cx, bad, u64(7))
-	wantAdminErr(t, err, admin.CodeConflict, "expected_version", `policy "v1-basic" is at version 1, expected 7`)
+	_, err = h.c.PutPolicy(cx, bad, u64(pv+7))
+	wantAdminErr(t, err, admin.CodeConflict, "expected_version", fmt.Sprintf(`policy "v1-basic" is at version %d, expected %d`, pv, pv+7))
 	_, err = h.c.AddConsumerKey(cx, "nobody", "", u64(4))
 	wantAdminErr(t, err, admin.CodeConflict, "expected_version", `consumer "nobody"`)
 
@@ -294,7 +307,7 @@ func TestAuthStaleExpectedVersionChangesNothing(t *testing.T) {
 		t.Fatalf("store revision moved from %d to %d on rejected writes", base, rev)
 	}
 	got, err := h.c.GetPolicy(cx, "v1-basic")
-	if err != nil || got.Version != 1 || got.Policy.Auth.Methods[0] != "basic" {
+	if err != nil || got.Version != pv || got.Policy.Auth.Methods[0] != "basic" {
 		t.Fatalf("GetPolicy after conflicts = %+v, %v", got, err)
 	}
 	if c, err := h.c.GetConsumer(cx, "alice"); err != nil || len(c.Consumer.Credentials.APIKeys)+len(c.Consumer.Credentials.Basic) != 0 {
@@ -366,9 +379,13 @@ func TestAuthReferenceRules(t *testing.T) {
 	wantAdminErr(t, err, admin.CodeInvalid, "id", `cluster "api" is used by routes "v1", "v2" and policy "api-users"`)
 
 	// Once the referrers are gone, the deletes go through.
+	vb, err := h.c.GetPolicy(cx, "v1-basic")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, del := range []func() (admin.Result, error){
 		func() (admin.Result, error) { return h.c.DeletePolicy(cx, "api-users", nil) },
-		func() (admin.Result, error) { return h.c.DeletePolicy(cx, "v1-basic", u64(1)) },
+		func() (admin.Result, error) { return h.c.DeletePolicy(cx, "v1-basic", u64(vb.Version)) },
 		func() (admin.Result, error) { return h.c.DeleteRoute(cx, "v1", nil) },
 		func() (admin.Result, error) { return h.c.DeleteRoute(cx, "v2", nil) },
 		func() (admin.Result, error) { return h.c.DeleteCluster(cx, "api", nil) },

@@ -196,7 +196,8 @@ func TestPutClusterAndRouteBuildsMatchingSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Version != 1 || res.Revision <= cres.Revision || res.Kind != "route" {
+	// A document is created at the version of its revision.
+	if res.Version != res.Revision || res.Revision <= cres.Revision || res.Kind != "route" {
 		t.Fatalf("PutRoute result = %+v", res)
 	}
 	snap := h.waitSnapshot(res.Revision)
@@ -216,7 +217,7 @@ func TestPutClusterAndRouteBuildsMatchingSnapshot(t *testing.T) {
 	}
 
 	got, err := h.c.GetRoute(cx, "api")
-	if err != nil || got.Version != 1 || got.Route.Prefix != "/api" {
+	if err != nil || got.Version != res.Version || got.Route.Prefix != "/api" {
 		t.Fatalf("GetRoute = %+v, %v", got, err)
 	}
 	l, err := h.c.ListClusters(cx)
@@ -237,20 +238,21 @@ func TestStaleExpectedVersionChangesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	r2, err := h.c.PutCluster(cx, cluster("c", "10.0.0.2:80"), u64(r1.Version))
-	if err != nil || r2.Version != 2 {
-		t.Fatalf("PutCluster at version 1 = %+v, %v", r2, err)
+	if err != nil || r2.Version != r1.Version+1 {
+		t.Fatalf("PutCluster at version %d = %+v, %v", r1.Version, r2, err)
 	}
 	h.waitSnapshot(r2.Revision)
 	base := h.settled()
 	built := h.s.lastSnap().version
 	builds := h.builds.Load()
 
-	_, err = h.c.PutCluster(cx, cluster("c", "10.0.0.3:80"), u64(1))
-	wantAdminErr(t, err, admin.CodeConflict, "expected_version", `cluster "c" is at version 2, expected 1`)
+	v := r2.Version
+	_, err = h.c.PutCluster(cx, cluster("c", "10.0.0.3:80"), u64(r1.Version))
+	wantAdminErr(t, err, admin.CodeConflict, "expected_version", fmt.Sprintf(`cluster "c" is at version %d, expected %d`, v, r1.Version))
 	_, err = h.c.PutCluster(cx, cluster("c", "10.0.0.3:80"), u64(0))
-	wantAdminErr(t, err, admin.CodeConflict, "expected_version", "already exists at version 2")
-	_, err = h.c.DeleteCluster(cx, "c", u64(5))
-	wantAdminErr(t, err, admin.CodeConflict, "expected_version", "is at version 2, expected 5")
+	wantAdminErr(t, err, admin.CodeConflict, "expected_version", fmt.Sprintf("already exists at version %d", v))
+	_, err = h.c.DeleteCluster(cx, "c", u64(v+5))
+	wantAdminErr(t, err, admin.CodeConflict, "expected_version", fmt.Sprintf("is at version %d, expected %d", v, v+5))
 	_, err = h.c.PutRoute(cx, model.Route{ID: "r", Host: "*", Prefix: "/", Cluster: "c"}, u64(4))
 	wantAdminErr(t, err, admin.CodeConflict, "expected_version", `route "r" does not exist, expected version 4`)
 
@@ -258,7 +260,7 @@ func TestStaleExpectedVersionChangesNothing(t *testing.T) {
 		t.Fatalf("store revision moved from %d to %d on rejected writes", base, rev)
 	}
 	got, err := h.c.GetCluster(cx, "c")
-	if err != nil || got.Version != 2 || got.Cluster.Endpoints[0].Address != "10.0.0.2:80" {
+	if err != nil || got.Version != v || got.Cluster.Endpoints[0].Address != "10.0.0.2:80" {
 		t.Fatalf("GetCluster after conflicts = %+v, %v", got, err)
 	}
 	// Give a (wrongly) poked recompute loop time to act, then check nothing was built.
@@ -274,11 +276,13 @@ func TestCrossDocumentRules(t *testing.T) {
 	_, err := h.c.PutRoute(cx, model.Route{ID: "r1", Host: "*", Prefix: "/", Cluster: "missing"}, nil)
 	wantAdminErr(t, err, admin.CodeInvalid, "cluster", `cluster "missing" does not exist`)
 
-	if _, err := h.c.PutCluster(cx, cluster("c", "10.0.0.1:80"), nil); err != nil {
+	cres, err := h.c.PutCluster(cx, cluster("c", "10.0.0.1:80"), nil)
+	if err != nil {
 		t.Fatal(err)
 	}
+	r1 := map[string]admin.Result{}
 	for _, id := range []string{"r1", "r2"} {
-		if _, err := h.c.PutRoute(cx, model.Route{ID: id, Host: "a.example", Prefix: "/" + id, Cluster: "c"}, nil); err != nil {
+		if r1[id], err = h.c.PutRoute(cx, model.Route{ID: id, Host: "a.example", Prefix: "/" + id, Cluster: "c"}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -294,7 +298,7 @@ func TestCrossDocumentRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The same route may keep its own (host, prefix).
-	if _, err := h.c.PutRoute(cx, model.Route{ID: "r1", Host: "a.example", Prefix: "/r1", Cluster: "c", TimeoutMs: 9}, u64(1)); err != nil {
+	if _, err := h.c.PutRoute(cx, model.Route{ID: "r1", Host: "a.example", Prefix: "/r1", Cluster: "c", TimeoutMs: 9}, u64(r1["r1"].Version)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -320,8 +324,8 @@ func TestCrossDocumentRules(t *testing.T) {
 			t.Fatalf("DeleteRoute(%s) = %+v, %v", id, res, err)
 		}
 	}
-	res, err := h.c.DeleteCluster(cx, "c", u64(1))
-	if err != nil || res.Version != 1 {
+	res, err := h.c.DeleteCluster(cx, "c", u64(cres.Version))
+	if err != nil || res.Version != cres.Version {
 		t.Fatalf("DeleteCluster = %+v, %v", res, err)
 	}
 	snap := h.waitSnapshot(res.Revision)
@@ -424,7 +428,7 @@ func TestRestartKeepsVersions(t *testing.T) {
 		t.Fatalf("restart rebuilt a current snapshot (%d builds)", h2.builds.Load())
 	}
 	got, err := h2.c.GetRoute(cx, "r")
-	if err != nil || got.Version != 1 || got.Revision != res.Revision {
+	if err != nil || got.Version != res.Version || got.Revision != res.Revision {
 		t.Fatalf("GetRoute after restart = %+v, %v", got, err)
 	}
 	res2, err := h2.c.PutRoute(cx, model.Route{ID: "r2", Host: "*", Prefix: "/two", Cluster: "c"}, u64(0))
@@ -783,4 +787,37 @@ func unstore(t *testing.T, dir string, v uint64) string {
 		t.Fatal(err)
 	}
 	return snapDir
+}
+
+// A version read before a delete never matches the document created after
+// it under the same id (DESIGN P2/P3: a stale expected_version loses), so
+// a writer that read "shop" cannot overwrite the "shop" someone else
+// deleted and created again in between.
+func TestExpectedVersionSurvivesDeleteAndRecreate(t *testing.T) {
+	h := startCtrl(t, t.TempDir(), nil)
+	cx := ctx(t)
+	for _, c := range []string{"web", "evil"} {
+		if _, err := h.c.PutCluster(cx, cluster(c, "10.0.0.1:80"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read, err := h.c.PutRoute(cx, model.Route{ID: "shop", Host: "*", Prefix: "/shop", Cluster: "web"}, u64(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.c.DeleteRoute(cx, "shop", nil); err != nil {
+		t.Fatal(err)
+	}
+	again, err := h.c.PutRoute(cx, model.Route{ID: "shop", Host: "*", Prefix: "/shop", Cluster: "evil"}, u64(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Version <= read.Version {
+		t.Fatalf("re-created at version %d, not above the %d read before the delete", again.Version, read.Version)
+	}
+	_, err = h.c.PutRoute(cx, model.Route{ID: "shop", Host: "*", Prefix: "/shop", Cluster: "web", TimeoutMs: 5}, u64(read.Version))
+	wantAdminErr(t, err, admin.CodeConflict, "expected_version", fmt.Sprintf(`route "shop" is at version %d, expected %d`, again.Version, read.Version))
+	if got, err := h.c.GetRoute(cx, "shop"); err != nil || got.Route.Cluster != "evil" {
+		t.Fatalf("GetRoute = %+v, %v: the stale write changed it", got, err)
+	}
 }

@@ -212,7 +212,7 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 		if err != nil {
 			t.Fatalf("acknowledged write %s (rev %d) lost: %v", a.id, a.rev, err)
 		}
-		if d.Version != 1 || d.Revision != a.rev || string(d.Body) != a.id {
+		if d.Version != a.rev || d.Revision != a.rev || string(d.Body) != a.id {
 			t.Fatalf("acknowledged write %s (rev %d) came back as %+v", a.id, a.rev, d)
 		}
 		if a.snap {

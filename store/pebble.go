@@ -248,10 +248,14 @@ func (p *Pebble) commit(muts []Mutation) (uint64, []Doc, error) {
 		if ver == math.MaxUint64 {
 			return 0, nil, fmt.Errorf("store: apply: %s %q: version %d cannot be incremented", m.Kind, m.ID, ver)
 		}
-		if err := b.Set(key, encodeRecord(ver+1, next, m.Body), nil); err != nil {
+		nv := ver + 1
+		if ver == 0 {
+			nv = next // a create: see the package comment
+		}
+		if err := b.Set(key, encodeRecord(nv, next, m.Body), nil); err != nil {
 			return 0, nil, fmt.Errorf("store: apply: batch put %s %q: %w", m.Kind, m.ID, err)
 		}
-		docs[i] = Doc{Kind: m.Kind, ID: m.ID, Version: ver + 1, Revision: next, Body: bytes.Clone(m.Body)}
+		docs[i] = Doc{Kind: m.Kind, ID: m.ID, Version: nv, Revision: next, Body: bytes.Clone(m.Body)}
 	}
 	if err := b.Set(revKey, encodeUint64(next), nil); err != nil {
 		return 0, nil, fmt.Errorf("store: apply: batch revision: %w", err)

@@ -4,9 +4,14 @@
 // Store is the contract; it mentions no Pebble types so that a distributed
 // backend (etcd) can meet it later. *Pebble is the embedded implementation.
 //
-// Every document has a per-object Version (1 on create, +1 on every put) used
-// for compare-and-swap, and carries the global Revision of the commit that
-// wrote it. Each successful Apply produces exactly one new Revision, and the
+// Every document has a per-object Version used for compare-and-swap: on
+// create the Revision of that commit, +1 on every put. Starting from the
+// revision rather than from 1 keeps versions from repeating across a delete
+// and a re-create (a version is never above the revision that wrote it, and
+// a re-create comes at a later revision than every version before it), so
+// an expected version read before a delete can never match the document
+// created after it. Every document also carries the global Revision of the
+// commit that wrote it. Each successful Apply produces exactly one new Revision, and the
 // whole Apply is durable (fsynced) before it returns; ApplyNoSync leaves the
 // fsync to a later Sync, so that concurrent writers can share it.
 //
@@ -24,7 +29,7 @@ import (
 // Doc is one stored document.
 type Doc struct {
 	Kind, ID string
-	Version  uint64 // per object: 1 on create, +1 on every put; 0 in the result of a delete
+	Version  uint64 // per object: the creating Revision on create, +1 on every put; 0 in the result of a delete
 	Revision uint64 // global revision of the commit that wrote this version
 	Body     []byte // opaque to the store (ctrl stores JSON)
 }

@@ -115,10 +115,16 @@ func TestCASSemantics(t *testing.T) {
 	_, _, err = s.Apply(put("route", "api", "x", ver(3)))
 	wantConflict(t, err, `route "api": expected_version 3 is stale (it does not exist)`)
 
-	// Recreating after a delete starts the object over at version 1.
+	// Recreating after a delete starts the object at the revision of the
+	// create, above every version it had before: an expected version read
+	// before the delete cannot match the new object.
 	rev, docs = mustApply(t, s, put("route", "api", "again", ver(0)))
-	if rev != 5 || docs[0].Version != 1 || docs[0].Revision != 5 {
+	if rev != 5 || docs[0].Version != 5 || docs[0].Revision != 5 {
 		t.Fatalf("recreate: rev %d docs %+v", rev, docs)
+	}
+	for _, stale := range []uint64{1, 2, 3} {
+		_, _, err = s.Apply(put("route", "api", "stale", ver(stale)))
+		wantConflict(t, err, fmt.Sprintf(`route "api": expected_version %d is stale (current version is 5)`, stale))
 	}
 	if got := s.Revision(); got != 5 {
 		t.Fatalf("Revision() = %d, want 5 (failed applies must not bump it)", got)
@@ -195,7 +201,7 @@ func TestApplyAllOrNothing(t *testing.T) {
 	}
 
 	rev, docs := mustApply(t, s, put("route", "a", "a2", ver(1)), del("route", "b", ver(1)), put("route", "c", "c1", ver(0)))
-	if rev != 2 || len(docs) != 3 || docs[0].Version != 2 || docs[1].Version != 0 || docs[2].Version != 1 {
+	if rev != 2 || len(docs) != 3 || docs[0].Version != 2 || docs[1].Version != 0 || docs[2].Version != 2 {
 		t.Fatalf("multi apply: rev %d docs %+v", rev, docs)
 	}
 }
@@ -477,7 +483,7 @@ func TestPersistence(t *testing.T) {
 	mustApply(t, s, put("route", "api", "v1", ver(0)), put("cluster", "web", "c1", ver(0)))
 	mustApply(t, s, put("route", "api", "v2", ver(1)))
 	mustApply(t, s, put("route", "gone", "x", nil))
-	mustApply(t, s, del("route", "gone", ver(1)))
+	mustApply(t, s, del("route", "gone", ver(3)))
 	for v := uint64(1); v <= 4; v++ {
 		if err := s.PutSnapshot(v, []byte(fmt.Sprint("s", v)), 2); err != nil {
 			t.Fatal(err)

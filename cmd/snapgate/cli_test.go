@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -237,8 +238,8 @@ func TestCtlFlagsAfterCommand(t *testing.T) {
 	ctl("cluster", "put", "--id", "a", "--endpoint", "127.0.0.1:9", "--socket", g.socket)
 	out := ctl("route", "put", "--id", "api", "--prefix", "/api", "--cluster", "a", "-o", "json", "--socket", g.socket)
 	var put admin.Result
-	if err := json.Unmarshal([]byte(out), &put); err != nil || put.ID != "api" || put.Version != 1 {
-		t.Fatalf("route put -o json: %q (%v), want a JSON result for api at version 1", out, err)
+	if err := json.Unmarshal([]byte(out), &put); err != nil || put.ID != "api" || put.Version == 0 || put.Version != put.Revision {
+		t.Fatalf("route put -o json: %q (%v), want a JSON result for api created at its revision", out, err)
 	}
 
 	out = ctl("route", "list", "-o", "json", "--socket", g.socket)
@@ -308,6 +309,15 @@ func TestDemo(t *testing.T) {
 	if out := g.mustCtl("route", "list"); !strings.Contains(out, "3 routes") || !strings.Contains(out, "prefix /api") {
 		t.Fatalf("route list: %s", out)
 	}
+	// The instructions' live change works as printed, and so does their
+	// stale repeat's conflict.
+	m := regexp.MustCompile(`--cluster backend-b --expected-version (\d+)\n`).FindStringSubmatch(p.output())
+	if m == nil {
+		t.Fatalf("the instructions name no expected version:\n%s", p.output())
+	}
+	g.mustCtl("route", "put", "--id", "api", "--host", "*", "--prefix", "/api", "--cluster", "backend-b", "--expected-version", m[1])
+	g.waitBody(5*time.Second, "/api/hello", "backend-b: GET /api/hello")
+	g.wantCtl(1, "conflict", "route", "put", "--id", "api", "--host", "*", "--prefix", "/api", "--cluster", "backend-a", "--expected-version", m[1])
 	p.kill(syscall.SIGINT)
 	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("demo exited %d after SIGINT:\n%s", code, p.output())

@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -66,8 +68,12 @@ func TestCtlAuthCommands(t *testing.T) {
 
 	g.mustCtl("cluster", "put", "--id", "c", "--endpoint", "127.0.0.1:9")
 	g.mustCtl("route", "put", "--id", "api", "--prefix", "/api", "--cluster", "c")
-	g.wantCtl(0, `jwt_issuer "idp" stored: version 1`, "issuer", "put", "-f", issuer, "--expected-version", "0")
-	g.wantCtl(0, `consumer "alice" stored: version 1`, "consumer", "put", "--id", "alice", "--group", "staff")
+	g.wantCtl(0, `jwt_issuer "idp" stored: version `, "issuer", "put", "-f", issuer, "--expected-version", "0")
+	created, _ := storedVersion(t, g.wantCtl(0, `consumer "alice" stored: version `, "consumer", "put", "--id", "alice", "--group", "staff"))
+	aliceV, err := strconv.ParseUint(created, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	out := g.wantCtl(0, `new API key "laptop"`, "consumer", "add-key", "alice", "--id", "laptop")
 	var key string
@@ -85,7 +91,8 @@ func TestCtlAuthCommands(t *testing.T) {
 	}
 	g.wantCtl(1, `already has an API key "laptop"`, "consumer", "add-key", "alice", "--id", "laptop")
 
-	if code, out := g.ctlWithStdin("s3cret-pass\n", "consumer", "set-password", "alice", "alice", "--expected-version", "3"); code != 0 || !strings.Contains(out, "version 4") {
+	// Two keys were added since alice was created.
+	if code, out := g.ctlWithStdin("s3cret-pass\n", "consumer", "set-password", "alice", "alice", "--expected-version", strconv.FormatUint(aliceV+2, 10)); code != 0 || !strings.Contains(out, fmt.Sprintf("version %d ", aliceV+3)) {
 		t.Fatalf("set-password: exit %d: %s", code, out)
 	}
 	if code, out := g.ctlWithStdin("", "consumer", "set-password", "alice", "alice"); code != 1 || !strings.Contains(out, "empty") {
@@ -109,17 +116,17 @@ func TestCtlAuthCommands(t *testing.T) {
 	}
 	g.wantCtl(0, "1 consumer at revision", "consumer", "list")
 	g.wantCtl(0, "laptop=sha256:", "consumer", "list")
-	g.wantCtl(0, `consumer "alice" stored: version 5`, "consumer", "remove-key", "alice", "key-1")
+	g.wantCtl(0, fmt.Sprintf(`consumer "alice" stored: version %d `, aliceV+4), "consumer", "remove-key", "alice", "key-1")
 	g.wantCtl(1, `has no API key "key-1"`, "consumer", "remove-key", "alice", "key-1")
 
 	// A put from flags sets the groups and keeps the credentials (a lost
 	// API key cannot be put back).
-	g.wantCtl(0, `consumer "alice" stored: version 6`, "consumer", "put", "--id", "alice", "--group", "admin")
+	g.wantCtl(0, fmt.Sprintf(`consumer "alice" stored: version %d `, aliceV+5), "consumer", "put", "--id", "alice", "--group", "admin")
 	out = g.wantCtl(0, "api_key laptop", "consumer", "get", "alice")
 	if !strings.Contains(out, "basic") || !strings.Contains(out, "admin") || strings.Contains(out, "staff") {
 		t.Fatalf("consumer get after a put of its groups: want the new group, the key and the password kept:\n%s", out)
 	}
-	g.wantCtl(1, "is at version 6, expected 5", "consumer", "put", "--id", "alice", "--group", "x", "--expected-version", "5")
+	g.wantCtl(1, fmt.Sprintf("is at version %d, expected %d", aliceV+5, aliceV+4), "consumer", "put", "--id", "alice", "--group", "x", "--expected-version", strconv.FormatUint(aliceV+4, 10))
 
 	out = g.wantCtl(0, "kid h1, oct HS256", "issuer", "get", "idp")
 	if strings.Contains(out, hmac) || strings.Contains(g.mustCtl("issuer", "list", "-o", "json"), hmac) {
@@ -127,7 +134,7 @@ func TestCtlAuthCommands(t *testing.T) {
 	}
 	g.wantCtl(0, "1 issuer at revision", "issuer", "list")
 
-	g.wantCtl(0, `policy "api-auth" stored: version 1`, "policy", "put", "-f", policy, "--expected-version", "0")
+	policyV, _ := storedVersion(t, g.wantCtl(0, `policy "api-auth" stored: version `, "policy", "put", "-f", policy, "--expected-version", "0"))
 	g.wantCtl(1, "conflict: expected_version", "policy", "put", "-f", policy, "--expected-version", "0")
 	g.wantCtl(1, `invalid: scope.route: route "nope" does not exist`, "policy", "put", "-f", orphan)
 	g.wantCtl(0, "route:api", "policy", "list")
@@ -143,7 +150,7 @@ func TestCtlAuthCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(g.mustCtl("status", "-o", "json")), &st); err != nil || st.Policies != 1 || st.FleetSize != 1 {
 		t.Fatalf("status -o json: %+v, %v", st, err)
 	}
-	g.wantCtl(0, `policy "api-auth" deleted`, "policy", "delete", "api-auth", "--expected-version", "1")
+	g.wantCtl(0, `policy "api-auth" deleted`, "policy", "delete", "api-auth", "--expected-version", policyV)
 	g.wantCtl(0, `jwt_issuer "idp" deleted`, "issuer", "delete", "idp")
 	g.wantCtl(0, "fleet     unused", "status")
 }
@@ -208,7 +215,7 @@ func TestCtlConsumerPutKeepsCurrentCredentials(t *testing.T) {
 
 	// A new consumer gets no credentials; credentials sent along with
 	// keep_credentials are refused, not merged.
-	g.wantCtl(0, `consumer "bob" stored: version 1`, "consumer", "put", "--id", "bob", "--group", "staff")
+	g.wantCtl(0, `consumer "bob" stored: version `, "consumer", "put", "--id", "bob", "--group", "staff")
 	_, err = cl.Call(ctx, admin.Request{Cmd: admin.CmdConsumerPut, KeepCredentials: true, Consumer: &model.Consumer{ID: "bob",
 		Credentials: model.Credentials{APIKeys: []model.APIKeyCredential{{ID: "k", Hash: model.HashAPIKey("sg_x")}}}}})
 	if ae, ok := err.(*admin.Error); !ok || ae.Code != admin.CodeBadRequest || ae.Field != "consumer.credentials" {

@@ -109,8 +109,9 @@ func demo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) error {
 	}
 	start("edge", node.Run)
 
-	setup := func() error {
-		if err := applySampleConfig(ctx, socket, cfg); err != nil {
+	var apiVersion uint64
+	setup := func() (err error) {
+		if apiVersion, err = applySampleConfig(ctx, socket, cfg); err != nil {
 			return err
 		}
 		return waitServing(ctx, cfg.edgeAddr)
@@ -120,7 +121,7 @@ func demo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) error {
 		wg.Wait()
 		return err
 	}
-	printDemoHelp(stdout, cfg, socket)
+	printDemoHelp(stdout, cfg, socket, apiVersion)
 	select {
 	case <-ctx.Done():
 		fmt.Fprintln(stdout, "\nstopping: edge, ctrl and backends")
@@ -158,11 +159,12 @@ func sampleBackend(name, addr string) (func(context.Context) error, error) {
 }
 
 // applySampleConfig puts the demo's clusters and routes through the admin
-// socket, as an operator would with 'snapgate ctl'.
-func applySampleConfig(ctx context.Context, socket string, cfg demoConfig) error {
+// socket, as an operator would with 'snapgate ctl', and returns the version
+// of route api.
+func applySampleConfig(ctx context.Context, socket string, cfg demoConfig) (uint64, error) {
 	cl, err := dialAdmin(ctx, socket)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer cl.Close()
 	clusters := []model.Cluster{
@@ -172,7 +174,7 @@ func applySampleConfig(ctx context.Context, socket string, cfg demoConfig) error
 	}
 	for _, c := range clusters {
 		if _, err := cl.PutCluster(ctx, c, nil); err != nil {
-			return fmt.Errorf("cluster %s: %w", c.ID, err)
+			return 0, fmt.Errorf("cluster %s: %w", c.ID, err)
 		}
 	}
 	routes := []model.Route{
@@ -180,12 +182,17 @@ func applySampleConfig(ctx context.Context, socket string, cfg demoConfig) error
 		{ID: "shop", Host: "shop.example", Prefix: "/", Cluster: "both"},
 		{ID: "default", Host: "*", Prefix: "/", Cluster: "backend-b"},
 	}
+	var apiVersion uint64
 	for _, r := range routes {
-		if _, err := cl.PutRoute(ctx, r, nil); err != nil {
-			return fmt.Errorf("route %s: %w", r.ID, err)
+		res, err := cl.PutRoute(ctx, r, nil)
+		if err != nil {
+			return 0, fmt.Errorf("route %s: %w", r.ID, err)
+		}
+		if r.ID == "api" {
+			apiVersion = res.Version
 		}
 	}
-	return nil
+	return apiVersion, nil
 }
 
 // dialAdmin waits for ctrl's admin socket to appear (ctrl starts concurrently).
@@ -248,7 +255,7 @@ func probeOK(client *http.Client, addr, host, path string) error {
 	return nil
 }
 
-func printDemoHelp(w io.Writer, cfg demoConfig, socket string) {
+func printDemoHelp(w io.Writer, cfg demoConfig, socket string, apiVersion uint64) {
 	ctl := "./bin/snapgate ctl --socket " + socket
 	fmt.Fprintf(w, `snapgate demo is running: ctrl (stream %s), edge http://%s, backends %s and %s.
 
@@ -259,11 +266,11 @@ Try the sample routes:
 
 Change a route live (the edge follows within milliseconds):
   %[5]s route list
-  %[5]s route put --id api --host '*' --prefix /api --cluster backend-b --expected-version 1
+  %[5]s route put --id api --host '*' --prefix /api --cluster backend-b --expected-version %[6]d
   curl http://%[2]s/api/hello                       # now backend-b
-  %[5]s route put --id api --host '*' --prefix /api --cluster backend-a --expected-version 1   # stale: conflict, nothing changes
+  %[5]s route put --id api --host '*' --prefix /api --cluster backend-a --expected-version %[6]d   # stale: conflict, nothing changes
   %[5]s status
 
 Press Ctrl-C to stop.
-`, cfg.streamAddr, cfg.edgeAddr, cfg.backendA, cfg.backendB, ctl)
+`, cfg.streamAddr, cfg.edgeAddr, cfg.backendA, cfg.backendB, ctl, apiVersion)
 }

@@ -14,7 +14,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -281,24 +283,25 @@ func TestEndToEnd(t *testing.T) {
 	g.mustCtl("cluster", "put", "--id", "a", "--endpoint", a)
 	g.mustCtl("cluster", "put", "--id", "b", "--endpoint", b)
 	out := g.mustCtl("route", "put", "--id", "api", "--host", "*", "--prefix", "/api", "--cluster", "a")
-	if !strings.Contains(out, "version 1 ") {
-		t.Fatalf("route put output %q does not report version 1", out)
+	first, rev := storedVersion(t, out)
+	if first != rev {
+		t.Fatalf("route put output %q: a new route's version is the revision that created it", out)
 	}
 	g.waitBody(5*time.Second, "/api/x", "A /api/x")
 	if code, _, _ := g.get("", "/other"); code != 404 {
 		t.Fatalf("GET /other: status %d, want 404 (no route)", code)
 	}
 
-	g.mustCtl("route", "put", "--id", "api", "--host", "*", "--prefix", "/api", "--cluster", "b", "--expected-version", "1")
+	g.mustCtl("route", "put", "--id", "api", "--host", "*", "--prefix", "/api", "--cluster", "b", "--expected-version", first)
 	took := g.waitBody(time.Second, "/api/x", "B /api/x")
 	t.Logf("route change served by the edge %v after ctl returned", took)
 
-	code, out := g.ctl("route", "put", "--id", "api", "--host", "*", "--prefix", "/api", "--cluster", "a", "--expected-version", "1")
+	code, out := g.ctl("route", "put", "--id", "api", "--host", "*", "--prefix", "/api", "--cluster", "a", "--expected-version", first)
 	if code != 1 || !strings.Contains(out, "conflict") {
 		t.Fatalf("stale put: exit %d output %q, want exit 1 and a conflict", code, out)
 	}
 	out = g.mustCtl("-o", "json", "route", "get", "api")
-	if !strings.Contains(out, `"version": 2`) || !strings.Contains(out, `"cluster": "b"`) {
+	if !strings.Contains(out, `"version": `+next(first)+",") || !strings.Contains(out, `"cluster": "b"`) {
 		t.Fatalf("after a stale put the route changed: %s", out)
 	}
 	// The stale put must not have produced a snapshot pointing back to A.
@@ -319,7 +322,7 @@ func TestEndToEnd(t *testing.T) {
 	g.waitBody(5*time.Second, "/api/z", "B /api/z")
 
 	g.startCtrl()
-	g.mustCtl("route", "put", "--id", "api", "--host", "*", "--prefix", "/api", "--cluster", "a", "--expected-version", "2")
+	g.mustCtl("route", "put", "--id", "api", "--host", "*", "--prefix", "/api", "--cluster", "a", "--expected-version", next(first))
 	g.waitBody(5*time.Second, "/api/back", "A /api/back")
 	waitFor(t, 5*time.Second, "ctl status to show the edge on the latest version", func() bool {
 		_, out := g.ctl("-o", "json", "status")
@@ -338,9 +341,9 @@ func TestCorruptSnapshotOnDisk(t *testing.T) {
 	edgeProc := g.startEdge()
 	g.mustCtl("cluster", "put", "--id", "a", "--endpoint", a)
 	g.mustCtl("cluster", "put", "--id", "b", "--endpoint", b)
-	g.mustCtl("route", "put", "--id", "api", "--host", "*", "--prefix", "/", "--cluster", "a")
+	v, _ := storedVersion(t, g.mustCtl("route", "put", "--id", "api", "--host", "*", "--prefix", "/", "--cluster", "a"))
 	g.waitBody(5*time.Second, "/x", "A /x")
-	g.mustCtl("route", "put", "--id", "api", "--host", "*", "--prefix", "/", "--cluster", "b", "--expected-version", "1")
+	g.mustCtl("route", "put", "--id", "api", "--host", "*", "--prefix", "/", "--cluster", "b", "--expected-version", v)
 	g.waitBody(5*time.Second, "/x", "B /x")
 	ctrl.kill(syscall.SIGKILL)
 	edgeProc.kill(syscall.SIGTERM)
@@ -365,4 +368,23 @@ func TestCorruptSnapshotOnDisk(t *testing.T) {
 	if !strings.Contains(log, filepath.Base(newest)) {
 		t.Fatalf("edge log does not name the corrupt file %s:\n%s", filepath.Base(newest), log)
 	}
+}
+
+// storedVersion reads "... stored: version V (revision R)" from ctl's output.
+func storedVersion(t *testing.T, out string) (version, revision string) {
+	t.Helper()
+	m := regexp.MustCompile(`stored: version (\d+) \(revision (\d+)\)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("ctl output %q has no stored version", out)
+	}
+	return m[1], m[2]
+}
+
+// next is version v plus one.
+func next(v string) string {
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		panic(err)
+	}
+	return strconv.FormatUint(n+1, 10)
 }
