@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -338,5 +340,21 @@ func TestPrintStatusStates(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("status output lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// A write that failed in transport may have been applied, and ctl says so;
+// one the client refused before sending (too large, malformed) was not.
+func TestCallHint(t *testing.T) {
+	put := admin.Request{Cmd: admin.CmdRoutePut}
+	if h := callHint(errors.New("write: broken pipe"), put, time.Second); !strings.Contains(h, "may or may not have been applied") {
+		t.Errorf("transport error on a write: hint %q", h)
+	}
+	if h := callHint(errors.New("write: broken pipe"), admin.Request{Cmd: admin.CmdStatus}, time.Second); h != "" {
+		t.Errorf("transport error on a read: hint %q", h)
+	}
+	refused := admin.Errorf(admin.CodeBadRequest, "", "the route.put request is 2000000 bytes, above the limit; nothing was sent")
+	if h := callHint(fmt.Errorf("wrapped: %w", refused), put, time.Second); h != "" {
+		t.Errorf("refused before sending: hint %q", h)
 	}
 }

@@ -168,8 +168,11 @@ func dialHint(err error) string {
 
 // callHint explains a call that failed after the request was sent: a write
 // may have been committed before ctrl's reply was lost, so retrying it
-// blindly is not safe.
+// blindly is not safe. A request the client refused itself gets none.
 func callHint(err error, req admin.Request, timeout time.Duration) string {
+	if _, refused := errors.AsType[*admin.Error](err); refused {
+		return "" // refused before it was sent: nothing happened
+	}
 	var hint string
 	if errors.Is(err, context.DeadlineExceeded) {
 		hint = fmt.Sprintf("\n  ctrl did not answer within %v (--timeout)", timeout)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -319,6 +320,59 @@ func TestOversizedLineClosesConnection(t *testing.T) {
 		t.Fatal("connection still open after an oversized line")
 	}
 	<-wrote
+}
+
+// A request over the server's line limit is refused by the client before
+// anything is sent: a clear error instead of a broken pipe, and the
+// connection stays usable.
+func TestClientRefusesOversizedRequest(t *testing.T) {
+	s := start(t, newMem(), 0)
+	c, err := Dial(s.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	big := model.Route{ID: "big", Host: "example.com", Prefix: "/" + strings.Repeat("a", DefaultMaxLine), Cluster: "c"}
+	_, err = c.PutRoute(ctx, big, nil)
+	var ae *Error
+	if !errors.As(err, &ae) || ae.Code != CodeBadRequest || !strings.Contains(ae.Message, "nothing was sent") {
+		t.Fatalf("oversized PutRoute error = %v, want bad_request saying nothing was sent", err)
+	}
+	if _, err := c.ListRoutes(ctx); err != nil {
+		t.Fatalf("connection unusable after a refused oversized request: %v", err)
+	}
+}
+
+// A connection that stops in the middle of a request line is closed after
+// IdleTimeout; one that keeps sending whole requests is not.
+func TestIdleConnectionsAreClosed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "admin.sock")
+	s, err := Listen(Config{Path: path, Handler: newMem(), IdleTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve() }()
+	defer func() {
+		s.Close()
+		<-done
+	}()
+	busy := dialRaw(t, path)
+	for range 4 {
+		time.Sleep(100 * time.Millisecond)
+		busy.send(`{"cmd":"route.list"}` + "\n")
+		if rep := busy.reply(); !rep.OK {
+			t.Fatalf("busy connection: %+v", rep.Error)
+		}
+	}
+	stuck := dialRaw(t, path)
+	stuck.send(`{"cmd":"route.li`)
+	stuck.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := stuck.r.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("a connection stuck mid-line: read %v, want EOF once ctrl closed it", err)
+	}
 }
 
 func TestListenRefusesLiveSocketAndRemovesStaleOne(t *testing.T) {

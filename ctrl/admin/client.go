@@ -69,6 +69,12 @@ func (c *Client) Call(ctx context.Context, req Request) (Reply, error) {
 		return Reply{}, fmt.Errorf("admin: encoding %s request: %w", req.Cmd, err)
 	}
 	b = append(b, '\n')
+	if len(b) > DefaultMaxLine {
+		// ctrl would refuse it and close the connection while this side
+		// still writes, so the caller would see a broken pipe and could
+		// not tell whether anything happened: nothing did.
+		return Reply{}, Errorf(CodeBadRequest, "", "the %s request is %d bytes, above the admin socket's limit of %d bytes per request; nothing was sent", req.Cmd, len(b), DefaultMaxLine)
+	}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -87,6 +87,12 @@ type Config struct {
 	// WriteTimeout bounds writing one reply (default 10s), so a client that
 	// stops reading cannot pin a connection forever.
 	WriteTimeout time.Duration
+	// IdleTimeout closes a connection whose next request line has not
+	// arrived whole this long after the previous reply (or the connect;
+	// default 10m), so that a client that leaks connections, or stops in
+	// the middle of a line, does not hold a descriptor and a goroutine of
+	// ctrl until it stops.
+	IdleTimeout time.Duration
 }
 
 // Server serves the admin socket.
@@ -134,6 +140,9 @@ func Listen(cfg Config) (*Server, error) {
 	}
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 10 * time.Minute
 	}
 	ln, fi, lock, err := createSocket(cfg.Path)
 	if err != nil {
@@ -390,6 +399,9 @@ func (s *Server) serveConn(c net.Conn) {
 	r := bufio.NewReaderSize(c, 64<<10)
 	var line []byte
 	for {
+		if err := c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout)); err != nil {
+			return
+		}
 		var err error
 		line, err = readLine(r, s.cfg.MaxLine, line[:0])
 		if errors.Is(err, errLineTooLong) {
