@@ -167,11 +167,29 @@ type published struct {
 	// the file to Config.Recycle; at 0, acquire fails.
 	refs atomic.Int32
 
+	fullOnce sync.Once
+	full     atomic.Pointer[[]byte] // FULL payload, encoded by the first session that needs it
+
+	// dmu guards deltas and replace only while they are looked up or
+	// stored, never while one is encoded: a session waits for no encode
+	// but the one whose result it needs.
 	dmu     sync.Mutex
-	full    []byte             // FULL payload, nil until a session needs it
-	deltas  map[baseKey][]byte // DELTA payload per base; nil: FULL is smaller or no such base
-	replace []byte             // FULL with the replace flag, built on first need
+	deltas  map[baseKey]*deltaEntry
+	replace []byte // FULL with the replace flag, built on first need
 }
+
+// deltaEntry is the DELTA to p from one base, encoded by the first session
+// that asks for it while the others with that base wait on ready.
+type deltaEntry struct {
+	ready   chan struct{}
+	payload []byte // nil: send a FULL (no such base, or a FULL is smaller)
+}
+
+// maxDeltaBases bounds the bases remembered per version. Edges name their
+// base themselves, so without a bound a misbehaving one could grow the map
+// for as long as the version is the latest; beyond it DELTAs are encoded
+// per session.
+const maxDeltaBases = 64
 
 // baseKey names a delta base by version and file hash: an edge's claim to a
 // version counts only if its bytes are the ones ctrl built.
@@ -370,7 +388,7 @@ func (s *Server) PublishSnapshot(snap *fbs.Snapshot, committedAt time.Time) {
 	// 100,000 routes that was most of Publish's time, on every version,
 	// while edges that keep up only ever get DELTAs.
 	p := &published{version: version, snap: snap, hash: wire.FileHash(snapshot),
-		committedAt: committedAt, deltas: make(map[baseKey][]byte)}
+		committedAt: committedAt, deltas: make(map[baseKey]*deltaEntry)}
 	p.refs.Store(1) // the recent list's
 	s.mu.Lock()
 	s.recent = append(s.recent, p)
@@ -397,22 +415,18 @@ func (s *Server) PublishSnapshot(snap *fbs.Snapshot, committedAt time.Time) {
 // fullPayload returns p's FULL payload, encoding it on the first call.
 // The caller holds a reference to p.
 func (s *Server) fullPayload(p *published) []byte {
-	p.dmu.Lock()
-	defer p.dmu.Unlock()
-	return s.fullLocked(p)
-}
-
-func (s *Server) fullLocked(p *published) []byte {
-	if p.full == nil {
+	p.fullOnce.Do(func() {
 		m := wire.Full{Version: p.version, Snapshot: p.snap.Bytes()}
+		var full []byte
 		if s.comp != nil {
-			p.full = s.comp.AppendFull(nil, m)
+			full = s.comp.AppendFull(nil, m)
 		} else {
-			p.full = wire.AppendFull(nil, m)
+			full = wire.AppendFull(nil, m)
 		}
-		s.log.Debug("publish: encoded FULL", "version", p.version, "bytes", len(m.Snapshot), "payload_bytes", len(p.full))
-	}
-	return p.full
+		p.full.Store(&full)
+		s.log.Debug("publish: encoded FULL", "version", p.version, "bytes", len(m.Snapshot), "payload_bytes", len(full))
+	})
+	return *p.full.Load()
 }
 
 // deltaCheckDiv sets which DELTAs are weighed against the FULL: those of
@@ -432,10 +446,33 @@ func (s *Server) delta(p *published, baseVer, baseHash uint64) []byte {
 	}
 	key := baseKey{baseVer, baseHash}
 	p.dmu.Lock()
-	defer p.dmu.Unlock()
-	if d, ok := p.deltas[key]; ok {
-		return d
+	if e, ok := p.deltas[key]; ok {
+		p.dmu.Unlock()
+		<-e.ready
+		return e.payload
 	}
+	e := &deltaEntry{ready: make(chan struct{})}
+	shared := len(p.deltas) < maxDeltaBases
+	if shared {
+		p.deltas[key] = e
+	}
+	p.dmu.Unlock()
+
+	d, lasting := s.encodeDelta(p, baseVer, baseHash)
+	e.payload = d
+	close(e.ready)
+	if shared && !lasting {
+		p.dmu.Lock()
+		delete(p.deltas, key)
+		p.dmu.Unlock()
+	}
+	return d
+}
+
+// encodeDelta is delta's work for one base. lasting is false when the
+// answer may differ next time (the base could not be read): it is not
+// kept for other sessions then.
+func (s *Server) encodeDelta(p *published, baseVer, baseHash uint64) (d []byte, lasting bool) {
 	var base *fbs.Snapshot
 	if b := s.acquireRecent(baseVer); b != nil {
 		defer s.release(b)
@@ -444,37 +481,35 @@ func (s *Server) delta(p *published, baseVer, baseHash uint64) []byte {
 		data, err := s.cfg.Lookup(baseVer)
 		if err != nil {
 			s.log.Info("publish: delta base not available, sending FULL", "base", baseVer, "version", p.version, "err", err)
-			p.deltas[key] = nil
-			return nil
+			return nil, false
 		}
 		if base, err = fbs.Open(data); err != nil {
 			s.log.Error("publish: stored delta base does not verify, sending FULL", "base", baseVer, "err", err)
-			p.deltas[key] = nil
-			return nil
+			return nil, true
 		}
 	}
 	if base == nil || wire.FileHash(base.Bytes()) != baseHash {
-		p.deltas[key] = nil
-		return nil
+		return nil, true
 	}
 	d, err := s.denc.AppendDelta(nil, base, p.snap)
 	if err != nil {
 		s.log.Error("publish: encoding delta failed, sending FULL", "base", baseVer, "version", p.version, "err", err)
-		d = nil
-	} else if len(d) >= len(p.snap.Bytes())/deltaCheckDiv && len(d) >= len(s.fullLocked(p)) {
-		d = nil
+		return nil, true
 	}
-	p.deltas[key] = d
-	return d
+	if len(d) >= len(p.snap.Bytes())/deltaCheckDiv && len(d) >= len(s.fullPayload(p)) {
+		return nil, true
+	}
+	return d, true
 }
 
 // replacePayload returns p's FULL with the replace flag, encoded once.
 // The caller holds a reference to p.
 func (s *Server) replacePayload(p *published) ([]byte, error) {
+	full := s.fullPayload(p)
 	p.dmu.Lock()
 	defer p.dmu.Unlock()
 	if p.replace == nil {
-		r, err := wire.AsReplace(s.fullLocked(p))
+		r, err := wire.AsReplace(full)
 		if err != nil {
 			return nil, fmt.Errorf("publish: replace FULL v%d: %w", p.version, err)
 		}

@@ -470,10 +470,7 @@ func TestFullEncodedOnlyWhenNeeded(t *testing.T) {
 	s, addr, _ := start(t)
 	snaps := map[uint64][]byte{1: snapOf(t, 1, 300, "a"), 2: snapOf(t, 2, 300, "b")}
 	fullBuilt := func() bool {
-		p := s.latest.Load()
-		p.dmu.Lock()
-		defer p.dmu.Unlock()
-		return p.full != nil
+		return s.latest.Load().full.Load() != nil
 	}
 	s.Publish(1, snaps[1], time.Now())
 	if fullBuilt() {
@@ -748,5 +745,85 @@ func TestServeRidesOutFDExhaustion(t *testing.T) {
 	}
 	if !ln.failed.Load() {
 		t.Fatal("the listener never failed")
+	}
+}
+
+// One session's slow encode (here its base read from the store) does not
+// hold up another session's DELTA of the same version: sessions wait only
+// for the encode whose result they need.
+func TestSlowDeltaBaseDoesNotHoldOthers(t *testing.T) {
+	stored := map[uint64][]byte{}
+	for v := uint64(1); v <= 8; v++ {
+		stored[v] = snapOf(t, v, 200, "x"+strconv.Itoa(int(v)))
+	}
+	looking, release := make(chan struct{}), make(chan struct{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Secret: testSecret, KeepBases: 2,
+		Lookup: func(v uint64) ([]byte, error) {
+			if v == 1 {
+				close(looking)
+				<-release
+			}
+			return stored[v], nil
+		}})
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	defer func() { s.Close(); <-done }()
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	defer unblock() // before Close, which waits for the slow session
+	for v := uint64(1); v <= 8; v++ {
+		s.Publish(v, stored[v], time.Now())
+	}
+	hello := func(node string, base uint64) wire.Hello {
+		return wire.Hello{NodeID: node, HaveVersion: base, HaveHash: wire.FileHash(stored[base])}
+	}
+	_, slow, _ := dialAs(t, ln.Addr().String(), hello("slow", 1), testSecret)
+	<-looking
+	_, fast, _ := dialAs(t, ln.Addr().String(), hello("fast", 7), testSecret)
+	if typ, _, err := nextNonHeartbeat(t, fast); err != nil || typ != wire.TypeDelta {
+		t.Fatalf("edge at v7 while another session reads its base: %s %v, want DELTA", typ, err)
+	}
+	unblock()
+	if typ, _, err := nextNonHeartbeat(t, slow); err != nil || typ != wire.TypeDelta {
+		t.Fatalf("edge at v1 once its base was read: %s %v, want DELTA", typ, err)
+	}
+}
+
+// A base the store failed to read once is read again for the next session
+// that names it: the failure is not remembered as "no DELTA from there".
+func TestDeltaBaseReadFailureIsNotRemembered(t *testing.T) {
+	stored := map[uint64][]byte{}
+	for v := uint64(1); v <= 8; v++ {
+		stored[v] = snapOf(t, v, 200, "x"+strconv.Itoa(int(v)))
+	}
+	var reads atomic.Int32
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Secret: testSecret, KeepBases: 2,
+		Lookup: func(v uint64) ([]byte, error) {
+			if v == 1 && reads.Add(1) == 1 {
+				return nil, errors.New("store: read failed")
+			}
+			return stored[v], nil
+		}})
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	defer func() { s.Close(); <-done }()
+	for v := uint64(1); v <= 8; v++ {
+		s.Publish(v, stored[v], time.Now())
+	}
+	h := wire.Hello{NodeID: "e", HaveVersion: 1, HaveHash: wire.FileHash(stored[1])}
+	for i, want := range []wire.Type{wire.TypeFull, wire.TypeDelta} {
+		c, r, _ := dialAs(t, ln.Addr().String(), h, testSecret)
+		if typ, _, err := nextNonHeartbeat(t, r); err != nil || typ != want {
+			t.Fatalf("session %d from v1: %s %v, want %s", i+1, typ, err, want)
+		}
+		c.Close()
 	}
 }
