@@ -46,6 +46,13 @@ type Config struct {
 	// KeepBases is how many recently published snapshots stay in memory as
 	// delta bases (each is a whole snapshot). Default 4.
 	KeepBases int
+	// MaxHandshakes bounds the connections still in their handshake (each
+	// holds a descriptor and a goroutine for up to DeadAfter); a connection
+	// beyond it is closed at once. Anyone who reaches the port can open
+	// such connections without the secret; an edge refused here retries
+	// with backoff. A handshake takes one round trip, so even a whole
+	// fleet reconnecting at once stays far below the default, 256.
+	MaxHandshakes int
 	// Recycle, if set, gets back each published snapshot's file once
 	// nothing in the Server can read it any more: it has left the
 	// KeepBases delta bases and no session is still encoding a FULL or a
@@ -206,6 +213,11 @@ type Server struct {
 	latest atomic.Pointer[published]
 	recent []*published // newest last, at most KeepBases; under publishMu and mu
 
+	// handshakes counts connections accepted and not yet past the
+	// handshake (MaxHandshakes); refusedLog rate-limits the warning.
+	handshakes atomic.Int32
+	refusedLog atomic.Int64
+
 	mu        sync.Mutex
 	closed    bool
 	listeners map[net.Listener]struct{}
@@ -239,6 +251,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.KeepBases <= 0 {
 		cfg.KeepBases = 4
+	}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = 256
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.NewSet()
@@ -309,6 +324,15 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("publish: accept on %s: %w", ln.Addr(), err)
 		}
 		backoff = 0
+		if n := s.handshakes.Add(1); int(n) > s.cfg.MaxHandshakes {
+			s.handshakes.Add(-1)
+			conn.Close()
+			s.m.handshakesRefused.Inc()
+			if now, last := time.Now().UnixNano(), s.refusedLog.Load(); now-last >= int64(time.Second) && s.refusedLog.CompareAndSwap(last, now) {
+				s.log.Warn("publish: too many connections in their handshake; closing new ones", "max", s.cfg.MaxHandshakes, "from", conn.RemoteAddr().String())
+			}
+			continue
+		}
 		if tc, ok := conn.(*net.TCPConn); ok {
 			tc.SetNoDelay(true)
 		}
@@ -316,6 +340,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
+			s.handshakes.Add(-1)
 			conn.Close()
 			return nil
 		}

@@ -827,3 +827,36 @@ func TestDeltaBaseReadFailureIsNotRemembered(t *testing.T) {
 		c.Close()
 	}
 }
+
+// Connections that never finish their handshake are capped: beyond
+// MaxHandshakes a new one is closed at once, and once one of them goes an
+// edge gets in again.
+func TestHandshakesAreCapped(t *testing.T) {
+	s, addr, _ := startWith(t, func(c *Config) { c.MaxHandshakes = 2; c.DeadAfter = 10 * time.Second })
+	s.Publish(1, snapOf(t, 1, 10, ""), time.Now())
+	var idle []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		idle = append(idle, c)
+	}
+	waitFor(t, "two handshakes pending", func() bool { return s.handshakes.Load() == 2 })
+	over, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer over.Close()
+	over.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := over.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("a connection over the cap: read %v, want EOF (closed at once)", err)
+	}
+	idle[0].Close()
+	waitFor(t, "the closed one to leave its handshake", func() bool { return s.handshakes.Load() == 1 })
+	_, r, _ := dial(t, addr, "e1", 0)
+	if typ, _, err := nextNonHeartbeat(t, r); err != nil || typ != wire.TypeFull {
+		t.Fatalf("edge after a pending connection went: %s %v, want FULL", typ, err)
+	}
+}

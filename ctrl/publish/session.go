@@ -94,6 +94,7 @@ func (ss *session) run() {
 	r := wire.NewReader(ss.conn, wire.MaxHandshakePayload)
 
 	h, err := ss.handshake(r)
+	ss.srv.handshakes.Add(-1)
 	if err != nil {
 		ss.srv.m.authFailures.Inc()
 		ss.log.Warn("publish: refusing edge stream", "node", h.NodeID, "err", err)
