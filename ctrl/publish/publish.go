@@ -632,9 +632,22 @@ func (s *Server) Close() error {
 // attach records a session that completed HELLO. An older session of the
 // same node id is closed: the edge reconnected before ctrl saw the old
 // connection die, and only one session per edge should be sending to it.
-func (s *Server) attach(ss *session, h wire.Hello, diverged bool) {
+// attach lists ss as the session of its node id. A session already there
+// for that id is closed if it has heard nothing from its edge for half of
+// DeadAfter (its connection died without a close reaching ctrl, and the
+// edge is reconnecting); if it is alive, ss is refused instead and attach
+// returns false and the live session's remote address: two processes
+// with one node id would otherwise close each other's session in turn
+// forever.
+func (s *Server) attach(ss *session, h wire.Hello, diverged bool) (liveRemote string, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	quiet := time.Now().Add(-s.cfg.DeadAfter / 2).UnixNano()
+	for other := range s.sessions {
+		if other != ss && other.nodeID == h.NodeID && other.heard.Load() > quiet {
+			return other.remote, false
+		}
+	}
 	for other := range s.sessions {
 		if other != ss && other.nodeID == h.NodeID {
 			s.log.Warn("publish: edge reconnected, closing its previous session", "node", h.NodeID, "old_remote", other.remote, "remote", ss.remote)
@@ -656,6 +669,7 @@ func (s *Server) attach(ss *session, h wire.Hello, diverged bool) {
 	e.AppliedVersion = h.HaveVersion
 	e.Diverged = diverged
 	s.changed(e, true)
+	return "", true
 }
 
 func (s *Server) detach(ss *session) {

@@ -339,19 +339,21 @@ func TestDivergedEdgeGetsReplaceFull(t *testing.T) {
 	waitFor(t, "divergence cleared", func() bool { st := s.Status(); return len(st) == 1 && !st[0].Diverged && st[0].AppliedVersion == 7 })
 }
 
-func TestSessionClosedOnSilenceAndProtocolErrors(t *testing.T) {
-	_, addr, logs := start(t)
-	expectClose := func(c net.Conn, r *wire.Reader) {
-		t.Helper()
-		for {
-			if _, _, err := r.Next(); err != nil {
-				if !errors.Is(err, io.EOF) && !strings.Contains(err.Error(), "reset") {
-					t.Fatalf("want the server to close, got %v", err)
-				}
-				return
+// expectClose reads r until ctrl closes the connection.
+func expectClose(t *testing.T, r *wire.Reader) {
+	t.Helper()
+	for {
+		if _, _, err := r.Next(); err != nil {
+			if !errors.Is(err, io.EOF) && !strings.Contains(err.Error(), "reset") {
+				t.Fatalf("want the server to close, got %v", err)
 			}
+			return
 		}
 	}
+}
+
+func TestSessionClosedOnSilenceAndProtocolErrors(t *testing.T) {
+	_, addr, logs := start(t)
 	// No HELLO at all.
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -359,29 +361,29 @@ func TestSessionClosedOnSilenceAndProtocolErrors(t *testing.T) {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	expectClose(c, wire.NewReader(c, 0))
+	expectClose(t, wire.NewReader(c, 0))
 	waitFor(t, "HELLO timeout logged", func() bool { return strings.Contains(logs.String(), "read HELLO") })
 
 	// HELLO, then silence.
-	c2, r2, _ := dial(t, addr, "silent", 0)
-	expectClose(c2, r2)
+	_, r2, _ := dial(t, addr, "silent", 0)
+	expectClose(t, r2)
 	waitFor(t, "silence logged", func() bool { return strings.Contains(logs.String(), "no frame from edge") })
 
 	// An edge sending FULL breaks the protocol.
-	c3, r3, w3 := dial(t, addr, "rogue", 0)
+	_, r3, w3 := dial(t, addr, "rogue", 0)
 	w3.WriteFrame(wire.TypeFull, wire.AppendFull(nil, wire.Full{Version: 1, Snapshot: []byte{1}}))
-	expectClose(c3, r3)
+	expectClose(t, r3)
 	waitFor(t, "protocol error logged", func() bool { return strings.Contains(logs.String(), "edge sent FULL") })
 
 	// A malformed ACK, and a bad checksum.
-	c4, r4, w4 := dial(t, addr, "bad-ack", 0)
+	_, r4, w4 := dial(t, addr, "bad-ack", 0)
 	w4.WriteFrame(wire.TypeAck, []byte{1, 2, 3})
-	expectClose(c4, r4)
+	expectClose(t, r4)
 	c5, r5, _ := dial(t, addr, "bad-crc", 0)
 	f := wire.AppendFrame(nil, wire.TypeAck, wire.AppendAck(nil, wire.Ack{Version: 1}))
 	f[len(f)-1] ^= 1
 	c5.Write(f)
-	expectClose(c5, r5)
+	expectClose(t, r5)
 	waitFor(t, "checksum logged", func() bool { return strings.Contains(logs.String(), "checksum mismatch") })
 }
 
@@ -397,7 +399,10 @@ func TestNackRecordedAndReconnectSupersedes(t *testing.T) {
 	if !strings.Contains(logs.String(), "bad hash") {
 		t.Fatal("NACK reason not logged")
 	}
-	// The same node reconnects: the old session is closed, the edge stays listed once, connected.
+	// The same node reconnects once its old connection went quiet (it died
+	// without a close reaching ctrl): the old session is closed, the edge
+	// stays listed once, connected.
+	time.Sleep(600 * time.Millisecond) // DeadAfter/2 and a margin
 	_, r2, _ := dial(t, addr, "e1", 1)
 	if typ, _, err := nextNonHeartbeat(t, r2); err != nil || typ != wire.TypeFull {
 		t.Fatalf("%s %v", typ, err)
@@ -858,5 +863,43 @@ func TestHandshakesAreCapped(t *testing.T) {
 	_, r, _ := dial(t, addr, "e1", 0)
 	if typ, _, err := nextNonHeartbeat(t, r); err != nil || typ != wire.TypeFull {
 		t.Fatalf("edge after a pending connection went: %s %v, want FULL", typ, err)
+	}
+}
+
+// Two processes with one node id: the second is refused while the first
+// session is alive, instead of each closing the other's session in turn.
+func TestLiveSessionKeepsItsNodeID(t *testing.T) {
+	s, addr, logs := start(t)
+	s.Publish(1, snapOf(t, 1, 3, ""), time.Now())
+	c1, r1, w1 := dial(t, addr, "twin", 0)
+	if typ, _, err := nextNonHeartbeat(t, r1); err != nil || typ != wire.TypeFull {
+		t.Fatalf("first: %s %v", typ, err)
+	}
+	// The first edge stays alive: it sends a heartbeat every 100 ms.
+	stop := make(chan struct{})
+	beating := make(chan struct{})
+	go func() {
+		defer close(beating)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+				w1.WriteFrame(wire.TypeHeartbeat, wire.AppendHeartbeat(nil, wire.Heartbeat{}))
+			}
+		}
+	}()
+	defer func() { close(stop); <-beating }()
+	_, r2, _ := dial(t, addr, "twin", 0)
+	expectClose(t, r2)
+	waitFor(t, "the refusal logged", func() bool { return strings.Contains(logs.String(), "do two edges share this --node-id?") })
+	// The first session was not touched.
+	time.Sleep(200 * time.Millisecond)
+	if st := s.Status(); len(st) != 1 || !st[0].Connected || st[0].RemoteAddr != c1.LocalAddr().String() {
+		t.Fatalf("status after the refused twin: %+v", st)
+	}
+	s.Publish(2, snapOf(t, 2, 3, ""), time.Now())
+	if typ, _, err := nextNonHeartbeat(t, r1); err != nil || (typ != wire.TypeFull && typ != wire.TypeDelta) {
+		t.Fatalf("first edge after the twin: %s %v, want the next snapshot", typ, err)
 	}
 }

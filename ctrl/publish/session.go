@@ -30,6 +30,9 @@ type session struct {
 	// resent in a loop.
 	edgeVersion atomic.Uint64
 	superseded  atomic.Bool
+	// heard is when the last frame from the edge arrived (unix nanos):
+	// attach tells a live session from one whose connection died unseen.
+	heard atomic.Int64
 
 	// base is what the edge will hold once it has applied every frame sent
 	// so far: the version and file hash it declared in HELLO, then each
@@ -108,7 +111,13 @@ func (ss *session) run() {
 	ss.base = baseKey{h.HaveVersion, h.HaveHash}
 	diverged, why := ss.srv.diverged(h)
 	ss.diverged.Store(diverged)
-	ss.srv.attach(ss, h, diverged)
+	ss.heard.Store(time.Now().UnixNano())
+	if other, ok := ss.srv.attach(ss, h, diverged); !ok {
+		ss.log.Error("publish: refusing a second connection for a node id whose session is alive; do two edges share this --node-id?",
+			"remote", ss.remote, "connected_remote", other)
+		ss.srv.detach(ss)
+		return
+	}
 	latest := ss.srv.LatestVersion()
 	switch {
 	case diverged:
@@ -204,6 +213,7 @@ func (ss *session) readLoop(r *wire.Reader) error {
 			}
 			return err
 		}
+		ss.heard.Store(time.Now().UnixNano())
 		switch t {
 		case wire.TypeHeartbeat:
 			if _, err := wire.DecodeHeartbeat(p); err != nil {
