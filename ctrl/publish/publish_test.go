@@ -375,6 +375,13 @@ func TestSessionClosedOnSilenceAndProtocolErrors(t *testing.T) {
 	expectClose(t, r3)
 	waitFor(t, "protocol error logged", func() bool { return strings.Contains(logs.String(), "edge sent FULL") })
 
+	// A frame in another protocol version than the HELLO's.
+	_, r6, w6 := dial(t, addr, "mixed", 0)
+	w6.SetVersion(wire.MinProtocolVersion)
+	w6.WriteFrame(wire.TypeHeartbeat, wire.AppendHeartbeat(nil, wire.Heartbeat{}))
+	expectClose(t, r6)
+	waitFor(t, "version mix logged", func() bool { return strings.Contains(logs.String(), "frame in a version") })
+
 	// A malformed ACK, and a bad checksum.
 	_, r4, w4 := dial(t, addr, "bad-ack", 0)
 	w4.WriteFrame(wire.TypeAck, []byte{1, 2, 3})

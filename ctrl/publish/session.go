@@ -213,6 +213,11 @@ func (ss *session) readLoop(r *wire.Reader) error {
 			}
 			return err
 		}
+		if v := r.Version(); v != ss.version {
+			// The edge speaks its HELLO's version throughout; a frame of
+			// another would be read with rules this session did not agree.
+			return fmt.Errorf("protocol error: version %d frame in a version %d session", v, ss.version)
+		}
 		ss.heard.Store(time.Now().UnixNano())
 		switch t {
 		case wire.TypeHeartbeat:
