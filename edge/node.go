@@ -39,6 +39,10 @@ type Config struct {
 	IdleTimeout     time.Duration // idle keep-alive client connections (default 60s)
 	ConnectTimeout  time.Duration // upstream dial unless the cluster sets one (default 1s)
 	UpstreamTimeout time.Duration // upstream response unless the route sets one (default 30s)
+	// ShutdownTimeout is how long requests in flight and tunnels get to
+	// finish when the edge stops (default 30s, the default upstream
+	// timeout); whatever is still open then is cut.
+	ShutdownTimeout time.Duration
 	// MaxBodyBytes bounds a request body's Content-Length; larger gets 413.
 	// 0 = no limit (default): bodies stream, so size costs no memory.
 	MaxBodyBytes int64
@@ -92,6 +96,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.KeepSnapshots <= 0 {
 		cfg.KeepSnapshots = 5
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 30 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -356,9 +363,17 @@ func (n *Node) Run(ctx context.Context) error {
 		n.log.Error("stream client stopped; shutting the edge down", "ctrl", n.cfg.CtrlAddr, "err", ferr)
 	}
 	cancel()
-	shutdownCtx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+	// /healthz fails from here; the admin listener stays up until the drain
+	// ends, so a load balancer sees why the proxy port refuses.
+	n.metrics.SetDraining()
+	n.log.Info("edge stopping: no new connections; requests in flight may finish", "within", n.cfg.ShutdownTimeout)
+	shutdownCtx, stop := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 	defer stop()
-	if serr := n.proxy.Shutdown(shutdownCtx); serr != nil && err == nil {
+	switch serr := n.proxy.Shutdown(shutdownCtx); {
+	case errors.Is(serr, context.DeadlineExceeded):
+		// A stop, even a cut-short one, is not a failure of the edge.
+		n.log.Warn("shutdown timeout passed with requests or tunnels still open; cutting them", "timeout", n.cfg.ShutdownTimeout)
+	case serr != nil && err == nil:
 		err = fmt.Errorf("edge: shutdown: %w", serr)
 	}
 	if n.admin != nil {

@@ -171,10 +171,10 @@ func (g *gateway) startCtrl() *proc {
 	return p
 }
 
-func (g *gateway) startEdge() *proc {
-	p := startProc(g.t, "edge", "edge", "--node-id", "e2e-edge", "--listen", g.web, "--ctrl", g.stream,
+func (g *gateway) startEdge(extra ...string) *proc {
+	p := startProc(g.t, "edge", append([]string{"edge", "--node-id", "e2e-edge", "--listen", g.web, "--ctrl", g.stream,
 		"--data-dir", filepath.Join(g.dir, "edge"), "--stream-secret-file", g.secret,
-		"--admin-listen", g.admin, "--log-level", "debug")
+		"--admin-listen", g.admin, "--log-level", "debug"}, extra...)...)
 	waitDial(g.t, "tcp", g.web)
 	return p
 }
@@ -387,4 +387,88 @@ func next(v string) string {
 		panic(err)
 	}
 	return strconv.FormatUint(n+1, 10)
+}
+
+// On a stop signal (SIGHUP here: closing the terminal of a foreground
+// edge) the edge fails /healthz at once, lets the request in flight
+// finish, and exits 0; with --shutdown-timeout passed and a request still
+// open, it cuts it and still exits 0.
+func TestEdgeStopDrains(t *testing.T) {
+	held, release := make(chan struct{}, 4), make(chan struct{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/slow" {
+			io.WriteString(w, "ok")
+			return
+		}
+		held <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		io.WriteString(w, "slow done")
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	g := newGateway(t)
+	g.startCtrl()
+	g.mustCtl("cluster", "put", "--id", "slow", "--endpoint", ln.Addr().String())
+	g.mustCtl("route", "put", "--id", "all", "--host", "*", "--prefix", "/", "--cluster", "slow")
+
+	for _, tc := range []struct {
+		name     string
+		extra    []string
+		released bool
+		log      string
+	}{
+		{"drained", nil, true, "edge stopping"},
+		{"cut", []string{"--shutdown-timeout", "300ms"}, false, "shutdown timeout passed"},
+	} {
+		edgeProc := g.startEdge(tc.extra...)
+		waitFor(t, 5*time.Second, "the edge to route", func() bool {
+			code, _, _ := g.get("", "/ready")
+			return code == 200
+		})
+		type answer struct {
+			code int
+			body string
+		}
+		got := make(chan answer, 1)
+		go func() {
+			code, body, _ := g.get("", "/slow")
+			got <- answer{code, body}
+		}()
+		select {
+		case <-held:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: the request never reached the backend", tc.name)
+		}
+		edgeProc.cmd.Process.Signal(syscall.SIGHUP)
+		waitFor(t, 5*time.Second, "/healthz to fail while draining", func() bool {
+			resp, err := http.Get("http://" + g.admin + "/healthz")
+			if err != nil {
+				return false
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return resp.StatusCode == 503 && strings.Contains(string(b), "draining")
+		})
+		if tc.released {
+			release <- struct{}{}
+			if a := <-got; a.code != 200 || a.body != "slow done" {
+				t.Fatalf("%s: the request in flight got %d %q, want 200 \"slow done\"", tc.name, a.code, a.body)
+			}
+		}
+		select {
+		case <-edgeProc.done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the edge did not exit", tc.name)
+		}
+		if code := edgeProc.cmd.ProcessState.ExitCode(); code != 0 || !strings.Contains(edgeProc.output(), tc.log) {
+			t.Fatalf("%s: edge exited %d, want 0 with %q logged:\n%s", tc.name, code, tc.log, edgeProc.output())
+		}
+	}
 }

@@ -27,6 +27,7 @@ type edgeConfig struct {
 	IdleTimeout      time.Duration `yaml:"idle_timeout"`
 	ConnectTimeout   time.Duration `yaml:"connect_timeout"`
 	UpstreamTimeout  time.Duration `yaml:"upstream_timeout"`
+	ShutdownTimeout  time.Duration `yaml:"shutdown_timeout"`
 	MaxBodyBytes     int64         `yaml:"max_body_bytes"`
 	AdminListen      string        `yaml:"admin_listen"`
 	Pprof            bool          `yaml:"pprof"`
@@ -45,6 +46,7 @@ func defaultEdgeConfig() edgeConfig {
 		IdleTimeout:     60 * time.Second,
 		ConnectTimeout:  time.Second,
 		UpstreamTimeout: 30 * time.Second,
+		ShutdownTimeout: 30 * time.Second,
 		AdminListen:     "127.0.0.1:9901",
 		LogLevel:        "info",
 	}
@@ -64,6 +66,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "idle keep-alive client connections are closed after this")
 		fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", cfg.ConnectTimeout, "upstream connect timeout unless the cluster sets one (504 after)")
 		fs.DurationVar(&cfg.UpstreamTimeout, "upstream-timeout", cfg.UpstreamTimeout, "upstream response timeout unless the route sets one (504 after)")
+		fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGTERM/SIGINT/SIGHUP, time requests in flight get to finish before they are cut (/healthz fails meanwhile)")
 		fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", cfg.MaxBodyBytes, "largest request body Content-Length forwarded (413 above); 0 = no limit")
 		fs.StringVar(&cfg.AdminListen, "admin-listen", cfg.AdminListen, "address of the admin HTTP listener (/metrics, /healthz); empty disables it")
 		fs.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "also serve Go profiles under /debug/pprof/ on the admin listener")
@@ -89,6 +92,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		IdleTimeout:     cfg.IdleTimeout,
 		ConnectTimeout:  cfg.ConnectTimeout,
 		UpstreamTimeout: cfg.UpstreamTimeout,
+		ShutdownTimeout: cfg.ShutdownTimeout,
 		MaxBodyBytes:    cfg.MaxBodyBytes,
 		AdminListen:     cfg.AdminListen,
 		Pprof:           cfg.Pprof,

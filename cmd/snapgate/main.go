@@ -41,10 +41,23 @@ func usage(w io.Writer) {
 	fmt.Fprintf(w, "\nRun 'snapgate <command> --help' for a command's flags.\n")
 }
 
+// stopSignals end a command gracefully: SIGHUP too, since closing the
+// terminal of a daemon run in the foreground sends it.
+var stopSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, stopSignals...)
+	go func() {
+		sig := <-sigs
+		// A second signal takes the default action: stop at once.
+		signal.Reset(stopSignals...)
+		fmt.Fprintf(os.Stderr, "snapgate: %v: stopping (send it again to stop at once)\n", sig)
+		cancel()
+	}()
 	code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	signal.Stop(sigs)
 	os.Exit(code)
 }
 

@@ -115,6 +115,9 @@ type Metrics struct {
 	latency *vm.PrometheusHistogram
 	conns   atomic.Int64
 	version atomic.Uint64
+	// draining is set once the edge began to stop: /healthz fails from
+	// then on while requests in flight finish.
+	draining atomic.Bool
 	// fresh reports the snapshot version in service and when ctrl last
 	// confirmed it (feed.Client.Freshness); read at scrape time only.
 	fresh      atomic.Pointer[func() (uint64, time.Time)]
@@ -354,9 +357,12 @@ func (m *Metrics) WritePrometheus(w io.Writer) {
 	}
 }
 
+// SetDraining makes /healthz fail from now on: the edge is stopping.
+func (m *Metrics) SetDraining() { m.draining.Store(true) }
+
 // Handler serves /metrics and /healthz. /healthz answers 200 once a
-// snapshot is in service and 503 before, so a load balancer only sends
-// traffic to an edge that can route it.
+// snapshot is in service, and 503 before and once the edge began to stop,
+// so a load balancer only sends traffic to an edge that can route it.
 func (m *Metrics) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
@@ -365,6 +371,11 @@ func (m *Metrics) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if m.draining.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "draining: the edge is stopping\n")
+			return
+		}
 		if v := m.Version(); v > 0 {
 			fmt.Fprintf(w, "ok: snapshot version %d\n", v)
 			return
