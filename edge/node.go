@@ -110,20 +110,11 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.pools = upstream.NewRegistry(upstream.Options{ConnectTimeout: cfg.ConnectTimeout, Logger: cfg.Logger, OnHealth: n.reportHealth})
 	n.metrics.SetEjections(n.pools.Ejections)
-	m, err := n.boot()
-	switch {
-	case err == nil:
-		// The file was written when ctrl delivered it, so its age bounds
-		// how stale the snapshot can be (later heartbeats may have
-		// confirmed it again). Routes with a staleness bound still count
-		// it as stale until ctrl confirms it in this process.
-		n.log.Info("serving snapshot from disk until ctrl confirms or replaces it", "version", m.Version(), "file", m.Path(),
-			"written", m.ModTime().UTC().Format(time.RFC3339), "age", time.Since(m.ModTime()).Round(time.Millisecond).String())
-	case errors.Is(err, snapstore.ErrNoSnapshot):
-		n.log.Warn("no snapshot on disk: answering 503 until ctrl sends one", "data_dir", cfg.DataDir)
-	default:
+	m, bootErr := n.boot()
+	if bootErr != nil && !errors.Is(bootErr, snapstore.ErrNoSnapshot) {
 		n.pools.Close()
-		return nil, fmt.Errorf("edge: %w", err)
+		n.store.Close()
+		return nil, fmt.Errorf("edge: %w", bootErr)
 	}
 	// The feed exists before the proxy and the metrics read its
 	// freshness; it starts streaming only in Run.
@@ -157,6 +148,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		n.tables.Close()
 		n.pools.Close()
+		n.store.Close()
 		return nil, fmt.Errorf("edge: %w", err)
 	}
 	if cfg.Pprof {
@@ -167,8 +159,21 @@ func New(cfg Config) (*Node, error) {
 			n.proxy.Shutdown(context.Background())
 			n.tables.Close()
 			n.pools.Close()
+			n.store.Close()
 			return nil, fmt.Errorf("edge: %w", err)
 		}
+	}
+	// Said once the listeners are bound, so that it is not the last line
+	// before a start-up error.
+	if bootErr != nil {
+		n.log.Warn("no snapshot on disk: answering 503 until ctrl sends one", "data_dir", cfg.DataDir)
+	} else {
+		// The file was written when ctrl delivered it, so its age bounds
+		// how stale the snapshot can be (later heartbeats may have
+		// confirmed it again). Routes with a staleness bound still count
+		// it as stale until ctrl confirms it in this process.
+		n.log.Info("serving snapshot from disk until ctrl confirms or replaces it", "version", m.Version(), "file", m.Path(),
+			"written", m.ModTime().UTC().Format(time.RFC3339), "age", time.Since(m.ModTime()).Round(time.Millisecond).String())
 	}
 	return n, nil
 }
@@ -382,5 +387,6 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Wait()
 	n.tables.Close()
 	n.pools.Close()
+	n.store.Close()
 	return err
 }

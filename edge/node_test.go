@@ -75,6 +75,9 @@ func seedSnapshot(t *testing.T, endpoint string) string {
 	if err := s.Save(1, data); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 	return dir
 }
 

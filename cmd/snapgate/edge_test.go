@@ -50,6 +50,7 @@ func TestEdgeMaxBodyBytesFlag(t *testing.T) {
 	if err := store.Save(1, data); err != nil {
 		t.Fatal(err)
 	}
+	store.Close() // the edge takes the data dir's lock
 	web := freeAddr(t)
 	startProc(t, "edge", "edge", "--node-id", "limit-edge", "--insecure-stream", "--listen", web, "--ctrl", freeAddr(t),
 		"--data-dir", dataDir, "--admin-listen", "", "--max-body-bytes", "4096")

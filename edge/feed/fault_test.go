@@ -256,6 +256,7 @@ func TestFaultCorruptFullNackedOldStays(t *testing.T) {
 	px := startFaultProxy(t, c.addr)
 	px.fixCRC.Store(true)
 	px.corrupt.Store(1)
+	st.Close() // the edge takes the data dir's lock
 	e := startEdge(t, px.addr(), dir)
 	waitFor(t, "NACK of the corrupt FULL", func() bool { return strings.HasPrefix(edgeStatus(c).LastNack, "v2:") })
 	if e.sim.Current() != 1 {

@@ -240,6 +240,7 @@ func (e *edgeSide) stop(t *testing.T) {
 		t.Error("feed did not stop after cancel")
 	}
 	e.sim.close()
+	e.store.Close()
 }
 
 func edgeStatus(c *ctrlSide) publish.EdgeStatus {
@@ -298,6 +299,7 @@ func TestCurrentEdgeGetsNoFull(t *testing.T) {
 	}
 	c := startCtrl(t, "127.0.0.1:0")
 	c.srv.Publish(3, snapshot(t, 3), time.Now())
+	st.Close()                     // the edge takes the data dir's lock
 	e := startEdge(t, c.addr, dir) // boots v3 from disk
 	if e.sim.Current() != 3 {
 		t.Fatalf("booted v%d", e.sim.Current())
@@ -389,6 +391,7 @@ func TestDivergedEdgeAheadGoesBack(t *testing.T) {
 	c := startCtrl(t, "127.0.0.1:0")
 	b3 := snapshotGen(t, 3, "b")
 	c.srv.Publish(3, b3, time.Now())
+	st.Close() // the edge takes the data dir's lock
 	e := startEdge(t, c.addr, dir)
 	waitFor(t, "edge back on ctrl's v3", func() bool { return e.sim.Hash() == wire.FileHash(b3) })
 	waitFor(t, "status current", func() bool { s := edgeStatus(c); return !s.Diverged && s.AppliedVersion == 3 })
@@ -407,6 +410,7 @@ func TestDivergedEdgeWithoutReplaceKeepsSnapshot(t *testing.T) {
 	}
 	c := startCtrl(t, "127.0.0.1:0")
 	c.srv.Publish(3, snapshotGen(t, 3, "b"), time.Now())
+	st.Close() // the edge takes the data dir's lock
 	e := startEdgeWith(t, c.addr, dir, func(cfg *feed.Config) { cfg.Replace = nil })
 	waitFor(t, "NACK of the replacement", func() bool { return strings.Contains(edgeStatus(c).LastNack, "cannot replace") })
 	if s := edgeStatus(c); !s.Diverged || e.sim.Current() != 5 {
@@ -432,6 +436,7 @@ func TestHeartbeatConfirmsOnlyMatchingHash(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	st.Close() // the edge takes the data dir's lock
 	e := startEdge(t, ln.Addr().String(), dir)
 	conn, err := ln.Accept()
 	if err != nil {
@@ -584,6 +589,7 @@ func TestCorruptFrameReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	px := startFlipProxy(t, c.addr)
+	st.Close() // the edge takes the data dir's lock
 	e := startEdge(t, px.ln.Addr().String(), dir)
 	waitFor(t, "edge current at v1", func() bool { return edgeStatus(c).AppliedVersion == 1 })
 
@@ -608,6 +614,7 @@ func TestStaleFullNotApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	st.Close() // the edge takes the data dir's lock
 	e := startEdge(t, ln.Addr().String(), dir)
 	conn, err := ln.Accept()
 	if err != nil {

@@ -160,7 +160,8 @@ func TestCutMidFrame(t *testing.T) {
 	}
 }
 
-// dataDir returns the names in dir, failing the test if it cannot read it.
+// dataDir returns the names in dir but the lock file, failing the test if
+// it cannot read it.
 func dataDir(t *testing.T, dir string) []string {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
@@ -169,7 +170,9 @@ func dataDir(t *testing.T, dir string) []string {
 	}
 	var names []string
 	for _, en := range entries {
-		names = append(names, en.Name())
+		if en.Name() != ".lock" { // the edge's lock on the dir
+			names = append(names, en.Name())
+		}
 	}
 	return names
 }
@@ -267,6 +270,7 @@ func TestSaveFailureReplaceRetried(t *testing.T) {
 		}
 	}
 	c := startCtrl(t, "127.0.0.1:0")
+	st.Close() // the edge takes the data dir's lock
 	e := startEdge(t, c.addr, dir)
 	waitFor(t, "ctrl to see the diverged edge", func() bool { s := edgeStatus(c); return s.Connected && s.Diverged })
 
@@ -300,6 +304,7 @@ func TestReplaceSaveFailureKeepsInServiceFile(t *testing.T) {
 		}
 	}
 	c := startCtrl(t, "127.0.0.1:0")
+	st.Close() // the edge takes the data dir's lock
 	e := startEdge(t, c.addr, dir)
 	waitFor(t, "ctrl to see the diverged edge", func() bool { s := edgeStatus(c); return s.Connected && s.Diverged })
 	block := st.Path(3) // the save of v3 fails at the rename

@@ -31,6 +31,7 @@ func BenchmarkColdStart100k(b *testing.B) {
 	if err := s.Save(st.Version, data); err != nil {
 		b.Fatal(err)
 	}
+	s.Close()
 	host, path := []byte("h5.example"), []byte("/svc/5/v1/users")
 	b.ReportAllocs()
 	b.ReportMetric(float64(len(data)), "snapshot-bytes")
@@ -54,5 +55,6 @@ func BenchmarkColdStart100k(b *testing.B) {
 		}
 		t.Release()
 		h.Close()
+		s.Close()
 	}
 }

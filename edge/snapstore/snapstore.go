@@ -65,10 +65,17 @@ type Store struct {
 	keep int
 	log  *slog.Logger
 	mu   sync.Mutex // serializes Save/prune/quarantine so directory edits do not interleave
+	// lock holds an exclusive flock on the dir's lockName until Close:
+	// two edges on one data dir would delete each other's temp files and
+	// prune each other's snapshots.
 	// open opens a snapshot file for Map; tests swap it to inject read
 	// failures that no file mode can cause when running as root.
 	open func(path string) (*os.File, error)
+	lock *os.File
 }
+
+// lockName is the file Open locks in the data dir.
+const lockName = ".lock"
 
 // Open opens (creating with mode 0700) the data dir and removes temp files a
 // crash left behind. keep < 1 is treated as 1: the newest file is never pruned.
@@ -82,26 +89,52 @@ func Open(dir string, keep int, log *slog.Logger) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("snapstore: create data dir %s: %w", dir, err)
 	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("snapstore: read data dir %s: %w", dir, err)
 	}
 	for _, e := range entries {
 		if e.Type().IsRegular() && strings.HasPrefix(e.Name(), prefix) && strings.HasSuffix(e.Name(), tmpSuffix) {
 			p := filepath.Join(dir, e.Name())
 			if err := os.Remove(p); err != nil {
+				lock.Close()
 				return nil, fmt.Errorf("snapstore: remove stale temp file %s: %w", p, err)
 			}
 			log.Info("snapstore: removed stale temp file", "path", p)
 		}
 	}
-	s := &Store{dir: dir, keep: keep, log: log, open: os.Open}
+	s := &Store{dir: dir, keep: keep, log: log, open: os.Open, lock: lock}
 	// Bad files from earlier versions of the edge were never pruned.
 	if err := s.pruneBadLocked(); err != nil {
 		log.Warn("snapstore: pruning old bad snapshot files failed", "err", err)
 	}
 	return s, nil
 }
+
+// lockDir takes the data dir's exclusive lock, or says who holds it.
+func lockDir(dir string) (*os.File, error) {
+	p := filepath.Join(dir, lockName)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("snapstore: open lock file %s: %w", p, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("snapstore: data dir %s is in use by another edge (%s is locked); give each edge its own --data-dir", dir, p)
+		}
+		return nil, fmt.Errorf("snapstore: lock %s: %w", p, err)
+	}
+	return f, nil
+}
+
+// Close releases the data dir's lock. The Store must not be used after.
+func (s *Store) Close() error { return s.lock.Close() }
 
 // Dir returns the data dir path.
 func (s *Store) Dir() string { return s.dir }

@@ -197,6 +197,7 @@ func TestLoadNewestSkipsCorrupt(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "snap-12.sgs"), []byte("x"), 0o600)
 	os.WriteFile(filepath.Join(dir, "README"), []byte("x"), 0o600)
 
+	s.Close() // a restart: the lock goes with the process
 	var lb logBuf
 	s2, err := Open(dir, 5, lb.logger())
 	if err != nil {
@@ -400,6 +401,7 @@ func TestBadFilesPruned(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	s.Close()
 	s2, err := Open(dir, 10, quiet())
 	if err != nil {
 		t.Fatal(err)
@@ -534,8 +536,8 @@ func TestSaveFailureKeepsLastGood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 1 || entries[0].Name() != FileName(1) {
-		t.Fatalf("data dir after the failed save: %v", entries)
+	if len(entries) != 2 || entries[0].Name() != lockName || entries[1].Name() != FileName(1) {
+		t.Fatalf("data dir after the failed save: %v, want the lock and v1", entries)
 	}
 	if got, err := os.ReadFile(s.Path(1)); err != nil || !bytes.Equal(got, good) {
 		t.Fatalf("last good file changed: %v", err)
@@ -582,4 +584,25 @@ func TestSaveReplacing(t *testing.T) {
 	if _, err := s.SaveReplacing(0, nil); err == nil {
 		t.Fatal("SaveReplacing of version 0 succeeded")
 	}
+}
+
+// A data dir serves one edge at a time: a second Open fails, naming the
+// dir and the lock, until the first Store is closed.
+func TestDataDirIsExclusive(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, 3, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, 3, quiet()); err == nil || !strings.Contains(err.Error(), "in use by another edge") || !strings.Contains(err.Error(), filepath.Join(dir, lockName)) {
+		t.Fatalf("second Open: %v, want the dir in use", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(dir, 3, quiet())
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	s2.Close()
 }
