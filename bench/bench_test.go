@@ -526,3 +526,24 @@ func TestCPUIdle(t *testing.T) {
 		t.Fatal("no error for a CPU that does not exist")
 	}
 }
+
+// A run with more than 0.1 % errors gets no ratios (its requests were not
+// all proxied), and the load generator's lateness is printed under the
+// table.
+func TestReportErredRunsAndPacer(t *testing.T) {
+	rep := fixedReport()
+	sc := rep.Scenarios[0]
+	bad := fixedResult("open", 1000, 150*time.Microsecond, 500*time.Microsecond, 5000)
+	bad.ErrorRate = 0.02
+	sc.Runs = append(sc.Runs, &RunResult{Target: TargetHAProxy, Label: "haproxy", CPUPerReqUS: 20, CPUResolutionUS: 2, CoreCPUPerReqUS: 25, RSSBytes: 8 << 20, Result: bad})
+	sc.Runs[0].Result.Pacer = loadtest.Summary{Count: 5000, P50: 40 * time.Microsecond, P99: 120 * time.Microsecond}
+	md := rep.Markdown()
+	for _, want := range []string{
+		"| haproxy | 1000 | 1000 | 150µs | 500µs | 1ms | 1.5ms | 2% (2) | 20.0 ±2.0 | 25.0 | 8.0 MiB | — | — | — | — | — | — |",
+		"Load generator's own lateness (p50 / p99), part of every latency above: direct 40µs / 120µs.",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks\n%s\nin\n%s", want, md)
+		}
+	}
+}

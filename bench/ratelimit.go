@@ -121,12 +121,23 @@ func (e *env) fleetRateLimit(ctx context.Context) error {
 		return err
 	}
 	addrs := []string{e.gw.addr}
+	var extras []*proc
+	defer func() {
+		// They run on the proxy's CPU: the scenarios after this one must
+		// not share it with them.
+		for _, p := range extras {
+			if err := p.stop(); err != nil {
+				e.logf("%v", err)
+			}
+		}
+	}()
 	for i := 2; i <= fleetEdges; i++ {
 		p, addr, err := e.gw.extraEdge(ctx, fmt.Sprintf("bench-edge-%d", i))
 		if err != nil {
 			return err
 		}
 		e.procs = append(e.procs, p)
+		extras = append(extras, p)
 		addrs = append(addrs, addr)
 	}
 	if err := e.gw.waitFleet(ctx, startupWait); err != nil {

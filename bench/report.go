@@ -125,6 +125,15 @@ func (sc *Scenario) markdown(b *strings.Builder) {
 			b.WriteString(r.row(direct, nginx))
 		}
 		b.WriteString("\n")
+		var pacer []string
+		for _, r := range sc.Runs {
+			if p := r.Result.Pacer; p.Count > 0 {
+				pacer = append(pacer, fmt.Sprintf("%s %s / %s", r.Label, fmtLatency(p.P50), fmtLatency(p.P99)))
+			}
+		}
+		if len(pacer) > 0 {
+			fmt.Fprintf(b, "Load generator's own lateness (p50 / p99), part of every latency above: %s.\n\n", strings.Join(pacer, "; "))
+		}
 	}
 	for _, f := range sc.Facts {
 		fmt.Fprintf(b, "- %s: %s\n", f.Name, f.Value)
@@ -147,7 +156,9 @@ func (r *RunResult) row(direct, nginx *RunResult) string {
 		cpu = strconv.FormatFloat(r.CPUPerReqUS, 'f', 1, 64) + " ±" + strconv.FormatFloat(r.CPUResolutionUS, 'f', 1, 64)
 	}
 	ratio := func(base *RunResult, f func(*RunResult) float64) string {
-		if base == nil || base == r {
+		// A row with errors answered some requests cheaply (or not at
+		// all): its figures per request compare with nothing.
+		if base == nil || base == r || erred(r) || erred(base) {
 			return "—"
 		}
 		num, den := f(r), f(base)
@@ -169,6 +180,10 @@ func (r *RunResult) row(direct, nginx *RunResult) string {
 		fmtLatency(res.Latency.Max), errs, cpu, core, fmtBytes(r.RSSBytes),
 		ratio(direct, p50), ratio(direct, p99), ratio(direct, cpuOf), ratio(nginx, p99), ratio(nginx, cpuOf), ratio(nginx, coreOf))
 }
+
+// erred reports a run with more than 0.1 % errors (errorCount): its
+// ratios are left out.
+func erred(r *RunResult) bool { return r.Result.ErrorRate > 0.001 }
 
 // errorCount is what Result.ErrorRate counts: failures, unsent and 5xx.
 func errorCount(res *loadtest.Result) int64 {
