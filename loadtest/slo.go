@@ -124,6 +124,11 @@ func parsePercentileKey(s string) (float64, error) {
 		return 0, fmt.Errorf("percentile %q: want p followed by at least two digits, as in p50 or p99.9", s)
 	}
 	if dots == 0 && len(s) > 2 {
+		if strings.HasPrefix(s, "100") {
+			// p999 reads as 99.9, so p100 would read as the 10th
+			// percentile.
+			return 0, fmt.Errorf("percentile %q: p100 is the slowest response: use max", s)
+		}
 		s = s[:2] + "." + s[2:]
 	}
 	p, err := strconv.ParseFloat(s, 64)

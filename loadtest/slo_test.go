@@ -57,6 +57,8 @@ func TestParseSLOErrors(t *testing.T) {
 		{"p99=0s", "must be positive"},
 		{"p99=-1ms", "must be positive"},
 		{"p9=1ms", "at least two digits"},
+		{"p100=1ms", "use max"},
+		{"p1000=1ms", "use max"},
 		{"p=1ms", "at least two digits"},
 		{"p9x=1ms", "want digits"},
 		{"p99..9=1ms", "at least two digits"},
