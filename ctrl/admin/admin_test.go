@@ -322,20 +322,28 @@ func TestOversizedLineClosesConnection(t *testing.T) {
 	<-wrote
 }
 
-// A request over the server's line limit is refused by the client before
-// anything is sent: a clear error instead of a broken pipe, and the
-// connection stays usable.
-func TestClientRefusesOversizedRequest(t *testing.T) {
+// startClient serves a memory handler and returns a client of it, both
+// closed with the test, and a context bounding its calls.
+func startClient(t *testing.T) (*Client, context.Context) {
+	t.Helper()
 	s := start(t, newMem(), 0)
 	c, err := Dial(s.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
+	return c, ctx
+}
+
+// A request over the server's line limit is refused by the client before
+// anything is sent: a clear error instead of a broken pipe, and the
+// connection stays usable.
+func TestClientRefusesOversizedRequest(t *testing.T) {
+	c, ctx := startClient(t)
 	big := model.Route{ID: "big", Host: "example.com", Prefix: "/" + strings.Repeat("a", DefaultMaxLine), Cluster: "c"}
-	_, err = c.PutRoute(ctx, big, nil)
+	_, err := c.PutRoute(ctx, big, nil)
 	var ae *Error
 	if !errors.As(err, &ae) || ae.Code != CodeBadRequest || !strings.Contains(ae.Message, "nothing was sent") {
 		t.Fatalf("oversized PutRoute error = %v, want bad_request saying nothing was sent", err)
@@ -413,14 +421,7 @@ func TestListenRefusesLiveSocketAndRemovesStaleOne(t *testing.T) {
 }
 
 func TestClientTypedHelpers(t *testing.T) {
-	s := start(t, newMem(), 0)
-	c, err := Dial(s.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	c, ctx := startClient(t)
 
 	zero := uint64(0)
 	r := model.Route{ID: "a", Host: "example.com", Prefix: "/api", Cluster: "c", TimeoutMs: 50}
