@@ -148,6 +148,10 @@ func TestUsageExitCodes(t *testing.T) {
 		// A malformed ctrl address would only show as reconnect warnings.
 		{[]string{"edge", "--listen", "", "--insecure-stream", "--ctrl", "ctrl.internal"}, 2, `--ctrl "ctrl.internal": want host:port`},
 		{[]string{"edge", "--listen", "", "--insecure-stream", "--ctrl", "10.0.0.1:99999"}, 2, `port "99999": want a number`},
+		// Listen addresses are checked by their flag before anything starts.
+		{[]string{"edge", "--insecure-stream", "--listen", "foo"}, 2, `snapgate edge: --listen "foo": want host:port`},
+		{[]string{"edge", "--insecure-stream", "--listen", ":0", "--admin-listen", "127.0.0.1:99999"}, 2, `--admin-listen "127.0.0.1:99999": want host:port`},
+		{[]string{"ctrl", "--insecure-stream", "--stream-listen", "7400"}, 2, `snapgate ctrl: --stream-listen "7400": want host:port`},
 	}
 	for _, c := range cases {
 		var out, errb bytes.Buffer

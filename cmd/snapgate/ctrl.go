@@ -66,6 +66,9 @@ func runCtrl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return code
 	}
+	if !checkListenAddrs(stderr, "ctrl", "--stream-listen", cfg.StreamListen, "--metrics-listen", cfg.MetricsListen) {
+		return 2
+	}
 	log, secret := d.log, d.secret
 	srv, err := ctrl.New(ctrl.Config{
 		InsecureStream: cfg.InsecureStream,

@@ -50,19 +50,22 @@ func TestCtrlStartErrors(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		args []string
+		code int // 2: the command line is wrong, 1: ctrl could not start
 		want string
 	}{
-		{base("--admin-socket", file+"/ctrl.sock"),
+		{base("--admin-socket", file+"/ctrl.sock"), 1,
 			"snapgate ctrl: admin socket " + file + "/ctrl.sock: mkdir " + file + ": not a directory\n"},
-		{base("--data-dir", file+"/data"),
+		{base("--data-dir", file+"/data"), 1,
 			"snapgate ctrl: data dir " + file + "/data: mkdir " + file + ": not a directory\n"},
-		{base("--stream-listen", "127.0.0.1:99999"), "snapgate ctrl: stream listener 127.0.0.1:99999: invalid port\n"},
-		{base("--metrics-listen", "metrics"), "snapgate ctrl: metrics listener metrics: missing port in address\n"},
-		{base("--data-dir", ""), "snapgate ctrl: config: DataDir (--data-dir) is empty\n"},
+		{base("--stream-listen", "127.0.0.1:99999"), 2,
+			`snapgate ctrl: --stream-listen "127.0.0.1:99999": want host:port (":8080" for every address): port "99999": want a number from 0 to 65535` + "\n"},
+		{base("--metrics-listen", "metrics"), 2,
+			`snapgate ctrl: --metrics-listen "metrics": want host:port (":8080" for every address): address metrics: missing port in address` + "\n"},
+		{base("--data-dir", ""), 1, "snapgate ctrl: config: DataDir (--data-dir) is empty\n"},
 	} {
 		code, out := runCtrlToExit(t, tc.args...)
-		if code != 1 || out != tc.want {
-			t.Errorf("ctrl %q: exit %d\n got %q\nwant %q", tc.args, code, out, tc.want)
+		if code != tc.code || out != tc.want {
+			t.Errorf("ctrl %q: exit %d\n got %q\nwant exit %d, %q", tc.args, code, out, tc.code, tc.want)
 		}
 		if _, err := os.Lstat(data); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("ctrl %q created its data dir: %v", tc.args, err)
