@@ -282,6 +282,18 @@ func TestCtlFlagsAfterCommand(t *testing.T) {
 	if code != 1 || json.Unmarshal(stdout.Bytes(), &e) != nil || e.Error.Code != "conflict" {
 		t.Fatalf("stale delete: exit %d stdout %q stderr %q; want exit 1 and a JSON conflict error", code, stdout.String(), stderr.String())
 	}
+	// A request over the socket's limit is refused before it is sent, and
+	// reported as a refusal: JSON on stdout, no "may have been applied".
+	big := filepath.Join(t.TempDir(), "big.json")
+	if err := os.WriteFile(big, []byte(`{"id":"big","host":"*","prefix":"/`+strings.Repeat("a", 1<<20)+`","cluster":"a"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdout.Reset()
+	stderr.Reset()
+	code = dispatch(context.Background(), []string{"ctl", "--socket", g.socket, "-o", "json", "route", "put", "-f", big}, &stdout, &stderr)
+	if code != 1 || json.Unmarshal(stdout.Bytes(), &e) != nil || e.Error.Code != "bad_request" || strings.Contains(stderr.String(), "may or may not") {
+		t.Fatalf("oversized put: exit %d stdout %q stderr %q; want exit 1, a JSON bad_request and no hint", code, stdout.String(), stderr.String())
+	}
 }
 
 // TestDemo runs 'snapgate demo' on free ports the way the README does, checks

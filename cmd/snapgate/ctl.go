@@ -127,6 +127,11 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	defer cl.Close()
 	reply, err := cl.Call(ctx, req)
+	if ae, refused := errors.AsType[*admin.Error](err); refused {
+		// Refused by the client before sending (too large, malformed):
+		// reported as ctrl's refusals are.
+		reply, err = admin.Reply{Error: ae}, nil
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "snapgate ctl: %v%s\n", err, callHint(err, req, g.timeout))
 		return 1

@@ -472,3 +472,33 @@ func TestEdgeStopDrains(t *testing.T) {
 		}
 	}
 }
+
+// An edge started with SIGHUP ignored (nohup) keeps running when its
+// terminal goes: asking for SIGHUP would have undone the ignore.
+func TestNohupEdgeIgnoresHangup(t *testing.T) {
+	nohup, err := exec.LookPath("nohup")
+	if err != nil {
+		t.Skip("no nohup on this machine")
+	}
+	web := freeAddr(t)
+	p := &proc{t: t, name: "edge", done: make(chan struct{}),
+		cmd: exec.Command(nohup, binPath, "edge", "--node-id", "nohup-edge", "--insecure-stream", "--listen", web,
+			"--ctrl", freeAddr(t), "--data-dir", filepath.Join(t.TempDir(), "edge"), "--admin-listen", "")}
+	p.cmd.Stdout, p.cmd.Stderr = lockedWriter{p}, lockedWriter{p}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { p.kill(syscall.SIGKILL) })
+	waitDial(t, "tcp", web)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	select {
+	case <-p.done:
+		t.Fatalf("the edge stopped on SIGHUP under nohup:\n%s", p.output())
+	case <-time.After(500 * time.Millisecond):
+	}
+	p.kill(syscall.SIGTERM)
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("edge exited %d after SIGTERM:\n%s", code, p.output())
+	}
+}

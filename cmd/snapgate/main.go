@@ -42,17 +42,25 @@ func usage(w io.Writer) {
 }
 
 // stopSignals end a command gracefully: SIGHUP too, since closing the
-// terminal of a daemon run in the foreground sends it.
-var stopSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
+// terminal of a daemon run in the foreground sends it, unless the process
+// was started with SIGHUP ignored (nohup): asking for it would undo that.
+func stopSignals() []os.Signal {
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		sigs = append(sigs, syscall.SIGHUP)
+	}
+	return sigs
+}
 
 func main() {
+	stops := stopSignals()
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, stopSignals...)
+	signal.Notify(sigs, stops...)
 	go func() {
 		sig := <-sigs
 		// A second signal takes the default action: stop at once.
-		signal.Reset(stopSignals...)
+		signal.Reset(stops...)
 		fmt.Fprintf(os.Stderr, "snapgate: %v: stopping (send it again to stop at once)\n", sig)
 		cancel()
 	}()

@@ -351,6 +351,20 @@ func TestClientRefusesOversizedRequest(t *testing.T) {
 	if _, err := c.ListRoutes(ctx); err != nil {
 		t.Fatalf("connection unusable after a refused oversized request: %v", err)
 	}
+	// A request of exactly the limit (the server does not count the
+	// newline) is sent.
+	exact := model.Route{ID: "big", Host: "example.com", Cluster: "c"}
+	base, err := json.Marshal(Request{Cmd: CmdRoutePut, Route: &exact})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exact.Prefix = "/" + strings.Repeat("a", DefaultMaxLine-len(base)-len(`,"prefix":"/"`))
+	if b, _ := json.Marshal(Request{Cmd: CmdRoutePut, Route: &exact}); len(b) != DefaultMaxLine {
+		t.Fatalf("test request is %d bytes, want %d", len(b), DefaultMaxLine)
+	}
+	if _, err := c.PutRoute(ctx, exact, nil); err != nil && strings.Contains(err.Error(), "nothing was sent") {
+		t.Fatalf("a request of exactly %d bytes was refused: %v", DefaultMaxLine, err)
+	}
 }
 
 // A connection that stops in the middle of a request line is closed after

@@ -68,13 +68,13 @@ func (c *Client) Call(ctx context.Context, req Request) (Reply, error) {
 	if err != nil {
 		return Reply{}, fmt.Errorf("admin: encoding %s request: %w", req.Cmd, err)
 	}
-	b = append(b, '\n')
-	if len(b) > DefaultMaxLine {
+	if len(b) > DefaultMaxLine { // the server's bound leaves out the '\n'
 		// ctrl would refuse it and close the connection while this side
 		// still writes, so the caller would see a broken pipe and could
 		// not tell whether anything happened: nothing did.
 		return Reply{}, Errorf(CodeBadRequest, "", "the %s request is %d bytes, above the admin socket's limit of %d bytes per request; nothing was sent", req.Cmd, len(b), DefaultMaxLine)
 	}
+	b = append(b, '\n')
 
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -47,12 +47,15 @@ type Config struct {
 	// delta bases (each is a whole snapshot). Default 4.
 	KeepBases int
 	// MaxHandshakes bounds the connections still in their handshake (each
-	// holds a descriptor and a goroutine for up to DeadAfter); a connection
-	// beyond it is closed at once. Anyone who reaches the port can open
-	// such connections without the secret; an edge refused here retries
-	// with backoff. A handshake takes one round trip, so even a whole
-	// fleet reconnecting at once stays far below the default, 256.
-	MaxHandshakes int
+	// holds a descriptor and a goroutine for up to DeadAfter), and
+	// MaxHandshakesPerIP those from one address; a connection beyond either
+	// is closed at once. Anyone who reaches the port can open such
+	// connections without the secret: the per-address bound keeps one host
+	// from taking every place and locking edges out. An edge refused here
+	// retries with backoff; a handshake takes one round trip, so even a
+	// whole fleet (or one NAT's worth of it) reconnecting at once stays far
+	// below the defaults, 1024 and 16.
+	MaxHandshakes, MaxHandshakesPerIP int
 	// Recycle, if set, gets back each published snapshot's file once
 	// nothing in the Server can read it any more: it has left the
 	// KeepBases delta bases and no session is still encoding a FULL or a
@@ -213,9 +216,12 @@ type Server struct {
 	latest atomic.Pointer[published]
 	recent []*published // newest last, at most KeepBases; under publishMu and mu
 
-	// handshakes counts connections accepted and not yet past the
-	// handshake (MaxHandshakes); refusedLog rate-limits the warning.
-	handshakes atomic.Int32
+	// hsMu guards the counts of connections accepted and not yet past
+	// their handshake, in all and per remote address (MaxHandshakes);
+	// refusedLog rate-limits the warning.
+	hsMu       sync.Mutex
+	handshakes int
+	hsByIP     map[string]int
 	refusedLog atomic.Int64
 
 	mu        sync.Mutex
@@ -253,7 +259,10 @@ func New(cfg Config) *Server {
 		cfg.KeepBases = 4
 	}
 	if cfg.MaxHandshakes <= 0 {
-		cfg.MaxHandshakes = 256
+		cfg.MaxHandshakes = 1024
+	}
+	if cfg.MaxHandshakesPerIP <= 0 {
+		cfg.MaxHandshakesPerIP = 16
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.NewSet()
@@ -265,6 +274,7 @@ func New(cfg Config) *Server {
 		cfg:       cfg,
 		log:       cfg.Logger,
 		listeners: make(map[net.Listener]struct{}),
+		hsByIP:    make(map[string]int),
 		sessions:  make(map[*session]struct{}),
 		edges:     make(map[string]*edge),
 	}
@@ -324,12 +334,13 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("publish: accept on %s: %w", ln.Addr(), err)
 		}
 		backoff = 0
-		if n := s.handshakes.Add(1); int(n) > s.cfg.MaxHandshakes {
-			s.handshakes.Add(-1)
+		ip := remoteIP(conn)
+		if !s.beginHandshake(ip) {
 			conn.Close()
 			s.m.handshakesRefused.Inc()
 			if now, last := time.Now().UnixNano(), s.refusedLog.Load(); now-last >= int64(time.Second) && s.refusedLog.CompareAndSwap(last, now) {
-				s.log.Warn("publish: too many connections in their handshake; closing new ones", "max", s.cfg.MaxHandshakes, "from", conn.RemoteAddr().String())
+				s.log.Warn("publish: too many connections in their handshake; closing new ones", "max", s.cfg.MaxHandshakes,
+					"max_per_address", s.cfg.MaxHandshakesPerIP, "from", conn.RemoteAddr().String())
 			}
 			continue
 		}
@@ -337,10 +348,11 @@ func (s *Server) Serve(ln net.Listener) error {
 			tc.SetNoDelay(true)
 		}
 		ss := newSession(s, conn)
+		ss.ip = ip
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
-			s.handshakes.Add(-1)
+			s.endHandshake(ip)
 			conn.Close()
 			return nil
 		}
@@ -352,6 +364,48 @@ func (s *Server) Serve(ln net.Listener) error {
 			ss.run()
 		}()
 	}
+}
+
+// remoteIP is the address part of c's remote address (all of it if it has
+// no port).
+func remoteIP(c net.Conn) string {
+	a := c.RemoteAddr().String()
+	if host, _, err := net.SplitHostPort(a); err == nil {
+		return host
+	}
+	return a
+}
+
+// beginHandshake counts a connection from ip into its handshake, unless
+// that would pass MaxHandshakes or MaxHandshakesPerIP.
+func (s *Server) beginHandshake(ip string) bool {
+	s.hsMu.Lock()
+	defer s.hsMu.Unlock()
+	if s.handshakes >= s.cfg.MaxHandshakes || s.hsByIP[ip] >= s.cfg.MaxHandshakesPerIP {
+		return false
+	}
+	s.handshakes++
+	s.hsByIP[ip]++
+	return true
+}
+
+// endHandshake counts a connection from ip out of its handshake.
+func (s *Server) endHandshake(ip string) {
+	s.hsMu.Lock()
+	defer s.hsMu.Unlock()
+	s.handshakes--
+	if s.hsByIP[ip] <= 1 {
+		delete(s.hsByIP, ip)
+	} else {
+		s.hsByIP[ip]--
+	}
+}
+
+// pendingHandshakes is the number of connections in their handshake.
+func (s *Server) pendingHandshakes() int {
+	s.hsMu.Lock()
+	defer s.hsMu.Unlock()
+	return s.handshakes
 }
 
 func (s *Server) isClosed() bool {

@@ -830,8 +830,9 @@ func TestDeltaBaseReadFailureIsNotRemembered(t *testing.T) {
 	for v := uint64(1); v <= 8; v++ {
 		s.Publish(v, stored[v], time.Now())
 	}
-	h := wire.Hello{NodeID: "e", HaveVersion: 1, HaveHash: wire.FileHash(stored[1])}
 	for i, want := range []wire.Type{wire.TypeFull, wire.TypeDelta} {
+		// Two edges: a node id's live session would refuse the second.
+		h := wire.Hello{NodeID: fmt.Sprintf("e%d", i), HaveVersion: 1, HaveHash: wire.FileHash(stored[1])}
 		c, r, _ := dialAs(t, ln.Addr().String(), h, testSecret)
 		if typ, _, err := nextNonHeartbeat(t, r); err != nil || typ != want {
 			t.Fatalf("session %d from v1: %s %v, want %s", i+1, typ, err, want)
@@ -840,11 +841,20 @@ func TestDeltaBaseReadFailureIsNotRemembered(t *testing.T) {
 	}
 }
 
-// Connections that never finish their handshake are capped: beyond
-// MaxHandshakes a new one is closed at once, and once one of them goes an
-// edge gets in again.
+// Connections that never finish their handshake are capped, in all and
+// per remote address: beyond the cap a new one is closed at once, and once
+// one of them goes an edge gets in again.
 func TestHandshakesAreCapped(t *testing.T) {
-	s, addr, _ := startWith(t, func(c *Config) { c.MaxHandshakes = 2; c.DeadAfter = 10 * time.Second })
+	for _, limit := range []func(*Config){
+		func(c *Config) { c.MaxHandshakes = 2 },
+		func(c *Config) { c.MaxHandshakesPerIP = 2 },
+	} {
+		testHandshakesAreCapped(t, limit)
+	}
+}
+
+func testHandshakesAreCapped(t *testing.T, limit func(*Config)) {
+	s, addr, _ := startWith(t, func(c *Config) { limit(c); c.DeadAfter = 10 * time.Second })
 	s.Publish(1, snapOf(t, 1, 10, ""), time.Now())
 	var idle []net.Conn
 	for range 2 {
@@ -855,7 +865,7 @@ func TestHandshakesAreCapped(t *testing.T) {
 		defer c.Close()
 		idle = append(idle, c)
 	}
-	waitFor(t, "two handshakes pending", func() bool { return s.handshakes.Load() == 2 })
+	waitFor(t, "two handshakes pending", func() bool { return s.pendingHandshakes() == 2 })
 	over, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -866,7 +876,7 @@ func TestHandshakesAreCapped(t *testing.T) {
 		t.Fatalf("a connection over the cap: read %v, want EOF (closed at once)", err)
 	}
 	idle[0].Close()
-	waitFor(t, "the closed one to leave its handshake", func() bool { return s.handshakes.Load() == 1 })
+	waitFor(t, "the closed one to leave its handshake", func() bool { return s.pendingHandshakes() == 1 })
 	_, r, _ := dial(t, addr, "e1", 0)
 	if typ, _, err := nextNonHeartbeat(t, r); err != nil || typ != wire.TypeFull {
 		t.Fatalf("edge after a pending connection went: %s %v, want FULL", typ, err)

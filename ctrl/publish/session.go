@@ -21,6 +21,7 @@ type session struct {
 	srv    *Server
 	conn   net.Conn
 	remote string
+	ip     string // remote's address, for the handshake counts
 	nodeID string // set by attach under Server.mu once HELLO is read
 	log    *slog.Logger
 
@@ -97,7 +98,7 @@ func (ss *session) run() {
 	r := wire.NewReader(ss.conn, wire.MaxHandshakePayload)
 
 	h, err := ss.handshake(r)
-	ss.srv.handshakes.Add(-1)
+	ss.srv.endHandshake(ss.ip)
 	if err != nil {
 		ss.srv.m.authFailures.Inc()
 		ss.log.Warn("publish: refusing edge stream", "node", h.NodeID, "err", err)
