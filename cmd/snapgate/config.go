@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -129,4 +130,30 @@ func parseDaemon(name string, args []string, stderr io.Writer, cfg any, logLevel
 		}
 	}
 	return d, 0, true
+}
+
+// checkListenAddrs checks the shape of listen addresses given as flag, value
+// pairs (an empty value is left to the daemon: off, or required), so that a
+// malformed one is reported by its flag before anything starts; it reports
+// whether all passed.
+func checkListenAddrs(stderr io.Writer, cmd string, flagValues ...string) bool {
+	for i := 0; i+1 < len(flagValues); i += 2 {
+		flag, addr := flagValues[i], flagValues[i+1]
+		if addr == "" {
+			continue
+		}
+		_, port, err := net.SplitHostPort(addr)
+		if err == nil {
+			// A number (0: any free port) or a service name from
+			// /etc/services, as net.Listen takes.
+			if _, perr := net.LookupPort("tcp", port); perr != nil {
+				err = fmt.Errorf("port %q: want a number from 0 to 65535", port)
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "snapgate %s: %s %q: want host:port (\":8080\" for every address): %v\n", cmd, flag, addr, err)
+			return false
+		}
+	}
+	return true
 }

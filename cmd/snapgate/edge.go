@@ -112,32 +112,6 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// checkListenAddrs checks the shape of listen addresses given as flag, value
-// pairs (an empty value is left to the daemon: off, or required), so that a
-// malformed one is reported by its flag before anything starts; it reports
-// whether all passed.
-func checkListenAddrs(stderr io.Writer, cmd string, flagValues ...string) bool {
-	for i := 0; i+1 < len(flagValues); i += 2 {
-		flag, addr := flagValues[i], flagValues[i+1]
-		if addr == "" {
-			continue
-		}
-		_, port, err := net.SplitHostPort(addr)
-		if err == nil {
-			// A number (0: any free port) or a service name from
-			// /etc/services, as net.Listen takes.
-			if _, perr := net.LookupPort("tcp", port); perr != nil {
-				err = fmt.Errorf("port %q: want a number from 0 to 65535", port)
-			}
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "snapgate %s: %s %q: want host:port (\":8080\" for every address): %v\n", cmd, flag, addr, err)
-			return false
-		}
-	}
-	return true
-}
-
 // checkDialAddr checks the shape of ctrl's address without resolving it:
 // the edge must boot from its snapshot files even when DNS is down, but a
 // malformed address would only show as reconnect warnings forever.
