@@ -112,8 +112,7 @@ func New(cfg Config) (*Node, error) {
 	n.metrics.SetEjections(n.pools.Ejections)
 	m, bootErr := n.boot()
 	if bootErr != nil && !errors.Is(bootErr, snapstore.ErrNoSnapshot) {
-		n.pools.Close()
-		n.store.Close()
+		n.abandon()
 		return nil, fmt.Errorf("edge: %w", bootErr)
 	}
 	// The feed exists before the proxy and the metrics read its
@@ -146,9 +145,7 @@ func New(cfg Config) (*Node, error) {
 		Freshness:       n.feed.Freshness,
 	})
 	if err != nil {
-		n.tables.Close()
-		n.pools.Close()
-		n.store.Close()
+		n.abandon()
 		return nil, fmt.Errorf("edge: %w", err)
 	}
 	if cfg.Pprof {
@@ -156,10 +153,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.AdminListen != "" {
 		if n.admin, err = n.metrics.Listen(cfg.AdminListen); err != nil {
-			n.proxy.Shutdown(context.Background())
-			n.tables.Close()
-			n.pools.Close()
-			n.store.Close()
+			n.abandon()
 			return nil, fmt.Errorf("edge: %w", err)
 		}
 	}
@@ -176,6 +170,18 @@ func New(cfg Config) (*Node, error) {
 			"written", m.ModTime().UTC().Format(time.RFC3339), "age", time.Since(m.ModTime()).Round(time.Millisecond).String())
 	}
 	return n, nil
+}
+
+// abandon releases what a New that fails part-way had set up: the proxy's
+// listener, the snapshot in service, the upstream pools and the data dir's
+// lock.
+func (n *Node) abandon() {
+	if n.proxy != nil {
+		n.proxy.Shutdown(context.Background())
+	}
+	n.tables.Close()
+	n.pools.Close()
+	n.store.Close()
 }
 
 // reportHealth passes an ejection, a 5xx streak or a recovery to the

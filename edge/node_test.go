@@ -516,3 +516,22 @@ func TestRefusedReplaceKeepsInServiceFile(t *testing.T) {
 		t.Fatalf("the edge served v1; restarted with ctrl down it serves v%d", n2.Version())
 	}
 }
+
+// A New that fails part-way (here its listen address is taken) releases
+// what it set up, the data dir's lock included: a second try on the same
+// dir starts.
+func TestFailedNewReleasesDataDir(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := testConfig(t, t.TempDir(), slog.New(slog.DiscardHandler))
+	cfg.Listen = taken.Addr().String()
+	if _, err := New(cfg); err == nil {
+		t.Fatal("New on a taken address succeeded")
+	}
+	cfg.Listen = "127.0.0.1:0"
+	_, stop := startNode(t, cfg)
+	stop()
+}
