@@ -425,35 +425,49 @@ func TestNackRecordedAndReconnectSupersedes(t *testing.T) {
 	}
 }
 
-// An edge that reconnects with a version ctrl still has gets a DELTA from
-// it (from the in-memory bases or through Lookup); a NACKed DELTA is
-// followed by a FULL; a wrong hash for the base gets a FULL.
-func TestResumeWithDelta(t *testing.T) {
+// history is snapshots v1 to v8, as ctrl's store would hold them.
+func history(t *testing.T) map[uint64][]byte {
 	stored := map[uint64][]byte{}
 	for v := uint64(1); v <= 8; v++ {
 		stored[v] = snapOf(t, v, 200, "x"+strconv.Itoa(int(v)))
 	}
+	return stored
+}
+
+// startWithHistory starts a Server that keeps the two newest of stored in
+// memory and reaches older ones only through lookup, publishes them all,
+// and stops it when the test ends (after the test's own defers).
+func startWithHistory(t *testing.T, stored map[uint64][]byte, lookup func(v uint64) ([]byte, error)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Secret: testSecret, KeepBases: 2,
-		Lookup: func(v uint64) ([]byte, error) {
-			if b, ok := stored[v]; ok {
-				return b, nil
-			}
-			return nil, errors.New("not stored")
-		}})
+	s := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Secret: testSecret, KeepBases: 2, Lookup: lookup})
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
-	defer func() { s.Close(); <-done }()
-	for v := uint64(1); v <= 8; v++ {
+	t.Cleanup(func() { s.Close(); <-done })
+	for v := uint64(1); v <= uint64(len(stored)); v++ {
 		s.Publish(v, stored[v], time.Now())
 	}
+	return ln.Addr().String()
+}
+
+// An edge that reconnects with a version ctrl still has gets a DELTA from
+// it (from the in-memory bases or through Lookup); a NACKed DELTA is
+// followed by a FULL; a wrong hash for the base gets a FULL.
+func TestResumeWithDelta(t *testing.T) {
+	stored := history(t)
+	addr := startWithHistory(t, stored, func(v uint64) ([]byte, error) {
+		if b, ok := stored[v]; ok {
+			return b, nil
+		}
+		return nil, errors.New("not stored")
+	})
 	ddec, _ := wire.NewDeltaDecoder(0)
 	defer ddec.Close()
 	for _, base := range []uint64{7, 2} { // 7 in memory, 2 only through Lookup
-		_, r, w := dialAs(t, ln.Addr().String(), wire.Hello{NodeID: "e" + strconv.Itoa(int(base)), HaveVersion: base, HaveHash: wire.FileHash(stored[base])}, testSecret)
+		_, r, w := dialAs(t, addr, wire.Hello{NodeID: "e" + strconv.Itoa(int(base)), HaveVersion: base, HaveHash: wire.FileHash(stored[base])}, testSecret)
 		typ, p, err := nextNonHeartbeat(t, r)
 		if err != nil || typ != wire.TypeDelta {
 			t.Fatalf("base v%d: got %s %v, want DELTA", base, typ, err)
@@ -468,11 +482,11 @@ func TestResumeWithDelta(t *testing.T) {
 			}
 		}
 	}
-	_, r, _ := dialAs(t, ln.Addr().String(), wire.Hello{NodeID: "wrong-hash", HaveVersion: 7, HaveHash: 12345}, testSecret)
+	_, r, _ := dialAs(t, addr, wire.Hello{NodeID: "wrong-hash", HaveVersion: 7, HaveHash: 12345}, testSecret)
 	if typ, _, err := nextNonHeartbeat(t, r); err != nil || typ != wire.TypeFull {
 		t.Fatalf("edge with a foreign v7: %s %v, want FULL", typ, err)
 	}
-	_, r, _ = dialAs(t, ln.Addr().String(), wire.Hello{NodeID: "too-old", HaveVersion: 99, HaveHash: 1}, testSecret)
+	_, r, _ = dialAs(t, addr, wire.Hello{NodeID: "too-old", HaveVersion: 99, HaveHash: 1}, testSecret)
 	r.Next() // a heartbeat; the point is that nothing panics and no snapshot goes backwards
 }
 
@@ -764,38 +778,24 @@ func TestServeRidesOutFDExhaustion(t *testing.T) {
 // hold up another session's DELTA of the same version: sessions wait only
 // for the encode whose result they need.
 func TestSlowDeltaBaseDoesNotHoldOthers(t *testing.T) {
-	stored := map[uint64][]byte{}
-	for v := uint64(1); v <= 8; v++ {
-		stored[v] = snapOf(t, v, 200, "x"+strconv.Itoa(int(v)))
-	}
+	stored := history(t)
 	looking, release := make(chan struct{}), make(chan struct{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Secret: testSecret, KeepBases: 2,
-		Lookup: func(v uint64) ([]byte, error) {
-			if v == 1 {
-				close(looking)
-				<-release
-			}
-			return stored[v], nil
-		}})
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
-	defer func() { s.Close(); <-done }()
 	var once sync.Once
 	unblock := func() { once.Do(func() { close(release) }) }
-	defer unblock() // before Close, which waits for the slow session
-	for v := uint64(1); v <= 8; v++ {
-		s.Publish(v, stored[v], time.Now())
-	}
+	addr := startWithHistory(t, stored, func(v uint64) ([]byte, error) {
+		if v == 1 {
+			close(looking)
+			<-release
+		}
+		return stored[v], nil
+	})
+	defer unblock() // before the Server's Close, which waits for the slow session
 	hello := func(node string, base uint64) wire.Hello {
 		return wire.Hello{NodeID: node, HaveVersion: base, HaveHash: wire.FileHash(stored[base])}
 	}
-	_, slow, _ := dialAs(t, ln.Addr().String(), hello("slow", 1), testSecret)
+	_, slow, _ := dialAs(t, addr, hello("slow", 1), testSecret)
 	<-looking
-	_, fast, _ := dialAs(t, ln.Addr().String(), hello("fast", 7), testSecret)
+	_, fast, _ := dialAs(t, addr, hello("fast", 7), testSecret)
 	if typ, _, err := nextNonHeartbeat(t, fast); err != nil || typ != wire.TypeDelta {
 		t.Fatalf("edge at v7 while another session reads its base: %s %v, want DELTA", typ, err)
 	}
@@ -808,32 +808,18 @@ func TestSlowDeltaBaseDoesNotHoldOthers(t *testing.T) {
 // A base the store failed to read once is read again for the next session
 // that names it: the failure is not remembered as "no DELTA from there".
 func TestDeltaBaseReadFailureIsNotRemembered(t *testing.T) {
-	stored := map[uint64][]byte{}
-	for v := uint64(1); v <= 8; v++ {
-		stored[v] = snapOf(t, v, 200, "x"+strconv.Itoa(int(v)))
-	}
+	stored := history(t)
 	var reads atomic.Int32
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Secret: testSecret, KeepBases: 2,
-		Lookup: func(v uint64) ([]byte, error) {
-			if v == 1 && reads.Add(1) == 1 {
-				return nil, errors.New("store: read failed")
-			}
-			return stored[v], nil
-		}})
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
-	defer func() { s.Close(); <-done }()
-	for v := uint64(1); v <= 8; v++ {
-		s.Publish(v, stored[v], time.Now())
-	}
+	addr := startWithHistory(t, stored, func(v uint64) ([]byte, error) {
+		if v == 1 && reads.Add(1) == 1 {
+			return nil, errors.New("store: read failed")
+		}
+		return stored[v], nil
+	})
 	for i, want := range []wire.Type{wire.TypeFull, wire.TypeDelta} {
 		// Two edges: a node id's live session would refuse the second.
 		h := wire.Hello{NodeID: fmt.Sprintf("e%d", i), HaveVersion: 1, HaveHash: wire.FileHash(stored[1])}
-		c, r, _ := dialAs(t, ln.Addr().String(), h, testSecret)
+		c, r, _ := dialAs(t, addr, h, testSecret)
 		if typ, _, err := nextNonHeartbeat(t, r); err != nil || typ != want {
 			t.Fatalf("session %d from v1: %s %v, want %s", i+1, typ, err, want)
 		}
