@@ -26,7 +26,12 @@ func TestRoundTripAllocs(t *testing.T) {
 
 // The pacer's wait runs once per request too.
 func TestSleepUntilAllocs(t *testing.T) {
-	w := &worker{timer: stoppedTimer()}
+	fine, err := newFineTimer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fine.close()
+	w := &worker{timer: stoppedTimer(), fine: fine}
 	ctx := context.Background()
 	allocs := testing.AllocsPerRun(50, func() {
 		if !w.sleepUntil(ctx, time.Now().Add(3*time.Millisecond)) {

@@ -4,5 +4,15 @@ package loadtest
 
 import "time"
 
-// fineSleep waits d; elsewhere than Linux the runtime timer is all we use.
-func fineSleep(d time.Duration) { time.Sleep(d) }
+// fineTimer waits with the runtime timer: elsewhere than Linux it is all
+// we use.
+type fineTimer struct{}
+
+func newFineTimer() (*fineTimer, error) { return &fineTimer{}, nil }
+
+func (*fineTimer) sleep(d time.Duration) error {
+	time.Sleep(d)
+	return nil
+}
+
+func (*fineTimer) close() {}

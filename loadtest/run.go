@@ -105,6 +105,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer r.close()
 	return r.run(ctx)
 }
 
@@ -195,15 +196,31 @@ func newRunner(c Config) (*runner, error) {
 	r.histMax = int64(cfg.Warmup + cfg.Duration + 2*cfg.Timeout + time.Second)
 	r.workers = make([]*worker, cfg.Conns)
 	for i := range r.workers {
-		r.workers[i] = &worker{
+		w := &worker{
 			id:    i,
 			r:     r,
 			lat:   hdrhistogram.New(latLowest, r.histMax, 3),
 			pacer: hdrhistogram.New(pacerLowest, r.histMax, 2),
 			timer: stoppedTimer(),
 		}
+		if !r.closed {
+			if w.fine, err = newFineTimer(); err != nil {
+				r.close()
+				return nil, err
+			}
+		}
+		r.workers[i] = w
 	}
 	return r, nil
+}
+
+// close releases the workers' pacer timers.
+func (r *runner) close() {
+	for _, w := range r.workers {
+		if w != nil && w.fine != nil {
+			w.fine.close()
+		}
+	}
 }
 
 const (
@@ -266,6 +283,12 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		res.Interrupted = true
 		return res, err
+	}
+	for _, w := range r.workers {
+		if w.paceErr != nil {
+			res.Interrupted = true
+			return res, w.paceErr
+		}
 	}
 	return res, nil
 }
@@ -350,6 +373,9 @@ type worker struct {
 	id    int
 	r     *runner
 	timer *time.Timer
+	fine  *fineTimer // open loop only
+	// paceErr ends the worker's loop: the pacer failed.
+	paceErr error
 
 	mu      sync.Mutex // guards conn against abort; only the worker writes conn
 	conn    net.Conn
@@ -446,12 +472,13 @@ func (w *worker) account(status, cause int, latency time.Duration, done time.Tim
 	}
 }
 
-// fineWindow is the part of a wait before a scheduled send that fineSleep
-// handles: a little more than the runtime timer's worst-case lateness.
+// fineWindow is the part of a wait before a scheduled send that the
+// worker's fineTimer handles: a little more than the runtime timer's worst-case lateness.
 const fineWindow = 2 * time.Millisecond
 
 // sleepUntil waits until t, or returns false once ctx is done: the runtime
-// timer (interruptible) for most of the wait, fineSleep for the end.
+// timer (interruptible) for most of the wait, the fineTimer (at most
+// fineWindow, not interruptible) for the end.
 func (w *worker) sleepUntil(ctx context.Context, t time.Time) bool {
 	if d := time.Until(t) - fineWindow; d > 0 && !w.sleep(ctx, d) {
 		return false
@@ -460,20 +487,12 @@ func (w *worker) sleepUntil(ctx context.Context, t time.Time) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
-	// Each fine sleeper holds an OS thread; past a few dozen at once (rates
-	// in the millions) the runtime timer's lateness is the lesser evil.
-	if fineSleepers.Add(1) > maxFineSleepers {
-		fineSleepers.Add(-1)
-		return w.sleep(ctx, d)
+	if err := w.fine.sleep(d); err != nil {
+		w.paceErr = err
+		return false
 	}
-	fineSleep(d)
-	fineSleepers.Add(-1)
 	return ctx.Err() == nil
 }
-
-const maxFineSleepers = 64
-
-var fineSleepers atomic.Int64
 
 // sleep waits d, or returns false once ctx is done.
 func (w *worker) sleep(ctx context.Context, d time.Duration) bool {
