@@ -224,13 +224,13 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			e.pin = Pinning{Note: "pinning unavailable: " + err.Error()}
 			e.report.Pinning = e.pin.Note
 		} else {
-			// The runtime follows the new affinity down to one P, and the
-			// pacer's sleep (loadtest fineSleep) holds its thread in a
-			// system call: with one P, a response arriving meanwhile
-			// waited for it, adding ~70 µs to every row whose target runs
-			// on the other CPU but not to the direct row. Two Ps on the
-			// one CPU keep responses read while the pacer sleeps; an
-			// explicit setting also stops the runtime's update.
+			// The runtime follows the new affinity down to one P. Two Ps
+			// on the one CPU date from when the pacer slept in nanosleep
+			// and held its P: with one, responses waited for it (~70 µs
+			// on every proxied row). The pacer now waits on the runtime
+			// poller (loadtest fineTimer); the second P stays so that
+			// runs compare with reports since then. An explicit setting
+			// also stops the runtime's update.
 			runtime.GOMAXPROCS(2)
 		}
 	}
@@ -528,13 +528,20 @@ func (e *env) steady(ctx context.Context) error {
 // show before counting it as missed.
 const propagationTimeout = 5 * time.Second
 
+// probeInterval paces the churn probe: one request per interval at most,
+// which is the resolution of a propagation time. Back to back, the probe
+// kept the edge's CPU busy for the ~20 ms of every propagation (a closed
+// loop), so the measured load queued behind it and the edge's CPU per
+// request counted requests nobody tallied.
+const probeInterval = time.Millisecond
+
 // churn flips route "churn" between the two backends through `snapgate ctl`
 // at ChurnRate while ChurnLoad requests/s go through the edge, and measures
 // from ctl's acknowledgement (its exit) to the first response from the new
 // backend.
 func (e *env) churn(ctx context.Context) error {
 	sc := &Scenario{Name: "churn", Title: fmt.Sprintf("Config churn: %g route updates/s under %g req/s", e.opts.ChurnRate, e.opts.ChurnLoad),
-		About: "Route `churn` alternates between two backends via `snapgate ctl route put`; propagation runs from ctl's acknowledgement to the first response from the new backend (a probe sends back-to-back requests on one connection). ctrl runs with its default 20ms debounce, which is part of every propagation time."}
+		About: "Route `churn` alternates between two backends via `snapgate ctl route put`; propagation runs from ctl's acknowledgement to the first response from the new backend (a probe sends one request per millisecond on one connection, and its requests count in CPU µs/req). ctrl runs with its default 20ms debounce, which is part of every propagation time."}
 	e.report.Scenarios = append(e.report.Scenarios, sc)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -554,7 +561,7 @@ func (e *env) churn(ctx context.Context) error {
 	probe := newProber(e.gw.addr, "/churn/probe")
 	defer probe.close()
 	var prop, ctlTime []time.Duration
-	missed, failed := 0, 0
+	missed, failed, probes := 0, 0, 0
 	var firstErr error
 	interval := time.Duration(float64(time.Second) / e.opts.ChurnRate)
 	tick := time.NewTicker(interval)
@@ -583,8 +590,13 @@ func (e *env) churn(ctx context.Context) error {
 		ctlTime = append(ctlTime, ack.Sub(start))
 		cur = next
 		seen := false
-		for time.Since(ack) < propagationTimeout && ctx.Err() == nil {
+		for at := ack; time.Since(ack) < propagationTimeout; {
+			if err := sleepCtx(ctx, time.Until(at)); err != nil {
+				return err
+			}
+			at = time.Now().Add(probeInterval)
 			status, body, err := probe.get()
+			probes++
 			if err == nil && status == 200 && strings.HasPrefix(string(body), next) {
 				prop = append(prop, time.Since(ack))
 				seen = true
@@ -599,6 +611,7 @@ func (e *env) churn(ctx context.Context) error {
 	if out.err != nil {
 		return out.err
 	}
+	out.r.chargeExtra(probes)
 	sc.Runs = append(sc.Runs, out.r)
 	if failed > 0 {
 		e.note("churn: %d ctl updates failed; first: %v", failed, firstErr)
@@ -612,6 +625,7 @@ func (e *env) churn(ctx context.Context) error {
 		Fact{"route updates acknowledged", fmt.Sprint(len(ctlTime))},
 		Fact{"propagation ack → first new response p50 / p99 / max", fmt.Sprintf("%s / %s / %s", fmtLatency(ps.p50), fmtLatency(ps.p99), fmtLatency(ps.max))},
 		Fact{"updates not seen within " + propagationTimeout.String(), fmt.Sprint(missed)},
+		Fact{"probe requests (one per " + probeInterval.String() + " while waiting; counted in CPU µs/req, not in the latencies)", fmt.Sprint(probes)},
 		Fact{"ctl command (process start to acknowledged exit) p50 / p99", fmt.Sprintf("%s / %s", fmtLatency(cs.p50), fmtLatency(cs.p99))},
 	)
 	sc.Extra = append(sc.Extra, Series{Label: "propagation (ack → new backend)", Points: curveOf(prop)})

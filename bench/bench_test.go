@@ -547,3 +547,23 @@ func TestReportErredRunsAndPacer(t *testing.T) {
 		}
 	}
 }
+
+// The churn probe's requests go through the edge during the measured run;
+// chargeExtra divides the CPU over them too, and leaves unmeasured rows be.
+func TestChargeExtra(t *testing.T) {
+	r := &RunResult{CPUPerReqUS: 30, CPUResolutionUS: 2, CoreCPUPerReqUS: 36, Result: fixedResult("open", 1000, time.Millisecond, time.Millisecond, 3000)}
+	r.chargeExtra(1000)
+	if r.CPUPerReqUS != 22.5 || r.CPUResolutionUS != 1.5 || r.CoreCPUPerReqUS != 27 {
+		t.Errorf("after 1000 extra of 3000: cpu %v ±%v core %v, want 22.5 ±1.5 core 27", r.CPUPerReqUS, r.CPUResolutionUS, r.CoreCPUPerReqUS)
+	}
+	u := &RunResult{CPUPerReqUS: -1, CoreCPUPerReqUS: -1, Result: fixedResult("open", 1000, time.Millisecond, time.Millisecond, 0)}
+	u.chargeExtra(10)
+	if u.CPUPerReqUS != -1 || u.CoreCPUPerReqUS != -1 {
+		t.Errorf("a row with nothing completed changed: %+v", u)
+	}
+	p := &RunResult{CPUPerReqUS: 30, CoreCPUPerReqUS: -1, Result: fixedResult("open", 1000, time.Millisecond, time.Millisecond, 3000)}
+	p.chargeExtra(3000)
+	if p.CPUPerReqUS != 15 || p.CoreCPUPerReqUS != -1 {
+		t.Errorf("unpinned row: cpu %v core %v, want 15 and -1", p.CPUPerReqUS, p.CoreCPUPerReqUS)
+	}
+}

@@ -72,6 +72,21 @@ type RunResult struct {
 	Result          *loadtest.Result `json:"result"`
 }
 
+// chargeExtra adds n requests that went through the target during the run
+// without being part of its load (the churn probe's) to the requests the
+// CPU figures are divided by: their CPU is in CPUTicks all the same.
+func (r *RunResult) chargeExtra(n int) {
+	if r.CPUPerReqUS < 0 || n <= 0 {
+		return
+	}
+	f := float64(r.Result.Completed) / float64(r.Result.Completed+int64(n))
+	r.CPUPerReqUS *= f
+	r.CPUResolutionUS *= f
+	if r.CoreCPUPerReqUS >= 0 {
+		r.CoreCPUPerReqUS *= f
+	}
+}
+
 // Fact is a named number of a scenario that is not a load run.
 type Fact struct {
 	Name  string `json:"name"`
