@@ -694,3 +694,55 @@ func TestHashOnCookie(t *testing.T) {
 		}
 	}
 }
+
+// TestBrokenOffAnswerEjects: a backend that breaks off its answer (closes
+// inside the head, or inside a Content-Length or chunked body, or goes
+// quiet mid-body) failed the exchange as much as one that resets before
+// any byte, and is ejected after its first such answer. These used to
+// count as successes: the endpoint kept half the requests of a
+// two-endpoint cluster, and its "success" ended any ejection it had.
+func TestBrokenOffAnswerEjects(t *testing.T) {
+	for _, tc := range []struct {
+		name, raw string
+		hangUp    bool
+		cause     upstream.FailureKind
+	}{
+		{"before any byte", "", true, upstream.FailReset},
+		{"inside the head", "HTTP/1.1 200 OK\r\nContent-Le", true, upstream.FailReset},
+		{"inside a sized body", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc", true, upstream.FailReset},
+		{"inside a chunked body", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", true, upstream.FailReset},
+		{"quiet mid-body", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc", false, upstream.FailTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			good := newTestBackend(t, "good")
+			bad := newHangupBackend(t, func(*http.Request, int) (string, bool) { return tc.raw, tc.hangUp })
+			st := fbs.State{Version: 1,
+				Clusters: []fbs.Cluster{{Name: "c", Endpoints: []fbs.Endpoint{{Address: bad.addr()}, {Address: good.addr()}}}},
+				Routes:   []fbs.Route{{ID: "r", Host: "*", Prefix: "/", Cluster: "c"}}}
+			g := startGateway(t, st, upstream.Options{EjectBase: time.Minute}, func(c *Config) { c.UpstreamTimeout = 300 * time.Millisecond })
+			failed := 0
+			for range 10 {
+				c := dialProxy(t, g.addr)
+				c.send(get("x.example", "/"))
+				resp, err := http.ReadResponse(c.br, &http.Request{Method: "GET"})
+				if err == nil {
+					var body []byte
+					body, err = io.ReadAll(resp.Body)
+					if err == nil && (resp.StatusCode != 200 || !strings.HasPrefix(string(body), "backend=good ")) {
+						err = fmt.Errorf("%d %q", resp.StatusCode, body)
+					}
+				}
+				if err != nil {
+					failed++
+				}
+				c.c.Close()
+			}
+			if failed != 1 {
+				t.Errorf("%d of 10 requests failed, want 1 (then the endpoint is ejected)", failed)
+			}
+			if ej, ok := ejectionOf(g.reg, bad.addr()); !ok || ej.Cause != tc.cause {
+				t.Errorf("ejection of the breaking endpoint: %+v %v, want one for %v", ej, ok, tc.cause)
+			}
+		})
+	}
+}

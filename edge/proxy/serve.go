@@ -427,12 +427,12 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 			dx.using(nil)
 		}
 		switch res {
-		case exchangeStale, exchangeTimeout, exchangeClientFailed:
-			// No answer to judge the endpoint by; a failure of its own is
-			// reported below.
+		case exchangeStale, exchangeTimeout, exchangeClientFailed, exchangeCutOff, exchangeBodyCutOff, exchangeBodyTimeout:
+			// No whole answer to judge the endpoint by; a failure of its
+			// own is reported below.
 		case exchangeBadResponse:
 			pool.ReportSuccessSince(epoch)
-		default: // a parsed response head, even if relaying it failed
+		default: // a parsed response head, even if the client failed to take it
 			pool.ReportResponseSince(st.resp.Status, epoch) // a 5xx streak is reported, not ejected
 		}
 		*kept = false
@@ -475,8 +475,12 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 			pool.ReportFailure(upstream.FailTimeout)
 			s.writeError(st, telemetry.CauseUpstreamTimeout, 504, "upstream timeout", !keep || total < 0)
 			*kept = keep && total >= 0
-		case exchangeBadResponse:
+		case exchangeBadResponse, exchangeCutOff:
 			pool.Discard(u)
+			if res == exchangeCutOff {
+				// The backend had the request and broke off its answer.
+				pool.ReportFailure(upstream.FailReset)
+			}
 			s.writeError(st, telemetry.CauseBadResponse, 502, "bad upstream response", !keep || total < 0)
 			*kept = keep && total >= 0
 		case exchangeClientFailed:
@@ -484,6 +488,14 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 		case exchangeShuttingDown:
 			pool.Discard(u)
 			s.writeError(st, telemetry.CauseShuttingDown, 503, "shutting down", true)
+		case exchangeBodyCutOff, exchangeBodyTimeout:
+			pool.Discard(u)
+			if res == exchangeBodyTimeout {
+				pool.ReportFailure(upstream.FailTimeout)
+			} else {
+				pool.ReportFailure(upstream.FailReset)
+			}
+			s.metrics.Error(telemetry.CauseAborted)
 		default: // exchangeAborted: the client already has part of a response
 			pool.Discard(u)
 			s.metrics.Error(telemetry.CauseAborted)
@@ -532,9 +544,12 @@ const (
 	exchangeRetryStatus                        // a retryable status; nothing sent to the client
 	exchangeStale                              // failed before any response byte
 	exchangeTimeout                            // no response head in time
-	exchangeBadResponse                        // response head unparsable or not allowed, or cut off after a 1xx
+	exchangeBadResponse                        // response head unparsable or not allowed
+	exchangeCutOff                             // the upstream closed inside a head or after a relayed 1xx
 	exchangeClientFailed                       // the client body failed mid-stream; answered if possible
 	exchangeAborted                            // failed mid-response; close the client
+	exchangeBodyCutOff                         // the upstream closed mid-body; close the client
+	exchangeBodyTimeout                        // the upstream went quiet mid-body; close the client
 	exchangeShuttingDown                       // a 101 arrived during shutdown: no tunnel, nothing sent to the client
 )
 
@@ -641,7 +656,7 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 			}
 			// A close inside a head, or after a relayed 1xx: the backend
 			// had the request and broke off its answer.
-			return exchangeBadResponse
+			return exchangeCutOff
 		}
 	}
 	s.metrics.ObserveUpstream(time.Duration(monoNow() - sent))
@@ -656,8 +671,13 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 	closeClient := !keep || early || st.resp.Body == h1.BodyClose
 	cw := st.cw
 	s.writeResponseHead(st, cw, closeClient, false)
-	if !s.relayBody(st, u, cw, timeout) {
+	switch s.relayBody(st, u, cw, timeout) {
+	case relayAborted:
 		return exchangeAborted
+	case relayCutOff:
+		return exchangeBodyCutOff
+	case relayTimedOut:
+		return exchangeBodyTimeout
 	}
 	// The one flush of a small response: head and body in one write.
 	if err := s.flush(st, cw); err != nil {
@@ -760,19 +780,24 @@ func (s *Server) streamBody(st *connState, u *upstream.Conn, hn int) exchangeRes
 // A body that needs more than one read buffer beyond what has arrived
 // (a long Content-Length, chunked or close-delimited) moves u off netpoll
 // first (upstream.Conn.Stream), since netpoll would read it all eagerly.
-func (s *Server) relayBody(st *connState, u *upstream.Conn, cw netpoll.Writer, timeout time.Duration) bool {
+func (s *Server) relayBody(st *connState, u *upstream.Conn, cw netpoll.Writer, timeout time.Duration) relayResult {
 	var remaining int64
-	more := func() error {
+	more := func() relayResult {
 		if !u.Streaming() && (st.resp.Body != h1.BodyLength || remaining > upstream.ReadBufferSize) {
 			if err := u.Stream(); err != nil {
-				return err
+				return relayAborted
 			}
 		}
 		if err := s.flush(st, cw); err != nil {
-			return err
+			return relayAborted
 		}
-		_, err := u.Fill(timeout)
-		return err
+		if _, err := u.Fill(timeout); err != nil {
+			if upstream.IsTimeout(err) {
+				return relayTimedOut
+			}
+			return relayCutOff
+		}
+		return relayDone
 	}
 	resp := &st.resp
 	switch resp.Body {
@@ -780,16 +805,16 @@ func (s *Server) relayBody(st *connState, u *upstream.Conn, cw netpoll.Writer, t
 		for remaining = resp.ContentLength; ; {
 			if k := min(int64(u.Buffered()), remaining); k > 0 {
 				if _, err := cw.WriteBinary(u.Buf[u.Start : u.Start+int(k)]); err != nil {
-					return false
+					return relayAborted
 				}
 				u.Consume(int(k))
 				remaining -= k
 			}
 			if remaining == 0 {
-				return true
+				return relayDone
 			}
-			if more() != nil {
-				return false
+			if r := more(); r != relayDone {
+				return r
 			}
 		}
 	case h1.BodyChunked:
@@ -800,36 +825,50 @@ func (s *Server) relayBody(st *connState, u *upstream.Conn, cw netpoll.Writer, t
 			if u.Buffered() > 0 {
 				k, done, serr := st.chunks.Scan(u.Buf[u.Start:u.End])
 				if serr != nil {
-					return false
+					// Misframed, like an unparsable head: not counted
+					// against the endpoint (docs/routing.md "Ejection").
+					return relayAborted
 				}
 				if k > 0 {
 					if _, err := cw.WriteBinary(u.Buf[u.Start : u.Start+k]); err != nil {
-						return false
+						return relayAborted
 					}
 					u.Consume(k)
 				}
 				if done {
-					return true
+					return relayDone
 				}
 			}
-			if more() != nil {
-				return false
+			if r := more(); r != relayDone {
+				return r
 			}
 		}
 	case h1.BodyClose:
 		for {
 			if n := u.Buffered(); n > 0 {
 				if _, err := cw.WriteBinary(u.Buf[u.Start:u.End]); err != nil {
-					return false
+					return relayAborted
 				}
 				u.Consume(n)
 			}
-			if err := more(); err != nil {
-				// The upstream closing is the end of this body; a timeout
-				// is not.
-				return !upstream.IsTimeout(err)
+			// The upstream closing is the end of this body.
+			if r := more(); r != relayDone {
+				if r == relayCutOff {
+					return relayDone
+				}
+				return r
 			}
 		}
 	}
-	return true
+	return relayDone
 }
+
+// relayResult is how relayBody ended.
+type relayResult uint8
+
+const (
+	relayDone     relayResult = iota // the whole body went to the client writer
+	relayAborted                     // the client stopped taking bytes, or the body was misframed
+	relayCutOff                      // the upstream closed or reset before the body's end
+	relayTimedOut                    // the upstream sent nothing for the response timeout
+)
