@@ -40,11 +40,11 @@ type balancer struct {
 	// the endpoint whose cumulative weight range holds position
 	// c·stride mod cycle.
 	order   []uint16
-	weights []uint32 // cumulative weights, without order
+	weights []uint32 // cumulative weights (divided by their gcd)
 	total   uint64   // sum of weights (divided by their gcd)
 	cycle   uint64   // counter values per cycle: total, or the prime at or above it
 	stride  uint64   // about cycle/phi
-	ring    []uint16 // Maglev lookup table, for hash
+	ring    *maglevRing // for hash
 }
 
 // goldenRatio is 1/phi; a stride of cycle/phi spreads consecutive counter
@@ -66,25 +66,21 @@ func newBalancer(cv fbs.ClusterView) balancer {
 			ws[j] = uint64(cv.EndpointWeight(j))
 			g = gcd(g, ws[j])
 		}
+		b.weights = make([]uint32, n)
 		for j := range ws {
 			ws[j] /= g
 			b.total += ws[j]
+			b.weights[j] = uint32(b.total)
 		}
 		if b.total*uint64(n) <= maxOrderWork {
 			b.order = smoothOrder(ws, b.total)
 			b.cycle = b.total
 			break
 		}
-		b.weights = make([]uint32, n)
-		var sum uint64
-		for j, w := range ws {
-			sum += w
-			b.weights[j] = uint32(sum)
-		}
 		b.cycle = primeAtLeast(b.total)
 		b.stride = min(max(uint64(float64(b.cycle)*goldenRatio+0.5), 1), b.cycle-1)
 	case fbs.LBHash:
-		b.ring = maglev(cv)
+		b.ring = ringFor(cv)
 	}
 	return b
 }
@@ -140,53 +136,6 @@ func primeAtLeast(n uint64) uint64 {
 	}
 }
 
-// maglevSizes are primes; the table is the first at least 1000 times the
-// endpoint count, which keeps the load imbalance small and the
-// remapping on an endpoint change near the ideal 1/N.
-var maglevSizes = []int{251, 1021, 4093, 16381, 65521, 131071}
-
-// maglev builds the Maglev lookup table (Eisenbud et al., NSDI 2016) over
-// the endpoint addresses: each endpoint walks its own permutation of the
-// table and claims the next free slot in turn. Built once per table swap.
-func maglev(cv fbs.ClusterView) []uint16 {
-	n := cv.NumEndpoints()
-	if n == 0 {
-		return nil
-	}
-	m := maglevSizes[len(maglevSizes)-1]
-	for _, s := range maglevSizes {
-		if s >= 1000*n {
-			m = s
-			break
-		}
-	}
-	offset := make([]uint64, n)
-	skip := make([]uint64, n)
-	next := make([]uint64, n)
-	for j := range n {
-		addr := cv.Endpoint(j)
-		offset[j] = xxhash.Sum64(addr) % uint64(m)
-		skip[j] = (xxhash.Sum64(append([]byte{0xff}, addr...)))%uint64(m-1) + 1
-	}
-	table := make([]uint16, m)
-	filled := make([]bool, m)
-	for done := 0; done < m; {
-		for j := 0; j < n && done < m; j++ {
-			for {
-				c := (offset[j] + next[j]*skip[j]) % uint64(m)
-				next[j]++
-				if !filled[c] {
-					filled[c] = true
-					table[c] = uint16(j)
-					done++
-					break
-				}
-			}
-		}
-	}
-	return table
-}
-
 // pick chooses an endpoint of cs not in avoid (nil for none) that is
 // neither marked unhealthy by ctrl (outside panic) nor ejected locally;
 // false when every candidate is excluded. Endpoints in slow start may be
@@ -200,12 +149,13 @@ func (cs *clusterState) pick(key PickKey, avoid *Tried) (*upstream.Pool, bool) {
 	}
 	b := &cs.bal
 	if b.lb == fbs.LBHash && key.Set {
-		start := int(key.Hash % uint64(len(b.ring)))
+		ring := b.ring.table
+		start := int(key.Hash % uint64(len(ring)))
 		// Walking on along the table visits endpoints in a key-specific
 		// order, so the keys of an excluded endpoint spread over the others
 		// instead of all landing on one neighbour.
-		for i := 0; i < len(b.ring); i++ {
-			j := int(b.ring[(start+i)%len(b.ring)])
+		for i := 0; i < len(ring); i++ {
+			j := int(ring[(start+i)%len(ring)])
 			if cs.usable(j, avoid) {
 				return pools[j], true
 			}
@@ -254,26 +204,70 @@ func (cs *clusterState) pick(key PickKey, avoid *Tried) (*upstream.Pool, bool) {
 // one request: the usable endpoints share requests in proportion to their
 // weights, instead of an excluded endpoint's share all going to its
 // neighbour in list order. After a cycle's worth of draws (at most
-// maxTurnDraws) it falls back to a scan.
+// maxTurnDraws) it falls back to a weighted draw among the usable
+// endpoints (spreadUsable).
 func (cs *clusterState) roundRobin(avoid *Tried, ramp *slowStart, now int64) (*upstream.Pool, bool) {
 	draws := uint64(len(cs.pools))
 	if cs.bal.lb == fbs.LBWeightedRoundRobin {
 		draws = cs.bal.cycle
 	}
-	first := -1
 	for range min(draws, maxTurnDraws) {
 		k := cs.turn(cs.next.Add(1) - 1)
-		if k < 0 {
-			continue
-		}
-		if first < 0 {
-			first = k
-		}
-		if cs.usable(k, avoid) && (ramp == nil || ramp.admit(k, now)) {
+		if k >= 0 && cs.usable(k, avoid) && (ramp == nil || ramp.admit(k, now)) {
 			return cs.pools[k], true
 		}
 	}
-	return cs.firstUsable(max(first, 0), avoid, ramp, now)
+	return cs.spreadUsable(avoid, ramp, now)
+}
+
+// spreadUsable draws a usable endpoint at random in proportion to its
+// weight (1 unless weighted round robin): the fallback when the turns in
+// a row all fell on excluded endpoints, as they do behind a heavy
+// endpoint's long run of turns or a block of endpoints that are down. A
+// scan from the last turn, which it replaces, gave all those requests to
+// the next usable endpoint in list order (with the 1000 of 1000:1:1
+// ejected, one of the two equal endpoints took 16 times the other's
+// share). If ramp refuses the drawn endpoint, the next admitted one in
+// list order takes it.
+func (cs *clusterState) spreadUsable(avoid *Tried, ramp *slowStart, now int64) (*upstream.Pool, bool) {
+	var total uint64
+	for j := range cs.pools {
+		if cs.usable(j, avoid) {
+			total += cs.weight(j)
+		}
+	}
+	if total == 0 {
+		return nil, false
+	}
+	r := rand.Uint64N(total)
+	for j := range cs.pools {
+		if !cs.usable(j, avoid) {
+			continue
+		}
+		if w := cs.weight(j); r >= w {
+			r -= w
+			continue
+		}
+		if ramp == nil || ramp.admit(j, now) {
+			return cs.pools[j], true
+		}
+		return cs.firstUsable(j, avoid, ramp, now)
+	}
+	// An endpoint was ejected between the two passes.
+	return cs.firstUsable(0, avoid, ramp, now)
+}
+
+// weight is endpoint j's share of turns: its weight divided by the gcd of
+// the cluster's weights for weighted round robin, 1 otherwise.
+func (cs *clusterState) weight(j int) uint64 {
+	w := cs.bal.weights
+	switch {
+	case w == nil:
+		return 1
+	case j == 0:
+		return uint64(w[0])
+	}
+	return uint64(w[j] - w[j-1])
 }
 
 // maxTurnDraws bounds the atomic counter steps one pick may take when many

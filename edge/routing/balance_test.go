@@ -201,6 +201,62 @@ func TestExcludedTurnsSpread(t *testing.T) {
 	}
 }
 
+// TestExcludedRunsSpread: when an excluded endpoint holds long runs of turns
+// (a heavy weight, or a block of endpoints that are down), the picks that
+// run out of draws still spread by weight over the usable endpoints. They
+// used to go to the next usable endpoint in list order: with 1000:1:1 and
+// the heavy one down, the two equal endpoints got 16:1.
+func TestExcludedRunsSpread(t *testing.T) {
+	reg := upstream.NewRegistry(upstream.Options{})
+	defer reg.Close()
+	block := make([]int, 150)
+	for i := range block {
+		block[i] = i
+	}
+	ones := func(n int) []uint16 {
+		w := make([]uint16, n)
+		for i := range w {
+			w[i] = 1
+		}
+		return w
+	}
+	for _, tc := range []struct {
+		name    string
+		lb      uint8
+		weights []uint16
+		down    []int
+	}{
+		{"100:1:1, heavy down", fbs.LBWeightedRoundRobin, []uint16{100, 1, 1}, []int{0}},
+		{"1000:1:1, heavy down", fbs.LBWeightedRoundRobin, []uint16{1000, 1, 1}, []int{0}},
+		{"200 endpoints, first 150 down", fbs.LBRoundRobin, ones(200), block},
+	} {
+		eps := endpoints(len(tc.weights))
+		for i, w := range tc.weights {
+			eps[i].Weight = w
+		}
+		for _, i := range tc.down {
+			eps[i].Unhealthy = true
+		}
+		tab := lbTable(t, reg, fbs.Cluster{Endpoints: eps, LB: tc.lb})
+		usable := len(eps) - len(tc.down)
+		const perEndpoint = 2000
+		got := map[string]int{}
+		for range usable * perEndpoint {
+			p, ok := tab.Balance(0, PickKey{}, nil)
+			if !ok {
+				t.Fatalf("%s: no pick", tc.name)
+			}
+			got[p.Addr()]++
+		}
+		tab.Release()
+		for i := len(tc.down); i < len(eps); i++ {
+			if n := got[eps[i].Address]; n < perEndpoint*3/4 || n > perEndpoint*4/3 {
+				t.Errorf("%s: endpoint %d got %d requests, want about %d", tc.name, i, n, perEndpoint)
+			}
+		}
+	}
+}
+
 func TestLeastRequestPrefersLessLoaded(t *testing.T) {
 	reg := upstream.NewRegistry(upstream.Options{})
 	defer reg.Close()
@@ -576,5 +632,79 @@ func TestBalanceSkipsAllTried(t *testing.T) {
 		}
 		tab.Release()
 		reg.Close()
+	}
+}
+
+// TestConsistentHashStableAtEveryCount: removing the last of n endpoints
+// moves only its keys whatever n is. The table's length used to follow the
+// endpoint count in steps, and crossing a step (5 → 4, 17 → 16, 66 → 65)
+// moved 60–97 % of the keys of endpoints that stayed.
+func TestConsistentHashStableAtEveryCount(t *testing.T) {
+	reg := upstream.NewRegistry(upstream.Options{})
+	defer reg.Close()
+	const keys = 20000
+	mapping := func(eps []fbs.Endpoint) []string {
+		tab := lbTable(t, reg, fbs.Cluster{Endpoints: eps, LB: fbs.LBHash, HashOn: fbs.HashOnHeader, HashOnName: "x-user"})
+		defer tab.Release()
+		out := make([]string, keys)
+		for k := range out {
+			p, ok := tab.Balance(0, KeyOf([]byte("user-"+strconv.Itoa(k))), nil)
+			if !ok {
+				t.Fatal("no pick")
+			}
+			out[k] = p.Addr()
+		}
+		return out
+	}
+	for _, n := range []int{2, 3, 4, 5, 6, 16, 17, 18, 65, 66, 67, 300} {
+		eps := endpoints(n)
+		before, after := mapping(eps), mapping(eps[:n-1])
+		strays := 0
+		for k := range keys {
+			if before[k] != eps[n-1].Address && after[k] != before[k] {
+				strays++
+			}
+		}
+		if strays > keys/100 {
+			t.Errorf("%d → %d endpoints: %d of %d keys of endpoints that stayed moved, want under 1%%", n, n-1, strays, keys)
+		}
+	}
+}
+
+// BenchmarkMaglevBuild is the table's cost per hash cluster at every swap.
+func BenchmarkMaglevBuild(b *testing.B) {
+	for _, n := range []int{3, 100, 1024} {
+		b.Run(fmt.Sprintf("endpoints=%d", n), func(b *testing.B) {
+			snap := buildSnap(b, 1, []fbs.Cluster{{Name: "c", Endpoints: endpoints(n), LB: fbs.LBHash, HashOn: fbs.HashOnHeader, HashOnName: "x-user"}},
+				[]fbs.Route{{ID: "r", Host: "*", Prefix: "/", Cluster: "c"}})
+			cv := snap.ClusterAt(0)
+			for b.Loop() {
+				maglev(cv)
+			}
+		})
+	}
+}
+
+// A hash cluster's Maglev table is built once per endpoint list and shared
+// by the tables that follow: swaps come up to 10 a second and the build
+// takes about a millisecond per cluster.
+func TestMaglevTableShared(t *testing.T) {
+	reg := upstream.NewRegistry(upstream.Options{})
+	defer reg.Close()
+	c := fbs.Cluster{Endpoints: endpoints(5), LB: fbs.LBHash, HashOn: fbs.HashOnHeader, HashOnName: "x-user"}
+	a, b := lbTable(t, reg, c), lbTable(t, reg, c)
+	defer a.Release()
+	defer b.Release()
+	if a.clusters[0].bal.ring != b.clusters[0].bal.ring {
+		t.Error("two tables with the same endpoint list built two Maglev tables")
+	}
+	c.Endpoints = endpoints(6)[1:] // as many endpoints, other addresses
+	other := lbTable(t, reg, c)
+	defer other.Release()
+	if other.clusters[0].bal.ring == a.clusters[0].bal.ring {
+		t.Fatal("another endpoint list got the same Maglev table")
+	}
+	if len(other.clusters[0].bal.ring.table) != maglevSize {
+		t.Fatalf("table length %d", len(other.clusters[0].bal.ring.table))
 	}
 }
