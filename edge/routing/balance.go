@@ -40,10 +40,10 @@ type balancer struct {
 	// the endpoint whose cumulative weight range holds position
 	// c·stride mod cycle.
 	order   []uint16
-	weights []uint32 // cumulative weights (divided by their gcd)
-	total   uint64   // sum of weights (divided by their gcd)
-	cycle   uint64   // counter values per cycle: total, or the prime at or above it
-	stride  uint64   // about cycle/phi
+	weights []uint32    // cumulative weights (divided by their gcd)
+	total   uint64      // sum of weights (divided by their gcd)
+	cycle   uint64      // counter values per cycle: total, or the prime at or above it
+	stride  uint64      // about cycle/phi
 	ring    *maglevRing // for hash
 }
 
