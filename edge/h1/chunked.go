@@ -13,10 +13,24 @@ type ChunkedScanner struct {
 	trailer   int    // bytes in the trailer section
 	broken    *Error // first error; sticky because the framing is untrusted from then on
 	// The current trailer field's name, lowercased with '_' read as '-',
-	// while it is short enough to be one of forbiddenTrailer's.
-	name    [maxForbiddenTrailer]byte
+	// while it fits; nameLen keeps counting (up to 255) past that.
+	name    [maxTrailerName]byte
 	nameLen uint8
+	filter  TrailerFilter // nil: only forbiddenTrailer's fields
 }
+
+// TrailerFilter names trailer fields a body may not carry besides
+// forbiddenTrailer's: a request policy's credential and consumer fields,
+// which the edge strips from the head and must not let through behind the
+// body either.
+type TrailerFilter interface {
+	// ForbidsTrailer is given the name lowercased, with '_' read as '-'.
+	ForbidsTrailer(name []byte) bool
+}
+
+// maxTrailerName is the longest trailer field name a filtered scan accepts:
+// it must hold the name to ask the filter. Real trailer names are short.
+const maxTrailerName = 128
 
 const (
 	csSize uint8 = iota
@@ -50,6 +64,10 @@ const (
 
 // Reset prepares the scanner for a new body.
 func (s *ChunkedScanner) Reset() { *s = ChunkedScanner{} }
+
+// ResetFiltered prepares the scanner for a new body whose trailer may not
+// carry the fields f forbids either.
+func (s *ChunkedScanner) ResetFiltered(f TrailerFilter) { *s = ChunkedScanner{filter: f} }
 
 // Done reports whether the last chunk and the trailer section have ended.
 func (s *ChunkedScanner) Done() bool { return s.state == csDone }
@@ -241,7 +259,11 @@ func (s *ChunkedScanner) trailerByte(c byte) *Error {
 		case tcharTab[c]:
 			s.nameByte(c)
 		case c == ':':
-			if forbiddenTrailer(s.name[:min(int(s.nameLen), len(s.name))], int(s.nameLen)) {
+			name := s.name[:min(int(s.nameLen), len(s.name))]
+			if forbiddenTrailer(name, int(s.nameLen)) {
+				return errTrailerField
+			}
+			if s.filter != nil && (int(s.nameLen) > len(name) || s.filter.ForbidsTrailer(name)) {
 				return errTrailerField
 			}
 			s.state = csTrailerValue
@@ -265,8 +287,8 @@ func (s *ChunkedScanner) trailerByte(c byte) *Error {
 	return nil
 }
 
-// nameByte adds c to the trailer name being read; past the longest
-// forbidden name only the length keeps counting.
+// nameByte adds c to the trailer name being read; past maxTrailerName
+// only the length keeps counting.
 func (s *ChunkedScanner) nameByte(c byte) {
 	if int(s.nameLen) < len(s.name) {
 		c = lower(c)
@@ -279,9 +301,6 @@ func (s *ChunkedScanner) nameByte(c byte) {
 		s.nameLen++
 	}
 }
-
-// maxForbiddenTrailer is the length of the longest forbiddenTrailer name.
-const maxForbiddenTrailer = len("proxy-authorization")
 
 // forbiddenTrailer reports a trailer field that must not follow a body
 // (RFC 9110 §6.5.1) because a recipient that merges trailers into the

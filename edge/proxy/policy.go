@@ -196,6 +196,12 @@ func (rp *requestPolicy) stripsField(name []byte) bool {
 	return rp.credential != nil && nameIs(name, rp.credential)
 }
 
+// ForbidsTrailer keeps what stripsField keeps from the head out of a
+// chunked body's trailer (h1.TrailerFilter): a backend that merges
+// trailers into the header section would take a client's copy for the
+// edge's.
+func (rp *requestPolicy) ForbidsTrailer(name []byte) bool { return rp.stripsField(name) }
+
 // appendConsumer adds the consumer header to an upstream head.
 func (rp *requestPolicy) appendConsumer(w []byte) []byte {
 	if rp.consumer == "" {

@@ -159,6 +159,40 @@ func refused(t *testing.T, r result, status int, code, reason string) {
 	}
 }
 
+// TestTrailerCannotCarryPolicyFields: what a policy strips from the head
+// (any policy's consumer header, the request's credential field) may not
+// come behind a chunked body either: a backend that merges trailers into
+// the header section would take the client's X-User for the edge's. Such a
+// request is refused (400, nothing reaches the backend); other trailers
+// pass.
+func TestTrailerCannotCarryPolicyFields(t *testing.T) {
+	addr, secure, _, _ := policyGateway(t)
+	post := func(trailer string) string {
+		return "POST /admin HTTP/1.1\r\nHost: a.example\r\nX-Api-Key: key-bob\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			"1\r\na\r\n0\r\n" + trailer + "\r\n"
+	}
+	for _, trailer := range []string{"X-User: alice\r\n", "x_user: alice\r\n", "X-Api-Key: key-alice\r\n",
+		"X-Consumer-Id: alice\r\n", "X-Checksum: 1\r\n" + strings.Repeat("x", maxTrailerNameForTest+1) + ": long\r\n"} {
+		before := secure.hits.Load()
+		c := dialProxy(t, addr)
+		r := c.do(post(trailer))
+		if r.status != 400 || !r.close {
+			t.Errorf("trailer %q: %d %q close=%v, want 400 and close", trailer, r.status, r.body, r.close)
+		}
+		if n := secure.hits.Load() - before; n != 0 {
+			t.Errorf("trailer %q: the backend got %d requests", trailer, n)
+		}
+	}
+	c := dialProxy(t, addr)
+	if r := c.do(post("X-Checksum: 1\r\n")); r.status != 200 || !strings.Contains(r.body, `consumer=["bob"]`) {
+		t.Fatalf("an ordinary trailer: %d %q", r.status, r.body)
+	}
+}
+
+// maxTrailerNameForTest is h1's maxTrailerName: a longer trailer name
+// cannot be checked against a policy, so it is refused.
+const maxTrailerNameForTest = 128
+
 // TestProtectedRouteSpellings: no spelling of a protected route's host or
 // path reaches its backend without credentials. Spellings that the edge
 // normalises to the route get its 401; the others go to the route they

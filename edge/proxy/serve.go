@@ -244,7 +244,8 @@ func (s *Server) readBody(st *connState, hn int) (int, bool) {
 	r := st.conn.Reader()
 	switch {
 	case req.Chunked:
-		st.chunks.Reset()
+		// The trailer may not carry what the policy strips from the head.
+		st.chunks.ResetFiltered(&st.pol)
 		if avail := r.Len(); avail > hn {
 			buf, err := r.Peek(avail)
 			if err != nil {
@@ -260,7 +261,7 @@ func (s *Server) readBody(st *connState, hn int) (int, bool) {
 			}
 		}
 		// Streaming re-scans from the start of the body.
-		st.chunks.Reset()
+		st.chunks.ResetFiltered(&st.pol)
 		if req.Expect100 && r.Len() == hn {
 			s.writeContinue(st)
 		}
