@@ -851,3 +851,47 @@ func TestNoRetryAfterInterim(t *testing.T) {
 		}
 	})
 }
+
+// The route's timeout bounds the wait for the whole response head: a
+// backend dripping its head a byte at a time gets the client a 504 (it got
+// the 200, 4 s later, when each read had the whole timeout). Each interim
+// head starts the wait again, so a backend that keeps announcing 102
+// Processing for longer than the timeout is still waited for.
+func TestResponseHeadTimeoutIsWhole(t *testing.T) {
+	head := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	drip := oneRequestBackend(t, func(c *net.TCPConn, _ *bufio.Reader) {
+		for i := range len(head) {
+			if _, err := io.WriteString(c, head[i:i+1]); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	processing := oneRequestBackend(t, func(c *net.TCPConn, _ *bufio.Reader) {
+		for range 4 {
+			if _, err := io.WriteString(c, "HTTP/1.1 102 Processing\r\n\r\n"); err != nil {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		io.WriteString(c, head)
+	})
+	st := fbs.State{Version: 1,
+		Clusters: []fbs.Cluster{{Name: "drip", Endpoints: []fbs.Endpoint{{Address: drip}}},
+			{Name: "processing", Endpoints: []fbs.Endpoint{{Address: processing}}}},
+		Routes: []fbs.Route{{ID: "drip", Host: "*", Prefix: "/drip", Cluster: "drip", TimeoutMs: 300},
+			{ID: "processing", Host: "*", Prefix: "/processing", Cluster: "processing", TimeoutMs: 300}}}
+	addr, _ := startProxy(t, st, nil)
+	if r := dialProxy(t, addr).do(get("x", "/drip")); r.status != 504 || r.body != "upstream timeout\n" {
+		t.Errorf("a head dripped over 4 s on a 300 ms route: %d %q, want 504 upstream timeout", r.status, r.body)
+	}
+	c := dialProxy(t, addr)
+	c.send(get("x", "/processing"))
+	r := c.read("GET")
+	for i := 0; i < 4 && r.status == 102; i++ {
+		r = c.read("GET")
+	}
+	if r.status != 200 || r.body != "ok" {
+		t.Errorf("four 102s 200 ms apart, then the answer, on a 300 ms route: %d %q, want 200 ok", r.status, r.body)
+	}
+}

@@ -597,6 +597,11 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 	}
 	sent := monoNow()
 
+	// timeout bounds the wait for a whole head, not each read of it: a
+	// backend dripping its head must not hold the request past it. An
+	// interim (1xx) head starts the wait again. The clock is read only
+	// when a head takes more than one read.
+	headStart, wait, refill := sent, timeout, false
 	for {
 		if u.Buffered() > 0 {
 			rn, perr := h1.ParseResponse(u.Buf[u.Start:u.End], &st.resp, st.method())
@@ -643,10 +648,20 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 					interim = true
 				}
 				u.Consume(rn)
+				headStart, wait, refill = monoNow(), timeout, false
 				continue
 			}
 		}
-		if _, err := u.Fill(timeout); err != nil {
+		if refill && timeout > 0 {
+			if wait = timeout - time.Duration(monoNow()-headStart); wait <= 0 {
+				if early {
+					return exchangeStale
+				}
+				return exchangeTimeout
+			}
+		}
+		refill = true
+		if _, err := u.Fill(wait); err != nil {
 			switch {
 			case early:
 				return exchangeStale

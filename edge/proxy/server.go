@@ -63,9 +63,10 @@ type Config struct {
 	// IdleTimeout closes a client connection with no request in flight for
 	// this long. Default 60s.
 	IdleTimeout time.Duration
-	// UpstreamTimeout bounds each wait for upstream bytes when the route
-	// sets no timeout; it expiring before the response head gives 504.
-	// Default 30s.
+	// UpstreamTimeout, when the route sets no timeout, bounds the wait for
+	// the whole response head after the request went out (each 1xx head
+	// starts it again; 504 when it expires) and each later wait for body
+	// bytes. Default 30s.
 	UpstreamTimeout time.Duration
 	// ConnectTimeout bounds dialing an endpoint when its cluster sets none;
 	// expiry gives 504. Default 1s.
