@@ -54,9 +54,25 @@ func (l Limits) WithDefaults() Limits {
 	return l
 }
 
-// maxLeadingCRLF is how many empty lines we skip before a start line
+// MaxLeadingCRLF is how many empty lines we skip before a start line
 // (RFC 9112 §2.2 says "at least one"); more than that is garbage.
-const maxLeadingCRLF = 4
+const MaxLeadingCRLF = 4
+
+// EmptyLines reports whether buf is nothing but one to MaxLeadingCRLF
+// empty lines (CRLF): what some clients send after a request's body, which
+// a server reading for the next request line should ignore (RFC 9112 §2.2)
+// rather than take for the start of a request.
+func EmptyLines(buf []byte) bool {
+	if len(buf) == 0 || len(buf)%2 != 0 || len(buf) > 2*MaxLeadingCRLF {
+		return false
+	}
+	for i := 0; i < len(buf); i += 2 {
+		if buf[i] != '\r' || buf[i+1] != '\n' {
+			return false
+		}
+	}
+	return true
+}
 
 // skipEmptyLines skips leading CRLFs. more reports that buf ended inside one.
 func skipEmptyLines(buf []byte) (off int, more bool, err *Error) {
@@ -69,7 +85,7 @@ func skipEmptyLines(buf []byte) (off int, more bool, err *Error) {
 			if buf[off+1] != '\n' {
 				return off, false, errBareCR
 			}
-			if i >= maxLeadingCRLF {
+			if i >= MaxLeadingCRLF {
 				return off, false, errRequestLine
 			}
 			off += 2

@@ -895,3 +895,32 @@ func TestResponseHeadTimeoutIsWhole(t *testing.T) {
 		t.Errorf("four 102s 200 ms apart, then the answer, on a 300 ms route: %d %q, want 200 ok", r.status, r.body)
 	}
 }
+
+// An empty line after a request's body (old clients send one after a POST)
+// is ignored, as RFC 9112 §2.2 asks: the connection stays idle and serves
+// the next request. It used to start a request head, and when the header
+// timeout ran out the idle client got an unsolicited 408 and a close.
+func TestEmptyLineAfterBodyStaysIdle(t *testing.T) {
+	b := newTestBackend(t, "b")
+	addr, _ := startProxy(t, oneRoute(b.addr()), func(c *Config) {
+		c.HeaderTimeout = 200 * time.Millisecond
+		c.IdleTimeout = 10 * time.Second
+	})
+	c := dialProxy(t, addr)
+	c.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\r\n")
+	if r := c.read("POST"); r.status != 200 {
+		t.Fatalf("POST: %d %q", r.status, r.body)
+	}
+	// Well past the header timeout: nothing may arrive meanwhile.
+	c.c.SetReadDeadline(time.Now().Add(600 * time.Millisecond))
+	if n, err := c.br.Peek(1); err == nil {
+		t.Fatalf("an idle connection got %q", n)
+	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Fatalf("the idle connection ended: %v", err)
+	}
+	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c.br.Reset(c.c)
+	if r := c.do(get("x", "/after")); r.status != 200 || !strings.Contains(r.body, "uri=/after ") {
+		t.Fatalf("the next request: %d %q", r.status, r.body)
+	}
+}

@@ -30,9 +30,13 @@ func (s *Server) onRequest(ctx context.Context, c netpoll.Connection) error {
 		return nil
 	}
 	st.busy.Store(true)
-	keep := true
+	keep, served := true, false
 	for keep && c.Reader().Len() > 0 {
+		if s.skipEmptyLines(c.Reader()) {
+			break
+		}
 		keep = s.serveOne(st)
+		served = true
 	}
 	st.closeFIN()
 	if !keep {
@@ -44,9 +48,30 @@ func (s *Server) onRequest(ctx context.Context, c netpoll.Connection) error {
 		}
 		c.Close()
 	}
-	st.lastActive.Store(monoNow())
+	if served {
+		// Empty lines alone do not keep an idle connection open.
+		st.lastActive.Store(monoNow())
+	}
 	st.busy.Store(false)
 	return nil
+}
+
+// skipEmptyLines consumes input that is only empty lines (h1.EmptyLines),
+// so that a client's CRLF after a body leaves the connection idle instead
+// of starting a request head whose header timeout would send the client an
+// unsolicited 408 later. It reports whether it did.
+func (s *Server) skipEmptyLines(r netpoll.Reader) bool {
+	n := r.Len()
+	if n > 2*h1.MaxLeadingCRLF { // a request: no Peek on the hot path
+		return false
+	}
+	buf, err := r.Peek(n)
+	if err != nil || !h1.EmptyLines(buf) {
+		return false
+	}
+	r.Skip(n)
+	r.Release()
+	return true
 }
 
 // serveOne proxies one request. It reports whether the client connection
