@@ -280,6 +280,7 @@ func (n *Node) install(m *snapstore.Mapping, swap func(*routing.Table) (*routing
 		}
 		return err
 	}
+	n.store.SetInService(m.Version())
 	n.metrics.SetVersion(m.Version())
 	var from uint64
 	if old != nil {
@@ -291,9 +292,9 @@ func (n *Node) install(m *snapstore.Mapping, swap func(*routing.Table) (*routing
 }
 
 // keepInServiceFile writes the snapshot in service back to the data dir
-// when a refused one displaced its file: saving the refused one pruned it
-// (keep 1), or, for a replacement of the same version, took its name
-// before Quarantine set it aside. A restart with ctrl down must boot what
+// when a refused one displaced its file: a replacement of the same version
+// took its name before Quarantine set it aside (pruning keeps the file in
+// service, Store.SetInService). A restart with ctrl down must boot what
 // the edge serves, and its bytes are still mapped.
 func (n *Node) keepInServiceFile() {
 	t := n.tables.Acquire()

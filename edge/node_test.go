@@ -535,3 +535,39 @@ func TestFailedNewReleasesDataDir(t *testing.T) {
 	_, stop := startNode(t, cfg)
 	stop()
 }
+
+// With --keep-snapshots 1, an edge that stops after saving a snapshot it
+// is about to refuse (its policies cannot be enforced here) still boots the
+// one it served: saving used to prune that file first, and the restart,
+// with ctrl down, found only the refused one and served nothing.
+func TestRefusedSaveKeepsInServiceFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "edge")
+	logs := &syncBuf{}
+	st, err := snapstore.Open(dir, 1, logs.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	goodKeys := `{"keys":[{"kty":"oct","alg":"HS256","kid":"k","k":"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}]}`
+	badKeys := `{"keys":[{"kty":"oct","alg":"HS256","kid":"k","k":"c2hvcnQ"}]}` // too short for HS256
+	if err := st.Save(1, policySnapshot(t, 1, "127.0.0.1:9", goodKeys)); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	cfg := testConfig(t, dir, logs.logger())
+	cfg.KeepSnapshots = 1
+	n, stop := startNode(t, cfg)
+	if n.Version() != 1 {
+		t.Fatalf("boot: v%d, want v1", n.Version())
+	}
+	// What the feed does with v2 before Apply refuses it; the edge stops
+	// in between.
+	if err := n.store.Save(2, policySnapshot(t, 2, "127.0.0.1:9", badKeys)); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	n, stop = startNode(t, cfg)
+	defer stop()
+	if n.Version() != 1 {
+		t.Fatalf("restart with ctrl down serves v%d, want v1\nlogs:\n%s", n.Version(), logs.String())
+	}
+}

@@ -65,13 +65,26 @@ type Store struct {
 	keep int
 	log  *slog.Logger
 	mu   sync.Mutex // serializes Save/prune/quarantine so directory edits do not interleave
-	// lock holds an exclusive flock on the dir's lockName until Close:
-	// two edges on one data dir would delete each other's temp files and
-	// prune each other's snapshots.
+	// inService is the version the edge serves (SetInService); pruning
+	// leaves its file alone. Save prunes before the edge has accepted the
+	// new snapshot: with keep 1, a refused one (or a crash before the
+	// refusal) would otherwise leave only a file the edge cannot boot.
+	inService uint64
 	// open opens a snapshot file for Map; tests swap it to inject read
 	// failures that no file mode can cause when running as root.
 	open func(path string) (*os.File, error)
+	// lock holds an exclusive flock on the dir's lockName until Close:
+	// two edges on one data dir would delete each other's temp files and
+	// prune each other's snapshots.
 	lock *os.File
+}
+
+// SetInService records the version the edge serves, whose file pruning
+// keeps besides the newest keep.
+func (s *Store) SetInService(version uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inService = version
 }
 
 // lockName is the file Open locks in the data dir.
@@ -254,8 +267,9 @@ func (s *Store) writeLocked(version uint64, data []byte) error {
 	return nil
 }
 
-// pruneLocked unlinks all but the newest keep snapshot files. Unlinking a
-// mapped file is safe: the mapping keeps the inode alive until Unmap.
+// pruneLocked unlinks all but the newest keep snapshot files and the one in
+// service. Unlinking a mapped file is safe: the mapping keeps the inode
+// alive until Unmap.
 func (s *Store) pruneLocked() error {
 	vs, err := s.versions()
 	if err != nil {
@@ -266,6 +280,9 @@ func (s *Store) pruneLocked() error {
 	}
 	var errs []error
 	for _, v := range vs[:len(vs)-s.keep] {
+		if v == s.inService {
+			continue
+		}
 		p := s.Path(v)
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("snapstore: prune %s: %w", p, err))

@@ -87,6 +87,34 @@ func TestSaveMapPrune(t *testing.T) {
 	}
 }
 
+// Pruning keeps the file of the version in service: Save prunes before the
+// edge has accepted the new snapshot, and with keep 1 a snapshot it then
+// refuses (or a crash before the refusal) left only a file it cannot boot.
+func TestPruneKeepsInService(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "data"), 1, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	save := func(v uint64) {
+		t.Helper()
+		if err := s.Save(v, build(t, v, 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	save(1)
+	s.SetInService(1)
+	save(2)
+	if got := s.Versions(); !slices.Equal(got, []uint64{1, 2}) {
+		t.Fatalf("keep 1, v1 in service, v2 saved: %v, want [1 2]", got)
+	}
+	s.SetInService(2)
+	save(3)
+	if got := s.Versions(); !slices.Equal(got, []uint64{2, 3}) {
+		t.Fatalf("keep 1, v2 in service, v3 saved: %v, want [2 3]", got)
+	}
+}
+
 func TestSaveReplacesSameVersion(t *testing.T) {
 	s, err := Open(t.TempDir(), 3, quiet())
 	if err != nil {
