@@ -203,6 +203,7 @@ func (s *Server) readHead(st *connState) (int, bool) {
 	r := c.Reader()
 	n := r.Len()
 	waits := false
+	parsed := 0 // bytes buffered at the last parse
 	for {
 		if n > r.Len() && !waits {
 			// Set only when the head is not all here: most requests
@@ -218,6 +219,13 @@ func (s *Server) readHead(st *connState) (int, bool) {
 			}
 			return 0, false
 		}
+		if !h1.WorthReparsing(buf, parsed) {
+			// A head trickling in: parsing it whole again for every few
+			// bytes would cost the square of its length.
+			n = max(r.Len(), n+1)
+			continue
+		}
+		parsed = len(buf)
 		hn, perr := h1.ParseRequest(buf, &st.req, s.cfg.Limits)
 		if perr != nil {
 			var he *h1.Error
