@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -52,6 +53,11 @@ type Conn struct {
 
 	closed atomic.Bool
 	peek   [1]byte // Quiet's buffer, so that it allocates nothing
+
+	// mu orders Stream and Close, the one pair that may run at once:
+	// Shutdown closes a detached exchange's connection while the
+	// exchange's goroutine may be moving it off netpoll.
+	mu sync.Mutex
 }
 
 // netpollConn is what Conn needs from netpoll's connection type beyond
@@ -207,6 +213,11 @@ func (c *Conn) Write(p []byte, timeout time.Duration) error {
 // on a connection that already streams. On error the connection is
 // closed.
 func (c *Conn) Stream() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return fmt.Errorf("upstream: leave netpoll: %w", net.ErrClosed)
+	}
 	if c.np == nil {
 		return nil
 	}
@@ -245,8 +256,11 @@ func (c *Conn) CloseWrite() error {
 	return c.nc.CloseWrite()
 }
 
-// Close closes the connection; only the first call counts.
+// Close closes the connection; only the first call counts. It waits for a
+// Stream in progress on another goroutine.
 func (c *Conn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if !c.markClosed() {
 		return nil
 	}

@@ -3,6 +3,7 @@ package upstream
 import (
 	"bytes"
 	"net"
+	"sync"
 	"testing"
 	"time"
 )
@@ -200,5 +201,54 @@ func BenchmarkConnExchange(b *testing.B) {
 			}
 		}
 		c.Consume(len(msg))
+	}
+}
+
+// Close may run while the exchange's goroutine moves the connection off
+// netpoll: Shutdown cuts a detached exchange off that way. The two used to
+// race on the connection's state; Close could find neither the netpoll
+// connection nor the streaming one and dereference nil (the edge panicked
+// while shutting down), or leave the socket open. Every connection must
+// end closed, whichever comes first.
+func TestCloseDuringStream(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const n = 100
+	closed := make(chan bool, n)
+	go func() {
+		for range n {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetReadDeadline(time.Now().Add(2 * time.Second))
+				var b [1]byte
+				_, err := c.Read(b[:])
+				ne, ok := err.(net.Error)
+				closed <- !(ok && ne.Timeout()) // EOF or reset: our side closed
+			}()
+		}
+	}()
+	for range n {
+		u, err := dial(ln.Addr().String(), time.Second, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); u.Stream() }()
+		go func() { defer wg.Done(); u.Close() }()
+		wg.Wait()
+		u.Close()
+	}
+	for i := range n {
+		if !<-closed {
+			t.Fatalf("connection %d still open 2 s after Close raced with Stream", i)
+		}
 	}
 }
