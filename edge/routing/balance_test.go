@@ -19,6 +19,19 @@ func lbTable(t testing.TB, reg *upstream.Registry, c fbs.Cluster) *Table {
 	return NewTable(snap, nil, reg)
 }
 
+// weightedEndpoints is endpoints with these weights, the ones at down
+// marked unhealthy by ctrl.
+func weightedEndpoints(weights []uint16, down []int) []fbs.Endpoint {
+	eps := endpoints(len(weights))
+	for i, w := range weights {
+		eps[i].Weight = w
+	}
+	for _, i := range down {
+		eps[i].Unhealthy = true
+	}
+	return eps
+}
+
 func endpoints(n int) []fbs.Endpoint {
 	eps := make([]fbs.Endpoint, n)
 	for i := range eps {
@@ -172,13 +185,7 @@ func TestExcludedTurnsSpread(t *testing.T) {
 		{fbs.LBWeightedRoundRobin, []uint16{1, 2, 3, 4}, []int{2}, []int{100, 200, 0, 400}},
 		{fbs.LBWeightedRoundRobin, []uint16{5, 1, 1, 1, 2}, []int{0, 3}, []int{0, 250, 250, 0, 500}},
 	} {
-		eps := endpoints(len(tc.weights))
-		for i, w := range tc.weights {
-			eps[i].Weight = w
-		}
-		for _, i := range tc.down {
-			eps[i].Unhealthy = true
-		}
+		eps := weightedEndpoints(tc.weights, tc.down)
 		tab := lbTable(t, reg, fbs.Cluster{Endpoints: eps, LB: tc.lb})
 		total := 0
 		for _, w := range tc.want {
@@ -230,13 +237,7 @@ func TestExcludedRunsSpread(t *testing.T) {
 		{"1000:1:1, heavy down", fbs.LBWeightedRoundRobin, []uint16{1000, 1, 1}, []int{0}},
 		{"200 endpoints, first 150 down", fbs.LBRoundRobin, ones(200), block},
 	} {
-		eps := endpoints(len(tc.weights))
-		for i, w := range tc.weights {
-			eps[i].Weight = w
-		}
-		for _, i := range tc.down {
-			eps[i].Unhealthy = true
-		}
+		eps := weightedEndpoints(tc.weights, tc.down)
 		tab := lbTable(t, reg, fbs.Cluster{Endpoints: eps, LB: tc.lb})
 		usable := len(eps) - len(tc.down)
 		const perEndpoint = 2000
@@ -458,6 +459,21 @@ func FuzzCookieValue(f *testing.F) {
 	})
 }
 
+// keyMapping is the endpoint address tab's hash cluster picks for each of
+// keys keys "user-0", "user-1", ….
+func keyMapping(t *testing.T, tab *Table, keys int) []string {
+	t.Helper()
+	out := make([]string, keys)
+	for k := range out {
+		p, ok := tab.Balance(0, KeyOf([]byte("user-"+strconv.Itoa(k))), nil)
+		if !ok {
+			t.Fatal("no pick")
+		}
+		out[k] = p.Addr()
+	}
+	return out
+}
+
 // TestConsistentHashStability: removing an endpoint from the middle of the
 // list (which renumbers the ones after it) moves only its own keys, and
 // about as many land on each survivor; adding it back restores the old
@@ -469,17 +485,7 @@ func TestConsistentHashStability(t *testing.T) {
 	const n, keys = 8, 16000
 	eps := endpoints(n)
 	c := fbs.Cluster{Endpoints: eps, LB: fbs.LBHash, HashOn: fbs.HashOnHeader, HashOnName: "x-user"}
-	mapping := func(tab *Table) []string {
-		out := make([]string, keys)
-		for k := range out {
-			p, ok := tab.Balance(0, KeyOf([]byte("user-"+strconv.Itoa(k))), nil)
-			if !ok {
-				t.Fatal("no pick")
-			}
-			out[k] = p.Addr()
-		}
-		return out
-	}
+	mapping := func(tab *Table) []string { return keyMapping(t, tab, keys) }
 	tab := lbTable(t, reg, c)
 	defer tab.Release()
 	before := mapping(tab)
@@ -646,15 +652,7 @@ func TestConsistentHashStableAtEveryCount(t *testing.T) {
 	mapping := func(eps []fbs.Endpoint) []string {
 		tab := lbTable(t, reg, fbs.Cluster{Endpoints: eps, LB: fbs.LBHash, HashOn: fbs.HashOnHeader, HashOnName: "x-user"})
 		defer tab.Release()
-		out := make([]string, keys)
-		for k := range out {
-			p, ok := tab.Balance(0, KeyOf([]byte("user-"+strconv.Itoa(k))), nil)
-			if !ok {
-				t.Fatal("no pick")
-			}
-			out[k] = p.Addr()
-		}
-		return out
+		return keyMapping(t, tab, keys)
 	}
 	for _, n := range []int{2, 3, 4, 5, 6, 16, 17, 18, 65, 66, 67, 300} {
 		eps := endpoints(n)
