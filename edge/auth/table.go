@@ -7,6 +7,7 @@
 package auth
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/binary"
@@ -183,6 +184,15 @@ type policy struct {
 	requiredClaims []string
 	challenge      string
 	challengeBad   string // with error="invalid_token" for a rejected bearer token
+}
+
+// CredentialField reports whether name (lowercase) is a field policy pi
+// reads a credential from: its API key header or Authorization.
+func (t *Table) CredentialField(pi int, name []byte) bool {
+	if pi < 0 || pi >= len(t.policies) {
+		return false
+	}
+	return bytes.Equal(name, t.policies[pi].keyHeader) || bytes.Equal(name, hdrAuthorization)
 }
 
 // Well-known header names, package-level so lookups do not allocate.

@@ -36,7 +36,10 @@ type requestPolicy struct {
 	// credential is the lowercase name of the field that carried the
 	// credential, removed upstream; nil when kept or absent.
 	credential []byte
-	refusal    refusal
+	// auth is the table that authenticated the request (policy p's
+	// AuthIndex), nil without authentication: ForbidsTrailer asks it.
+	auth    *auth.Table
+	refusal refusal
 }
 
 // refusal is a policy's answer instead of forwarding.
@@ -75,6 +78,7 @@ func (s *Server) enforcePolicy(st *connState, tab *routing.Table) bool {
 			return false
 		}
 		st.pol.consumer = d.ConsumerID
+		st.pol.auth = tab.Auth()
 		if !p.KeepCredentials {
 			st.pol.credential = d.Credential
 		}
@@ -196,11 +200,14 @@ func (rp *requestPolicy) stripsField(name []byte) bool {
 	return rp.credential != nil && nameIs(name, rp.credential)
 }
 
-// ForbidsTrailer keeps what stripsField keeps from the head out of a
-// chunked body's trailer (h1.TrailerFilter): a backend that merges
-// trailers into the header section would take a client's copy for the
-// edge's.
-func (rp *requestPolicy) ForbidsTrailer(name []byte) bool { return rp.stripsField(name) }
+// ForbidsTrailer keeps out of a chunked body's trailer (h1.TrailerFilter)
+// what stripsField keeps out of the head, and every field the policy reads
+// a credential from, kept or not: a backend that merges trailers into the
+// header section would take a client's copy for the edge's, or see a
+// second credential the edge never checked (in the head, a 401).
+func (rp *requestPolicy) ForbidsTrailer(name []byte) bool {
+	return rp.stripsField(name) || (rp.auth != nil && rp.auth.CredentialField(rp.p.AuthIndex, name))
+}
 
 // appendConsumer adds the consumer header to an upstream head.
 func (rp *requestPolicy) appendConsumer(w []byte) []byte {

@@ -187,6 +187,19 @@ func TestTrailerCannotCarryPolicyFields(t *testing.T) {
 	if r := c.do(post("X-Checksum: 1\r\n")); r.status != 200 || !strings.Contains(r.body, `consumer=["bob"]`) {
 		t.Fatalf("an ordinary trailer: %d %q", r.status, r.body)
 	}
+	// A second credential behind the body, where the head's would be a
+	// 401: under keep_credentials (the key is forwarded, so not stripped)
+	// and under a JWT policy (which reads the key header too).
+	tok := jwt(t, "RS256", claims("alice@example.com", "api", time.Now().Add(time.Hour)), nil)
+	for _, req := range []string{
+		"POST /staff HTTP/1.1\r\nHost: a.example\r\nX-Api-Key: key-alice\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-Api-Key: key-bob\r\n\r\n",
+		"POST /jwt HTTP/1.1\r\nHost: a.example\r\nAuthorization: Bearer " + tok + "\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-Api-Key: key-bob\r\n\r\n",
+	} {
+		before := secure.hits.Load()
+		if r := dialProxy(t, addr).do(req); r.status != 400 || secure.hits.Load() != before {
+			t.Errorf("a second credential in the trailer of %q: %d %q", req[:strings.Index(req, " HTTP")], r.status, r.body)
+		}
+	}
 }
 
 // maxTrailerNameForTest is h1's maxTrailerName: a longer trailer name
