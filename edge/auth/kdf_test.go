@@ -12,73 +12,82 @@ func basicHeader(user, pass string) headers {
 }
 
 // TestPasswordCheckBudget: wrong passwords and unknown usernames each cost
-// one PBKDF2 run from a bounded budget; past it the answer is 429 with a
+// a PBKDF2 run from a bounded CPU budget; past it the answer is 429 with a
 // wait instead of another run; a failed credential repeats from the cache
 // without a run; a good credential seen before needs no budget at all.
 func TestPasswordCheckBudget(t *testing.T) {
 	cfg := testConfig(t, `{"keys":[`+jwkHS("h1")+`]}`)
-	cfg.PasswordChecksPerSecond = 3
+	cfg.PasswordCheckCPU = time.Millisecond // a run (~20 ms) spends seconds of it
 	tb, err := NewTable(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var d Decision
 	now := t0
-	tb.Authenticate(0, basicHeader("alice", "s3cret"), now, &d) // run 1, cached as good
+	tb.Authenticate(0, basicHeader("alice", "s3cret"), now, &d) // a run, cached as good
 	if d.Status != 0 || d.ConsumerID != "alice" {
 		t.Fatalf("good password: %+v", d)
 	}
-	for i, h := range []headers{basicHeader("alice", "wrong-1"), basicHeader("nobody", "x")} { // runs 2, 3
-		if tb.Authenticate(0, h, now, &d); d.Status != 401 || d.Reason != ReasonBadBasic {
-			t.Fatalf("check %d: %+v", i, d)
-		}
-	}
-	// The budget of 3 is spent: a new wrong password waits, it is not run.
-	tb.Authenticate(0, basicHeader("alice", "wrong-2"), now, &d)
-	if d.Status != 429 || d.Reason != ReasonPasswordChecks || d.RetryAfter <= 0 || d.RetryAfter > time.Second {
+	// The budget is spent: a new wrong password waits, it is not run.
+	tb.Authenticate(0, basicHeader("alice", "wrong-1"), now, &d)
+	if d.Status != 429 || d.Reason != ReasonPasswordChecks || d.RetryAfter <= 0 {
 		t.Fatalf("past the budget: %+v", d)
-	}
-	// Repeats are answered from the cache, budget or not.
-	if tb.Authenticate(0, basicHeader("alice", "wrong-1"), now, &d); d.Status != 401 {
-		t.Fatalf("a failed credential repeated: %+v", d)
 	}
 	if tb.Authenticate(0, basicHeader("alice", "s3cret"), now, &d); d.Status != 0 {
 		t.Fatalf("a good credential repeated while the budget is spent: %+v", d)
 	}
-	// One run is due a third of a second later.
-	now = now.Add(time.Second / 3)
-	if tb.Authenticate(0, basicHeader("alice", "wrong-2"), now, &d); d.Status != 401 {
+	// Once the wait is over, it runs (and fails); its repeat is answered
+	// from the cache although the budget is spent again.
+	now = now.Add(d.RetryAfter)
+	tb.Authenticate(0, basicHeader("alice", "wrong-1"), now, &d)
+	if d.Status == 429 {
+		now = now.Add(d.RetryAfter)
+		tb.Authenticate(0, basicHeader("alice", "wrong-1"), now, &d)
+	}
+	if d.Status != 401 || d.Reason != ReasonBadBasic {
 		t.Fatalf("after the wait: %+v", d)
 	}
-	// A failed credential is forgotten after failedBasicTTL (and then run
-	// again, from a refilled budget).
-	now = now.Add(failedBasicTTL + time.Second)
 	if tb.Authenticate(0, basicHeader("alice", "wrong-1"), now, &d); d.Status != 401 {
-		t.Fatalf("after the TTL: %+v", d)
+		t.Fatalf("a failed credential repeated: %+v", d)
+	}
+	if tb.Authenticate(0, basicHeader("nobody", "x"), now, &d); d.Status != 429 {
+		t.Fatalf("an unknown username runs a check from the same budget: %+v", d)
 	}
 }
 
-func TestKDFBudgetGCRA(t *testing.T) {
-	b := newKDFBudget(10) // 100 ms per run, burst 10
-	now := t0.UnixNano()
-	for i := range 10 {
-		if ok, _ := b.take(now); !ok {
-			t.Fatalf("run %d of the burst refused", i)
+// The budget counts CPU time, not runs: checks that take twice as long are
+// admitted half as often, and over time the checks take the configured
+// share of one core.
+func TestKDFBudgetCountsCPU(t *testing.T) {
+	for _, took := range []time.Duration{100 * time.Millisecond, 200 * time.Millisecond} {
+		b := newKDFBudget(250 * time.Millisecond) // a quarter of a core
+		now := t0.UnixNano()
+		burst := 0
+		for {
+			est := b.estimate(1000)
+			ok, _ := b.take(now, est)
+			if !ok {
+				break
+			}
+			b.settle(int64(took), est, 1000)
+			burst++
 		}
-	}
-	ok, wait := b.take(now)
-	if ok || wait != 100*time.Millisecond {
-		t.Fatalf("11th run at once: ok %v wait %v, want refused with 100ms", ok, wait)
-	}
-	// Over 10 s after the burst, exactly 100 more runs are admitted.
-	admitted := 0
-	for ms := int64(1); ms <= 10_000; ms++ {
-		if ok, _ := b.take(now + ms*int64(time.Millisecond)); ok {
-			admitted++
+		// Then for 100 s, one attempt a millisecond.
+		var cpu time.Duration
+		for ms := int64(1); ms <= 100_000; ms++ {
+			at := now + ms*int64(time.Millisecond)
+			est := b.estimate(1000)
+			if ok, _ := b.take(at, est); ok {
+				b.settle(int64(took), est, 1000)
+				cpu += took
+			}
 		}
-	}
-	if admitted != 100 {
-		t.Fatalf("%d runs admitted over 10s at 10/s", admitted)
+		if share := cpu.Seconds() / 100; share < 0.24 || share > 0.26 {
+			t.Errorf("checks of %v: %.3f of a core over 100 s, want 0.25", took, share)
+		}
+		if want := int(kdfBurst/4/took) + 1; burst < want-1 || burst > want+1 {
+			t.Errorf("checks of %v: a burst of %d, want about %d (a second of CPU)", took, burst, want)
+		}
 	}
 }
 
@@ -88,8 +97,8 @@ func TestKDFBudgetGCRA(t *testing.T) {
 // (429). Failures are cached apart.
 func TestWrongPasswordsKeepVerifiedCached(t *testing.T) {
 	cfg := testConfig(t, `{"keys":[`+jwkHS("h1")+`]}`)
-	cfg.PasswordChecksPerSecond = 20
-	cfg.CacheSize = 16 // small, so that a short flood covers every slot
+	cfg.PasswordCheckCPU = 2 * time.Second // not the limit under test: every run fits
+	cfg.CacheSize = 16                     // small, so that a short flood covers every slot
 	tb, err := NewTable(cfg)
 	if err != nil {
 		t.Fatal(err)

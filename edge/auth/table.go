@@ -52,9 +52,9 @@ type Config struct {
 	Policies  []Policy
 	// CacheSize is the slot count of each verdict cache; 0 = DefaultCacheSize.
 	CacheSize int
-	// PasswordChecksPerSecond bounds the PBKDF2 runs of Basic checks
-	// (kdf.go); 0 = DefaultPasswordChecksPerSecond.
-	PasswordChecksPerSecond int
+	// PasswordCheckCPU bounds the CPU time per second that the PBKDF2
+	// runs of Basic checks take (kdf.go); 0 = DefaultPasswordCheckCPU.
+	PasswordCheckCPU time.Duration
 }
 
 type Consumer struct {
@@ -328,7 +328,7 @@ func NewTable(cfg Config) (*Table, error) {
 	}
 	t.jwtCache, t.basicCache, t.basicFailed = newVerdictCache(n), newVerdictCache(n), newVerdictCache(n)
 	t.dummy = dummyUser(t.basic)
-	t.kdf = newKDFBudget(cfg.PasswordChecksPerSecond)
+	t.kdf = newKDFBudget(cfg.PasswordCheckCPU)
 	return t, nil
 }
 
@@ -555,14 +555,19 @@ func (t *Table) basicAuth(cred []byte, nowNs int64) (int32, time.Duration) {
 	if colon <= 0 {
 		return -1, 0
 	}
-	if ok, wait := t.kdf.take(nowNs); !ok {
-		return -1, max(wait, 1)
-	}
 	u, known := t.basic[string(plain[:colon])]
 	if !known {
 		u = t.dummy
 	}
-	if !u.check(plain[colon+1:]) || !known {
+	work := u.work()
+	est := t.kdf.estimate(work)
+	if ok, wait := t.kdf.take(nowNs, est); !ok {
+		return -1, max(wait, 1)
+	}
+	start := time.Now()
+	good := u.check(plain[colon+1:])
+	t.kdf.settle(int64(time.Since(start)), est, work)
+	if !good || !known {
 		t.basicFailed.put(&verdict{digest: h, policy: -1, consumer: -1, until: nowNs + int64(failedBasicTTL), notBefore: math.MinInt64})
 		return -1, 0
 	}
