@@ -258,6 +258,15 @@ func TestJWTRejections(t *testing.T) {
 		{"modified payload", parts[0] + "." + enc([]byte(strings.Replace(claimsJSON(""), "alice", "alicf", 1))) + "." + parts[2], 0, ErrSignature},
 		{"padded base64", parts[0] + "=." + parts[1] + "." + parts[2], 0, ErrHeader},
 		{"four segments", good + ".x", 0, ErrMalformed},
+		// Not a completely valid JSON object (RFC 7515 §5.2): bytes after
+		// the header's object used to pass unless they began a value.
+		{"header trailing bytes", sign(t, `{"alg":"RS256","kid":"r1"}garbage`, claimsJSON(""), "RS256"), 0, ErrHeader},
+		{"header trailing bracket", sign(t, `{"alg":"RS256","kid":"r1"}]`, claimsJSON(""), "RS256"), 0, ErrHeader},
+		// A registered claim must have its type: a null nbf read as 0.
+		{"null nbf", sign(t, `{"alg":"RS256","kid":"r1"}`, strings.Replace(claimsJSON(""), `"nbf":1699999990`, `"nbf":null`, 1), "RS256"), 0, ErrClaims},
+		{"null aud", sign(t, `{"alg":"RS256","kid":"r1"}`, strings.Replace(claimsJSON(""), `["api","other"]`, `null`, 1), "RS256"), 0, ErrClaims},
+		// A null claim is not there for required_claims.
+		{"null required claim", sign(t, `{"alg":"RS256","kid":"r1"}`, strings.Replace(claimsJSON(""), `"scope":"read"`, `"scope":null`, 1), "RS256"), 0, ErrMissingClaim},
 	}
 	for _, tc := range cases {
 		_, err := tb.VerifyToken(tc.pi, []byte(tc.tok), t0)

@@ -137,7 +137,9 @@ func decodeObject(b []byte) (map[string]json.RawMessage, error) {
 	if _, err := dec.Token(); err != nil {
 		return nil, err
 	}
-	if _, err := dec.Token(); err == nil {
+	// Only whitespace may follow (RFC 7515 §5.2: a completely valid JSON
+	// object); a second Token call read any invalid byte as "nothing".
+	if len(bytes.TrimSpace(b[dec.InputOffset():])) != 0 {
 		return nil, errors.New("trailing data")
 	}
 	return m, nil

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
@@ -39,6 +40,19 @@ func parseClaims(payload []byte) (*claims, error) {
 	m, err := decodeObject(payload)
 	if err != nil {
 		return nil, ErrClaims
+	}
+	// A null registered claim is not its type (RFC 7519 §4.1), though
+	// json.Unmarshal would take it as the zero value: nbf 0, aud [""].
+	// Another null claim counts as absent, for required claims.
+	for name, v := range m {
+		if string(bytes.TrimSpace(v)) != "null" {
+			continue
+		}
+		switch name {
+		case "iss", "sub", "aud", "exp", "nbf", "iat", "jti":
+			return nil, ErrClaims
+		}
+		delete(m, name)
 	}
 	c := &claims{members: m}
 	str := func(name string, dst *string) error {
