@@ -32,6 +32,10 @@ type Snapshot struct {
 // modify it.
 func (s *Snapshot) Auth() *Auth { return s.auth }
 
+// AuthBytes is the encoded auth section, nil when absent: two snapshots
+// with equal bytes have the same consumers, issuers and policies.
+func (s *Snapshot) AuthBytes() []byte { return s.root.AuthBytes() }
+
 // PolicyCount is the number of policies; policy references are 0..PolicyCount()-1.
 func (s *Snapshot) PolicyCount() int {
 	if s.auth == nil {

@@ -75,6 +75,7 @@ func (h *Holder) install(t *Table, anyVersion bool) (old *Table, err error) {
 	}
 	if old != nil {
 		t.continueTurns(old)
+		t.keepAuth(old)
 	}
 	h.cur.Store(t)
 	if old != nil {

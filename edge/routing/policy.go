@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -232,6 +233,20 @@ func contains(set string, c byte) bool {
 
 // Auth is the snapshot's compiled authentication, nil when it has none.
 func (t *Table) Auth() *auth.Table { return t.pol.auth }
+
+// keepAuth gives t old's authentication table when both snapshots carry
+// the same auth section, so that its verdict caches and its password-check
+// budget outlive the swap. Snapshots change for routes and health up to 10
+// times a second; with a fresh table each time, every Basic credential
+// cost a PBKDF2 run (~0.1 s) per version, and the budget started over.
+// The auth table holds no bytes of its snapshot (authConfig's strings and
+// the parsed keys are copies), so old's may retire. Runs at swap, before t
+// serves.
+func (t *Table) keepAuth(old *Table) {
+	if t.pol.auth != nil && old.pol.auth != nil && bytes.Equal(t.snap.AuthBytes(), old.snap.AuthBytes()) {
+		t.pol.auth = old.pol.auth
+	}
+}
 
 // NumPolicies is the number of policies; policy indexes are below it.
 func (t *Table) NumPolicies() int { return len(t.pol.list) }

@@ -258,3 +258,65 @@ func FuzzPolicyCompile(f *testing.F) {
 		}
 	})
 }
+
+// A swap to a snapshot with the same auth section keeps the authentication
+// table, and with it the verdict caches and the password-check budget: a
+// snapshot that changed only routes or health used to start them over, so
+// every Basic credential cost a PBKDF2 run per version. Another auth
+// section gets its own table.
+func TestSwapKeepsAuthTable(t *testing.T) {
+	var h Holder
+	defer h.Close()
+	// v1's bytes are wiped when it retires, as the edge unmaps them: the
+	// kept auth table must not read them.
+	b1, err := fbs.Build(policyState(testAuth(), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap1, err := fbs.Open(b1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := upstream.NewRegistry(upstream.Options{})
+	defer reg.Close()
+	v1 := NewTable(snap1, func() { clear(b1) }, reg)
+	if _, err := h.Swap(v1); err != nil {
+		t.Fatal(err)
+	}
+	first := v1.Auth()
+	st := policyState(testAuth(), 1)
+	st.Version = 2
+	st.Routes = append(st.Routes, fbs.Route{ID: "more", Host: "b.example", Prefix: "/", Cluster: "plain"})
+	v2, _ := newPolicyTable(t, st)
+	if v2.Auth() == first {
+		t.Fatal("a new table's auth table is the old one before the swap")
+	}
+	if _, err := h.Swap(v2); err != nil {
+		t.Fatal(err)
+	}
+	if v2.Auth() != first {
+		t.Error("a swap that changed only routes replaced the auth table")
+	}
+	// v1 has retired (its bytes are zero now); v2 authenticates with the
+	// table compiled from them.
+	var d auth.Decision
+	v2.Auth().Authenticate(v2.Policy(0).AuthIndex, fields{"x-api-key": "key-alice"}, time.Now(), &d)
+	if d.Status != 0 || d.ConsumerID != "alice" {
+		t.Fatalf("alice's key after v1 retired: %+v", d)
+	}
+	a := testAuth()
+	a.Consumers[1].Groups = []string{"staff"}
+	st = policyState(a, 1)
+	st.Version = 3
+	v3, _ := newPolicyTable(t, st)
+	if _, err := h.Swap(v3); err != nil {
+		t.Fatal(err)
+	}
+	if v3.Auth() == first {
+		t.Error("a swap that changed a consumer kept the old auth table")
+	}
+	v3.Auth().Authenticate(v3.Policy(0).AuthIndex, fields{"x-api-key": "key-bob"}, time.Now(), &d)
+	if d.Status != 0 || d.ConsumerID != "bob" {
+		t.Fatalf("bob, staff in v3, under the staff-only policy: %+v", d)
+	}
+}
