@@ -610,6 +610,9 @@ func (d *DeltaDecoder) decode(dst, frame []byte, want uint64, dict []byte) ([]by
 	if zh.HasFCS && zh.FrameContentSize != want {
 		return nil, fmt.Errorf("zstd frame says %d bytes, DELTA says %d", zh.FrameContentSize, want)
 	}
+	if err := oneFrame(frame, &zh); err != nil {
+		return nil, err
+	}
 	// A frame naming a dictionary must get the one the DELTA defines; one
 	// that names none must not read one.
 	opts := []zstd.DOption{zstd.WithDecoderDictDelete(dictID)}

@@ -2,10 +2,13 @@ package wire
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/snapgate/snapgate/fbs"
 )
@@ -228,5 +231,66 @@ func BenchmarkDeltaApply1k(b *testing.B) {
 	}
 	if !bytes.Equal(out, next.Bytes()) {
 		b.Fatal("rebuilt file differs")
+	}
+}
+
+// A FULL or DELTA is one zstd frame to its end (docs/stream.md): another
+// frame after it, skippable or not, is refused. The decoder took any
+// number of concatenated frames and skipped skippable ones.
+func TestTrailingFrameRefused(t *testing.T) {
+	skippable := func(junk []byte) []byte {
+		b := binary.LittleEndian.AppendUint32(nil, 0x184D2A50)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(junk)))
+		return append(b, junk...)
+	}
+	emptyFrame := func() []byte {
+		e, err := zstd.NewWriter(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Close()
+		return e.EncodeAll(nil, nil)
+	}()
+	enc, err := NewDeltaEncoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	dec, err := NewDeltaDecoder(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	bst := genState(2000, 10)
+	base := mustSnap(t, bst)
+	next := mustSnap(t, edits(bst)["change-cluster"])
+	p, err := enc.AppendDelta(nil, base, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	comp, err := NewCompressor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer comp.Close()
+	full := comp.AppendFull(nil, Full{Version: 11, Snapshot: next.Bytes()})
+	d, err := NewDecompressor(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, out, err := dec.Apply(nil, base, p); err != nil || !bytes.Equal(out, next.Bytes()) {
+		t.Fatalf("the DELTA itself: %v", err)
+	}
+	if f, err := d.DecodeFull(full); err != nil || !bytes.Equal(f.Snapshot, next.Bytes()) {
+		t.Fatalf("the FULL itself: %v", err)
+	}
+	for name, extra := range map[string][]byte{"a skippable frame": skippable([]byte("junk")), "an empty frame": emptyFrame} {
+		if _, _, err := dec.Apply(nil, base, append(bytes.Clone(p), extra...)); err == nil {
+			t.Errorf("DELTA followed by %s accepted", name)
+		}
+		if _, err := d.DecodeFull(append(bytes.Clone(full), extra...)); err == nil {
+			t.Errorf("FULL followed by %s accepted", name)
+		}
 	}
 }

@@ -192,6 +192,9 @@ func (d *Decompressor) DecodeFull(p []byte) (Full, error) {
 	if zh.HasFCS && zh.FrameContentSize != uint64(h.RawLen) {
 		return Full{}, fmt.Errorf("%w: FULL v%d zstd frame says %d bytes, header says %d", ErrMalformed, h.Version, zh.FrameContentSize, h.RawLen)
 	}
+	if err := oneFrame(data, &zh); err != nil {
+		return Full{}, fmt.Errorf("%w: FULL v%d: %v", ErrMalformed, h.Version, err)
+	}
 	n := int(h.RawLen)
 	if cap(d.buf) < n {
 		d.buf = make([]byte, 0, n)
