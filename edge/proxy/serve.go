@@ -277,7 +277,8 @@ func (s *Server) readBody(st *connState, hn int) (int, bool) {
 	r := st.conn.Reader()
 	switch {
 	case req.Chunked:
-		// The trailer may not carry what the policy strips from the head.
+		// The trailer may not carry what the policy keeps from the head
+		// (requestPolicy.ForbidsTrailer).
 		st.chunks.ResetFiltered(&st.pol)
 		if avail := r.Len(); avail > hn {
 			buf, err := r.Peek(avail)
