@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/snapgate/snapgate/edge/telemetry"
+	"github.com/snapgate/snapgate/edge/upstream"
 	"github.com/snapgate/snapgate/fbs"
 )
 
@@ -486,5 +487,51 @@ func TestHeaderLimitNotEvadedByDuplicates(t *testing.T) {
 	}
 	if r := c2.do("GET /tenant HTTP/1.1\r\nHost: a.example\r\nX_Tenant: t1\r\n\r\n"); r.status != 429 {
 		t.Fatalf("t1 again, spelled X_Tenant: %d, want 429 (same bucket)", r.status)
+	}
+}
+
+// Each rate limit of a policy takes its own token, whatever its numbers: an
+// edge-wide and a cluster-wide limit on one key shared a bucket (and each
+// request took two tokens from it) when the fleet's share came to the
+// edge-wide numbers; a limit listed twice is one limit. And a change in the
+// fleet's size keeps a cluster-wide limit's buckets at the new share
+// instead of starting them full on every edge.
+func TestRateLimitIdentity(t *testing.T) {
+	be := newRecorder(t, "b")
+	state := func(version uint64, fleet uint32, limits ...fbs.RateLimit) fbs.State {
+		return fbs.State{Version: version, FleetSize: fleet,
+			Auth:     fbs.Auth{Policies: []fbs.Policy{{ID: "p", RateLimits: limits}}},
+			Clusters: []fbs.Cluster{{Name: "c", Endpoints: []fbs.Endpoint{{Address: be.addr()}}}},
+			Routes:   []fbs.Route{{ID: "r", Host: "a.example", Prefix: "/", Cluster: "c", Policy: "p"}}}
+	}
+	burst := func(addr string) int {
+		c := dialProxy(t, addr)
+		ok := 0
+		for range 10 {
+			switch r := c.do("GET /x HTTP/1.1\r\nHost: a.example\r\n\r\n"); r.status {
+			case 200:
+				ok++
+			case 429:
+			default:
+				t.Fatalf("status %d %q", r.status, r.body)
+			}
+		}
+		return ok
+	}
+	edge := fbs.RateLimit{Key: fbs.LimitByIP, Rate: 1, Burst: 4}
+	cluster := fbs.RateLimit{Key: fbs.LimitByIP, Rate: 2, Burst: 8, ClusterScope: true} // 1/s, burst 4 per edge of 2
+	if addr, _ := startProxy(t, state(1, 2, edge, cluster), nil); burst(addr) != 4 {
+		t.Error("an edge-wide limit and a cluster-wide one whose share has the same numbers: each admits 4, together 4")
+	}
+	if addr, _ := startProxy(t, state(1, 0, edge, edge), nil); burst(addr) != 4 {
+		t.Error("a limit listed twice admitted less than its burst")
+	}
+	g := startGateway(t, state(1, 2, fbs.RateLimit{Key: fbs.LimitByIP, Rate: 2, Burst: 6, ClusterScope: true}), upstream.Options{}, nil)
+	if got := burst(g.addr); got != 3 {
+		t.Fatalf("fleet of 2, burst 6: %d admitted, want 3", got)
+	}
+	g.swap(state(2, 3, fbs.RateLimit{Key: fbs.LimitByIP, Rate: 2, Burst: 6, ClusterScope: true}))
+	if got := burst(g.addr); got > 0 {
+		t.Errorf("right after the fleet grew to 3, the exhausted client got %d more", got)
 	}
 }

@@ -23,7 +23,6 @@
 package ratelimit
 
 import (
-	"encoding/binary"
 	"hash/maphash"
 	"math"
 	"strconv"
@@ -57,11 +56,14 @@ type Limit struct {
 	name   string
 }
 
-// NewLimit compiles a limit. name is the policy's name in the headers and,
-// with rate and burst, its identity: buckets carry over a snapshot swap
-// only while all three stay the same. rate is clamped to (0, 1e6] per
-// second, burst to [1, 2^20].
-func NewLimit(name string, rate float64, burst int) *Limit {
+// NewLimit compiles a limit. name is its name in the headers; identity
+// says which buckets are its: a limit compiled again with the same
+// identity (the next snapshot's) keeps them, and two limits with the same
+// identity share them. Callers build it from what the operator configured,
+// not from derived numbers: a cluster-wide limit's per-edge share changes
+// with the fleet, and its buckets should keep their state when it does.
+// rate is clamped to (0, 1e6] per second, burst to [1, 2^20].
+func NewLimit(name, identity string, rate float64, burst int) *Limit {
 	if !(rate > 0) {
 		rate = 1.0 / 86400 // one a day: a non-positive rate is a config error, fail nearly closed
 	}
@@ -75,14 +77,7 @@ func NewLimit(name string, rate float64, burst int) *Limit {
 		iv = 1
 	}
 	l := &Limit{interval: iv, tol: iv * int64(burst), burst: burst, name: name}
-	var h maphash.Hash
-	h.SetSeed(idSeed)
-	h.WriteString(name)
-	var b [16]byte
-	binary.LittleEndian.PutUint64(b[:8], uint64(iv))
-	binary.LittleEndian.PutUint64(b[8:], uint64(burst))
-	h.Write(b[:])
-	l.id = h.Sum64()
+	l.id = maphash.String(idSeed, identity)
 	window := (l.tol + usPerSec - 1) / usPerSec
 	l.Policy = strconv.Quote(name) + ";q=" + strconv.Itoa(burst) + ";w=" + strconv.FormatInt(max(window, 1), 10)
 	return l

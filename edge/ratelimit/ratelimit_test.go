@@ -10,7 +10,7 @@ import (
 
 func TestBurstThenRate(t *testing.T) {
 	tb := NewTable(1024)
-	l := NewLimit("per-consumer", 10, 5) // T = 100ms
+	l := NewLimit("per-consumer", "per-consumer 10/s 5", 10, 5) // T = 100ms
 	t0 := time.Now()
 	key := []byte("alice")
 	for i := range 5 {
@@ -32,8 +32,8 @@ func TestBurstThenRate(t *testing.T) {
 	if ok, _, _ := tb.Allow(l, key, t0.Add(100*time.Millisecond)); ok {
 		t.Fatal("two tokens came back after one interval")
 	}
-	// A limit with other parameters is another bucket.
-	if ok, _, _ := tb.Allow(NewLimit("per-consumer", 10, 6), key, t0); !ok {
+	// A limit of another identity (here: other numbers) is another bucket.
+	if ok, _, _ := tb.Allow(NewLimit("per-consumer", "per-consumer 10/s 6", 10, 6), key, t0); !ok {
 		t.Fatal("changed limit still uses the old bucket")
 	}
 }
@@ -44,7 +44,7 @@ func TestBurstThenRate(t *testing.T) {
 func TestRateNeverExceeded(t *testing.T) {
 	for _, rate := range []float64{3, 1.0 / 3, 7, 999, 300_000, 700_000, 1_000_000} {
 		tb := NewTable(64)
-		l := NewLimit("r", rate, 1)
+		l := NewLimit("r", "r", rate, 1)
 		t0 := time.Now()
 		// Requests every microsecond, the clock's resolution: as fast as
 		// any rate can admit.
@@ -77,7 +77,7 @@ func TestConcurrentExact(t *testing.T) {
 		workers     = 8
 	)
 	tb := NewTable(0)
-	l := NewLimit("global", rate, burst)
+	l := NewLimit("global", "global", rate, burst)
 	t0 := time.Now()
 	var admitted atomic.Int64
 	for s := 0; s <= steps; s++ {
@@ -105,7 +105,7 @@ func TestConcurrentExact(t *testing.T) {
 
 func TestEvictionKeepsMemoryBounded(t *testing.T) {
 	tb := NewTable(64)
-	l := NewLimit("ip", 1, 1)
+	l := NewLimit("ip", "ip", 1, 1)
 	now := time.Now()
 	// Far more keys than buckets: a key's first request passes (its bucket
 	// is fresh or takes an evicted slot) unless it collides with a resident
@@ -156,7 +156,7 @@ func TestShare(t *testing.T) {
 }
 
 func TestHeaders(t *testing.T) {
-	l := NewLimit("api", 10, 100)
+	l := NewLimit("api", "api", 10, 100)
 	if l.Policy != `"api";q=100;w=10` {
 		t.Fatalf("RateLimit-Policy = %s", l.Policy)
 	}
@@ -170,7 +170,7 @@ func TestHeaders(t *testing.T) {
 
 func TestAllowAllocs(t *testing.T) {
 	tb := NewTable(0)
-	l := NewLimit("x", 1e6, 1000)
+	l := NewLimit("x", "x", 1e6, 1000)
 	key := []byte("consumer-1")
 	now := time.Now()
 	var buf [64]byte
@@ -184,7 +184,7 @@ func TestAllowAllocs(t *testing.T) {
 
 func BenchmarkAllow(b *testing.B) {
 	tb := NewTable(0)
-	l := NewLimit("x", 1e6, 1<<20)
+	l := NewLimit("x", "x", 1e6, 1<<20)
 	key := []byte("consumer-1")
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {

@@ -106,12 +106,18 @@ func compilePolicies(snap *fbs.Snapshot) (policies, error) {
 			!slices.ContainsFunc(p.consumerHeaders, func(b []byte) bool { return string(b) == lower }) {
 			p.consumerHeaders = append(p.consumerHeaders, []byte(lower))
 		}
+		seen := make(map[string]bool, len(fp.RateLimits))
 		for _, l := range fp.RateLimits {
+			id := limitIdentity(fp.ID, l)
+			if seen[id] {
+				continue // listed twice: one limit, one token per request
+			}
+			seen[id] = true
 			rate, burst := float64(l.Rate), float64(l.Burst)
 			if l.ClusterScope {
 				rate, burst = ratelimit.Share(rate, burst, fleet)
 			}
-			cl := Limit{Limit: ratelimit.NewLimit(limitName(fp.ID, l), rate, int(burst)), Key: l.Key}
+			cl := Limit{Limit: ratelimit.NewLimit(limitName(fp.ID, l), id, rate, int(burst)), Key: l.Key}
 			if l.Key == fbs.LimitByHeader {
 				cl.Header = []byte(l.Header)
 			}
@@ -122,10 +128,24 @@ func compilePolicies(snap *fbs.Snapshot) (policies, error) {
 	return p, nil
 }
 
-// limitName is a limit's name in RateLimit headers and, with its rate and
-// burst, its identity: "<policy>/<key>", e.g. "api/consumer" or
-// "api/header:x-tenant". Two limits of a policy with the same key and
-// numbers are the same limit and share buckets.
+// limitIdentity is what a limit's buckets belong to (ratelimit.NewLimit):
+// its name, scope and configured rate and burst. Two limits that differ in
+// any of them are two limits, each taking its token; an edge-wide and a
+// cluster-wide limit on one key used to share a bucket whenever the
+// fleet's share came to the edge-wide numbers, and rates rounded to the
+// same interval shared one too. The fleet size is not part of it: when
+// edges join or leave, a cluster-wide limit's buckets keep their state at
+// the new share instead of starting full on every edge.
+func limitIdentity(policy string, l fbs.RateLimit) string {
+	scope := "edge"
+	if l.ClusterScope {
+		scope = "cluster"
+	}
+	return fmt.Sprintf("%s %s %d/s burst %d", limitName(policy, l), scope, l.Rate, l.Burst)
+}
+
+// limitName is a limit's name in RateLimit headers: "<policy>/<key>",
+// e.g. "api/consumer" or "api/header:x-tenant".
 func limitName(policy string, l fbs.RateLimit) string {
 	switch l.Key {
 	case fbs.LimitByConsumer:
