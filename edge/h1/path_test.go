@@ -31,8 +31,10 @@ func TestNormalizePath(t *testing.T) {
 		{"/%61dmin", "/admin"},
 		{"/%7Euser/%5f", "/~user/_"},
 		{"/a%20b", "/a%20b"},
-		{"/a%2ab", "/a%2Ab"},
-		{"/%252e%252e/x", "/%252e%252e/x"}, // decoded once only
+		{"/a%2ab", "/a*b"},                       // a sub-delim: decoded, as backends do
+		{"/admin%3Aops/%40me", "/admin:ops/@me"}, // a route /admin:ops sees it
+		{"/a%3Fb%23c%25d", "/a%3Fb%23c%25d"},     // ? # % are not segment characters
+		{"/%252e%252e/x", "/%252e%252e/x"},       // decoded once only
 		{"/%25", "/%25"},
 		{"/a;b/c;d=1", "/a;b/c;d=1"},
 		{"/a/..x;/b", "/a/..x;/b"}, // not a dot segment
@@ -80,6 +82,7 @@ func TestNormalizePath(t *testing.T) {
 		{"/public/..;/admin", "dot segment with parameters in path"},
 		{"/public/..;jsessionid=1/admin", "dot segment with parameters in path"},
 		{"/public/.;/admin", "dot segment with parameters in path"},
+		{"/public/..%3B/admin", "dot segment with parameters in path"}, // an escaped ';' too
 		{"/public/%2e%2e;/admin", "dot segment with parameters in path"},
 		{"/a/..;", "dot segment with parameters in path"},
 	}
