@@ -98,6 +98,7 @@ func TestRouteValidate(t *testing.T) {
 		{"dotdot", func(r *Route) { r.Prefix = "/a/../b" }, "prefix", `".."`},
 		{"dotdot inside", func(r *Route) { r.Prefix = "/a..b" }, "prefix", `".."`},
 		{"dot segment", func(r *Route) { r.Prefix = "/a/./b" }, "prefix", `"." segment`},
+		{"dot segment with parameters", func(r *Route) { r.Prefix = "/a/.;v=1" }, "prefix", `";" parameters`},
 		{"trailing dot segment", func(r *Route) { r.Prefix = "/a/." }, "prefix", `"." segment`},
 		{"double slash", func(r *Route) { r.Prefix = "/a//b" }, "prefix", `"//"`},
 		{"query", func(r *Route) { r.Prefix = "/a?b" }, "prefix", "query"},

@@ -451,6 +451,8 @@ func checkPrefix(c *collector, field, p string) {
 		c.add(field, `must not contain "..": a dot segment lets a path escape the prefix once a backend normalises it`)
 	case strings.Contains(p, "/./") || strings.HasSuffix(p, "/."):
 		c.add(field, `must not contain a "." segment: backends remove it, so the edge and the backend would see different paths`)
+	case strings.Contains(p, "/.;"):
+		c.add(field, `must not contain a "." segment with ";" parameters: the edge refuses such request paths (servlet containers resolve them), so the route could never match`)
 	}
 }
 
