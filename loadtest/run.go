@@ -473,7 +473,8 @@ func (w *worker) account(status, cause int, latency time.Duration, done time.Tim
 }
 
 // fineWindow is the part of a wait before a scheduled send that the
-// worker's fineTimer handles: a little more than the runtime timer's worst-case lateness.
+// worker's fineTimer handles: a little more than the runtime timer's
+// worst-case lateness.
 const fineWindow = 2 * time.Millisecond
 
 // sleepUntil waits until t, or returns false once ctx is done: the runtime
