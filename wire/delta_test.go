@@ -85,17 +85,25 @@ func roundTrip(tb testing.TB, enc *DeltaEncoder, dec *DeltaDecoder, base, next *
 	return len(p)
 }
 
-func TestDeltaRoundTrip(t *testing.T) {
+// deltaCodec is a DeltaEncoder and a DeltaDecoder (no size limit), closed
+// when the test ends.
+func deltaCodec(t testing.TB) (*DeltaEncoder, *DeltaDecoder) {
+	t.Helper()
 	enc, err := NewDeltaEncoder()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer enc.Close()
+	t.Cleanup(func() { enc.Close() })
 	dec, err := NewDeltaDecoder(0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dec.Close()
+	t.Cleanup(func() { dec.Close() })
+	return enc, dec
+}
+
+func TestDeltaRoundTrip(t *testing.T) {
+	enc, dec := deltaCodec(t)
 	for _, n := range []int{0, 10, 5000} {
 		bst := genState(n, 10)
 		base := mustSnap(t, bst)
@@ -114,18 +122,23 @@ func TestDeltaRoundTrip(t *testing.T) {
 	roundTrip(t, enc, dec, base, mustSnap(t, st))
 }
 
-func TestDeltaRejects(t *testing.T) {
-	enc, _ := NewDeltaEncoder()
-	defer enc.Close()
-	dec, _ := NewDeltaDecoder(0)
-	defer dec.Close()
+// changeClusterDelta is a DELTA from a 2000-route base to the same state
+// with one route's cluster changed.
+func changeClusterDelta(t testing.TB, enc *DeltaEncoder) (base, next *fbs.Snapshot, p []byte) {
+	t.Helper()
 	bst := genState(2000, 10)
-	base := mustSnap(t, bst)
-	next := mustSnap(t, edits(bst)["change-cluster"])
+	base = mustSnap(t, bst)
+	next = mustSnap(t, edits(bst)["change-cluster"])
 	p, err := enc.AppendDelta(nil, base, next)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return base, next, p
+}
+
+func TestDeltaRejects(t *testing.T) {
+	enc, dec := deltaCodec(t)
+	base, next, p := changeClusterDelta(t, enc)
 	if _, err := enc.AppendDelta(nil, next, base); err == nil {
 		t.Fatal("AppendDelta accepted a delta that goes backwards")
 	}
@@ -251,23 +264,8 @@ func TestTrailingFrameRefused(t *testing.T) {
 		defer e.Close()
 		return e.EncodeAll(nil, nil)
 	}()
-	enc, err := NewDeltaEncoder()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer enc.Close()
-	dec, err := NewDeltaDecoder(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dec.Close()
-	bst := genState(2000, 10)
-	base := mustSnap(t, bst)
-	next := mustSnap(t, edits(bst)["change-cluster"])
-	p, err := enc.AppendDelta(nil, base, next)
-	if err != nil {
-		t.Fatal(err)
-	}
+	enc, dec := deltaCodec(t)
+	base, next, p := changeClusterDelta(t, enc)
 	comp, err := NewCompressor()
 	if err != nil {
 		t.Fatal(err)

@@ -64,6 +64,15 @@ func testAuth() fbs.Auth {
 
 func newPolicyTable(t *testing.T, st fbs.State) (*Table, *upstream.Registry) {
 	t.Helper()
+	_, snap := openState(t, st)
+	reg := upstream.NewRegistry(upstream.Options{})
+	t.Cleanup(reg.Close)
+	return NewTable(snap, nil, reg), reg
+}
+
+// openState builds st and opens it, returning the bytes and the snapshot.
+func openState(t *testing.T, st fbs.State) ([]byte, *fbs.Snapshot) {
+	t.Helper()
 	b, err := fbs.Build(st)
 	if err != nil {
 		t.Fatal(err)
@@ -72,9 +81,7 @@ func newPolicyTable(t *testing.T, st fbs.State) (*Table, *upstream.Registry) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := upstream.NewRegistry(upstream.Options{})
-	t.Cleanup(reg.Close)
-	return NewTable(snap, nil, reg), reg
+	return b, snap
 }
 
 func TestPolicyForRoute(t *testing.T) {
@@ -269,14 +276,7 @@ func TestSwapKeepsAuthTable(t *testing.T) {
 	defer h.Close()
 	// v1's bytes are wiped when it retires, as the edge unmaps them: the
 	// kept auth table must not read them.
-	b1, err := fbs.Build(policyState(testAuth(), 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap1, err := fbs.Open(b1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b1, snap1 := openState(t, policyState(testAuth(), 1))
 	reg := upstream.NewRegistry(upstream.Options{})
 	defer reg.Close()
 	v1 := NewTable(snap1, func() { clear(b1) }, reg)
