@@ -80,7 +80,10 @@ func (t *Tracker) reconcileProbes(want map[probeKey]probeSpec) {
 
 // runProbe probes one endpoint until ctx ends. The first probe waits a
 // random part of one interval, so endpoints configured together are not
-// probed in lockstep; later waits are the interval ± jitter.
+// probed in lockstep; later probes start the interval ± jitter after the
+// one before started, however long it took: counted from its end, a
+// backend that hangs was probed every interval + timeout, up to twice the
+// interval, past the documented detection bound.
 func (t *Tracker) runProbe(ctx context.Context, k probeKey, p *prober) {
 	defer close(p.done)
 	timer := time.NewTimer(rand.N(p.spec.interval))
@@ -91,6 +94,7 @@ func (t *Tracker) runProbe(ctx context.Context, k probeKey, p *prober) {
 			return
 		case <-timer.C:
 		}
+		start := time.Now()
 		ok, detail := t.probeOnce(ctx, k.addr, &p.spec)
 		if ctx.Err() != nil {
 			return // stopped mid-probe: the failure is ours, not the endpoint's
@@ -100,7 +104,7 @@ func (t *Tracker) runProbe(ctx context.Context, k probeKey, p *prober) {
 		if j := p.spec.jitter; j > 0 {
 			wait += rand.N(2*j+1) - j
 		}
-		timer.Reset(wait)
+		timer.Reset(max(wait-time.Since(start), 0))
 	}
 }
 

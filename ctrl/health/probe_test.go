@@ -248,3 +248,73 @@ func TestClip(t *testing.T) {
 		t.Fatalf("clip = %q", got)
 	}
 }
+
+// A threshold met inside min_hold_ms by a probe result that repeats the one
+// before takes effect when the hold ends, with no later observation: the
+// loop used to be told only of changed results, so no timer was armed for
+// the hold's end and the transition waited for the next probe (up to one
+// interval_ms later; here, never, since the results come from the test).
+func TestHoldEndArmedByRepeatedProbe(t *testing.T) {
+	const addr = "10.0.0.1:80"
+	hc := &model.HealthCheck{UnhealthyThreshold: 1, HealthyThreshold: 1, MinHoldMs: 300}
+	tr := openReal(t, oneEndpoint("api", addr, hc))
+	probe := func(rev uint64, ok bool) {
+		t.Helper()
+		if _, err := tr.Observe(Observation{Cluster: "api", Endpoint: addr, OK: ok, Source: SourceProbe, Revision: rev}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	probe(1, true)
+	// Past the first hold, an edge reports a failure: out at once, and a
+	// new hold of 300 ms starts.
+	time.Sleep(400 * time.Millisecond)
+	src, _ := EdgeSource("edge-1")
+	if _, err := tr.Observe(Observation{Cluster: "api", Endpoint: addr, OK: false, Source: src, Revision: 1}); err != nil {
+		t.Fatal(err)
+	}
+	waitPublished(t, tr, "api", addr, 2*time.Second, "out", func(e EndpointRouting) bool { return !e.Healthy })
+	probe(2, true) // the same result as the probe before: M=1 is met inside the hold
+	waitPublished(t, tr, "api", addr, 3*time.Second, "back when the hold ends", func(e EndpointRouting) bool { return e.Healthy })
+}
+
+// Probes start interval_ms ± jitter apart whatever each one took: counted
+// from a probe's end, a backend that hangs was probed every interval +
+// timeout (here 2 s instead of 1 s), past the documented detection bound.
+func TestProbePeriodOfHangingBackend(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var accepts []time.Time
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			accepts, conns = append(accepts, time.Now()), append(conns, c) // never answered
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	hc := &model.HealthCheck{Type: "http", Path: "/healthz", IntervalMs: 1000, TimeoutMs: 1000, UnhealthyThreshold: 3, HealthyThreshold: 1}
+	tr := openReal(t, oneEndpoint("api", ln.Addr().String(), hc))
+	waitPublished(t, tr, "api", ln.Addr().String(), 10*time.Second, "out", func(e EndpointRouting) bool { return !e.Healthy })
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i < len(accepts); i++ {
+		if gap := accepts[i].Sub(accepts[i-1]); gap > 1500*time.Millisecond {
+			t.Errorf("probes %d and %d started %v apart with interval_ms 1000", i, i+1, gap)
+		}
+	}
+}

@@ -401,13 +401,20 @@ func (t *Tracker) observeLocked(o Observation, now time.Time) (Outcome, uint64, 
 	t.counters.Accepted++
 	t.m.accepted.Inc()
 	ep.d.record(o.OK, describe(o), now)
+	wake := ep.wakeAt
 	changed := t.settleLocked(ep, now)
 	repeat := o.Source == SourceProbe && ep.probeSeen && ep.lastProbeOK == o.OK
 	if o.Source == SourceProbe {
 		ep.lastProbeOK, ep.probeSeen = o.OK, true
 	}
-	if changed || !repeat {
+	switch {
+	case changed || !repeat:
 		t.markDirtyLocked(ep)
+		t.poke()
+	case !ep.wakeAt.Equal(wake):
+		// A threshold met inside a hold: the loop arms its timer for the
+		// hold's end. Left to the next probe, the transition waited up to
+		// one interval_ms past the hold.
 		t.poke()
 	}
 	return Outcome{Result: Accepted, LastRevision: o.Revision, Healthy: ep.d.healthy, Changed: changed}, ep.seq, nil

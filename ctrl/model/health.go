@@ -271,7 +271,15 @@ func checkProbePath(c *collector, p string) {
 			c.add("health.path", `must not contain "#": fragments are never sent to a server`)
 			return
 		}
+		if p[i] == '%' && (i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2])) {
+			c.add("health.path", fmt.Sprintf(`byte %d: "%%" must start an escape of two hex digits: the probe could not send this path, and its endpoints would all be marked down`, i))
+			return
+		}
 	}
+}
+
+func isHex(b byte) bool {
+	return '0' <= b && b <= '9' || 'a' <= b && b <= 'f' || 'A' <= b && b <= 'F'
 }
 
 func checkExpectedStatuses(c *collector, ss []string) {

@@ -40,6 +40,8 @@ func TestHealthCheckValidate(t *testing.T) {
 		{"path control", HealthCheck{Type: "http", Path: "/a\r\n"}, "health.path", "0x0d"},
 		{"path non ascii", HealthCheck{Type: "http", Path: "/caf\u00e9"}, "health.path", "visible ASCII"},
 		{"path fragment", HealthCheck{Type: "http", Path: "/a#b"}, "health.path", "fragment"},
+		{"path bad escape", HealthCheck{Type: "http", Path: "/health%zz"}, "health.path", "two hex digits"},
+		{"path cut escape", HealthCheck{Type: "http", Path: "/a%4"}, "health.path", "two hex digits"},
 		{"path too long", HealthCheck{Type: "http", Path: "/" + strings.Repeat("a", MaxProbePathLen)}, "health.path", "at most"},
 		{"status word", HealthCheck{Type: "http", ExpectedStatuses: []string{"ok"}}, "health.expected_statuses[0]", "not a status code"},
 		{"status 600", HealthCheck{Type: "http", ExpectedStatuses: []string{"200", "600"}}, "health.expected_statuses[1]", "not a status code"},
