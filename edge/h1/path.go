@@ -10,14 +10,15 @@ import "unicode/utf8"
 //
 // The rules, applied in one pass (docs/http.md lists them with examples):
 //
-//  1. Percent-encoded characters that a path segment may hold as they are
-//     (RFC 3986 §3.3 pchar: the unreserved ALPHA DIGIT - . _ ~, the
-//     sub-delims ! $ & ' ( ) * + , ; =, and : @) are decoded; every other
-//     escape is kept, with its hex digits uppercased (§6.2.2.1). Decoding
-//     happens once: %252e stays %252E. Decoding the sub-delims, ':' and '@'
-//     too is what backends do: with %3A kept, /admin%3Aops missed a route
-//     /admin:ops and took the catch-all's policy, and a decoding backend
-//     served it as /admin:ops.
+//  1. Percent-encoded unreserved characters (ALPHA DIGIT - . _ ~, RFC 3986
+//     §2.3) and ':' and '@' are decoded; every other escape is kept, with
+//     its hex digits uppercased (§6.2.2.1). Decoding happens once: %252e
+//     stays %252E. ':' and '@' delimit nothing inside a path and backends
+//     decode them, so with %3A kept, /admin%3Aops missed a route /admin:ops
+//     and took the catch-all's policy while the backend served /admin:ops.
+//     The sub-delims (! $ & ' ( ) * + , ; =) stay escaped: frameworks give
+//     them meaning (a ';' starts parameters, a ',' separates ids), so an
+//     escaped one is not the same path.
 //  2. %2F, %5C and a raw '\' are rejected: a backend that turns them into
 //     separators would see segments we never matched on.
 //  3. %00 is rejected (C backends truncate at it); other escaped controls
@@ -50,15 +51,9 @@ func unreserved(c byte) bool {
 		c == '-' || c == '.' || c == '_' || c == '~'
 }
 
-// segmentChar reports a character a path segment may hold unescaped
-// (RFC 3986 §3.3 pchar, without the escapes themselves).
-func segmentChar(c byte) bool {
-	switch c {
-	case '!', '$', '&', '\'', '(', ')', '*', '+', ',', ';', '=', ':', '@':
-		return true
-	}
-	return unreserved(c)
-}
+// decodedInPath reports a character whose escape normalisation decodes
+// (rule 1).
+func decodedInPath(c byte) bool { return unreserved(c) || c == ':' || c == '@' }
 
 const upperHex = "0123456789ABCDEF"
 
@@ -169,7 +164,7 @@ func appendEscape(out, p []byte, i int) ([]byte, int, *Error) {
 		return nil, 0, errPathPercent
 	}
 	switch {
-	case segmentChar(v):
+	case decodedInPath(v):
 		return append(out, v), i + 3, nil
 	case v == '/' || v == '\\':
 		return nil, 0, errPathEncSep
