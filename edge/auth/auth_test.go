@@ -402,3 +402,22 @@ func TestNewTableRejects(t *testing.T) {
 		}
 	}
 }
+
+// CredentialField names the fields a policy reads credentials from, for
+// the proxy's trailer filter, which hands it names with '_' read as '-':
+// an api_key_header spelled with '_' never matched, so a second key in a
+// trailer passed.
+func TestCredentialField(t *testing.T) {
+	tab, err := NewTable(Config{Policies: []Policy{{ID: "p", Methods: MethodAPIKey, APIKeyHeader: "x_api_key"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]bool{"x-api-key": true, "x_api_key": true, "authorization": true, "x-api-keys": false, "x-other": false} {
+		if got := tab.CredentialField(0, []byte(name)); got != want {
+			t.Errorf("CredentialField(%q) = %v, want %v", name, got, want)
+		}
+	}
+	if tab.CredentialField(1, []byte("authorization")) {
+		t.Error("a policy index out of range reads credentials")
+	}
+}

@@ -14,9 +14,11 @@ import (
 // until one is due; a credential that failed is remembered for
 // failedBasicTTL and fails again without a run; and an unknown username
 // runs a check against a dummy hash, so timing does not tell which
-// usernames exist. The budget counts CPU, not runs: at 20 runs a second
+// usernames exist. The budget counts time, not runs: at 20 runs a second
 // (what it counted before) checks took two cores, and a check's cost
-// grows with its iterations and hash length.
+// grows with its iterations and hash length. Each run is charged the wall
+// time it took: its CPU time on an idle edge, more when checks or other
+// work share the CPU, which only makes the budget stricter.
 
 // DefaultPasswordCheckCPU is Config.PasswordCheckCPU's default: a quarter
 // of one core, about two checks a second at 600,000 iterations once a

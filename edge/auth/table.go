@@ -186,13 +186,34 @@ type policy struct {
 	challengeBad   string // with error="invalid_token" for a rejected bearer token
 }
 
-// CredentialField reports whether name (lowercase) is a field policy pi
-// reads a credential from: its API key header or Authorization.
+// CredentialField reports whether name (lowercase, '_' read as '-') is a
+// field policy pi reads a credential from: its API key header (which may
+// be spelled with '_') or Authorization.
 func (t *Table) CredentialField(pi int, name []byte) bool {
 	if pi < 0 || pi >= len(t.policies) {
 		return false
 	}
-	return bytes.Equal(name, t.policies[pi].keyHeader) || bytes.Equal(name, hdrAuthorization)
+	return dashEqual(name, t.policies[pi].keyHeader) || bytes.Equal(name, hdrAuthorization)
+}
+
+// dashEqual compares field names byte for byte, with '_' and '-' equal.
+func dashEqual(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if x == '_' {
+			x = '-'
+		}
+		if y == '_' {
+			y = '-'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // Well-known header names, package-level so lookups do not allocate.

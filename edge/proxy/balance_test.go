@@ -746,3 +746,29 @@ func TestBrokenOffAnswerEjects(t *testing.T) {
 		})
 	}
 }
+
+// A response head too large for the read buffer is an answer the edge
+// cannot parse (502 bad upstream response), not one broken off: it does
+// not eject the endpoint. It did, as a reset, once broken-off answers
+// counted as failures.
+func TestOversizedHeadDoesNotEject(t *testing.T) {
+	raw := "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", 70<<10) + "\r\n\r\n"
+	bad := newHangupBackend(t, func(*http.Request, int) (string, bool) { return raw, false })
+	good := newTestBackend(t, "good")
+	st := fbs.State{Version: 1,
+		Clusters: []fbs.Cluster{{Name: "c", Endpoints: []fbs.Endpoint{{Address: bad.addr()}, {Address: good.addr()}}}},
+		Routes:   []fbs.Route{{ID: "r", Host: "*", Prefix: "/", Cluster: "c"}}}
+	g := startGateway(t, st, upstream.Options{EjectBase: time.Minute}, nil)
+	statuses := map[int]int{}
+	for range 4 {
+		c := dialProxy(t, g.addr)
+		statuses[c.do(get("x.example", "/")).status]++
+		c.c.Close()
+	}
+	if statuses[502] != 2 || statuses[200] != 2 {
+		t.Errorf("statuses %v, want two 502 (the oversized heads) and two 200", statuses)
+	}
+	if ej, ok := ejectionOf(g.reg, bad.addr()); ok {
+		t.Errorf("ejected for an oversized head: %+v", ej)
+	}
+}

@@ -703,6 +703,8 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 				return exchangeTimeout
 			case u.Buffered() == 0 && !interim:
 				return exchangeStale
+			case errors.Is(err, upstream.ErrBufferFull):
+				return exchangeBadResponse // a head over ReadBufferSize: unparsable, not broken off
 			}
 			// A close inside a head, or after a relayed 1xx: the backend
 			// had the request and broke off its answer.

@@ -111,7 +111,7 @@ func (c *Conn) Streaming() bool { return c.np == nil }
 func (c *Conn) Fill(timeout time.Duration) (int, error) {
 	if c.End == len(c.Buf) {
 		if c.Start == 0 {
-			return 0, errBufferFull
+			return 0, ErrBufferFull
 		}
 		c.End = copy(c.Buf, c.Buf[c.Start:c.End])
 		c.Start = 0
@@ -123,7 +123,10 @@ func (c *Conn) Fill(timeout time.Duration) (int, error) {
 	return n, err
 }
 
-var errBufferFull = errors.New("upstream: read buffer full")
+// ErrBufferFull is Fill's error when the buffer holds ReadBufferSize
+// unconsumed bytes: a response head that does not fit is not a response
+// the proxy can parse.
+var ErrBufferFull = errors.New("upstream: read buffer full")
 
 // Consume marks n buffered bytes as used.
 func (c *Conn) Consume(n int) {
