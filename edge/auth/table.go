@@ -13,6 +13,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/snapgate/snapgate/edge/h1"
 	"github.com/snapgate/snapgate/fbs"
 	"github.com/snapgate/snapgate/fbs/jwk"
 	"math"
@@ -193,27 +194,7 @@ func (t *Table) CredentialField(pi int, name []byte) bool {
 	if pi < 0 || pi >= len(t.policies) {
 		return false
 	}
-	return dashEqual(name, t.policies[pi].keyHeader) || bytes.Equal(name, hdrAuthorization)
-}
-
-// dashEqual compares field names byte for byte, with '_' and '-' equal.
-func dashEqual(a, b []byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		x, y := a[i], b[i]
-		if x == '_' {
-			x = '-'
-		}
-		if y == '_' {
-			y = '-'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
+	return h1.NameIs(name, t.policies[pi].keyHeader) || bytes.Equal(name, hdrAuthorization)
 }
 
 // Well-known header names, package-level so lookups do not allocate.

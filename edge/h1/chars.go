@@ -86,6 +86,29 @@ func EqualFold(a []byte, b string) bool {
 	return true
 }
 
+// NameIs reports whether the field name is want (lowercase, '-'
+// separated) for a backend: ASCII case is ignored and '_' is taken for
+// '-' on both sides, since CGI-style backends (Rack, WSGI, PHP) map
+// X_Consumer_Id and X-Consumer-Id to the same variable.
+func NameIs[T ~string | ~[]byte](name []byte, want T) bool {
+	if len(name) != len(want) {
+		return false
+	}
+	for i, c := range name {
+		if c = lower(c); c == '_' {
+			c = '-'
+		}
+		w := lower(want[i])
+		if w == '_' {
+			w = '-'
+		}
+		if c != w {
+			return false
+		}
+	}
+	return true
+}
+
 func isToken(b []byte) bool {
 	if len(b) == 0 {
 		return false

@@ -84,50 +84,21 @@ func equalFoldBytes(a, b []byte) bool {
 func setByProxy(name []byte) bool {
 	switch len(name) {
 	case 6:
-		return nameIs(name, "expect")
+		return h1.NameIs(name, "expect")
 	case 9:
-		return nameIs(name, "forwarded")
+		return h1.NameIs(name, "forwarded")
 	case 12:
-		return nameIs(name, "x-request-id")
+		return h1.NameIs(name, "x-request-id")
 	case 13:
 		return isConsumerIDField(name)
 	case 15:
-		return nameIs(name, "x-forwarded-for") && !isXFF(name)
+		return h1.NameIs(name, "x-forwarded-for") && !isXFF(name)
 	case 16:
-		return nameIs(name, "x-forwarded-host")
+		return h1.NameIs(name, "x-forwarded-host")
 	case 17:
-		return nameIs(name, "x-forwarded-proto")
+		return h1.NameIs(name, "x-forwarded-proto")
 	}
 	return false
-}
-
-// nameIs reports whether the field name is want (lowercase, '-'
-// separated) for a backend: ASCII case is ignored and '_' is taken for
-// '-', since CGI-style backends (Rack, WSGI, PHP) map X_Consumer_Id and
-// X-Consumer-Id to the same variable.
-func nameIs[T ~string | ~[]byte](name []byte, want T) bool {
-	if len(name) != len(want) {
-		return false
-	}
-	for i, c := range name {
-		switch {
-		case 'A' <= c && c <= 'Z':
-			c += 'a' - 'A'
-		case c == '_':
-			c = '-'
-		}
-		w := want[i]
-		switch {
-		case 'A' <= w && w <= 'Z':
-			w += 'a' - 'A'
-		case w == '_':
-			w = '-'
-		}
-		if c != w {
-			return false
-		}
-	}
-	return true
 }
 
 func isXFF(name []byte) bool { return len(name) == 15 && h1.EqualFold(name, "x-forwarded-for") }

@@ -6,6 +6,7 @@ import (
 	"github.com/cloudwego/netpoll"
 
 	"github.com/snapgate/snapgate/edge/auth"
+	"github.com/snapgate/snapgate/edge/h1"
 	"github.com/snapgate/snapgate/edge/ratelimit"
 	"github.com/snapgate/snapgate/edge/routing"
 	"github.com/snapgate/snapgate/edge/telemetry"
@@ -178,7 +179,7 @@ func (c *credentialFields) Header(name []byte) ([]byte, bool) {
 	var v []byte
 	found := false
 	for _, f := range c.req.Fields() {
-		if nameIs(f.Name, name) {
+		if h1.NameIs(f.Name, name) {
 			if found {
 				return nil, true
 			}
@@ -193,11 +194,11 @@ func (c *credentialFields) Header(name []byte) ([]byte, bool) {
 // request's policy, the credential field unless kept.
 func (rp *requestPolicy) stripsField(name []byte) bool {
 	for _, h := range rp.consumerHeaders {
-		if nameIs(name, h) {
+		if h1.NameIs(name, h) {
 			return true
 		}
 	}
-	return rp.credential != nil && nameIs(name, rp.credential)
+	return rp.credential != nil && h1.NameIs(name, rp.credential)
 }
 
 // ForbidsTrailer keeps out of a chunked body's trailer (h1.TrailerFilter)
@@ -224,7 +225,7 @@ func (rp *requestPolicy) appendConsumer(w []byte) []byte {
 // may send upstream even on routes without a policy: a backend behind
 // protected and open routes alike must be able to trust it.
 func isConsumerIDField(name []byte) bool {
-	return nameIs(name, routing.DefaultConsumerHeader)
+	return h1.NameIs(name, routing.DefaultConsumerHeader)
 }
 
 // refusalBody is the content type and length of the error body: the
