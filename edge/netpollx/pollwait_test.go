@@ -103,7 +103,7 @@ func TestIdlePollerWaitsOnRuntimePoller(t *testing.T) {
 		defer c.Close()
 		conns = append(conns, c)
 	}
-	// A client connection on netpoll, adopted like an upstream one.
+	// A connection the process dials on netpoll is adopted too.
 	up, err := netpoll.DialConnection("tcp", addr, time.Second)
 	if err != nil {
 		t.Fatal(err)

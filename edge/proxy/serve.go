@@ -827,19 +827,11 @@ func (s *Server) streamBody(st *connState, u *upstream.Conn, hn int) exchangeRes
 // before every refill; that flush also blocks while the client is slow,
 // which stops reading from the upstream: memory per connection stays at
 // one buffer. The last piece is left for the caller's flush, so a small
-// response leaves in one write with its head.
-//
-// A body that needs more than one read buffer beyond what has arrived
-// (a long Content-Length, chunked or close-delimited) moves u off netpoll
-// first (upstream.Conn.Stream), since netpoll would read it all eagerly.
+// response leaves in one write with its head. (Nothing else reads u: it is
+// on the runtime poller, which only reports that bytes are there.)
 func (s *Server) relayBody(st *connState, u *upstream.Conn, cw netpoll.Writer, timeout time.Duration) relayResult {
 	var remaining int64
 	more := func() relayResult {
-		if !u.Streaming() && (st.resp.Body != h1.BodyLength || remaining > upstream.ReadBufferSize) {
-			if err := u.Stream(); err != nil {
-				return relayAborted
-			}
-		}
 		if err := s.flush(st, cw); err != nil {
 			return relayAborted
 		}

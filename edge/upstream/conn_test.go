@@ -3,7 +3,6 @@ package upstream
 import (
 	"bytes"
 	"net"
-	"sync"
 	"testing"
 	"time"
 )
@@ -73,50 +72,77 @@ func TestConnDeadlineShorterAndCleared(t *testing.T) {
 	}
 }
 
-// Stream hands out what netpoll had already read before reading the
-// socket itself, so a body split across the switch arrives whole and in
-// order.
-func TestConnStreamKeepsBufferedBytes(t *testing.T) {
+// A connection is read only when the proxy asks: a sender that nobody
+// reads stalls once the socket buffers fill. (On netpoll, its poller would
+// have taken everything into memory.)
+func TestConnBackpressure(t *testing.T) {
 	c, srv := dialPair(t)
-	body := make([]byte, 3*ReadBufferSize+17)
-	for i := range body {
-		body[i] = byte(i % 253)
+	srv.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+	n, err := srv.Write(make([]byte, 256<<20))
+	if err == nil {
+		t.Fatalf("256 MiB written to an unread connection (%d bytes)", n)
 	}
-	first := body[:2*ReadBufferSize]
-	if _, err := srv.Write(first); err != nil {
-		t.Fatal(err)
-	}
-	// netpoll reads eagerly: wait until it holds more than Buf takes.
-	var got []byte
-	waitFor(t, "netpoll to buffer the first part", func() bool {
-		return c.np.Reader().Len() >= len(first)
-	})
-	if _, err := c.Fill(time.Second); err != nil {
-		t.Fatal(err)
-	}
-	got = append(got, c.Buf[c.Start:c.End]...)
-	c.Consume(c.Buffered())
-	if err := c.Stream(); err != nil {
-		t.Fatal(err)
-	}
-	if !c.Streaming() || c.IsActive() {
-		t.Fatalf("after Stream: streaming=%v active=%v", c.Streaming(), c.IsActive())
-	}
-	go func() {
-		srv.Write(body[len(first):])
-		srv.Close()
-	}()
-	for {
-		_, err := c.Fill(5 * time.Second)
-		got = append(got, c.Buf[c.Start:c.End]...)
-		c.Consume(c.Buffered())
+	t.Logf("sender stalled after %d KiB: %v", n>>10, err)
+
+	// What was sent arrives whole once read.
+	srv.SetWriteDeadline(time.Time{})
+	var got int
+	for got < n {
+		k, err := c.Fill(5 * time.Second)
 		if err != nil {
-			break
+			t.Fatalf("after %d of %d bytes: %v", got, n, err)
 		}
+		got += k
+		c.Consume(c.Buffered())
+	}
+}
+
+// A connection carries a body larger than its buffer and then the next
+// exchange: the pool keeps it, and nothing of the first body is left.
+func TestConnLargeBodyThenReuse(t *testing.T) {
+	b, p := backendPool(t, Options{})
+	c, _, err := p.Get(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "accept", func() bool { return b.accepted.Load() == 1 })
+	b.mu.Lock()
+	srv := b.conns[0]
+	b.mu.Unlock()
+	body := make([]byte, 5*ReadBufferSize+3)
+	for i := range body {
+		body[i] = byte(i % 251)
+	}
+	go srv.Write(append(body, "next"...))
+	var got []byte
+	for len(got) < len(body) {
+		if c.Buffered() == 0 {
+			if _, err := c.Fill(5 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		k := min(c.Buffered(), len(body)-len(got))
+		got = append(got, c.Buf[c.Start:c.Start+k]...)
+		c.Consume(k)
 	}
 	if !bytes.Equal(got, body) {
-		t.Fatalf("got %d bytes, want %d, equal prefix %d", len(got), len(body), commonPrefix(got, body))
+		t.Fatalf("body differs from byte %d", commonPrefix(got, body))
 	}
+	for c.Buffered() < 4 {
+		if _, err := c.Fill(5 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if string(c.Buf[c.Start:c.End]) != "next" {
+		t.Fatalf("after the body: %q", c.Buf[c.Start:c.End])
+	}
+	c.Consume(4)
+	p.Put(c)
+	again, reused, err := p.Get(0)
+	if err != nil || !reused || again != c {
+		t.Fatalf("Get after a large body: reused=%v same=%v err=%v", reused, again == c, err)
+	}
+	p.Put(again)
 }
 
 func commonPrefix(a, b []byte) int {
@@ -125,38 +151,6 @@ func commonPrefix(a, b []byte) int {
 		n++
 	}
 	return n
-}
-
-// After Stream the backend is read only when the proxy asks: a sender
-// that nobody reads stalls once the socket buffers fill, where netpoll
-// would have taken everything into memory.
-func TestConnStreamBackpressure(t *testing.T) {
-	c, srv := dialPair(t)
-	if err := c.Stream(); err != nil {
-		t.Fatal(err)
-	}
-	srv.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
-	n, err := srv.Write(make([]byte, 256<<20))
-	if err == nil {
-		t.Fatalf("256 MiB written to an unread connection (%d bytes)", n)
-	}
-	t.Logf("sender stalled after %d KiB: %v", n>>10, err)
-}
-
-// A streamed connection is closed by Put, not parked.
-func TestPoolClosesStreamed(t *testing.T) {
-	_, p := backendPool(t, Options{})
-	c, _, err := p.Get(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Stream(); err != nil {
-		t.Fatal(err)
-	}
-	p.Put(c)
-	if p.Idle() != 0 || !c.closed.Load() || p.Open() != 0 {
-		t.Fatalf("idle=%d closed=%v open=%d", p.Idle(), c.closed.Load(), p.Open())
-	}
 }
 
 // BenchmarkConnExchange is one request/response round trip on a pooled
@@ -204,51 +198,31 @@ func BenchmarkConnExchange(b *testing.B) {
 	}
 }
 
-// Close may run while the exchange's goroutine moves the connection off
-// netpoll: Shutdown cuts a detached exchange off that way. The two used to
-// race on the connection's state; Close could find neither the netpoll
-// connection nor the streaming one and dereference nil (the edge panicked
-// while shutting down), or leave the socket open. Every connection must
-// end closed, whichever comes first.
-func TestCloseDuringStream(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	const n = 100
-	closed := make(chan bool, n)
+// Close from another goroutine ends a read that waits without a
+// deadline (Shutdown cuts a detached exchange off that way) and closes the
+// socket.
+func TestCloseEndsWaitingRead(t *testing.T) {
+	c, srv := dialPair(t)
+	done := make(chan error, 1)
 	go func() {
-		for range n {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetReadDeadline(time.Now().Add(2 * time.Second))
-				var b [1]byte
-				_, err := c.Read(b[:])
-				ne, ok := err.(net.Error)
-				closed <- !(ok && ne.Timeout()) // EOF or reset: our side closed
-			}()
-		}
+		_, err := c.Fill(0)
+		done <- err
 	}()
-	for range n {
-		u, err := dial(ln.Addr().String(), time.Second, nil)
-		if err != nil {
-			t.Fatal(err)
+	time.Sleep(20 * time.Millisecond) // let Fill park on the poller
+	c.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Fill returned no error after Close")
 		}
-		var wg sync.WaitGroup
-		wg.Add(2)
-		go func() { defer wg.Done(); u.Stream() }()
-		go func() { defer wg.Done(); u.Close() }()
-		wg.Wait()
-		u.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("Fill still waiting 5 s after Close")
 	}
-	for i := range n {
-		if !<-closed {
-			t.Fatalf("connection %d still open 2 s after Close raced with Stream", i)
-		}
+	srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var b [1]byte
+	if _, err := srv.Read(b[:]); err == nil {
+		t.Fatal("the backend read a byte; want EOF after Close")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the socket stayed open after Close")
 	}
 }

@@ -1,6 +1,5 @@
 // Package upstream keeps pooled keep-alive connections to backend
-// endpoints, on netpoll's event loop (see Conn for when a connection
-// leaves it).
+// endpoints, on the Go runtime's poller (see Conn for why not netpoll).
 //
 // A Pool belongs to one endpoint address. Pools live in a Registry keyed by
 // address and are refcounted by the routing tables that use them, so idle
@@ -35,6 +34,15 @@ type Options struct {
 	MaxIdle int
 	// ConnectTimeout is the dial timeout when Get is given none. Default 1s.
 	ConnectTimeout time.Duration
+	// CheckIdleAfter: Get asks the kernel (Conn.Quiet, one system call)
+	// whether a connection parked longer than this was hung up on or sent
+	// something unasked before it reuses it. A backend closes idle
+	// connections after its keep-alive timeout, a second or more in
+	// servers' defaults; one parked for less is used unchecked, and if
+	// the backend closed it meanwhile, the exchange finds that and the
+	// proxy redoes the request on a new connection (idempotent requests;
+	// the others use GetChecked). Default 1s.
+	CheckIdleAfter time.Duration
 	// EjectBase is how long an endpoint is ejected after its first local
 	// failure; each further failure after the ejection ends doubles it, up
 	// to EjectMax. A success resets it. Defaults 1s and 30s.
@@ -58,6 +66,7 @@ const (
 	DefaultSweepInterval  = 5 * time.Second
 	DefaultMaxIdle        = 64
 	DefaultConnectTimeout = time.Second
+	DefaultCheckIdleAfter = time.Second
 	DefaultEjectBase      = time.Second
 	DefaultEjectMax       = 30 * time.Second
 	DefaultReport5xxAfter = 5
@@ -69,6 +78,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = DefaultConnectTimeout
+	}
+	if o.CheckIdleAfter <= 0 {
+		o.CheckIdleAfter = DefaultCheckIdleAfter
 	}
 	if o.SweepInterval <= 0 {
 		o.SweepInterval = DefaultSweepInterval
@@ -342,20 +354,22 @@ func (p *Pool) Open() int64 { return p.open.Load() }
 // including ones the peer may have closed since (they are dropped on Get).
 func (p *Pool) Idle() int { return len(p.idle) }
 
-// Get returns a connection to the endpoint: a live idle one if there is
-// one, else a new one dialed within timeout (0 = the pool default). reused
-// tells the caller whether a failure may be a stale keep-alive race.
-// "Live" is what netpoll's poller has seen, which costs no system call:
-// a hang-up the poller has not yet read is found by the exchange, which a
-// caller that can send the request again redoes (Dial).
+// Get returns a connection to the endpoint: an idle one if there is one
+// that is usable, else a new one dialed within timeout (0 = the pool
+// default). An idle connection parked longer than Options.CheckIdleAfter
+// is checked in the kernel first (Conn.Quiet); one parked for less is
+// not, which saves a system call per request under load. reused tells the
+// caller whether a failure may be a stale keep-alive race: the backend
+// closed the connection as the request went out, and a caller that can
+// send the request again redoes it (Dial).
 func (p *Pool) Get(timeout time.Duration) (c *Conn, reused bool, err error) {
 	return p.get(timeout, false)
 }
 
 // GetChecked is Get for a request that cannot be sent again (a streamed
-// or non-idempotent body): an idle connection must also be quiet in the
-// kernel (Conn.Quiet, one system call), so that a backend's close that
-// netpoll's poller has not read yet does not swallow the request.
+// or non-idempotent body): every idle connection is checked in the
+// kernel before it is used, so that a backend's close does not swallow
+// the request.
 func (p *Pool) GetChecked(timeout time.Duration) (c *Conn, reused bool, err error) {
 	return p.get(timeout, true)
 }
@@ -376,9 +390,10 @@ func (p *Pool) get(timeout time.Duration, checked bool) (c *Conn, reused bool, e
 	for {
 		select {
 		case c = <-p.idle:
-			// A conn with unread bytes got an unsolicited response (a
+			// A conn with bytes waiting got an unsolicited response (a
 			// 408, garbage) that would desync the next exchange.
-			if c.IsActive() && (!checked || c.Quiet()) {
+			check := checked || monoNow()-c.idleSince >= int64(p.opts.CheckIdleAfter)
+			if c.usable() && (!check || c.Quiet()) {
 				p.reuses.Add(1)
 				return c, true, nil
 			}
@@ -406,14 +421,14 @@ func (p *Pool) dial(timeout time.Duration) (*Conn, error) {
 }
 
 // Put returns c to the pool for reuse, or closes it when the pool is full
-// or gone, or c left netpoll (Stream): a fresh dial puts the next exchange
-// back on the event loop. Only call Put when the exchange ended cleanly
-// and both sides allow keep-alive; otherwise call Discard.
+// or gone. Only call Put when the exchange ended cleanly and both sides
+// allow keep-alive; otherwise call Discard.
 func (p *Pool) Put(c *Conn) {
-	if p.closed.Load() || c.closed.Load() || c.Buffered() > 0 || c.Streaming() {
+	if p.closed.Load() || !c.usable() {
 		c.Close()
 		return
 	}
+	c.idleSince = monoNow()
 	p.park(c)
 }
 
@@ -435,6 +450,11 @@ func (p *Pool) park(c *Conn) {
 // Discard closes c; the exchange on it did not end cleanly.
 func (p *Pool) Discard(c *Conn) { c.Close() }
 
+// monoEpoch anchors monoNow, the pool's clock for idle times.
+var monoEpoch = time.Now()
+
+func monoNow() int64 { return int64(time.Since(monoEpoch)) }
+
 // sweep closes parked connections the peer has hung up on (or that hold
 // unsolicited bytes) and parks the others again. It checks at most the
 // number parked when it starts, so concurrent Puts cannot keep it looping.
@@ -446,7 +466,7 @@ func (p *Pool) sweep() {
 		default:
 			return
 		}
-		if c.IsActive() {
+		if c.usable() && c.Quiet() {
 			p.park(c)
 		} else {
 			c.Close()

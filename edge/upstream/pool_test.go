@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -135,13 +134,13 @@ func TestPoolDropsPeerClosed(t *testing.T) {
 	p.Discard(c2)
 }
 
-// TestGetCheckedSeesUnreadHangUp: a backend's FIN that netpoll's poller
-// has not read yet (with one P, it cannot run while this goroutine does)
-// leaves the idle connection looking live to Get; GetChecked asks the
-// kernel and dials instead, and Quiet tells the two apart. Dial never
-// takes an idle connection.
-func TestGetCheckedSeesUnreadHangUp(t *testing.T) {
-	b, p := backendPool(t, Options{MaxIdle: 4})
+// TestIdleCheckedInTheKernel: nothing watches a parked connection, so a
+// backend's FIN is found by asking the kernel (Quiet). GetChecked always
+// asks; Get asks only for a connection parked longer than CheckIdleAfter
+// and otherwise hands out the stale connection, whose exchange the proxy
+// redoes on a new one. Dial never takes an idle connection.
+func TestIdleCheckedInTheKernel(t *testing.T) {
+	b, p := backendPool(t, Options{MaxIdle: 4, CheckIdleAfter: time.Hour})
 	c, _, err := p.Get(0)
 	if err != nil {
 		t.Fatal(err)
@@ -157,16 +156,28 @@ func TestGetCheckedSeesUnreadHangUp(t *testing.T) {
 	}
 	p.Discard(fresh)
 
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	b.hangUp() // loopback delivers the FIN before close returns
 	if c.Quiet() {
 		t.Fatal("Quiet after the peer's FIN reached the socket")
 	}
-	got, reused, err := p.GetChecked(0)
-	if err != nil || reused || got == c {
-		t.Fatalf("GetChecked after an unread hang-up: reused=%v same=%v err=%v", reused, got == c, err)
+	got, reused, err := p.Get(0)
+	if err != nil || !reused || got != c {
+		t.Fatalf("Get of a connection parked for less than CheckIdleAfter: reused=%v same=%v err=%v; want it unchecked", reused, got == c, err)
 	}
-	p.Discard(got)
+	p.Put(c)
+	got, reused, err = p.GetChecked(0)
+	if err != nil || reused || got == c || !c.closed.Load() {
+		t.Fatalf("GetChecked after a hang-up: reused=%v same=%v stale closed=%v err=%v", reused, got == c, c.closed.Load(), err)
+	}
+	p.Put(got)
+
+	b.hangUp()
+	got.idleSince -= int64(2 * time.Hour) // parked longer than CheckIdleAfter
+	again, reused, err := p.Get(0)
+	if err != nil || reused || again == got || !got.closed.Load() {
+		t.Fatalf("Get of a long-parked hung-up connection: reused=%v same=%v stale closed=%v err=%v", reused, again == got, got.closed.Load(), err)
+	}
+	p.Discard(again)
 }
 
 func TestPoolDialErrors(t *testing.T) {
