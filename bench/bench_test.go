@@ -326,9 +326,9 @@ func fixedResult(mode string, rate float64, p50, p99 time.Duration, completed in
 func fixedReport() *Report {
 	us := time.Microsecond
 	sc := &Scenario{Name: "steady-1000", Title: "Steady state at 1000 req/s", Runs: []*RunResult{
-		{Target: TargetDirect, Label: "direct", CPUPerReqUS: 10, CPUResolutionUS: 2, CoreCPUPerReqUS: -1, RSSBytes: 8 << 20, Result: fixedResult("open", 1000, 100*us, 400*us, 5000)},
-		{Target: TargetSnapgate, Label: "snapgate", CPUPerReqUS: 30, CPUResolutionUS: 2, CoreCPUPerReqUS: 34.5, RSSBytes: 20 << 20, Result: fixedResult("open", 1000, 200*us, 800*us, 5000)},
-		{Target: TargetNginx, Label: "nginx", CPUPerReqUS: 40, CPUResolutionUS: 2, CoreCPUPerReqUS: 46, RSSBytes: 12 << 20, Result: fixedResult("open", 1000, 250*us, 1600*us, 5000)},
+		{Target: TargetDirect, Label: "direct", CPUPerReqUS: 10, CPUResolutionUS: 2, CoreCPUPerReqUS: -1, HeapAllocsPerReq: -1, RSSBytes: 8 << 20, Result: fixedResult("open", 1000, 100*us, 400*us, 5000)},
+		{Target: TargetSnapgate, Label: "snapgate", CPUPerReqUS: 30, CPUResolutionUS: 2, CoreCPUPerReqUS: 34.5, HeapAllocsPerReq: 1.034, RSSBytes: 20 << 20, Result: fixedResult("open", 1000, 200*us, 800*us, 5000)},
+		{Target: TargetNginx, Label: "nginx", CPUPerReqUS: 40, CPUResolutionUS: 2, CoreCPUPerReqUS: 46, HeapAllocsPerReq: -1, RSSBytes: 12 << 20, Result: fixedResult("open", 1000, 250*us, 1600*us, 5000)},
 	}, Facts: []Fact{{"a fact", "42"}}, Extra: []Series{{Label: "extra <line> & more", Points: []loadtest.Point{{Quantile: 0.5, Latency: time.Millisecond}}}}}
 	return &Report{Start: time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC), Mode: "quick", Machine: Machine{CPUs: 2, Model: "Test CPU", Kernel: "6.1", Go: "go1.26"},
 		Pinning: "off", ClockTicks: 100, Conns: 16, Duration: 5 * time.Second, Warmup: time.Second, Scenarios: []*Scenario{sc}}
@@ -342,6 +342,7 @@ func TestReportMarkdown(t *testing.T) {
 		"| direct | 1000 | 1000 | 100µs | 400µs | 800µs | 1.2ms | 0.04% (2) | 10.0 ±2.0 | — | 8.0 MiB | — | — | — | 0.25× | 0.25× | — |",
 		"| snapgate | 1000 | 1000 | 200µs | 800µs | 1.6ms | 2.4ms | 0.04% (2) | 30.0 ±2.0 | 34.5 | 20.0 MiB | 2.00× | 2.00× | 3.00× | 0.50× | 0.75× | 0.75× |",
 		"| nginx | 1000 | 1000 | 250µs | 1.6ms | 3.2ms | 4.8ms | 0.04% (2) | 40.0 ±2.0 | 46.0 | 12.0 MiB | 2.50× | 4.00× | 4.00× | — | — | — |",
+		"Heap allocations per request in the snapgate process over the run (all of its goroutines, one /metrics scrape included): 1.03.",
 		"- a fact: 42",
 		"![steady-1000 latency percentiles](steady-1000.svg)",
 	} {
@@ -424,7 +425,7 @@ func TestSteadyAgainstRealProcesses(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var log bytes.Buffer
-	rep, err := Run(ctx, Options{Bin: bin, Scenarios: []string{ScenarioSteady}, Rates: []float64{300},
+	rep, err := Run(ctx, Options{Bin: bin, Scenarios: []string{ScenarioSteady}, Rates: []float64{2000},
 		Duration: time.Second, Warmup: 200 * time.Millisecond, NoMax: true, NoPeers: true, NoPin: true, Conns: 4, Log: &log})
 	if err != nil {
 		t.Fatalf("Run: %v\nlog:\n%s", err, log.String())
@@ -439,15 +440,28 @@ func TestSteadyAgainstRealProcesses(t *testing.T) {
 			t.Errorf("%s: completed %d, p50 %v, status %v, cpu %.1f µs/req, rss %d", r.Label, res.Completed, res.Latency.P50, res.Status, r.CPUPerReqUS, r.RSSBytes)
 		}
 	}
+	// The edge's allocations per request: its hot path allocates nothing,
+	// netpoll one task closure per client event; the load generator's new
+	// connections, a scrape and the runtime's span-sized counting add the
+	// rest over a run this short (~1.1 per request over quick make bench
+	// runs).
+	if r := rep.Scenarios[0].Runs[1]; r.Target != TargetSnapgate || r.HeapAllocsPerReq < 0 || r.HeapAllocsPerReq > 5 {
+		t.Errorf("%s: %.2f heap allocations per request, want 0–5", r.Label, r.HeapAllocsPerReq)
+	}
+	if r := rep.Scenarios[0].Runs[0]; r.HeapAllocsPerReq != -1 {
+		t.Errorf("%s: %.2f heap allocations per request, want -1 (not the edge)", r.Label, r.HeapAllocsPerReq)
+	}
 	md := rep.Markdown()
-	if !strings.Contains(md, "| snapgate | 300 | ") || !strings.Contains(md, "| direct | 300 | ") {
+	if !strings.Contains(md, "| snapgate | 2000 | ") || !strings.Contains(md, "| direct | 2000 | ") ||
+		!strings.Contains(md, "Heap allocations per request in the snapgate process") {
 		t.Errorf("markdown lacks the rows:\n%s", md)
 	}
+	t.Logf("snapgate: %.2f heap allocations per request", rep.Scenarios[0].Runs[1].HeapAllocsPerReq)
 	out := t.TempDir()
 	if err := rep.Write(out); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(out, "steady-300.svg")); err != nil {
+	if _, err := os.Stat(filepath.Join(out, "steady-2000.svg")); err != nil {
 		t.Fatal(err)
 	}
 	assertStopped(t, rep.WorkDir)
@@ -535,9 +549,12 @@ func TestReportErredRunsAndPacer(t *testing.T) {
 	sc := rep.Scenarios[0]
 	bad := fixedResult("open", 1000, 150*time.Microsecond, 500*time.Microsecond, 5000)
 	bad.ErrorRate = 0.02
-	sc.Runs = append(sc.Runs, &RunResult{Target: TargetHAProxy, Label: "haproxy", CPUPerReqUS: 20, CPUResolutionUS: 2, CoreCPUPerReqUS: 25, RSSBytes: 8 << 20, Result: bad})
+	sc.Runs = append(sc.Runs, &RunResult{Target: TargetHAProxy, Label: "haproxy", CPUPerReqUS: 20, CPUResolutionUS: 2, CoreCPUPerReqUS: 25, HeapAllocsPerReq: -1, RSSBytes: 8 << 20, Result: bad})
 	sc.Runs[0].Result.Pacer = loadtest.Summary{Count: 5000, P50: 40 * time.Microsecond, P99: 120 * time.Microsecond}
 	md := rep.Markdown()
+	if n := strings.Count(md, "Heap allocations per request"); n != 1 {
+		t.Errorf("%d lines of heap allocations, want 1 (the snapgate row's; the haproxy row has none)", n)
+	}
 	for _, want := range []string{
 		"| haproxy | 1000 | 1000 | 150µs | 500µs | 1ms | 1.5ms | 2% (2) | 20.0 ±2.0 | 25.0 | 8.0 MiB | — | — | — | — | — | — |",
 		"Load generator's own lateness (p50 / p99), part of every latency above: direct 40µs / 120µs.",
@@ -551,19 +568,19 @@ func TestReportErredRunsAndPacer(t *testing.T) {
 // The churn probe's requests go through the edge during the measured run;
 // chargeExtra divides the CPU over them too, and leaves unmeasured rows be.
 func TestChargeExtra(t *testing.T) {
-	r := &RunResult{CPUPerReqUS: 30, CPUResolutionUS: 2, CoreCPUPerReqUS: 36, Result: fixedResult("open", 1000, time.Millisecond, time.Millisecond, 3000)}
+	r := &RunResult{CPUPerReqUS: 30, CPUResolutionUS: 2, CoreCPUPerReqUS: 36, HeapAllocsPerReq: 2, Result: fixedResult("open", 1000, time.Millisecond, time.Millisecond, 3000)}
 	r.chargeExtra(1000)
-	if r.CPUPerReqUS != 22.5 || r.CPUResolutionUS != 1.5 || r.CoreCPUPerReqUS != 27 {
-		t.Errorf("after 1000 extra of 3000: cpu %v ±%v core %v, want 22.5 ±1.5 core 27", r.CPUPerReqUS, r.CPUResolutionUS, r.CoreCPUPerReqUS)
+	if r.CPUPerReqUS != 22.5 || r.CPUResolutionUS != 1.5 || r.CoreCPUPerReqUS != 27 || r.HeapAllocsPerReq != 1.5 {
+		t.Errorf("after 1000 extra of 3000: cpu %v ±%v core %v allocs %v, want 22.5 ±1.5 core 27 allocs 1.5", r.CPUPerReqUS, r.CPUResolutionUS, r.CoreCPUPerReqUS, r.HeapAllocsPerReq)
 	}
-	u := &RunResult{CPUPerReqUS: -1, CoreCPUPerReqUS: -1, Result: fixedResult("open", 1000, time.Millisecond, time.Millisecond, 0)}
+	u := &RunResult{CPUPerReqUS: -1, CoreCPUPerReqUS: -1, HeapAllocsPerReq: -1, Result: fixedResult("open", 1000, time.Millisecond, time.Millisecond, 0)}
 	u.chargeExtra(10)
 	if u.CPUPerReqUS != -1 || u.CoreCPUPerReqUS != -1 {
 		t.Errorf("a row with nothing completed changed: %+v", u)
 	}
-	p := &RunResult{CPUPerReqUS: 30, CoreCPUPerReqUS: -1, Result: fixedResult("open", 1000, time.Millisecond, time.Millisecond, 3000)}
+	p := &RunResult{CPUPerReqUS: 30, CoreCPUPerReqUS: -1, HeapAllocsPerReq: -1, Result: fixedResult("open", 1000, time.Millisecond, time.Millisecond, 3000)}
 	p.chargeExtra(3000)
-	if p.CPUPerReqUS != 15 || p.CoreCPUPerReqUS != -1 {
+	if p.CPUPerReqUS != 15 || p.CoreCPUPerReqUS != -1 || p.HeapAllocsPerReq != -1 {
 		t.Errorf("unpinned row: cpu %v core %v, want 15 and -1", p.CPUPerReqUS, p.CoreCPUPerReqUS)
 	}
 }

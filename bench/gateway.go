@@ -26,9 +26,10 @@ type gateway struct {
 	edgeArgs         []string
 	socket           string
 	streamAddr, addr string
-	// ctrlMetrics is ctrl's /metrics listener, "" when the binary has none.
-	ctrlMetrics string
-	ctrl, edge  *proc
+	// ctrlMetrics is ctrl's /metrics listener, edgeAdmin the edge's admin
+	// listener (its /metrics); "" when the binary has none.
+	ctrlMetrics, edgeAdmin string
+	ctrl, edge             *proc
 }
 
 // startGateway starts ctrl (on the load CPU: it is idle during measurements)
@@ -75,8 +76,11 @@ func startGateway(ctx context.Context, bin, dir string, pin Pinning, healthCap i
 				return nil, err
 			}
 			*side.args = append(*side.args, "--"+side.flag, a)
-			if side.sub == "ctrl" && side.flag == "metrics-listen" {
+			switch {
+			case side.sub == "ctrl" && side.flag == "metrics-listen":
 				g.ctrlMetrics = a
+			case side.sub == "edge" && side.flag == "admin-listen":
+				g.edgeAdmin = a
 			}
 		}
 	}

@@ -67,9 +67,14 @@ type RunResult struct {
 	// charged for: interrupts and softirq work the CPU does while idle
 	// (each wake-up of the proxy is an interrupt there), and any other
 	// process on that CPU.
-	CoreCPUPerReqUS float64          `json:"core_cpu_us_per_request"`
-	RSSBytes        int64            `json:"rss_bytes"`
-	Result          *loadtest.Result `json:"result"`
+	CoreCPUPerReqUS float64 `json:"core_cpu_us_per_request"`
+	// HeapAllocsPerReq is the edge process's heap allocations
+	// (snapgate_edge_heap_allocs_objects_total) over the measured run per
+	// completed request (one /metrics scrape included); -1 for other
+	// targets and when the edge has no admin listener.
+	HeapAllocsPerReq float64          `json:"heap_allocs_per_request"`
+	RSSBytes         int64            `json:"rss_bytes"`
+	Result           *loadtest.Result `json:"result"`
 }
 
 // chargeExtra adds n requests that went through the target during the run
@@ -84,6 +89,9 @@ func (r *RunResult) chargeExtra(n int) {
 	r.CPUResolutionUS *= f
 	if r.CoreCPUPerReqUS >= 0 {
 		r.CoreCPUPerReqUS *= f
+	}
+	if r.HeapAllocsPerReq >= 0 {
+		r.HeapAllocsPerReq *= f
 	}
 }
 
@@ -148,6 +156,11 @@ func (sc *Scenario) markdown(b *strings.Builder) {
 		}
 		if len(pacer) > 0 {
 			fmt.Fprintf(b, "Load generator's own lateness (p50 / p99), part of every latency above: %s.\n\n", strings.Join(pacer, "; "))
+		}
+		for _, r := range sc.Runs {
+			if r.HeapAllocsPerReq >= 0 {
+				fmt.Fprintf(b, "Heap allocations per request in the %s process over the run (all of its goroutines, one /metrics scrape included): %.2f.\n\n", r.Label, r.HeapAllocsPerReq)
+			}
 		}
 	}
 	for _, f := range sc.Facts {
