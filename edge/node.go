@@ -39,6 +39,11 @@ type Config struct {
 	IdleTimeout     time.Duration // idle keep-alive client connections (default 60s)
 	ConnectTimeout  time.Duration // upstream dial unless the cluster sets one (default 1s)
 	UpstreamTimeout time.Duration // upstream response unless the route sets one (default 30s)
+	// UpstreamMaxIdle and UpstreamIdleTimeout bound each endpoint's pool
+	// of idle keep-alive connections: how many are kept (default 64) and
+	// how long one is kept unused (default 60s).
+	UpstreamMaxIdle     int
+	UpstreamIdleTimeout time.Duration
 	// ShutdownTimeout is how long requests in flight and tunnels get to
 	// finish when the edge stops (default 30s, the default upstream
 	// timeout); whatever is still open then is cut.
@@ -108,7 +113,8 @@ func New(cfg Config) (*Node, error) {
 	if n.store, err = snapstore.Open(cfg.DataDir, cfg.KeepSnapshots, cfg.Logger); err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
-	n.pools = upstream.NewRegistry(upstream.Options{ConnectTimeout: cfg.ConnectTimeout, Logger: cfg.Logger, OnHealth: n.reportHealth})
+	n.pools = upstream.NewRegistry(upstream.Options{ConnectTimeout: cfg.ConnectTimeout, MaxIdle: cfg.UpstreamMaxIdle,
+		IdleTimeout: cfg.UpstreamIdleTimeout, Logger: cfg.Logger, OnHealth: n.reportHealth})
 	n.metrics.SetEjections(n.pools.Ejections)
 	m, bootErr := n.boot()
 	if bootErr != nil && !errors.Is(bootErr, snapstore.ErrNoSnapshot) {

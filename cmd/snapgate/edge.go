@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/snapgate/snapgate/edge"
+	"github.com/snapgate/snapgate/edge/upstream"
 )
 
 // edgeConfig is the edge config file (YAML); every key is also a flag.
@@ -27,28 +28,33 @@ type edgeConfig struct {
 	IdleTimeout      time.Duration `yaml:"idle_timeout"`
 	ConnectTimeout   time.Duration `yaml:"connect_timeout"`
 	UpstreamTimeout  time.Duration `yaml:"upstream_timeout"`
-	ShutdownTimeout  time.Duration `yaml:"shutdown_timeout"`
-	MaxBodyBytes     int64         `yaml:"max_body_bytes"`
-	AdminListen      string        `yaml:"admin_listen"`
-	Pprof            bool          `yaml:"pprof"`
-	LogLevel         string        `yaml:"log_level"`
+	UpstreamMaxIdle  int           `yaml:"upstream_max_idle"`
+	// UpstreamIdleTimeout closes pooled upstream connections unused this long.
+	UpstreamIdleTimeout time.Duration `yaml:"upstream_idle_timeout"`
+	ShutdownTimeout     time.Duration `yaml:"shutdown_timeout"`
+	MaxBodyBytes        int64         `yaml:"max_body_bytes"`
+	AdminListen         string        `yaml:"admin_listen"`
+	Pprof               bool          `yaml:"pprof"`
+	LogLevel            string        `yaml:"log_level"`
 }
 
 func defaultEdgeConfig() edgeConfig {
 	host, _ := os.Hostname()
 	return edgeConfig{
-		NodeID:          host,
-		Listen:          ":8080",
-		Ctrl:            "127.0.0.1:7400",
-		DataDir:         "snapgate-data/edge",
-		KeepSnapshots:   5,
-		HeaderTimeout:   10 * time.Second,
-		IdleTimeout:     60 * time.Second,
-		ConnectTimeout:  time.Second,
-		UpstreamTimeout: 30 * time.Second,
-		ShutdownTimeout: 30 * time.Second,
-		AdminListen:     "127.0.0.1:9901",
-		LogLevel:        "info",
+		NodeID:              host,
+		Listen:              ":8080",
+		Ctrl:                "127.0.0.1:7400",
+		DataDir:             "snapgate-data/edge",
+		KeepSnapshots:       5,
+		HeaderTimeout:       10 * time.Second,
+		IdleTimeout:         60 * time.Second,
+		ConnectTimeout:      time.Second,
+		UpstreamTimeout:     30 * time.Second,
+		UpstreamMaxIdle:     upstream.DefaultMaxIdle,
+		UpstreamIdleTimeout: upstream.DefaultIdleTimeout,
+		ShutdownTimeout:     30 * time.Second,
+		AdminListen:         "127.0.0.1:9901",
+		LogLevel:            "info",
 	}
 }
 
@@ -66,6 +72,8 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "idle keep-alive client connections are closed after this")
 		fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", cfg.ConnectTimeout, "upstream connect timeout unless the cluster sets one (504 after)")
 		fs.DurationVar(&cfg.UpstreamTimeout, "upstream-timeout", cfg.UpstreamTimeout, "upstream response timeout unless the route sets one (504 after)")
+		fs.IntVar(&cfg.UpstreamMaxIdle, "upstream-max-idle", cfg.UpstreamMaxIdle, "idle keep-alive connections kept per upstream endpoint")
+		fs.DurationVar(&cfg.UpstreamIdleTimeout, "upstream-idle-timeout", cfg.UpstreamIdleTimeout, "idle keep-alive upstream connections are closed after this")
 		fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGTERM/SIGINT/SIGHUP, time requests in flight get to finish before they are cut (/healthz fails meanwhile)")
 		fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", cfg.MaxBodyBytes, "largest request body Content-Length forwarded (413 above); 0 = no limit")
 		fs.StringVar(&cfg.AdminListen, "admin-listen", cfg.AdminListen, "address of the admin HTTP listener (/metrics, /healthz); empty disables it")
@@ -84,22 +92,24 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	log, secret := d.log, d.secret
 	node, err := edge.New(edge.Config{
-		StreamSecret:    secret,
-		InsecureStream:  cfg.InsecureStream,
-		NodeID:          cfg.NodeID,
-		Listen:          cfg.Listen,
-		CtrlAddr:        cfg.Ctrl,
-		DataDir:         cfg.DataDir,
-		KeepSnapshots:   cfg.KeepSnapshots,
-		HeaderTimeout:   cfg.HeaderTimeout,
-		IdleTimeout:     cfg.IdleTimeout,
-		ConnectTimeout:  cfg.ConnectTimeout,
-		UpstreamTimeout: cfg.UpstreamTimeout,
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		MaxBodyBytes:    cfg.MaxBodyBytes,
-		AdminListen:     cfg.AdminListen,
-		Pprof:           cfg.Pprof,
-		Logger:          log,
+		StreamSecret:        secret,
+		InsecureStream:      cfg.InsecureStream,
+		NodeID:              cfg.NodeID,
+		Listen:              cfg.Listen,
+		CtrlAddr:            cfg.Ctrl,
+		DataDir:             cfg.DataDir,
+		KeepSnapshots:       cfg.KeepSnapshots,
+		HeaderTimeout:       cfg.HeaderTimeout,
+		IdleTimeout:         cfg.IdleTimeout,
+		ConnectTimeout:      cfg.ConnectTimeout,
+		UpstreamTimeout:     cfg.UpstreamTimeout,
+		UpstreamMaxIdle:     cfg.UpstreamMaxIdle,
+		UpstreamIdleTimeout: cfg.UpstreamIdleTimeout,
+		ShutdownTimeout:     cfg.ShutdownTimeout,
+		MaxBodyBytes:        cfg.MaxBodyBytes,
+		AdminListen:         cfg.AdminListen,
+		Pprof:               cfg.Pprof,
+		Logger:              log,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "snapgate edge:", err)

@@ -439,3 +439,89 @@ func (zeroReader) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+// unaskedBackend answers each request on a connection with a keep-alive
+// 200 "first"; on a connection's first request it then writes extra, as
+// if the backend had something more to say on its own, and keeps
+// answering later requests on that connection with 200 "stale". Later
+// connections answer 200 "fresh". A HEAD gets a head only, with extra
+// after it.
+func unaskedBackend(t *testing.T, extra string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var conns atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			first := conns.Add(1) == 1
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				br := bufio.NewReader(c)
+				for n := 0; ; n++ {
+					r, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, r.Body)
+					body := "fresh"
+					if first {
+						body = map[bool]string{true: "first", false: "stale"}[n == 0]
+					}
+					if r.Method == http.MethodHead {
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+					} else {
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"+body)
+					}
+					if first && n == 0 {
+						time.Sleep(20 * time.Millisecond) // after the proxy parked the connection
+						io.WriteString(c, extra)
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().String()
+}
+
+// Nothing reads a parked upstream connection, so bytes a backend sends on
+// one unasked wait in the kernel; the next request must not take them
+// for its answer (another client's request, in a shared pool). Get sees
+// them (Conn.Quiet) and dials instead. Found by review: the first version
+// of the runtime-poller pool skipped that check for connections parked
+// under a second.
+func TestUnaskedUpstreamBytesNeverAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		name, first, extra string
+	}{
+		{"idle-timeout 408", "GET", "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"},
+		{"unasked response", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"},
+		{"body after a HEAD answer", "HEAD", "a body a HEAD answer must not have\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, _ := startProxy(t, oneRoute(unaskedBackend(t, tc.extra)), nil)
+			c := dialProxy(t, addr)
+			c.send(tc.first + " /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+			r := c.read(tc.first)
+			if r.status != 200 || (tc.first == "GET" && r.body != "first") {
+				t.Fatalf("first request: %d %q", r.status, r.body)
+			}
+			time.Sleep(100 * time.Millisecond) // the extra bytes are in the kernel
+			if r := dialProxy(t, addr).do(get("x", "/2")); r.status != 200 || r.body != "fresh" {
+				t.Fatalf("the next request, from another client, got %d %q; want 200 \"fresh\" from a new connection", r.status, r.body)
+			}
+		})
+	}
+}

@@ -418,21 +418,16 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 	epoch := pool.Begin()
 	defer pool.End()
 	staleRetried := false
-	// A request that cannot be sent again checks an idle connection in
-	// the kernel before using it; others find a stale one by the exchange.
 	retryable := total >= 0 && idempotent(st.method())
 	for {
 		var u *upstream.Conn
 		var reused bool
 		var err error
-		switch {
-		case staleRetried:
+		if staleRetried {
 			// The idle connections are as old as the stale one.
 			u, err = pool.Dial(connectTimeout)
-		case retryable:
+		} else {
 			u, reused, err = pool.Get(connectTimeout)
-		default:
-			u, reused, err = pool.GetChecked(connectTimeout)
 		}
 		if err != nil {
 			var de *upstream.DialError

@@ -41,9 +41,8 @@ type Conn struct {
 	Start, End int
 
 	closed atomic.Bool
-	// idleSince is when Put parked the connection (monotonic ns, Pool's
-	// clock); Get checks a connection parked longer than
-	// Options.CheckIdleAfter in the kernel.
+	// idleSince is when Put parked the connection (monotonic ns, the
+	// pool's clock), for Options.IdleTimeout.
 	idleSince int64
 
 	// The raw calls, bound once, and their arguments and results, so that

@@ -32,17 +32,13 @@ type Options struct {
 	// MaxIdle is how many idle connections a pool keeps per endpoint;
 	// connections returned beyond that are closed. Default 64.
 	MaxIdle int
+	// IdleTimeout closes a parked connection unused this long: Get drops
+	// one it finds, the sweep the others (so within SweepInterval). A
+	// burst's extra connections go back to the backend, and connections
+	// are not kept past a backend's longer keep-alive timeout. Default 60s.
+	IdleTimeout time.Duration
 	// ConnectTimeout is the dial timeout when Get is given none. Default 1s.
 	ConnectTimeout time.Duration
-	// CheckIdleAfter: Get asks the kernel (Conn.Quiet, one system call)
-	// whether a connection parked longer than this was hung up on or sent
-	// something unasked before it reuses it. A backend closes idle
-	// connections after its keep-alive timeout, a second or more in
-	// servers' defaults; one parked for less is used unchecked, and if
-	// the backend closed it meanwhile, the exchange finds that and the
-	// proxy redoes the request on a new connection (idempotent requests;
-	// the others use GetChecked). Default 1s.
-	CheckIdleAfter time.Duration
 	// EjectBase is how long an endpoint is ejected after its first local
 	// failure; each further failure after the ejection ends doubles it, up
 	// to EjectMax. A success resets it. Defaults 1s and 30s.
@@ -65,8 +61,8 @@ type Options struct {
 const (
 	DefaultSweepInterval  = 5 * time.Second
 	DefaultMaxIdle        = 64
+	DefaultIdleTimeout    = 60 * time.Second
 	DefaultConnectTimeout = time.Second
-	DefaultCheckIdleAfter = time.Second
 	DefaultEjectBase      = time.Second
 	DefaultEjectMax       = 30 * time.Second
 	DefaultReport5xxAfter = 5
@@ -79,8 +75,8 @@ func (o Options) withDefaults() Options {
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = DefaultConnectTimeout
 	}
-	if o.CheckIdleAfter <= 0 {
-		o.CheckIdleAfter = DefaultCheckIdleAfter
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
 	}
 	if o.SweepInterval <= 0 {
 		o.SweepInterval = DefaultSweepInterval
@@ -356,44 +352,21 @@ func (p *Pool) Idle() int { return len(p.idle) }
 
 // Get returns a connection to the endpoint: an idle one if there is one
 // that is usable, else a new one dialed within timeout (0 = the pool
-// default). An idle connection parked longer than Options.CheckIdleAfter
-// is checked in the kernel first (Conn.Quiet); one parked for less is
-// not, which saves a system call per request under load. reused tells the
-// caller whether a failure may be a stale keep-alive race: the backend
-// closed the connection as the request went out, and a caller that can
-// send the request again redoes it (Dial).
+// default). Nothing reads a parked connection, so each idle one is checked
+// in the kernel first (Conn.Quiet, one system call): a hang-up, or bytes
+// the backend sent unasked (an idle-timeout 408, the body it wrongly sent
+// after a HEAD answer), would otherwise answer the next request. reused
+// tells the caller whether a failure may be a stale keep-alive race: the
+// backend closed the connection after the check, as the request went out,
+// and a caller that can send the request again redoes it (Dial).
 func (p *Pool) Get(timeout time.Duration) (c *Conn, reused bool, err error) {
-	return p.get(timeout, false)
-}
-
-// GetChecked is Get for a request that cannot be sent again (a streamed
-// or non-idempotent body): every idle connection is checked in the
-// kernel before it is used, so that a backend's close does not swallow
-// the request.
-func (p *Pool) GetChecked(timeout time.Duration) (c *Conn, reused bool, err error) {
-	return p.get(timeout, true)
-}
-
-// Dial returns a new connection, never an idle one: the redo of a request
-// that met a stale keep-alive connection, whose idle siblings are as old.
-func (p *Pool) Dial(timeout time.Duration) (*Conn, error) {
-	if p.closed.Load() {
-		return nil, ErrPoolClosed
-	}
-	return p.dial(timeout)
-}
-
-func (p *Pool) get(timeout time.Duration, checked bool) (c *Conn, reused bool, err error) {
 	if p.closed.Load() {
 		return nil, false, ErrPoolClosed
 	}
 	for {
 		select {
 		case c = <-p.idle:
-			// A conn with bytes waiting got an unsolicited response (a
-			// 408, garbage) that would desync the next exchange.
-			check := checked || monoNow()-c.idleSince >= int64(p.opts.CheckIdleAfter)
-			if c.usable() && (!check || c.Quiet()) {
+			if c.usable() && time.Duration(monoNow()-c.idleSince) < p.opts.IdleTimeout && c.Quiet() {
 				p.reuses.Add(1)
 				return c, true, nil
 			}
@@ -405,6 +378,15 @@ func (p *Pool) get(timeout time.Duration, checked bool) (c *Conn, reused bool, e
 	}
 	c, err = p.dial(timeout)
 	return c, false, err
+}
+
+// Dial returns a new connection, never an idle one: the redo of a request
+// that met a stale keep-alive connection, whose idle siblings are as old.
+func (p *Pool) Dial(timeout time.Duration) (*Conn, error) {
+	if p.closed.Load() {
+		return nil, ErrPoolClosed
+	}
+	return p.dial(timeout)
 }
 
 func (p *Pool) dial(timeout time.Duration) (*Conn, error) {
@@ -456,7 +438,8 @@ var monoEpoch = time.Now()
 func monoNow() int64 { return int64(time.Since(monoEpoch)) }
 
 // sweep closes parked connections the peer has hung up on (or that hold
-// unsolicited bytes) and parks the others again. It checks at most the
+// unsolicited bytes) or that sat out IdleTimeout, and parks the others
+// again. It checks at most the
 // number parked when it starts, so concurrent Puts cannot keep it looping.
 func (p *Pool) sweep() {
 	for n := len(p.idle); n > 0; n-- {
@@ -466,7 +449,7 @@ func (p *Pool) sweep() {
 		default:
 			return
 		}
-		if c.usable() && c.Quiet() {
+		if c.usable() && time.Duration(monoNow()-c.idleSince) < p.opts.IdleTimeout && c.Quiet() {
 			p.park(c)
 		} else {
 			c.Close()

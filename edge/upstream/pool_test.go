@@ -134,13 +134,12 @@ func TestPoolDropsPeerClosed(t *testing.T) {
 	p.Discard(c2)
 }
 
-// TestIdleCheckedInTheKernel: nothing watches a parked connection, so a
-// backend's FIN is found by asking the kernel (Quiet). GetChecked always
-// asks; Get asks only for a connection parked longer than CheckIdleAfter
-// and otherwise hands out the stale connection, whose exchange the proxy
-// redoes on a new one. Dial never takes an idle connection.
+// TestIdleCheckedInTheKernel: nothing reads a parked connection, so Get
+// asks the kernel (Quiet) before reusing one: a backend's FIN, or bytes
+// it sent unasked, make Get close it and dial. Dial never takes an idle
+// connection.
 func TestIdleCheckedInTheKernel(t *testing.T) {
-	b, p := backendPool(t, Options{MaxIdle: 4, CheckIdleAfter: time.Hour})
+	b, p := backendPool(t, Options{MaxIdle: 4})
 	c, _, err := p.Get(0)
 	if err != nil {
 		t.Fatal(err)
@@ -154,30 +153,55 @@ func TestIdleCheckedInTheKernel(t *testing.T) {
 	if err != nil || fresh == c || p.Idle() != 1 {
 		t.Fatalf("Dial: same=%v idle=%d err=%v; want a new connection and the idle one left", fresh == c, p.Idle(), err)
 	}
-	p.Discard(fresh)
+	p.Put(fresh) // parked behind c
+	waitFor(t, "accept", func() bool { return b.accepted.Load() == 2 })
 
-	b.hangUp() // loopback delivers the FIN before close returns
-	if c.Quiet() {
-		t.Fatal("Quiet after the peer's FIN reached the socket")
+	// Unasked bytes on c (an idle-timeout 408), a FIN on fresh.
+	b.mu.Lock()
+	srvC, srvFresh := b.conns[0], b.conns[1]
+	b.mu.Unlock()
+	if _, err := srvC.Write([]byte("HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")); err != nil {
+		t.Fatal(err)
 	}
+	srvFresh.Close()
+	waitFor(t, "the bytes and the FIN to reach the sockets", func() bool { return !c.Quiet() && !fresh.Quiet() })
 	got, reused, err := p.Get(0)
-	if err != nil || !reused || got != c {
-		t.Fatalf("Get of a connection parked for less than CheckIdleAfter: reused=%v same=%v err=%v; want it unchecked", reused, got == c, err)
+	if err != nil || reused || got == c || got == fresh || !c.closed.Load() || !fresh.closed.Load() {
+		t.Fatalf("Get: reused=%v err=%v, closed c=%v fresh=%v; want both idle connections closed and a new one", reused, err, c.closed.Load(), fresh.closed.Load())
+	}
+	p.Discard(got)
+}
+
+// A connection parked longer than IdleTimeout is closed: by the sweep, or
+// by Get when it comes first.
+func TestPoolIdleTimeout(t *testing.T) {
+	_, p := backendPool(t, Options{IdleTimeout: 50 * time.Millisecond, SweepInterval: 10 * time.Millisecond})
+	c, _, err := p.Get(0)
+	if err != nil {
+		t.Fatal(err)
 	}
 	p.Put(c)
-	got, reused, err = p.GetChecked(0)
-	if err != nil || reused || got == c || !c.closed.Load() {
-		t.Fatalf("GetChecked after a hang-up: reused=%v same=%v stale closed=%v err=%v", reused, got == c, c.closed.Load(), err)
+	waitFor(t, "the sweep to close the idle connection", func() bool { return p.Open() == 0 && p.Idle() == 0 })
+	if !c.closed.Load() {
+		t.Fatal("pool counts the connection closed, but it is not")
 	}
-	p.Put(got)
 
-	b.hangUp()
-	got.idleSince -= int64(2 * time.Hour) // parked longer than CheckIdleAfter
-	again, reused, err := p.Get(0)
-	if err != nil || reused || again == got || !got.closed.Load() {
-		t.Fatalf("Get of a long-parked hung-up connection: reused=%v same=%v stale closed=%v err=%v", reused, again == got, got.closed.Load(), err)
+	_, q := backendPool(t, Options{IdleTimeout: time.Hour, SweepInterval: time.Hour})
+	c, _, err = q.Get(0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	p.Discard(again)
+	q.Put(c)
+	if got, reused, err := q.Get(0); err != nil || !reused || got != c {
+		t.Fatalf("Get within IdleTimeout: reused=%v same=%v err=%v", reused, got == c, err)
+	}
+	q.Put(c)
+	c.idleSince -= int64(2 * time.Hour)
+	got, reused, err := q.Get(0)
+	if err != nil || reused || got == c || !c.closed.Load() {
+		t.Fatalf("Get past IdleTimeout: reused=%v same=%v old closed=%v err=%v", reused, got == c, c.closed.Load(), err)
+	}
+	q.Discard(got)
 }
 
 func TestPoolDialErrors(t *testing.T) {
