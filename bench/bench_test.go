@@ -510,6 +510,10 @@ func TestFleetRateLimitAgainstRealProcesses(t *testing.T) {
 		if r.Result.Status["200"] == 0 || r.Result.Status["429"] == 0 {
 			t.Errorf("%s: statuses %v, want both admitted and limited requests", r.Label, r.Result.Status)
 		}
+		// Measured concurrently on three edges: no per-request figures.
+		if r.CPUPerReqUS != -1 || r.CoreCPUPerReqUS != -1 || r.HeapAllocsPerReq != -1 {
+			t.Errorf("%s: cpu %v core %v allocs %v per request, want -1 (not measured)", r.Label, r.CPUPerReqUS, r.CoreCPUPerReqUS, r.HeapAllocsPerReq)
+		}
 	}
 	if !strings.Contains(rep.Markdown(), "within the 285–315 band") {
 		t.Errorf("the report does not state the verdict:\n%s", rep.Markdown())

@@ -174,7 +174,7 @@ func (e *env) fleetRateLimit(ctx context.Context) error {
 		if errs[i] != nil {
 			return fmt.Errorf("load on edge %d: %w", i+1, errs[i])
 		}
-		sc.Runs = append(sc.Runs, &RunResult{Target: TargetSnapgate, Label: fmt.Sprintf("edge %d", i+1), Result: r, CPUPerReqUS: -1})
+		sc.Runs = append(sc.Runs, &RunResult{Target: TargetSnapgate, Label: fmt.Sprintf("edge %d", i+1), Result: r, CPUPerReqUS: -1, CoreCPUPerReqUS: -1, HeapAllocsPerReq: -1})
 		for status, n := range r.Status {
 			switch status {
 			case "200":
