@@ -591,6 +591,7 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 	wt := s.cfg.WriteTimeout
 	st.upHead = st.upHead[:st.upHeadLen] // a retry drops the small body appended below
 	early := false                       // the upstream stopped taking the body; only an early answer may follow
+	var send []byte                      // a request not yet written: the first read writes it (Conn.Send)
 	interim := false                     // a 1xx reached the client: no retry from here on
 	if total < 0 {
 		if err := u.Write(st.upHead, wt); err != nil {
@@ -615,13 +616,15 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 			st.upHead = append(st.upHead, body...)
 			body = nil
 		}
-		if err := u.Write(st.upHead, wt); err != nil {
-			return exchangeStale
-		}
 		if len(body) > 0 {
+			if err := u.Write(st.upHead, wt); err != nil {
+				return exchangeStale
+			}
 			if err := u.Write(body, wt); err != nil {
 				return exchangeStale
 			}
+		} else {
+			send = st.upHead // written by the first read's Send
 		}
 	}
 	sent := monoNow()
@@ -690,7 +693,18 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 			}
 		}
 		refill = true
-		if _, err := u.Fill(wait); err != nil {
+		var err error
+		if send != nil {
+			var wrote bool
+			wrote, _, err = u.Send(send, wt, wait)
+			send = nil
+			if !wrote {
+				return exchangeStale
+			}
+		} else {
+			_, err = u.Fill(wait)
+		}
+		if err != nil {
 			switch {
 			case early:
 				return exchangeStale

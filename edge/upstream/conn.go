@@ -48,15 +48,16 @@ type Conn struct {
 	// The raw calls, bound once, and their arguments and results, so that
 	// an exchange allocates nothing. A tunnel reads and writes at once:
 	// reads and writes have separate fields.
-	readFn, writeFn func(fd uintptr) bool
-	quietFn         func(fd uintptr)
-	rp              []byte
-	rn              int
-	rerr            syscall.Errno
-	wp              []byte
-	werr            syscall.Errno
-	quiet           bool
-	peek            [1]byte
+	readFn, writeFn, sendFn func(fd uintptr) bool
+	quietFn                 func(fd uintptr)
+	sending                 bool // rawSend has the write to do
+	rp                      []byte
+	rn                      int
+	rerr                    syscall.Errno
+	wp                      []byte
+	werr                    syscall.Errno
+	quiet                   bool
+	peek                    [1]byte
 }
 
 // dial connects to addr within timeout.
@@ -72,7 +73,7 @@ func dial(addr string, timeout time.Duration, p *Pool) (*Conn, error) {
 		return nil, err
 	}
 	c := &Conn{nc: tc, raw: raw, pool: p, Buf: make([]byte, ReadBufferSize)}
-	c.readFn, c.writeFn, c.quietFn = c.rawRead, c.rawWrite, c.rawQuiet
+	c.readFn, c.writeFn, c.sendFn, c.quietFn = c.rawRead, c.rawWrite, c.rawSend, c.rawQuiet
 	return c, nil
 }
 
@@ -85,18 +86,79 @@ func (c *Conn) Buffered() int { return c.End - c.Start }
 // consumed, no room) is an error: the caller asked for more than a head
 // may hold.
 func (c *Conn) Fill(timeout time.Duration) (int, error) {
+	if err := c.makeRoom(); err != nil {
+		return 0, err
+	}
+	n, err := c.Read(c.Buf[c.End:], timeout)
+	c.End += n
+	return n, err
+}
+
+// makeRoom moves the unconsumed bytes to the front of Buf when its tail is
+// full; ErrBufferFull when nothing is consumed.
+func (c *Conn) makeRoom() error {
 	if c.End == len(c.Buf) {
 		if c.Start == 0 {
-			return 0, ErrBufferFull
+			return ErrBufferFull
 		}
 		c.End = copy(c.Buf, c.Buf[c.Start:c.End])
 		c.Start = 0
 	} else if c.Start == c.End {
 		c.Start, c.End = 0, 0
 	}
-	n, err := c.Read(c.Buf[c.End:], timeout)
+	return nil
+}
+
+// Send writes p, then waits at most timeout for the answer and reads its
+// first bytes into Buf, as Fill does. It is Write then Fill less the
+// read Fill would try first, which right after a request finds nothing
+// (the backend has not run yet): the runtime poller's readiness is reset
+// before the write, so the answer's arrival is seen without it. What the
+// socket does not take at once is written with Write (within wt) before
+// the wait. wrote reports whether p went out whole; n and err are then
+// the read's.
+func (c *Conn) Send(p []byte, wt, timeout time.Duration) (wrote bool, n int, err error) {
+	if err := c.makeRoom(); err != nil {
+		return false, 0, err
+	}
+	if err := c.nc.SetReadDeadline(deadline(timeout)); err != nil {
+		return false, 0, err
+	}
+	c.wp, c.werr = p, 0
+	c.rp = c.Buf[c.End:]
+	c.sending = true
+	err = c.raw.Read(c.sendFn)
+	c.rp = nil
+	rest := c.wp
+	c.wp = nil
+	switch {
+	case c.werr != 0:
+		return false, 0, c.werr
+	case c.sending:
+		// The deadline or a Close came before the write.
+		c.sending = false
+		return false, 0, err
+	case len(rest) > 0:
+		if err := c.Write(rest, wt); err != nil {
+			return false, 0, err
+		}
+		n, err := c.Fill(timeout)
+		return true, n, err
+	}
+	n, err = c.readResult(err)
 	c.End += n
-	return n, err
+	return true, n, err
+}
+
+// rawSend is Send's callback: first the write, then the read once the
+// poller reports the answer. A write the socket does not take whole ends
+// the call, so that Send finishes it with Write.
+func (c *Conn) rawSend(fd uintptr) bool {
+	if !c.sending {
+		return c.rawRead(fd)
+	}
+	c.sending = false
+	return !c.rawWrite(fd) || c.werr != 0 || len(c.wp) > 0
 }
 
 // ErrBufferFull is Fill's error when the buffer holds ReadBufferSize
@@ -123,7 +185,11 @@ func (c *Conn) Read(p []byte, timeout time.Duration) (int, error) {
 		return 0, err
 	}
 	c.rp = p
-	err := c.raw.Read(c.readFn)
+	return c.readResult(c.raw.Read(c.readFn))
+}
+
+// readResult is what a raw read that ended with err returned.
+func (c *Conn) readResult(err error) (int, error) {
 	c.rp = nil
 	switch {
 	case err != nil:

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -225,4 +226,87 @@ func TestCloseEndsWaitingRead(t *testing.T) {
 	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		t.Fatal("the socket stayed open after Close")
 	}
+}
+
+// Send writes the request and reads the answer's first bytes: whole when
+// the socket takes the request at once, and when it does not (a request
+// larger than the socket buffers, to a backend that reads it slowly), in
+// which case Write finishes it before the wait. A backend that never
+// answers is a timeout after the request went out; one that hung up is
+// an error, not a wait.
+func TestConnSend(t *testing.T) {
+	t.Run("answer", func(t *testing.T) {
+		c, srv := dialPair(t)
+		go func() {
+			b := make([]byte, 4)
+			if _, err := io.ReadFull(srv, b); err == nil {
+				srv.Write(append([]byte("re:"), b...))
+			}
+		}()
+		wrote, n, err := c.Send([]byte("ping"), time.Second, 5*time.Second)
+		for err == nil && c.Buffered() < 7 {
+			_, err = c.Fill(5 * time.Second)
+		}
+		if !wrote || n == 0 || err != nil || string(c.Buf[c.Start:c.End]) != "re:ping" {
+			t.Fatalf("wrote=%v n=%d err=%v got %q", wrote, n, err, c.Buf[c.Start:c.End])
+		}
+	})
+	t.Run("request larger than the socket takes", func(t *testing.T) {
+		c, srv := dialPair(t)
+		req := make([]byte, 32<<20)
+		for i := range req {
+			req[i] = byte(i % 249)
+		}
+		sum := make(chan bool, 1)
+		go func() {
+			got := make([]byte, len(req))
+			time.Sleep(50 * time.Millisecond) // the socket fills first
+			_, err := io.ReadFull(srv, got)
+			ok := err == nil && bytes.Equal(got, req)
+			sum <- ok
+			if ok {
+				srv.Write([]byte("done"))
+			}
+		}()
+		wrote, _, err := c.Send(req, 10*time.Second, 10*time.Second)
+		if !wrote || err != nil {
+			t.Fatalf("wrote=%v err=%v", wrote, err)
+		}
+		if !<-sum {
+			t.Fatal("the backend did not receive the request intact")
+		}
+		for c.Buffered() < 4 {
+			if _, err := c.Fill(5 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if string(c.Buf[c.Start:c.End]) != "done" {
+			t.Fatalf("answer %q", c.Buf[c.Start:c.End])
+		}
+	})
+	t.Run("no answer", func(t *testing.T) {
+		c, _ := dialPair(t)
+		start := time.Now()
+		wrote, _, err := c.Send([]byte("ping"), time.Second, 50*time.Millisecond)
+		if !wrote || !IsTimeout(err) || time.Since(start) < 50*time.Millisecond {
+			t.Fatalf("wrote=%v err=%v after %v; want the request sent and a timeout after 50ms", wrote, err, time.Since(start))
+		}
+	})
+	t.Run("hung up", func(t *testing.T) {
+		c, srv := dialPair(t)
+		srv.Close()
+		done := make(chan error, 1)
+		go func() {
+			_, _, err := c.Send([]byte("ping"), time.Second, 5*time.Second)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil || IsTimeout(err) {
+				t.Fatalf("err %v; want the hang-up", err)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatal("Send to a hung-up backend still waiting after 3 s")
+		}
+	})
 }
