@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // sumServer answers every request with the length and SHA-256 of the body
@@ -135,4 +138,57 @@ func TestDetachedUploadsConcurrent(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// A backend that takes the head of a streamed upload and then stops
+// reading, and never answers: the write times out, and after the wait for
+// an early answer the client gets a 504 "upstream timeout", counted as a
+// timeout, not a 502 "upstream connection closed" as if it had hung up.
+func TestStalledUploadTimesOut(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			held <- c // never read, never answered
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		select {
+		case c := <-held:
+			c.Close()
+		default:
+		}
+	})
+	addr, m := startProxy(t, oneRoute(ln.Addr().String()), func(c *Config) {
+		c.WriteTimeout = 200 * time.Millisecond
+		c.UpstreamTimeout = 300 * time.Millisecond
+	})
+	c := rawConn(t, addr)
+	const size = 256 << 20
+	if _, err := c.Write([]byte("POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: " + strconv.Itoa(size) + "\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		chunk := make([]byte, 1<<20)
+		for sent := 0; sent < size; sent += len(chunk) {
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 504 || !strings.Contains(string(body), "upstream timeout") {
+		t.Fatalf("got %d %q; want 504 upstream timeout", resp.StatusCode, body)
+	}
+	hasSample(t, m, `snapgate_edge_errors_total{cause="upstream_timeout"} 1`)
+	hasSample(t, m, `snapgate_edge_errors_total{cause="upstream_closed"} 0`)
 }

@@ -591,6 +591,7 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 	wt := s.cfg.WriteTimeout
 	st.upHead = st.upHead[:st.upHeadLen] // a retry drops the small body appended below
 	early := false                       // the upstream stopped taking the body; only an early answer may follow
+	stalled := false                     // ... because a write to it timed out: it stopped reading
 	var send []byte                      // a request not yet written: the first read writes it (Conn.Send)
 	interim := false                     // a 1xx reached the client: no retry from here on
 	if total < 0 {
@@ -599,8 +600,8 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 		}
 		switch res := s.streamBody(st, u, hn); res {
 		case exchangeOK:
-		case exchangeStale:
-			early = true
+		case exchangeStale, exchangeTimeout:
+			early, stalled = true, res == exchangeTimeout
 		default:
 			return res
 		}
@@ -686,7 +687,7 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 		}
 		if refill && timeout > 0 {
 			if wait = timeout - time.Duration(monoNow()-headStart); wait <= 0 {
-				if early {
+				if early && !stalled {
 					return exchangeStale
 				}
 				return exchangeTimeout
@@ -706,6 +707,9 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 		}
 		if err != nil {
 			switch {
+			case early && (stalled || upstream.IsTimeout(err)):
+				// It stopped reading the body and did not answer.
+				return exchangeTimeout
 			case early:
 				return exchangeStale
 			case upstream.IsTimeout(err):
@@ -768,7 +772,9 @@ const smallBody = 16 << 10
 // block, so an upstream slower than the client holds the proxy here.
 // The head's bytes are consumed first, so everything that aliases them
 // (the Request's slices) is dead afterwards; the proxy only uses copies it
-// took earlier. exchangeStale means the upstream stopped taking the body.
+// took earlier. exchangeStale means the upstream stopped taking the body
+// (it closed), exchangeTimeout that a write to it timed out (it stopped
+// reading).
 func (s *Server) streamBody(st *connState, u *upstream.Conn, hn int) exchangeResult {
 	r := st.cr
 	if hn > 0 {
@@ -813,6 +819,9 @@ func (s *Server) streamBody(st *connState, u *upstream.Conn, hn int) exchangeRes
 				return exchangeClientFailed
 			}
 			if err := u.Write(p, wt); err != nil {
+				if upstream.IsTimeout(err) {
+					return exchangeTimeout // it stopped reading
+				}
 				return exchangeStale
 			}
 			r.Release()
