@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -62,10 +63,37 @@ func checkRequestPathAllocs(t *testing.T, conn net.Conn, n int) {
 	checkAllocs(t, conn, benchRequest, n)
 }
 
+// TestManyRoutesPathAllocs is TestRequestPathAllocs over a table of 2,000
+// routes with requests cycling through 512 distinct paths on 256 of them:
+// what a request's path and route are changes nothing.
+func TestManyRoutesPathAllocs(t *testing.T) {
+	var extra []fbs.Route
+	for i := range 2000 {
+		extra = append(extra, fbs.Route{ID: "r" + strconv.Itoa(i), Host: "bench.example", Prefix: "/r" + strconv.Itoa(i) + "/", Cluster: "c"})
+	}
+	var reqs [][]byte
+	for i := range 512 {
+		reqs = append(reqs, []byte("GET /r"+strconv.Itoa(i%256*7)+"/item/"+strconv.Itoa(i)+"?q="+strconv.Itoa(i)+" HTTP/1.1\r\nHost: bench.example\r\nAccept: */*\r\n\r\n"))
+	}
+	conn, n := benchProxyWith(t, benchSetup{req: reqs[0], status: 200, extra: extra})
+	checkAllocsReqs(t, conn, reqs, n)
+}
+
 func checkAllocs(t *testing.T, conn net.Conn, req []byte, n int) {
+	checkAllocsReqs(t, conn, [][]byte{req}, n)
+}
+
+// checkAllocsReqs sends reqs in turn; every response must be n bytes.
+func checkAllocsReqs(t *testing.T, conn net.Conn, reqs [][]byte, n int) {
 	resp := make([]byte, n)
-	roundTrip := func(t *testing.T, conn net.Conn, resp []byte) { roundTripReq(t, conn, req, resp) }
-	for range 200 { // warm up pools, buffers, the upstream connection
+	next := 0
+	roundTrip := func(t *testing.T, conn net.Conn, resp []byte) {
+		roundTripReq(t, conn, reqs[next], resp)
+		next = (next + 1) % len(reqs)
+	}
+	// Warm up pools, buffers, the upstream connection, and every route's
+	// counters (made on its first request ever, not per request).
+	for range max(200, 2*len(reqs)) {
 		roundTrip(t, conn, resp)
 	}
 	old := runtime.MemProfileRate

@@ -115,6 +115,7 @@ type benchSetup struct {
 	fresh  FreshnessFunc
 	req    []byte
 	status int
+	extra  []fbs.Route // more routes to cluster "c", after route
 }
 
 func benchProxyWith(tb testing.TB, bs benchSetup) (conn net.Conn, respLen int) {
@@ -123,8 +124,8 @@ func benchProxyWith(tb testing.TB, bs benchSetup) (conn net.Conn, respLen int) {
 	stale := bs.route
 	b, err := fbs.Build(fbs.State{Version: 1, Clusters: []fbs.Cluster{{Name: "c", Endpoints: []fbs.Endpoint{{Address: be.ln.Addr().String()}}}},
 		Auth: bs.auth,
-		Routes: []fbs.Route{{ID: "r", Host: "bench.example", Prefix: "/", Cluster: "c", Policy: stale.Policy,
-			MaxStalenessMs: stale.MaxStalenessMs, OnStaleReject: stale.OnStaleReject, StaleHeader: stale.StaleHeader}}})
+		Routes: append([]fbs.Route{{ID: "r", Host: "bench.example", Prefix: "/", Cluster: "c", Policy: stale.Policy,
+			MaxStalenessMs: stale.MaxStalenessMs, OnStaleReject: stale.OnStaleReject, StaleHeader: stale.StaleHeader}}, bs.extra...)})
 	if err != nil {
 		tb.Fatal(err)
 	}

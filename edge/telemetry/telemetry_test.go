@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -270,5 +271,27 @@ func TestPolicyCounters(t *testing.T) {
 		if !strings.Contains(b.String(), want+"\n") {
 			t.Errorf("missing %s", want)
 		}
+	}
+}
+
+// BenchmarkRouteFirstRequest is a route's first request ever: its counters
+// are made. The cost must not grow with the routes seen before (it did
+// with a copy-on-write map: each new route copied all the others).
+func BenchmarkRouteFirstRequest(b *testing.B) {
+	for _, seen := range []int{1000, 20000} {
+		b.Run(fmt.Sprintf("seen=%d", seen), func(b *testing.B) {
+			m := New()
+			for i := range seen {
+				m.Route([]byte("seen-" + strconv.Itoa(i)))
+			}
+			ids := make([][]byte, b.N)
+			for i := range ids {
+				ids[i] = []byte("new-" + strconv.Itoa(i))
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				m.Route(ids[i])
+			}
+		})
 	}
 }
