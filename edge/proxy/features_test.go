@@ -525,3 +525,41 @@ func TestUnaskedUpstreamBytesNeverAnswer(t *testing.T) {
 		})
 	}
 }
+
+// A backend that writes its answer as soon as it accepts, before the
+// request: each request, on a new connection (the answer says close),
+// gets that answer. Found by review: Conn.Send, which does not read before
+// it waits, missed bytes queued before it, and 1–3 requests in 30 waited
+// out the upstream timeout (504, and the endpoint was ejected).
+func TestBackendSpeakingFirstIsAnswered(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi")
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	addr, _ := startProxy(t, oneRoute(ln.Addr().String()), func(c *Config) { c.UpstreamTimeout = 2 * time.Second })
+	for i := range 30 {
+		if r := dialProxy(t, addr).do(get("x", "/")); r.status != 200 || r.body != "hi" {
+			t.Fatalf("request %d: %d %q, want the answer that was waiting", i, r.status, r.body)
+		}
+	}
+}

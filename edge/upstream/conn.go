@@ -56,7 +56,7 @@ type Conn struct {
 	rerr                    syscall.Errno
 	wp                      []byte
 	werr                    syscall.Errno
-	quiet                   bool
+	quiet                   bool // Quiet's last answer, which Send takes
 	peek                    [1]byte
 }
 
@@ -110,14 +110,26 @@ func (c *Conn) makeRoom() error {
 }
 
 // Send writes p, then waits at most timeout for the answer and reads its
-// first bytes into Buf, as Fill does. It is Write then Fill less the
-// read Fill would try first, which right after a request finds nothing
-// (the backend has not run yet): the runtime poller's readiness is reset
-// before the write, so the answer's arrival is seen without it. What the
+// first bytes into Buf, as Fill does. On a connection Quiet has just
+// found empty (Pool.Get's check of a reused one), it is Write then Fill
+// less the read Fill would try first, which right after a request finds
+// nothing (the backend has not run yet): the runtime poller's readiness
+// is reset before the write, so the answer's arrival is seen without it.
+// Bytes that were in the socket before that reset would not be, which is
+// why it takes Quiet's word first; on any other connection (a new one, on
+// which a backend may have spoken first) it is Write then Fill. What the
 // socket does not take at once is written with Write (within wt) before
 // the wait. wrote reports whether p went out whole; n and err are then
 // the read's.
 func (c *Conn) Send(p []byte, wt, timeout time.Duration) (wrote bool, n int, err error) {
+	if !c.quiet {
+		if err := c.Write(p, wt); err != nil {
+			return false, 0, err
+		}
+		n, err := c.Fill(timeout)
+		return true, n, err
+	}
+	c.quiet = false
 	if err := c.makeRoom(); err != nil {
 		return false, 0, err
 	}
@@ -293,7 +305,9 @@ func (c *Conn) Close() error {
 func (c *Conn) usable() bool { return !c.closed.Load() && c.Buffered() == 0 }
 
 // Quiet reports whether the socket has neither a FIN nor bytes waiting in
-// the kernel: a one-byte recv with MSG_PEEK|MSG_DONTWAIT would block.
+// the kernel: a one-byte recv with MSG_PEEK|MSG_DONTWAIT would block. A
+// yes is what lets the next Send skip its first read; Pool.Get asks
+// before it hands out a reused connection, so the answer is fresh.
 func (c *Conn) Quiet() bool {
 	if c.closed.Load() {
 		return false

@@ -233,7 +233,8 @@ func TestCloseEndsWaitingRead(t *testing.T) {
 // larger than the socket buffers, to a backend that reads it slowly), in
 // which case Write finishes it before the wait. A backend that never
 // answers is a timeout after the request went out; one that hung up is
-// an error, not a wait.
+// an error, not a wait. Each case runs after Quiet, as Pool.Get calls it
+// on a reused connection, so that Send takes its one-read path.
 func TestConnSend(t *testing.T) {
 	t.Run("answer", func(t *testing.T) {
 		c, srv := dialPair(t)
@@ -243,6 +244,9 @@ func TestConnSend(t *testing.T) {
 				srv.Write(append([]byte("re:"), b...))
 			}
 		}()
+		if !c.Quiet() {
+			t.Fatal("not Quiet")
+		}
 		wrote, n, err := c.Send([]byte("ping"), time.Second, 5*time.Second)
 		for err == nil && c.Buffered() < 7 {
 			_, err = c.Fill(5 * time.Second)
@@ -268,6 +272,9 @@ func TestConnSend(t *testing.T) {
 				srv.Write([]byte("done"))
 			}
 		}()
+		if !c.Quiet() {
+			t.Fatal("not Quiet")
+		}
 		wrote, _, err := c.Send(req, 10*time.Second, 10*time.Second)
 		if !wrote || err != nil {
 			t.Fatalf("wrote=%v err=%v", wrote, err)
@@ -286,6 +293,9 @@ func TestConnSend(t *testing.T) {
 	})
 	t.Run("no answer", func(t *testing.T) {
 		c, _ := dialPair(t)
+		if !c.Quiet() {
+			t.Fatal("not Quiet")
+		}
 		start := time.Now()
 		wrote, _, err := c.Send([]byte("ping"), time.Second, 50*time.Millisecond)
 		if !wrote || !IsTimeout(err) || time.Since(start) < 50*time.Millisecond {
@@ -294,6 +304,7 @@ func TestConnSend(t *testing.T) {
 	})
 	t.Run("hung up", func(t *testing.T) {
 		c, srv := dialPair(t)
+		c.Quiet()
 		srv.Close()
 		done := make(chan error, 1)
 		go func() {
@@ -307,6 +318,22 @@ func TestConnSend(t *testing.T) {
 			}
 		case <-time.After(3 * time.Second):
 			t.Fatal("Send to a hung-up backend still waiting after 3 s")
+		}
+	})
+	// A backend that speaks first: its bytes are in the socket before
+	// Send, and the poller may have reported them already. Without
+	// Quiet's word Send reads first, and they are the answer, not a
+	// timeout (found by review: they used to be missed).
+	t.Run("backend spoke first", func(t *testing.T) {
+		c, srv := dialPair(t)
+		if _, err := srv.Write([]byte("early")); err != nil {
+			t.Fatal(err)
+		}
+		go io.Copy(io.Discard, srv)
+		time.Sleep(20 * time.Millisecond) // queued, and seen by the poller
+		wrote, n, err := c.Send([]byte("ping"), time.Second, 2*time.Second)
+		if !wrote || n == 0 || err != nil || string(c.Buf[c.Start:c.End]) != "early" {
+			t.Fatalf("wrote=%v n=%d err=%v got %q; want the bytes that were waiting", wrote, n, err, c.Buf[c.Start:c.End])
 		}
 	})
 }
