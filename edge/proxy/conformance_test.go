@@ -39,50 +39,74 @@ func newScriptedBackend(t *testing.T, answer func(r *http.Request, n int) string
 // close the connection right after writing its bytes.
 func newHangupBackend(t *testing.T, answer func(r *http.Request, n int) (raw string, hangUp bool)) *scriptedBackend {
 	t.Helper()
+	b := &scriptedBackend{}
+	b.ln = serveConns(t, func(c net.Conn, _ int) {
+		eachRequest(c, func(r *http.Request, n int) bool {
+			b.mu.Lock()
+			b.seen = append(b.seen, r)
+			b.mu.Unlock()
+			raw, hangUp := answer(r, n)
+			_, err := io.WriteString(c, raw)
+			return err == nil && !hangUp
+		})
+	})
+	return b
+}
+
+// eachRequest reads requests from c (their bodies read and dropped) and
+// calls handle with each and its number on c, until c ends or handle
+// returns false.
+func eachRequest(c net.Conn, handle func(r *http.Request, n int) bool) {
+	br := bufio.NewReader(c)
+	for n := 0; ; n++ {
+		r, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, r.Body)
+		if !handle(r, n) {
+			return
+		}
+	}
+}
+
+// serveConns listens on 127.0.0.1 and runs handle on each connection it
+// accepts (numbered from 0), each on its own goroutine with a 10 s
+// deadline, closing the connection when handle returns. When the test
+// ends, the listener and every connection are closed and the goroutines
+// waited for.
+func serveConns(t *testing.T, handle func(c net.Conn, i int)) net.Listener {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &scriptedBackend{ln: ln}
+	var wg sync.WaitGroup
 	var conns sync.Map
-	b.wg.Add(1)
+	wg.Add(1)
 	go func() {
-		defer b.wg.Done()
-		for {
+		defer wg.Done()
+		for i := 0; ; i++ {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
 			conns.Store(c, true)
-			b.wg.Add(1)
+			wg.Add(1)
 			go func() {
-				defer b.wg.Done()
+				defer wg.Done()
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(10 * time.Second))
-				br := bufio.NewReader(c)
-				for n := 0; ; n++ {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, r.Body)
-					b.mu.Lock()
-					b.seen = append(b.seen, r)
-					b.mu.Unlock()
-					raw, hangUp := answer(r, n)
-					if _, err := io.WriteString(c, raw); err != nil || hangUp {
-						return
-					}
-				}
+				handle(c, i)
 			}()
 		}
 	}()
 	t.Cleanup(func() {
 		ln.Close()
 		conns.Range(func(c, _ any) bool { c.(net.Conn).Close(); return true })
-		b.wg.Wait()
+		wg.Wait()
 	})
-	return b
+	return ln
 }
 
 func (b *scriptedBackend) addr() string { return b.ln.Addr().String() }

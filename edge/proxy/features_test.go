@@ -448,51 +448,24 @@ func (zeroReader) Read(p []byte) (int, error) {
 // after it.
 func unaskedBackend(t *testing.T, extra string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var conns atomic.Int64
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	ln := serveConns(t, func(c net.Conn, conn int) {
+		eachRequest(c, func(r *http.Request, n int) bool {
+			body := "fresh"
+			if conn == 0 {
+				body = map[bool]string{true: "first", false: "stale"}[n == 0]
 			}
-			first := conns.Add(1) == 1
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				br := bufio.NewReader(c)
-				for n := 0; ; n++ {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, r.Body)
-					body := "fresh"
-					if first {
-						body = map[bool]string{true: "first", false: "stale"}[n == 0]
-					}
-					if r.Method == http.MethodHead {
-						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
-					} else {
-						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"+body)
-					}
-					if first && n == 0 {
-						time.Sleep(20 * time.Millisecond) // after the proxy parked the connection
-						io.WriteString(c, extra)
-					}
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+			if r.Method == http.MethodHead {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+			} else {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"+body)
+			}
+			if conn == 0 && n == 0 {
+				time.Sleep(20 * time.Millisecond) // after the proxy parked the connection
+				io.WriteString(c, extra)
+			}
+			return true
+		})
+	})
 	return ln.Addr().String()
 }
 
@@ -532,30 +505,10 @@ func TestUnaskedUpstreamBytesNeverAnswer(t *testing.T) {
 // it waits, missed bytes queued before it, and 1–3 requests in 30 waited
 // out the upstream timeout (504, and the endpoint was ejected).
 func TestBackendSpeakingFirstIsAnswered(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi")
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetReadDeadline(time.Now().Add(5 * time.Second))
-				io.Copy(io.Discard, c)
-			}()
-		}
-	}()
+	ln := serveConns(t, func(c net.Conn, _ int) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi")
+		io.Copy(io.Discard, c)
+	})
 	addr, _ := startProxy(t, oneRoute(ln.Addr().String()), func(c *Config) { c.UpstreamTimeout = 2 * time.Second })
 	for i := range 30 {
 		if r := dialProxy(t, addr).do(get("x", "/")); r.status != 200 || r.body != "hi" {
