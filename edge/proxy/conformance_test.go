@@ -82,7 +82,9 @@ func serveConns(t *testing.T, handle func(c net.Conn, i int)) net.Listener {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	var conns sync.Map
+	var mu sync.Mutex // guards conns and closed
+	conns := map[net.Conn]bool{}
+	closed := false
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -91,7 +93,12 @@ func serveConns(t *testing.T, handle func(c net.Conn, i int)) net.Listener {
 			if err != nil {
 				return
 			}
-			conns.Store(c, true)
+			mu.Lock()
+			conns[c] = true
+			if closed { // accepted as the test ended
+				c.Close()
+			}
+			mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -103,7 +110,12 @@ func serveConns(t *testing.T, handle func(c net.Conn, i int)) net.Listener {
 	}()
 	t.Cleanup(func() {
 		ln.Close()
-		conns.Range(func(c, _ any) bool { c.(net.Conn).Close(); return true })
+		mu.Lock()
+		closed = true
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
 		wg.Wait()
 	})
 	return ln

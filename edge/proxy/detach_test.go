@@ -141,54 +141,60 @@ func TestDetachedUploadsConcurrent(t *testing.T) {
 }
 
 // A backend that takes the head of a streamed upload and then stops
-// reading, and never answers: the write times out, and after the wait for
-// an early answer the client gets a 504 "upstream timeout", counted as a
-// timeout, not a 502 "upstream connection closed" as if it had hung up.
+// reading: the write times out. If it never answers, the client gets a
+// 504 "upstream timeout", counted as a timeout, not a 502 "upstream
+// connection closed" as if it had hung up; if it then does hang up (a
+// reset), that is what the client hears.
 func TestStalledUploadTimesOut(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	held := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			held <- c // never read, never answered
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		select {
-		case c := <-held:
-			c.Close()
-		default:
-		}
-	})
-	addr, m := startProxy(t, oneRoute(ln.Addr().String()), func(c *Config) {
-		c.WriteTimeout = 200 * time.Millisecond
-		c.UpstreamTimeout = 300 * time.Millisecond
-	})
-	c := rawConn(t, addr)
-	const size = 256 << 20
-	if _, err := c.Write([]byte("POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: " + strconv.Itoa(size) + "\r\n\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		chunk := make([]byte, 1<<20)
-		for sent := 0; sent < size; sent += len(chunk) {
-			if _, err := c.Write(chunk); err != nil {
-				return
+	for _, tc := range []struct {
+		name        string
+		hangUp      bool
+		status      int
+		body, cause string
+		otherCause  string
+	}{
+		{"no answer", false, 504, "upstream timeout", "upstream_timeout", "upstream_closed"},
+		{"reset after stalling", true, 502, "upstream connection closed", "upstream_closed", "upstream_timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			done := make(chan struct{})
+			ln := serveConns(t, func(c net.Conn, _ int) {
+				c.Read(make([]byte, 4096)) // the head, then nothing more
+				if !tc.hangUp {
+					<-done
+					return
+				}
+				time.Sleep(400 * time.Millisecond) // past the proxy's write timeout
+				c.(*net.TCPConn).SetLinger(0)
+			})
+			t.Cleanup(func() { close(done) }) // before serveConns waits for its handlers
+			addr, m := startProxy(t, oneRoute(ln.Addr().String()), func(c *Config) {
+				c.WriteTimeout = 200 * time.Millisecond
+				c.UpstreamTimeout = map[bool]time.Duration{false: 300 * time.Millisecond, true: 3 * time.Second}[tc.hangUp]
+			})
+			c := rawConn(t, addr)
+			const size = 256 << 20
+			if _, err := c.Write([]byte("POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: " + strconv.Itoa(size) + "\r\n\r\n")); err != nil {
+				t.Fatal(err)
 			}
-		}
-	}()
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
+			go func() {
+				chunk := make([]byte, 1<<20)
+				for sent := 0; sent < size; sent += len(chunk) {
+					if _, err := c.Write(chunk); err != nil {
+						return
+					}
+				}
+			}()
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status || !strings.Contains(string(body), tc.body) {
+				t.Fatalf("got %d %q; want %d %s", resp.StatusCode, body, tc.status, tc.body)
+			}
+			hasSample(t, m, `snapgate_edge_errors_total{cause="`+tc.cause+`"} 1`)
+			hasSample(t, m, `snapgate_edge_errors_total{cause="`+tc.otherCause+`"} 0`)
+		})
 	}
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 504 || !strings.Contains(string(body), "upstream timeout") {
-		t.Fatalf("got %d %q; want 504 upstream timeout", resp.StatusCode, body)
-	}
-	hasSample(t, m, `snapgate_edge_errors_total{cause="upstream_timeout"} 1`)
-	hasSample(t, m, `snapgate_edge_errors_total{cause="upstream_closed"} 0`)
 }

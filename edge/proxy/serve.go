@@ -707,7 +707,7 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 		}
 		if err != nil {
 			switch {
-			case early && (stalled || upstream.IsTimeout(err)):
+			case early && upstream.IsTimeout(err):
 				// It stopped reading the body and did not answer.
 				return exchangeTimeout
 			case early:

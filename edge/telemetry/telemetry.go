@@ -218,14 +218,19 @@ func (m *Metrics) Route(id []byte) *RouteCounters {
 	if ok {
 		return rc
 	}
+	// Made before the lock: making them waits for the metrics set, which
+	// a scrape holds while it sorts, and lookups of known routes must not
+	// wait with it. A racing first request gets the same counters from
+	// the set.
+	key := string(id)
+	made := m.newRouteCounters(key)
 	m.routesMu.Lock()
 	defer m.routesMu.Unlock()
-	if rc, ok := m.routes[string(id)]; ok {
+	if rc, ok := m.routes[key]; ok {
 		return rc
 	}
-	rc = m.newRouteCounters(string(id))
-	m.routes[string(id)] = rc
-	return rc
+	m.routes[key] = made
+	return made
 }
 
 // Policies returns the counters of each policy id, in order, creating the
