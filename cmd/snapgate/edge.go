@@ -21,15 +21,14 @@ type edgeConfig struct {
 	DataDir string `yaml:"data_dir"`
 	// StreamSecretFile holds the secret shared with ctrl; InsecureStream
 	// allows running without one.
-	StreamSecretFile string        `yaml:"stream_secret_file"`
-	InsecureStream   bool          `yaml:"insecure_stream"`
-	KeepSnapshots    int           `yaml:"keep_snapshots"`
-	HeaderTimeout    time.Duration `yaml:"header_timeout"`
-	IdleTimeout      time.Duration `yaml:"idle_timeout"`
-	ConnectTimeout   time.Duration `yaml:"connect_timeout"`
-	UpstreamTimeout  time.Duration `yaml:"upstream_timeout"`
-	UpstreamMaxIdle  int           `yaml:"upstream_max_idle"`
-	// UpstreamIdleTimeout closes pooled upstream connections unused this long.
+	StreamSecretFile    string        `yaml:"stream_secret_file"`
+	InsecureStream      bool          `yaml:"insecure_stream"`
+	KeepSnapshots       int           `yaml:"keep_snapshots"`
+	HeaderTimeout       time.Duration `yaml:"header_timeout"`
+	IdleTimeout         time.Duration `yaml:"idle_timeout"`
+	ConnectTimeout      time.Duration `yaml:"connect_timeout"`
+	UpstreamTimeout     time.Duration `yaml:"upstream_timeout"`
+	UpstreamMaxIdle     int           `yaml:"upstream_max_idle"`
 	UpstreamIdleTimeout time.Duration `yaml:"upstream_idle_timeout"`
 	ShutdownTimeout     time.Duration `yaml:"shutdown_timeout"`
 	MaxBodyBytes        int64         `yaml:"max_body_bytes"`

@@ -133,9 +133,9 @@ func isUpgradeField(name []byte) bool { return len(name) == 7 && h1.EqualFold(na
 
 // tunnel relays bytes both ways after a 101, between the client's
 // connection detached from netpoll (detach.go) and the upstream one, on
-// the runtime poller too: reads happen only as fast as the other side takes the
-// bytes, so TCP flow control holds back a side that sends faster, and a
-// tunnel holds one buffer per direction. left is what the client sent
+// the runtime poller too: reads happen only as fast as the other side
+// takes the bytes, so TCP flow control holds back a side that sends
+// faster, and a tunnel holds one buffer per direction. left is what the client sent
 // behind its request. A FIN from either side is passed on to the other;
 // the tunnel ends when both sides have finished, when either fails, or
 // when nothing moved either way for IdleTimeout. The caller closes u.

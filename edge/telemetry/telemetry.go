@@ -130,10 +130,9 @@ type Metrics struct {
 	// only on a route's first request per table in service, and indexes
 	// by string(id), which Go does without allocating; the counters are
 	// made on the route's first request ever, so a table of a million
-	// routes does not make four million series nobody hits. Inserting is
-	// O(1): a copy-on-write map cost each new route a copy of every route
-	// seen before, which at 10,000 routes hit one by one was 5·10⁷ entry
-	// copies on the request path.
+	// routes does not make four million series nobody hits. A plain map
+	// under a lock, not a copy-on-write one: a new route must not cost a
+	// copy of every route seen before on the request path.
 	routesMu sync.RWMutex
 	routes   map[string]*RouteCounters
 	mu       sync.Mutex

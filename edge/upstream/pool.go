@@ -366,7 +366,7 @@ func (p *Pool) Get(timeout time.Duration) (c *Conn, reused bool, err error) {
 	for {
 		select {
 		case c = <-p.idle:
-			if c.usable() && time.Duration(monoNow()-c.idleSince) < p.opts.IdleTimeout && c.Quiet() {
+			if p.reusable(c) {
 				p.reuses.Add(1)
 				return c, true, nil
 			}
@@ -432,15 +432,21 @@ func (p *Pool) park(c *Conn) {
 // Discard closes c; the exchange on it did not end cleanly.
 func (p *Pool) Discard(c *Conn) { c.Close() }
 
+// reusable reports whether a parked connection may carry another
+// exchange: usable, parked for less than IdleTimeout, and Quiet.
+func (p *Pool) reusable(c *Conn) bool {
+	return c.usable() && time.Duration(monoNow()-c.idleSince) < p.opts.IdleTimeout && c.Quiet()
+}
+
 // monoEpoch anchors monoNow, the pool's clock for idle times.
 var monoEpoch = time.Now()
 
 func monoNow() int64 { return int64(time.Since(monoEpoch)) }
 
-// sweep closes parked connections the peer has hung up on (or that hold
-// unsolicited bytes) or that sat out IdleTimeout, and parks the others
-// again. It checks at most the
-// number parked when it starts, so concurrent Puts cannot keep it looping.
+// sweep closes parked connections that are no longer reusable (the peer
+// hung up or sent something unasked, or IdleTimeout passed) and parks the
+// others again. It checks at most the number parked when it starts, so
+// concurrent Puts cannot keep it looping.
 func (p *Pool) sweep() {
 	for n := len(p.idle); n > 0; n-- {
 		var c *Conn
@@ -449,7 +455,7 @@ func (p *Pool) sweep() {
 		default:
 			return
 		}
-		if c.usable() && time.Duration(monoNow()-c.idleSince) < p.opts.IdleTimeout && c.Quiet() {
+		if p.reusable(c) {
 			p.park(c)
 		} else {
 			c.Close()
