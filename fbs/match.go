@@ -108,15 +108,22 @@ func (m *Match) RetryOn(status int) bool {
 // Rewrite appends to dst the target to send upstream for target (the
 // request path the route matched, optionally followed by a query) and
 // reports whether the route rewrites at all; when it does not, dst is
-// returned unchanged. The matched prefix is replaced by RewritePrefix; when
-// the replacement ends in '/' and the rest starts with one, only one is
-// kept, so prefix "/api" with rewrite "/" maps "/api/x" to "/x", not "//x".
+// returned unchanged. The matched prefix is replaced by RewritePrefix,
+// joined to the rest with exactly one '/': prefix "/api" with rewrite "/"
+// maps "/api/x" to "/x", not "//x". A prefix's trailing '/' is the
+// boundary to the rest, not part of what is replaced, so prefix "/api/"
+// (or "/") with rewrite "/v2" maps "/api/x" to "/v2/x" as prefix "/api"
+// does, not to "/v2x". An exact path is replaced whole.
 func (m *Match) Rewrite(dst, target []byte) ([]byte, bool) {
 	rw := m.r.RewritePrefix()
 	if len(rw) == 0 || len(target) < len(m.prefix) {
 		return dst, false
 	}
-	rest := target[len(m.prefix):]
+	n := len(m.prefix)
+	if n > 0 && m.prefix[n-1] == '/' && !m.r.Exact() {
+		n--
+	}
+	rest := target[n:]
 	if rw[len(rw)-1] == '/' && len(rest) > 0 && rest[0] == '/' {
 		rest = rest[1:]
 	}

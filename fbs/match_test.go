@@ -1,6 +1,9 @@
 package fbs
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestMatchRequestSemantics(t *testing.T) {
 	st := State{Clusters: []Cluster{{Name: "a"}, {Name: "b"}}, Routes: fuzzRoutes, Shards: 3}
@@ -65,6 +68,48 @@ func TestMatchRequestSemantics(t *testing.T) {
 				t.Fatalf("ordinal %d out of range or repeated", k)
 			}
 			seen[k] = true
+		}
+	}
+}
+
+// TestRewriteJoinsSegments: a rewrite joins the replacement and the rest of
+// the path with one '/', whether or not the route's prefix ends in '/', and
+// replaces an exact path whole.
+func TestRewriteJoinsSegments(t *testing.T) {
+	st := State{Clusters: []Cluster{{Name: "a"}}, Shards: 2, Routes: []Route{
+		{ID: "slash-v2", Host: "a", Prefix: "/api/", RewritePrefix: "/v2", Cluster: "a"},
+		{ID: "slash-v2-slash", Host: "b", Prefix: "/api/", RewritePrefix: "/v2/", Cluster: "a"},
+		{ID: "slash-root", Host: "c", Prefix: "/api/", RewritePrefix: "/", Cluster: "a"},
+		{ID: "root-v2", Host: "d", Prefix: "/", RewritePrefix: "/v2", Cluster: "a"},
+		{ID: "root-root", Host: "e", Prefix: "/", RewritePrefix: "/", Cluster: "a"},
+		{ID: "plain-v2", Host: "f", Prefix: "/api", RewritePrefix: "/v2", Cluster: "a"},
+		{ID: "exact-slash", Host: "g", Prefix: "/old/", Exact: true, RewritePrefix: "/new", Cluster: "a"},
+		{ID: "exact", Host: "g", Prefix: "/old", Exact: true, RewritePrefix: "/new/", Cluster: "a"},
+	}}
+	s := mustOpen(t, mustBuild(t, st))
+	for _, c := range []struct{ host, target, route, want string }{
+		{"a", "/api/x/y?q=1", "slash-v2", "/v2/x/y?q=1"},
+		{"a", "/api/", "slash-v2", "/v2/"},
+		{"a", "/api/?q", "slash-v2", "/v2/?q"},
+		{"b", "/api/x", "slash-v2-slash", "/v2/x"},
+		{"b", "/api/", "slash-v2-slash", "/v2/"},
+		{"c", "/api/x", "slash-root", "/x"},
+		{"d", "/x", "root-v2", "/v2/x"},
+		{"d", "/", "root-v2", "/v2/"},
+		{"e", "/x/y", "root-root", "/x/y"},
+		{"f", "/api/x", "plain-v2", "/v2/x"},
+		{"f", "/api", "plain-v2", "/v2"},
+		{"g", "/old/?q", "exact-slash", "/new?q"},
+		{"g", "/old", "exact", "/new/"},
+	} {
+		var m Match
+		path, _, _ := strings.Cut(c.target, "?")
+		if !s.MatchRequest(&Request{Host: []byte(c.host), Path: []byte(path)}, &m) || string(m.ID()) != c.route {
+			t.Errorf("%s %s: matched %q, want %q", c.host, c.target, m.ID(), c.route)
+			continue
+		}
+		if got, ok := m.Rewrite(nil, []byte(c.target)); !ok || string(got) != c.want {
+			t.Errorf("route %s: Rewrite(%q) = %q %v, want %q", c.route, c.target, got, ok, c.want)
 		}
 	}
 }

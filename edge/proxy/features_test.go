@@ -170,7 +170,8 @@ func TestForwardsNormalisedPath(t *testing.T) {
 	}))
 	defer be.Close()
 	st := oneRoute(be.Listener.Addr().String())
-	st.Routes = append(st.Routes, fbs.Route{ID: "rw", Host: "*", Prefix: "/old", Cluster: "c", RewritePrefix: "/new"})
+	st.Routes = append(st.Routes, fbs.Route{ID: "rw", Host: "*", Prefix: "/old", Cluster: "c", RewritePrefix: "/new"},
+		fbs.Route{ID: "rw-slash", Host: "*", Prefix: "/api/", Cluster: "c", RewritePrefix: "/v2"})
 	addr, _ := startProxy(t, st, nil)
 	for target, want := range map[string]string{
 		"/public/%2e%2e/admin?q=%2e": "/admin?q=%2e",
@@ -178,6 +179,8 @@ func TestForwardsNormalisedPath(t *testing.T) {
 		"/a/./b/../c":                "/a/c",
 		"/%7Euser":                   "/~user",
 		"/old/x/../y":                "/new/y",
+		"/api/x?q":                   "/v2/x?q",
+		"/api/./":                    "/v2/",
 		"/old%2fz":                   "",
 		"/a%00":                      "",
 		"/..":                        "",
