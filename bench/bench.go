@@ -66,6 +66,12 @@ type Options struct {
 	Rates []float64
 	// NoMax skips the closed-loop (max throughput) runs.
 	NoMax bool
+	// Rounds repeats the steady and max runs: every target once per round,
+	// in the same order, so that a ratio pairs runs a minute apart at
+	// most. A shared machine's runs swing ±10–40 % from one to the next;
+	// the report's summary gives each ratio's median and range over the
+	// rounds. Default 1.
+	Rounds int
 	// Duration is each measured run; Warmup an unmeasured run before it at
 	// the same rate. Default: quick 5s and 1s; full 15s and 3s.
 	Duration, Warmup time.Duration
@@ -146,6 +152,12 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if d.Conns == 0 {
 		d.Conns = 16
+	}
+	if d.Rounds == 0 {
+		d.Rounds = 1
+	}
+	if d.Rounds < 1 || d.Rounds > 100 {
+		return d, fmt.Errorf("bench: rounds %d: want 1–100", d.Rounds)
 	}
 	if d.ChurnRate == 0 {
 		d.ChurnRate = 10
@@ -550,13 +562,8 @@ func (e *env) steady(ctx context.Context) error {
 	for _, rate := range e.opts.Rates {
 		sc := &Scenario{Name: fmt.Sprintf("steady-%g", rate), Title: fmt.Sprintf("Steady state at %g req/s", rate),
 			About: "Open loop: latency counts from each request's scheduled send time. CPU is the proxy process's (the backend's for direct)."}
-		e.report.Scenarios = append(e.report.Scenarios, sc)
-		for _, t := range e.targets() {
-			r, err := e.measure(ctx, t, t, fmt.Sprint(rate), nil, e.opts.Duration)
-			if err != nil {
-				return err
-			}
-			sc.Runs = append(sc.Runs, r)
+		if err := e.rounds(ctx, sc, fmt.Sprint(rate)); err != nil {
+			return err
 		}
 	}
 	if e.opts.NoMax {
@@ -564,13 +571,29 @@ func (e *env) steady(ctx context.Context) error {
 	}
 	sc := &Scenario{Name: "max", Title: "Maximum throughput (closed loop)",
 		About: fmt.Sprintf("Closed loop, %d connections sending back to back. Load generator and backend share one CPU, so the ceiling is partly theirs.", e.opts.Conns)}
+	return e.rounds(ctx, sc, "max")
+}
+
+// rounds adds sc to the report and measures every target at schedule,
+// Rounds times over, the targets in the same order each round.
+func (e *env) rounds(ctx context.Context, sc *Scenario, schedule string) error {
 	e.report.Scenarios = append(e.report.Scenarios, sc)
-	for _, t := range e.targets() {
-		r, err := e.measure(ctx, t, t, "max", nil, e.opts.Duration)
-		if err != nil {
-			return err
+	for round := 1; round <= e.opts.Rounds; round++ {
+		for _, t := range e.targets() {
+			label := t
+			if e.opts.Rounds > 1 {
+				label = fmt.Sprintf("%s #%d", t, round)
+			}
+			r, err := e.measure(ctx, t, label, schedule, nil, e.opts.Duration)
+			if err != nil {
+				return err
+			}
+			r.Round = round
+			sc.Runs = append(sc.Runs, r)
 		}
-		sc.Runs = append(sc.Runs, r)
+	}
+	if e.opts.Rounds > 1 {
+		sc.Summary = summarize(sc.Runs)
 	}
 	return nil
 }

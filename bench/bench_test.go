@@ -425,14 +425,22 @@ func TestSteadyAgainstRealProcesses(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var log bytes.Buffer
-	rep, err := Run(ctx, Options{Bin: bin, Scenarios: []string{ScenarioSteady}, Rates: []float64{2000},
+	rep, err := Run(ctx, Options{Bin: bin, Scenarios: []string{ScenarioSteady}, Rates: []float64{2000}, Rounds: 2,
 		Duration: time.Second, Warmup: 200 * time.Millisecond, NoMax: true, NoPeers: true, NoPin: true, Conns: 4, Log: &log})
 	if err != nil {
 		t.Fatalf("Run: %v\nlog:\n%s", err, log.String())
 	}
 	defer os.RemoveAll(rep.WorkDir)
-	if len(rep.Scenarios) != 1 || len(rep.Scenarios[0].Runs) != 2 {
-		t.Fatalf("report has %d scenarios, want steady with direct and snapgate: %+v", len(rep.Scenarios), rep.Scenarios)
+	if len(rep.Scenarios) != 1 || len(rep.Scenarios[0].Runs) != 4 {
+		t.Fatalf("report has %d scenarios, want steady with two rounds of direct and snapgate: %+v", len(rep.Scenarios), rep.Scenarios)
+	}
+	for i, want := range []string{"direct #1", "snapgate #1", "direct #2", "snapgate #2"} {
+		if r := rep.Scenarios[0].Runs[i]; r.Label != want || r.Round != 1+i/2 {
+			t.Errorf("run %d: %q round %d, want %q round %d", i, r.Label, r.Round, want, 1+i/2)
+		}
+	}
+	if s := rep.Scenarios[0].Summary; len(s) != 2 || s[1].Target != TargetSnapgate || s[1].CPUPerReqUS == nil || s[1].CPUPerReqUS.N != 2 || s[1].P99US.N != 2 {
+		t.Errorf("summary over two rounds: %+v", s)
 	}
 	for _, r := range rep.Scenarios[0].Runs {
 		res := r.Result
@@ -452,8 +460,8 @@ func TestSteadyAgainstRealProcesses(t *testing.T) {
 		t.Errorf("%s: %.2f heap allocations per request, want -1 (not the edge)", r.Label, r.HeapAllocsPerReq)
 	}
 	md := rep.Markdown()
-	if !strings.Contains(md, "| snapgate | 2000 | ") || !strings.Contains(md, "| direct | 2000 | ") ||
-		!strings.Contains(md, "Heap allocations per request in the snapgate process") {
+	if !strings.Contains(md, "| snapgate #2 | 2000 | ") || !strings.Contains(md, "| direct #1 | 2000 | ") ||
+		!strings.Contains(md, "Heap allocations per request in the snapgate process") || !strings.Contains(md, "Over 2 rounds") {
 		t.Errorf("markdown lacks the rows:\n%s", md)
 	}
 	t.Logf("snapgate: %.2f heap allocations per request", rep.Scenarios[0].Runs[1].HeapAllocsPerReq)
@@ -461,8 +469,10 @@ func TestSteadyAgainstRealProcesses(t *testing.T) {
 	if err := rep.Write(out); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(out, "steady-2000.svg")); err != nil {
-		t.Fatal(err)
+	for _, f := range []string{"steady-2000.svg", "raw/steady-2000-snapgate-1.json", "raw/steady-2000-snapgate-2.json"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Error(err)
+		}
 	}
 	assertStopped(t, rep.WorkDir)
 }

@@ -46,12 +46,18 @@ type Scenario struct {
 	Extra []Series `json:"extra,omitempty"`
 	// Flap is the flap scenario's outcome.
 	Flap *FlapStats `json:"flap,omitempty"`
+	// Summary is each target's figures over the rounds, when there were
+	// more than one (Options.Rounds).
+	Summary []Summary `json:"summary,omitempty"`
 }
 
 // RunResult is one measured load run against one target.
 type RunResult struct {
 	Target string `json:"target"` // direct, snapgate, nginx, haproxy
 	Label  string `json:"label"`
+	// Round is the run's round (1..Options.Rounds) in the steady and max
+	// scenarios, 0 elsewhere.
+	Round int `json:"round,omitempty"`
 	// CPUTicks is the target's utime+stime over the measured run;
 	// CPUPerReqUS that in µs per completed request, -1 when nothing completed.
 	CPUTicks    uint64  `json:"cpu_ticks"`
@@ -101,10 +107,10 @@ type Fact struct {
 	Value string `json:"value"`
 }
 
-// baseline returns the run of target in sc, or nil.
-func (sc *Scenario) baseline(target string) *RunResult {
+// baseline returns the run of target in round of sc, or nil.
+func (sc *Scenario) baseline(target string, round int) *RunResult {
 	for _, r := range sc.Runs {
-		if r.Target == target {
+		if r.Target == target && r.Round == round {
 			return r
 		}
 	}
@@ -143,9 +149,8 @@ func (sc *Scenario) markdown(b *strings.Builder) {
 	}
 	if len(sc.Runs) > 0 {
 		b.WriteString(tableHeader)
-		direct, nginx := sc.baseline(TargetDirect), sc.baseline(TargetNginx)
 		for _, r := range sc.Runs {
-			b.WriteString(r.row(direct, nginx))
+			b.WriteString(r.row(sc.baseline(TargetDirect, r.Round), sc.baseline(TargetNginx, r.Round)))
 		}
 		b.WriteString("\n")
 		var pacer []string
@@ -157,11 +162,16 @@ func (sc *Scenario) markdown(b *strings.Builder) {
 		if len(pacer) > 0 {
 			fmt.Fprintf(b, "Load generator's own lateness (p50 / p99), part of every latency above: %s.\n\n", strings.Join(pacer, "; "))
 		}
-		for _, r := range sc.Runs {
-			if r.HeapAllocsPerReq >= 0 {
-				fmt.Fprintf(b, "Heap allocations per request in the %s process over the run (all of its goroutines, one /metrics scrape included): %.2f.\n\n", r.Label, r.HeapAllocsPerReq)
+		if len(sc.Summary) == 0 {
+			for _, r := range sc.Runs {
+				if r.HeapAllocsPerReq >= 0 {
+					fmt.Fprintf(b, "Heap allocations per request in the %s process over the run (all of its goroutines, one /metrics scrape included): %.2f.\n\n", r.Label, r.HeapAllocsPerReq)
+				}
 			}
+		} else if allocs := roundAllocs(sc.Runs); allocs != "" {
+			fmt.Fprintf(b, "Heap allocations per request in the snapgate process over each run, in round order (all of its goroutines, one /metrics scrape included): %s.\n\n", allocs)
 		}
+		sc.summaryMarkdown(b)
 	}
 	for _, f := range sc.Facts {
 		fmt.Fprintf(b, "- %s: %s\n", f.Name, f.Value)
@@ -266,11 +276,16 @@ func (r *Report) Write(dir string) error {
 	return nil
 }
 
-// SVG plots the scenario's runs and extra series.
+// SVG plots the scenario's runs and extra series; over several rounds,
+// each target's run with the median p99.
 func (sc *Scenario) SVG() []byte {
 	series := make([]Series, 0, len(sc.Runs)+len(sc.Extra))
-	for _, r := range sc.Runs {
-		series = append(series, Series{Label: r.Label, Points: r.Result.Percentiles()})
+	for _, r := range sc.plotted() {
+		label := r.Label
+		if len(sc.Summary) > 0 {
+			label += " (median p99 of its rounds)"
+		}
+		series = append(series, Series{Label: label, Points: r.Result.Percentiles()})
 	}
 	series = append(series, sc.Extra...)
 	return PlotSVG(sc.Title, series)

@@ -49,6 +49,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.DurationVar(&opts.Warmup, "warmup", 0, "unmeasured run before each (default quick 1s, full 3s)")
 	fs.IntVar(&opts.Conns, "conns", 16, "load generator keep-alive connections")
 	fs.BoolVar(&opts.NoMax, "no-max", false, "skip the closed-loop max-throughput runs")
+	fs.IntVar(&opts.Rounds, "rounds", 1, "repeat the steady and max runs, every target once per round; the report adds each ratio's median and range over the rounds")
 	fs.BoolVar(&opts.NoPeers, "no-peers", false, "skip nginx and HAProxy")
 	fs.BoolVar(&opts.NoPin, "no-pin", false, "do not pin processes to CPUs")
 	fs.Float64Var(&opts.ChurnRate, "churn-rate", 10, "route updates per second in the churn scenario")
