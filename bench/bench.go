@@ -67,8 +67,7 @@ type Options struct {
 	// NoMax skips the closed-loop (max throughput) runs.
 	NoMax bool
 	// Rounds repeats the steady and max runs: every target once per round,
-	// in the same order, so that a ratio pairs runs a minute apart at
-	// most. A shared machine's runs swing ±10–40 % from one to the next;
+	// so that a ratio pairs runs a minute apart at most. A shared machine's runs swing ±10–40 % from one to the next;
 	// the report's summary gives each ratio's median and range over the
 	// rounds. Default 1.
 	Rounds int
@@ -575,11 +574,16 @@ func (e *env) steady(ctx context.Context) error {
 }
 
 // rounds adds sc to the report and measures every target at schedule,
-// Rounds times over, the targets in the same order each round.
+// Rounds times over. Each round starts one target later than the one
+// before, so that no target always runs at the same point of a round or
+// right after the same other target: the machine's load drifts within a
+// round, and a fixed order would charge one target with it every time.
 func (e *env) rounds(ctx context.Context, sc *Scenario, schedule string) error {
 	e.report.Scenarios = append(e.report.Scenarios, sc)
+	targets := e.targets()
 	for round := 1; round <= e.opts.Rounds; round++ {
-		for _, t := range e.targets() {
+		k := (round - 1) % len(targets)
+		for _, t := range append(targets[k:len(targets):len(targets)], targets[:k]...) {
 			label := t
 			if e.opts.Rounds > 1 {
 				label = fmt.Sprintf("%s #%d", t, round)

@@ -100,7 +100,7 @@ func (sc *Scenario) summaryMarkdown(b *strings.Builder) {
 	for _, r := range sc.Runs {
 		rounds = max(rounds, r.Round)
 	}
-	fmt.Fprintf(b, "Over %d rounds (every target once per round, in the table's order; a ratio pairs two runs of one round; rounds with errors left out), median (min–max):\n\n", rounds)
+	fmt.Fprintf(b, "Over %d rounds (every target once per round, each round starting one target later; a ratio pairs two runs of one round; rounds with errors left out), median (min–max):\n\n", rounds)
 	b.WriteString("| target | rounds | CPU µs/req | p99 | CPU ×nginx | p99 ×nginx | CPU ×haproxy | p99 ×haproxy |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	num := func(s *Spread, format func(float64) string) string {
 		if s == nil {

@@ -64,7 +64,7 @@ func TestRoundsMarkdownAndPlot(t *testing.T) {
 		// Each row's ratios are to nginx of its own round.
 		"| snapgate #2 | 5000 | 5000 | 440µs | 1.76ms | 3.52ms | 5.28ms | 0.008% (2) | 88.0 ±1.0 | 93.0 | 8.0 MiB | 5.87× | 5.87× | 2.20× | 1.10× | 1.10× | 1.09× |",
 		"| snapgate #3 | 5000 | 5000 | 480µs | 1.92ms | 3.84ms | 5.76ms | 0.008% (2) | 96.0 ±1.0 | 101.0 | 8.0 MiB | 6.40× | 6.40× | 2.40× | 0.80× | 0.80× | 0.81× |",
-		"Over 3 rounds",
+		"Over 3 rounds (every target once per round, each round starting one target later;",
 		"| snapgate | 3 | 90.0 (88.0–96.0) | 1.8ms (1.76ms–1.92ms) | 0.90× (0.80×–1.10×) | 0.90× (0.80×–1.10×) | 0.89× (0.82×–0.96×) | 0.89× (0.82×–0.96×) |",
 		"| haproxy | 2 | 105.0 (100.0–110.0) |",
 		"over each run, in round order (all of its goroutines, one /metrics scrape included): 1.02, 1.04, 1.01.",
