@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -148,17 +149,22 @@ func TestDetachedUploadsConcurrent(t *testing.T) {
 func TestStalledUploadTimesOut(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
+		buffered    bool // a Content-Length body read whole first, then written in one go
 		hangUp      bool
 		status      int
 		body, cause string
 		otherCause  string
 	}{
-		{"no answer", false, 504, "upstream timeout", "upstream_timeout", "upstream_closed"},
-		{"reset after stalling", true, 502, "upstream connection closed", "upstream_closed", "upstream_timeout"},
+		{"no answer", false, false, 504, "upstream timeout", "upstream_timeout", "upstream_closed"},
+		{"reset after stalling", false, true, 502, "upstream connection closed", "upstream_closed", "upstream_timeout"},
+		{"buffered, no answer", true, false, 504, "upstream timeout", "upstream_timeout", "upstream_closed"},
+		{"buffered, reset after stalling", true, true, 502, "upstream connection closed", "upstream_closed", "upstream_timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			done := make(chan struct{})
+			var conns atomic.Int32
 			ln := serveConns(t, func(c net.Conn, _ int) {
+				conns.Add(1)
 				c.Read(make([]byte, 4096)) // the head, then nothing more
 				if !tc.hangUp {
 					<-done
@@ -168,12 +174,18 @@ func TestStalledUploadTimesOut(t *testing.T) {
 				c.(*net.TCPConn).SetLinger(0)
 			})
 			t.Cleanup(func() { close(done) }) // before serveConns waits for its handlers
+			size := 256 << 20
 			addr, m := startProxy(t, oneRoute(ln.Addr().String()), func(c *Config) {
 				c.WriteTimeout = 200 * time.Millisecond
 				c.UpstreamTimeout = map[bool]time.Duration{false: 300 * time.Millisecond, true: 3 * time.Second}[tc.hangUp]
+				if tc.buffered {
+					// More than the loopback socket buffers take, so that
+					// the write to the upstream blocks.
+					size = 24 << 20
+					c.BufferBodyBytes = int64(size)
+				}
 			})
 			c := rawConn(t, addr)
-			const size = 256 << 20
 			if _, err := c.Write([]byte("POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: " + strconv.Itoa(size) + "\r\n\r\n")); err != nil {
 				t.Fatal(err)
 			}
@@ -195,6 +207,9 @@ func TestStalledUploadTimesOut(t *testing.T) {
 			}
 			hasSample(t, m, `snapgate_edge_errors_total{cause="`+tc.cause+`"} 1`)
 			hasSample(t, m, `snapgate_edge_errors_total{cause="`+tc.otherCause+`"} 0`)
+			if n := conns.Load(); n != 1 {
+				t.Errorf("the upstream saw %d connections, want 1: nothing is redone after a stall", n)
+			}
 		})
 	}
 }

@@ -594,16 +594,29 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 	stalled := false                     // ... because a write to it timed out: it stopped reading
 	var send []byte                      // a request not yet written: the first read writes it (Conn.Send)
 	interim := false                     // a 1xx reached the client: no retry from here on
+	// A write that timed out met an upstream that stopped reading, not a
+	// closed connection: only an early answer may follow, and without one
+	// it is a timeout (504, ejected as such), not a stale connection to
+	// redo the request on.
+	wrote := func(err error) bool {
+		if err != nil && upstream.IsTimeout(err) {
+			early, stalled = true, true
+			return true
+		}
+		return err == nil
+	}
 	if total < 0 {
-		if err := u.Write(st.upHead, wt); err != nil {
+		if err := u.Write(st.upHead, wt); !wrote(err) {
 			return exchangeStale
 		}
-		switch res := s.streamBody(st, u, hn); res {
-		case exchangeOK:
-		case exchangeStale, exchangeTimeout:
-			early, stalled = true, res == exchangeTimeout
-		default:
-			return res
+		if !early {
+			switch res := s.streamBody(st, u, hn); res {
+			case exchangeOK:
+			case exchangeStale, exchangeTimeout:
+				early, stalled = true, res == exchangeTimeout
+			default:
+				return res
+			}
 		}
 	} else {
 		buf, err := st.conn.Reader().Peek(total)
@@ -618,10 +631,11 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 			body = nil
 		}
 		if len(body) > 0 {
-			if err := u.Write(st.upHead, wt); err != nil {
-				return exchangeStale
+			err := u.Write(st.upHead, wt)
+			if err == nil {
+				err = u.Write(body, wt)
 			}
-			if err := u.Write(body, wt); err != nil {
+			if !wrote(err) {
 				return exchangeStale
 			}
 		} else {
