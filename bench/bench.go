@@ -575,9 +575,10 @@ func (e *env) steady(ctx context.Context) error {
 
 // rounds adds sc to the report and measures every target at schedule,
 // Rounds times over. Each round starts one target later than the one
-// before, so that no target always runs at the same point of a round or
-// right after the same other target: the machine's load drifts within a
-// round, and a fixed order would charge one target with it every time.
+// before, so that no target always runs at the same point of a round: the
+// machine's load drifts within a round, and a fixed order would charge one
+// target with it every time. (The cyclic order stays: each target still
+// follows the same one, except in the round it goes first.)
 func (e *env) rounds(ctx context.Context, sc *Scenario, schedule string) error {
 	e.report.Scenarios = append(e.report.Scenarios, sc)
 	targets := e.targets()

@@ -213,3 +213,46 @@ func TestStalledUploadTimesOut(t *testing.T) {
 		})
 	}
 }
+
+// TestBufferedEarlyAnswerKeepsClient: a buffered request was read whole
+// before it went upstream, so a backend's early answer after a stalled
+// write leaves the client connection in step for its next request.
+func TestBufferedEarlyAnswerKeepsClient(t *testing.T) {
+	done := make(chan struct{})
+	ln := serveConns(t, func(c net.Conn, i int) {
+		c.Read(make([]byte, 4096)) // a head, then nothing more
+		if i == 0 {
+			time.Sleep(400 * time.Millisecond) // past the proxy's write timeout
+			c.Write([]byte("HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n"))
+		} else {
+			c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+		}
+		<-done
+	})
+	t.Cleanup(func() { close(done) }) // before serveConns waits for its handlers
+	size := 24 << 20                  // more than the loopback socket buffers take
+	addr, m := startProxy(t, oneRoute(ln.Addr().String()), func(c *Config) {
+		c.WriteTimeout = 200 * time.Millisecond
+		c.UpstreamTimeout = 3 * time.Second
+		c.BufferBodyBytes = int64(size)
+	})
+	c := rawConn(t, addr)
+	go func() {
+		c.Write([]byte("POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: " + strconv.Itoa(size) + "\r\n\r\n"))
+		c.Write(make([]byte, size))
+	}()
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	if resp.StatusCode != 413 || resp.Close {
+		t.Fatalf("first answer %d, close %v; want the backend's early 413 on a kept connection", resp.StatusCode, resp.Close)
+	}
+	c.Write([]byte("GET /next HTTP/1.1\r\nHost: x\r\n\r\n"))
+	if resp, err = http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("next request on the client connection: %v %v", resp, err)
+	}
+	hasSample(t, m, `snapgate_edge_errors_total{cause="upstream_timeout"} 0`)
+}

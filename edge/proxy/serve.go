@@ -597,7 +597,8 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 	// A write that timed out met an upstream that stopped reading, not a
 	// closed connection: only an early answer may follow, and without one
 	// it is a timeout (504, ejected as such), not a stale connection to
-	// redo the request on.
+	// redo the request on. wrote reports whether a write's err leaves the
+	// exchange going, marking it stalled on a timeout.
 	wrote := func(err error) bool {
 		if err != nil && upstream.IsTimeout(err) {
 			early, stalled = true, true
@@ -710,11 +711,14 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 		refill = true
 		var err error
 		if send != nil {
-			var wrote bool
-			wrote, _, err = u.Send(send, wt, wait)
+			var ok bool
+			ok, _, err = u.Send(send, wt, wait)
 			send = nil
-			if !wrote {
-				return exchangeStale
+			if !ok {
+				if !wrote(err) {
+					return exchangeStale
+				}
+				continue // stalled: only an early answer may follow
 			}
 		} else {
 			_, err = u.Fill(wait)
@@ -744,10 +748,11 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 	}
 	st.rc.Observe(st.resp.Status)
 
-	// An early answer leaves the rest of the client's body unread: the
-	// client connection cannot carry another request.
-	st.bodyUnread = early
-	closeClient := !keep || early || st.resp.Body == h1.BodyClose
+	// An early answer leaves the rest of a streamed body unread: the
+	// client connection cannot carry another request. A buffered one was
+	// read whole, so the client connection stays in step.
+	st.bodyUnread = early && total < 0
+	closeClient := !keep || st.bodyUnread || st.resp.Body == h1.BodyClose
 	cw := st.cw
 	s.writeResponseHead(st, cw, closeClient, false)
 	switch s.relayBody(st, u, cw, timeout) {
