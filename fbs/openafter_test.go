@@ -363,3 +363,77 @@ func TestShardReadsStayInTheShard(t *testing.T) {
 		}
 	})
 }
+
+// TestCarryRoutes: after OpenAfter, CarryRoutes maps every route of a
+// shard that did not change to the same route in the old snapshot (bases
+// shifted where an earlier shard grew) and sends only the changed shard's
+// routes, by id, to other.
+func TestCarryRoutes(t *testing.T) {
+	st := genState(2000, 7)
+	st.Shards = 16
+	old := mustOpen(t, mustBuild(t, st))
+	ids := func(s *Snapshot) []string {
+		var out []string
+		s.ForEachRoute(func(r Route) bool { out = append(out, r.ID); return true })
+		return out
+	}
+	oldIDs := ids(old)
+
+	changed := st
+	changed.Version, changed.ParentVersion = 11, 10
+	changed.Routes = slices.Clone(st.Routes)
+	changed.Routes[5].TimeoutMs += 1000
+	added := changed
+	added.Routes = append(slices.Clone(changed.Routes), Route{ID: "route-new", Host: "new.example.com", Prefix: "/n", Cluster: st.Clusters[0].Name})
+
+	for _, tc := range []struct {
+		name string
+		st   State
+	}{{"one route changed", changed}, {"one route added", added}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := OpenAfter(old, mustBuild(t, tc.st))
+			if err != nil {
+				t.Fatal(err)
+			}
+			newIDs := ids(s)
+			seen := make([]int, s.NumRoutes())
+			others := 0
+			s.CarryRoutes(old, func(i, oi, n int) {
+				for k := range n {
+					seen[i+k]++
+					if newIDs[i+k] != oldIDs[oi+k] {
+						t.Fatalf("route %d (%s) carried from old route %d (%s)", i+k, newIDs[i+k], oi+k, oldIDs[oi+k])
+					}
+				}
+			}, func(i int, id []byte) {
+				seen[i]++
+				others++
+				if string(id) != newIDs[i] {
+					t.Fatalf("route %d: id %q, want %q", i, id, newIDs[i])
+				}
+			})
+			for i, n := range seen {
+				if n != 1 {
+					t.Fatalf("route %d mapped %d times", i, n)
+				}
+			}
+			// One shard of 16 changed: its routes only, about 2000/16.
+			if others == 0 || others > 2*len(newIDs)/16 {
+				t.Errorf("%d of %d routes looked up by id, want one shard's", others, len(newIDs))
+			}
+		})
+	}
+
+	// Without the old snapshot, or opened without it, nothing is carried.
+	for name, s := range map[string]*Snapshot{"nil old": old, "opened alone": mustOpen(t, mustBuild(t, changed))} {
+		carried, others := 0, 0
+		from := old
+		if name == "nil old" {
+			from = nil
+		}
+		s.CarryRoutes(from, func(_, _, n int) { carried += n }, func(int, []byte) { others++ })
+		if carried != 0 || others != s.NumRoutes() {
+			t.Errorf("%s: %d carried, %d by id; want 0 and %d", name, carried, others, s.NumRoutes())
+		}
+	}
+}

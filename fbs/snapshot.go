@@ -291,6 +291,30 @@ func (v ClusterView) EndpointRecoveredAtMs(j int) uint64 {
 	return e.RecoveredAtMs()
 }
 
+// CarryRoutes maps state kept per route by Match.Index from old, the
+// snapshot s replaces, to s in time proportional to what changed. Every
+// shard of s that OpenAfter found byte-equal to old's shard at the same
+// position (and so reused its walk) holds the same routes in the same
+// order: same(i, oldI, n) says that s's routes i..i+n-1 are old's
+// oldI..oldI+n-1. Each route of any other shard goes to other(i, id), id
+// aliasing s's bytes. A nil old sends every route to other.
+func (s *Snapshot) CarryRoutes(old *Snapshot, same func(i, oldI, n int), other func(i int, id []byte)) {
+	var r snapfb.Route
+	for k := range s.shards {
+		sh := &s.shards[k]
+		if old != nil && k < len(old.shards) && s.sums[k] == old.sums[k] {
+			if sh.n > 0 {
+				same(sh.base, old.shards[k].base, sh.n)
+			}
+			continue
+		}
+		for j := range sh.n {
+			sh.routeAt(&r, j)
+			other(sh.base+j, r.Id())
+		}
+	}
+}
+
 // ForEachRoute calls fn for every route, shard by shard and in key order
 // within a shard, until fn returns false. It copies each route into strings,
 // so it is for tooling, not the request path.

@@ -104,12 +104,19 @@ func (g *gateway) table(st fbs.State) *routing.Table {
 	return t
 }
 
+// build opens st's snapshot after the one in service, as the edge's feed
+// does (fbs.OpenAfter), so that unchanged shards share their walks.
 func (g *gateway) build(st fbs.State) (*routing.Table, error) {
 	b, err := fbs.Build(st)
 	if err != nil {
 		return nil, err
 	}
-	snap, err := fbs.Open(b)
+	var prev *fbs.Snapshot
+	if cur := g.tables.Acquire(); cur != nil {
+		defer cur.Release()
+		prev = cur.Snapshot()
+	}
+	snap, err := fbs.OpenAfter(prev, b)
 	if err != nil {
 		return nil, err
 	}

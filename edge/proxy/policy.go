@@ -270,20 +270,13 @@ type policyIndex struct {
 	pcs []*telemetry.PolicyCounters
 }
 
-// policyCounters returns policy pi's counters for the table in service.
-// The first policy request on a table resolves all of its policies at
-// once; their series carry over swaps by policy id.
+// policyCounters returns policy pi's counters from the index built for
+// the table in service at swap (indexTable); a policy's series carry over
+// swaps by policy id.
 func (s *Server) policyCounters(tab *routing.Table, pi int) *telemetry.PolicyCounters {
-	px := s.policyIdx.Load()
-	if px == nil || px.tab != tab {
-		ids := make([]string, tab.NumPolicies())
-		for i := range ids {
-			ids[i] = tab.Policy(i).ID
-		}
-		px = &policyIndex{tab: tab, pcs: s.metrics.Policies(ids)}
-		// The last table seen wins: only requests that acquired the old
-		// table just before a swap can flip it back, once each.
-		s.policyIdx.Store(px)
+	if px := s.policyIdx.Load(); px != nil && px.tab == tab {
+		return px.pcs[pi]
 	}
-	return px.pcs[pi]
+	// A request still finishing on a table no longer in service.
+	return s.metrics.Policy(tab.Policy(pi).ID)
 }

@@ -157,8 +157,8 @@ type Server struct {
 	policyIdx atomic.Pointer[policyIndex]
 
 	// routeIdx maps the dense route index of the table in service to its
-	// counters: created by the first request after a swap, filled on each
-	// route's first request, then read with one atomic load per request.
+	// counters: built at swap (indexTable), filled on a route's first
+	// request ever, then read with one atomic load per request.
 	routeIdx atomic.Pointer[routeIndex]
 }
 
@@ -167,26 +167,46 @@ type routeIndex struct {
 	rcs []atomic.Pointer[telemetry.RouteCounters]
 }
 
+// indexTable is the tables' install hook (routing.Holder.SetOnInstall). It
+// builds t's route and policy counter indexes before t goes into service,
+// so that requests on t find their counters by index from the first one.
+// Route slots carry over from old's index for the shards the two
+// snapshots share (fbs.Snapshot.CarryRoutes); the other routes are looked
+// up by id here, at swap, not on their first request after it.
+func (s *Server) indexTable(old, t *routing.Table) {
+	snap := t.Snapshot()
+	ri := &routeIndex{tab: t, rcs: make([]atomic.Pointer[telemetry.RouteCounters], snap.NumRoutes())}
+	var from *fbs.Snapshot
+	prev := s.routeIdx.Load()
+	if old != nil && prev != nil && prev.tab == old {
+		from = old.Snapshot()
+	}
+	snap.CarryRoutes(from, func(i, oi, n int) {
+		for k := range n {
+			ri.rcs[i+k].Store(prev.rcs[oi+k].Load())
+		}
+	}, func(i int, id []byte) {
+		if rc := s.metrics.KnownRoute(id); rc != nil {
+			ri.rcs[i].Store(rc)
+		}
+	})
+	s.routeIdx.Store(ri)
+	ids := make([]string, t.NumPolicies())
+	for i := range ids {
+		ids[i] = t.Policy(i).ID
+	}
+	s.policyIdx.Store(&policyIndex{tab: t, pcs: s.metrics.Policies(ids)})
+}
+
 // routeCounters returns the matched route's counters without a lookup by
-// name: the route's dense index (fbs.Match.Index) selects a slot in a slice
-// made for the table in service. Only a route's first request per table
-// asks telemetry by id, which keeps a route's series across swaps.
+// name: the route's dense index (fbs.Match.Index) selects a slot in the
+// index built for the table in service. Only a route's first request ever
+// asks telemetry by id, to make its counters.
 func (s *Server) routeCounters(tab *routing.Table, m *fbs.Match) *telemetry.RouteCounters {
 	ri := s.routeIdx.Load()
-	if ri == nil || ri.tab != tab {
-		// Requests still finishing on a table no longer in service take
-		// the slow path rather than replacing the index of the one in
-		// service. Not decided by version: a Replace (a diverged edge)
-		// puts a lower version in service, which would then never get an
-		// index of its own and send every request down the lookup by name.
-		if !s.cfg.Tables.InService(tab) {
-			return s.metrics.Route(m.ID())
-		}
-		ri = &routeIndex{tab: tab, rcs: make([]atomic.Pointer[telemetry.RouteCounters], tab.Snapshot().NumRoutes())}
-		s.routeIdx.Store(ri)
-	}
 	i := m.Index()
-	if uint(i) >= uint(len(ri.rcs)) {
+	if ri == nil || ri.tab != tab || uint(i) >= uint(len(ri.rcs)) {
+		// A request still finishing on a table no longer in service.
 		return s.metrics.Route(m.ID())
 	}
 	if rc := ri.rcs[i].Load(); rc != nil {
@@ -231,6 +251,7 @@ func New(cfg Config) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("proxy: event loop: %w", err)
 	}
+	cfg.Tables.SetOnInstall(s.indexTable)
 	return s, nil
 }
 

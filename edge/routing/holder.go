@@ -11,6 +11,24 @@ import (
 type Holder struct {
 	cur atomic.Pointer[Table]
 	mu  sync.Mutex
+	// onInstall runs under mu before a table goes into service
+	// (SetOnInstall).
+	onInstall func(old, t *Table)
+}
+
+// SetOnInstall makes fn run whenever a table is about to go into service,
+// with the table it replaces (nil for the first), under the holder's lock
+// and before any request can acquire it: the table's users build their
+// per-table state there, at swap, instead of on the table's first
+// requests. fn runs at once for the table in service, if there is one. A
+// second call replaces the first's fn.
+func (h *Holder) SetOnInstall(fn func(old, t *Table)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.onInstall = fn
+	if t := h.cur.Load(); t != nil && fn != nil {
+		fn(nil, t)
+	}
 }
 
 // StaleVersionError is returned by Swap for a table that is not newer than
@@ -76,6 +94,9 @@ func (h *Holder) install(t *Table, anyVersion bool) (old *Table, err error) {
 	if old != nil {
 		t.continueTurns(old)
 		t.keepAuth(old)
+	}
+	if h.onInstall != nil {
+		h.onInstall(old, t)
 	}
 	h.cur.Store(t)
 	if old != nil {

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -121,6 +122,44 @@ func TestHolderSwapVersions(t *testing.T) {
 	h.Close()
 	if rel[2] != 1 || h.Acquire() != nil || reg.Len() != 0 {
 		t.Fatalf("close: rel=%v pools=%d", rel, reg.Len())
+	}
+}
+
+// TestHolderOnInstall: the install hook sees the table in service when it
+// is set, then every table about to go into service with the one it
+// replaces, before a request can acquire it; a refused table never.
+func TestHolderOnInstall(t *testing.T) {
+	reg := upstream.NewRegistry(upstream.Options{})
+	defer reg.Close()
+	var h Holder
+	defer h.Close()
+	t1 := NewTable(twoClusterSnap(t, 1), nil, reg)
+	if _, err := h.Swap(t1); err != nil {
+		t.Fatal(err)
+	}
+	type call struct{ old, t, inService *Table }
+	var calls []call
+	h.SetOnInstall(func(old, tab *Table) {
+		in := h.Acquire()
+		in.Release()
+		calls = append(calls, call{old, tab, in})
+	})
+	t2 := NewTable(twoClusterSnap(t, 2), nil, reg)
+	if _, err := h.Swap(t2); err != nil {
+		t.Fatal(err)
+	}
+	stale := NewTable(twoClusterSnap(t, 2), nil, reg)
+	if _, err := h.Swap(stale); err == nil {
+		t.Fatal("equal version accepted")
+	}
+	stale.Release()
+	t0 := NewTable(twoClusterSnap(t, 0), nil, reg)
+	if _, err := h.Replace(t0); err != nil {
+		t.Fatal(err)
+	}
+	want := []call{{nil, t1, t1}, {t1, t2, t1}, {t2, t0, t2}}
+	if !slices.Equal(calls, want) {
+		t.Fatalf("hook calls %+v, want %+v", calls, want)
 	}
 }
 

@@ -126,13 +126,12 @@ type Metrics struct {
 	// (upstream.Registry.Ejections); read at scrape time only.
 	ejected atomic.Pointer[func() []upstream.Ejection]
 
-	// routes maps a route id to its counters (routesMu). The proxy asks
-	// only on a route's first request per table in service, and indexes
-	// by string(id), which Go does without allocating; the counters are
-	// made on the route's first request ever, so a table of a million
-	// routes does not make four million series nobody hits. A plain map
-	// under a lock, not a copy-on-write one: a new route must not cost a
-	// copy of every route seen before on the request path.
+	// routes maps a route id to its counters (routesMu). The proxy
+	// indexes a table's routes at swap (KnownRoute); the counters are
+	// made on a route's first request ever (Route), so a table of a
+	// million routes does not make six million series nobody hits. A
+	// plain map under a lock, not a copy-on-write one: a new route must
+	// not cost a copy of every route seen before on the request path.
 	routesMu sync.RWMutex
 	routes   map[string]*RouteCounters
 	mu       sync.Mutex
@@ -232,6 +231,15 @@ func (m *Metrics) Route(id []byte) *RouteCounters {
 	return made
 }
 
+// KnownRoute returns the counters of the route with this id if a request
+// made them, else nil. The proxy asks at snapshot swap, for the routes a
+// new table does not share with the old one.
+func (m *Metrics) KnownRoute(id []byte) *RouteCounters {
+	m.routesMu.RLock()
+	defer m.routesMu.RUnlock()
+	return m.routes[string(id)]
+}
+
 // Policies returns the counters of each policy id, in order, creating the
 // ones not seen before. The edge calls it once per snapshot for all of
 // its policies; the request path then indexes the result.
@@ -240,18 +248,29 @@ func (m *Metrics) Policies(ids []string) []*PolicyCounters {
 	defer m.mu.Unlock()
 	out := make([]*PolicyCounters, len(ids))
 	for i, id := range ids {
-		pc, ok := m.policies[id]
-		if !ok {
-			pc = &PolicyCounters{}
-			label := escapeLabel(id)
-			for o, name := range outcomeNames {
-				pc.byOutcome[o] = m.set.NewCounter(`snapgate_edge_auth_decisions_total{policy="` + label + `",outcome="` + name + `"}`)
-			}
-			m.policies[id] = pc
-		}
-		out[i] = pc
+		out[i] = m.policyLocked(id)
 	}
 	return out
+}
+
+// Policy returns the counters of one policy id, creating them if needed.
+func (m *Metrics) Policy(id string) *PolicyCounters {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.policyLocked(id)
+}
+
+func (m *Metrics) policyLocked(id string) *PolicyCounters {
+	pc, ok := m.policies[id]
+	if !ok {
+		pc = &PolicyCounters{}
+		label := escapeLabel(id)
+		for o, name := range outcomeNames {
+			pc.byOutcome[o] = m.set.NewCounter(`snapgate_edge_auth_decisions_total{policy="` + label + `",outcome="` + name + `"}`)
+		}
+		m.policies[id] = pc
+	}
+	return pc
 }
 
 // HeapAllocs is the number of heap objects the process allocated so far.
