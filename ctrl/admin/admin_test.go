@@ -2,6 +2,7 @@ package admin
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -540,14 +541,20 @@ func FuzzRequest(f *testing.F) {
 			}
 			return
 		}
-		// Whatever is accepted re-encodes to an equivalent, accepted request.
+		// Whatever is accepted re-encodes to an accepted request that
+		// encodes the same again. (Compared encoded, not as structs: an
+		// empty list and an absent one are the same request, and both
+		// encode as absent.)
 		enc, err := json.Marshal(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		again, aerr := DecodeRequest(enc)
-		if aerr != nil || !reflect.DeepEqual(again, req) {
-			t.Fatalf("round trip of %q via %s: %+v, %v", b, enc, again, aerr)
+		if aerr != nil {
+			t.Fatalf("round trip of %q via %s: %v", b, enc, aerr)
+		}
+		if enc2, err := json.Marshal(again); err != nil || !bytes.Equal(enc2, enc) {
+			t.Fatalf("round trip of %q: %s, then %s (%v)", b, enc, enc2, err)
 		}
 	})
 }
