@@ -7,7 +7,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -300,8 +302,8 @@ func TestCtlFlagsAfterCommand(t *testing.T) {
 // the sample routes answer, and that SIGINT stops it cleanly.
 func TestDemo(t *testing.T) {
 	dir := t.TempDir()
-	edgeAddr := freeAddr(t)
-	p := startProc(t, "demo", "demo", "--dir", filepath.Join(dir, "demo"), "--edge", edgeAddr,
+	edgeAddr, adminAddr := freeAddr(t), freeAddr(t)
+	p := startProc(t, "demo", "demo", "--dir", filepath.Join(dir, "demo"), "--edge", edgeAddr, "--admin", adminAddr,
 		"--stream", freeAddr(t), "--backend-a", freeAddr(t), "--backend-b", freeAddr(t))
 	waitFor(t, 15*time.Second, "the demo's instructions", func() bool {
 		return strings.Contains(p.output(), "Press Ctrl-C to stop.")
@@ -323,6 +325,19 @@ func TestDemo(t *testing.T) {
 	}
 	if !seen["backend-a"] || !seen["backend-b"] {
 		t.Fatalf("shop route did not alternate between the backends: %v", seen)
+	}
+	// The printed metrics command: the requests above are counted by route.
+	if !strings.Contains(p.output(), "curl -s http://"+adminAddr+"/metrics") {
+		t.Fatalf("the instructions do not show the edge's /metrics:\n%s", p.output())
+	}
+	resp, err := http.Get("http://" + adminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !regexp.MustCompile(`snapgate_edge_requests_total\{route="api",class="2xx"\} [1-9]`).Match(metrics) {
+		t.Fatalf("edge /metrics lacks the api route's request:\n%s", metrics)
 	}
 	if out := g.mustCtl("route", "list"); !strings.Contains(out, "3 routes") || !strings.Contains(out, "prefix /api") {
 		t.Fatalf("route list: %s", out)

@@ -473,14 +473,18 @@ func putRequest(req admin.Request, name string, n noun, args []string, g *ctlGlo
 		return req, err
 	}
 	if err := n.decode(data, &req); err != nil {
-		return req, fmt.Errorf("%s: %w", *file, err)
+		src := *file
+		if src == "-" {
+			src = "stdin"
+		}
+		return req, fmt.Errorf("%s: %w", src, err)
 	}
 	return req, nil
 }
 
 func routeFlags(fs *flag.FlagSet) func(*admin.Request, string) {
 	var r model.Route
-	fs.StringVar(&r.Host, "host", "*", "exact host, or * for any host")
+	fs.StringVar(&r.Host, "host", "*", "exact host, *.example.com for any subdomain, or * for any host")
 	fs.StringVar(&r.Prefix, "prefix", "", "path prefix, segment-aware (/api matches /api and /api/x)")
 	fs.StringVar(&r.Path, "path", "", "exact path, instead of --prefix")
 	fs.StringVar(&r.Cluster, "cluster", "", "cluster that serves the route")

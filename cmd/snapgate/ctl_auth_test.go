@@ -98,6 +98,10 @@ func TestCtlAuthCommands(t *testing.T) {
 	if code, out := g.ctlWithStdin("", "consumer", "set-password", "alice", "alice"); code != 1 || !strings.Contains(out, "empty") {
 		t.Fatalf("set-password with nothing on stdin: exit %d: %s", code, out)
 	}
+	// A document on stdin with an unknown field is named as stdin's.
+	if code, out := g.ctlWithStdin(`{"id":"r9","host":"*","prefix":"/r9","cluster":"c","retry_attempts":1}`, "route", "put", "-f", "-"); code != 1 || !strings.Contains(out, "stdin: retry_attempts: unknown field") {
+		t.Fatalf("route put -f - with an unknown field: exit %d: %s", code, out)
+	}
 
 	for _, args := range [][]string{
 		{"consumer", "get", "alice"}, {"consumer", "list"},

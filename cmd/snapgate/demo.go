@@ -23,7 +23,7 @@ import (
 // demoConfig is what 'snapgate demo' starts; the defaults match the commands
 // the README prints.
 type demoConfig struct {
-	dir, edgeAddr, streamAddr, backendA, backendB, logLevel string
+	dir, edgeAddr, adminAddr, streamAddr, backendA, backendB, logLevel string
 }
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -31,6 +31,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("demo", "demo [flags]", stderr)
 	fs.StringVar(&cfg.dir, "dir", ".demo", "working directory for the demo's state (wiped at start)")
 	fs.StringVar(&cfg.edgeAddr, "edge", "127.0.0.1:8080", "edge HTTP address")
+	fs.StringVar(&cfg.adminAddr, "admin", "127.0.0.1:9901", "edge admin address (/metrics, /healthz)")
 	fs.StringVar(&cfg.streamAddr, "stream", "127.0.0.1:7400", "ctrl's snapshot stream address")
 	fs.StringVar(&cfg.backendA, "backend-a", "127.0.0.1:9001", "sample backend A address")
 	fs.StringVar(&cfg.backendB, "backend-b", "127.0.0.1:9002", "sample backend B address")
@@ -98,6 +99,7 @@ func demo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) error {
 		NodeID:       "demo-edge",
 		StreamSecret: secret,
 		Listen:       cfg.edgeAddr,
+		AdminListen:  cfg.adminAddr,
 		CtrlAddr:     cfg.streamAddr,
 		DataDir:      filepath.Join(cfg.dir, "edge"),
 		Logger:       log.With("component", "edge"),
@@ -271,6 +273,10 @@ Change a route live (the edge follows within milliseconds):
   %[5]s route put --id api --host '*' --prefix /api --cluster backend-a --expected-version %[6]d   # stale: conflict, nothing changes
   %[5]s status
 
+The edge's metrics and health (docs/operations.md):
+  curl -s http://%[7]s/metrics | grep snapgate_edge_requests_total
+  curl http://%[7]s/healthz
+
 Press Ctrl-C to stop.
-`, cfg.streamAddr, cfg.edgeAddr, cfg.backendA, cfg.backendB, ctl, apiVersion)
+`, cfg.streamAddr, cfg.edgeAddr, cfg.backendA, cfg.backendB, ctl, apiVersion, cfg.adminAddr)
 }
