@@ -68,6 +68,13 @@ type Config struct {
 	// service that list endpoint addr, for ObserveEndpoint. Nil: no health
 	// reports.
 	ClustersOf func(addr string, dst []string) []string
+	// InService calls fn with the snapshot in service (nil when none),
+	// held for the call. Until the feed has installed a snapshot of its
+	// own (after a boot from disk), it verifies against that one: the
+	// shards a file shares with it are compared, not walked again, and
+	// keep their verified walks, which the proxy's counter indexes carry
+	// over at the swap (fbs.Snapshot.CarryRoutes). Nil: verified alone.
+	InService func(fn func(*fbs.Snapshot))
 	// ReportInterval is the least time between two REPORTs. Default 250ms.
 	ReportInterval time.Duration
 	// MaxQueuedReports bounds the observations waiting for ctrl; the
@@ -575,12 +582,22 @@ func (c *Client) deltaBase(v uint64) (*fbs.Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: base v%d: %w", wire.ErrDeltaBase, v, err)
 	}
-	snap, err := fbs.Open(data)
+	snap, err := c.openAfterBase(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: base v%d on disk: %w", wire.ErrDeltaBase, v, err)
 	}
 	c.setBase(snap)
 	return snap, nil
+}
+
+// openAfterBase verifies data with fbs.OpenAfter the delta base, or
+// before the feed has one, the snapshot in service (Config.InService).
+func (c *Client) openAfterBase(data []byte) (snap *fbs.Snapshot, err error) {
+	if c.base != nil || c.cfg.InService == nil {
+		return fbs.OpenAfter(c.base, data)
+	}
+	c.cfg.InService(func(in *fbs.Snapshot) { snap, err = fbs.OpenAfter(in, data) })
+	return snap, err
 }
 
 // setBase makes snap the delta base; the old base's memory becomes spare.
@@ -775,11 +792,11 @@ func (s *stream) retryUnsaved(now time.Time) error {
 }
 
 // verify checks the received bytes of version v before they touch the
-// disk, with fbs.OpenAfter the snapshot in service: Open's verdict, walking
-// only the shards that changed. data becomes the returned snapshot's; if it
+// disk, with fbs.OpenAfter the delta base (openAfterBase): Open's verdict,
+// walking only the shards that changed. data becomes the returned snapshot's; if it
 // does not verify, its memory is recycled.
 func (s *stream) verify(v uint64, data []byte) (*fbs.Snapshot, error) {
-	snap, err := fbs.OpenAfter(s.c.base, data)
+	snap, err := s.c.openAfterBase(data)
 	if err == nil && snap.Version() != v {
 		err = fmt.Errorf("frame for v%d carries a snapshot of version %d", v, snap.Version())
 	}
