@@ -16,17 +16,7 @@ import (
 // in service: the rebuild memory the feed recycles (a former base's, or a
 // refused file's) is never memory a snapshot still reads.
 func TestApplyRecyclesMemorySafely(t *testing.T) {
-	s := newTestStream(t)
-	defer s.close()
-	enc, err := wire.NewDeltaEncoder()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer enc.Close()
-	st := fbs.State{Shards: 8, Clusters: []fbs.Cluster{{Name: "web", Endpoints: []fbs.Endpoint{{Address: "127.0.0.1:9000"}}}}}
-	for i := range 200 {
-		st.Routes = append(st.Routes, fbs.Route{ID: fmt.Sprintf("r%03d", i), Host: "*", Prefix: fmt.Sprintf("/p%d", i), Cluster: "web"})
-	}
+	s, enc, st := newDeltaTest(t)
 	files := map[uint64][]byte{}
 	snaps := map[uint64]*fbs.Snapshot{}
 	build := func(v uint64) *fbs.Snapshot {
@@ -157,4 +147,21 @@ func mustOpenT(t *testing.T, b []byte) *fbs.Snapshot {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// newDeltaTest returns a test stream and a delta encoder, both closed with
+// the test, and a state of 200 routes over 8 shards to build versions of.
+func newDeltaTest(t *testing.T) (*testStream, *wire.DeltaEncoder, fbs.State) {
+	s := newTestStream(t)
+	t.Cleanup(s.close)
+	enc, err := wire.NewDeltaEncoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { enc.Close() })
+	st := fbs.State{Shards: 8, Clusters: []fbs.Cluster{{Name: "web", Endpoints: []fbs.Endpoint{{Address: "127.0.0.1:9000"}}}}}
+	for i := range 200 {
+		st.Routes = append(st.Routes, fbs.Route{ID: fmt.Sprintf("r%03d", i), Host: "*", Prefix: fmt.Sprintf("/p%d", i), Cluster: "web"})
+	}
+	return s, enc, st
 }

@@ -2,7 +2,6 @@ package feed
 
 import (
 	"bytes"
-	"fmt"
 	"testing"
 
 	"github.com/snapgate/snapgate/edge/routing"
@@ -18,17 +17,7 @@ import (
 // after a boot, when the table in service was mapped from disk and the
 // feed has no delta base of its own.
 func TestUnchangedShardsShareWalksAfterBoot(t *testing.T) {
-	s := newTestStream(t)
-	defer s.close()
-	enc, err := wire.NewDeltaEncoder()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer enc.Close()
-	st := fbs.State{Shards: 8, Clusters: []fbs.Cluster{{Name: "web", Endpoints: []fbs.Endpoint{{Address: "127.0.0.1:9000"}}}}}
-	for i := range 200 {
-		st.Routes = append(st.Routes, fbs.Route{ID: fmt.Sprintf("r%03d", i), Host: "*", Prefix: fmt.Sprintf("/p%d", i), Cluster: "web"})
-	}
+	s, enc, st := newDeltaTest(t)
 	snaps := map[uint64]*fbs.Snapshot{}
 	build := func(v uint64) []byte {
 		st.Version, st.ParentVersion = v, v-1
