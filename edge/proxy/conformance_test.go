@@ -24,7 +24,6 @@ type scriptedBackend struct {
 	ln   net.Listener
 	mu   sync.Mutex
 	seen []*http.Request
-	wg   sync.WaitGroup
 }
 
 func newScriptedBackend(t *testing.T, answer func(r *http.Request, n int) string) *scriptedBackend {
