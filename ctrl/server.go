@@ -338,11 +338,7 @@ func (s *Server) load() error {
 	if err != nil {
 		return fmt.Errorf("loading documents: %w", err)
 	}
-	// The model's revision is its latest document's, not the store's:
-	// health writes after the latest snapshot moved only the store's, and
-	// status compares snapshot versions with the model's (docs/operations.md,
-	// "Fleet status").
-	m := newState(0)
+	m := newState(rev)
 	if err := s.loadDocs(&m, docs); err != nil {
 		return err
 	}
@@ -368,17 +364,11 @@ func (s *Server) loadDocs(m *state, docs []store.Doc) error {
 		case kindPolicy:
 			err = policies.load(s, m, d)
 		case kindMeta:
-			if d.ID == healthMarkerID { // a health-only revision, not the model's
-				continue
-			}
 			err = m.loadMeta(d)
-		default:
-			continue
 		}
 		if err != nil {
 			return err
 		}
-		m.revision = max(m.revision, d.Revision)
 	}
 	return nil
 }
