@@ -44,6 +44,7 @@ var (
 	errTEInvalid       = &Error{400, "invalid Transfer-Encoding"}
 	errTEChunkedTwice  = &Error{400, "chunked applied twice"}
 	errTENotFinal      = &Error{400, "chunked is not the final transfer coding"}
+	errTEUnsupported   = &Error{501, "unsupported transfer coding"}
 	errTEAndCL         = &Error{400, "both Transfer-Encoding and Content-Length"}
 	errTEHTTP10        = &Error{400, "Transfer-Encoding in HTTP/1.0"}
 	errBodyNotAllowed  = &Error{400, "body not allowed for method"}

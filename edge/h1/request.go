@@ -213,9 +213,12 @@ func ParseRequest(buf []byte, req *Request, lim Limits) (n int, err error) {
 	return off, nil
 }
 
-// scanTransferCodings applies one Transfer-Encoding field value. chunked
-// must be the last coding of all fields together and appear once; codings
-// take no parameters here (a parameter on chunked is a known smuggling trick).
+// scanTransferCodings applies one Transfer-Encoding field value. The only
+// coding taken is chunked, once over all fields, without parameters (a
+// parameter on chunked is a known smuggling trick). Any other coding, even
+// before chunked, gets 501 (RFC 9112 §6.1): backends disagree on lists
+// such as "identity, chunked" (gunicorn before 22 read no body), so
+// forwarding one would frame the body differently at the next hop.
 func scanTransferCodings(v []byte, seen, chunked *bool) *Error {
 	for list := v; ; {
 		var elem []byte
@@ -230,9 +233,10 @@ func scanTransferCodings(v []byte, seen, chunked *bool) *Error {
 			return errTENotFinal
 		}
 		*seen = true
-		if EqualFold(elem, "chunked") {
-			*chunked = true
+		if !EqualFold(elem, "chunked") {
+			return errTEUnsupported
 		}
+		*chunked = true
 		if list == nil {
 			return nil
 		}

@@ -78,7 +78,7 @@ func TestParseRequestFraming(t *testing.T) {
 		{"content-length zeros", "PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 003\r\n\r\n", 3, false, true, "a"},
 		{"chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", -1, true, true, "a"},
 		{"chunked case", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ChUnKeD\r\n\r\n", -1, true, true, "a"},
-		{"gzip then chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", -1, true, true, "a"},
+		{"CHUNKED in capitals", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:  CHUNKED \r\n\r\n", -1, true, true, "a"},
 		{"host port stripped and lowered", "GET / HTTP/1.1\r\nHost: WWW.Example.com:443\r\n\r\n", -1, false, true, "www.example.com"},
 		{"ipv6 host", "GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", -1, false, true, "[::1]"},
 		{"get with zero length", "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", 0, false, true, "a"},
@@ -113,12 +113,16 @@ func TestParseRequestRejects(t *testing.T) {
 		{"CL empty", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n", 400},
 		{"CL inner space", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\n", 400},
 		{"CL overflow", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9223372036854775808\r\n\r\n", 400},
-		{"TE identity", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", 400},
+		// A coding other than chunked is not one the edge can vouch for at
+		// the next hop (RFC 9112 §6.1: 501).
+		{"TE identity", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", 501},
+		{"TE identity then chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\n\r\n", 501},
+		{"TE gzip then chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", 501},
 		{"TE chunked not final", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400},
 		{"TE chunked twice", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
 		{"TE chunked param", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked;q=1\r\n\r\n", 400},
 		{"TE empty element", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: , chunked\r\n\r\n", 400},
-		{"TE xchunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", 400},
+		{"TE xchunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", 501},
 		{"TE in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
 		{"obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", 400},
 		{"leading space first field", "GET / HTTP/1.1\r\n Host: a\r\n\r\n", 400},
@@ -202,7 +206,7 @@ func TestParseRequestRejects(t *testing.T) {
 // TestParseRequestIncremental feeds a valid head one byte at a time: every
 // prefix must ask for more, the full head must parse to the same length.
 func TestParseRequestIncremental(t *testing.T) {
-	raw := "\r\nPOST /upload?x HTTP/1.1\r\nHost: a.example:81\r\nTransfer-Encoding: gzip, chunked\r\nX: \t v \t\r\n\r\n"
+	raw := "\r\nPOST /upload?x HTTP/1.1\r\nHost: a.example:81\r\nTransfer-Encoding: chunked\r\nX: \t v \t\r\n\r\n"
 	var r Request
 	for i := 0; i < len(raw); i++ {
 		n, err := ParseRequest([]byte(raw[:i]), &r, Limits{})

@@ -203,6 +203,14 @@ var desyncCompliantExempt = map[string]string{
 	"Compliant URL":        "'#' and raw '\\'/'\"' quirks in the target; '#' is refused",
 	"International in URI": "raw non-ASCII bytes in the target (llhttp strict refuses them too)",
 	"Empty URI":            "an empty request-target is not a request-target",
+	// A coding other than chunked gets 501: the edge forwards codings as
+	// received, and the next hop may frame a list differently (gunicorn
+	// before 22 read no body for "identity, chunked", CVE-2024-1135).
+	"Correct TE OK": "a coding other than chunked gets 501",
+	"Transfer-Encoding: identity and chunked OK":                "a coding other than chunked gets 501",
+	"Multiple transfer encoding headers in a single request OK": "a coding other than chunked gets 501",
+	"Different Transfer-Encoding headers":                       "a coding other than chunked gets 501",
+	"Different Transfer-Encoding headers combined":              "a coding other than chunked gets 501",
 }
 
 // TestDesyncGuardianVectors rebuilds the aws/http-desync-guardian

@@ -964,3 +964,73 @@ func TestEmptyLineAfterBodyStaysIdle(t *testing.T) {
 		t.Fatalf("the next request: %d %q", r.status, r.body)
 	}
 }
+
+// TestFramingFieldsForwardedCanonically: the framing fields reach the
+// backend in one spelling, as the edge's parser read them (a backend that
+// reads "CHUNKED" or a leading-zero length its own way would frame the
+// body apart from the edge), and a transfer coding other than chunked is
+// refused with 501 before anything reaches the backend, lists with chunked
+// last included (gunicorn before 22 read no body for "identity, chunked").
+func TestFramingFieldsForwardedCanonically(t *testing.T) {
+	heads := make(chan string, 8)
+	ln := serveConns(t, func(c net.Conn, _ int) {
+		br := bufio.NewReader(c)
+		for {
+			var head strings.Builder
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				head.WriteString(line)
+				if line == "\r\n" {
+					break
+				}
+			}
+			heads <- head.String()
+			if strings.Contains(head.String(), "Transfer-Encoding: chunked\r\n") {
+				for line := ""; line != "0\r\n"; {
+					var err error
+					if line, err = br.ReadString('\n'); err != nil {
+						return
+					}
+				}
+				br.ReadString('\n') // the empty trailer section
+			} else if i := strings.Index(head.String(), "Content-Length: "); i >= 0 {
+				n, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(head.String()[i+16:], "\r\n", 2)[0]))
+				io.CopyN(io.Discard, br, int64(n))
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+		}
+	})
+	addr, _ := startProxy(t, oneRoute(ln.Addr().String()), nil)
+	c := dialProxy(t, addr)
+	for _, tc := range []struct{ req, want string }{
+		{"POST /cl HTTP/1.1\r\nHost: x\r\nContent-Length: 0003\r\n\r\nabc", "Content-Length: 3\r\n"},
+		{"POST /te HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  CHUNKED \r\n\r\n3\r\nabc\r\n0\r\n\r\n", "Transfer-Encoding: chunked\r\n"},
+	} {
+		if r := c.do(tc.req); r.status != 200 {
+			t.Fatalf("%q: %d %q", tc.req, r.status, r.body)
+		}
+		select {
+		case head := <-heads:
+			if !strings.Contains(head, tc.want) || strings.Count(head, "Content-Length")+strings.Count(head, "Transfer-Encoding") != 1 {
+				t.Fatalf("%q reached the backend as\n%s\nwant one framing field, %q", tc.req, head, tc.want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%q never reached the backend", tc.req)
+		}
+	}
+	for _, te := range []string{"identity, chunked", "gzip, chunked", "identity\r\nTransfer-Encoding: chunked"} {
+		c := dialProxy(t, addr)
+		r := c.do("POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + te + "\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+		if r.status != 501 || !r.close {
+			t.Fatalf("Transfer-Encoding %q: %d %q close=%v, want 501 and the connection closed", te, r.status, r.body, r.close)
+		}
+	}
+	select {
+	case head := <-heads:
+		t.Fatalf("a refused request reached the backend:\n%s", head)
+	case <-time.After(100 * time.Millisecond):
+	}
+}

@@ -152,6 +152,20 @@ func appendRequestHead(st *connState, w []byte) []byte {
 				continue
 			}
 		}
+		// The framing fields go upstream in one spelling each, as the
+		// parser read them: a backend that parses "CHUNKED" or
+		// "Content-Length: 010" its own way would frame the body apart
+		// from the edge.
+		switch {
+		case isTransferEncoding(f.Name): // only chunked passes the parser
+			w = append(w, "Transfer-Encoding: chunked\r\n"...)
+			continue
+		case isContentLength(f.Name):
+			w = append(w, "Content-Length: "...)
+			w = strconv.AppendInt(w, req.ContentLength, 10)
+			w = append(w, "\r\n"...)
+			continue
+		}
 		w = append(w, f.Name...)
 		w = append(w, ": "...)
 		w = append(w, f.Value...)
