@@ -147,6 +147,32 @@ func NormalizePath(dst, p []byte) ([]byte, *Error) {
 	return out, nil
 }
 
+// StripParams appends to dst[:0] the normal-form path p (NormalizePath's
+// result) as a servlet container reads it: each segment without its ';'
+// parameters, and the empty segments that leaves merged, so /a;x/b and
+// /;x/a/b are /a/b. Routing keeps ';' literal; the proxy checks that this
+// reading picks the same route (docs/http.md). Dot segments with
+// parameters never reach it: NormalizePath refuses them.
+func StripParams(dst, p []byte) []byte {
+	out := dst[:0]
+	for i := 0; i < len(p); {
+		// p[i] is '/': copy the segment up to its parameters.
+		out = append(out, '/')
+		i++
+		for i < len(p) && p[i] != '/' && p[i] != ';' {
+			out = append(out, p[i])
+			i++
+		}
+		for i < len(p) && p[i] != '/' {
+			i++
+		}
+		if i < len(p) && out[len(out)-1] == '/' {
+			out = out[:len(out)-1] // an emptied segment merges with the next
+		}
+	}
+	return out
+}
+
 // dotWithParams reports a segment "." or ".." followed by ';' parameters.
 func dotWithParams(seg []byte) bool {
 	n := 0

@@ -204,3 +204,30 @@ func FuzzNormalizePath(f *testing.F) {
 		}
 	})
 }
+
+// TestStripParams: a normal-form path as a servlet container reads it,
+// every segment's ';' parameters dropped and emptied segments merged.
+func TestStripParams(t *testing.T) {
+	for in, want := range map[string]string{
+		"/":                         "/",
+		"/admin":                    "/admin",
+		"/admin;x":                  "/admin",
+		"/admin;jsessionid=1/users": "/admin/users",
+		"/;x/admin":                 "/admin",
+		"/;/admin":                  "/admin",
+		"/;":                        "/",
+		"/a;x;y/b;z/":               "/a/b/",
+		"/app/page;jsessionid=ABC":  "/app/page",
+		"/admin/;x":                 "/admin/",
+		"/a%3Bb/c":                  "/a%3Bb/c",
+	} {
+		if got := StripParams(nil, []byte(in)); string(got) != want {
+			t.Errorf("StripParams(%q) = %q, want %q", in, got, want)
+		}
+	}
+	buf := make([]byte, 0, 64)
+	p := []byte("/admin;jsessionid=1/users")
+	if n := testing.AllocsPerRun(100, func() { buf = StripParams(buf, p) }); n != 0 {
+		t.Errorf("%v allocations", n)
+	}
+}

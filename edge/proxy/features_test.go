@@ -526,3 +526,50 @@ func TestBackendSpeakingFirstIsAnswered(t *testing.T) {
 		}
 	}
 }
+
+// TestPathParametersCannotChangeTheRoute: routing keeps ';' literal, and a
+// request whose path routes elsewhere once every segment's ';' parameters
+// are dropped (as Java servlet containers read it) is refused, so /admin;x
+// cannot reach /admin's backend through the catch-all route and past
+// /admin's policy. Parameters that leave the route as it was pass, as sent.
+func TestPathParametersCannotChangeTheRoute(t *testing.T) {
+	var seen atomic.Value
+	seen.Store("")
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Store(r.Host + " " + r.RequestURI)
+	}))
+	defer be.Close()
+	st := fbs.State{Version: 1,
+		Clusters: []fbs.Cluster{{Name: "c", Endpoints: []fbs.Endpoint{{Address: be.Listener.Addr().String()}}}},
+		Routes: []fbs.Route{
+			{ID: "open", Host: "*", Prefix: "/", Cluster: "c"},
+			{ID: "admin", Host: "*", Prefix: "/admin", Cluster: "c"},
+			{ID: "app", Host: "*", Prefix: "/app", Cluster: "c"},
+		}}
+	addr, m := startProxy(t, st, nil)
+	for _, tc := range []struct{ path, want string }{
+		{"/admin;x", ""},
+		{"/;x/admin", ""},
+		{"/;/admin", ""},
+		{"/admin;jsessionid=1/users", ""},
+		{"/app/page;jsessionid=ABC", "/app/page;jsessionid=ABC"},
+		{"/nothing;x", "/nothing;x"},
+		{"/app;v=2", "/app;v=2"}, // literal /app;v=2 is the catch-all's, read as /app it is app's: refused below
+	} {
+		seen.Store("")
+		c := dialProxy(t, addr)
+		r := c.do("GET " + tc.path + " HTTP/1.1\r\nHost: x\r\n\r\n")
+		got := seen.Load().(string)
+		switch {
+		case tc.path == "/app;v=2":
+			if r.status != 400 || got != "" {
+				t.Errorf("%s: %d %q, backend saw %q; want 400", tc.path, r.status, r.body, got)
+			}
+		case tc.want == "" && (r.status != 400 || r.body != "path parameters change the route\n" || got != ""):
+			t.Errorf("%s: %d %q, backend saw %q; want 400 and nothing upstream", tc.path, r.status, r.body, got)
+		case tc.want != "" && (r.status != 200 || !strings.HasSuffix(got, " "+tc.want)):
+			t.Errorf("%s: %d %q, backend saw %q; want 200 and %s", tc.path, r.status, r.body, got, tc.want)
+		}
+	}
+	hasSample(t, m, `snapgate_edge_errors_total{cause="bad_request"} 5`)
+}

@@ -394,9 +394,14 @@ type connState struct {
 	resp     h1.Response
 	matchReq fbs.Request
 	match    fbs.Match
-	chunks   h1.ChunkedScanner
-	rc       *telemetry.RouteCounters // the current request's route series
-	retry    retryPlan                // the current request's retries (forward)
+	// paramReq, paramMatch and paramPath route a path with ';' as a
+	// servlet container reads it (sameRouteWithoutParams).
+	paramReq   fbs.Request
+	paramMatch fbs.Match
+	paramPath  []byte
+	chunks     h1.ChunkedScanner
+	rc         *telemetry.RouteCounters // the current request's route series
+	retry      retryPlan                // the current request's retries (forward)
 	// The route's staleness header (staleness.go), and the Retry-After
 	// seconds of an error answer; 0 = none.
 	staleHeader bool
