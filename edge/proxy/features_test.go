@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -572,4 +573,37 @@ func TestPathParametersCannotChangeTheRoute(t *testing.T) {
 		}
 	}
 	hasSample(t, m, `snapgate_edge_errors_total{cause="bad_request"} 5`)
+}
+
+// TestRequestLineOverridesDropped: fields some backends take over the
+// request line (a path in X-Original-URL or X-Rewrite-URL, a method in
+// X-HTTP-Method-Override and its variants) do not reach the backend in any
+// spelling, so a route's choice and policy cannot be overridden behind it.
+func TestRequestLineOverridesDropped(t *testing.T) {
+	var got atomic.Value
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var names []string
+		for name := range r.Header {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		got.Store(strings.Join(names, ","))
+	}))
+	defer be.Close()
+	addr, _ := startProxy(t, oneRoute(be.Listener.Addr().String()), nil)
+	c := dialProxy(t, addr)
+	r := c.do("GET /public HTTP/1.1\r\nHost: x\r\nX-Original-URL: /admin\r\nx-rewrite-url: /admin\r\n" +
+		"X-HTTP-Method-Override: DELETE\r\nX-Http-Method: DELETE\r\nX_Method_Override: DELETE\r\nX-Kept: 1\r\n\r\n")
+	if r.status != 200 {
+		t.Fatalf("%d %q", r.status, r.body)
+	}
+	names := got.Load().(string)
+	for _, dropped := range []string{"X-Original-Url", "X-Rewrite-Url", "X-Http-Method-Override", "X-Http-Method", "X_method_override"} {
+		if slices.Contains(strings.Split(names, ","), dropped) {
+			t.Errorf("backend saw %s (fields %s)", dropped, names)
+		}
+	}
+	if !strings.Contains(names, "X-Kept") {
+		t.Errorf("an ordinary field was dropped too: %s", names)
+	}
 }

@@ -103,9 +103,31 @@ func setByProxy(name []byte) bool {
 
 func isXFF(name []byte) bool { return len(name) == 15 && h1.EqualFold(name, "x-forwarded-for") }
 
+// overridesRequestLine reports fields that some backends take over the
+// request line: X-Original-URL and X-Rewrite-URL (IIS URL rewrite, and
+// Symfony or Laminas trusting it) replace the path; X-HTTP-Method-Override,
+// X-HTTP-Method and X-Method-Override (Rack, Express's method-override,
+// Spring's filter) the method. The edge chose the route and its policy
+// from the request line, so a client's copy would reach a handler that
+// route does not cover. Dropped in every spelling, like setByProxy's.
+func overridesRequestLine(name []byte) bool {
+	switch len(name) {
+	case 13:
+		return h1.NameIs(name, "x-rewrite-url") || h1.NameIs(name, "x-http-method")
+	case 14:
+		return h1.NameIs(name, "x-original-url")
+	case 17:
+		return h1.NameIs(name, "x-method-override")
+	case 22:
+		return h1.NameIs(name, "x-http-method-override")
+	}
+	return false
+}
+
 // forwardsField reports whether a client field goes upstream as received.
 func forwardsField(st *connState, name []byte) bool {
-	return !hopByHop(name) && !setByProxy(name) && !namedByConnection(st.req.Connection, name) && !st.pol.stripsField(name)
+	return !hopByHop(name) && !setByProxy(name) && !overridesRequestLine(name) &&
+		!namedByConnection(st.req.Connection, name) && !st.pol.stripsField(name)
 }
 
 // appendRequestHead appends the upstream request head to w: the request line in
