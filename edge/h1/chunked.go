@@ -6,7 +6,7 @@ package h1
 // ready to use; Reset makes it reusable for the next message.
 type ChunkedScanner struct {
 	state     uint8
-	digits    uint8  // hex digits seen in the current chunk-size
+	digits    uint8  // 1 once the current chunk-size has a hex digit
 	extToken  bool   // the current chunk-ext name/value has at least one byte
 	remaining uint64 // data bytes left in the current chunk (also the size being parsed)
 	lineLen   int    // bytes in the current chunk-size line
@@ -97,10 +97,12 @@ func (s *ChunkedScanner) scan(p []byte, np *int) *Error {
 		switch s.state {
 		case csSize:
 			if v := hexVal[c]; v >= 0 {
-				if s.digits >= maxChunkSizeHex {
+				// At most maxChunkSizeHex significant digits: leading
+				// zeros are any number (RFC 9112 §7.1), bounded by the line.
+				if s.remaining >= 1<<(4*(maxChunkSizeHex-1)) {
 					return errChunkSize
 				}
-				s.digits++
+				s.digits = 1
 				s.remaining = s.remaining<<4 | uint64(v)
 			} else if s.digits == 0 {
 				return errChunkSize

@@ -30,6 +30,8 @@ func TestChunkedScanner(t *testing.T) {
 		"0;last\r\n\r\n",
 		"0\r\nContent-Type: text/plain\r\nX-Forwarded-Fort: 1\r\nHost2: x\r\n\r\n",
 		"0\r\nX-Checksum-" + strings.Repeat("z", 40) + ": 1\r\n\r\n",
+		// Leading zeros do not count against the size's 15 digits.
+		"0000000000000001\r\nx\r\n" + strings.Repeat("0", 40) + "\r\n\r\n",
 	}
 	for _, body := range valid {
 		for _, step := range []int{1, 2, 3, 7, len(body)} {
@@ -56,6 +58,7 @@ func TestChunkedScanner(t *testing.T) {
 		"-5\r\nhello\r\n0\r\n\r\n",
 		"0x5\r\nhello\r\n0\r\n\r\n",
 		"1000000000000000\r\n",
+		"0001000000000000000\r\n",
 		"0\r\n X: y\r\n\r\n",
 		"0\r\nX : y\r\n\r\n",
 		"0\r\nX: a\x00\r\n\r\n",
