@@ -11,6 +11,7 @@ type ChunkedScanner struct {
 	remaining uint64 // data bytes left in the current chunk (also the size being parsed)
 	lineLen   int    // bytes in the current chunk-size line
 	trailer   int    // bytes in the trailer section
+	held      int    // bytes since the current chunk-size line began, outside chunk data (Pending)
 	broken    *Error // first error; sticky because the framing is untrusted from then on
 	// The current trailer field's name, lowercased with '_' read as '-',
 	// while it fits; nameLen keeps counting (up to 255) past that.
@@ -72,6 +73,19 @@ func (s *ChunkedScanner) ResetFiltered(f TrailerFilter) { *s = ChunkedScanner{fi
 // Done reports whether the last chunk and the trailer section have ended.
 func (s *ChunkedScanner) Done() bool { return s.state == csDone }
 
+// Pending is how many of the bytes Scan took belong to a chunk-size line
+// not yet ended, or to the last chunk and its trailer section before they
+// ended: a forwarder holds them back, so that a body the scanner later
+// refuses (a bad trailer, say) never reaches the next hop ended, and a
+// backend cannot act on it. They are at most a line plus the trailer
+// section's bound; 0 once the body is done.
+func (s *ChunkedScanner) Pending() int {
+	if s.state == csDone {
+		return 0
+	}
+	return s.held
+}
+
 // Scan consumes the next bytes of the body. It returns how many bytes of p
 // belong to the body (all of p unless done) and whether the body ended with
 // them. After an error the scanner stays broken; the framing is untrusted.
@@ -94,6 +108,7 @@ func (s *ChunkedScanner) scan(p []byte, np *int) *Error {
 	defer func() { *np = i }()
 	for i < len(p) {
 		c := p[i]
+		prev := s.state
 		switch s.state {
 		case csSize:
 			if v := hexVal[c]; v >= 0 {
@@ -181,6 +196,12 @@ func (s *ChunkedScanner) scan(p []byte, np *int) *Error {
 			s.state = csDone
 			i++
 			return nil
+		}
+		switch {
+		case s.state == csData || s.state == csDataCR || s.state == csDataLF || prev == csDataLF:
+			s.held = 0 // chunk data, or the line that ended before it
+		default:
+			s.held++
 		}
 		i++
 	}

@@ -98,3 +98,29 @@ func TestChunkedScannerStickyError(t *testing.T) {
 		t.Fatalf("after Reset: done=%v err=%v", done, err)
 	}
 }
+
+// TestChunkedScannerPending: the bytes of a chunk-size line not yet ended,
+// and of the last chunk with its trailer section until they end, are
+// pending; chunk data and ended lines are not; nothing is once done.
+func TestChunkedScannerPending(t *testing.T) {
+	body := "5\r\nhello\r\n0\r\nX-T: v\r\n\r\n"
+	for _, tc := range []struct {
+		upTo    int // bytes scanned
+		pending int
+	}{
+		{1, 1},                              // "5"
+		{3, 0},                              // "5\r\n": the line ended, data follows
+		{6, 0},                              // in the data
+		{10, 0},                             // "hello\r\n" ended
+		{11, 1},                             // "0"
+		{13, 3},                             // "0\r\n": the last chunk
+		{len(body) - 1, len(body) - 10 - 1}, // all of it but the final LF
+		{len(body), 0},                      // done
+	} {
+		var s ChunkedScanner
+		n, _, err := s.Scan([]byte(body[:tc.upTo]))
+		if err != nil || n != tc.upTo || s.Pending() != tc.pending {
+			t.Errorf("after %q: n=%d err=%v pending %d, want %d", body[:tc.upTo], n, err, s.Pending(), tc.pending)
+		}
+	}
+}

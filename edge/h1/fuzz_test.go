@@ -143,5 +143,12 @@ func FuzzChunked(f *testing.F) {
 		if (err == nil) != (err2 == nil) || done != done2 || (err == nil && n != n1+n2) {
 			t.Fatalf("split %d: whole (%d,%v,%v) parts (%d+%d,%v,%v)", cut, n, done, err, n1, n2, done2, err2)
 		}
+		// What is held back lies within what was taken, is bounded, and
+		// is nothing once done; split scanning holds back the same.
+		if err == nil {
+			if p := whole.Pending(); p > n || p > maxChunkLine+maxTrailerBytes+2 || (done && p != 0) || p != parts.Pending() {
+				t.Fatalf("pending %d (split %d), consumed %d, done %v", p, parts.Pending(), n, done)
+			}
+		}
 	})
 }

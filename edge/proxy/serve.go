@@ -822,10 +822,15 @@ func (s *Server) streamBody(st *connState, u *upstream.Conn, hn int) exchangeRes
 	chunked := st.req.Chunked
 	remaining := st.req.ContentLength
 	wt := s.cfg.WriteTimeout
+	// held counts the bytes at the head of r that the scanner took but that
+	// wait for their line, or the last chunk for its trailer section, to
+	// end (ChunkedScanner.Pending): a body refused late never reaches the
+	// backend ended.
+	held := 0
 	for {
 		avail := r.Len()
-		if avail == 0 {
-			if _, err := r.Peek(1); err != nil {
+		if avail <= held {
+			if _, err := r.Peek(held + 1); err != nil {
 				s.clientReadFailed(st, err)
 				return exchangeClientFailed
 			}
@@ -838,12 +843,14 @@ func (s *Server) streamBody(st *connState, u *upstream.Conn, hn int) exchangeRes
 			if err != nil {
 				return exchangeClientFailed
 			}
-			var serr error
-			k, done, serr = st.chunks.Scan(p)
+			n, d, serr := st.chunks.Scan(p[held:])
 			if serr != nil {
 				s.bodyFramingFailed(st, serr)
 				return exchangeClientFailed
 			}
+			done = d
+			k = held + n - st.chunks.Pending()
+			held = st.chunks.Pending()
 		} else {
 			k = int(min(int64(avail), remaining))
 			remaining -= int64(k)
@@ -865,9 +872,9 @@ func (s *Server) streamBody(st *connState, u *upstream.Conn, hn int) exchangeRes
 		if done {
 			return exchangeOK
 		}
-		if k == 0 {
+		if r.Len() <= held {
 			// The scanner needs more than is buffered to make progress.
-			if _, err := r.Peek(r.Len() + 1); err != nil {
+			if _, err := r.Peek(held + 1); err != nil {
 				s.clientReadFailed(st, err)
 				return exchangeClientFailed
 			}

@@ -168,3 +168,36 @@ func TestUpstreamAnswersEarly(t *testing.T) {
 	c.Close()
 	<-sendDone
 }
+
+// TestRefusedChunkedBodyNeverEndsUpstream: a streamed chunked body goes
+// upstream as it arrives, but the last chunk waits for its trailer
+// section: when the trailer is refused (here a Host field), the backend
+// has not seen the body end, so it cannot act on it.
+func TestRefusedChunkedBodyNeverEndsUpstream(t *testing.T) {
+	got := make(chan []byte, 1)
+	ln := serveConns(t, func(c net.Conn, _ int) {
+		b, _ := io.ReadAll(c) // until the edge closes its side
+		got <- b
+	})
+	addr, _ := startProxy(t, oneRoute(ln.Addr().String()), nil)
+	c := rawConn(t, addr)
+	io.WriteString(c, "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n")
+	time.Sleep(200 * time.Millisecond) // the edge streams what it has
+	io.WriteString(c, "Host: evil\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Fatalf("status %d, want 400 for a Host trailer", resp.StatusCode)
+	}
+	select {
+	case b := <-got:
+		if !bytes.Contains(b, []byte("3\r\nabc\r\n")) || bytes.Contains(b, []byte("\r\n0\r\n")) {
+			t.Fatalf("the backend received %q; want the first chunk and not the last", b)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream connection was never closed")
+	}
+}
