@@ -103,6 +103,8 @@ var reservedHeaders = []string{
 	"host", "content-length", "transfer-encoding", "connection", "keep-alive",
 	"proxy-connection", "te", "trailer", "upgrade", "expect", "authorization",
 	"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id",
+	// Dropped by the edge as request-line overrides (docs/http.md).
+	"x-original-url", "x-rewrite-url", "x-http-method-override", "x-http-method", "x-method-override",
 }
 
 // DefaultAPIKeyHeader is where API keys are read when a policy names none.

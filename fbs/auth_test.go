@@ -228,6 +228,8 @@ func TestReservedHeaderSpellings(t *testing.T) {
 		{"X_Request_Id", "", true},
 		{"X_Api_Key", "", true},
 		{"x_key", "X-Key", true},
+		{"X-HTTP-Method-Override", "", true}, // dropped by the edge as a request-line override
+		{"x_original_url", "", true},
 		{"X-Tenant", "", false},
 		{"X_Consumer", "", false},
 	} {

@@ -339,7 +339,8 @@ func forbiddenTrailer(name []byte, n int) bool {
 	switch string(name) {
 	case "content-length", "transfer-encoding", "host", "connection", "keep-alive", "te", "trailer",
 		"upgrade", "authorization", "proxy-authorization", "cookie", "forwarded", "x-forwarded-for",
-		"x-forwarded-host", "x-forwarded-proto", "x-request-id", "x-consumer-id":
+		"x-forwarded-host", "x-forwarded-proto", "x-request-id", "x-consumer-id",
+		"x-original-url", "x-rewrite-url", "x-http-method-override", "x-http-method", "x-method-override":
 		return true
 	}
 	return false

@@ -75,6 +75,8 @@ func TestChunkedScanner(t *testing.T) {
 		"0\r\nX_Consumer_Id: admin\r\n\r\n",
 		"0\r\nVary: *\r\nAuthorization: Bearer x\r\n\r\n",
 		"0\r\nPROXY-AUTHORIZATION: x\r\n\r\n",
+		"0\r\nX_HTTP_Method_Override: DELETE\r\n\r\n",
+		"0\r\nX-Original-URL: /admin\r\n\r\n",
 	}
 	for _, body := range invalid {
 		for _, step := range []int{1, len(body)} {
