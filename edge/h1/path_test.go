@@ -165,7 +165,7 @@ func BenchmarkNormalizePath(b *testing.B) {
 // FuzzNormalizePath checks that the normal form never contains what the
 // rules remove, is idempotent, and that nothing panics.
 func FuzzNormalizePath(f *testing.F) {
-	for _, s := range []string{"/", "/a/../b", "/%2e%2e/", "//x//", "/%c3%a9", "/a%2fb", "/%c0%af", "/a/b/.", "/..;/x", "/%252e"} {
+	for _, s := range []string{"/", "/a/../b", "/%2e%2e/", "//x//", "/%c3%a9", "/a%2fb", "/%c0%af", "/a/b/.", "/..;/x", "/%252e", "/;x/a;b/", "/a;.."} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, p []byte) {
@@ -201,6 +201,16 @@ func FuzzNormalizePath(f *testing.F) {
 		again, err := NormalizePath(nil, out)
 		if err != nil || !bytes.Equal(again, out) {
 			t.Fatalf("not idempotent: %q → %q → %q, %v", p, out, again, err)
+		}
+		// The servlet reading of a normal path is a normal path without
+		// parameters, the same path when it had none, and stable.
+		sp := StripParams(nil, out)
+		if len(sp) == 0 || sp[0] != '/' || bytes.IndexByte(sp, ';') >= 0 || bytes.Contains(sp, []byte("//")) ||
+			(bytes.IndexByte(out, ';') < 0 && !bytes.Equal(sp, out)) || !bytes.Equal(StripParams(nil, sp), sp) {
+			t.Fatalf("StripParams(%q) = %q", out, sp)
+		}
+		if n, err := NormalizePath(nil, sp); err != nil || !bytes.Equal(n, sp) {
+			t.Fatalf("StripParams(%q) = %q is not normal: %q, %v", out, sp, n, err)
 		}
 	})
 }
