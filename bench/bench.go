@@ -598,7 +598,7 @@ func (e *env) rounds(ctx context.Context, sc *Scenario, schedule string) error {
 		}
 	}
 	if e.opts.Rounds > 1 {
-		sc.Summary = summarize(sc.Runs)
+		sc.Summary = sc.summarize()
 	}
 	return nil
 }

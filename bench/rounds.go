@@ -47,22 +47,26 @@ type Summary struct {
 	P99xHAProxy *Spread `json:"p99_x_haproxy,omitempty"`
 }
 
-// summarize gives each target of runs, in their order, its Summary.
-func summarize(runs []*RunResult) []Summary {
-	var targets []string
-	byRound := map[string]map[int]*RunResult{}
+// byTarget groups runs by target, the targets in the order they first ran.
+func byTarget(runs []*RunResult) (targets []string, of map[string][]*RunResult) {
+	of = map[string][]*RunResult{}
 	for _, r := range runs {
-		if byRound[r.Target] == nil {
+		if of[r.Target] == nil {
 			targets = append(targets, r.Target)
-			byRound[r.Target] = map[int]*RunResult{}
 		}
-		byRound[r.Target][r.Round] = r
+		of[r.Target] = append(of[r.Target], r)
 	}
+	return targets, of
+}
+
+// summarize gives each target of sc, in the order they ran, its Summary.
+func (sc *Scenario) summarize() []Summary {
+	targets, of := byTarget(sc.Runs)
 	cpu := func(r *RunResult) float64 { return r.CPUPerReqUS }
 	p99 := func(r *RunResult) float64 { return float64(r.Result.Latency.P99) / float64(time.Microsecond) }
 	spread := func(target, peer string, f func(*RunResult) float64) *Spread {
 		var v []float64
-		for round, r := range byRound[target] {
+		for _, r := range of[target] {
 			if erred(r) || f(r) < 0 {
 				continue
 			}
@@ -70,7 +74,7 @@ func summarize(runs []*RunResult) []Summary {
 				v = append(v, f(r))
 				continue
 			}
-			base := byRound[peer][round]
+			base := sc.baseline(peer, r.Round)
 			if base == nil || erred(base) || f(base) <= 0 {
 				continue
 			}
@@ -130,25 +134,13 @@ func (sc *Scenario) plotted() []*RunResult {
 	if len(sc.Summary) == 0 {
 		return sc.Runs
 	}
-	var targets []string
-	of, erredOf := map[string][]*RunResult{}, map[string][]*RunResult{}
-	for _, r := range sc.Runs {
-		if of[r.Target] == nil && erredOf[r.Target] == nil {
-			targets = append(targets, r.Target)
-		}
-		if erred(r) {
-			erredOf[r.Target] = append(erredOf[r.Target], r)
-		} else {
-			of[r.Target] = append(of[r.Target], r)
-		}
-	}
+	targets, of := byTarget(sc.Runs)
 	out := make([]*RunResult, 0, len(targets))
 	for _, t := range targets {
-		rs := of[t]
+		rs := slices.DeleteFunc(slices.Clone(of[t]), erred)
 		if len(rs) == 0 {
-			rs = erredOf[t]
+			rs = slices.Clone(of[t])
 		}
-		rs = slices.Clone(rs)
 		slices.SortStableFunc(rs, func(a, b *RunResult) int { return cmp.Compare(a.Result.Latency.P99, b.Result.Latency.P99) })
 		out = append(out, rs[(len(rs)-1)/2])
 	}

@@ -25,7 +25,7 @@ func roundsScenario() *Scenario {
 	}
 	sc.Runs[1].HeapAllocsPerReq, sc.Runs[5].HeapAllocsPerReq, sc.Runs[9].HeapAllocsPerReq = 1.02, 1.04, 1.01
 	sc.Runs[7].Result.ErrorRate = 0.01 // haproxy #2
-	sc.Summary = summarize(sc.Runs)
+	sc.Summary = sc.summarize()
 	return sc
 }
 

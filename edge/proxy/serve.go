@@ -830,6 +830,7 @@ func (s *Server) streamBody(st *connState, u *upstream.Conn, hn int) exchangeRes
 	for {
 		avail := r.Len()
 		if avail <= held {
+			// Nothing new to scan: wait for more of the body.
 			if _, err := r.Peek(held + 1); err != nil {
 				s.clientReadFailed(st, err)
 				return exchangeClientFailed
@@ -871,13 +872,6 @@ func (s *Server) streamBody(st *connState, u *upstream.Conn, hn int) exchangeRes
 		}
 		if done {
 			return exchangeOK
-		}
-		if r.Len() <= held {
-			// The scanner needs more than is buffered to make progress.
-			if _, err := r.Peek(held + 1); err != nil {
-				s.clientReadFailed(st, err)
-				return exchangeClientFailed
-			}
 		}
 	}
 }
