@@ -447,6 +447,60 @@ func TestRestartKeepsVersions(t *testing.T) {
 	}
 }
 
+// Status compares the snapshot version with the configuration revision
+// (docs/operations.md, "Fleet status"). After a restart that revision is
+// the latest model change's, a delete included, not the store's, which
+// health-only revisions move too.
+func TestRestartKeepsConfigRevision(t *testing.T) {
+	dir := t.TempDir()
+	h := startCtrl(t, dir, nil)
+	cx := ctx(t)
+	if _, err := h.c.PutCluster(cx, cluster("c", "10.0.0.1:80"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.c.PutRoute(cx, model.Route{ID: "r", Host: "*", Prefix: "/", Cluster: "c"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.c.PutRoute(cx, model.Route{ID: "gone", Host: "*", Prefix: "/gone", Cluster: "c"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	del, err := h.c.DeleteRoute(cx, "gone", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.waitSnapshot(del.Revision)
+	h.settled()
+	// A health-only revision after the latest snapshot, as advanceRevision
+	// records when a published health change comes after the latest build;
+	// a stop can come before the build that would take it.
+	h.s.wmu.Lock()
+	healthRev, err := h.s.advanceRevision(0)
+	h.s.wmu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.stop()
+	if served := h.s.lastSnap().version; served >= healthRev {
+		t.Fatalf("the snapshot in service (v%d) is not behind the health-only revision %d", served, healthRev)
+	}
+
+	h2 := startCtrl(t, dir, nil)
+	st, err := h2.c.Status(cx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ConfigRevision != del.Revision || st.SnapshotVersion < st.ConfigRevision {
+		t.Fatalf("status after restart: snapshot v%d, configuration revision %d; want the delete's revision %d", st.SnapshotVersion, st.ConfigRevision, del.Revision)
+	}
+	res, err := h2.c.PutRoute(cx, model.Route{ID: "r2", Host: "*", Prefix: "/two", Cluster: "c"}, u64(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := h2.c.Status(cx); err != nil || st.ConfigRevision != res.Revision {
+		t.Fatalf("status after a write: configuration revision %d, want %d (%v)", st.ConfigRevision, res.Revision, err)
+	}
+}
+
 // A version is published before it is stored (recompute.go), so a crash
 // can lose the latest version that edges already have. The restart builds
 // the same content on the same (stored) parent at a revision of its own,

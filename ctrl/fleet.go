@@ -26,8 +26,15 @@ type fleetDoc struct {
 }
 
 // loadMeta reads a meta document at start; "init" only marks the store
-// as initialised.
+// as initialised, and the health marker's revision is not the model's.
+// Without a model marker (a store last written by an older ctrl) the
+// model's revision stays the store's: it may read above the latest model
+// change, never below it.
 func (m *state) loadMeta(d store.Doc) error {
+	if d.ID == modelMarker.ID {
+		m.revision = d.Revision
+		return nil
+	}
 	if d.ID != fleetID {
 		return nil
 	}

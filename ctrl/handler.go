@@ -55,13 +55,15 @@ func invalid(err error) *admin.Error {
 // only after durable, outside wmu, where concurrent writers share one
 // fsync; the recompute loop syncs before it builds, so no edge ever holds a
 // revision the store could lose.
+//
+// The same revision writes modelMarker, which update does not see.
 func (s *Server) commit(muts []store.Mutation, update func(docs []store.Doc, rev uint64)) error {
-	rev, docs, err := s.store.ApplyNoSync(muts...)
+	rev, docs, err := s.store.ApplyNoSync(append(muts, modelMarker)...)
 	if err != nil {
 		return storeError(muts[0].Kind, muts[0].ID, err)
 	}
 	s.mu.Lock()
-	update(docs, rev)
+	update(docs[:len(muts)], rev)
 	s.model.revision = rev
 	s.mu.Unlock()
 	s.notify()

@@ -114,12 +114,19 @@ func (c *Config) setDefaults() error {
 }
 
 // Store kinds ctrl owns besides the auth documents (auth.go). kindMeta
-// holds the store's initialisation marker and the recorded fleet size.
+// holds the store's initialisation marker, the recorded fleet size and the
+// model and health markers.
 const (
 	kindRoute   = model.KindRoute
 	kindCluster = model.KindCluster
 	kindMeta    = "meta"
 )
+
+// modelMarker is written by every model change (commit), so that its
+// revision is the model's after a restart: the store's revision also
+// counts health-only revisions (advanceRevision), and a delete leaves no
+// document to read its revision from. The body is constant, like init's.
+var modelMarker = store.Mutation{Kind: kindMeta, ID: "model", Body: []byte(`{}`)}
 
 // Server is a running control plane.
 type Server struct {
