@@ -141,7 +141,34 @@ func primeAtLeast(n uint64) uint64 {
 // false when every candidate is excluded. Endpoints in slow start may be
 // passed over for others (slowStart.admit), except by consistent hashing,
 // which keeps a key on its endpoint.
+//
+// Local ejection only steers a request's first attempt away while an
+// endpoint that is not ejected is left: when every endpoint ctrl lets it
+// use is ejected here, the policy picks among them as if none were, as
+// Envoy's panic mode routes to every host and nginx clears its failure
+// marks once every server of a group has failed. Otherwise one slow
+// request on a route with a short timeout, to a cluster's only routable
+// endpoint, or a blip that failed each endpoint once, would be up to 30 s
+// of 503s for every route to the cluster. A retry never goes to an
+// ejected endpoint: the failed attempt's own answer stands instead
+// (retryPlan.take in package proxy).
 func (cs *clusterState) pick(key PickKey, avoid *Tried) (*upstream.Pool, bool) {
+	if p, ok := cs.choose(key, exclude{avoid: avoid, ejected: true}); ok || (avoid != nil && avoid.n > 0) {
+		return p, ok
+	}
+	return cs.choose(key, exclude{})
+}
+
+// exclude is what a pick skips besides the endpoints ctrl marked
+// unhealthy: those a retrying request failed on, and, when ejected is
+// set, those ejected on this edge.
+type exclude struct {
+	avoid   *Tried
+	ejected bool
+}
+
+// choose is pick's pass with ex.
+func (cs *clusterState) choose(key PickKey, ex exclude) (*upstream.Pool, bool) {
 	pools := cs.pools
 	n := len(pools)
 	if n == 0 {
@@ -156,10 +183,10 @@ func (cs *clusterState) pick(key PickKey, avoid *Tried) (*upstream.Pool, bool) {
 		// instead of all landing on one neighbour.
 		for i := 0; i < len(ring); i++ {
 			j := int(ring[(start+i)%len(ring)])
-			if cs.usable(j, avoid) {
+			if cs.usable(j, ex) {
 				return pools[j], true
 			}
-			if i == n && !cs.anyUsable(avoid) {
+			if i == n && !cs.anyUsable(ex) {
 				return nil, false
 			}
 		}
@@ -179,8 +206,8 @@ func (cs *clusterState) pick(key PickKey, avoid *Tried) (*upstream.Pool, bool) {
 		if j >= i {
 			j++
 		}
-		aOK := cs.usable(i, avoid) && (ramp == nil || ramp.admit(i, now))
-		cOK := cs.usable(j, avoid) && (ramp == nil || ramp.admit(j, now))
+		aOK := cs.usable(i, ex) && (ramp == nil || ramp.admit(i, now))
+		cOK := cs.usable(j, ex) && (ramp == nil || ramp.admit(j, now))
 		a, c := pools[i], pools[j]
 		switch {
 		case aOK && cOK:
@@ -193,9 +220,9 @@ func (cs *clusterState) pick(key PickKey, avoid *Tried) (*upstream.Pool, bool) {
 		case cOK:
 			return c, true
 		}
-		return cs.leastLoaded(avoid)
+		return cs.leastLoaded(ex)
 	}
-	return cs.roundRobin(avoid, ramp, now)
+	return cs.roundRobin(ex, ramp, now)
 }
 
 // roundRobin draws counter values until one lands on a usable endpoint
@@ -206,18 +233,18 @@ func (cs *clusterState) pick(key PickKey, avoid *Tried) (*upstream.Pool, bool) {
 // neighbour in list order. After a cycle's worth of draws (at most
 // maxTurnDraws) it falls back to a weighted draw among the usable
 // endpoints (spreadUsable).
-func (cs *clusterState) roundRobin(avoid *Tried, ramp *slowStart, now int64) (*upstream.Pool, bool) {
+func (cs *clusterState) roundRobin(ex exclude, ramp *slowStart, now int64) (*upstream.Pool, bool) {
 	draws := uint64(len(cs.pools))
 	if cs.bal.lb == fbs.LBWeightedRoundRobin {
 		draws = cs.bal.cycle
 	}
 	for range min(draws, maxTurnDraws) {
 		k := cs.turn(cs.next.Add(1) - 1)
-		if k >= 0 && cs.usable(k, avoid) && (ramp == nil || ramp.admit(k, now)) {
+		if k >= 0 && cs.usable(k, ex) && (ramp == nil || ramp.admit(k, now)) {
 			return cs.pools[k], true
 		}
 	}
-	return cs.spreadUsable(avoid, ramp, now)
+	return cs.spreadUsable(ex, ramp, now)
 }
 
 // spreadUsable draws a usable endpoint at random in proportion to its
@@ -229,10 +256,10 @@ func (cs *clusterState) roundRobin(avoid *Tried, ramp *slowStart, now int64) (*u
 // ejected, one of the two equal endpoints took 16 times the other's
 // share). If ramp refuses the drawn endpoint, the next admitted one in
 // list order takes it.
-func (cs *clusterState) spreadUsable(avoid *Tried, ramp *slowStart, now int64) (*upstream.Pool, bool) {
+func (cs *clusterState) spreadUsable(ex exclude, ramp *slowStart, now int64) (*upstream.Pool, bool) {
 	var total uint64
 	for j := range cs.pools {
-		if cs.usable(j, avoid) {
+		if cs.usable(j, ex) {
 			total += cs.weight(j)
 		}
 	}
@@ -241,7 +268,7 @@ func (cs *clusterState) spreadUsable(avoid *Tried, ramp *slowStart, now int64) (
 	}
 	r := rand.Uint64N(total)
 	for j := range cs.pools {
-		if !cs.usable(j, avoid) {
+		if !cs.usable(j, ex) {
 			continue
 		}
 		if w := cs.weight(j); r >= w {
@@ -251,10 +278,10 @@ func (cs *clusterState) spreadUsable(avoid *Tried, ramp *slowStart, now int64) (
 		if ramp == nil || ramp.admit(j, now) {
 			return cs.pools[j], true
 		}
-		return cs.firstUsable(j, avoid, ramp, now)
+		return cs.firstUsable(j, ex, ramp, now)
 	}
 	// An endpoint was ejected between the two passes.
-	return cs.firstUsable(0, avoid, ramp, now)
+	return cs.firstUsable(0, ex, ramp, now)
 }
 
 // weight is endpoint j's share of turns: its weight divided by the gcd of
@@ -304,15 +331,11 @@ func (cs *clusterState) turn(c uint64) int {
 	return lo
 }
 
-// usable reports whether endpoint j may take a request: not avoided, not
-// down by ctrl's verdict, not ejected locally. The only endpoint of a
-// cluster is never skipped for a local ejection, as nginx never marks the
-// only server of a group unavailable: there is nowhere else to send the
-// request, and one slow request on a short route timeout would otherwise
-// turn into a second of 503s for every route to it.
-func (cs *clusterState) usable(j int, avoid *Tried) bool {
+// usable reports whether endpoint j may take a request: not down by
+// ctrl's verdict and not excluded by ex.
+func (cs *clusterState) usable(j int, ex exclude) bool {
 	p := cs.pools[j]
-	return !avoid.has(p) && (cs.down == nil || !cs.down[j]) && (len(cs.pools) == 1 || p.Healthy())
+	return !ex.avoid.has(p) && (cs.down == nil || !cs.down[j]) && (!ex.ejected || p.Healthy())
 }
 
 // Tried is the set of endpoints a request already failed on, which its
@@ -347,12 +370,12 @@ func (t *Tried) has(p *upstream.Pool) bool {
 // firstUsable returns the first usable endpoint from index j on
 // (wrapping) that ramp admits; if ramp refuses every usable one, the
 // first of those, since a ramping endpoint beats none.
-func (cs *clusterState) firstUsable(j int, avoid *Tried, ramp *slowStart, now int64) (*upstream.Pool, bool) {
+func (cs *clusterState) firstUsable(j int, ex exclude, ramp *slowStart, now int64) (*upstream.Pool, bool) {
 	n := len(cs.pools)
 	refused := -1
 	for i := range n {
 		k := (j + i) % n
-		if !cs.usable(k, avoid) {
+		if !cs.usable(k, ex) {
 			continue
 		}
 		if ramp == nil || ramp.admit(k, now) {
@@ -368,9 +391,9 @@ func (cs *clusterState) firstUsable(j int, avoid *Tried, ramp *slowStart, now in
 	return nil, false
 }
 
-func (cs *clusterState) anyUsable(avoid *Tried) bool {
+func (cs *clusterState) anyUsable(ex exclude) bool {
 	for j := range cs.pools {
-		if cs.usable(j, avoid) {
+		if cs.usable(j, ex) {
 			return true
 		}
 	}
@@ -379,10 +402,10 @@ func (cs *clusterState) anyUsable(avoid *Tried) bool {
 
 // leastLoaded scans for the usable endpoint with the fewest requests in
 // flight; the fallback when both power-of-two choices are unusable.
-func (cs *clusterState) leastLoaded(avoid *Tried) (*upstream.Pool, bool) {
+func (cs *clusterState) leastLoaded(ex exclude) (*upstream.Pool, bool) {
 	var best *upstream.Pool
 	for j, p := range cs.pools {
-		if cs.usable(j, avoid) && (best == nil || p.InFlight() < best.InFlight()) {
+		if cs.usable(j, ex) && (best == nil || p.InFlight() < best.InFlight()) {
 			best = p
 		}
 	}

@@ -353,8 +353,9 @@ func TestEjectionSkipsAndExpires(t *testing.T) {
 		tab.Release()
 	}
 
-	// Two endpoints, both ejected: no pick. The only endpoint of a
-	// cluster is picked even while ejected (nowhere else to go).
+	// Two endpoints, both ejected: a first attempt picks among them as
+	// if neither were, a retry gets none. The only endpoint of a cluster,
+	// or the only one ctrl lets requests use, is picked while ejected.
 	tab := lbTable(t, reg, fbs.Cluster{Endpoints: endpoints(2)})
 	defer tab.Release()
 	lone := lbTable(t, reg, fbs.Cluster{Endpoints: endpoints(1)})
@@ -363,11 +364,44 @@ func TestEjectionSkipsAndExpires(t *testing.T) {
 	q, _ := tab.Balance(0, PickKey{}, triedOf(p))
 	q.ReportFailure(upstream.FailConnect)
 	p.ReportFailure(upstream.FailTimeout)
-	if got, ok := tab.Pick(0); ok {
-		t.Fatalf("all ejected but a pick succeeded: %s", got.Addr())
+	picked := map[*upstream.Pool]int{}
+	for range 10 {
+		got, ok := tab.Pick(0)
+		if !ok {
+			t.Fatal("every endpoint ejected: no pick")
+		}
+		picked[got]++
+	}
+	if picked[p] != 5 || picked[q] != 5 {
+		t.Fatalf("every endpoint ejected: round robin gave %d and %d of 10", picked[p], picked[q])
+	}
+	if got, ok := tab.Balance(0, PickKey{}, triedOf(p)); ok {
+		t.Fatalf("a retry went to the ejected %s", got.Addr())
 	}
 	if got, ok := lone.Pick(0); !ok || got != p {
 		t.Fatalf("the ejected only endpoint of a cluster was not picked: %v %v", got, ok)
+	}
+	// The helper's case: one endpoint down by ctrl's verdict, the other
+	// (the only routable one) ejected here. Both addresses are ejected
+	// at this point (pools are shared by address).
+	eps := endpoints(2)
+	eps[0].Unhealthy = true
+	for _, lb := range []uint8{fbs.LBRoundRobin, fbs.LBWeightedRoundRobin, fbs.LBLeastRequest, fbs.LBHash} {
+		c := fbs.Cluster{Endpoints: eps, LB: lb}
+		if lb == fbs.LBHash {
+			c.HashOn = fbs.HashOnSourceIP
+		}
+		down := lbTable(t, reg, c)
+		routable := down.clusters[0].pools[1]
+		for i := range 20 {
+			if got, ok := down.Balance(0, KeyOf([]byte(strconv.Itoa(i))), nil); !ok || got != routable {
+				t.Fatalf("lb %d: the only routable endpoint, ejected: got %v %v, want %s", lb, got, ok, routable.Addr())
+			}
+		}
+		if got, ok := down.Balance(0, PickKey{}, triedOf(routable)); ok {
+			t.Fatalf("lb %d: a retry went to %s, down by ctrl's verdict", lb, got.Addr())
+		}
+		down.Release()
 	}
 	q.ReportSuccess()
 	first := time.Until(reg.Ejections()[0].Until)

@@ -113,10 +113,12 @@ func (t *Table) Pick(clusterIndex int) (*upstream.Pool, bool) {
 // Balance chooses an endpoint of the cluster by its policy (round robin,
 // smooth weighted round robin, power-of-two-choices least request, or
 // consistent hash on key), skipping ejected endpoints and those in avoid
-// (the endpoints a retrying request failed on; nil for none). false means no usable
-// endpoint: the index is out of range, the cluster is empty, or every
-// endpoint is ejected or avoided; the proxy answers 503. It does not
-// allocate or lock.
+// (the endpoints a retrying request failed on; nil for none). When every
+// endpoint ctrl lets the request use is ejected, a first attempt (avoid
+// empty) picks among them as if none were, and a retry gets none (pick).
+// false means no usable endpoint: the index is out of range, the cluster
+// is empty, every endpoint is unhealthy by ctrl's verdict, or a retry has
+// none left; the proxy answers 503. It does not allocate or lock.
 func (t *Table) Balance(clusterIndex int, key PickKey, avoid *Tried) (*upstream.Pool, bool) {
 	if clusterIndex < 0 || clusterIndex >= len(t.clusters) {
 		return nil, false
