@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -1032,5 +1033,121 @@ func TestFramingFieldsForwardedCanonically(t *testing.T) {
 	case head := <-heads:
 		t.Fatalf("a refused request reached the backend:\n%s", head)
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// A body framed by the upstream's close (no Content-Length, not chunked)
+// ends at its FIN; a reset or a timeout cuts it off, and the client must
+// be able to tell (RFC 9112 §8): its connection is reset, not closed as
+// after a whole body. It used to get the same FIN either way.
+func TestCloseDelimitedCutOffResetsClient(t *testing.T) {
+	const head = "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n"
+	const part = `{"items":[1,2,3`
+	backend := func(end string) string {
+		return oneRequestBackend(t, func(c *net.TCPConn, _ *bufio.Reader) {
+			io.WriteString(c, head+part)
+			time.Sleep(50 * time.Millisecond)
+			switch end {
+			case "fin":
+				io.WriteString(c, "]}")
+			case "reset":
+				c.SetLinger(0)
+			case "quiet":
+				time.Sleep(time.Second) // past the route's 300 ms
+			}
+		})
+	}
+	for _, tc := range []struct {
+		end      string
+		body     string
+		complete bool
+	}{
+		{"fin", part + "]}", true},
+		{"reset", part, false},
+		{"quiet", part, false},
+	} {
+		t.Run(tc.end, func(t *testing.T) {
+			st := fbs.State{Version: 1,
+				Clusters: []fbs.Cluster{{Name: "c", Endpoints: []fbs.Endpoint{{Address: backend(tc.end)}}}},
+				Routes:   []fbs.Route{{ID: "r", Host: "*", Prefix: "/", Cluster: "c", TimeoutMs: 300}}}
+			addr, _ := startProxy(t, st, nil)
+			c := rawConn(t, addr)
+			io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 || !resp.Close || !strings.HasPrefix(string(body), part) {
+				t.Fatalf("got %d close=%v %q", resp.StatusCode, resp.Close, body)
+			}
+			if tc.complete {
+				if err != nil || string(body) != tc.body {
+					t.Fatalf("whole body: %q, %v; want %q and a clean end", body, err, tc.body)
+				}
+				return
+			}
+			if !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("body cut off by a %s: %q, %v; want a connection reset", tc.end, body, err)
+			}
+		})
+	}
+}
+
+// Interim (1xx) heads restart the response timeout only when they reach
+// the client, and a backend may send at most maxInterims of them. A 100
+// (never relayed) every 100 ms used to hold a 300 ms route for ever, and
+// any number of 103s were relayed.
+func TestInterimHeadsBounded(t *testing.T) {
+	continues := oneRequestBackend(t, func(c *net.TCPConn, _ *bufio.Reader) {
+		for range 8 {
+			if _, err := io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	hints := oneRequestBackend(t, func(c *net.TCPConn, _ *bufio.Reader) {
+		io.WriteString(c, strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n", maxInterims+1)+
+			"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	st := fbs.State{Version: 1,
+		Clusters: []fbs.Cluster{{Name: "continues", Endpoints: []fbs.Endpoint{{Address: continues}}},
+			{Name: "hints", Endpoints: []fbs.Endpoint{{Address: hints}}}},
+		Routes: []fbs.Route{{ID: "continues", Host: "*", Prefix: "/continues", Cluster: "continues", TimeoutMs: 300},
+			{ID: "hints", Host: "*", Prefix: "/hints", Cluster: "hints"}}}
+	addr, _ := startProxy(t, st, nil)
+	if r := dialProxy(t, addr).do(get("x", "/continues")); r.status != 504 || r.body != "upstream timeout\n" {
+		t.Errorf("a 100 Continue every 100 ms on a 300 ms route: %d %q, want 504 upstream timeout", r.status, r.body)
+	}
+	c := dialProxy(t, addr)
+	c.send(get("x", "/hints"))
+	relayed := 0
+	r := c.read("GET")
+	for ; r.status == 103 && relayed <= maxInterims; r = c.read("GET") {
+		relayed++
+	}
+	if relayed != maxInterims || r.status != 502 || r.body != "bad upstream response\n" {
+		t.Errorf("%d 103s then a 200: %d relayed, then %d %q; want %d, then 502 bad upstream response", maxInterims+1, relayed, r.status, r.body, maxInterims)
+	}
+}
+
+// A response head that trickles in is parsed once per line, not once per
+// read (h1.WorthReparsing), and still found whole the moment it is.
+func TestTricklingResponseHead(t *testing.T) {
+	head := "HTTP/1.1 200 OK\r\nX-Long: " + strings.Repeat("a", 600) + "\r\nX-Next: b\r\nContent-Length: 2\r\n\r\nok"
+	drip := oneRequestBackend(t, func(c *net.TCPConn, _ *bufio.Reader) {
+		c.SetNoDelay(true)
+		for i := 0; i < len(head); i += 7 {
+			if _, err := io.WriteString(c, head[i:min(i+7, len(head))]); err != nil {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	})
+	addr, _ := startProxy(t, oneRoute(drip), nil)
+	if r := dialProxy(t, addr).do(get("x", "/")); r.status != 200 || r.body != "ok" {
+		t.Fatalf("a head dripped 7 bytes at a time: %d %q", r.status, r.body)
 	}
 }

@@ -76,6 +76,18 @@ func (st *connState) closeFIN() {
 	}
 }
 
+// resetClient makes the client connection's close a reset (SO_LINGER 0).
+// A body framed by the connection's close (no Content-Length, not
+// chunked) that the upstream broke off would otherwise end with the same
+// FIN as a whole one, and only the transport's error can tell the client
+// it is incomplete (RFC 9112 §6.3, §8); nginx, which re-frames such bodies
+// as chunked, can only close an HTTP/1.0 client's connection.
+func resetClient(st *connState) {
+	if fc, ok := st.conn.(interface{ Fd() int }); ok {
+		syscall.SetsockoptLinger(fc.Fd(), syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0})
+	}
+}
+
 // afterFIN returns a blocking connection on a duplicate of c's fd if the
 // peer's side has ended: a peek reads 0 bytes after its FIN, and after a
 // reset netpoll's own read already took (the write then fails, EPIPE).

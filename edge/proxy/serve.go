@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"time"
 
 	"github.com/cloudwego/netpoll"
@@ -537,6 +538,9 @@ func (s *Server) attempt(st *connState, pool *upstream.Pool, connectTimeout time
 			s.writeError(st, telemetry.CauseShuttingDown, 503, "shutting down", true)
 		case exchangeBodyCutOff, exchangeBodyTimeout:
 			pool.Discard(u)
+			if st.resp.Body == h1.BodyClose {
+				resetClient(st)
+			}
 			if res == exchangeBodyTimeout {
 				pool.ReportFailure(upstream.FailTimeout)
 			} else {
@@ -664,16 +668,25 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 
 	// timeout bounds the wait for a whole head, not each read of it: a
 	// backend dripping its head must not hold the request past it. An
-	// interim (1xx) head starts the wait again. The clock is read only
-	// when a head takes more than one read.
+	// interim (1xx) head relayed to the client starts the wait again; one
+	// that is not (a 100, or any to an HTTP/1.0 client) shows the client
+	// nothing, so it does not. The clock is read only when a head takes
+	// more than one read.
 	headStart, wait, refill := sent, timeout, false
+	parsed := 0 // bytes buffered at the last parse that found the head incomplete
+	interims := 0
 	for {
-		if u.Buffered() > 0 {
-			rn, perr := h1.ParseResponse(u.Buf[u.Start:u.End], &st.resp, st.method())
+		if buf := u.Buf[u.Start:u.End]; len(buf) > 0 && h1.WorthReparsing(buf, parsed) {
+			// WorthReparsing: a head trickling in is not parsed whole
+			// again for every few bytes, which would cost the square of
+			// its length, as for request heads (readHead).
+			rn, perr := h1.ParseResponse(buf, &st.resp, st.method())
 			if perr != nil {
 				return exchangeBadResponse
 			}
+			parsed = len(buf)
 			if rn > 0 {
+				parsed = 0
 				resp := &st.resp
 				if resp.Status == 101 {
 					if !switchAccepted(st) {
@@ -703,6 +716,9 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 					u.Consume(rn)
 					break
 				}
+				if interims++; interims > maxInterims {
+					return exchangeBadResponse
+				}
 				// 100 answers an Expect we handled ourselves; other 1xx are
 				// forwarded to HTTP/1.1 clients (RFC 9110 §15.2). The head
 				// is flushed before Consume: its fields alias u.Buf.
@@ -711,9 +727,9 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 						return exchangeAborted // the client is not taking bytes
 					}
 					interim = true
+					headStart, wait, refill = monoNow(), timeout, false
 				}
 				u.Consume(rn)
-				headStart, wait, refill = monoNow(), timeout, false
 				continue
 			}
 		}
@@ -775,7 +791,7 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 	switch s.relayBody(st, u, cw, timeout) {
 	case relayAborted:
 		return exchangeAborted
-	case relayCutOff:
+	case relayCutOff, relayClosed:
 		return exchangeBodyCutOff
 	case relayTimedOut:
 		return exchangeBodyTimeout
@@ -798,6 +814,12 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 func framedButBodiless(resp *h1.Response) bool {
 	return resp.Body == h1.BodyNone && (resp.ContentLength > 0 || resp.TransferCoded)
 }
+
+// maxInterims bounds the interim (1xx) responses before the final one; a
+// backend sending more is broken or hostile (Go's HTTP client gives up
+// after 5). With each relayed one restarting the response timeout, it
+// would otherwise hold the request for ever.
+const maxInterims = 16
 
 // smallBody is the largest buffered request body copied behind the head
 // so both go in one write.
@@ -891,8 +913,11 @@ func (s *Server) relayBody(st *connState, u *upstream.Conn, cw netpoll.Writer, t
 			return relayAborted
 		}
 		if _, err := u.Fill(timeout); err != nil {
-			if upstream.IsTimeout(err) {
+			switch {
+			case upstream.IsTimeout(err):
 				return relayTimedOut
+			case errors.Is(err, io.EOF):
+				return relayClosed
 			}
 			return relayCutOff
 		}
@@ -950,9 +975,10 @@ func (s *Server) relayBody(st *connState, u *upstream.Conn, cw netpoll.Writer, t
 				}
 				u.Consume(n)
 			}
-			// The upstream closing is the end of this body.
+			// The upstream's FIN is the end of this body; a reset or
+			// a timeout cuts it off.
 			if r := more(); r != relayDone {
-				if r == relayCutOff {
+				if r == relayClosed {
 					return relayDone
 				}
 				return r
@@ -968,6 +994,7 @@ type relayResult uint8
 const (
 	relayDone     relayResult = iota // the whole body went to the client writer
 	relayAborted                     // the client stopped taking bytes, or the body was misframed
-	relayCutOff                      // the upstream closed or reset before the body's end
+	relayCutOff                      // the upstream reset (or failed) before the body's end
+	relayClosed                      // the upstream closed (FIN): the end of a body framed by the close, else a cut-off
 	relayTimedOut                    // the upstream sent nothing for the response timeout
 )
