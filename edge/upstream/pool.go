@@ -102,16 +102,20 @@ var ErrPoolClosed = errors.New("upstream: pool closed")
 // Pool holds idle keep-alive connections to one address. Safe for
 // concurrent use.
 //
-// The idle set is a buffered channel: a send/receive is a short runtime
-// lock with no allocation, cheaper than a mutex-guarded slice under the
-// contention we see, and it gives FIFO reuse for free.
+// The idle set is a stack: Get takes the connection parked last, as Go's
+// Transport and nginx's keepalive cache do. Taken in turn (a FIFO), every
+// connection a burst opened would be reused before IdleTimeout at any
+// steady rate above MaxIdle/IdleTimeout (about 1 request a second with
+// the defaults), so none would ever go back to the backend; from a stack
+// the ones below what the traffic needs stay unused, and expire.
 type Pool struct {
 	addr string
 	opts Options
-	idle chan *Conn
 
-	closed atomic.Bool
-	refs   int // guarded by the Registry mutex
+	mu     sync.Mutex
+	idle   []*Conn     // oldest first; at most MaxIdle
+	closed atomic.Bool // set under mu, so park cannot add to a closed pool
+	refs   int         // guarded by the Registry mutex
 
 	dials  atomic.Uint64
 	reuses atomic.Uint64
@@ -332,7 +336,7 @@ func newPool(addr string, opts Options) *Pool {
 	return &Pool{
 		addr: addr,
 		opts: opts,
-		idle: make(chan *Conn, opts.MaxIdle),
+		idle: make([]*Conn, 0, opts.MaxIdle),
 	}
 }
 
@@ -348,7 +352,11 @@ func (p *Pool) Open() int64 { return p.open.Load() }
 
 // Idle is the number of connections currently parked in the pool,
 // including ones the peer may have closed since (they are dropped on Get).
-func (p *Pool) Idle() int { return len(p.idle) }
+func (p *Pool) Idle() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle)
+}
 
 // Get returns a connection to the endpoint: an idle one if there is one
 // that is usable, else a new one dialed within timeout (0 = the pool
@@ -363,21 +371,29 @@ func (p *Pool) Get(timeout time.Duration) (c *Conn, reused bool, err error) {
 	if p.closed.Load() {
 		return nil, false, ErrPoolClosed
 	}
-	for {
-		select {
-		case c = <-p.idle:
-			if p.reusable(c) {
-				p.reuses.Add(1)
-				return c, true, nil
-			}
-			c.Close()
-			continue
-		default:
+	for c = p.pop(); c != nil; c = p.pop() {
+		if p.reusable(c) {
+			p.reuses.Add(1)
+			return c, true, nil
 		}
-		break
+		c.Close()
 	}
 	c, err = p.dial(timeout)
 	return c, false, err
+}
+
+// pop takes the connection parked last; nil if none is.
+func (p *Pool) pop() *Conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.idle)
+	if n == 0 {
+		return nil
+	}
+	c := p.idle[n-1]
+	p.idle[n-1] = nil
+	p.idle = p.idle[:n-1]
+	return c
 }
 
 // Dial returns a new connection, never an idle one: the redo of a request
@@ -414,19 +430,17 @@ func (p *Pool) Put(c *Conn) {
 	p.park(c)
 }
 
-// park returns a conn to the idle set, or closes it if the set is full or
+// park puts c on top of the idle set, or closes it if the set is full or
 // the pool is gone.
 func (p *Pool) park(c *Conn) {
-	select {
-	case p.idle <- c:
-		// A close() that ran concurrently may have drained the channel
-		// before this send: re-check so a conn cannot leak into a dead pool.
-		if p.closed.Load() {
-			p.drain()
-		}
-	default:
+	p.mu.Lock()
+	if p.closed.Load() || len(p.idle) >= p.opts.MaxIdle {
+		p.mu.Unlock()
 		c.Close()
+		return
 	}
+	p.idle = append(p.idle, c)
+	p.mu.Unlock()
 }
 
 // Discard closes c; the exchange on it did not end cleanly.
@@ -445,37 +459,48 @@ func monoNow() int64 { return int64(time.Since(monoEpoch)) }
 
 // sweep closes parked connections that are no longer reusable (the peer
 // hung up or sent something unasked, or IdleTimeout passed) and parks the
-// others again. It checks at most the number parked when it starts, so
-// concurrent Puts cannot keep it looping.
+// others again, below those parked while it checked (newer). The checks
+// (a system call each) run outside mu, so Get and Put never wait on them.
 func (p *Pool) sweep() {
-	for n := len(p.idle); n > 0; n-- {
-		var c *Conn
-		select {
-		case c = <-p.idle:
-		default:
-			return
-		}
+	p.mu.Lock()
+	parked := p.idle
+	p.idle = make([]*Conn, 0, p.opts.MaxIdle)
+	p.mu.Unlock()
+	kept := parked[:0]
+	for _, c := range parked {
 		if p.reusable(c) {
-			p.park(c)
+			kept = append(kept, c)
 		} else {
 			c.Close()
 		}
 	}
+	p.mu.Lock()
+	if p.closed.Load() {
+		p.mu.Unlock()
+		closeAll(kept)
+		return
+	}
+	// Over MaxIdle with the newer ones: the oldest go. The set keeps a
+	// capacity of MaxIdle, so park never allocates.
+	all := append(kept, p.idle...)
+	extra := max(0, len(all)-p.opts.MaxIdle)
+	p.idle = append(p.idle[:0], all[extra:]...)
+	p.mu.Unlock()
+	closeAll(all[:extra])
 }
 
 func (p *Pool) close() {
+	p.mu.Lock()
 	p.closed.Store(true)
-	p.drain()
+	parked := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	closeAll(parked)
 }
 
-func (p *Pool) drain() {
-	for {
-		select {
-		case c := <-p.idle:
-			c.Close()
-		default:
-			return
-		}
+func closeAll(conns []*Conn) {
+	for _, c := range conns {
+		c.Close()
 	}
 }
 

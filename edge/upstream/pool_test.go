@@ -153,7 +153,7 @@ func TestIdleCheckedInTheKernel(t *testing.T) {
 	if err != nil || fresh == c || p.Idle() != 1 {
 		t.Fatalf("Dial: same=%v idle=%d err=%v; want a new connection and the idle one left", fresh == c, p.Idle(), err)
 	}
-	p.Put(fresh) // parked behind c
+	p.Put(fresh) // parked on top of c
 	waitFor(t, "accept", func() bool { return b.accepted.Load() == 2 })
 
 	// Unasked bytes on c (an idle-timeout 408), a FIN on fresh.
@@ -202,6 +202,47 @@ func TestPoolIdleTimeout(t *testing.T) {
 		t.Fatalf("Get past IdleTimeout: reused=%v same=%v old closed=%v err=%v", reused, got == c, c.closed.Load(), err)
 	}
 	q.Discard(got)
+}
+
+// Get takes the connection parked last, so a burst's extra connections
+// stay unused under lighter traffic and expire. Taken in turn, each was
+// reused before IdleTimeout and the five stayed open for ever.
+func TestBurstConnectionsExpire(t *testing.T) {
+	_, p := backendPool(t, Options{IdleTimeout: 150 * time.Millisecond, SweepInterval: 10 * time.Millisecond})
+	var burst []*Conn
+	for range 5 {
+		c, _, err := p.Get(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		burst = append(burst, c)
+	}
+	for _, c := range burst {
+		p.Put(c)
+	}
+	// One request at a time, each 10 ms apart: 5 connections in turn
+	// would each be reused every 50 ms, well within IdleTimeout.
+	var used map[*Conn]bool
+	for i := 0; i < 200 && (i < 50 || p.Open() > 1); i++ {
+		c, _, err := p.Get(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 && c != burst[4] {
+			t.Fatal("Get did not take the connection parked last")
+		}
+		if i == 30 {
+			used = map[*Conn]bool{}
+		}
+		if used != nil {
+			used[c] = true
+		}
+		p.Put(c)
+		time.Sleep(10 * time.Millisecond)
+	}
+	if p.Open() != 1 || p.Idle() != 1 || len(used) != 1 {
+		t.Fatalf("after steady single requests: %d open, %d idle, %d used since the burst's expired; want 1", p.Open(), p.Idle(), len(used))
+	}
 }
 
 func TestPoolDialErrors(t *testing.T) {
