@@ -585,12 +585,16 @@ func (s *Server) rememberEdges() error {
 		s.cfg.Publish.Edges = append(s.cfg.Publish.Edges, rec)
 	}
 	// A forget's delete is fsynced before ctl gets its reply (DeleteMeta);
-	// status updates are not (PutMeta).
+	// status updates are not (PutMeta), but each batch of them is synced
+	// once it is written: without it they stayed in Pebble's log buffer,
+	// in the process, until the next configuration write, and a kill -9
+	// lost every update since.
 	s.cfg.Publish.OnEdgeChange = func(nodeID string, rec *publish.EdgeRecord) error {
 		if rec == nil {
 			return s.store.DeleteMeta(edgeMetaPrefix + nodeID)
 		}
 		return s.store.PutMeta(edgeMetaPrefix+nodeID, rec.Encode())
 	}
+	s.cfg.Publish.OnEdgesSaved = s.store.SyncMeta
 	return nil
 }

@@ -57,6 +57,18 @@ func (p *Pebble) PutMeta(key string, value []byte) error {
 	return nil
 }
 
+// SyncMeta implements Store.
+func (p *Pebble) SyncMeta() error {
+	if err := p.enter("sync meta"); err != nil {
+		return err
+	}
+	defer p.life.RUnlock()
+	if err := p.db.LogData(nil, pebble.Sync); err != nil {
+		return fmt.Errorf("store: sync meta: %w", err)
+	}
+	return nil
+}
+
 // GetMeta implements Store.
 func (p *Pebble) GetMeta(key string) ([]byte, error) {
 	if err := ValidateMetaKey(key); err != nil {

@@ -135,10 +135,14 @@ type Store interface {
 	// PutMeta sets a metadata entry (see ValidateMetaKey, MaxMetaValueLen).
 	// Metadata is outside the revisions: it changes neither Revision nor
 	// anything Load returns. A write is atomic but not fsynced: it becomes
-	// durable with the next fsynced write of any kind (every Apply and
-	// snapshot commit) or Close, and a crash before that may lose it. Meant for
-	// state that is cheap to lose a second of, such as edge status.
+	// durable with the next SyncMeta, fsynced write of any kind (every
+	// Apply and snapshot commit) or Close, and a crash of the process, not
+	// only of the machine, before that may lose it (Pebble holds unsynced
+	// log records in the process). Meant for state that is cheap to lose a
+	// second of, such as edge status, with a SyncMeta after each batch.
 	PutMeta(key string, value []byte) error
+	// SyncMeta makes every metadata write so far durable (one fsync).
+	SyncMeta() error
 	// GetMeta returns one metadata value or an error wrapping ErrNotFound.
 	GetMeta(key string) ([]byte, error)
 	// ListMeta returns every metadata entry whose key starts with prefix

@@ -78,6 +78,11 @@ type Config struct {
 	// logged. Calls never overlap and come in order; Close makes the calls
 	// still pending before it returns.
 	OnEdgeChange func(nodeID string, rec *EdgeRecord) error
+	// OnEdgesSaved, if set, is called after each batch of OnEdgeChange
+	// calls for connects, disconnects, ACKs and NACKs (a Forget's call is
+	// durable on its own), so that a store can make the batch durable at
+	// once; its error is logged.
+	OnEdgesSaved func() error
 	// SaveInterval bounds how often OnEdgeChange reports one edge's ACKs
 	// and NACKs: an edge at 50 versions a second would otherwise mean 50
 	// store writes a second. Default 1s.

@@ -192,4 +192,9 @@ func (s *Server) save(final bool) {
 			s.log.Warn("publish: saving edge status failed", "node", recs[i].NodeID, "err", err)
 		}
 	}
+	if len(recs) > 0 && s.cfg.OnEdgesSaved != nil {
+		if err := s.cfg.OnEdgesSaved(); err != nil {
+			s.log.Warn("publish: making saved edge status durable failed", "edges", len(recs), "err", err)
+		}
+	}
 }

@@ -13,12 +13,28 @@ import (
 	"github.com/snapgate/snapgate/wire"
 )
 
-// hookLog records OnEdgeChange calls as they come.
+// hookLog records OnEdgeChange calls as they come, and how many had come
+// at the last OnEdgesSaved.
 type hookLog struct {
-	mu    sync.Mutex
-	calls []*EdgeRecord // nil: forgotten
-	ids   []string
-	fail  error // returned by every call (after recording it)
+	mu     sync.Mutex
+	calls  []*EdgeRecord // nil: forgotten
+	ids    []string
+	fail   error // returned by every call (after recording it)
+	synced int
+}
+
+func (h *hookLog) saved() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.synced = len(h.calls)
+	return nil
+}
+
+// allSynced reports whether OnEdgesSaved followed every call.
+func (h *hookLog) allSynced() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.synced == len(h.calls)
 }
 
 // failWith makes later calls return err.
@@ -90,6 +106,7 @@ func TestSeededEdgesListedUntilTheyReconnect(t *testing.T) {
 			{NodeID: "bad id", AppliedVersion: 1},
 		}
 		c.OnEdgeChange = h.hook
+		c.OnEdgesSaved = h.saved
 		c.SaveInterval = 20 * time.Millisecond
 	})
 	st := s.Status()
@@ -122,6 +139,8 @@ func TestSeededEdgesListedUntilTheyReconnect(t *testing.T) {
 	if r, _, _ := h.last("e1"); !r.Connected || r.LastAck.Before(ackAt) || r.RemoteAddr != c.LocalAddr().String() {
 		t.Fatalf("record after ACK: %+v", r)
 	}
+	// Each batch is followed by OnEdgesSaved, which ctrl makes an fsync.
+	waitFor(t, "the ACK's batch synced", h.allSynced)
 	if _, _, ok := h.last("e2"); ok {
 		t.Fatalf("e2 never changed but was saved: %s", h.summary("e2"))
 	}
