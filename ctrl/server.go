@@ -372,6 +372,13 @@ func (s *Server) loadDocs(m *state, docs []store.Doc) error {
 			err = policies.load(s, m, d)
 		case kindMeta:
 			err = m.loadMeta(d)
+		case health.Kind:
+			// The tracker reads its own at start (health.go).
+		default:
+			// A kind this ctrl does not know was written by a newer one.
+			// Building without it would drop what it configures (a
+			// policy kind would leave routes unprotected) unannounced.
+			err = fmt.Errorf("stored document %s %q (revision %d) is of a kind this ctrl does not know; was the store written by a newer ctrl?", d.Kind, d.ID, d.Revision)
 		}
 		if err != nil {
 			return err

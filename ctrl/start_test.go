@@ -105,6 +105,24 @@ func TestFailedStartReleasesStore(t *testing.T) {
 	}
 }
 
+// A stored document of a kind ctrl does not know (a newer ctrl wrote it)
+// refuses the start, naming it, rather than building snapshots without it.
+func TestUnknownStoredKindRefused(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.OpenPebble(filepath.Join(dir, "store"), store.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.Apply(store.Mutation{Kind: "waf-rule", ID: "w1", Body: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	cfg := Config{InsecureStream: true, DataDir: dir, AdminSocket: filepath.Join(dir, "admin.sock"), PublishAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)}
+	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), `stored document waf-rule "w1" (revision 1) is of a kind this ctrl does not know`) {
+		t.Fatalf("New over a document of an unknown kind: %v", err)
+	}
+}
+
 // Close without Run releases the ports New bound, which Run's servers
 // would otherwise have closed.
 func TestCloseWithoutRunReleasesListeners(t *testing.T) {

@@ -56,6 +56,13 @@ type Pebble struct {
 
 var _ Store = (*Pebble)(nil)
 
+// formatVersion is the Pebble format the store is written in, pinned
+// rather than pebble.FormatNewest: opening ratchets a store up to it, and
+// a store in a newer format cannot be opened by an older ctrl, so a
+// library upgrade must not move it (and with it the way back from a ctrl
+// upgrade) unannounced. Raise it on purpose, in release notes.
+const formatVersion = pebble.FormatValueSeparation
+
 // OpenPebble opens (creating if needed) the store in dir.
 func OpenPebble(dir string, opts Options) (*Pebble, error) {
 	if dir == "" {
@@ -69,7 +76,7 @@ func OpenPebble(dir string, opts Options) (*Pebble, error) {
 		Logger:             pebbleLogger{opts.Logger},
 		CacheSize:          opts.CacheSize,
 		MemTableSize:       opts.MemTableSize,
-		FormatMajorVersion: pebble.FormatNewest,
+		FormatMajorVersion: formatVersion,
 		FS:                 opts.fs,
 	})
 	if errors.Is(err, syscall.EAGAIN) {
