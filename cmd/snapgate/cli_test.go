@@ -130,6 +130,8 @@ func TestUsageExitCodes(t *testing.T) {
 		{[]string{"ctl", "report-health", "--help"}, 0, "--source"},
 		// A malformed id is the command line's fault: exit 2, without ctrl.
 		{[]string{"ctl", "--socket", missing, "route", "get", "Shop"}, 2, `"Shop" is not a valid id`},
+		{[]string{"ctl", "--socket", missing, "route", "put", "--id", "Shop", "--prefix", "/", "--cluster", "c"}, 2, `--id: "Shop" is not a valid id`},
+		{[]string{"ctl", "--socket", missing, "cluster", "put", "--id", "-c", "--endpoint", "a:1"}, 2, `--id: "-c" is not a valid id`},
 		{[]string{"ctl", "--socket", missing, "consumer", "remove-key", "alice", "Laptop"}, 2, "key_id"},
 		{[]string{"ctl", "--socket", missing, "--timeout", "0", "status"}, 2, "--timeout 0s: want a positive duration"},
 		{[]string{"ctl", "--socket", missing, "route", "list"}, 1, "must name ctrl's --admin-socket"},

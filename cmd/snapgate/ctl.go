@@ -456,6 +456,11 @@ func putRequest(req admin.Request, name string, n noun, args []string, g *ctlGlo
 		if build == nil {
 			return req, usagef("%s put: -f FILE is required: the document is JSON (docs/auth.md)", name)
 		}
+		if *id != "" {
+			if err := admin.CheckID("--id", *id); err != nil {
+				return req, usagef("%s put: %v", name, err)
+			}
+		}
 		build(&req, *id)
 		return req, nil
 	}

@@ -135,8 +135,10 @@ func CheckRequest(req Request) *Error {
 		ids = append(ids, struct{ field, value string }{"report.cluster", req.Report.Cluster})
 	}
 	for _, id := range ids {
-		if id.value != "" && !model.ValidID(id.value) {
-			return Errorf(CodeBadRequest, id.field, "%q is not a valid id: use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters", id.value)
+		if id.value != "" {
+			if err := CheckID(id.field, id.value); err != nil {
+				return err
+			}
 		}
 	}
 	if req.NodeID != "" && wire.ValidNodeID(req.NodeID) != nil {
@@ -179,4 +181,12 @@ func idHint(cmd string) string {
 		return " (an edge is named by node_id)"
 	}
 	return ""
+}
+
+// CheckID refuses a document id that model.ValidID refuses, naming field.
+func CheckID(field, id string) *Error {
+	if model.ValidID(id) {
+		return nil
+	}
+	return Errorf(CodeBadRequest, field, "%q is not a valid id: use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters", id)
 }
