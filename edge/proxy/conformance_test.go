@@ -1151,3 +1151,34 @@ func TestTricklingResponseHead(t *testing.T) {
 		t.Fatalf("a head dripped 7 bytes at a time: %d %q", r.status, r.body)
 	}
 }
+
+// A response head whose last bytes make it malformed, but came too few to
+// be parsed again at once (h1.WorthReparsing), is still found malformed
+// when the backend then closes or goes quiet: 502 bad upstream response,
+// no ejection. It was taken for an answer broken off (ejected as a reset)
+// or a timeout (504, ejected).
+func TestMalformedHeadTailRefused(t *testing.T) {
+	for _, end := range []string{"close", "quiet"} {
+		t.Run(end, func(t *testing.T) {
+			be := oneRequestBackend(t, func(c *net.TCPConn, _ *bufio.Reader) {
+				c.SetNoDelay(true)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\n")
+				time.Sleep(50 * time.Millisecond)
+				io.WriteString(c, "X-B\x01d: v")
+				if end == "quiet" {
+					time.Sleep(time.Second)
+				}
+			})
+			st := fbs.State{Version: 1,
+				Clusters: []fbs.Cluster{{Name: "c", Endpoints: []fbs.Endpoint{{Address: be}}}},
+				Routes:   []fbs.Route{{ID: "r", Host: "*", Prefix: "/", Cluster: "c", TimeoutMs: 300}}}
+			g := startGateway(t, st, upstream.Options{}, nil)
+			if r := dialProxy(t, g.addr).do(get("x", "/")); r.status != 502 || r.body != "bad upstream response\n" {
+				t.Errorf("got %d %q; want 502 bad upstream response", r.status, r.body)
+			}
+			if ej := g.reg.Ejections(); len(ej) != 0 {
+				t.Errorf("a malformed head ejected the endpoint: %+v", ej)
+			}
+		})
+	}
+}

@@ -675,6 +675,18 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 	headStart, wait, refill := sent, timeout, false
 	parsed := 0 // bytes buffered at the last parse that found the head incomplete
 	interims := 0
+	// malformedTail reports whether bytes WorthReparsing let wait since
+	// the last parse make the head malformed: a close or a timeout after
+	// them ends an answer the edge cannot parse, a 502 that does not
+	// eject (docs/routing.md, "Ejection"), not one broken off.
+	malformedTail := func() bool {
+		buf := u.Buf[u.Start:u.End]
+		if parsed == 0 || len(buf) <= parsed {
+			return false
+		}
+		_, perr := h1.ParseResponse(buf, &st.resp, st.method())
+		return perr != nil
+	}
 	for {
 		if buf := u.Buf[u.Start:u.End]; len(buf) > 0 && h1.WorthReparsing(buf, parsed) {
 			// WorthReparsing: a head trickling in is not parsed whole
@@ -735,6 +747,9 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 		}
 		if refill && timeout > 0 {
 			if wait = timeout - time.Duration(monoNow()-headStart); wait <= 0 {
+				if malformedTail() {
+					return exchangeBadResponse
+				}
 				if early && !stalled {
 					return exchangeStale
 				}
@@ -758,6 +773,8 @@ func (s *Server) exchange(st *connState, pool *upstream.Pool, u *upstream.Conn, 
 		}
 		if err != nil {
 			switch {
+			case malformedTail():
+				return exchangeBadResponse
 			case early && upstream.IsTimeout(err):
 				// It stopped reading the body and did not answer.
 				return exchangeTimeout

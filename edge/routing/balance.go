@@ -152,11 +152,20 @@ func primeAtLeast(n uint64) uint64 {
 // of 503s for every route to the cluster. A retry never goes to an
 // ejected endpoint: the failed attempt's own answer stands instead
 // (retryPlan.take in package proxy).
+//
+// The fallback is decided before drawing: a pass that finds nothing would
+// still advance the shared round-robin counter by up to maxTurnDraws, and
+// with that step a multiple of the endpoint count every first attempt
+// would land on one endpoint.
 func (cs *clusterState) pick(key PickKey, avoid *Tried) (*upstream.Pool, bool) {
-	if p, ok := cs.choose(key, exclude{avoid: avoid, ejected: true}); ok || (avoid != nil && avoid.n > 0) {
+	first := avoid == nil || avoid.n == 0
+	if first && !cs.anyUsable(exclude{ejected: true}) {
+		return cs.choose(key, exclude{})
+	}
+	if p, ok := cs.choose(key, exclude{avoid: avoid, ejected: true}); ok || !first {
 		return p, ok
 	}
-	return cs.choose(key, exclude{})
+	return cs.choose(key, exclude{}) // the last one was ejected since the check
 }
 
 // exclude is what a pick skips besides the endpoints ctrl marked

@@ -458,35 +458,25 @@ var monoEpoch = time.Now()
 func monoNow() int64 { return int64(time.Since(monoEpoch)) }
 
 // sweep closes parked connections that are no longer reusable (the peer
-// hung up or sent something unasked, or IdleTimeout passed) and parks the
-// others again, below those parked while it checked (newer). The checks
-// (a system call each) run outside mu, so Get and Put never wait on them.
+// hung up or sent something unasked, or IdleTimeout passed). It checks
+// them in place, under mu: taking them out for the checks would leave Gets
+// meanwhile an empty set, and each would dial. The checks are one
+// non-blocking peek each, at most MaxIdle of them every SweepInterval.
 func (p *Pool) sweep() {
 	p.mu.Lock()
-	parked := p.idle
-	p.idle = make([]*Conn, 0, p.opts.MaxIdle)
-	p.mu.Unlock()
-	kept := parked[:0]
-	for _, c := range parked {
+	kept := p.idle[:0]
+	var gone []*Conn
+	for _, c := range p.idle {
 		if p.reusable(c) {
 			kept = append(kept, c)
 		} else {
-			c.Close()
+			gone = append(gone, c)
 		}
 	}
-	p.mu.Lock()
-	if p.closed.Load() {
-		p.mu.Unlock()
-		closeAll(kept)
-		return
-	}
-	// Over MaxIdle with the newer ones: the oldest go. The set keeps a
-	// capacity of MaxIdle, so park never allocates.
-	all := append(kept, p.idle...)
-	extra := max(0, len(all)-p.opts.MaxIdle)
-	p.idle = append(p.idle[:0], all[extra:]...)
+	clear(p.idle[len(kept):])
+	p.idle = kept
 	p.mu.Unlock()
-	closeAll(all[:extra])
+	closeAll(gone)
 }
 
 func (p *Pool) close() {
