@@ -338,6 +338,15 @@ func TestAuthReferenceRules(t *testing.T) {
 	wantAdminErr(t, err, admin.CodeConflict, "scope", `policy "everyone" already applies to every request`)
 	_, err = h.c.PutPolicy(cx, model.Policy{ID: "bad", Scope: model.PolicyScope{Global: true, Route: "v1"}}, nil)
 	wantAdminErr(t, err, admin.CodeInvalid, "scope", "exactly one")
+	// Every policy's consumer header is stripped from every request, so
+	// it may not be where another policy reads API keys (api-users reads
+	// x-key and sends X-Who).
+	_, err = h.c.PutPolicy(cx, model.Policy{ID: "p", Scope: model.PolicyScope{Route: "v2"},
+		Forward: &model.Forward{ConsumerHeader: "X_Key"}}, nil)
+	wantAdminErr(t, err, admin.CodeConflict, "forward.consumer_header", `"X_Key" is where policy "api-users" reads API keys`)
+	_, err = h.c.PutPolicy(cx, model.Policy{ID: "p", Scope: model.PolicyScope{Route: "v2"},
+		Auth: &model.PolicyAuth{Methods: []string{"api_key"}, APIKeyHeader: "x-who"}}, nil)
+	wantAdminErr(t, err, admin.CodeConflict, "auth.api_key_header", `"x-who" is where policy "api-users" sends the consumer id upstream`)
 
 	_, err = h.c.PutConsumer(cx, model.Consumer{ID: "eve", Credentials: model.Credentials{JWT: []model.JWTIdentity{{Issuer: "ghost"}}}}, nil)
 	wantAdminErr(t, err, admin.CodeInvalid, "credentials.jwt[0].issuer", `jwt_issuer "ghost" does not exist`)

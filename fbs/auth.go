@@ -102,7 +102,7 @@ type Policy struct {
 var reservedHeaders = []string{
 	"host", "content-length", "transfer-encoding", "connection", "keep-alive",
 	"proxy-connection", "te", "trailer", "upgrade", "expect", "authorization",
-	"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id",
+	"forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id",
 	// Dropped by the edge as request-line overrides (docs/http.md).
 	"x-original-url", "x-rewrite-url", "x-http-method-override", "x-http-method", "x-method-override",
 }
@@ -127,6 +127,10 @@ func ReservedHeader(name, apiKeyHeader string) bool {
 // framing, connection handling or forwarding (reservedHeaders), compared
 // as ReservedHeader compares.
 func ProxyField(name string) bool { return slices.Contains(reservedHeaders, fieldKey(name)) }
+
+// SameField reports whether a and b name one field as the edge strips
+// them (ReservedHeader).
+func SameField(a, b string) bool { return fieldKey(a) == fieldKey(b) }
 
 // fieldKey is name lowercased with '_' as '-'.
 func fieldKey(name string) string {

@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/snapgate/snapgate/fbs"
@@ -207,6 +208,17 @@ func (p *Policy) Validate() error {
 		c.add("auth.api_key_header", fmt.Sprintf("%q is also where the consumer id goes upstream (forward.consumer_header, default %s); choose another name, or set forward.consumer_header", apiKeyHeader, DefaultConsumerHeader))
 	}
 	return c.err()
+}
+
+// KeyHeader is where the policy reads API keys; false if it takes none.
+func (p *Policy) KeyHeader() (string, bool) {
+	if p.Auth == nil || !slices.Contains(p.Auth.Methods, AuthAPIKey) {
+		return "", false
+	}
+	if p.Auth.APIKeyHeader != "" {
+		return p.Auth.APIKeyHeader, true
+	}
+	return fbs.DefaultAPIKeyHeader, true
 }
 
 // ConsumerHeader is the header carrying the consumer id upstream.
