@@ -287,6 +287,10 @@ func (n *Node) install(m *snapstore.Mapping, swap func(*routing.Table) (*routing
 			n.log.Error("unmapping retired snapshot", "version", m.Version(), "err", err)
 		}
 	}, n.pools)
+	// Read for the log before the swap: from then on the table may retire
+	// (and unmap) as soon as the next swap replaces it.
+	snap := m.Snapshot()
+	routes, clusters, policies := snap.NumRoutes(), snap.NumClusters(), snap.PolicyCount()
 	old, err := swap(t)
 	if err != nil {
 		t.Release() // unmaps: the caller's mapping is gone either way
@@ -306,7 +310,7 @@ func (n *Node) install(m *snapstore.Mapping, swap func(*routing.Table) (*routing
 		from = old.Version()
 	}
 	n.log.Info(msg, "version", m.Version(), "previous", from,
-		"routes", m.Snapshot().NumRoutes(), "clusters", m.Snapshot().NumClusters(), "policies", m.Snapshot().PolicyCount())
+		"routes", routes, "clusters", clusters, "policies", policies)
 	return nil
 }
 
