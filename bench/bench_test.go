@@ -257,7 +257,7 @@ func TestPeerConfigs(t *testing.T) {
 		"proxy_http_version 1.1;", `proxy_set_header Connection "";`, "listen 127.0.0.1:18080;", "server 127.0.0.1:19001;",
 		"pid " + filepath.Join(dir, "nginx.pid") + ";",
 		// The edge's per-request work, and no reconnect every 1000 requests.
-		"X-Forwarded-For $proxy_add_x_forwarded_for;", "X-Request-Id $request_id;", "keepalive_requests 1000000;"} {
+		"X-Forwarded-For $proxy_add_x_forwarded_for;", "X-Request-Id $pid-$connection-$connection_requests;", "keepalive_requests 1000000;"} {
 		if !strings.Contains(n, want) {
 			t.Errorf("nginx config lacks %q:\n%s", want, n)
 		}
@@ -267,7 +267,7 @@ func TestPeerConfigs(t *testing.T) {
 	}
 	h := HAProxyConfig("127.0.0.1:18081", "127.0.0.1:19001")
 	for _, want := range []string{"nbthread 1", "http-reuse always", "bind 127.0.0.1:18081", "server b1 127.0.0.1:19001", "mode http",
-		"option forwardfor", "X-Forwarded-Host", "unique-id-header X-Request-Id"} {
+		"option forwardfor", "X-Forwarded-Host", "unique-id-format %pid-%rt", "unique-id-header X-Request-Id"} {
 		if !strings.Contains(h, want) {
 			t.Errorf("haproxy config lacks %q:\n%s", want, h)
 		}
