@@ -25,8 +25,8 @@ func roundsScenario() *Scenario {
 			run(TargetNginx, r, c.nginx, time.Duration(c.nginx*20)*us), run(TargetHAProxy, r, c.ha, time.Duration(c.ha*20)*us))
 	}
 	sc.Runs[1].HeapAllocsPerReq, sc.Runs[5].HeapAllocsPerReq, sc.Runs[9].HeapAllocsPerReq = 1.02, 1.04, 1.01
-	sc.Runs[7].Result.ErrorRate = 0.01  // haproxy #2
-	sc.Runs[10].CoreCPUPerReqUS = 200 // nginx #3: 1.67× its CPU µs/req
+	sc.Runs[7].Result.ErrorRate = 0.01 // haproxy #2
+	sc.Runs[10].CoreCPUPerReqUS = 200  // nginx #3: 1.67× its CPU µs/req
 	sc.Summary = sc.summarize()
 	return sc
 }
