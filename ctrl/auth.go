@@ -187,19 +187,19 @@ func checkPolicy(m *state, p *model.Policy) error {
 	if other, ok := m.byScope[p.ScopeKey()]; ok && other != p.ID {
 		return admin.Errorf(admin.CodeConflict, "scope", "policy %q already applies to %s; a scope has at most one policy", other, scopeText(p))
 	}
-	// The edge strips every policy's consumer header from every request,
-	// so one policy's consumer header may not be where another reads API
-	// keys: that policy would never see its keys (keep_credentials would
-	// forward none), and its backend would get a consumer id there.
+	// The edge strips every policy's consumer header from every request
+	// it forwards (after authenticating it), so one policy's consumer
+	// header may not be where another reads API keys that it forwards
+	// (keep_credentials): the key would never reach that policy's backend.
 	for _, o := range m.policies {
 		if o.doc.ID == p.ID {
 			continue
 		}
-		if h, ok := o.doc.KeyHeader(); ok && fbs.SameField(p.ConsumerHeader(), h) {
-			return admin.Errorf(admin.CodeConflict, "forward.consumer_header", "%q is where policy %q reads API keys, and the edge strips every policy's consumer header from every request; choose another name", p.ConsumerHeader(), o.doc.ID)
+		if h, ok := o.doc.KeptKeyHeader(); ok && fbs.SameField(p.ConsumerHeader(), h) {
+			return admin.Errorf(admin.CodeConflict, "forward.consumer_header", "%q is where policy %q reads the API keys it forwards (keep_credentials), and the edge strips every policy's consumer header from every request it forwards; choose another name", p.ConsumerHeader(), o.doc.ID)
 		}
-		if h, ok := p.KeyHeader(); ok && fbs.SameField(o.doc.ConsumerHeader(), h) {
-			return admin.Errorf(admin.CodeConflict, "auth.api_key_header", "%q is where policy %q sends the consumer id upstream, and the edge strips it from every request; choose another name", h, o.doc.ID)
+		if h, ok := p.KeptKeyHeader(); ok && fbs.SameField(o.doc.ConsumerHeader(), h) {
+			return admin.Errorf(admin.CodeConflict, "auth.api_key_header", "%q is where policy %q sends the consumer id upstream, and the edge strips it from every request it forwards, so keep_credentials could not forward the key; choose another name", h, o.doc.ID)
 		}
 	}
 	return nil

@@ -338,15 +338,24 @@ func TestAuthReferenceRules(t *testing.T) {
 	wantAdminErr(t, err, admin.CodeConflict, "scope", `policy "everyone" already applies to every request`)
 	_, err = h.c.PutPolicy(cx, model.Policy{ID: "bad", Scope: model.PolicyScope{Global: true, Route: "v1"}}, nil)
 	wantAdminErr(t, err, admin.CodeInvalid, "scope", "exactly one")
-	// Every policy's consumer header is stripped from every request, so
-	// it may not be where another policy reads API keys (api-users reads
-	// x-key and sends X-Who).
+	// Every policy's consumer header is stripped from every forwarded
+	// request, so it may not be where another policy reads API keys that
+	// it forwards (api-users reads x-key with keep_credentials and sends
+	// X-Who); without keep_credentials the key is stripped anyway.
 	_, err = h.c.PutPolicy(cx, model.Policy{ID: "p", Scope: model.PolicyScope{Route: "v2"},
 		Forward: &model.Forward{ConsumerHeader: "X_Key"}}, nil)
-	wantAdminErr(t, err, admin.CodeConflict, "forward.consumer_header", `"X_Key" is where policy "api-users" reads API keys`)
+	wantAdminErr(t, err, admin.CodeConflict, "forward.consumer_header", `"X_Key" is where policy "api-users" reads the API keys it forwards`)
 	_, err = h.c.PutPolicy(cx, model.Policy{ID: "p", Scope: model.PolicyScope{Route: "v2"},
-		Auth: &model.PolicyAuth{Methods: []string{"api_key"}, APIKeyHeader: "x-who"}}, nil)
+		Auth:    &model.PolicyAuth{Methods: []string{"api_key"}, APIKeyHeader: "x-who"},
+		Forward: &model.Forward{KeepCredentials: true}}, nil)
 	wantAdminErr(t, err, admin.CodeConflict, "auth.api_key_header", `"x-who" is where policy "api-users" sends the consumer id upstream`)
+	if _, err = h.c.PutPolicy(cx, model.Policy{ID: "p", Scope: model.PolicyScope{Route: "v2"},
+		Auth: &model.PolicyAuth{Methods: []string{"api_key"}, APIKeyHeader: "x-who"}}, nil); err != nil {
+		t.Fatalf("a key header that is another policy's consumer header, without keep_credentials: %v", err)
+	}
+	if _, err = h.c.DeletePolicy(cx, "p", nil); err != nil {
+		t.Fatal(err)
+	}
 
 	_, err = h.c.PutConsumer(cx, model.Consumer{ID: "eve", Credentials: model.Credentials{JWT: []model.JWTIdentity{{Issuer: "ghost"}}}}, nil)
 	wantAdminErr(t, err, admin.CodeInvalid, "credentials.jwt[0].issuer", `jwt_issuer "ghost" does not exist`)

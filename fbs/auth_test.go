@@ -230,7 +230,7 @@ func TestReservedHeaderSpellings(t *testing.T) {
 		{"x_key", "X-Key", true},
 		{"X-HTTP-Method-Override", "", true}, // dropped by the edge as a request-line override
 		{"x_original_url", "", true},
-		{"Forwarded", "", true}, // set by the edge (RFC 7239), a client's is dropped
+		{"Forwarded", "", true}, // a client's is dropped by the edge (RFC 7239)
 		{"X-Tenant", "", false},
 		{"X_Consumer", "", false},
 	} {

@@ -207,12 +207,18 @@ func (p *Policy) Validate() error {
 		// or not forward names one.
 		c.add("auth.api_key_header", fmt.Sprintf("%q is also where the consumer id goes upstream (forward.consumer_header, default %s); choose another name, or set forward.consumer_header", apiKeyHeader, DefaultConsumerHeader))
 	}
+	if h, ok := p.KeptKeyHeader(); ok && p.Forward.ConsumerHeader != "" && fbs.SameField(h, DefaultConsumerHeader) {
+		// The edge strips X-Consumer-Id from every request, policy or not
+		// (without forward.consumer_header the branch above refuses it).
+		c.add("auth.api_key_header", fmt.Sprintf("%q is stripped from every request going upstream, so keep_credentials could never forward the key; choose another name", h))
+	}
 	return c.err()
 }
 
-// KeyHeader is where the policy reads API keys; false if it takes none.
-func (p *Policy) KeyHeader() (string, bool) {
-	if p.Auth == nil || !slices.Contains(p.Auth.Methods, AuthAPIKey) {
+// KeptKeyHeader is where the policy reads API keys, if it reads them and
+// forwards them upstream (keep_credentials); false otherwise.
+func (p *Policy) KeptKeyHeader() (string, bool) {
+	if p.Auth == nil || !slices.Contains(p.Auth.Methods, AuthAPIKey) || p.Forward == nil || !p.Forward.KeepCredentials {
 		return "", false
 	}
 	if p.Auth.APIKeyHeader != "" {

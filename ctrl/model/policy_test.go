@@ -145,6 +145,9 @@ func TestPolicy(t *testing.T) {
 	}{
 		{`{"id":"k","scope":{"global":true},"auth":{"methods":["api_key"],"api_key_header":"x-consumer-id"}}`, "auth.api_key_header"},
 		{`{"id":"k","scope":{"global":true},"auth":{"methods":["api_key"],"api_key_header":"x_consumer_id"}}`, "auth.api_key_header"},
+		// X-Consumer-Id is stripped from every forwarded request, so a key
+		// read there could never be forwarded, whatever consumer header.
+		{`{"id":"k","scope":{"global":true},"auth":{"methods":["api_key"],"api_key_header":"x-consumer-id"},"forward":{"consumer_header":"X-Who","keep_credentials":true}}`, "auth.api_key_header"},
 		{`{"id":"k","scope":{"global":true},"auth":{"methods":["api_key"],"api_key_header":"x-consumer-id"},"forward":{"consumer_header":"X-Consumer"}}`, ""},
 		{`{"id":"k","scope":{"global":true},"auth":{"methods":["api_key"],"api_key_header":"content-length"}}`, "auth.api_key_header"},
 		{`{"id":"k","scope":{"global":true},"auth":{"methods":["api_key"],"api_key_header":"transfer_encoding"}}`, "auth.api_key_header"},
