@@ -54,7 +54,9 @@ type Result struct {
 	Rate       float64 `json:"rate"`        // Completed / Elapsed
 
 	// Latency of complete responses, from the scheduled send time (open loop)
-	// or the actual send (closed loop).
+	// or the actual send (closed loop), and of requests that timed out, at
+	// the time they were given up on (at least Timeout): a latency
+	// objective must not pass with requests unanswered.
 	Latency Summary `json:"latency"`
 	// Pacer is how late the client sent requests it was not backlogged on:
 	// the generator's own noise floor. Empty in closed loop.
@@ -106,12 +108,26 @@ func summarize(h *hdrhistogram.Histogram) Summary {
 	return Summary{
 		Count: h.TotalCount(),
 		Mean:  time.Duration(h.Mean()),
-		P50:   time.Duration(h.ValueAtPercentile(50)),
-		P90:   time.Duration(h.ValueAtPercentile(90)),
-		P99:   time.Duration(h.ValueAtPercentile(99)),
-		P999:  time.Duration(h.ValueAtPercentile(99.9)),
+		P50:   time.Duration(atQuantile(h, 0.5)),
+		P90:   time.Duration(atQuantile(h, 0.9)),
+		P99:   time.Duration(atQuantile(h, 0.99)),
+		P999:  time.Duration(atQuantile(h, 0.999)),
 		Max:   time.Duration(h.Max()),
 	}
+}
+
+// atQuantile is h's nearest-rank quantile q: the smallest recorded value
+// with at least ceil(q·n) of the n samples at or below it. hdrhistogram-go
+// rounds that rank to the nearest integer instead (int(q·n + 0.5)), one
+// sample low at the edge: with 11 of 1,060 samples slow, its p99 was the
+// fast value. Asking it for rank k - 0.25 makes its rounding land on k.
+func atQuantile(h *hdrhistogram.Histogram, q float64) int64 {
+	n := h.TotalCount()
+	if n == 0 {
+		return 0
+	}
+	k := min(max(int64(math.Ceil(q*float64(n)-1e-9)), 1), n)
+	return h.ValueAtPercentile(100 * (float64(k) - 0.25) / float64(n))
 }
 
 // curve samples h at 1-q = 10^(-i/10) until fewer than one response lies
@@ -128,7 +144,7 @@ func curve(h *hdrhistogram.Histogram) []Point {
 			break
 		}
 		q := 1 - tail
-		pts = append(pts, Point{Quantile: q, Latency: time.Duration(h.ValueAtPercentile(q * 100))})
+		pts = append(pts, Point{Quantile: q, Latency: time.Duration(atQuantile(h, q))})
 	}
 	return append(pts, Point{Quantile: 1, Latency: time.Duration(h.Max())})
 }

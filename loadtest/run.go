@@ -425,6 +425,9 @@ func (w *worker) openLoop(ctx context.Context) {
 		sent := time.Now()
 		status, cause := w.do(ctx, r.reqs[k%int64(len(r.reqs))])
 		done := time.Now()
+		if w.aborted.Load() {
+			return // cut off by the cancel, not by the target
+		}
 		if k < r.warmSlots {
 			continue
 		}
@@ -449,6 +452,9 @@ func (w *worker) closedLoop(ctx context.Context) {
 		}
 		status, cause := w.do(ctx, r.reqs[i])
 		done := time.Now()
+		if w.aborted.Load() {
+			return // cut off by the cancel, not by the target
+		}
 		if !sent.Before(r.measureStart) {
 			w.account(status, cause, done.Sub(sent), done)
 		}
@@ -462,6 +468,10 @@ func (w *worker) account(status, cause int, latency time.Duration, done time.Tim
 	w.sent++
 	if cause >= 0 {
 		w.errs[cause]++
+		if cause == causeTimeout {
+			// The slowest answer of all: no answer (Result.Latency).
+			w.lat.RecordValue(min(int64(latency), w.r.histMax))
+		}
 		return
 	}
 	w.completed++

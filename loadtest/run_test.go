@@ -427,3 +427,78 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// Percentiles are nearest-rank: with 11 of 1,060 samples slow (1.04 %),
+// p99 is a slow one and a p99 objective under it fails. hdrhistogram-go's
+// own rank rounding read the fast value.
+func TestPercentilesAreNearestRank(t *testing.T) {
+	h := hdrhistogram.New(latLowest, int64(time.Minute), 3)
+	h.RecordValues(int64(100*time.Microsecond), 1049)
+	h.RecordValues(int64(200*time.Millisecond), 11)
+	s := summarize(h)
+	r := &Result{hist: h, Completed: 1060}
+	v := r.Check(SLO{Objectives: []Objective{{Name: "p99", Quantile: 0.99, MaxLatency: 10 * time.Millisecond}}})
+	if s.P99 < 100*time.Millisecond || len(v) != 1 || s.P50 > time.Millisecond {
+		t.Errorf("p50 %v, p99 %v, SLO p99=10ms violations %v; want p50 ≈100µs, p99 ≈200ms and a violation", s.P50, s.P99, v)
+	}
+	if got := time.Duration(atQuantile(h, 1)); got < 199*time.Millisecond {
+		t.Errorf("quantile 1 = %v, want the largest value", got)
+	}
+}
+
+// A request that times out counts in the latency figures at the time it
+// was given up on: a latency objective fails when a tenth of the requests
+// got no answer, instead of passing on the answered ones.
+func TestTimeoutsCountInLatency(t *testing.T) {
+	release := make(chan struct{})
+	at := time.Now().Add(300 * time.Millisecond)
+	end := at.Add(100 * time.Millisecond)
+	s := startServer(t, func(_ *testServer, _ int64, _ []byte, w *bufio.Writer) bool {
+		if now := time.Now(); !now.Before(at) && now.Before(end) {
+			<-release
+			return false
+		}
+		w.WriteString(okResponse)
+		return true
+	})
+	defer close(release)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	slo, err := ParseSLO("p99=50ms,max=100ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(ctx, Config{Target: s.addr(), Conns: 256, Schedule: mustSchedule(t, "1000"), Duration: time.Second,
+		Timeout: 100 * time.Millisecond, SLO: slo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors["timeout"] == 0 {
+		t.Skip("no request timed out (the stall missed the run)")
+	}
+	if res.Passed() || res.Latency.Max < 100*time.Millisecond || res.Latency.Count != res.Completed+res.Errors["timeout"] {
+		t.Errorf("%d timeouts: SLO passed %v, max %v, %d latencies for %d completed", res.Errors["timeout"], res.Passed(), res.Latency.Max, res.Latency.Count, res.Completed)
+	}
+}
+
+// Requests cut off by cancelling the run are not the target's timeouts.
+func TestCancelIsNotTimeout(t *testing.T) {
+	release := make(chan struct{})
+	s := startServer(t, func(_ *testServer, n int64, _ []byte, w *bufio.Writer) bool {
+		if n >= 5 {
+			<-release
+		}
+		w.WriteString(okResponse)
+		return true
+	})
+	defer close(release)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	res, err := Run(ctx, Config{Target: s.addr(), Conns: 2, Schedule: mustSchedule(t, "50"), Duration: 20 * time.Second, Timeout: 20 * time.Second})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	if len(res.Errors) != 0 {
+		t.Errorf("errors %v: requests cut off by the cancel (Timeout 20s) counted against the target", res.Errors)
+	}
+}

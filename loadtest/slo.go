@@ -186,7 +186,7 @@ func (r *Result) latencyAt(q float64) time.Duration {
 		if q >= 1 {
 			return time.Duration(r.hist.Max())
 		}
-		return time.Duration(r.hist.ValueAtPercentile(q * 100))
+		return time.Duration(atQuantile(r.hist, q))
 	}
 	for _, p := range r.Curve {
 		if p.Quantile >= q-1e-12 {

@@ -158,6 +158,10 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		fmt.Fprintln(stderr, "snapgate load: interrupted; the result covers the part that ran")
 		return 1
+	case err != nil:
+		// The pacer failed (its timer): the run stopped early.
+		fmt.Fprintf(stderr, "snapgate load: stopped early: %v; the result covers the part that ran\n", err)
+		return 1
 	case !res.Passed():
 		return 1
 	}
