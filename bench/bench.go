@@ -427,44 +427,57 @@ func (e *env) targetPID(target string) (int, bool) {
 	return 0, false
 }
 
-// measure runs an unmeasured warmup, then the measured run with the target's
-// CPU time sampled right around it.
+// measure runs a warmup and then the measured part on the same
+// connections, with the target's CPU time sampled right around the latter.
 func (e *env) measure(ctx context.Context, target, label, schedule string, paths []string, dur time.Duration) (*RunResult, error) {
 	sched, err := loadtest.ParseSchedule(schedule)
 	if err != nil {
 		return nil, err
 	}
-	cfg := loadtest.Config{Target: e.addrs[target], Paths: paths, Conns: e.opts.Conns, Schedule: sched, Timeout: 2 * time.Second}
-	if e.opts.Warmup > 0 {
-		w := cfg
-		w.Duration = e.opts.Warmup
-		if _, err := loadtest.Run(ctx, w); err != nil {
-			return nil, fmt.Errorf("%s warmup: %w", label, err)
-		}
-	}
+	cfg := loadtest.Config{Target: e.addrs[target], Paths: paths, Conns: e.opts.Conns, Schedule: sched, Timeout: 2 * time.Second, Warmup: e.opts.Warmup}
 	return e.measured(ctx, target, label, cfg, dur)
 }
 
-// measured runs cfg for dur and charges the target's CPU time to it.
+// measured runs cfg for dur (after its warmup) and charges the target's CPU
+// time over the measured part to it. The warmup is part of the same run,
+// so the measured part opens no connection: a warmup run of its own closed
+// its connections, and every measured run then paid 16 connects.
 func (e *env) measured(ctx context.Context, target, label string, cfg loadtest.Config, dur time.Duration) (*RunResult, error) {
 	pid, ok := e.targetPID(target)
 	if !ok {
 		return nil, fmt.Errorf("%s: no process for target %q", label, target)
 	}
 	cfg.Duration = dur
-	allocs := e.allocCounter(ctx, target)
-	before, err := ReadUsage(pid)
+	// Found before the run: the scan of /proc takes milliseconds of the
+	// load generator's CPU, which the window's samples must not.
+	tree, err := ProcessTree(pid)
 	if err != nil {
-		return nil, fmt.Errorf("%s: cpu before: %w", label, err)
+		return nil, fmt.Errorf("%s: cpu: %w", label, err)
 	}
-	idleBefore, idleErr := e.proxyCPUIdle()
-	start := time.Now()
+	var allocs *allocCounter
+	var before, after Usage
+	var berr, uerr, idleErr, idleErr2 error
+	var idleBefore, idleAfter uint64
+	var start time.Time
+	var wall time.Duration
+	cfg.OnWindow = func(begin bool) {
+		if begin {
+			allocs = e.allocCounter(ctx, target)
+			before, berr = UsageOf(tree)
+			idleBefore, idleErr = e.proxyCPUIdle()
+			start = time.Now()
+			return
+		}
+		wall = time.Since(start)
+		idleAfter, idleErr2 = e.proxyCPUIdle()
+		after, uerr = UsageOf(tree)
+	}
 	res, err := loadtest.Run(ctx, cfg)
-	wall := time.Since(start)
-	idleAfter, idleErr2 := e.proxyCPUIdle()
-	after, uerr := ReadUsage(pid)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", label, err)
+	}
+	if berr != nil {
+		return nil, fmt.Errorf("%s: cpu before: %w", label, berr)
 	}
 	if uerr != nil {
 		return nil, fmt.Errorf("%s: cpu after: %w", label, uerr)

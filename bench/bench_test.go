@@ -56,7 +56,7 @@ func FuzzParseStat(f *testing.F) {
 	})
 }
 
-func TestReadUsageCountsChildren(t *testing.T) {
+func TestUsageCountsChildren(t *testing.T) {
 	// A child that burns CPU: its ticks must appear in our tree's usage.
 	cmd := exec.Command("sh", "-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 5")
 	if err := cmd.Start(); err != nil {
@@ -64,15 +64,20 @@ func TestReadUsageCountsChildren(t *testing.T) {
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	deadline := time.Now().Add(5 * time.Second)
+	usage := func(pid int) Usage {
+		t.Helper()
+		pids, err := ProcessTree(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, err := UsageOf(pids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
 	for {
-		child, err := ReadUsage(cmd.Process.Pid)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tree, err := ReadUsage(os.Getpid())
-		if err != nil {
-			t.Fatal(err)
-		}
+		child, tree := usage(cmd.Process.Pid), usage(os.Getpid())
 		if child.Ticks > 0 && tree.Ticks >= child.Ticks && tree.RSSBytes > child.RSSBytes {
 			return
 		}

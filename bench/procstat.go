@@ -67,13 +67,30 @@ type Usage struct {
 	RSSBytes int64
 }
 
-// ReadUsage sums CPU ticks and RSS over pid and its live descendants (nginx's
-// worker is a child of its master). Time of children that already exited is
+// UsageOf sums CPU ticks and RSS over pids, which must all be alive: a
+// few file reads, cheap enough to take while load runs (ProcessTree, which
+// finds them, scans all of /proc). Time of children that already exited is
 // not included; the proxies here keep their workers for the whole run.
-func ReadUsage(pid int) (Usage, error) {
+func UsageOf(pids []int) (Usage, error) {
+	page := int64(os.Getpagesize())
+	var u Usage
+	for _, p := range pids {
+		st, err := readStat(p)
+		if err != nil {
+			return Usage{}, err
+		}
+		u.Ticks += st.UTime + st.STime
+		u.RSSBytes += st.RSSPages * page
+	}
+	return u, nil
+}
+
+// ProcessTree is pid and its live descendants (nginx's worker is a child of
+// its master).
+func ProcessTree(pid int) ([]int, error) {
 	root, err := readStat(pid)
 	if err != nil {
-		return Usage{}, err
+		return nil, err
 	}
 	children := map[int][]ProcStat{}
 	if ents, err := os.ReadDir("/proc"); err == nil {
@@ -88,17 +105,15 @@ func ReadUsage(pid int) (Usage, error) {
 			}
 		}
 	}
-	page := int64(os.Getpagesize())
-	var u Usage
+	var tree []int
 	queue := []ProcStat{root}
 	for len(queue) > 0 && len(queue) < 1<<16 {
 		st := queue[0]
 		queue = queue[1:]
-		u.Ticks += st.UTime + st.STime
-		u.RSSBytes += st.RSSPages * page
+		tree = append(tree, st.PID)
 		queue = append(queue, children[st.PID]...)
 	}
-	return u, nil
+	return tree, nil
 }
 
 func readStat(pid int) (ProcStat, error) {

@@ -59,6 +59,12 @@ type Config struct {
 	// Warmup is sent before Duration at the schedule's starting rate and not
 	// measured (connections are opened, server caches warmed).
 	Warmup time.Duration
+	// OnWindow, if set, is called as the measured part starts (true) and
+	// as it ends (false), on a goroutine of the run's; a true is always
+	// followed by a false before Run returns. A caller samples what it
+	// measures beside the latencies (a process's CPU time) there, around
+	// the requests the Result counts, on connections the warmup opened.
+	OnWindow func(start bool)
 	// Timeout bounds each request, connect included; a request past it counts
 	// as a "timeout" error. It is also how long the run waits after Duration
 	// for requests the schedule is still owed (backlog); those never sent by
@@ -243,6 +249,12 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	r.end = r.measureStart.Add(r.cfg.Duration)
 	r.hardStop = r.end.Add(r.cfg.Timeout)
 
+	if r.cfg.OnWindow != nil {
+		windowDone := make(chan struct{})
+		go r.window(ctx, windowDone)
+		defer func() { <-windowDone }()
+	}
+
 	stopAbort := context.AfterFunc(ctx, func() {
 		r.stopMu.Lock()
 		r.stopAt = time.Now()
@@ -291,6 +303,28 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// window calls OnWindow at measureStart and at end, or at once when ctx
+// ends after the first call.
+func (r *runner) window(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
+	wait := func(until time.Time) bool {
+		t := time.NewTimer(time.Until(until))
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	if !wait(r.measureStart) {
+		return
+	}
+	r.cfg.OnWindow(true)
+	wait(r.end)
+	r.cfg.OnWindow(false)
 }
 
 func (r *runner) reportProgress(done <-chan struct{}) {

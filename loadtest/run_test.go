@@ -502,3 +502,48 @@ func TestCancelIsNotTimeout(t *testing.T) {
 		t.Errorf("errors %v: requests cut off by the cancel (Timeout 20s) counted against the target", res.Errors)
 	}
 }
+
+// OnWindow brackets the measured part: it starts after the warmup, on the
+// connections the warmup opened, and ends about Duration later, before Run
+// returns. bench samples CPU time there; it used to run the warmup as a
+// run of its own, whose connections closed, so every measured run opened
+// its connections inside the measured part.
+func TestOnWindowBracketsMeasuredPart(t *testing.T) {
+	s := startServer(t, respondOK)
+	conns := func() map[net.Conn]bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		m := map[net.Conn]bool{}
+		for c := range s.conns {
+			m[c] = true
+		}
+		return m
+	}
+	var calls []bool
+	var at []time.Time
+	var open [1]map[net.Conn]bool
+	start := time.Now()
+	res := mustRun(t, Config{Target: s.addr(), Conns: 4, Schedule: mustSchedule(t, "400"), Warmup: 300 * time.Millisecond,
+		Duration: 400 * time.Millisecond, OnWindow: func(begin bool) {
+			calls = append(calls, begin)
+			at = append(at, time.Now())
+			if begin {
+				open[0] = conns()
+			}
+		}})
+	if len(calls) != 2 || !calls[0] || calls[1] {
+		t.Fatalf("OnWindow calls %v, want true then false", calls)
+	}
+	if d := at[0].Sub(start); d < 300*time.Millisecond {
+		t.Errorf("window began %v after the start, within the 300ms warmup", d)
+	}
+	if d := at[1].Sub(at[0]); d < 390*time.Millisecond || d > 600*time.Millisecond {
+		t.Errorf("window lasted %v, want about the 400ms Duration", d)
+	}
+	if len(open[0]) != 4 || s.accepted.Load() != 4 {
+		t.Fatalf("%d connections open at the window's start, %d accepted in all; want the 4 the warmup opened, and no other", len(open[0]), s.accepted.Load())
+	}
+	if res.Completed < 100 {
+		t.Fatalf("completed %d", res.Completed)
+	}
+}

@@ -16,10 +16,11 @@ import (
 // scripts through respond. It reads request heads (and Content-Length
 // bodies) itself, so tests control every byte it writes.
 type testServer struct {
-	ln      net.Listener
-	respond func(s *testServer, n int64, req []byte, w *bufio.Writer) (keep bool)
-	reqs    atomic.Int64
-	wg      sync.WaitGroup
+	ln       net.Listener
+	respond  func(s *testServer, n int64, req []byte, w *bufio.Writer) (keep bool)
+	reqs     atomic.Int64
+	accepted atomic.Int64
+	wg       sync.WaitGroup
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -56,6 +57,7 @@ func (s *testServer) accept() {
 		if err != nil {
 			return
 		}
+		s.accepted.Add(1)
 		s.mu.Lock()
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
