@@ -161,16 +161,24 @@ func TestNoSnapshotReadAfterRelease(t *testing.T) {
 		worker(func() { get("/retry", nil, 200) })
 		worker(func() { get("/tight", nil, 429) })
 	}
+	// dial connects a raw client with a 10 s deadline; nil (reported) on failure.
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", g.addr)
+		if err != nil {
+			errf("dial: %v", err)
+			return nil
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		return c
+	}
 	// Streamed (detached) chunked uploads, slow enough to span swaps.
 	for range 3 {
 		worker(func() {
-			c, err := net.Dial("tcp", g.addr)
-			if err != nil {
-				errf("dial: %v", err)
+			c := dial()
+			if c == nil {
 				return
 			}
 			defer c.Close()
-			c.SetDeadline(time.Now().Add(10 * time.Second))
 			io.WriteString(c, "POST /upload/z HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
 			chunk := strings.Repeat("b", 32<<10)
 			for range 4 {
@@ -192,13 +200,11 @@ func TestNoSnapshotReadAfterRelease(t *testing.T) {
 	// WebSocket tunnels that outlive several swaps.
 	for range 3 {
 		worker(func() {
-			c, err := net.Dial("tcp", g.addr)
-			if err != nil {
-				errf("dial: %v", err)
+			c := dial()
+			if c == nil {
 				return
 			}
 			defer c.Close()
-			c.SetDeadline(time.Now().Add(10 * time.Second))
 			io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 			br := bufio.NewReader(c)
 			resp, err := http.ReadResponse(br, nil)
