@@ -19,7 +19,6 @@ import (
 	"github.com/snapgate/snapgate/edge/snapstore"
 	"github.com/snapgate/snapgate/edge/telemetry"
 	"github.com/snapgate/snapgate/edge/upstream"
-	"github.com/snapgate/snapgate/fbs"
 	"github.com/snapgate/snapgate/wire"
 )
 
@@ -136,7 +135,7 @@ func New(cfg Config) (*Node, error) {
 		Insecure: cfg.InsecureStream,
 
 		ClustersOf: n.clustersOf,
-		InService:  n.inService,
+		InService:  n.tables.WithSnapshot,
 	})
 	n.runFeed = n.feed.Run
 	n.metrics.SetFreshness(n.feed.Freshness)
@@ -208,17 +207,6 @@ func (n *Node) reportHealth(addr string, ok bool, kind upstream.FailureKind) {
 		cause = wire.Cause5xx
 	}
 	n.feed.ObserveEndpoint(addr, ok, cause)
-}
-
-// inService calls fn with the snapshot in service, held for the call.
-func (n *Node) inService(fn func(*fbs.Snapshot)) {
-	t := n.tables.Acquire()
-	if t == nil {
-		fn(nil)
-		return
-	}
-	defer t.Release()
-	fn(t.Snapshot())
 }
 
 // clustersOf appends the ids of the clusters in service that list addr.

@@ -120,15 +120,7 @@ func newTestStream(tb testing.TB) *testStream {
 	reg := upstream.NewRegistry(upstream.Options{})
 	c := New(Config{CtrlAddr: "bench", NodeID: "bench", Store: store, Logger: log,
 		Current: bs.holder.Version,
-		InService: func(fn func(*fbs.Snapshot)) { // as edge.Node does
-			t := bs.holder.Acquire()
-			if t == nil {
-				fn(nil)
-				return
-			}
-			defer t.Release()
-			fn(t.Snapshot())
-		},
+		InService: bs.holder.WithSnapshot, // as edge.Node does
 		Apply: func(m *snapstore.Mapping) error {
 			t := routing.NewTable(m.Snapshot(), func() { m.Unmap() }, reg)
 			_, err := bs.holder.Swap(t)

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+
+	"github.com/snapgate/snapgate/fbs"
 )
 
 // Holder publishes the Table in service. Acquire is lock-free; Swap is
@@ -61,6 +63,18 @@ func (h *Holder) Acquire() *Table {
 		}
 		t.Release()
 	}
+}
+
+// WithSnapshot calls fn with the snapshot in service (nil when none),
+// holding its table for the call.
+func (h *Holder) WithSnapshot(fn func(*fbs.Snapshot)) {
+	t := h.Acquire()
+	if t == nil {
+		fn(nil)
+		return
+	}
+	defer t.Release()
+	fn(t.Snapshot())
 }
 
 // Swap installs t, taking over the caller's reference (from NewTable). It
