@@ -119,7 +119,7 @@ func newTestStream(tb testing.TB) *testStream {
 	bs := &testStream{}
 	reg := upstream.NewRegistry(upstream.Options{})
 	c := New(Config{CtrlAddr: "bench", NodeID: "bench", Store: store, Logger: log,
-		Current: bs.holder.Version,
+		Current:   bs.holder.Version,
 		InService: bs.holder.WithSnapshot, // as edge.Node does
 		Apply: func(m *snapstore.Mapping) error {
 			t := routing.NewTable(m.Snapshot(), func() { m.Unmap() }, reg)
